@@ -1,0 +1,21 @@
+"""Training: one run with a plain loop, or a population at once with torch.func."""
+
+from .batches import BatchOrder
+from .common import RunResult, resolve_device, task_loss, task_metrics
+from .loop import train_run
+from .optim import OptimState, init_optim_state, optim_step
+from .population import population_groups, train_population
+
+__all__ = [
+    "BatchOrder",
+    "OptimState",
+    "RunResult",
+    "init_optim_state",
+    "optim_step",
+    "population_groups",
+    "resolve_device",
+    "task_loss",
+    "task_metrics",
+    "train_population",
+    "train_run",
+]

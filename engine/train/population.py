@@ -1,0 +1,198 @@
+"""Train K runs of one architecture at once with ``torch.func`` (stacked parameters + ``vmap``).
+
+Each run keeps its own seed (initialisation and data order), data set (training-set
+fraction, label noise) and optimiser hyperparameters; the arithmetic is the same as
+:func:`engine.train.train_run`, so a run trained here matches it (tests check this).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import defaultdict
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
+
+from engine import data as zdata
+from engine import nets
+from engine.config import TrainSpec
+
+from .batches import BatchOrder
+from .common import CheckpointCallback, ProgressCallback, RunResult, eval_subset, resolve_device, task_loss
+from .optim import init_optim_state, optim_step, stack_hparams
+
+__all__ = ["population_groups", "train_population"]
+
+
+def _group_key(spec: TrainSpec) -> str:
+    shared = spec.model_dump(mode="json", include={"arch", "batch_size", "steps", "checkpoints", "eval_size", "device"})
+    return f"{shared}|{spec.optim.name}"
+
+
+def population_groups(specs: list[TrainSpec]) -> list[list[int]]:
+    """Indices of ``specs`` that can train together (same architecture, batch size, schedule, optimiser)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(specs):
+        groups[_group_key(s)].append(i)
+    return list(groups.values())
+
+
+def train_population(
+    specs: list[TrainSpec],
+    *,
+    on_checkpoint: CheckpointCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    should_stop=None,
+    datasets: dict[str, zdata.Dataset] | None = None,
+) -> list[RunResult]:
+    """Train every spec at once; they must share one population group (see :func:`population_groups`).
+
+    A run whose loss becomes NaN/inf stops there (status ``diverged``) while the others go on.
+    Callbacks are as in :func:`engine.train.train_run`, with ``run`` the index into ``specs``.
+    """
+    if not specs:
+        raise ValueError("train_population: expected at least one spec, got 0")
+    if len(population_groups(specs)) != 1:
+        raise ValueError(
+            "train_population: specs must share architecture, batch size, steps, checkpoint schedule "
+            "and optimiser; split them with population_groups(specs)"
+        )
+    t0 = time.perf_counter()
+    first = specs[0]
+    device = resolve_device(first.device)
+    K = len(specs)
+    cache = dict(datasets or {})
+    ds = []
+    for s in specs:
+        key = s.dataset.to_json()
+        if key not in cache:
+            cache[key] = zdata.load(s.dataset)
+        ds.append(cache[key])
+    by_data = _data_groups(specs, ds, device, first.eval_size)
+
+    models = [nets.build(s.arch, ds[0].input_shape, ds[0].n_outputs, vocab_size=ds[0].vocab_size, seed=s.seed)
+              for s in specs]
+    base = copy.deepcopy(models[0]).to("meta")
+    params, buffers = stack_module_state(models)  # each (K, ...)
+    params = {k: v.detach().to(device) for k, v in params.items()}
+    buffers = {k: v.to(device) for k, v in buffers.items()}
+    hp = stack_hparams([s.optim for s in specs], device)
+    state = init_optim_state(params, first.optim.name)
+    orders = [BatchOrder(len(d.x_train), s.batch_size, s.seed) for s, d in zip(specs, ds)]
+    active = torch.ones(K, dtype=torch.bool, device=device)
+    diverged: list[int | None] = [None] * K
+    metrics: list[dict[str, float]] = [{} for _ in specs]
+    ckpts = set(first.checkpoint_steps())
+    report_every = max(1, first.steps // 100)
+
+    def loss_one(p, b, xb, yb):
+        return task_loss(functional_call(base, (p, b), (xb,)), yb)
+
+    def checkpoint(step: int) -> None:
+        evals = _evaluate(base, params, buffers, by_data)
+        for k in range(K):
+            if diverged[k] is not None:
+                continue
+            metrics[k] = {name: float(v[k]) for name, v in evals.items()}
+            if on_checkpoint is not None:
+                state_k = {n: t[k].detach().cpu().clone() for n, t in {**params, **buffers}.items()}
+                on_checkpoint(k, step, orders[k].epoch(step), state_k, metrics[k])
+
+    checkpoint(0)
+    status = "done"
+    for step in range(1, first.steps + 1):
+        xb, yb = _gather(by_data, orders, K)
+        base.train()
+        for p in params.values():
+            p.requires_grad_(True)
+        losses = vmap(loss_one)(params, buffers, xb, yb)  # (K,)
+        grads = dict(zip(params, torch.autograd.grad(losses.sum(), list(params.values()))))
+        for p in params.values():
+            p.requires_grad_(False)
+        finite = torch.isfinite(losses.detach())
+        newly = active & ~finite
+        if bool(newly.any()):
+            for k in newly.nonzero().flatten().tolist():
+                diverged[k] = step
+            active &= finite
+        optim_step(first.optim.name, params, grads, state, hp, active=active)
+        if step in ckpts:
+            checkpoint(step)
+        if step % report_every == 0 or step == first.steps:
+            if on_progress is not None:
+                on_progress(step, first.steps, losses.detach().cpu().tolist())
+            if should_stop is not None and should_stop():
+                status = "cancelled"
+                break
+        if not bool(active.any()):
+            break
+    wall = time.perf_counter() - t0
+    return [
+        RunResult("diverged", diverged[k], diverged[k], metrics[k], wall, str(device))
+        if diverged[k] is not None
+        else RunResult(status, step, None, metrics[k], wall, str(device))
+        for k in range(K)
+    ]
+
+
+class _DataGroup:
+    """Runs that share one data set: their batches come from one gather."""
+
+    def __init__(self, runs: list[int], d: zdata.Dataset, device: torch.device, eval_size: int):
+        self.runs = torch.tensor(runs, device=device)
+        self.run_list = runs
+        self.x, self.y = d.x_train.to(device), d.y_train.to(device)
+        self.evals = {
+            split: tuple(t.to(device) for t in eval_subset(xs, ys, eval_size))
+            for split, xs, ys in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test))
+        }
+
+
+def _data_groups(specs, ds, device, eval_size) -> list[_DataGroup]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for k, s in enumerate(specs):
+        groups[s.dataset.to_json()].append(k)
+    return [_DataGroup(runs, ds[runs[0]], device, eval_size) for runs in groups.values()]
+
+
+def _gather(groups: list[_DataGroup], orders: list[BatchOrder], K: int) -> tuple[Tensor, Tensor]:
+    if len(groups) == 1:
+        g = groups[0]
+        idx = torch.stack([orders[k].next() for k in g.run_list]).to(g.x.device)  # (K, B)
+        return g.x[idx], g.y[idx]
+    parts = []
+    for g in groups:
+        idx = torch.stack([orders[k].next() for k in g.run_list]).to(g.x.device)
+        parts.append((g.runs, g.x[idx], g.y[idx]))
+    B = parts[0][1].shape[1]
+    xb = parts[0][1].new_empty((K, B, *parts[0][1].shape[2:]))
+    yb = parts[0][2].new_empty((K, B, *parts[0][2].shape[2:]))
+    for runs, gx, gy in parts:
+        xb[runs], yb[runs] = gx, gy
+    return xb, yb
+
+
+@torch.no_grad()
+def _evaluate(base, params, buffers, groups: list[_DataGroup]) -> dict[str, Tensor]:
+    """Per-run loss and accuracy on the fixed evaluation subsets: name -> (K,) tensor."""
+    base.eval()
+    K = next(iter(params.values())).shape[0]
+    out: dict[str, Tensor] = {}
+    for g in groups:
+        p = {k: v[g.runs] for k, v in params.items()}
+        b = {k: v[g.runs] for k, v in buffers.items()}
+        for split, (xs, ys) in g.evals.items():
+            logits = vmap(lambda pp, bb: functional_call(base, (pp, bb), (xs,)))(p, b)  # (k, n, C)
+            if ys.dtype == torch.int64:
+                ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ys.expand(len(g.run_list), -1),
+                                                       reduction="none").mean(1)
+                acc = (logits.argmax(-1) == ys).float().mean(1)
+            else:
+                ce = ((logits - ys.view(1, *ys.shape).expand_as(logits)) ** 2).flatten(1).mean(1)
+                acc = torch.full_like(ce, math.nan)
+            for name, v in ((f"{split}_loss", ce), (f"{split}_acc", acc)):
+                out.setdefault(name, torch.full((K,), math.nan, device=ce.device))[g.runs] = v
+    return out
