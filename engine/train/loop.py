@@ -77,7 +77,7 @@ def train_run(
         out = functional_call(model, (params, buffers), (x[idx],))
         loss = task_loss(out, y[idx])
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-        value = float(loss)
+        value = float(loss.detach())
         if not math.isfinite(value):
             return RunResult("diverged", step, step, metrics, time.perf_counter() - t0, str(device))
         for p in params.values():

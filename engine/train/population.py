@@ -28,7 +28,9 @@ __all__ = ["population_groups", "train_population"]
 
 
 def _group_key(spec: TrainSpec) -> str:
+    # init_scale only changes the initial values, so runs that differ in it still stack.
     shared = spec.model_dump(mode="json", include={"arch", "batch_size", "steps", "checkpoints", "eval_size", "device"})
+    shared["arch"].pop("init_scale")
     return f"{shared}|{spec.optim.name}"
 
 
@@ -64,7 +66,7 @@ def train_population(
     first = specs[0]
     device = resolve_device(first.device)
     K = len(specs)
-    cache = dict(datasets or {})
+    cache = datasets if datasets is not None else {}  # shared across groups by the caller
     ds = []
     for s in specs:
         key = s.dataset.to_json()
