@@ -1,0 +1,156 @@
+"""Content-addressed tensor files: ``artifacts/ab/<sha256>.safetensors``.
+
+A file is written to a temporary name, fsynced and renamed into place, so a
+crash never leaves a half-written file under a real name. Its name is the
+sha256 of its bytes, which is checked again on every read. Tensors are stored
+with safetensors, never pickled.
+
+These functions need only the store folder, not the catalog, so workers that
+do not own the store call them directly and report the artifact rows
+(:func:`artifact_row`) in their result bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from store.errors import CorruptArtifactError
+from store.paths import StoreLayout, as_layout
+from store.rows import utcnow
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["put_tensors_at", "get_tensors_at", "artifact_path", "artifact_row", "serialise_tensors"]
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_sha(sha: str) -> str:
+    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+        raise ValueError(f"artifact sha must be 64 lowercase hex characters; got {sha!r}")
+    return sha
+
+
+def artifact_path(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -> Path:
+    """Where the artifact ``sha`` lives: ``<store>/artifacts/<sha[:2]>/<sha>.safetensors``."""
+    _check_sha(sha)
+    return as_layout(store_path).artifacts / sha[:2] / f"{sha}.safetensors"
+
+
+def _cpu_tensors(tensors: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+    import torch
+
+    if not isinstance(tensors, Mapping) or not tensors:
+        raise ValueError(f"put_tensors expects a non-empty dict name -> tensor; got {tensors!r:.80}")
+    out: dict[str, torch.Tensor] = {}
+    seen_storage: set[int] = set()
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"put_tensors expects str -> torch.Tensor; got {type(name).__name__} -> "
+                f"{type(tensor).__name__} for key {name!r}"
+            )
+        t = tensor.detach().to("cpu").contiguous()
+        storage = t.untyped_storage()
+        # safetensors refuses tensors that share memory (tied weights, slices of
+        # a stacked population); copy those so each tensor owns its bytes.
+        if storage.data_ptr() in seen_storage or storage.nbytes() != t.nbytes:
+            t = t.clone()
+        seen_storage.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def serialise_tensors(tensors: Mapping[str, "torch.Tensor"]) -> bytes:
+    """The safetensors bytes for ``tensors`` (deterministic for equal tensors)."""
+    from safetensors.torch import save
+
+    return save(_cpu_tensors(tensors))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def put_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, tensors: Mapping[str, "torch.Tensor"]) -> str:
+    """Write ``tensors`` as a content-addressed safetensors file.
+
+    Parameters
+    ----------
+    store_path : str or path-like
+        The store folder (it must exist; the catalog is not touched).
+    tensors : dict[str, torch.Tensor]
+        Any device or layout; written as contiguous CPU tensors.
+
+    Returns
+    -------
+    str
+        The sha256 hex digest of the file's bytes, which is its name.
+        Writing equal tensors again returns the same sha and does not rewrite.
+    """
+    layout = as_layout(store_path)
+    layout.require(layout.artifacts)
+    data = serialise_tensors(tensors)
+    sha = hashlib.sha256(data).hexdigest()
+    path = artifact_path(layout, sha)
+    if not (path.exists() and path.stat().st_size == len(data)):
+        _write_atomic(path, data)
+    return sha
+
+
+def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -> dict[str, "torch.Tensor"]:
+    """Read the artifact ``sha`` back as CPU tensors, verifying its hash.
+
+    Raises
+    ------
+    CorruptArtifactError
+        If the file is missing, does not hash to ``sha``, or is not valid
+        safetensors. The message names the sha and the path.
+    """
+    from safetensors.torch import load
+
+    path = artifact_path(store_path, sha)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptArtifactError(
+            f"artifact {sha} is missing: no file at {path}; it was deleted or never written "
+            "(was the store copied without its artifacts/ folder?)",
+            sha=sha, path=path,
+        ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        raise CorruptArtifactError(
+            f"artifact {sha} is corrupt: {path} hashes to {actual}; the file was modified or "
+            "damaged on disk. Delete it and recompute the result that produced it",
+            sha=sha, path=path,
+        )
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise CorruptArtifactError(
+            f"artifact {sha} at {path} is not a valid safetensors file ({exc})", sha=sha, path=path
+        ) from exc
+
+
+def artifact_row(store_path: str | os.PathLike[str] | StoreLayout, sha: str, kind: str = "weights") -> dict[str, Any]:
+    """The ``artifact`` catalog row for an existing file, for a worker's bundle."""
+    path = artifact_path(store_path, sha)
+    if not path.exists():
+        raise CorruptArtifactError(f"artifact {sha} is missing: no file at {path}", sha=sha, path=path)
+    return {"sha": sha, "size_bytes": path.stat().st_size, "kind": kind, "created_at": utcnow()}

@@ -1,0 +1,237 @@
+"""The connection-holding base of :class:`store.Store`.
+
+It owns the DuckDB connection, the owner lock, and the few primitives the
+table-specific mixins are written with: a transaction, row and DataFrame
+reads, and bulk inserts with a conflict policy. SQL is composed only from
+column names checked against :data:`store.schema.COLUMNS`; values are always
+bound parameters.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+
+from store.errors import NotFoundError, StoreError
+from store.ownership import OwnerLock
+from store.paths import StoreLayout
+from store.rows import decode_row, encode_row, encode_rows, utcnow
+from store.schema import COLUMNS, KEYS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = ["StoreCore"]
+
+Conflict = Literal["error", "ignore", "update"]
+# Surrogate ids that stay with the first row when a row is updated on another key.
+_SURROGATE = {"probe": "probe_id", "checkpoint": "checkpoint_id"}
+
+
+class StoreCore:
+    """Connection, lock and SQL primitives. Use :func:`store.open_store` to get a :class:`store.Store`."""
+
+    def __init__(self, layout: StoreLayout, con: duckdb.DuckDBPyConnection, lock: OwnerLock, *, owner: bool):
+        self._layout = layout
+        self._con: duckdb.DuckDBPyConnection | None = con
+        self._owner_lock = lock
+        self._is_owner = owner
+        # Streamlit serves sessions from threads; one DuckDB connection must
+        # not run two statements at once, so every access holds this lock.
+        self._mutex = threading.RLock()
+        self._tx_depth = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The store folder."""
+        return self._layout.root
+
+    @property
+    def layout(self) -> StoreLayout:
+        """The paths inside the store folder."""
+        return self._layout
+
+    @property
+    def is_owner(self) -> bool:
+        """True when opened with ``owner=True`` (read-write)."""
+        return self._is_owner
+
+    @property
+    def closed(self) -> bool:
+        return self._con is None
+
+    def close(self) -> None:
+        """Close the catalog and release ownership. Idempotent."""
+        with self._mutex:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._owner_lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("owner" if self._is_owner else "read-only")
+        return f"Store({str(self.path)!r}, {state})"
+
+    # -- primitives -----------------------------------------------------------
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError(f"store {self.path} is closed; open it again with store.open_store({str(self.path)!r})")
+        return self._con
+
+    def _require_owner(self, what: str = "write to the catalog") -> None:
+        if not self._is_owner:
+            raise StoreError(
+                f"cannot {what}: store {self.path} was opened read-only (owner=False); "
+                "open it with owner=True"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction; nested uses join the outer one."""
+        self._require_owner()
+        with self._mutex:
+            con = self._connection()
+            if self._tx_depth:
+                self._tx_depth += 1
+                try:
+                    yield con
+                finally:
+                    self._tx_depth -= 1
+                return
+            con.execute("BEGIN TRANSACTION")
+            self._tx_depth = 1
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # a failed COMMIT has already rolled back
+                _drop_stale_views(con)
+                raise
+            finally:
+                self._tx_depth = 0
+
+    def _df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> "pd.DataFrame":
+        with self._mutex:
+            return self._connection().execute(sql, params).df()
+
+    def _dicts(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
+        with self._mutex:
+            cursor = self._connection().execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def _scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        with self._mutex:
+            row = self._connection().execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def _get(self, table: str, column: str, value: Any, *, what: str | None = None) -> dict[str, Any]:
+        rows = self._dicts(f"SELECT * FROM {table} WHERE {column} = ?", [value])
+        if not rows:
+            raise NotFoundError(f"no {what or table} with {column} {value!r} in store {self.path}")
+        return decode_row(rows[0])
+
+    def _insert(self, table: str, rows: "Sequence[Mapping[str, Any]] | pa.Table", on_conflict: Conflict = "error") -> int:
+        """Insert caller rows (encoded here) or an Arrow table; returns rows offered."""
+        import pyarrow as pa
+
+        tbl = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(encode_rows(table, rows))
+        try:
+            with self._tx() as con:
+                insert_arrow(con, table, tbl, on_conflict)
+        except duckdb.ConstraintException as exc:
+            raise ValueError(f"cannot write {table} rows to store {self.path}: {exc}") from None
+        return tbl.num_rows
+
+    def _update(self, table: str, key: str, key_value: Any, fields: Mapping[str, Any]) -> None:
+        row = encode_row(table, fields)
+        if not row:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in row)
+        with self._tx() as con:
+            count = con.execute(
+                f"UPDATE {table} SET {assignments} WHERE {key} = ?", [*row.values(), key_value]
+            ).fetchone()[0]
+        if count == 0:
+            raise NotFoundError(f"no {table} with {key} {key_value!r} in store {self.path}")
+
+    def _stamp_times(self, table: str, key: str, key_value: str, fields: dict[str, Any],
+                     terminal: tuple[str, ...]) -> dict[str, Any]:
+        """Add ``started_at``/``finished_at`` = now when a status change implies it and none is set."""
+        status = fields.get("status")
+        stamp = "started_at" if status == "running" else "finished_at" if status in terminal else None
+        if stamp is None or stamp in fields:
+            return fields
+        current = self._scalar(f"SELECT {stamp} FROM {table} WHERE {key} = ?", [key_value])
+        return fields if current is not None else {**fields, stamp: utcnow()}
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: "pa.Table", on_conflict: Conflict) -> None:
+    """Insert an Arrow table into ``table`` inside the caller's transaction.
+
+    Rows repeating a key within ``tbl`` keep the last one. ``on_conflict``:
+    ``"error"`` raises on an existing key, ``"ignore"`` keeps the existing row,
+    ``"update"`` overwrites the columns present in ``tbl`` (upsert).
+    """
+    import pyarrow as pa
+
+    if tbl.num_rows == 0:
+        return
+    columns = tbl.column_names
+    unknown = [c for c in columns if c not in COLUMNS[table]]
+    if unknown:
+        raise ValueError(f"{table} has no columns {unknown}; columns are {list(COLUMNS[table])}")
+    key = KEYS[table]
+    view = f"_incoming_{uuid.uuid4().hex}"
+    con.register(view, tbl.append_column("_ord", pa.array(range(tbl.num_rows), pa.int64())))
+    try:
+        col_list = ", ".join(columns)
+        partition = ", ".join(key) if all(k in columns for k in key) else "_ord"
+        sql = (
+            f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM {view} "
+            f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY _ord DESC) = 1"
+        )
+        updates = [c for c in columns if c not in key and c != _SURROGATE.get(table)]
+        if on_conflict == "ignore" or (on_conflict == "update" and not updates):
+            sql += " ON CONFLICT DO NOTHING"
+        elif on_conflict == "update":
+            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+            sql += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+        con.execute(sql)
+    finally:
+        try:
+            con.unregister(view)
+        except duckdb.TransactionException:
+            # The statement failed and aborted the transaction; the view is
+            # dropped after the caller's ROLLBACK (see StoreCore._tx).
+            _STALE_VIEWS.setdefault(id(con), []).append(view)
+
+
+_STALE_VIEWS: dict[int, list[str]] = {}
+
+
+def _drop_stale_views(con: duckdb.DuckDBPyConnection) -> None:
+    for view in _STALE_VIEWS.pop(id(con), []):
+        try:
+            con.unregister(view)
+        except duckdb.Error:
+            pass
