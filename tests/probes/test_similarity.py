@@ -179,3 +179,56 @@ def test_similarity_over_training_reference_column_is_one():
     assert grid.values.shape == (3, 3) and grid.cols == ("0", "5", "10") and grid.rows == tuple(LAYERS_A)
     np.testing.assert_allclose(grid.values[:, -1], 1.0)
     assert grid.values[0, 0] == pytest.approx(S.linear_cka(ckpts["0"]["a0"], ckpts["10"]["a0"]))
+
+
+# --- Kornblith et al. 2019: CKA finds corresponding layers across seeds ---------------------
+def _mnist1d():
+    from mnist1d.data import get_dataset_args, make_dataset  # generated locally, no download
+
+    d = make_dataset(get_dataset_args())
+    return tuple(torch.tensor(d[k], dtype=torch.float32) for k in ("x", "x_test")) + tuple(
+        torch.tensor(d[k]).long() for k in ("y", "y_test"))
+
+
+def _mlp(seed):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(40, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                         nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def _cnn(seed):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv1d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv1d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(32 * 10, 10))
+
+
+def _train(model, x, y, seed, epochs):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(128):
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def test_kornblith_cka_identifies_corresponding_layers_across_seeds():
+    from engine.probes.activations import capture_activations
+
+    x, x_test, y, y_test = _mnist1d()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: threads only add overhead on a shared machine
+    with torch.random.fork_rng():  # the model factories seed torch's global RNG
+        for make, epochs, pool in ((_mlp, 8, "mean"), (_cnn, 5, "flatten")):
+            models = [_train(make(seed), x, y, seed, epochs) for seed in (0, 1)]
+            acts = [capture_activations(m, dict(m.named_parameters()), (x_test, y_test), pool=pool) for m in models]
+            grid = similarity_grid(acts[0], acts[1], "linear_cka")
+            hit = np.mean(grid.best_match() == np.arange(len(grid.rows)))
+            assert len(grid.rows) >= 4 and hit >= 0.9, (make.__name__, grid.values.round(2))
+    torch.set_num_threads(threads)
