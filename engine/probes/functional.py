@@ -1,0 +1,425 @@
+"""Functional evaluation: a model's parameters as one flat vector, many vectors at once.
+
+Every probe that looks at "many parameter vectors" -- a 2D landscape, an interpolation
+path, a random subspace, a Rashomon sample -- goes through :func:`evaluate_points`.
+Each point is evaluated from its own coordinates with
+:func:`torch.func.functional_call`; the module passed in is never mutated.
+
+How the points are evaluated is chosen by device and size, because it was measured:
+on a CPU a plain loop over points, each over the whole dataset as one batch, runs the
+big matrix products near the machine's peak, while ``vmap`` over chunks of points is
+3-4x slower; on a GPU many small evaluations are latency-bound and ``vmap`` over a
+chunk of points wins.
+
+Conventions
+-----------
+- A flat vector follows :class:`ParamLayout` order, by default the order of
+  ``model.named_parameters()``.
+- ``data`` is an ``(inputs, targets)`` pair, an iterable of such batches (a
+  ``DataLoader``), or any object with ``x_train, y_train, x_test, y_test`` (an
+  ``engine.data.Dataset``), from which ``split`` picks.
+- The loss is cross-entropy for integer targets and mean squared error for float
+  targets. Accuracy is the argmax accuracy for integer targets and NaN for regression.
+- ``bn="running"`` evaluates BatchNorm with its running statistics (the model in
+  eval mode); ``bn="batch"`` uses the statistics of the evaluated batch, never
+  updating the running ones. Dropout is always off.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from engine.probes.first_layer import agrees, find_first_layer
+
+__all__ = [
+    "ParamLayout",
+    "default_loss",
+    "evaluate_plane",
+    "evaluate_points",
+    "flatten_params",
+    "functional_module",
+    "resolve_data",
+    "split_state",
+    "unflatten_params",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+BNMode = Literal["running", "batch"]
+Strategy = Literal["auto", "loop", "vmap"]
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where each named tensor lives inside a flat parameter vector.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Parameter names in flat order.
+    shapes : tuple of tuple of int
+        Shape of each parameter.
+    offsets : tuple of int
+        Start of each parameter in the flat vector.
+    numel : int
+        Length ``P`` of the flat vector.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    numel: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Tensor]) -> ParamLayout:
+        """Layout of a parameter dict, in the dict's order."""
+        names, shapes, offsets, at = [], [], [], 0
+        for name, tensor in params.items():
+            names.append(name)
+            shapes.append(tuple(tensor.shape))
+            offsets.append(at)
+            at += tensor.numel()
+        return cls(tuple(names), tuple(shapes), tuple(offsets), at)
+
+    @classmethod
+    def from_module(cls, model: nn.Module) -> ParamLayout:
+        """Layout of ``model.named_parameters()``: the default flat order."""
+        return cls.from_params(dict(model.named_parameters()))
+
+    def slice(self, name: str) -> slice:
+        """The flat index range of parameter ``name``."""
+        i = self.names.index(name)
+        return slice(self.offsets[i], self.offsets[i] + math.prod(self.shapes[i]))
+
+    def flatten(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Concatenate ``params`` into one vector of shape ``(P,)`` in layout order."""
+        missing = [n for n in self.names if n not in params]
+        extra = [n for n in params if n not in set(self.names)]
+        if missing or extra:
+            raise ValueError(
+                f"parameter dict does not match the layout: missing {missing}, unexpected {extra}; "
+                "pass the parameters of the same architecture (buffers go separately)"
+            )
+        for name, shape in zip(self.names, self.shapes):
+            if tuple(params[name].shape) != shape:
+                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)}; the layout expects {shape}")
+        return torch.cat([params[n].detach().reshape(-1) for n in self.names])
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """Views of ``theta`` (shape ``(..., P)``) as named tensors of shape ``(..., *shape)``."""
+        if theta.shape[-1] != self.numel:
+            raise ValueError(f"flat vector has {theta.shape[-1]} entries; the layout has {self.numel}")
+        lead = theta.shape[:-1]
+        return {
+            name: theta[..., off : off + math.prod(shape)].reshape(*lead, *shape)
+            for name, shape, off in zip(self.names, self.shapes, self.offsets)
+        }
+
+
+def flatten_params(params: Mapping[str, Tensor]) -> tuple[Tensor, ParamLayout]:
+    """Flatten a parameter dict into ``(theta, layout)``, ``theta`` of shape ``(P,)``."""
+    layout = ParamLayout.from_params(params)
+    return layout.flatten(params), layout
+
+
+def unflatten_params(theta: Tensor, layout: ParamLayout) -> dict[str, Tensor]:
+    """Inverse of :func:`flatten_params`; returns views of ``theta``."""
+    return layout.unflatten(theta)
+
+
+def split_state(model: nn.Module, state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Split a state dict (or a bare parameter dict) into ``(params, buffers)``.
+
+    Buffers missing from ``state`` are taken from ``model``, so a parameter dict from
+    ``named_parameters()`` works as well as a full ``state_dict()``.
+    """
+    param_names = [n for n, _ in model.named_parameters()]
+    missing = [n for n in param_names if n not in state]
+    if missing:
+        raise ValueError(f"state has no entries for parameters {missing}; was it saved from another architecture?")
+    params = {n: state[n].detach() for n in param_names}
+    buffers = {n: state.get(n, b).detach() for n, b in model.named_buffers()}
+    return params, buffers
+
+
+def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy for integer targets, mean squared error for float targets."""
+    if targets.is_floating_point():
+        return F.mse_loss(outputs, targets.reshape(outputs.shape))
+    return F.cross_entropy(outputs, targets)
+
+
+def resolve_data(data, split: str = "train", *, n_samples: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Turn ``data`` into one ``(inputs, targets)`` pair.
+
+    Parameters
+    ----------
+    data : tuple, iterable of batches or Dataset-like
+        See the module docstring. Batches of a loader are concatenated.
+    split : {"train", "test"}
+        Which split of a Dataset-like object; ignored for pairs and loaders.
+    n_samples : int, optional
+        Keep a random subset of this size (drawn with ``seed``); all when None.
+    seed : int
+        Seed of the subset.
+    """
+    if hasattr(data, "x_train"):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        x, y = data
+    elif isinstance(data, Iterable):
+        batches = list(data)
+        if not batches:
+            raise ValueError("data loader yielded no batches")
+        x = torch.cat([b[0] for b in batches])
+        y = torch.cat([b[1] for b in batches])
+    else:
+        raise TypeError(f"data must be an (inputs, targets) pair, a loader or a Dataset; got {type(data).__name__}")
+    if len(x) != len(y):
+        raise ValueError(f"inputs and targets differ in length: {len(x)} vs {len(y)}")
+    if n_samples is not None and n_samples < len(x):
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(x), generator=gen)[:n_samples].to(x.device)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def functional_module(model: nn.Module, bn: BNMode = "running") -> nn.Module:
+    """``model`` in the mode ``bn`` asks for, without touching ``model`` itself.
+
+    Returns ``model`` when it is already in that mode, otherwise a shallow copy whose
+    parameters and buffers are shared with ``model`` (only the mode flags differ).
+    """
+    if bn not in ("running", "batch"):
+        raise ValueError(f"bn must be 'running' or 'batch'; got {bn!r}")
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not any(m.training for m in model.modules()) and (bn == "running" or not bns):
+        return model
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    module = copy.deepcopy(model, memo)
+    module.eval()
+    if bn == "batch":
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+                m.track_running_stats = False  # use batch statistics, never update running ones
+    return module
+
+
+class _Evaluator:
+    """The model, its buffers and one batch of data, ready to evaluate flat vectors."""
+
+    def __init__(self, model, data, *, layout, buffers, bn, loss_fn, split):
+        self.module = functional_module(model, bn)
+        self.layout = layout or ParamLayout.from_module(model)
+        self.buffers = dict(model.named_buffers()) if buffers is None else dict(buffers)
+        self.x, self.y = resolve_data(data, split)
+        self.device = self.x.device  # everything runs where the data lives
+        self.buffers = {k: v.to(self.device) for k, v in self.buffers.items()}
+        self.loss_fn = loss_fn or default_loss
+        self.classification = not self.y.is_floating_point()
+
+    def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.module, {**params, **self.buffers}, (x,))
+
+    def score(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        loss = self.loss_fn(out, self.y)
+        if not self.classification:
+            return loss, torch.full_like(loss, float("nan"))
+        return loss, (out.argmax(-1) == self.y).to(loss.dtype).mean()
+
+    def point(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        return self.score(self.forward(self.layout.unflatten(theta), self.x))
+
+
+def _pick_strategy(strategy: Strategy, device: torch.device) -> str:
+    if strategy not in ("auto", "loop", "vmap"):
+        raise ValueError(f"strategy must be 'auto', 'loop' or 'vmap'; got {strategy!r}")
+    if strategy == "auto":
+        return "vmap" if device.type == "cuda" else "loop"
+    return strategy
+
+
+def _auto_chunk(ev: _Evaluator, per_point_floats: int) -> int:
+    """Points per ``vmap`` call: activations of a chunk fill about half the free memory."""
+    if ev.x.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(ev.x.device)
+        budget = free // 2
+    else:
+        budget = 256 * 2**20
+    return max(1, min(1024, int(budget // max(1, 4 * per_point_floats))))
+
+
+def _activation_floats(ev: _Evaluator) -> int:
+    """Rough size of one point's forward pass: outputs of all leaf modules, times 2."""
+    total = [0]
+
+    def hook(_m, _i, out):
+        if isinstance(out, Tensor):
+            total[0] += out.numel()
+
+    leaves = [m for m in ev.module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            functional_call(ev.module, dict(ev.module.named_parameters()) | ev.buffers, (ev.x[:1],))
+    finally:
+        for h in handles:
+            h.remove()
+    return 2 * max(total[0], 1) * len(ev.x)
+
+
+def _run(fn_point, args: tuple[Tensor, ...], strategy: str, chunk: int) -> tuple[Tensor, Tensor]:
+    """Apply ``fn_point`` to every row of ``args`` by a loop or by chunked ``vmap``."""
+    n = len(args[0])
+    losses, accs = [], []
+    with torch.no_grad():
+        if strategy == "loop":
+            for g in range(n):
+                loss, acc = fn_point(*(a[g] for a in args))
+                losses.append(loss.reshape(1))
+                accs.append(acc.reshape(1))
+        else:
+            batched = vmap(fn_point)
+            for s in range(0, n, chunk):
+                loss, acc = batched(*(a[s : s + chunk] for a in args))
+                losses.append(loss)
+                accs.append(acc)
+    return torch.cat(losses).double().cpu(), torch.cat(accs).double().cpu()
+
+
+def evaluate_points(
+    model: nn.Module,
+    theta: Tensor,
+    data,
+    *,
+    chunk: int | None = None,
+    bn: BNMode = "running",
+    buffers: Mapping[str, Tensor] | None = None,
+    layout: ParamLayout | None = None,
+    loss_fn: LossFn | None = None,
+    strategy: Strategy = "auto",
+    split: str = "train",
+) -> tuple[Tensor, Tensor]:
+    """Loss and accuracy of many flat parameter vectors on the same data.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture; its own parameter values are not used.
+    theta : Tensor, shape (G, P)
+        One flat parameter vector per row, in ``layout`` order. Evaluation runs on the
+        device of the data; ``theta`` and the buffers are moved there.
+    data : pair, loader or Dataset-like
+        See :func:`resolve_data`; the whole set is one batch.
+    chunk : int, optional
+        Points per ``vmap`` call; by default sized to half the free GPU memory.
+    bn : {"running", "batch"}
+        BatchNorm statistics; see the module docstring.
+    buffers : dict, optional
+        Buffers (BatchNorm running statistics) to use; the model's by default.
+    layout : ParamLayout, optional
+        Flat order of ``theta``; ``ParamLayout.from_module(model)`` by default.
+    loss_fn : callable, optional
+        ``loss_fn(outputs, targets) -> scalar mean loss``; :func:`default_loss` by default.
+    strategy : {"auto", "loop", "vmap"}
+        "auto" loops over points on a CPU and uses chunked ``vmap`` on a GPU.
+    split : {"train", "test"}
+        Split of a Dataset-like ``data``.
+
+    Returns
+    -------
+    loss, acc : Tensor, shape (G,)
+        float64 on the CPU. ``acc`` is NaN for regression targets.
+    """
+    if theta.ndim != 2:
+        raise ValueError(f"theta must have shape (G, P); got {tuple(theta.shape)}")
+    ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
+    theta = theta.to(ev.device)
+    how = _pick_strategy(strategy, ev.device)
+    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev)) if how == "vmap" else 1)
+    return _run(ev.point, (theta,), how, chunk)
+
+
+def evaluate_plane(
+    model: nn.Module,
+    theta0: Tensor,
+    d1: Tensor,
+    d2: Tensor,
+    coords: Tensor,
+    data,
+    *,
+    chunk: int | None = None,
+    bn: BNMode = "running",
+    buffers: Mapping[str, Tensor] | None = None,
+    layout: ParamLayout | None = None,
+    loss_fn: LossFn | None = None,
+    strategy: Strategy = "auto",
+    split: str = "train",
+) -> tuple[Tensor, Tensor]:
+    """Loss and accuracy at ``theta0 + a * d1 + b * d2`` for each row ``(a, b)`` of ``coords``.
+
+    Same as :func:`evaluate_points` on the stacked vectors, but exploits what is exact
+    and cheaper along a plane: when the model's first parametrised layer is a
+    ``Linear``, ``Conv`` or ``Embedding`` fed by the input alone, that layer is linear in
+    its parameters, so its outputs at every point are ``Z0 + a * Z1 + b * Z2`` with
+    ``Z0, Z1, Z2`` computed once (``Z1 = X D1^T + d1_bias``); see
+    :mod:`engine.probes.first_layer`.
+
+    Parameters
+    ----------
+    theta0, d1, d2 : Tensor, shape (P,)
+        Origin and directions, flat in ``layout`` order.
+    coords : Tensor, shape (G, 2)
+        Plane coordinates of the points.
+
+    Other parameters are as in :func:`evaluate_points`.
+
+    Returns
+    -------
+    loss, acc : Tensor, shape (G,)
+    """
+    ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
+    theta0, d1, d2 = (t.to(ev.device) for t in (theta0, d1, d2))
+    how = _pick_strategy(strategy, ev.device)
+    coords = coords.to(device=ev.device, dtype=theta0.dtype)
+    a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
+    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev)) if how == "vmap" else 1)
+    first = _first_layer(ev, theta0, d1, d2, coords)
+    if first is None:
+        def point(ai, bi):
+            return ev.point(theta0 + ai * d1 + bi * d2)
+        return _run(point, (a, b), how, chunk)
+    with torch.no_grad():
+        z0, z1, z2 = (first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2))  # (N, ...) each
+
+    def point_linear(ai, bi):
+        z = z0 + ai * z1 + bi * z2 if how == "vmap" else torch.add(z0, z1, alpha=float(ai)).add_(z2, alpha=float(bi))
+        params = ev.layout.unflatten(theta0 + ai * d1 + bi * d2)
+        return ev.score(first.run_rest(z, {**params, **ev.buffers}, ev.x))
+
+    return _run(point_linear, (a, b), how, chunk)
+
+
+def _first_layer(ev: _Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: Tensor):
+    """The first-layer split of the model if it applies and checks out on this plane."""
+    state = {**ev.layout.unflatten(theta0), **ev.buffers}
+    try:
+        first = find_first_layer(ev.module, state, ev.x)
+    except Exception:  # noqa: BLE001 - a model we cannot trace is evaluated the plain way
+        return None
+    if first is None:
+        return None
+    ends = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
+    ok = agrees(first, ev.module, ev.layout, ev.buffers, theta0, d1, d2, ev.x, ends)
+    return first if ok else None

@@ -1,0 +1,192 @@
+"""Functional evaluation: flat vectors, strategies, the first-layer plane path, BN modes."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.probes.functional import (
+    ParamLayout,
+    evaluate_plane,
+    evaluate_points,
+    flatten_params,
+    functional_module,
+    resolve_data,
+    split_state,
+    unflatten_params,
+)
+
+
+class Wrapped(nn.Module):
+    """Not a Sequential: flattens, then Linear -> tanh -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 5)
+        self.fc2 = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
+class TinyConv(nn.Module):
+    def __init__(self, bn=False):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3, padding=1)
+        self.norm = nn.BatchNorm1d(4) if bn else nn.Identity()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.norm(self.conv(x))).mean(-1))
+
+
+def _data(n=40, shape=(1, 6), classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _reference(model, theta, x, y):
+    """Slow obvious reference: copy the model, load each vector in place, run it."""
+    losses, accs = [], []
+    for t in theta:
+        m = copy.deepcopy(model).eval()
+        torch.nn.utils.vector_to_parameters(t, m.parameters())
+        with torch.no_grad():
+            out = m(x)
+        losses.append(F.cross_entropy(out, y).item())
+        accs.append((out.argmax(1) == y).float().mean().item())
+    return torch.tensor(losses, dtype=torch.float64), torch.tensor(accs, dtype=torch.float64)
+
+
+def test_layout_round_trip_and_views():
+    model = Wrapped()
+    params = dict(model.named_parameters())
+    theta, layout = flatten_params(params)
+    assert theta.shape == (layout.numel,) == (sum(p.numel() for p in params.values()),)
+    back = unflatten_params(theta, layout)
+    assert list(back) == list(params)
+    for name in params:
+        assert torch.equal(back[name], params[name].detach())
+    assert back["fc1.weight"].data_ptr() == theta.data_ptr()  # a view, no copy
+    batched = layout.unflatten(torch.stack([theta, 2 * theta]))  # (2, P) -> leading dim kept
+    assert batched["fc2.weight"].shape == (2, 3, 5)
+    assert theta[layout.slice("fc2.bias")].equal(params["fc2.bias"].detach())
+
+
+def test_layout_errors_name_the_problem():
+    layout = ParamLayout.from_module(Wrapped())
+    with pytest.raises(ValueError, match=r"missing \['fc2.bias'\]"):
+        layout.flatten({k: v for k, v in Wrapped().named_parameters() if k != "fc2.bias"})
+    with pytest.raises(ValueError, match="has 3 entries; the layout has"):
+        layout.unflatten(torch.zeros(3))
+    with pytest.raises(ValueError, match="theta must have shape"):
+        evaluate_points(Wrapped(), torch.zeros(layout.numel), _data())
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_evaluate_points_matches_loading_each_vector(strategy):
+    torch.manual_seed(0)
+    model = Wrapped()
+    x, y = _data()
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    theta = theta0 + 0.3 * torch.randn(7, theta0.numel(), generator=torch.Generator().manual_seed(1))
+    loss, acc = evaluate_points(model, theta, (x, y), strategy=strategy, chunk=3)
+    ref_loss, ref_acc = _reference(model, theta, x, y)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acc, ref_acc)
+
+
+@pytest.mark.parametrize("make", [Wrapped, TinyConv, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(),
+                                                                              nn.Linear(4, 3))])
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_evaluate_plane_equals_points(make, strategy):
+    torch.manual_seed(0)
+    model = make()
+    x, y = _data()
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    gen = torch.Generator().manual_seed(2)
+    d1, d2 = torch.randn(2, theta0.numel(), generator=gen) * 0.5
+    coords = torch.tensor([[0.0, 0.0], [1.0, -0.5], [-2.0, 0.25], [0.3, 0.9]])
+    loss, acc = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy=strategy, chunk=2)
+    theta = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    ref_loss, ref_acc = evaluate_points(model, theta, (x, y), strategy="loop")
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acc, ref_acc)
+
+
+def test_first_layer_path_is_taken_for_linear_first_layers():
+    from engine.probes import functional as fn
+    model = Wrapped()
+    x, y = _data()
+    ev = fn._Evaluator(model, (x, y), layout=None, buffers=None, bn="running", loss_fn=None, split="train")
+    theta0 = ev.layout.flatten(dict(model.named_parameters()))
+    d = torch.ones_like(theta0)
+    first = fn._first_layer(ev, theta0, d, d, torch.zeros(1, 2))
+    assert first is not None and first.path == "fc1"
+    assert first.inputs.shape == (40, 6)  # the flattened input, computed once
+
+
+def test_batchnorm_running_by_default_and_batch_mode_never_updates_stats():
+    torch.manual_seed(0)
+    model = TinyConv(bn=True)
+    model.norm.running_mean.fill_(0.5)
+    model.norm.running_var.fill_(2.0)
+    model.train()
+    x, y = _data()
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_run, _ = evaluate_points(model, theta0[None], (x, y))
+    loss_batch, _ = evaluate_points(model, theta0[None], (x, y), bn="batch")
+    model.eval()
+    with torch.no_grad():
+        expect_run = F.cross_entropy(model(x), y).item()
+        model.train()
+        model.norm.momentum = 0.0  # train-mode forward without moving the stats
+        expect_batch = F.cross_entropy(model(x), y).item()
+    assert loss_run.item() == pytest.approx(expect_run, rel=1e-5)
+    assert loss_batch.item() == pytest.approx(expect_batch, rel=1e-5)
+    assert model.training  # the caller's module keeps its mode
+    for k, v in before.items():
+        if k != "norm.num_batches_tracked":
+            assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_regression_accuracy_is_nan_and_loss_is_mse():
+    model = nn.Linear(4, 2)
+    x = torch.randn(30, 4)
+    y = torch.randn(30, 2)
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    loss, acc = evaluate_points(model, theta0[None], (x, y))
+    with torch.no_grad():
+        assert loss.item() == pytest.approx(F.mse_loss(model(x), y).item(), rel=1e-6)
+    assert math.isnan(acc.item())
+
+
+def test_data_forms_loader_and_dataset_like():
+    x, y = _data(n=20)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    lx, ly = resolve_data(loader)
+    assert torch.equal(lx, x) and torch.equal(ly, y)
+
+    class DS:
+        x_train, y_train, x_test, y_test = x[:10], y[:10], x[10:], y[10:]
+
+    tx, ty = resolve_data(DS(), "test")
+    assert torch.equal(tx, x[10:])
+    sx, _ = resolve_data((x, y), n_samples=5, seed=3)
+    sx2, _ = resolve_data((x, y), n_samples=5, seed=3)
+    assert sx.shape[0] == 5 and torch.equal(sx, sx2)
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'; got 'val'"):
+        resolve_data(DS(), "val")
+
+
+def test_split_state_separates_buffers():
+    model = TinyConv(bn=True)
+    params, buffers = split_state(model, model.state_dict())
+    assert set(params) == {n for n, _ in model.named_parameters()}
+    assert "norm.running_mean" in buffers
+    with pytest.raises(ValueError, match="no entries for parameters"):
+        split_state(model, {})
