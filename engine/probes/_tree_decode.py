@@ -1,0 +1,149 @@
+"""Decode ``treefarms``' model-set DAG into padded per-tree node tables.
+
+Each storage entry of the ``treefarms`` result is a set of subtrees: optionally a
+single leaf (``terminal``), then for every split feature a list of (true-set,
+false-set) pairs whose cross products are trees rooted at that split. Decoding is
+memoized per entry and vectorized over the cross products; the tree order is the one
+``treefarms.model.model_set.ModelSetContainer`` uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["decode_model_set", "silenced_stdout"]
+
+
+@contextmanager
+def silenced_stdout():
+    """Send file descriptor 1 to /dev/null (libgosdt prints its optimal tree there)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        try:
+            ctypes.CDLL(None).fflush(None)  # flush C stdio before restoring the descriptor
+        except (OSError, AttributeError):
+            pass
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@dataclass
+class _Batch:
+    feature: np.ndarray  # (c, K) split feature, -1 for leaves / padding
+    tchild: np.ndarray  # (c, K)
+    fchild: np.ndarray  # (c, K)
+    pred: np.ndarray  # (c, K) class at leaves, -1 elsewhere
+    leaves: np.ndarray  # (c,)
+    depth: np.ndarray  # (c,)
+    used: np.ndarray  # (c, F) bool
+
+    @property
+    def width(self) -> int:
+        return self.feature.shape[1]
+
+
+def _leaf(prediction: int, n_features: int) -> _Batch:
+    z = np.zeros((1, 1), dtype=np.int16)
+    return _Batch(np.full((1, 1), -1, np.int16), z, z.copy(), np.full((1, 1), prediction, np.int16),
+                  np.ones(1, np.int64), np.zeros(1, np.int64), np.zeros((1, n_features), bool))
+
+
+def _pad(b: _Batch, width: int) -> _Batch:
+    extra = width - b.width
+    if extra == 0:
+        return b
+
+    def pad(a, value):
+        return np.pad(a, ((0, 0), (0, extra)), constant_values=value)
+
+    return _Batch(pad(b.feature, -1), pad(b.tchild, 0), pad(b.fchild, 0), pad(b.pred, -1),
+                  b.leaves, b.depth, b.used)
+
+
+def _join(feature: int, a: _Batch, b: _Batch) -> _Batch:
+    """All trees with root split ``feature``, true subtree from a, false subtree from b."""
+    ia = np.repeat(np.arange(a.feature.shape[0]), b.feature.shape[0])
+    ib = np.tile(np.arange(b.feature.shape[0]), a.feature.shape[0])
+    c = ia.size
+    off_b = 1 + a.width
+
+    def shift(child, feat, off):
+        return np.where(feat >= 0, child + off, 0).astype(np.int16)
+
+    root = lambda v: np.full((c, 1), v, np.int16)  # noqa: E731
+    feat = np.concatenate([root(feature), a.feature[ia], b.feature[ib]], axis=1)
+    tch = np.concatenate([root(1), shift(a.tchild, a.feature, 1)[ia],
+                          shift(b.tchild, b.feature, off_b)[ib]], axis=1)
+    fch = np.concatenate([root(off_b), shift(a.fchild, a.feature, 1)[ia],
+                          shift(b.fchild, b.feature, off_b)[ib]], axis=1)
+    pred = np.concatenate([root(-1), a.pred[ia], b.pred[ib]], axis=1)
+    used = a.used[ia] | b.used[ib]
+    used[:, feature] = True
+    return _Batch(feat, tch, fch, pred, a.leaves[ia] + b.leaves[ib],
+                  1 + np.maximum(a.depth[ia], b.depth[ib]), used)
+
+
+def _concat(parts: list[_Batch]) -> _Batch:
+    width = max(p.width for p in parts)
+    parts = [_pad(p, width) for p in parts]
+    return _Batch(*(np.concatenate([getattr(p, name) for p in parts], axis=0)
+                    for name in ("feature", "tchild", "fchild", "pred", "leaves", "depth", "used")))
+
+
+def decode_model_set(raw: dict, kept_cols: np.ndarray, n_features: int):
+    """Decode every tree of a ``treefarms`` result.
+
+    Parameters
+    ----------
+    raw : dict
+        The parsed JSON returned by ``libgosdt.fit`` in Rashomon mode.
+    kept_cols : np.ndarray
+        Original column index of each column that was given to ``treefarms``.
+    n_features : int
+        Number of original columns.
+
+    Returns
+    -------
+    tuple
+        feature, true_child, false_child, prediction (T, K); leaves, depth (T,);
+        features_used (T, F); reported metrics (T, 3) as [objective, misclassified
+        count, leaves].
+    """
+    storage = raw["storage"]
+    memo: dict[int, _Batch] = {}
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+
+    def decode(i: int) -> _Batch:
+        if i in memo:
+            return memo[i]
+        entry = storage[i]
+        parts = [_leaf(int(entry["prediction"]), n_features)] if entry["terminal"] else []
+        for split, pairs in entry["mapping"].items():
+            col = int(kept_cols[int(split)])
+            parts.extend(_join(col, decode(t), decode(f)) for t, f in pairs)
+        batch = _concat(parts)
+        assert batch.feature.shape[0] == entry["count"], "treefarms count does not match its trees"
+        memo[i] = batch
+        return batch
+
+    metrics = raw["available_metric_values"]
+    batches, reported = [], []
+    for pointer, value in zip(metrics["metric_pointers"], metrics["metric_values"]):
+        b = decode(pointer)
+        batches.append(b)
+        reported.append(np.tile(np.asarray(value, dtype=np.float64), (b.feature.shape[0], 1)))
+    out = _concat(batches)
+    return (out.feature, out.tchild, out.fchild, out.pred, out.leaves, out.depth, out.used,
+            np.concatenate(reported, axis=0))
