@@ -224,11 +224,14 @@ def test_kornblith_cka_identifies_corresponding_layers_across_seeds():
     x, x_test, y, y_test = _mnist1d()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small models: threads only add overhead on a shared machine
-    with torch.random.fork_rng():  # the model factories seed torch's global RNG
-        for make, epochs, pool in ((_mlp, 8, "mean"), (_cnn, 5, "flatten")):
-            models = [_train(make(seed), x, y, seed, epochs) for seed in (0, 1)]
-            acts = [capture_activations(m, dict(m.named_parameters()), (x_test, y_test), pool=pool) for m in models]
-            grid = similarity_grid(acts[0], acts[1], "linear_cka")
-            hit = np.mean(grid.best_match() == np.arange(len(grid.rows)))
-            assert len(grid.rows) >= 4 and hit >= 0.9, (make.__name__, grid.values.round(2))
-    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng():  # the model factories seed torch's global RNG
+            for make, epochs, pool in ((_mlp, 8, "mean"), (_cnn, 5, "flatten")):
+                models = [_train(make(seed), x, y, seed, epochs) for seed in (0, 1)]
+                acts = [capture_activations(m, dict(m.named_parameters()), (x_test, y_test), pool=pool)
+                        for m in models]
+                grid = similarity_grid(acts[0], acts[1], "linear_cka")
+                hit = np.mean(grid.best_match() == np.arange(len(grid.rows)))
+                assert len(grid.rows) >= 4 and hit >= 0.9, (make.__name__, grid.values.round(2))
+    finally:
+        torch.set_num_threads(threads)
