@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+from engine.figures.style import PALETTE, TEMPLATE, escape
 
 from engine.probes.geometry import LayerDimensions, NeuralCollapse, NeuronMatching
 from engine.probes.projection import AlignedProjection, Projection
@@ -26,7 +27,6 @@ __all__ = [
     "similarity_heatmap",
 ]
 
-PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
 _METRIC_TITLES = {
     "linear_cka": "linear CKA", "debiased_cka": "debiased CKA", "rbf_cka": "RBF CKA",
     "procrustes": "Procrustes distance", "svcca": "SVCCA", "pwcca": "PWCCA", "rsa": "RSA",
@@ -47,7 +47,7 @@ def similarity_heatmap(grid: SimilarityGrid, *, title: str | None = None, mark_b
     name = _METRIC_TITLES.get(grid.metric, grid.metric)
     cka_like = grid.metric.endswith("cka") or grid.metric in ("svcca", "pwcca")
     fig = go.Figure(go.Heatmap(
-        z=grid.values, x=list(grid.cols), y=list(grid.rows),
+        z=grid.values, x=[escape(c) for c in grid.cols], y=[escape(r) for r in grid.rows],
         colorscale="Viridis", reversescale=not grid.larger_is_similar,
         zmin=0.0 if cka_like else None, zmax=1.0 if cka_like else None,
         colorbar={"title": {"text": name}},
@@ -56,12 +56,13 @@ def similarity_heatmap(grid: SimilarityGrid, *, title: str | None = None, mark_b
     if mark_best and grid.values.size:
         best = grid.best_match()
         fig.add_trace(go.Scatter(
-            x=[grid.cols[j] for j in best], y=list(grid.rows), mode="markers", name="most similar",
+            x=[escape(grid.cols[j]) for j in best], y=[escape(r) for r in grid.rows], mode="markers",
+            name="most similar",
             marker={"symbol": "square-open", "size": 14, "color": "white", "line": {"width": 2}},
             hoverinfo="skip", showlegend=False,
         ))
     fig.update_layout(
-        title=title or f"{name}: {grid.row_title} vs {grid.col_title}",
+        template=TEMPLATE, title=escape(title or f"{name}: {grid.row_title} vs {grid.col_title}"),
         xaxis={"title": grid.col_title, "type": "category"},
         yaxis={"title": grid.row_title, "type": "category", "autorange": "reversed"},
     )
@@ -85,8 +86,8 @@ def _class_traces(coords: np.ndarray, labels, indices, hover, class_names) -> li
         (c, np.flatnonzero(labels == c)) for c in np.unique(labels)]
     traces = []
     for k, (c, rows) in enumerate(groups):
-        cname = "points" if c is None else (class_names[int(c)] if class_names is not None else str(c))
-        text = [f"sample {indices[r]}" + (f"<br>{hover[r]}" if hover is not None else "") for r in rows]
+        cname = escape("points" if c is None else (class_names[int(c)] if class_names is not None else c))
+        text = [f"sample {indices[r]}" + (f"<br>{escape(hover[r])}" if hover is not None else "") for r in rows]
         traces.append(go.Scattergl(
             x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=cname, text=text,
             marker={"size": 5, "color": PALETTE[k % len(PALETTE)], "opacity": 0.8},
@@ -121,8 +122,8 @@ def projection_figure(
     hover = _labels_for(hover_text, proj.indices, proj.n_total) if hover_text is not None else None
     shown = f"{len(proj.indices):,} of {proj.n_total:,} points" + (
         f" (stratified subsample, cap {proj.cap:,})" if proj.subsampled else "")
-    head = title or f"{proj.method.upper()} projection"
-    layout = {"title": f"{head}<br><sub>{shown}</sub>", "xaxis": {"title": f"{proj.method} 1"},
+    head = escape(title or f"{proj.method.upper()} projection")
+    layout = {"template": TEMPLATE, "title": f"{head}<br><sub>{shown}</sub>", "xaxis": {"title": f"{proj.method} 1"},
               "yaxis": {"title": f"{proj.method} 2"}, "legend": {"title": {"text": "class"}}}
     if isinstance(proj, Projection):
         return go.Figure(_class_traces(proj.coords, lab, proj.indices, hover, class_names), layout)
@@ -162,14 +163,14 @@ def neural_collapse_figure(nc: NeuralCollapse, *, title: str = "Neural collapse 
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], row=2, col=2)
     fig.update_xaxes(title_text="step")
-    fig.update_layout(title=title, height=600)
+    fig.update_layout(template=TEMPLATE, title=escape(title), height=600)
     return fig
 
 
 def dimension_figure(dims: LayerDimensions, *, title: str = "Dimension per layer") -> go.Figure:
     """TwoNN intrinsic dimension, participation ratio and effective rank for each layer
     (log y axis; the layer width is drawn dashed for scale)."""
-    x = list(dims.layers)
+    x = [escape(layer) for layer in dims.layers]
     fig = go.Figure()
     for k, (name, values) in enumerate((("TwoNN intrinsic dimension", dims.twonn),
                                         ("participation ratio", dims.participation_ratio),
@@ -178,7 +179,7 @@ def dimension_figure(dims: LayerDimensions, *, title: str = "Dimension per layer
                                  hovertemplate=f"layer %{{x}}<br>{name} %{{y:.2f}}<extra></extra>"))
     fig.add_trace(go.Scatter(x=x, y=dims.width, mode="lines", name="width", line={"dash": "dash", "color": "grey"},
                              hovertemplate="layer %{x}<br>width %{y}<extra></extra>"))
-    fig.update_layout(title=title, xaxis={"title": "layer", "type": "category"},
+    fig.update_layout(template=TEMPLATE, title=escape(title), xaxis={"title": "layer", "type": "category"},
                       yaxis={"title": "dimension", "type": "log"})
     return fig
 
@@ -195,9 +196,10 @@ def neuron_matching_figure(
         frac = (np.arange(len(m.correlations)) + 0.5) / max(1, len(m.correlations))
         text = [f"A unit {a} ↔ B unit {b}" for a, b in m.pairs]
         fig.add_trace(go.Scatter(
-            x=frac, y=m.correlations, mode="lines", name=f"{name} (mean {m.mean_correlation:.2f})", text=text,
+            x=frac, y=m.correlations, mode="lines", name=f"{escape(name)} (mean {m.mean_correlation:.2f})", text=text,
             line={"color": PALETTE[k % len(PALETTE)]},
             hovertemplate="%{text}<br>correlation %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=title, xaxis={"title": "fraction of matched units (sorted)", "range": [0, 1]},
+    fig.update_layout(template=TEMPLATE, title=escape(title),
+                      xaxis={"title": "fraction of matched units (sorted)", "range": [0, 1]},
                       yaxis={"title": "correlation of matched pair", "range": [-0.05, 1.02]})
     return fig

@@ -22,7 +22,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["ACTIVATION_TYPES", "Activations", "capture_activations", "default_layers", "subsample_indices"]
+__all__ = [
+    "ACTIVATION_TYPES",
+    "Activations",
+    "capture_activations",
+    "default_layers",
+    "resolve_pool",
+    "subsample_indices",
+]
 
 #: Module types whose outputs count as "an activation" when choosing default layers.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -145,14 +152,31 @@ def default_layers(model: nn.Module) -> list[str]:
             and next(m.parameters(recurse=False), None) is not None]
 
 
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm2d, nn.BatchNorm3d, nn.MaxPool1d, nn.MaxPool2d)
+_TOKENS = (nn.Embedding, nn.MultiheadAttention, nn.LayerNorm, nn.TransformerEncoderLayer)
+
+
+def resolve_pool(model: nn.Module, pool: Pool) -> Pool:
+    """``'mean'`` -> ``'mean_tokens'`` for token models (an ``Embedding``, ``LayerNorm`` or
+    attention module and no convolution), else ``'mean_spatial'``; other values unchanged."""
+    if pool != "mean":
+        return pool
+    kinds = [type(m) for m in model.modules()]
+    conv = any(issubclass(k, _CONV) for k in kinds)
+    tokens = any(issubclass(k, _TOKENS) for k in kinds)
+    return "mean_tokens" if tokens and not conv else "mean_spatial"
+
+
 def _pool(out: Tensor, pool: Pool) -> Tensor:
     if callable(pool):
         return pool(out).reshape(out.shape[0], -1)
     if pool == "flatten" or out.ndim <= 2:
         return out.reshape(out.shape[0], -1)
-    if pool == "mean":
+    if pool == "mean_spatial":
         return out.mean(dim=tuple(range(2, out.ndim)))  # (B, C, *spatial) -> (B, C)
-    raise ValueError(f"pool must be 'mean', 'flatten' or a callable; got {pool!r}")
+    if pool == "mean_tokens":
+        return out.mean(dim=tuple(range(1, out.ndim - 1)))  # (B, T, D) -> (B, D)
+    raise ValueError(f"pool must be 'mean', 'mean_spatial', 'mean_tokens', 'flatten' or a callable; got {pool!r}")
 
 
 def _first_tensor(out) -> Tensor:
@@ -199,11 +223,12 @@ def capture_activations(
     layers : sequence of str, optional
         Submodule names (``named_modules()``). Default: :func:`default_layers`.
         A module called several times in one forward yields ``name``, ``name#1``, ...
-    pool : {'mean', 'flatten'} or callable, default 'mean'
-        How outputs with more than two dims become rows: ``'mean'`` averages every dim
-        after the channel dim (``(B, C, *spatial) -> (B, C)``, the convention of
-        ``Conv``/``BatchNorm``); ``'flatten'`` keeps all of it. For token sequences
-        ``(B, T, D)`` pass a callable such as ``lambda t: t.mean(1)``.
+    pool : {'mean', 'mean_spatial', 'mean_tokens', 'flatten'} or callable, default 'mean'
+        How outputs with more than two dims become rows. ``'mean_spatial'`` averages
+        the dims after the channel dim (``(B, C, *spatial) -> (B, C)``, the layout of
+        ``Conv``/``BatchNorm``); ``'mean_tokens'`` averages the token dims
+        (``(B, T, D) -> (B, D)``); ``'mean'`` picks one per model (:func:`resolve_pool`);
+        ``'flatten'`` keeps everything; a callable maps ``(B, ...) -> (B, ...)``.
     max_samples : int, optional
         Evaluate at most this many rows, drawn with ``seed`` (see :func:`subsample_indices`).
     seed : int, default 0
@@ -219,6 +244,7 @@ def capture_activations(
         Mapping ``layer -> float32 CPU Tensor (N, D)`` in forward order, plus the rows used.
     """
     x, y = _split_data(data)
+    pool = resolve_pool(model, pool)
     names = list(layers) if layers is not None else default_layers(model)
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]

@@ -104,3 +104,26 @@ def test_reused_module_gets_numbered_keys_and_state_round_trip():
     back = Activations.from_state(acts.to_state())
     assert list(back) == list(acts) and np.array_equal(back.indices, acts.indices)
     torch.testing.assert_close(back["1#1"], acts["1#1"])
+
+
+@pytest.mark.parametrize("name,shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("resnet", (1, 40)), ("transformer", (2,))])
+def test_zooscope_architectures_give_block_outputs(name, shape):
+    from engine.config import ArchSpec
+    from engine.nets import build
+
+    tokens = name == "transformer"
+    model = build(ArchSpec(name=name, width=16, depth=2), shape, 5, vocab_size=7 if tokens else None, seed=0)
+    x = torch.randint(0, 7, (9, 2)) if tokens else torch.randn(9, *shape)
+    acts = capture_activations(model, dict(model.named_parameters()), x)
+    assert len(acts) == 3 and list(acts)[-1] == "output"
+    assert all(v.shape == (9, 16) for k, v in acts.items() if k != "output")
+
+
+def test_token_models_pool_over_tokens():
+    model = nn.Sequential(nn.Embedding(7, 4), nn.LayerNorm(4), nn.ReLU())
+    x = torch.randint(0, 7, (5, 3))
+    acts = capture_activations(model, dict(model.named_parameters()), x, ["1"], include_output=False)
+    ref = nn.functional.layer_norm(model[0](x), (4,), model[1].weight, model[1].bias).mean(1)
+    torch.testing.assert_close(acts["1"], ref.detach())
+    with pytest.raises(ValueError, match="pool must be"):
+        capture_activations(model, dict(model.named_parameters()), x, pool="max")
