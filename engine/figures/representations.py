@@ -136,9 +136,10 @@ def projection_figure(
     fig.update_yaxes(range=[lo[1] - pad[1], hi[1] + pad[1]])
     step_args = {"mode": "immediate", "frame": {"duration": 400, "redraw": True}, "transition": {"duration": 300}}
     fig.update_layout(
-        sliders=[{"currentvalue": {"prefix": "checkpoint "}, "pad": {"t": 40}, "steps": [
+        sliders=[{"currentvalue": {"prefix": "checkpoint "}, "pad": {"t": 40, "l": 130}, "steps": [
             {"label": name, "method": "animate", "args": [[name], step_args]} for name in proj.labels]}],
-        updatemenus=[{"type": "buttons", "showactive": False, "x": 0.0, "y": -0.15, "buttons": [
+        updatemenus=[{"type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "xanchor": "left",
+                      "y": -0.2, "yanchor": "top", "pad": {"t": 40}, "buttons": [
             {"label": "play", "method": "animate", "args": [None, {**step_args, "fromcurrent": True}]},
             {"label": "pause", "method": "animate", "args": [[None], {"mode": "immediate"}]}]}],
     )
@@ -160,6 +161,12 @@ def neural_collapse_figure(nc: NeuralCollapse, *, title: str = "Neural collapse 
         fig.add_trace(go.Scatter(x=steps, y=np.atleast_1d(values), mode="lines+markers", name=name,
                                  line={"color": PALETTE[k]}, hovertemplate=f"step %{{x}}<br>{name} %{{y:.4g}}<extra></extra>"),
                       row=r, col=c)
+    if np.all(np.isnan(np.atleast_1d(nc.nc3))):
+        fig.add_annotation(text="needs the classifier (last layer)", showarrow=False, row=2, col=1,
+                           xref="x3 domain", yref="y3 domain", x=0.5, y=0.5)
+    steps_arr = np.atleast_1d(np.asarray(steps, dtype=float))
+    if steps_arr.size > 1 and steps_arr.min() > 0 and steps_arr.max() / steps_arr.min() >= 100:
+        fig.update_xaxes(type="log")
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], row=2, col=2)
     fig.update_xaxes(title_text="step")

@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVATION_TYPES",
     "Activations",
     "capture_activations",
+    "capture_over_checkpoints",
     "default_layers",
     "resolve_pool",
     "subsample_indices",
@@ -283,3 +284,21 @@ def capture_activations(
     acts = {k: torch.cat(v) for k, v in chunks.items()}
     targets = y[torch.as_tensor(idx)] if y is not None else None
     return Activations(acts, idx, targets, {"pool": pool if isinstance(pool, str) else "callable"})
+
+
+def capture_over_checkpoints(
+    model: nn.Module,
+    checkpoints: Sequence[Mapping[str, Tensor]],
+    data,
+    layers: Sequence[str] | None = None,
+    **kwargs,
+) -> list[Activations]:
+    """:func:`capture_activations` for each parameter dict of one run, on the same rows.
+
+    Every checkpoint sees the same subsample (same ``max_samples`` and ``seed``), so
+    the results line up row by row for
+    :func:`~engine.probes.similarity_grid.similarity_over_training`,
+    :func:`~engine.probes.geometry.neural_collapse_over_training` and
+    :func:`~engine.probes.projection.aligned_projection`.
+    """
+    return [capture_activations(model, params, data, layers, **kwargs) for params in checkpoints]

@@ -127,3 +127,13 @@ def test_token_models_pool_over_tokens():
     torch.testing.assert_close(acts["1"], ref.detach())
     with pytest.raises(ValueError, match="pool must be"):
         capture_activations(model, dict(model.named_parameters()), x, pool="max")
+
+
+def test_capture_over_checkpoints_uses_the_same_rows():
+    from engine.probes.activations import capture_over_checkpoints
+
+    model, (x, y) = mlp(), data(60)
+    ckpts = [{k: s * v for k, v in model.named_parameters()} for s in (0.5, 1.0)]
+    runs = capture_over_checkpoints(model, ckpts, (x, y), max_samples=20, seed=2)
+    assert len(runs) == 2 and np.array_equal(runs[0].indices, runs[1].indices)
+    assert not torch.equal(runs[0]["output"], runs[1]["output"])
