@@ -76,12 +76,15 @@ def rashomon_scatter(losses, *, epsilon: float, mode: str = "relative", referenc
     arr = np.asarray(losses, dtype=np.float64)
     rs = rashomon_set(arr, epsilon=epsilon, mode=mode, reference=reference)
     order = np.argsort(arr, kind="stable")
-    names = _names(labels, arr.size)
+    # numeric colours and no per-point strings unless labels are given: plotly validates
+    # string arrays element by element (~1 s for 10,000 points)
+    text = None if labels is None else np.asarray(_names(labels, arr.size), dtype=object)[order]
+    name_part = "%{text}<br>" if labels is not None else "model %{customdata}<br>"
     fig = go.Figure(go.Scattergl(
-        x=np.arange(arr.size), y=arr[order], mode="markers", customdata=order,
-        marker=dict(color=np.where(rs.members[order], MEMBER, OUTSIDE), size=6),
-        text=[names[i] for i in order], name="models",
-        hovertemplate="%{text}<br>rank %{x}<br>" + metric_name + " %{y:.5g}<extra></extra>"))
+        x=np.arange(arr.size), y=arr[order], mode="markers", customdata=order, text=text,
+        marker=dict(color=rs.members[order].astype(np.float64), colorscale=[[0, OUTSIDE], [1, MEMBER]],
+                    cmin=0, cmax=1, size=6),
+        name="models", hovertemplate=name_part + "rank %{x}<br>" + metric_name + " %{y:.5g}<extra></extra>"))
     if selected is not None and len(selected):
         sel = np.asarray(selected)
         rank = np.argsort(order)[sel]
@@ -89,10 +92,13 @@ def rashomon_scatter(losses, *, epsilon: float, mode: str = "relative", referenc
                                    marker=dict(color="rgba(0,0,0,0)", size=11,
                                                line=dict(color=SELECTED, width=2)),
                                    hoverinfo="skip"))
-    fig.add_hline(y=rs.threshold, line=dict(color=REFERENCE, dash="dash"),
-                  annotation_text=f"{rs.label}: {rs.size} of {arr.size}")
-    fig.update_xaxes(title="model (sorted by " + metric_name + ")")
-    fig.update_yaxes(title=metric_name)
+    # one layout update instead of add_hline + update_*axes: this figure is rebuilt per slider move
+    fig.update_layout(
+        shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=rs.threshold, y1=rs.threshold,
+                     line=dict(color=REFERENCE, dash="dash"))],
+        annotations=[dict(xref="paper", x=1, y=rs.threshold, yanchor="bottom", xanchor="right",
+                          showarrow=False, text=f"{rs.label}: {rs.size} of {arr.size}")],
+        xaxis=dict(title="model (sorted by " + metric_name + ")"), yaxis=dict(title=metric_name))
     return _finish(fig, f"Rashomon set, {_eps_word(mode)} = {epsilon:g}")
 
 

@@ -91,7 +91,7 @@ def _unflatten(theta: Tensor, names, shapes) -> dict[str, Tensor]:
     lead = theta.shape[:-1]
     for n, s in zip(names, shapes):
         k = math.prod(s)
-        out[n] = theta[..., at:at + k].reshape(*lead, *s)
+        out[n] = theta[..., at:at + k].reshape(tuple(lead) + tuple(s))
         at += k
     return out
 
@@ -103,7 +103,7 @@ def _loss(out: Tensor, y: Tensor) -> Tensor:
 
 
 def flat_losses(model: nn.Module, thetas: Tensor, names, shapes, data, *, l2: float = 0.0,
-                chunk: int = 256) -> Tensor:
+                metric: str = "loss", chunk: int = 256) -> Tensor:
     """Loss (+ l2·‖θ‖²) of many flat parameter vectors, shape (G,), float64.
 
     Parameters
@@ -116,14 +116,21 @@ def flat_losses(model: nn.Module, thetas: Tensor, names, shapes, data, *, l2: fl
     data : (x, y)
     l2 : float
         Penalty added to the data loss (ridge / weight decay objective).
+    metric : {"loss", "error"}
+        Cross-entropy / MSE, or the 0-1 error rate (classification only).
     chunk : int
         Vectors per ``vmap`` call.
     """
     x, y = data
+    if metric not in ("loss", "error"):
+        raise ValueError(f"metric must be 'loss' or 'error'; got {metric!r}")
+    if metric == "error" and y.is_floating_point():
+        raise ValueError("metric='error' needs integer class targets; use metric='loss' for regression")
 
     def one(theta):
         out = functional_call(model, _unflatten(theta, names, shapes), (x,))
-        return _loss(out, y) + l2 * theta.pow(2).sum()
+        data_term = (out.argmax(-1) != y).to(theta.dtype).mean() if metric == "error" else _loss(out, y)
+        return data_term + l2 * theta.pow(2).sum()
 
     with torch.no_grad():
         parts = [vmap(one)(thetas[s:s + chunk]) for s in range(0, thetas.shape[0], chunk)]
@@ -219,7 +226,7 @@ def sample_rashomon_set(model: nn.Module, params: Mapping[str, Tensor], data, *,
 def rashomon_ratio(model: nn.Module, params: Mapping[str, Tensor], data, *, epsilon: float,
                    half_width: float, optimum_loss: float, mode: Mode = "absolute",
                    n_samples: int = 10_000, seed: int = 0, l2: float = 0.0,
-                   chunk: int = 4096) -> RashomonRatio:
+                   metric: str = "loss", chunk: int = 4096) -> RashomonRatio:
     """Monte Carlo Rashomon ratio of a model class over the box [−half_width, half_width]^P.
 
     Parameters
@@ -238,6 +245,8 @@ def rashomon_ratio(model: nn.Module, params: Mapping[str, Tensor], data, *, epsi
     seed : int, default 0
     l2 : float, default 0
         Penalty in the objective (l2 > 0 with a linear model is ridge regression).
+    metric : {"loss", "error"}, default "loss"
+        Cross-entropy / MSE, or the 0-1 error (Semenova et al.'s empirical risk).
     chunk : int
         Samples per batched evaluation.
 
@@ -260,6 +269,6 @@ def rashomon_ratio(model: nn.Module, params: Mapping[str, Tensor], data, *, epsi
     for s in range(0, n_samples, chunk):
         k = min(chunk, n_samples - s)
         th = (torch.rand(k, theta0.numel(), generator=gen, dtype=torch.float64) * 2 - 1) * half_width
-        losses.append(flat_losses(model, th, names, shapes, data64, l2=l2, chunk=chunk))
+        losses.append(flat_losses(model, th, names, shapes, data64, l2=l2, metric=metric, chunk=chunk))
     return rashomon_ratio_from_losses(torch.cat(losses).numpy(), epsilon=epsilon, mode=mode,
                                       reference_loss=optimum_loss)

@@ -78,3 +78,28 @@ def test_sampling_errors():
         sample_rashomon_set(model, params, data, epsilon=0.1, max_params=4)
     with pytest.raises(ValueError, match="n_samples must be >= 1; got 0"):
         sample_rashomon_set(model, params, data, epsilon=0.1, n_samples=0)
+
+
+class _ScalarBias(nn.Module):
+    """Logistic regression with a 0-d bias parameter: logits [0, w·x + b]."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([1.0, -1.0, 0.0]))
+        self.bias = nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, x):
+        z = x @ self.weight + self.bias
+        return torch.stack([torch.zeros_like(z), z], -1)
+
+
+def test_scalar_parameters_and_error_metric():
+    _, _, (x, y) = _logistic_optimum()
+    model = _ScalarBias()
+    s = sample_rashomon_set(model, dict(model.named_parameters()), (x, y), epsilon=0.2, n_samples=50, l2=1e-2)
+    assert s.stacked_params()["bias"].shape == (s.thetas.shape[0],)
+    theta = torch.tensor([[1.0, -1.0, 0.0, 0.1]], dtype=torch.float64)
+    err = flat_losses(model, theta, s.names, s.shapes, (x.double(), y), metric="error")
+    assert float(err) == pytest.approx(float((model(x).argmax(-1) != y).float().mean()))
+    with pytest.raises(ValueError, match="metric must be 'loss' or 'error'; got 'auc'"):
+        flat_losses(model, theta, s.names, s.shapes, (x.double(), y), metric="auc")
