@@ -118,6 +118,15 @@ def linear_cka(x, y, *, form: str = "auto") -> float:
     return _ratio(num, den_x, den_y, "linear_cka")
 
 
+def frobenius_cross(a: Tensor, b: Tensor) -> float:
+    """``||b^T a||_F^2 = <a a^T, b b^T>``, through whichever of the ``d_a x d_b`` product
+    or the two ``n x n`` Gram matrices is cheaper."""
+    n, da, db = a.shape[0], a.shape[1], b.shape[1]
+    if da * db <= n * (da + db + 1):
+        return (b.T @ a).square().sum().item()
+    return ((a @ a.T) * (b @ b.T)).sum().item()
+
+
 def _check_unbiased(n: int, what: str) -> None:
     if n < 4:
         raise ValueError(f"{what} uses the unbiased HSIC estimator, which needs at least 4 samples "
@@ -133,7 +142,7 @@ def _hsic1_terms(a: Tensor, b: Tensor) -> float:
     """
     n = a.shape[0]
     k, l_ = a.square().sum(1), b.square().sum(1)  # (n,), (n,)
-    cross = (b.T @ a).square().sum().item()
+    cross = frobenius_cross(a, b)
     kl = (k @ l_).item()
     total = cross - kl + k.sum().item() * l_.sum().item() / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)
     return total / (n * (n - 3))

@@ -2,9 +2,9 @@
 
 Each layer's representation is prepared **once** (centred features or centred Gram,
 whitened basis, RDM ranks, ...); the pairs are then a few matrix products. For the
-CKA family the grid of ``||X_i^T Y_j||_F^2`` comes either from one product of the
-concatenated centred features (cost ``n * sum(d_A) * sum(d_B)``) or from one
-product of the flattened centred Gram matrices (cost ``n^2 * (sum(d_A) + sum(d_B))``),
+CKA family the grid of ``||X_i^T Y_j||_F^2`` comes either from one product per layer
+of A with the concatenated centred features of B (cost ``n * sum(d_A) * sum(d_B)``)
+or from one product of the flattened centred Gram matrices (cost ``n^2 * (sum(d_A) + sum(d_B))``),
 whichever is cheaper. Values equal the pairwise functions in
 :mod:`engine.probes.similarity` (tested).
 
@@ -93,12 +93,11 @@ def _cross_sq(xa: list[Tensor], xb: list[Tensor]) -> Tensor:
     gram_cost = n * n * (sum(da) + sum(db) + len(da) * len(db))
     gram_bytes = 8 * n * n * (len(da) + len(db))
     if feature_cost <= gram_cost or gram_bytes > _GRAM_BYTES_LIMIT:
-        c = (torch.cat(xa, 1).T @ torch.cat(xb, 1)).square_()  # (sum da, sum db)
-        seg_a = torch.repeat_interleave(torch.arange(len(da), device=c.device), torch.tensor(da, device=c.device))
-        seg_b = torch.repeat_interleave(torch.arange(len(db), device=c.device), torch.tensor(db, device=c.device))
-        pa = torch.nn.functional.one_hot(seg_a, len(da)).to(c.dtype).T  # (La, sum da)
-        pb = torch.nn.functional.one_hot(seg_b, len(db)).to(c.dtype)  # (sum db, Lb)
-        return pa @ c @ pb
+        xb_cat = torch.cat(xb, 1)  # (n, sum db)
+        seg = torch.repeat_interleave(torch.arange(len(db), device=xb_cat.device), torch.tensor(db, device=xb_cat.device))
+        pb = torch.nn.functional.one_hot(seg, len(db)).to(xb_cat.dtype)  # (sum db, Lb) block indicator
+        # one product per layer of A against all of B: memory d_i x sum(db), not sum(da) x sum(db)
+        return torch.stack([(x.T @ xb_cat).square_().sum(0) @ pb for x in xa])  # (La, Lb)
     ga = torch.stack([(x @ x.T).flatten() for x in xa])  # (La, n^2)
     gb = torch.stack([(y @ y.T).flatten() for y in xb])  # (Lb, n^2)
     return ga @ gb.T
@@ -110,8 +109,8 @@ def _cka_grid(xa: list[Tensor], xb: list[Tensor], debiased: bool) -> np.ndarray:
         sim._check_unbiased(n, "debiased_cka")
     xa, xb = [sim.center(x) for x in xa], [sim.center(y) for y in xb]
     cross = _cross_sq(xa, xb)  # (La, Lb)
-    self_a = torch.stack([(x.T @ x).square().sum() if x.shape[1] <= n else (x @ x.T).square().sum() for x in xa])
-    self_b = torch.stack([(y.T @ y).square().sum() if y.shape[1] <= n else (y @ y.T).square().sum() for y in xb])
+    self_a = torch.tensor([sim.frobenius_cross(x, x) for x in xa], dtype=cross.dtype, device=cross.device)
+    self_b = torch.tensor([sim.frobenius_cross(y, y) for y in xb], dtype=cross.dtype, device=cross.device)
     if debiased:
         ka = torch.stack([x.square().sum(1) for x in xa])  # (La, n) squared row norms
         kb = torch.stack([y.square().sum(1) for y in xb])  # (Lb, n)
