@@ -67,6 +67,8 @@ def test_feature_form_equals_gram_form():
 def test_against_kornblith_reference():
     assert S.linear_cka(X, Y) == pytest.approx(ref_cka(X @ X.T, Y @ Y.T), abs=1e-12)
     assert S.debiased_cka(X, Y) == pytest.approx(ref_cka(X @ X.T, Y @ Y.T, unbiased=True), abs=1e-12)
+    wide = RNG.normal(size=(80, 400))  # d > n: the Gram form is used inside
+    assert S.debiased_cka(wide, Y) == pytest.approx(ref_cka(wide @ wide.T, Y @ Y.T, unbiased=True), abs=1e-12)
     assert S.rbf_cka(X, Y, sigma=0.5) == pytest.approx(ref_cka(ref_rbf(X, 0.5), ref_rbf(Y, 0.5)), abs=1e-12)
     assert S.hsic_unbiased(torch.tensor(X @ X.T), torch.tensor(Y @ Y.T)) == pytest.approx(
         (ref_center_gram(X @ X.T, True) * ref_center_gram(Y @ Y.T, True)).sum() / (80 * 77), rel=1e-10)
