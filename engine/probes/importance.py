@@ -174,7 +174,7 @@ def _subset_importance(model, stacked_params, x, y, masks: Tensor, perms: np.nda
         m = base.shape[0]
         n, s_total = x.shape[0], masks.shape[0]
         chunk = chunk or max(1, (1 << 23) // max(1, m * n * 8))
-        out = torch.empty((m, s_total, len(perms)), dtype=torch.float64)
+        out = torch.empty((m, s_total, len(perms)), dtype=torch.float64, device=x.device)
         for r, perm in enumerate(perms):
             xp = x[torch.as_tensor(perm, device=x.device)]  # (N, D)
             for s in range(0, s_total, chunk):
@@ -183,7 +183,7 @@ def _subset_importance(model, stacked_params, x, y, masks: Tensor, perms: np.nda
                 o = stacked_forward(model, stacked_params, xb.reshape(-1, x.shape[1]))  # (M, S*N, C)
                 sc = _scores(o.reshape(m, mk.shape[0], n, -1), y, metric)  # (M, S)
                 out[:, s:s + chunk, r] = (base[:, None] - sc) if metric == "accuracy" else (sc - base[:, None])
-    return out, base
+    return out.cpu(), base.cpu()
 
 
 def _names(feature_names, d):
@@ -226,7 +226,7 @@ def variable_importance_cloud(model: nn.Module, stacked_params: Mapping[str, Ten
     x, y, _ = _check(model, stacked_params, data, metric)
     d = x.shape[1]
     perms = permutation_indices(x.shape[0], n_repeats, seed)
-    masks = torch.eye(d, dtype=torch.bool, device=x.device)
+    masks = torch.eye(d, dtype=torch.bool).to(x.device)
     imp, base = _subset_importance(model, stacked_params, x, y, masks, perms, metric, chunk)
     mean = imp.mean(-1).numpy()
     return ImportanceCloud(importances=imp.numpy(), mean=mean, baseline=base.numpy(),
@@ -267,12 +267,12 @@ def feature_interaction_cloud(model: nn.Module, stacked_params: Mapping[str, Ten
     if pr.ndim != 2 or pr.shape[1] != 2 or pr.size == 0 or pr.min() < 0 or pr.max() >= d or np.any(pr[:, 0] == pr[:, 1]):
         raise ValueError(f"pairs must be distinct feature index pairs in [0, {d}); got {pr.tolist()}")
     perms = permutation_indices(x.shape[0], n_repeats, seed)
-    masks = torch.zeros((d + len(pr), d), dtype=torch.bool, device=x.device)
+    masks = torch.zeros((d + len(pr), d), dtype=torch.bool)  # singles, then pairs
     masks[torch.arange(d), torch.arange(d)] = True
     rows = torch.arange(d, d + len(pr))
     masks[rows, torch.as_tensor(pr[:, 0])] = True
     masks[rows, torch.as_tensor(pr[:, 1])] = True
-    imp, _ = _subset_importance(model, stacked_params, x, y, masks, perms, metric, chunk)
+    imp, _ = _subset_importance(model, stacked_params, x, y, masks.to(x.device), perms, metric, chunk)
     single, joint = imp[:, :d], imp[:, d:]  # (M, D, R), (M, P, R)
     fis = (joint - single[:, pr[:, 0]] - single[:, pr[:, 1]]).mean(-1)
     return InteractionCloud(pairs=pr, fis=fis.numpy(), joint=joint.mean(-1).numpy(),

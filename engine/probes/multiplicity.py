@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from collections.abc import Mapping
 
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engine.probes.importance import stacked_forward
 from engine.probes.rashomon import Mode, _as_losses, _check_mode, rashomon_threshold
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "predictive_multiplicity",
     "multiplicity_curve",
     "most_contested",
+    "member_probabilities",
 ]
 
 
@@ -180,3 +186,14 @@ def most_contested(result: PredictiveMultiplicity, k: int = 10) -> np.ndarray:
         keys.insert(0, result.probability_range)  # lexsort: last key is primary
     order = np.lexsort(tuple(-k_ for k_ in keys))
     return order[: max(int(k), 0)]
+
+
+def member_probabilities(model: nn.Module, stacked_params: Mapping[str, Tensor], x: Tensor,
+                         *, chunk: int = 4096) -> np.ndarray:
+    """Class probabilities of every member on x, shape (M, N, C), ready for
+    :func:`predictive_multiplicity` (softmax of the logits; members run under ``vmap``).
+    """
+    with torch.no_grad():
+        parts = [torch.softmax(stacked_forward(model, stacked_params, x[s:s + chunk]).double(), -1)
+                 for s in range(0, x.shape[0], chunk)]
+    return torch.cat(parts, dim=1).cpu().numpy()

@@ -188,14 +188,14 @@ def sample_rashomon_set(model: nn.Module, params: Mapping[str, Tensor], data, *,
     if p > max_params:
         raise ValueError(f"model has {p} parameters, more than max_params={max_params}; the dense "
                          "Hessian would be too large: use a smaller model or a zoo instead")
-    theta0 = theta0.double()
-    model64 = model  # functional_call runs in the dtype of the parameters given
     x, y = data
+    # float64 throughout: the filter compares losses to a threshold a hair above L*
+    theta0 = theta0.double().to(x.device)
     xd = x.double()
     yd = y.double() if y.is_floating_point() else y
 
     def objective(theta):
-        out = functional_call(model64, _unflatten(theta, names, shapes), (xd,))
+        out = functional_call(model, _unflatten(theta, names, shapes), (xd,))
         return _loss(out, yd) + l2 * theta.pow(2).sum()
 
     best = float(objective(theta0))
@@ -210,16 +210,16 @@ def sample_rashomon_set(model: nn.Module, params: Mapping[str, Tensor], data, *,
                       "there and acceptance may drop", RuntimeWarning, stacklevel=2)
     lam = evals.clamp_min(floor)
     gen = torch.Generator().manual_seed(seed)
-    u = _uniform_ball(n_samples, p, gen, torch.float64)  # (n, P)
+    u = _uniform_ball(n_samples, p, gen, torch.float64).to(theta0.device)  # (n, P)
     radius = math.sqrt(2.0 * max(threshold - best, 0.0))
     thetas = theta0 + (u * (radius / lam.sqrt())) @ evecs.T  # (n, P): ½ δᵀHδ ≤ τ − L*
-    losses = flat_losses(model64, thetas, names, shapes, (xd, yd), l2=l2)
-    accepted = (losses <= threshold).numpy()
+    losses = flat_losses(model, thetas, names, shapes, (xd, yd), l2=l2).cpu().numpy()
+    accepted = losses <= threshold
     return RashomonSample(
-        thetas=thetas[accepted].numpy(), losses=losses.numpy()[accepted],
-        candidate_losses=losses.numpy(), accepted=accepted,
+        thetas=thetas.cpu().numpy()[accepted], losses=losses[accepted],
+        candidate_losses=losses, accepted=accepted,
         acceptance_rate=float(accepted.mean()), optimum_loss=best, threshold=float(threshold),
-        epsilon=float(epsilon), mode=mode, eigenvalues=evals.numpy(), n_floored=n_floored,
+        epsilon=float(epsilon), mode=mode, eigenvalues=evals.cpu().numpy(), n_floored=n_floored,
         names=names, shapes=shapes)
 
 
@@ -269,6 +269,7 @@ def rashomon_ratio(model: nn.Module, params: Mapping[str, Tensor], data, *, epsi
     for s in range(0, n_samples, chunk):
         k = min(chunk, n_samples - s)
         th = (torch.rand(k, theta0.numel(), generator=gen, dtype=torch.float64) * 2 - 1) * half_width
-        losses.append(flat_losses(model, th, names, shapes, data64, l2=l2, metric=metric, chunk=chunk))
+        th = th.to(x.device)  # drawn on the CPU so a seed means the same sample on any device
+        losses.append(flat_losses(model, th, names, shapes, data64, l2=l2, metric=metric, chunk=chunk).cpu())
     return rashomon_ratio_from_losses(torch.cat(losses).numpy(), epsilon=epsilon, mode=mode,
                                       reference_loss=optimum_loss)

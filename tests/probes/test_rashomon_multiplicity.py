@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from engine.probes.multiplicity import most_contested, multiplicity_curve, predictive_multiplicity
+import torch
+from torch import nn
+from torch.func import stack_module_state
+
+from engine.probes.multiplicity import (
+    member_probabilities,
+    most_contested,
+    multiplicity_curve,
+    predictive_multiplicity,
+)
 
 # 4 members, 5 samples; reference = [0, 0, 1, 1, 0]
 PREDS = np.array([
@@ -58,3 +67,14 @@ def test_multiplicity_errors():
         predictive_multiplicity(REF, REF)
     with pytest.raises(ValueError, match="predictions have 4 models but losses 3"):
         multiplicity_curve([0.1, 0.2, 0.3], PREDS, [0.1])
+
+
+def test_member_probabilities_match_each_model():
+    models = [nn.Linear(3, 2) for _ in range(3)]
+    params = {k: v.detach() for k, v in stack_module_state(models)[0].items()}
+    x = torch.randn(7, 3)
+    probs = member_probabilities(models[0], params, x, chunk=3)
+    assert probs.shape == (3, 7, 2)
+    np.testing.assert_allclose(probs[1], torch.softmax(models[1](x), -1).detach().numpy(), atol=1e-6)
+    r = predictive_multiplicity(probs, probs[0].argmax(-1))
+    assert r.flip_rate[0] == 0.0
