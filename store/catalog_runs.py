@@ -128,33 +128,45 @@ class RunsCatalog(StoreCore):
             params.append(_as_list(status))
         return self._df(f"SELECT * FROM run WHERE {' AND '.join(where)} ORDER BY zoo_id, name, seed, run_id", params)
 
-    def runs_table(self, zoo_id: str) -> "pd.DataFrame":
-        """One row per run of a zoo: hyperparameters as columns plus final metrics.
+    def runs_table(self, zoo_id: str | None = None) -> "pd.DataFrame":
+        """One row per run (of a zoo, or of the whole store): hyperparameters and final metrics.
 
-        Columns: ``run_id, name, status, seed, device, diverged_step, wall_s``,
-        one column per key of ``hparams`` (nested keys joined with '.'; a key
-        that clashes with a run column gets an ``hp_`` prefix), then
-        ``last_step, last_epoch, train_loss, train_acc, test_loss, test_acc,
-        last_checkpoint_id`` from the run's last checkpoint (NaN if none).
+        Columns: ``run_id, zoo_id, name, status, seed, owner, device, diverged_step, wall_s``;
+        one ``hp_<key>`` column per key of ``hparams`` (nested keys joined with '.');
+        then from the run's last checkpoint ``steps, final_epoch, final_train_loss,
+        final_train_acc, final_test_loss, final_test_acc, last_checkpoint_id`` (NaN if
+        none) and ``final_gap`` = train accuracy − test accuracy.
         """
         import json
 
         import pandas as pd
 
         base = self._df("""
-            SELECT r.run_id, r.name, r.status, r.seed, r.device, r.diverged_step, r.wall_s, r.hparams_json,
-                   c.step AS last_step, c.epoch AS last_epoch, c.train_loss, c.train_acc,
-                   c.test_loss, c.test_acc, c.checkpoint_id AS last_checkpoint_id
+            SELECT r.run_id, r.zoo_id, r.name, r.status, r.seed, r.owner, r.device, r.diverged_step, r.wall_s,
+                   r.hparams_json, c.step AS steps, c.epoch AS final_epoch, c.train_loss AS final_train_loss,
+                   c.train_acc AS final_train_acc, c.test_loss AS final_test_loss, c.test_acc AS final_test_acc,
+                   c.checkpoint_id AS last_checkpoint_id
             FROM run r LEFT JOIN (
-                SELECT * FROM checkpoint WHERE run_id IN (SELECT run_id FROM run WHERE zoo_id = $zoo)
+                SELECT * FROM checkpoint
+                WHERE $zoo IS NULL OR run_id IN (SELECT run_id FROM run WHERE zoo_id = $zoo)
                 QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY step DESC) = 1
             ) c ON c.run_id = r.run_id
-            WHERE r.zoo_id = $zoo ORDER BY r.name, r.seed, r.run_id""", {"zoo": zoo_id})
+            WHERE $zoo IS NULL OR r.zoo_id = $zoo ORDER BY r.name, r.seed, r.run_id""", {"zoo": zoo_id})
         hparams = pd.json_normalize([json.loads(h) if isinstance(h, str) else {} for h in base.pop("hparams_json")])
         hparams.index = base.index
-        hparams.columns = [f"hp_{c}" if c in base.columns else c for c in hparams.columns]
+        hparams.columns = [f"hp_{c}" for c in hparams.columns]
         split = base.columns.get_loc("wall_s") + 1
-        return pd.concat([base.iloc[:, :split], hparams, base.iloc[:, split:]], axis=1)
+        table = pd.concat([base.iloc[:, :split], hparams, base.iloc[:, split:]], axis=1)
+        table["final_gap"] = table["final_train_acc"] - table["final_test_acc"]
+        return table
+
+    def latest_batch_loss(self, zoo_id: str) -> "pd.DataFrame":
+        """Each run's most recent training-batch loss: ``run_id, step, loss`` (for live progress)."""
+        return self._df("""
+            SELECT m.run_id, m.step, m.value AS loss FROM metric m
+            WHERE m.split = 'batch' AND m.name = 'loss'
+              AND m.run_id IN (SELECT run_id FROM run WHERE zoo_id = $zoo)
+            QUALIFY row_number() OVER (PARTITION BY m.run_id ORDER BY m.step DESC) = 1""", {"zoo": zoo_id})
 
     # -- checkpoints ----------------------------------------------------------
 

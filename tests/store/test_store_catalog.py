@@ -77,12 +77,21 @@ def test_runs_table_expands_hparams_and_final_metrics(st):
     st.add_checkpoint(runs[0], 100, epoch=2.0, test_acc=0.9, train_loss=0.1)
     table = st.runs_table(zoo)
     assert list(table["run_id"]) == runs
-    assert list(table["width"]) == [8, 16, 24]
-    assert list(table["optim.lr"]) == [0.1] * 3
-    assert "hp_seed" in table.columns  # clashes with the run's own seed column
+    assert list(table["hp_width"]) == [8, 16, 24]
+    assert list(table["hp_optim.lr"]) == [0.1] * 3
+    assert "hp_seed" in table.columns and "seed" in table.columns
     first = table.iloc[0]
-    assert (first["last_step"], first["test_acc"], first["train_loss"]) == (100, 0.9, 0.1)
-    assert math.isnan(table.iloc[1]["test_acc"])
+    assert (first["steps"], first["final_test_acc"], first["final_train_loss"]) == (100, 0.9, 0.1)
+    assert math.isnan(table.iloc[1]["final_test_acc"])
+    assert len(st.runs_table(None)) == len(runs)
+
+
+def test_latest_batch_loss_is_the_last_step_per_run(st):
+    zoo, runs = _zoo_with_runs(st, n=2)
+    st.add_metrics([{"run_id": runs[0], "step": s, "split": "batch", "name": "loss", "value": 1.0 / s}
+                    for s in (1, 2, 3)])
+    live = st.latest_batch_loss(zoo)
+    assert live.set_index("run_id").loc[runs[0], "step"] == 3 and len(live) == 1
 
 
 def test_checkpoint_round_trip_and_duplicate_step_keeps_first(st):

@@ -1,0 +1,173 @@
+"""The ``zooscope`` command: serve, train, ls, import, export-parquet."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import store
+from engine.config import ConfigError, load_sweep
+
+__all__ = ["main"]
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zooscope", description="Visual analytics for model zoos.")
+    p.add_argument("--store", help="store folder (default: $ZOOSCOPE_STORE or ./zoo-store)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="start the dashboard")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--address", default="localhost")
+    s.add_argument("--team", action="store_true", help="shared deployment: sign-in required")
+
+    t = sub.add_parser("train", help="train a zoo from a TOML/YAML sweep file")
+    t.add_argument("config", help="sweep file, e.g. configs/demo.toml")
+    t.add_argument("--sequential", action="store_true", help="train runs one by one instead of as populations")
+    t.add_argument("--owner", default=os.environ.get("USER", "local"))
+
+    ls = sub.add_parser("ls", help="list zoos, runs or checkpoints")
+    ls.add_argument("what", nargs="?", default="zoos", choices=["zoos", "runs", "checkpoints", "jobs"])
+    ls.add_argument("--zoo", help="zoo name or id (runs/checkpoints)")
+
+    im = sub.add_parser("import", help="import weights as a checkpoint (safetensors, or torch weights_only)")
+    im.add_argument("weights")
+    im.add_argument("--arch", required=True, help="architecture name, e.g. mlp")
+    im.add_argument("--width", type=int, default=64)
+    im.add_argument("--depth", type=int, default=2)
+    im.add_argument("--dataset", default="mnist1d", help="dataset the weights were trained on")
+    im.add_argument("--zoo", default="imported", help="zoo to add the run to")
+    im.add_argument("--name", help="run name (default: the file name)")
+    im.add_argument("--owner", default=os.environ.get("USER", "local"))
+
+    ex = sub.add_parser("export-parquet", help="export every catalog table as Parquet")
+    ex.add_argument("dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = store.resolve_store_path(args.store)
+    try:
+        return _COMMANDS[args.command](args, path)
+    except (ConfigError, ValueError, store.StoreError) as exc:
+        print(f"zooscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zooscope: interrupted", file=sys.stderr)
+        return 130
+
+
+def _serve(args, path: Path) -> int:
+    env = {**os.environ, "ZOOSCOPE_STORE": str(path), "ZOOSCOPE_TEAM": "1" if args.team else ""}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
+           "--server.address", args.address, "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=env)
+
+
+def _train(args, path: Path) -> int:
+    from engine.jobs import Dispatcher
+
+    sweep = load_sweep(args.config)  # validate before touching the store
+    try:
+        st = store.open_store(path)
+    except store.StoreBusyError as exc:
+        payload = {"sweep": sweep.model_dump(mode="json"), "owner": args.owner}
+        req = store.drop_request(path, "train_sweep", payload)
+        print(f"{exc}\nYour request was handed to that process instead ({req.name}); "
+              "follow it in the dashboard.")
+        return 0
+    with st:
+        disp = Dispatcher(st)
+        zoo_id, job_id = disp.submit_sweep(sweep, owner=args.owner, population=not args.sequential)
+        print(f"zoo {sweep.name!r} ({zoo_id}): {sweep.n_runs} runs queued as job {job_id}")
+        job = _follow(disp, job_id)
+        _print_table(st.runs_table(zoo_id), _RUN_COLUMNS)
+        if job["status"] != "done":
+            print(f"job {job_id} {job['status']}: {job.get('error') or ''}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _follow(disp, job_id: str) -> dict:
+    """Tick the dispatcher until the job ends, showing progress; Ctrl-C cancels the job.
+
+    A terminal gets a progress bar; a log (CI, a pipe) gets a line every 10%.
+    """
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", disable=not tty,
+               mininterval=0.5)
+    last_decile = [-1]
+
+    def update(jobs: list[dict]) -> None:
+        job = jobs[0]
+        progress = float(job.get("progress") or 0.0)
+        message = (job.get("message") or "")[:70]
+        if tty:
+            bar.n = int(1000 * progress)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+        elif int(progress * 10) > last_decile[0]:
+            last_decile[0] = int(progress * 10)
+            print(f"[{progress:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    try:
+        job = disp.run_until_done([job_id], on_tick=update)[0]
+    except KeyboardInterrupt:
+        disp.cancel(job_id)
+        job = disp.run_until_done([job_id])[0]
+    bar.close()
+    return job
+
+
+_RUN_COLUMNS = ["name", "status", "final_test_acc", "final_train_acc", "final_test_loss", "steps", "wall_s"]
+
+
+def _print_table(df, preferred: list[str]) -> None:
+    if df.empty:
+        print("(nothing yet)")
+        return
+    hp = [c for c in df.columns if c.startswith("hp_")]
+    cols = list(dict.fromkeys(c for c in ["run_id", *hp, *preferred] if c in df.columns)) or list(df.columns)
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _ls(args, path: Path) -> int:
+    with store.open_store(path, owner=False) as st:
+        zoo_id = st.get_zoo(args.zoo)["zoo_id"] if args.zoo else None
+        if args.what == "zoos":
+            _print_table(st.list_zoos(), ["zoo_id", "name", "n_runs", "created_at", "owner"])
+        elif args.what == "runs":
+            _print_table(st.runs_table(zoo_id), _RUN_COLUMNS)
+        elif args.what == "checkpoints":
+            _print_table(st.list_checkpoints(zoo_id=zoo_id),
+                         ["checkpoint_id", "run_id", "step", "epoch", "train_loss", "test_loss", "test_acc"])
+        else:
+            _print_table(st.list_jobs(), ["job_id", "kind", "status", "progress", "owner", "created_at", "error"])
+    return 0
+
+
+def _import(args, path: Path) -> int:
+    from engine.importer import import_command
+
+    return import_command(args, path)
+
+
+def _export(args, path: Path) -> int:
+    with store.open_store(path) as st:
+        st.export_parquet(Path(args.dir))
+    print(f"exported the catalog of {path} to {args.dir}")
+    return 0
+
+
+_COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "export-parquet": _export}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Import trained weights as a run with one checkpoint.
+
+Weights load from safetensors, or from ``torch.load(..., weights_only=True)``: never
+an arbitrary pickle. A key or shape mismatch with the named architecture is
+explained before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from engine import data as zdata
+from engine import nets
+from engine.config import ArchSpec, DatasetSpec, TrainSpec
+from engine.train import task_metrics
+
+__all__ = ["ImportedWeights", "import_weights", "load_weights", "match_state_dict", "record_import"]
+
+
+def load_weights(path: str | Path) -> dict[str, Tensor]:
+    """Read a flat ``name -> tensor`` dict from ``.safetensors`` or a weights-only torch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-weights content
+        raise ValueError(
+            f"{path} could not be loaded with torch.load(weights_only=True) ({type(exc).__name__}); "
+            "only plain tensors are accepted: save with safetensors or torch.save(model.state_dict())"
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a dict of tensors (a state_dict); got {type(obj).__name__}")
+    return dict(obj)
+
+
+def _arch_label(spec: ArchSpec) -> str:
+    return f"{spec.name}(width={spec.width}, depth={spec.depth})"
+
+
+def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: str) -> None:
+    """Raise ``ValueError`` explaining every key and shape mismatch between ``state`` and ``model``."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    problems = []
+    extra = sorted(set(got) - set(expected))
+    missing = sorted(set(expected) - set(got))
+    if extra:
+        problems.append(f"checkpoint has keys {extra} that architecture {label!r} does not")
+    if missing:
+        problems.append(f"architecture {label!r} needs keys {missing} that the checkpoint lacks")
+    for k in sorted(set(got) & set(expected)):
+        if got[k] != expected[k]:
+            problems.append(f"{k!r} has shape {got[k]} in the checkpoint but {expected[k]} in {label!r}")
+    if problems:
+        hint = _depth_hint(extra, missing)
+        raise ValueError("; ".join(problems) + (f"; {hint}" if hint else "")
+                         + "; pass the --width/--depth (and --dataset) it was trained with")
+
+
+def _depth_hint(extra: list[str], missing: list[str]) -> str:
+    layer = re.compile(r"(\d+)")
+    idx = [int(m.group(1)) for k in extra if (m := layer.search(k))]
+    if extra and not missing and idx:
+        return "was it trained with a greater depth?"
+    if missing and not extra:
+        return "was it trained with a smaller depth?"
+    return ""
+
+
+class ImportedWeights:
+    """A checked state dict with its run config and headline metrics."""
+
+    def __init__(self, config: TrainSpec, state: dict[str, Tensor], metrics: dict[str, float]):
+        self.config, self.state, self.metrics = config, state, metrics
+
+
+def import_weights(path: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> ImportedWeights:
+    """Load, check against ``arch`` on ``dataset``, and evaluate; raises before any write."""
+    state = load_weights(path)
+    ds = zdata.load(dataset)
+    model = nets.build(arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size)
+    match_state_dict(model, state, _arch_label(arch))
+    model.load_state_dict(state)
+    model.eval()
+    metrics = {}
+    with torch.no_grad():
+        for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+            loss, acc = task_metrics(model(x[:2048].float() if x.is_floating_point() else x[:2048]), y[:2048])
+            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+    config = TrainSpec(dataset=dataset, arch=arch, steps=1, checkpoints=[1])
+    return ImportedWeights(config, {k: v.contiguous() for k, v in state.items()}, metrics)
+
+
+def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: str) -> str:
+    """Write an imported model as a finished run with one checkpoint in zoo ``zoo`` (created if new)."""
+    import math
+
+    import store
+
+    try:
+        zoo_id = st.get_zoo(zoo)["zoo_id"]
+    except store.NotFoundError:
+        zoo_id = st.create_zoo(zoo, owner=owner)
+    arch = imported.config.arch
+    (run_id,) = st.add_runs([{
+        "zoo_id": zoo_id, "config": imported.config.model_dump(mode="json"), "name": name, "seed": 0,
+        "hparams": {"arch": arch.name, "width": arch.width, "depth": arch.depth}, "status": "done", "owner": owner,
+        "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
+    sha = st.put_tensors(imported.state)
+    metrics = {k: (v if math.isfinite(v) else None) for k, v in imported.metrics.items()}
+    st.add_checkpoint(run_id, 0, sha, epoch=0.0, **metrics)
+    return run_id
+
+
+def import_command(args, path: Path) -> int:
+    """``zooscope import``: check the file, then record a run with one checkpoint."""
+    import store
+
+    arch = ArchSpec(name=args.arch, width=args.width, depth=args.depth)
+    imported = import_weights(args.weights, arch, DatasetSpec(name=args.dataset))
+    with store.open_store(path) as st:
+        run_id = record_import(st, args.zoo, imported, name=args.name or Path(args.weights).stem, owner=args.owner)
+    print(f"imported {args.weights} as run {run_id} in zoo {args.zoo!r}: "
+          f"test accuracy {imported.metrics['test_acc']:.4f}")
+    return 0

@@ -1,0 +1,26 @@
+"""Jobs: a kind + a validated spec -> an engine call in a worker -> rows in the store.
+
+The owner of a store runs a :class:`Dispatcher`; workers (local processes, or Ray
+tasks) run ``run_<kind>(spec, ctx)`` and hand results back as bundles.
+"""
+
+from .context import JobCancelled, JobContext, read_progress, request_cancel
+from .dispatcher import Dispatcher, TickReport
+from .executor import LocalExecutor
+from .kinds import get_kind, job_kinds, register_kind
+from .train_job import TrainJobSpec, run_train
+
+__all__ = [
+    "Dispatcher",
+    "JobCancelled",
+    "JobContext",
+    "LocalExecutor",
+    "TickReport",
+    "TrainJobSpec",
+    "get_kind",
+    "job_kinds",
+    "read_progress",
+    "register_kind",
+    "request_cancel",
+    "run_train",
+]

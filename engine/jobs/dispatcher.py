@@ -1,0 +1,226 @@
+"""The owner's loop: take requests, ingest result bundles, track workers, start queued jobs.
+
+Exactly one process owns the store (the dashboard server, or the CLI when no
+dashboard runs); it alone calls :meth:`Dispatcher.tick`. Workers only write files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+from uuid import uuid4
+
+from engine.config import SweepSpec, load_sweep
+
+from .context import job_dir, read_progress, request_cancel
+from .executor import Finished, LocalExecutor
+from .kinds import get_kind
+
+__all__ = ["Dispatcher", "TickReport"]
+
+log = logging.getLogger("zooscope.jobs")
+
+
+def _now() -> datetime:
+    """Naive UTC, as the catalog stores times."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class TickReport:
+    ingested: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    finished: dict[str, str] = field(default_factory=dict)  # job id -> final status
+
+
+class Dispatcher:
+    """Runs jobs for the store's owner.
+
+    Parameters
+    ----------
+    store : store.Store
+        The store, opened as owner.
+    executor : LocalExecutor, optional
+        Where workers run; a local process pool by default.
+    """
+
+    def __init__(self, store, executor: LocalExecutor | None = None):
+        self.store = store
+        self.executor = executor or LocalExecutor(store.path)
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.generation = 0  # bumped on every catalog change: readers key their caches on it
+        self._recover_orphans()
+
+    # -- submission -------------------------------------------------------------------
+    def submit(self, kind: str, spec: dict[str, Any], *, owner: str = "local", zoo_id: str | None = None) -> str:
+        """Validate ``spec`` for ``kind`` and queue it; bad specs raise before anything is written."""
+        job_kind = get_kind(kind)
+        if job_kind.validate is not None:
+            job_kind.validate(spec)
+        with self._lock:
+            self.generation += 1
+            return self.store.submit_job(kind, spec, owner=owner, zoo_id=zoo_id)
+
+    def submit_sweep(self, sweep: SweepSpec | dict | str, *, owner: str = "local",
+                     population: bool = True) -> tuple[str, str]:
+        """Create a zoo with its runs (status ``queued``) and queue the job that trains them.
+
+        Returns ``(zoo_id, job_id)``.
+        """
+        sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
+        runs = sweep.expand()
+        with self._lock:
+            zoo_id = self.store.create_zoo(sweep.name, sweep.model_dump(mode="json"), owner=owner)
+            rows = [{
+                "run_id": uuid4().hex, "zoo_id": zoo_id, "config": run.model_dump(mode="json"),
+                "hparams": sweep.hyperparameters(run), "seed": run.seed, "status": "queued", "owner": owner,
+                "name": " ".join(f"{k}={v}" for k, v in sweep.hyperparameters(run).items()) or sweep.name,
+            } for run in runs]
+            self.store.add_runs(rows)
+            spec = {"sweep": sweep.model_dump(mode="json"), "zoo_id": zoo_id,
+                    "run_ids": [r["run_id"] for r in rows], "population": population}
+            job_id = self.submit("train", spec, owner=owner, zoo_id=zoo_id)
+        return zoo_id, job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Ask a job to stop: queued jobs are cancelled at once, running ones at their next check."""
+        with self._lock:
+            self.generation += 1
+            job = self.store.get_job(job_id)
+            if job["status"] == "queued":
+                self.store.update_job(job_id, status="cancelled", finished_at=_now(), message="cancelled before it ran")
+                self._settle_runs(job, "cancelled")
+            elif job["status"] == "running":
+                request_cancel(self.store.path, job_id)
+
+    # -- the loop ---------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        """One round of owner work; cheap when there is nothing to do."""
+        with self._lock:
+            report = TickReport()
+            self._take_requests()
+            ing = self.store.ingest_bundles()
+            report.ingested, report.incomplete = list(ing.ingested), list(ing.incomplete)
+            for job_id in self.executor.running():
+                prog = read_progress(self.store.path, job_id)
+                if prog:
+                    self.store.update_job(job_id, progress=prog["progress"], message=prog["message"])
+            for fin in self.executor.poll():
+                report.finished[fin.job_id] = self._finish(fin)
+            while self.executor.free_slots > 0:
+                job = self.store.next_queued_job()
+                if job is None:
+                    break
+                self._start(job)
+                report.started.append(job["job_id"])
+            if report.ingested or report.started or report.finished:
+                self.generation += 1
+            return report
+
+    def run_until_done(self, job_ids: list[str], *, poll_s: float = 0.2,
+                       on_tick: Callable[[list[dict]], None] | None = None) -> list[dict]:
+        """Tick until every job in ``job_ids`` has finished; returns their final rows."""
+        while True:
+            self.tick()
+            jobs = [self.store.get_job(j) for j in job_ids]
+            if on_tick is not None:
+                on_tick(jobs)
+            if all(j["status"] in ("done", "failed", "cancelled") for j in jobs):
+                return jobs
+            time.sleep(poll_s)
+
+    def start_background(self, interval_s: float = 0.5) -> None:
+        """Tick in a daemon thread (for the dashboard server); no Streamlit calls happen there."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                except Exception:  # keep the loop alive; the error is in the server log
+                    log.exception("dispatcher tick failed")
+                self._stop.wait(interval_s)
+
+        self._thread = threading.Thread(target=loop, name="zooscope-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, kill_workers: bool = False) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if kill_workers:
+            self.executor.shutdown()
+
+    # -- internals --------------------------------------------------------------------
+    def _take_requests(self) -> None:
+        for req in self.store.take_requests():
+            try:
+                if req["kind"] == "train_sweep":
+                    self.submit_sweep(req["payload"]["sweep"], owner=req["payload"].get("owner", "local"))
+                else:
+                    self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
+            except Exception as exc:
+                log.warning("request %s refused: %s", req.get("request_id"), exc)
+
+    def _start(self, job: dict) -> None:
+        d = job_dir(self.store.path, job["job_id"])
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "spec.json").write_text(json.dumps({"kind": job["kind"], "spec": job["spec"], "owner": job["owner"]}))
+        pid = self.executor.start(job["job_id"])
+        self.store.update_job(job["job_id"], status="running", started_at=_now(), pid=pid, progress=0.0,
+                              message="starting")
+
+    def _finish(self, fin: Finished) -> str:
+        ing = self.store.ingest_bundles()  # the worker's last bundles, before the verdict
+        d = job_dir(self.store.path, fin.job_id)
+        outcome = _read_json(d / "result.json") or _read_json(d / "error.json") or {}
+        status = outcome.get("status") or "failed"
+        error = outcome.get("error") if status != "done" else None
+        if status == "done" and fin.returncode != 0:
+            status = "failed"
+        if status == "failed" and not error:
+            error = f"{fin.reason}; last output: {fin.log_tail[-500:]}" if fin.log_tail else fin.reason
+        if ing.incomplete:
+            error = (error or "") + f" (incomplete result bundles left in inbox: {', '.join(ing.incomplete)})"
+        message = json.dumps(outcome.get("result")) if status == "done" else status
+        self.store.update_job(fin.job_id, status=status, finished_at=_now(), error=error, message=message,
+                              progress=1.0 if status == "done" else None)
+        if status != "done":
+            self._settle_runs(self.store.get_job(fin.job_id), "failed" if status == "failed" else "cancelled")
+        return status
+
+    def _settle_runs(self, job: dict, status: str) -> None:
+        """Runs of a train job that never finished take the job's fate; finished runs keep theirs."""
+        if job["kind"] != "train" or not job.get("zoo_id"):
+            return
+        for run_id in job["spec"].get("run_ids", []):
+            run = self.store.get_run(run_id)
+            if run is not None and run["status"] in ("queued", "running"):
+                self.store.update_run(run_id, status=status, finished_at=_now())
+
+    def _recover_orphans(self) -> None:
+        """Jobs left 'running' by a previous owner that died: their workers are gone."""
+        orphans = self.store.list_jobs(status="running").to_dict("records")
+        if orphans:
+            self.store.ingest_bundles()
+        for job in orphans:
+            self.store.update_job(job["job_id"], status="failed", finished_at=_now(),
+                                  error="the store's previous owner stopped while this job ran; resubmit it")
+            self._settle_runs(self.store.get_job(job["job_id"]), "failed")
+
+
+def _read_json(path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

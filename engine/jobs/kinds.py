@@ -1,0 +1,52 @@
+"""The job kinds: ``kind -> run_<kind>(spec, ctx)``.
+
+A kind is registered with the function that runs it and, optionally, a function
+that validates its spec at submission time, before anything is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .context import JobContext
+
+__all__ = ["JobKind", "get_kind", "job_kinds", "register_kind"]
+
+RunFn = Callable[[Any, JobContext], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    run: RunFn
+    validate: Callable[[dict[str, Any]], Any] | None = None
+    description: str = ""
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register_kind(name: str, run: RunFn, *, validate=None, description: str = "") -> None:
+    _KINDS[name] = JobKind(name, run, validate, description)
+
+
+def get_kind(name: str) -> JobKind:
+    _load_builtin()
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
+
+
+def job_kinds() -> list[str]:
+    _load_builtin()
+    return sorted(_KINDS)
+
+
+def _load_builtin() -> None:
+    if "train" in _KINDS:
+        return
+    from .train_job import TrainJobSpec, run_train
+
+    register_kind("train", run_train, validate=TrainJobSpec.model_validate, description="train a zoo")

@@ -1,0 +1,127 @@
+"""The ``train`` job: train every run of a zoo, population by population."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import data as zdata
+from engine.config import SweepSpec
+from engine.train import RunResult, population_groups, train_population, train_run
+
+from .context import JobCancelled, JobContext
+
+__all__ = ["TrainJobSpec", "run_train"]
+
+
+class TrainJobSpec(BaseModel):
+    """A zoo to train: the sweep and the run ids the owner already created (in grid order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sweep: SweepSpec
+    zoo_id: str
+    run_ids: list[str]
+    population: bool = True  # train groups of compatible runs at once with torch.func
+    max_population: int = Field(64, ge=1)  # split larger groups
+
+
+def _now() -> datetime:
+    """Naive UTC, as the catalog stores times."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _finite(v: float) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+class _RunRecorder:
+    """Turns training callbacks into artifact, checkpoint and metric rows, emitted in bundles."""
+
+    def __init__(self, ctx: JobContext, run_ids: list[str]):
+        self.ctx, self.run_ids = ctx, run_ids
+        self.rows: dict[str, list[dict[str, Any]]] = {"checkpoint": [], "metric": [], "run": []}
+        self.last_emit = time.monotonic()
+
+    def on_checkpoint(self, run: int, step: int, epoch: float, state, metrics: dict[str, float]) -> None:
+        run_id = self.run_ids[run]
+        sha = self.ctx.put_tensors(state)
+        self.rows["checkpoint"].append({
+            "checkpoint_id": uuid4().hex, "run_id": run_id, "step": step, "epoch": float(epoch),
+            "artifact_sha": sha, **{k: _finite(metrics.get(k)) for k in
+                                    ("train_loss", "train_acc", "test_loss", "test_acc")},
+            "created_at": _now(),
+        })
+        for name, value in metrics.items():
+            split, metric = name.split("_", 1)
+            if math.isfinite(value):
+                self.rows["metric"].append({"run_id": run_id, "step": step, "split": split, "name": metric,
+                                            "value": float(value)})
+
+    def on_batch_losses(self, step: int, losses: list[float]) -> None:
+        for run_id, loss in zip(self.run_ids, losses):
+            if math.isfinite(loss):
+                self.rows["metric"].append({"run_id": run_id, "step": step, "split": "batch", "name": "loss",
+                                            "value": float(loss)})
+
+    def set_status(self, run: int, **fields: Any) -> None:
+        self.rows["run"].append({"run_id": self.run_ids[run], **fields})
+
+    def emit(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.last_emit > 2.0:
+            self.ctx.emit(self.rows)
+            self.rows = {"checkpoint": [], "metric": [], "run": []}
+            self.last_emit = time.monotonic()
+
+
+def run_train(spec: TrainJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
+    """Train the zoo's runs; returns a summary (runs done / diverged)."""
+    spec = TrainJobSpec.model_validate(spec)
+    runs = spec.sweep.expand()
+    if len(runs) != len(spec.run_ids):
+        raise ValueError(f"train job has {len(spec.run_ids)} run ids for {len(runs)} runs")
+    groups = population_groups(runs) if spec.population else [[i] for i in range(len(runs))]
+    groups = [g[i : i + spec.max_population] for g in groups for i in range(0, len(g), spec.max_population)]
+    total_steps = sum(runs[g[0]].steps for g in groups)
+    datasets: dict[str, zdata.Dataset] = {}
+    done_steps, counts = 0, {"done": 0, "diverged": 0}
+    for gi, group in enumerate(groups):
+        ctx.check_cancelled()
+        specs = [runs[i] for i in group]
+        rec = _RunRecorder(ctx, [spec.run_ids[i] for i in group])
+        for k in range(len(group)):
+            rec.set_status(k, status="running", started_at=_now())
+        rec.emit(force=True)
+
+        def progress(step: int, total: int, losses: list[float], _base=done_steps, _g=gi) -> None:
+            rec.on_batch_losses(step, losses)
+            finite = [v for v in losses if math.isfinite(v)]
+            loss = sum(finite) / len(finite) if finite else float("nan")
+            ctx.progress((_base + step) / total_steps,
+                         f"group {_g + 1}/{len(groups)} ({len(group)} runs): step {step}/{total}, loss {loss:.4g}")
+            rec.emit()
+
+        results = _train_group(specs, rec, progress, ctx, datasets)
+        for k, res in enumerate(results):
+            rec.set_status(k, status=res.status, diverged_step=res.diverged_step, finished_at=_now(),
+                           wall_s=res.wall_s, device=res.device)
+            counts[res.status] = counts.get(res.status, 0) + 1
+        rec.emit(force=True)
+        done_steps += specs[0].steps
+        if any(r.status == "cancelled" for r in results):
+            raise JobCancelled(f"job {ctx.job_id} was cancelled")
+    ctx.progress(1.0, f"trained {len(runs)} runs", force=True)
+    return {"runs": len(runs), **counts}
+
+
+def _train_group(specs, rec: _RunRecorder, progress, ctx: JobContext, datasets) -> list[RunResult]:
+    if len(specs) == 1:
+        return [train_run(specs[0], on_checkpoint=rec.on_checkpoint, on_progress=progress,
+                          should_stop=ctx.cancelled, dataset=datasets.get(specs[0].dataset.to_json()))]
+    return train_population(specs, on_checkpoint=rec.on_checkpoint, on_progress=progress,
+                            should_stop=ctx.cancelled, datasets=datasets)

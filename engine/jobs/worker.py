@@ -1,0 +1,47 @@
+"""A worker process: ``python -m engine.jobs.worker STORE JOB_ID``.
+
+Reads ``inbox/<job>/spec.json``, runs the job, and leaves ``result.json`` (success)
+or ``error.json`` (failure) in the job folder; rows travel in result bundles. It
+never opens the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from .context import JobCancelled, JobContext, _write_json_atomic, job_dir
+from .kinds import get_kind
+
+EXIT_CANCELLED = 3
+
+
+def run_job(store_path: Path, job_id: str) -> int:
+    d = job_dir(store_path, job_id)
+    request = json.loads((d / "spec.json").read_text())
+    ctx = JobContext(store_path, job_id, owner=request.get("owner", "local"))
+    try:
+        result = get_kind(request["kind"]).run(request["spec"], ctx) or {}
+    except JobCancelled as exc:
+        _write_json_atomic(d / "error.json", {"status": "cancelled", "error": str(exc)})
+        return EXIT_CANCELLED
+    except Exception as exc:  # the worker's boundary: everything is reported to the owner
+        _write_json_atomic(d / "error.json", {
+            "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        return 1
+    _write_json_atomic(d / "result.json", {"status": "done", "result": result})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m engine.jobs.worker STORE_PATH JOB_ID", file=sys.stderr)
+        return 2
+    return run_job(Path(args[0]), args[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
