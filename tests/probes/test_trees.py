@@ -155,3 +155,13 @@ def test_errors_are_actionable():
 def test_monk3_recount_reproduces_the_measured_drop():
     s = _set("monk3", 0.01, 0.05)
     assert (s.n_reported, s.size) == (2208, 1592)
+
+
+def test_progress_is_reported_in_order(capfd):
+    x, y, _ = _full("monk1")
+    seen = []
+    s = rashomon_trees(x, y, regularization=0.05, rashomon_multiplier=0.05, depth_budget=3,
+                       progress=lambda fraction, message: seen.append((fraction, message)))
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and len(seen) == 3
+    assert f"{s.n_reported:,} trees" in seen[1][1]
+    assert "Finding Optimal Objective" not in capfd.readouterr().out  # libgosdt's prints are silenced
