@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterable
@@ -209,7 +210,7 @@ def minibatch_cka(batches_x: Iterable, batches_y: Iterable) -> float:
 
 def _zip_strict(xs: Iterable, ys: Iterable, sentinel):
     ix, iy = iter(xs), iter(ys)
-    for k in range(10**12):
+    for k in itertools.count():
         bx, by = next(ix, sentinel), next(iy, sentinel)
         if bx is sentinel and by is sentinel:
             return
