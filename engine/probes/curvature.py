@@ -1,0 +1,358 @@
+"""Curvature of the loss through Hessian-vector products: eigenvalues, trace, sharpness.
+
+The Hessian is never formed. A product ``H v`` is forward-over-reverse
+differentiation, ``torch.func.jvp`` of ``torch.func.grad`` of the loss as a function of
+the flat parameter vector; many products at once go through ``vmap``, which computes
+the forward and backward pass of the primal once and only batches the tangents.
+
+References
+----------
+B. A. Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 6 (1994).
+B. Ghorbani, S. Krishnan and Y. Xiao, "An investigation into neural net optimization via
+Hessian eigenvalue density", ICML 2019.
+Z. Yao, A. Gholami, K. Keutzer and M. Mahoney, "PyHessian: Neural networks through the
+lens of the Hessian", IEEE BigData 2020.
+M. F. Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+Laplacian smoothing splines", Communications in Statistics 18 (1989).
+J. Cohen, S. Kaur, Y. Li, J. Z. Kolter and A. Talwalkar, "Gradient descent on neural
+networks typically occurs at the edge of stability", ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import grad, jvp, vmap
+
+from engine.probes.functional import BNMode, LossFn, ParamLayout, _Evaluator, resolve_data, split_state
+from engine.probes.lanczos import lanczos, ritz
+
+__all__ = [
+    "HessianEigs",
+    "HessianOperator",
+    "Sharpness",
+    "TraceEstimate",
+    "hessian_operator",
+    "hessian_top_eigs",
+    "hessian_trace",
+    "sharpness_over_training",
+]
+
+
+class HessianOperator:
+    """The Hessian of the mean loss at ``theta`` as a matrix-vector product.
+
+    Attributes
+    ----------
+    theta : Tensor, shape (P,)
+        The point, flat in ``layout`` order, on the data's device.
+    layout : ParamLayout
+    n_samples : int
+        Samples the loss averages over.
+    bn : str
+        BatchNorm statistics used.
+    n_products : int
+        Hessian-vector products computed so far (each row of a batch counts).
+    """
+
+    def __init__(self, ev: _Evaluator, theta: Tensor, bn: str):
+        self.layout, self.theta, self.bn = ev.layout, theta.to(ev.device), bn
+        self.n_samples = len(ev.x)
+        self.n_products = 0
+
+        def loss(t: Tensor) -> Tensor:
+            return ev.loss_fn(ev.forward(ev.layout.unflatten(t), ev.x), ev.y)
+
+        grad_loss = grad(loss)
+
+        def hvp(v: Tensor) -> Tensor:
+            return jvp(grad_loss, (self.theta,), (v,))[1]
+
+        self._hvp, self._hvp_batched = hvp, vmap(hvp)
+
+    @property
+    def n_params(self) -> int:
+        return self.layout.numel
+
+    def __call__(self, v: Tensor) -> Tensor:
+        """``H v`` for ``v`` of shape ``(P,)``, or ``H V^T`` row-wise for ``(k, P)``."""
+        self.n_products += 1 if v.ndim == 1 else len(v)
+        return self._hvp(v) if v.ndim == 1 else self._hvp_batched(v)
+
+
+def hessian_operator(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    data,
+    *,
+    buffers: Mapping[str, Tensor] | None = None,
+    bn: BNMode = "running",
+    loss_fn: LossFn | None = None,
+    split: str = "train",
+    n_samples: int | None = None,
+    seed: int = 0,
+) -> HessianOperator:
+    """The Hessian of the loss of ``model`` at ``params`` on ``data`` as an operator.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Architecture.
+    params : dict
+        Parameters (a state dict also works: its buffers are used).
+    data : pair, loader or Dataset-like
+        See :func:`engine.probes.functional.resolve_data`.
+    n_samples, seed : int
+        Use a random subset of this many samples (drawn with ``seed``); all when None.
+    bn, buffers, loss_fn, split
+        As in :func:`engine.probes.functional.evaluate_points`.
+    """
+    params, state_buffers = split_state(model, params)
+    x, y = resolve_data(data, split, n_samples=n_samples, seed=seed)
+    ev = _Evaluator(model, (x, y), layout=ParamLayout.from_module(model),
+                    buffers=state_buffers if buffers is None else buffers, bn=bn, loss_fn=loss_fn, split=split)
+    return HessianOperator(ev, ev.layout.flatten(params), bn)
+
+
+@dataclass(frozen=True)
+class HessianEigs:
+    """Extreme Hessian eigenpairs from Lanczos.
+
+    Attributes
+    ----------
+    eigenvalues : np.ndarray, shape (k,)
+        Descending for ``which="LA"``, ascending for ``"SA"``.
+    eigenvectors : np.ndarray, shape (k, P)
+        Unit eigenvectors, flat in ``ParamLayout.from_module(model)`` order.
+    residuals : np.ndarray, shape (k,)
+        ``|| H x - lambda x ||`` of each pair.
+    n_products : int
+        Hessian-vector products used.
+    converged : bool
+        Whether every residual reached ``tol * |lambda|``.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residuals: np.ndarray
+    n_products: int
+    converged: bool
+    n_samples: int
+    bn: str
+    seconds: float
+
+
+def _extreme_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int):
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}")
+    if v0 is None:
+        gen = torch.Generator().manual_seed(seed)
+        v0 = torch.randn(op.n_params, generator=gen, dtype=op.theta.dtype)
+    v0 = torch.as_tensor(v0, dtype=op.theta.dtype).to(op.theta.device).reshape(1, -1)
+    res = lanczos(op, v0, max(max_iter, k + 1), keep_basis=True, tol=tol, k=k, which=which)
+    values, vectors, residuals = ritz(res.alpha[0], res.beta[0])
+    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    idx = order[:k]
+    basis = res.basis[:, 0].double()  # (m, P)
+    x = (torch.as_tensor(vectors[:, idx].T, device=basis.device) @ basis).float().cpu().numpy()  # (k, P)
+    ok = bool(np.all(residuals[idx] <= tol * np.maximum(np.abs(values[idx]), 1e-12)))
+    return values[idx], x, residuals[idx], ok
+
+
+def hessian_top_eigs(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    data,
+    *,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    which: str = "LA",
+    v0: Tensor | None = None,
+    seed: int = 0,
+    n_samples: int | None = None,
+    **kwargs,
+) -> HessianEigs:
+    """Top ``k`` Hessian eigenvalues and eigenvectors by Lanczos.
+
+    Parameters
+    ----------
+    k : int
+        Number of eigenpairs.
+    tol : float
+        Stop when each residual ``|| H x - lambda x ||`` is below ``tol * |lambda|``; the
+        eigenvalue error is then about ``tol**2 * |lambda| * |lambda| / gap``.
+    max_iter : int
+        Most Lanczos steps (Hessian-vector products).
+    which : {"LA", "SA"}
+        Largest or smallest (most negative) eigenvalues.
+    v0 : Tensor, shape (P,), optional
+        Starting vector (warm start); Gaussian drawn with ``seed`` by default.
+    n_samples, seed : int
+        Data subset size and its seed; see :func:`hessian_operator`.
+    **kwargs
+        ``bn``, ``buffers``, ``loss_fn``, ``split`` as in :func:`hessian_operator`.
+
+    References
+    ----------
+    Ghorbani et al. 2019; Yao et al. 2020 (PyHessian uses power iteration instead).
+    """
+    if which not in ("LA", "SA"):
+        raise ValueError(f"which must be 'LA' or 'SA'; got {which!r}")
+    start = time.perf_counter()
+    op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
+    values, vectors, residuals, ok = _extreme_pairs(op, k, which, tol, max_iter, v0, seed)
+    return HessianEigs(values, vectors, residuals, op.n_products, ok, op.n_samples, op.bn,
+                       time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """Hutchinson estimate of the Hessian trace.
+
+    Attributes
+    ----------
+    trace : float
+        Mean of ``v^T H v`` over Rademacher probes ``v``.
+    stderr : float
+        Standard error of that mean (sample std / sqrt(n_probes)).
+    samples : np.ndarray, shape (n_probes,)
+        The individual ``v^T H v``.
+    """
+
+    trace: float
+    stderr: float
+    samples: np.ndarray
+    n_probes: int
+    n_samples: int
+    bn: str
+    seconds: float
+
+
+def hessian_trace(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    data,
+    *,
+    n_probes: int = 100,
+    batch: int = 16,
+    seed: int = 0,
+    n_samples: int | None = None,
+    **kwargs,
+) -> TraceEstimate:
+    """Hutchinson's trace estimator with Rademacher probes and an error bar.
+
+    Parameters
+    ----------
+    n_probes : int
+        Number of probe vectors (at least 2 for an error bar).
+    batch : int
+        Probes per batched Hessian-vector product.
+    seed : int
+        Seed of the probes (and of the data subset).
+    **kwargs
+        As in :func:`hessian_top_eigs`.
+
+    References
+    ----------
+    Hutchinson 1989; Yao et al. 2020.
+    """
+    if n_probes < 2:
+        raise ValueError(f"n_probes must be at least 2 to give an error bar; got {n_probes}")
+    start = time.perf_counter()
+    op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    with torch.no_grad():
+        for s in range(0, n_probes, batch):
+            n = min(batch, n_probes - s)
+            v = torch.randint(0, 2, (n, op.n_params), generator=gen).to(op.theta) * 2 - 1  # (n, P)
+            samples.append((op(v) * v).sum(1).double().cpu().numpy())
+    samples = np.concatenate(samples)
+    return TraceEstimate(float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(n_probes)), samples,
+                         n_probes, op.n_samples, op.bn, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Sharpness:
+    """Top Hessian eigenvalues along a training run, beside its learning rate.
+
+    Attributes
+    ----------
+    steps : np.ndarray, shape (n,)
+        Step of each checkpoint (its index when no steps were given).
+    eigenvalues : np.ndarray, shape (n, k)
+        Top ``k`` eigenvalues at each checkpoint, descending.
+    lr : np.ndarray or None, shape (n,)
+        Learning rate at each checkpoint.
+    threshold : np.ndarray or None, shape (n,)
+        ``2 / lr``: gradient descent on a quadratic is stable only below it.
+    n_products : np.ndarray, shape (n,)
+        Hessian-vector products per checkpoint (warm starts need fewer).
+    """
+
+    steps: np.ndarray
+    eigenvalues: np.ndarray
+    lr: np.ndarray | None
+    threshold: np.ndarray | None
+    n_products: np.ndarray
+    n_samples: int
+    bn: str
+    seconds: float
+
+
+def sharpness_over_training(
+    model: nn.Module,
+    checkpoints: Sequence[Mapping[str, Tensor]],
+    data,
+    *,
+    steps: Sequence[int] | None = None,
+    lr: float | Sequence[float] | None = None,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    n_samples: int | None = None,
+    **kwargs,
+) -> Sharpness:
+    """Top Hessian eigenvalue at every checkpoint of a run, each Lanczos warm-started.
+
+    Parameters
+    ----------
+    checkpoints : sequence of dict
+        Parameter or state dicts in training order.
+    steps : sequence of int, optional
+        Training step of each checkpoint.
+    lr : float or sequence of float, optional
+        Learning rate (per checkpoint for a schedule), for the ``2 / lr`` line.
+    k, tol, max_iter, seed, n_samples, **kwargs
+        As in :func:`hessian_top_eigs`; the same data subset is used at every checkpoint.
+
+    References
+    ----------
+    Cohen et al. 2021 (edge of stability); Jastrzebski et al., "The break-even point on
+    optimization trajectories of deep neural networks", ICLR 2020.
+    """
+    if not checkpoints:
+        raise ValueError("sharpness_over_training needs at least one checkpoint; got 0")
+    if steps is not None and len(steps) != len(checkpoints):
+        raise ValueError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints")
+    start = time.perf_counter()
+    eigs, counts, v0, op = [], [], None, None
+    for ckpt in checkpoints:
+        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, **kwargs)
+        values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed)
+        eigs.append(values)
+        counts.append(op.n_products)
+        v0 = torch.from_numpy(vectors[0])  # warm start: sharpness moves slowly between checkpoints
+    lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (len(checkpoints),)).copy()
+    return Sharpness(
+        np.arange(len(checkpoints)) if steps is None else np.asarray(steps),
+        np.stack(eigs), lrs, None if lrs is None else 2.0 / lrs, np.asarray(counts),
+        op.n_samples, op.bn, time.perf_counter() - start,
+    )

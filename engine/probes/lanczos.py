@@ -1,0 +1,146 @@
+"""The Lanczos iteration for symmetric operators given only as matrix-vector products.
+
+Used for the extreme Hessian eigenvalues (a few dozen products reach what power
+iteration needs hundreds for) and for stochastic Lanczos quadrature. Several
+independent runs advance in lockstep so their products can be batched.
+
+References
+----------
+C. Lanczos, "An iteration method for the solution of the eigenvalue problem of linear
+differential and integral operators", J. Res. Nat. Bur. Standards 45 (1950).
+G. H. Golub and G. Meurant, "Matrices, Moments and Quadrature with Applications",
+Princeton University Press (2010).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["LanczosResult", "lanczos", "ritz"]
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Tridiagonal coefficients of ``R`` lockstep runs after ``m`` steps.
+
+    Attributes
+    ----------
+    alpha : np.ndarray, shape (R, m)
+        Diagonal of each run's tridiagonal matrix ``T``.
+    beta : np.ndarray, shape (R, m)
+        Off-diagonal (first ``m - 1`` entries) and the residual norm ``beta[:, m - 1]``.
+    basis : Tensor or None, shape (m, R, P)
+        Orthonormal Lanczos vectors, kept when eigenvectors are wanted.
+    n_matvecs : int
+        Products with the operator, counting each run.
+    """
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    basis: Tensor | None
+    n_matvecs: int
+
+    @property
+    def n_steps(self) -> int:
+        return self.alpha.shape[1]
+
+
+def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ritz values, vectors (in the Krylov basis) and residual norms of one run.
+
+    Returns
+    -------
+    values : np.ndarray, shape (m,)
+        Ascending.
+    vectors : np.ndarray, shape (m, m)
+        Columns are eigenvectors of ``T``.
+    residuals : np.ndarray, shape (m,)
+        ``|| A x - value x ||`` for each Ritz pair, ``beta_m * |last component|``.
+    """
+    m = len(alpha)
+    t = np.diag(alpha) + np.diag(beta[: m - 1], 1) + np.diag(beta[: m - 1], -1)
+    values, vectors = np.linalg.eigh(t)
+    return values, vectors, np.abs(beta[m - 1] * vectors[m - 1])
+
+
+def _converged(alpha, beta, k: int, which: str, tol: float) -> bool:
+    values, _, res = ritz(alpha, beta)
+    k = min(k, len(values))
+    ends = {"LA": [slice(-k, None)], "SA": [slice(0, k)], "both": [slice(-k, None), slice(0, k)]}[which]
+    scale = max(np.abs(values).max(), 1e-12)
+    return all(np.all(res[s] <= tol * np.maximum(np.abs(values[s]), 1e-3 * scale)) for s in ends)
+
+
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    v0: Tensor,
+    n_iter: int,
+    *,
+    reorthogonalize: bool = True,
+    keep_basis: bool = False,
+    tol: float | None = None,
+    k: int = 1,
+    which: str = "LA",
+) -> LanczosResult:
+    """Run ``R`` Lanczos processes from the rows of ``v0`` in lockstep.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``matvec(V) -> A V`` for ``V`` of shape ``(R, P)``; ``A`` symmetric.
+    v0 : Tensor, shape (R, P)
+        Starting vectors (normalised here).
+    n_iter : int
+        Most steps; at most ``P``.
+    reorthogonalize : bool
+        Full re-orthogonalisation against all previous vectors (twice, "twice is
+        enough"); without it ghost copies of converged eigenvalues appear.
+    keep_basis : bool
+        Return the Lanczos vectors (needed for eigenvectors).
+    tol : float, optional
+        Stop once the ``k`` wanted Ritz pairs of every run have relative residual
+        below ``tol``; run all ``n_iter`` steps when None.
+    k : int
+        Number of wanted Ritz pairs at each wanted end.
+    which : {"LA", "SA", "both"}
+        Wanted end: largest algebraic, smallest algebraic, or both.
+    """
+    r, p = v0.shape
+    n_iter = min(n_iter, p)
+    q = v0 / v0.norm(dim=1, keepdim=True)  # (R, P)
+    q_prev = torch.zeros_like(q)
+    beta_prev = torch.zeros(r, dtype=q.dtype, device=q.device)
+    basis = [q]
+    alphas, betas, n_matvecs = [], [], 0
+    for step in range(n_iter):
+        w = matvec(q)  # (R, P)
+        n_matvecs += r
+        alpha = (w * q).sum(1)
+        w = w - alpha[:, None] * q - beta_prev[:, None] * q_prev
+        if reorthogonalize:
+            stack = torch.stack(basis)  # (j, R, P)
+            for _ in range(2):
+                w = w - torch.einsum("jr,jrp->rp", torch.einsum("jrp,rp->jr", stack, w), stack)
+        beta = w.norm(dim=1)
+        alphas.append(alpha.double().cpu().numpy())
+        betas.append(beta.double().cpu().numpy())
+        a, b = np.stack(alphas, 1), np.stack(betas, 1)
+        scale = np.maximum(np.abs(a).max(1), 1e-30)
+        broke = b[:, -1] <= 1e-6 * scale  # invariant subspace found: T is exact
+        if broke.all() or step == n_iter - 1:
+            break
+        if tol is not None and all(_converged(a[i], b[i], k, which, tol) for i in range(r)):
+            break
+        safe = torch.where(torch.as_tensor(broke, device=q.device), torch.ones_like(beta), beta)
+        q_prev, q = q, w / safe[:, None]
+        q[torch.as_tensor(broke, device=q.device)] = 0.0  # a finished run idles on a zero vector
+        beta_prev = torch.where(torch.as_tensor(broke, device=q.device), torch.zeros_like(beta), beta)
+        basis.append(q)
+    a, b = np.stack(alphas, 1), np.stack(betas, 1)
+    b[:, :-1][b[:, :-1] <= 1e-6 * np.maximum(np.abs(a).max(1, keepdims=True), 1e-30)] = 0.0
+    return LanczosResult(a, b, torch.stack(basis) if keep_basis else None, n_matvecs)
