@@ -13,9 +13,6 @@ from engine.config import ConfigError, load_sweep
 
 __all__ = ["main"]
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zooscope", description="Visual analytics for model zoos.")
     p.add_argument("--store", help="store folder (default: $ZOOSCOPE_STORE or ./zoo-store)")
@@ -65,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args, path: Path) -> int:
     env = {**os.environ, "ZOOSCOPE_STORE": str(path), "ZOOSCOPE_TEAM": "1" if args.team else ""}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
-           "--server.address", args.address, "--browser.gatherUsageStats", "false"]
+    cmd = [sys.executable, "-m", "engine.serve", "--server.port", str(args.port),
+           "--server.address", args.address, "--server.headless", "true"]
     return subprocess.call(cmd, env=env)
 
 

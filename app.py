@@ -1,0 +1,16 @@
+"""Zooscope's dashboard: ``streamlit run app.py`` (or ``make run`` / ``zooscope serve``)."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Zooscope", page_icon=":material/biotech:", layout="wide")
+
+PAGES = [
+    st.Page("pages/zoo.py", title="Zoo", icon=":material/pets:", default=True),
+    st.Page("pages/landscape.py", title="Landscape", icon=":material/landscape:", url_path="landscape"),
+    st.Page("pages/connectivity.py", title="Connectivity", icon=":material/link:", url_path="connectivity"),
+    st.Page("pages/representations.py", title="Representations", icon=":material/hub:", url_path="representations"),
+    st.Page("pages/rashomon.py", title="Rashomon", icon=":material/theater_comedy:", url_path="rashomon"),
+    st.Page("pages/reports.py", title="Reports", icon=":material/description:", url_path="reports"),
+]
+
+st.navigation(PAGES).run()

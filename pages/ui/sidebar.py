@@ -1,0 +1,64 @@
+"""The sidebar: the current zoo, the live job queue, and links."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from .services import Services, cached_zoos, store_path
+from .state import synced_selectbox
+
+__all__ = ["job_queue", "sidebar", "zoo_label"]
+
+
+def zoo_label(zoos: pd.DataFrame):
+    names = dict(zip(zoos["zoo_id"], zoos["name"]))
+    counts = dict(zip(zoos["zoo_id"], zoos.get("n_runs", pd.Series(0, index=zoos.index))))
+    return lambda zoo_id: f"{names.get(zoo_id, zoo_id)} ({counts.get(zoo_id, 0)} runs)"
+
+
+def sidebar(svc: Services) -> str | None:
+    """Draw the sidebar; returns the selected zoo id (kept in the URL as ``?zoo=``)."""
+    zoos = cached_zoos(svc, svc.generation)
+    with st.sidebar:
+        zoo_id = None
+        if not zoos.empty:
+            zoo_id = synced_selectbox("Zoo", zoos["zoo_id"].tolist(), key="zoo", format_func=zoo_label(zoos))
+        job_queue(svc)
+        st.caption(f"Store: `{html.escape(str(store_path()))}`")
+        st.caption("Share a view: the address bar holds the zoo, runs and settings shown.")
+    return zoo_id
+
+
+_ICON = {"running": ":material/autorenew:", "queued": ":material/schedule:", "failed": ":material/error:",
+         "done": ":material/check_circle:", "cancelled": ":material/cancel:"}
+
+
+@st.fragment(run_every=2.0)
+def job_queue(svc: Services) -> None:
+    """Running and queued jobs with progress, and recent failures; refreshes itself every 2 s."""
+    st.subheader("Jobs")
+    jobs = svc.store.list_jobs()
+    seen = st.session_state.setdefault("_seen_generation", svc.generation)
+    if svc.generation != seen:  # something landed in the catalog: refresh the whole page once
+        st.session_state["_seen_generation"] = svc.generation
+        st.rerun(scope="app")
+    if jobs.empty:
+        st.caption("No jobs yet.")
+        return
+    active = jobs[jobs["status"].isin(["running", "queued"])]
+    recent = jobs[~jobs["status"].isin(["running", "queued"])].head(3)
+    for position, job in enumerate(active.sort_values("created_at").itertuples()):
+        label = f"{_ICON[job.status]} {job.kind} · {html.escape(str(job.owner))}"
+        if job.status == "queued":
+            st.caption(f"{label} — queued, position {position + 1}")
+        else:
+            st.progress(float(job.progress or 0.0), text=f"{label} — {html.escape(str(job.message or ''))[:80]}")
+    for job in recent.itertuples():
+        text = f"{_ICON.get(job.status, '')} {job.kind} {job.status}"
+        if job.status == "failed":
+            st.error(f"{text}: {job.error or ''}"[:300], icon=None)
+        else:
+            st.caption(text)

@@ -1,0 +1,164 @@
+"""Create a zoo (form or sweep file) and import checkpoints; errors appear next to their fields."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+from pydantic import ValidationError
+
+from engine import data as zdata
+from engine import nets
+from engine.config import ConfigError, SweepSpec, format_validation_error, load_sweep
+
+from .services import Services, current_user
+
+__all__ = ["create_zoo_form", "import_form"]
+
+GRID_AXES = ["width", "depth", "lr", "batch_size", "weight_decay", "train_fraction", "label_noise", "init_scale",
+             "seed"]
+
+
+def _parse_list(text: str) -> list:
+    out = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        try:
+            out.append(int(part))
+        except ValueError:
+            try:
+                out.append(float(part))
+            except ValueError:
+                out.append(part)
+    return out
+
+
+def _field_errors(exc: ValidationError) -> dict[str, str]:
+    errors = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = loc[1] if loc and loc[0] == "grid" and len(loc) > 1 else (loc[-1] if loc else "form")
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc and loc[0] == "grid" and len(loc) == 1:
+            key = "grid"
+        if "grid point" in msg:
+            key = "grid"
+        errors[key] = f"{msg} (got {err['input']!r})" if not isinstance(err.get("input"), dict) else msg
+    return errors
+
+
+def _error(errors: dict[str, str], *keys: str) -> None:
+    for k in keys:
+        if k in errors:
+            st.error(errors[k], icon="⚠️")
+
+
+def create_zoo_form(svc: Services) -> None:
+    errors = st.session_state.get("zoo_form_errors", {})
+    with st.form("create_zoo", border=True):
+        c1, c2, c3 = st.columns(3)
+        name = c1.text_input("Zoo name", value="my-zoo", key="f_name")
+        _error(errors, "name")
+        dataset = c2.selectbox("Dataset", sorted(zdata.available()), key="f_dataset",
+                               index=sorted(zdata.available()).index("mnist1d"))
+        arch = c3.selectbox("Architecture", sorted(nets.available()), key="f_arch",
+                            index=sorted(nets.available()).index("mlp"))
+        c1, c2, c3, c4 = st.columns(4)
+        steps = c1.number_input("Steps", value=1000, step=100, key="f_steps")
+        _error(errors, "steps")
+        batch = c2.number_input("Batch size", value=100, step=10, key="f_batch")
+        _error(errors, "batch_size")
+        optim = c3.selectbox("Optimizer", ["sgd", "momentum", "adamw"], index=1, key="f_optim")
+        ckpt = c4.text_input("Checkpoints", value="log:6", key="f_ckpt", help="linear:N, log:N or 10,100,500")
+        _error(errors, "checkpoints")
+        st.markdown("**Grid** — comma-separated values; leave empty to keep the base value")
+        cols = st.columns(3)
+        grid_text = {}
+        defaults = {"width": "32, 64", "lr": "0.01, 0.05", "seed": "0, 1, 2"}
+        for i, axis in enumerate(GRID_AXES):
+            with cols[i % 3]:
+                grid_text[axis] = st.text_input(axis, value=defaults.get(axis, ""), key=f"f_grid_{axis}")
+                _error(errors, axis)
+        _error(errors, "grid", "form")
+        upload = st.file_uploader("…or upload a sweep file (TOML/YAML)", type=["toml", "yaml", "yml"],
+                                  key="f_upload")
+        c1, c2 = st.columns(2)
+        preview = c1.form_submit_button("Preview")
+        submit = c2.form_submit_button("Queue training", type="primary")
+    if not (preview or submit):
+        return
+    sweep = _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload)
+    if sweep is None:
+        st.rerun()
+    st.session_state["zoo_form_errors"] = {}
+    total = sweep.n_runs * sweep.base.steps * sweep.base.batch_size
+    st.info(f"**{sweep.n_runs} runs** · {total:,} sample-steps in all · trained as populations of runs that "
+            "share architecture and batch size.")
+    if submit:
+        zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
+        st.session_state["zoo"] = zoo_id
+        st.query_params["zoo"] = zoo_id
+        st.success(f"Queued zoo {sweep.name!r} ({sweep.n_runs} runs) as job {job_id}.")
+        st.rerun()
+
+
+def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload) -> SweepSpec | None:
+    if upload is not None:
+        suffix = Path(upload.name).suffix
+        with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
+            fh.write(upload.getvalue())
+        try:
+            return load_sweep(fh.name)
+        except ConfigError as exc:
+            st.session_state["zoo_form_errors"] = {"form": str(exc).replace(fh.name, upload.name)}
+            return None
+        finally:
+            Path(fh.name).unlink(missing_ok=True)
+    checkpoints = _parse_list(ckpt) if "," in ckpt else ckpt.strip()
+    data = {
+        "name": name,
+        "base": {"dataset": {"name": dataset}, "arch": {"name": arch}, "optim": {"name": optim},
+                 "steps": int(steps), "batch_size": int(batch), "checkpoints": checkpoints},
+        "grid": {k: _parse_list(v) for k, v in grid_text.items() if v.strip()},
+    }
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        st.session_state["zoo_form_errors"] = _field_errors(exc)
+        return None
+    except ValueError as exc:
+        st.session_state["zoo_form_errors"] = {"form": str(exc)}
+        return None
+
+
+def import_form(svc: Services) -> None:
+    from engine.config import ArchSpec, DatasetSpec
+    from engine.importer import import_weights, record_import
+
+    with st.form("import_ckpt"):
+        upload = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="imp_file")
+        c1, c2, c3, c4 = st.columns(4)
+        arch = c1.selectbox("Architecture", sorted(nets.available()), key="imp_arch")
+        width = c2.number_input("Width", value=64, min_value=1, key="imp_width")
+        depth = c3.number_input("Depth", value=2, min_value=1, key="imp_depth")
+        dataset = c4.selectbox("Dataset", sorted(zdata.available()), key="imp_dataset",
+                               index=sorted(zdata.available()).index("mnist1d"))
+        zoo = st.text_input("Into zoo", value="imported", key="imp_zoo")
+        ok = st.form_submit_button("Import")
+    if not ok:
+        return
+    if upload is None:
+        st.error("Choose a .safetensors file first.")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(upload.name).name
+        path.write_bytes(upload.getvalue())
+        try:
+            imported = import_weights(path, ArchSpec(name=arch, width=int(width), depth=int(depth)),
+                                      DatasetSpec(name=dataset))
+        except ValueError as exc:
+            st.error(f"Nothing was imported: {exc}")
+            return
+    run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user())
+    svc.dispatcher.generation += 1
+    st.success(f"Imported as run {run_id} (test accuracy {imported.metrics['test_acc']:.3f}).")

@@ -1,0 +1,128 @@
+"""Zoo page sections: first-run panel, live runs, runs table, curves, phase diagram."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from engine.figures import zoo as zfig
+
+from .services import Services, cached_metrics, cached_runs, current_user, demo_config
+from .state import query_list, set_query, synced_selectbox
+
+__all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
+
+METRICS = ["final_test_acc", "final_train_acc", "final_test_loss", "final_train_loss", "final_gap"]
+
+
+def first_run_panel(svc: Services) -> None:
+    st.title("Welcome to Zooscope")
+    st.markdown(
+        "Zooscope trains and probes **populations of networks** and shows why they train and generalize "
+        "the way they do: loss landscapes and curvature, mode connectivity, representation similarity, "
+        "Rashomon sets, and phase diagrams of all of these across hyperparameters.\n\n"
+        "This store is empty. Start with the demo: **18 small MLPs on MNIST-1D** "
+        "(3 widths × 2 learning rates × 3 seeds), trained as populations in a background worker — "
+        "a few minutes on two CPU cores. The page lights up as runs finish."
+    )
+    if st.button("Train the demo zoo", type="primary", key="train_demo"):
+        svc.dispatcher.submit_sweep(demo_config(), owner=current_user())
+        st.rerun()
+    st.caption("Or create your own zoo below.")
+
+
+@st.fragment(run_every=1.5)
+def live_runs(svc: Services, zoo_id: str) -> None:
+    """Per-run status, step and current loss of this zoo's active jobs, with a cancel button."""
+    jobs = svc.store.list_jobs()
+    jobs = jobs[(jobs["zoo_id"] == zoo_id) & jobs["status"].isin(["running", "queued"])]
+    if jobs.empty:
+        return
+    for job in jobs.itertuples():
+        cols = st.columns([5, 1])
+        cols[0].progress(float(job.progress or 0.0),
+                         text=f"{job.kind} job {job.status}: {html.escape(str(job.message or ''))[:120]}")
+        if cols[1].button("Cancel", key=f"cancel_{job.job_id}"):
+            svc.dispatcher.cancel(job.job_id)
+    runs = svc.store.runs_table(zoo_id)
+    live = svc.store.latest_batch_loss(zoo_id)
+    view = runs[["run_id", "status", *[c for c in runs.columns if c.startswith("hp_")]]].merge(
+        live, on="run_id", how="left")
+    counts = runs["status"].value_counts().to_dict()
+    st.caption(" · ".join(f"{k}: {v}" for k, v in counts.items()))
+    st.dataframe(view.drop(columns=["run_id"]), hide_index=True, height=min(300, 38 + 35 * len(view)),
+                 key="live_runs_table")
+
+
+def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
+    """Filterable runs table; selected rows are the selection of every other view (``?runs=``)."""
+    runs = cached_runs(svc, zoo_id, svc.generation)
+    if runs.empty:
+        st.info("This zoo has no runs.")
+        return runs, []
+    hp = [c for c in runs.columns if c.startswith("hp_")]
+    filt = runs
+    with st.expander("Filter", expanded=False):
+        cols = st.columns(max(1, min(4, len(hp) + 2)))
+        for i, col in enumerate([*hp, "status", "owner"]):
+            if col not in runs:
+                continue
+            values = sorted(runs[col].dropna().unique().tolist(), key=str)
+            chosen = cols[i % len(cols)].multiselect(col.removeprefix("hp_"), values, key=f"filter_{col}")
+            if chosen:
+                filt = filt[filt[col].isin(chosen)]
+    shown = [c for c in ["name", *hp, "status", *METRICS, "steps", "wall_s", "owner", "run_id"] if c in filt]
+    event = st.dataframe(filt[shown], hide_index=True, on_select="rerun", selection_mode="multi-row",
+                         key="runs_table", column_config={"run_id": st.column_config.TextColumn("run id")})
+    picked = [filt["run_id"].iloc[i] for i in event.selection.rows] if event.selection.rows else []
+    if picked:
+        set_query(runs=picked)
+    selected = picked or [r for r in query_list("runs") if r in set(runs["run_id"])]
+    st.caption(f"{len(filt)} of {len(runs)} runs shown · {len(selected) or 'no'} selected "
+               "(select rows to focus the curves and the other pages)")
+    return runs, selected
+
+
+def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> None:
+    focus = runs[runs["run_id"].isin(selected)] if selected else runs
+    hp = zfig.hparam_columns(runs)
+    c1, c2, c3 = st.columns(3)
+    name = synced_selectbox("Metric", ["loss", "acc"], key="curve_metric", container=c1)
+    color_by = synced_selectbox("Group by", ["(each run)", *hp], key="curve_group", container=c2,
+                                format_func=lambda c: c.removeprefix("hp_"))
+    log_x = c3.toggle("log step axis", value=True, key="curve_logx")
+    metrics = cached_metrics(svc, tuple(focus["run_id"]), svc.generation)
+    fig = zfig.training_curves(metrics, focus, name=name, color_by=None if color_by == "(each run)" else color_by,
+                               log_x=log_x)
+    st.plotly_chart(fig, key="curves_chart")
+
+
+def phase_section(runs: pd.DataFrame) -> list[str]:
+    """Heatmap over two hyperparameters; a clicked cell selects its runs."""
+    hp = zfig.hparam_columns(runs)
+    metrics = [m for m in METRICS if m in runs and runs[m].notna().any()]
+    if len(hp) < 2 or not metrics:
+        st.info("A phase diagram needs a zoo swept over at least two hyperparameters with finished runs.")
+        return []
+    c1, c2, c3 = st.columns(3)
+    fmt = lambda c: c.removeprefix("hp_").removeprefix("final_")  # noqa: E731
+    x = synced_selectbox("x axis", hp, key="phase_x", container=c1, format_func=fmt)
+    y = synced_selectbox("y axis", [h for h in hp if h != x], key="phase_y", container=c2, format_func=fmt)
+    metric = synced_selectbox("Metric", metrics, key="phase_metric", container=c3, format_func=fmt)
+    event = st.plotly_chart(zfig.phase_diagram(runs, x, y, metric), key="phase_chart", on_select="rerun",
+                            selection_mode="points")
+    dims = [h for h in hp]
+    st.plotly_chart(zfig.parallel_coordinates(runs, dims, metric), key="parcoords_chart")
+    points = event.selection.points if event and event.selection else []
+    cells = zfig.phase_table(runs, x, y, metric)
+    picked = []
+    for p in points:
+        match = cells[(cells[x].astype(str) == str(p["x"])) & (cells[y].astype(str) == str(p["y"]))]
+        for ids in match["run_ids"]:
+            picked.extend(ids)
+    if picked:
+        set_query(runs=picked)
+        st.caption(f"Selected the {len(picked)} runs of the clicked cell.")
+    return picked
