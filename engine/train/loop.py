@@ -58,7 +58,7 @@ def train_run(
     hp.update(beta1=spec.optim.betas[0], beta2=spec.optim.betas[1])
     state = init_optim_state(params, spec.optim.name)
     ckpts = set(spec.checkpoint_steps())
-    report_every = max(1, spec.steps // 100)
+    report_every = max(1, min(spec.steps // 100, 25))  # progress (and cancellation) at least every 25 steps
     metrics: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:

@@ -88,7 +88,7 @@ def train_population(
     diverged: list[int | None] = [None] * K
     metrics: list[dict[str, float]] = [{} for _ in specs]
     ckpts = set(first.checkpoint_steps())
-    report_every = max(1, first.steps // 100)
+    report_every = max(1, min(first.steps // 100, 25))
 
     def loss_one(p, b, xb, yb):
         return task_loss(functional_call(base, (p, b), (xb,)), yb)

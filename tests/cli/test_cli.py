@@ -1,0 +1,107 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import store
+from engine import data as zdata
+from engine import nets
+from engine.cli import main
+from engine.config import ArchSpec
+
+TINY = """
+name = "cli-tiny"
+[base]
+steps = 20
+batch_size = 32
+checkpoints = "linear:2"
+[base.dataset]
+name = "moons"
+[base.arch]
+name = "mlp"
+width = 8
+[grid]
+seed = [0, 1]
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_train_then_ls_shows_runs_with_final_accuracy(tmp_path, tiny, capsys):
+    s = str(tmp_path / "store")
+    assert main(["--store", s, "train", str(tiny)]) == 0
+    capsys.readouterr()
+    assert main(["--store", s, "ls", "runs"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done") == 2 and "final_test_acc" in out
+    assert main(["--store", s, "ls", "zoos"]) == 0
+    assert "cli-tiny" in capsys.readouterr().out
+    assert main(["--store", s, "export-parquet", str(tmp_path / "pq")]) == 0
+    assert (tmp_path / "pq" / "run.parquet").is_file()
+
+
+def test_invalid_config_is_explained_and_nothing_is_written(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[base.arch]\nwidth = -3\n')
+    assert main(["--store", str(tmp_path / "store"), "train", str(bad)]) == 2
+    assert "base.arch.width: Input should be greater than or equal to 1 (got -3)" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
+def _weights(tmp_path, width):
+    ds = zdata.load("moons")
+    model = nets.build(ArchSpec(name="mlp", width=width, depth=2), ds.input_shape, ds.n_outputs, seed=3)
+    path = tmp_path / f"w{width}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_import_records_a_run_with_a_checkpoint(tmp_path, capsys):
+    s = str(tmp_path / "store")
+    w = _weights(tmp_path, 16)
+    assert main(["--store", s, "import", str(w), "--arch", "mlp", "--width", "16", "--dataset", "moons"]) == 0
+    with store.open_store(s) as st:
+        zoo_id = st.get_zoo("imported")["zoo_id"]
+        (ck,) = st.list_checkpoints(zoo_id=zoo_id).to_dict("records")
+        loaded = st.get_tensors(ck["artifact_sha"])
+        (run,) = st.runs_table(zoo_id).to_dict("records")
+    from safetensors.torch import load_file
+
+    original = load_file(str(w))
+    assert loaded.keys() == original.keys() and all(torch.equal(loaded[k], original[k]) for k in original)
+    assert run["status"] == "done" and run["name"] == "w16" and 0 <= run["final_test_acc"] <= 1
+
+
+def test_import_mismatch_is_explained_and_writes_nothing(tmp_path, capsys):
+    s = tmp_path / "store"
+    w = _weights(tmp_path, 16)
+    assert main(["--store", str(s), "import", str(w), "--arch", "mlp", "--width", "32", "--dataset", "moons"]) == 2
+    err = capsys.readouterr().err
+    assert "has shape (16, 2) in the checkpoint but (32, 2) in 'mlp(width=32, depth=2)'" in err
+    assert "pass the --width/--depth" in err
+    assert not s.exists()
+
+
+def test_import_refuses_pickles(tmp_path, capsys):
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "obj": subprocess.Popen}, evil)
+    assert main(["--store", str(tmp_path / "s"), "import", str(evil), "--arch", "mlp", "--dataset", "moons"]) == 2
+    assert "weights_only=True" in capsys.readouterr().err
+
+
+def test_train_while_another_process_owns_the_store_hands_the_request_over(tmp_path, tiny):
+    s = tmp_path / "store"
+    with store.open_store(s) as st:
+        out = subprocess.run([sys.executable, "-m", "engine.cli", "--store", str(s), "train", str(tiny)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert f"pid {__import__('os').getpid()}" in out.stdout and "handed to that process" in out.stdout
+        (req,) = st.take_requests()
+    assert req["kind"] == "train_sweep" and req["payload"]["sweep"]["name"] == "cli-tiny"

@@ -1,0 +1,28 @@
+import pytest
+
+import store
+from engine.config import load_sweep
+from engine.jobs import Dispatcher
+
+
+def tiny_sweep(steps: int = 30, name: str = "tiny", **base):
+    return load_sweep({
+        "name": name,
+        "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8}, "batch_size": 32,
+                 "steps": steps, "checkpoints": "linear:3", **base},
+        "grid": {"seed": [0, 1]},
+    })
+
+
+@pytest.fixture(name="tiny_sweep")
+def _tiny_sweep_factory():
+    return tiny_sweep
+
+
+@pytest.fixture
+def owner(tmp_path):
+    st = store.open_store(tmp_path / "store")
+    disp = Dispatcher(st)
+    yield st, disp
+    disp.stop(kill_workers=True)
+    st.close()
