@@ -8,12 +8,32 @@ from .context import JobCancelled, JobContext, read_progress, request_cancel
 from .dispatcher import Dispatcher, TickReport
 from .executor import LocalExecutor
 from .kinds import get_kind, job_kinds, register_kind
+from .probe_job import (
+    LoadedCheckpoint,
+    ProbeInputs,
+    ProbeResult,
+    ProbeService,
+    ProbeStatus,
+    get_probe_kind,
+    load_probe_result,
+    probe_kinds,
+    register_probe,
+)
 from .train_job import TrainJobSpec, run_train
 
 __all__ = [
     "Dispatcher",
     "JobCancelled",
     "JobContext",
+    "LoadedCheckpoint",
+    "ProbeInputs",
+    "ProbeResult",
+    "ProbeService",
+    "ProbeStatus",
+    "get_probe_kind",
+    "load_probe_result",
+    "probe_kinds",
+    "register_probe",
     "LocalExecutor",
     "TickReport",
     "TrainJobSpec",

@@ -47,6 +47,8 @@ def job_kinds() -> list[str]:
 def _load_builtin() -> None:
     if "train" in _KINDS:
         return
+    from .probe_job import ProbeJobSpec, run_probe
     from .train_job import TrainJobSpec, run_train
 
     register_kind("train", run_train, validate=TrainJobSpec.model_validate, description="train a zoo")
+    register_kind("probe", run_probe, validate=ProbeJobSpec.model_validate, description="compute a probe")

@@ -1,0 +1,278 @@
+"""Probes as jobs: computed once per distinct request, stored, and shared by everyone.
+
+A probe request is (probe kind, validated parameters, input checkpoints). Its key is
+a hash of those and of the probe's code version, so the same request from two people
+(or twice from one) is computed once: :meth:`ProbeService.request` answers from the
+catalog when the result exists, joins the job already computing it when there is
+one, and only otherwise queues a new job.
+
+A probe kind is a function ``run(inputs: ProbeInputs, params, progress) -> ProbeResult``
+registered with :func:`register_probe`. It receives ready-to-use checkpoints (model,
+parameters, buffers, data) and returns JSON-able numbers plus named arrays, which are
+stored as one safetensors artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any, Callable
+from uuid import uuid4
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+import store
+from engine import data as zdata
+from engine import nets
+from engine.config import TrainSpec
+
+from .context import JobContext
+
+__all__ = [
+    "LoadedCheckpoint",
+    "ProbeInputs",
+    "ProbeKind",
+    "ProbeResult",
+    "ProbeService",
+    "ProbeStatus",
+    "get_probe_kind",
+    "load_probe_result",
+    "probe_kinds",
+    "register_probe",
+    "run_probe",
+]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe returns: ``summary`` (JSON-able numbers and labels) and ``arrays`` (name -> array)."""
+
+    summary: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeKind:
+    name: str
+    run: Callable[["ProbeInputs", Any, Callable[[float, str], None]], ProbeResult]
+    params: type[BaseModel]
+    code_version: str = "1"
+    n_checkpoints: tuple[int, int | None] = (1, None)  # (min, max) input checkpoints
+    description: str = ""
+
+
+_PROBES: dict[str, ProbeKind] = {}
+
+
+def register_probe(name: str, run, params: type[BaseModel], *, code_version: str = "1",
+                   n_checkpoints: tuple[int, int | None] = (1, None), description: str = "") -> None:
+    """Make ``run`` available as probe ``name`` (bump ``code_version`` when its results change)."""
+    _PROBES[name] = ProbeKind(name, run, params, code_version, n_checkpoints, description)
+
+
+def _load_builtin() -> None:
+    from . import builtin_probes  # noqa: F401  (registers the built-in probes)
+
+
+def get_probe_kind(name: str) -> ProbeKind:
+    _load_builtin()
+    try:
+        return _PROBES[name]
+    except KeyError:
+        raise ValueError(f"unknown probe {name!r}; known probes: {', '.join(sorted(_PROBES))}") from None
+
+
+def probe_kinds() -> list[str]:
+    _load_builtin()
+    return sorted(_PROBES)
+
+
+class CheckpointRef(BaseModel):
+    """A checkpoint as a worker needs it: where its weights are and how its run was configured."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint_id: str
+    run_id: str
+    step: int
+    artifact_sha: str
+    config: dict[str, Any]
+    name: str | None = None
+
+
+class ProbeJobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    probe: str
+    params: dict[str, Any]
+    checkpoints: list[CheckpointRef]
+    key: str
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint ready for a probe: the architecture, its parameters and buffers, and the run's data."""
+
+    ref: CheckpointRef
+    config: TrainSpec
+    model: torch.nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    dataset: zdata.Dataset
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**self.params, **self.buffers}
+
+    @property
+    def lr(self) -> float:
+        return self.config.optim.lr
+
+
+class ProbeInputs:
+    """The input checkpoints of one probe request, loaded lazily and sharing data sets."""
+
+    def __init__(self, store_path, refs: list[CheckpointRef], device: torch.device | None = None):
+        self.store_path = store_path
+        self.refs = refs
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._datasets: dict[str, zdata.Dataset] = {}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def load(self, i: int) -> LoadedCheckpoint:
+        ref = self.refs[i]
+        config = TrainSpec.model_validate(ref.config)
+        key = config.dataset.to_json()
+        if key not in self._datasets:
+            self._datasets[key] = zdata.load(config.dataset)
+        ds = self._datasets[key]
+        model = nets.build(config.arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size, seed=config.seed)
+        state = store.get_tensors_at(self.store_path, ref.artifact_sha)
+        names = dict(model.named_parameters())
+        params = {k: v.to(self.device) for k, v in state.items() if k in names}
+        buffers = {k: v.to(self.device) for k, v in state.items() if k not in names}
+        return LoadedCheckpoint(ref, config, model.to(self.device), params, buffers, ds)
+
+    @cached_property
+    def all(self) -> list[LoadedCheckpoint]:
+        return [self.load(i) for i in range(len(self.refs))]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def run_probe(spec: ProbeJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
+    """The ``probe`` job: compute, store the arrays as an artifact, emit the probe row."""
+    spec = ProbeJobSpec.model_validate(spec)
+    kind = get_probe_kind(spec.probe)
+    params = kind.params.model_validate(spec.params)
+    inputs = ProbeInputs(ctx.store_path, spec.checkpoints)
+
+    def progress(fraction: float, message: str = "") -> None:
+        ctx.check_cancelled()
+        ctx.progress(fraction, f"{spec.probe}: {message}")
+
+    result = kind.run(inputs, params, progress)
+    sha = None
+    if result.arrays:
+        tensors = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in result.arrays.items()}
+        sha = ctx.put_tensors(tensors, kind="probe")
+    row = {"probe_id": uuid4().hex, "key": spec.key, "kind": spec.probe,
+           "params_json": json.dumps(params.model_dump(mode="json"), sort_keys=True),
+           "inputs_json": json.dumps([c.checkpoint_id for c in spec.checkpoints]), "artifact_sha": sha,
+           "result_json": json.dumps(result.summary, default=_json_default), "code_version": kind.code_version,
+           "owner": ctx.owner, "created_at": _now()}
+    ctx.emit({"probe": [row]})
+    ctx.progress(1.0, f"{spec.probe}: done", force=True)
+    return {"probe": spec.probe, "key": spec.key}
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"probe summary holds a {type(value).__name__}, which is not JSON; put arrays in `arrays`")
+
+
+def load_probe_result(st, probe: dict[str, Any]) -> ProbeResult:
+    """A stored probe row back as a :class:`ProbeResult` (arrays as NumPy)."""
+    summary = probe.get("result") or json.loads(probe.get("result_json") or "{}")
+    arrays = {}
+    if probe.get("artifact_sha"):
+        arrays = {k: v.numpy() for k, v in st.get_tensors(probe["artifact_sha"]).items()}
+    return ProbeResult(summary, arrays)
+
+
+@dataclass(frozen=True)
+class ProbeStatus:
+    """Where a probe request stands: ``done`` (with ``result``), ``queued``/``running`` (with ``job``) or ``failed``."""
+
+    state: str
+    key: str
+    job: dict[str, Any] | None = None
+    result: ProbeResult | None = None
+    probe: dict[str, Any] | None = None
+
+    @property
+    def progress(self) -> float:
+        return float((self.job or {}).get("progress") or 0.0)
+
+
+class ProbeService:
+    """The owner's side of probes: look up, deduplicate, queue."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.store = dispatcher.store
+
+    def key(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str]) -> tuple[str, dict[str, Any]]:
+        kind = get_probe_kind(probe)
+        validated = kind.params.model_validate(params).model_dump(mode="json")
+        lo, hi = kind.n_checkpoints
+        if len(checkpoint_ids) < lo or (hi is not None and len(checkpoint_ids) > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {hi if hi is not None else 'any number of'}"
+            raise ValueError(f"probe {probe!r} takes {want} checkpoints; got {len(checkpoint_ids)}")
+        return store.probe_key(probe, validated, list(checkpoint_ids), kind.code_version), validated
+
+    def status(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str]) -> ProbeStatus:
+        """The stored result or the job computing it, without queuing anything."""
+        key, _ = self.key(probe, params, checkpoint_ids)
+        row = self.store.get_probe(key)
+        if row is not None:
+            return ProbeStatus("done", key, result=load_probe_result(self.store, row), probe=row)
+        for job in self.store.list_jobs(kind="probe").to_dict("records"):
+            spec = json.loads(job.get("spec_json") or "{}")
+            if spec.get("key") == key:
+                if job["status"] in ("queued", "running"):
+                    return ProbeStatus(job["status"], key, job=job)
+                if job["status"] == "failed":
+                    return ProbeStatus("failed", key, job=job)
+        return ProbeStatus("missing", key)
+
+    def request(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str], *,
+                owner: str = "local") -> ProbeStatus:
+        """Return the result if stored; else join the job computing it; else queue one."""
+        current = self.status(probe, params, checkpoint_ids)
+        if current.state in ("done", "queued", "running"):
+            return current
+        key, validated = self.key(probe, params, checkpoint_ids)
+        refs = [self._ref(cid) for cid in checkpoint_ids]
+        spec = {"probe": probe, "params": validated, "checkpoints": refs, "key": key}
+        job_id = self.dispatcher.submit("probe", spec, owner=owner, zoo_id=None)
+        return ProbeStatus("queued", key, job=self.store.get_job(job_id))
+
+    def _ref(self, checkpoint_id: str) -> dict[str, Any]:
+        ck = self.store.get_checkpoint(checkpoint_id)
+        run = self.store.get_run(ck["run_id"])
+        if not ck.get("artifact_sha"):
+            raise ValueError(f"checkpoint {checkpoint_id} has no stored weights")
+        return {"checkpoint_id": checkpoint_id, "run_id": ck["run_id"], "step": int(ck["step"]),
+                "artifact_sha": ck["artifact_sha"], "config": run["config"], "name": run.get("name")}
