@@ -121,11 +121,23 @@ def stratified_indices(n: int, cap: int | None, labels=None, seed: int = 0) -> n
 
 
 def _pca(x: np.ndarray, k: int) -> np.ndarray:
-    xc = x - x.mean(0)
-    u, s, vt = np.linalg.svd(xc, full_matrices=False)
-    signs = np.sign(vt[:k, np.argmax(np.abs(vt[:k]), axis=1)].diagonal())  # deterministic sign
+    """Top-``k`` principal component scores, from the eigendecomposition of the smaller of
+    the ``d x d`` covariance and the ``n x n`` Gram matrix (float64; far cheaper than an
+    SVD of a tall matrix). Signs are fixed so the largest-magnitude loading is positive."""
+    xc = x.astype(np.float64) - x.mean(0, dtype=np.float64)
+    n, d = xc.shape
+    if d <= n:
+        evals, vecs = np.linalg.eigh(xc.T @ xc)  # ascending
+        vecs = vecs[:, ::-1][:, :k]  # (d, k) loadings
+        out = xc @ vecs
+    else:
+        evals, u = np.linalg.eigh(xc @ xc.T)
+        evals, u = evals[::-1][:k], u[:, ::-1][:, :k]
+        out = u * np.sqrt(np.clip(evals, 0.0, None))
+        vecs = xc.T @ u  # (d, k) loadings, up to scale
+    signs = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
     signs[signs == 0] = 1.0
-    out = (u[:, :k] * s[:k]) * signs
+    out = out * signs
     if out.shape[1] < k:
         out = np.pad(out, ((0, 0), (0, k - out.shape[1])))
     return out
@@ -169,8 +181,8 @@ def project(
     ----------
     features : array-like, shape (n, d)
     method : {'umap', 'pca', 'tsne'}, default 'umap'
-        UMAP [1]_ (umap-learn; extra ``kwargs`` go to ``umap.UMAP``), PCA (exact SVD,
-        milliseconds), or t-SNE [2]_ (scikit-learn).
+        UMAP [1]_ (umap-learn; extra ``kwargs`` go to ``umap.UMAP``), PCA (exact, via the
+        smaller Gram/covariance eigendecomposition; milliseconds), or t-SNE [2]_ (scikit-learn).
     seed : int, default 0
         Seeds the subsample and the method; same seed -> same coordinates.
     labels : array-like, optional
