@@ -38,6 +38,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
 
 bench: install
+	$(PY) -m pip install -q -e ".[bench]"
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
