@@ -19,10 +19,8 @@ References
 
 from __future__ import annotations
 
-import sys
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +32,6 @@ __all__ = [
     "AlignedProjection",
     "Projection",
     "aligned_projection",
-    "numba_cache_all",
     "project",
     "stratified_indices",
     "warm_umap",
@@ -283,33 +280,3 @@ def warm_umap(n_samples: int = 4200, n_features: int = 8, *, aligned: bool = Fal
             umap.AlignedUMAP(n_epochs=5, random_state=seed).fit(small, relations=[{i: i for i in range(300)}])
     return time.perf_counter() - t0
 
-
-@contextmanager
-def numba_cache_all() -> Iterator[None]:
-    """Import UMAP inside this block to have every ``numba.njit`` function it defines
-    compiled with ``cache=True`` (umap-learn itself caches only some, mostly
-    pynndescent's), so a later process loads them from ``NUMBA_CACHE_DIR`` instead
-    of compiling. It only affects modules first imported inside the block.
-
-    Examples
-    --------
-    >>> with numba_cache_all():  # doctest: +SKIP
-    ...     import umap
-    """
-    import numba
-
-    if "umap" in sys.modules:
-        warnings.warn("numba_cache_all: umap is already imported, so its functions keep their own "
-                      "cache settings; enter the block before the first 'import umap'", RuntimeWarning,
-                      stacklevel=3)
-    original = numba.njit
-
-    def njit(*args, **kwargs):
-        kwargs.setdefault("cache", True)
-        return original(*args, **kwargs)
-
-    numba.njit = njit
-    try:
-        yield
-    finally:
-        numba.njit = original
