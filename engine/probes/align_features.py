@@ -167,8 +167,8 @@ def activation_matching(
         The architecture (evaluated in eval mode: BatchNorm uses running statistics).
     theta_a, theta_b : dict[str, Tensor]
         State or parameter dicts.
-    data : pair, loader or Dataset-like
-        Inputs the features are computed on.
+    data : Tensor, pair, loader or Dataset-like
+        Inputs the features are computed on (targets are not used).
     spec : PermutationSpec, optional
         ``permutation_spec(model)`` by default.
     n_samples : int or None, default 2048
@@ -194,6 +194,8 @@ def activation_matching(
     t0 = time.perf_counter()
     spec = spec if spec is not None else permutation_spec(model)
     sites = dict(sites) if sites is not None else feature_sites(model, spec)
+    if isinstance(data, Tensor):  # inputs alone are enough
+        data = (data, torch.zeros(len(data), dtype=torch.long, device=data.device))
     x, _ = resolve_data(data, split, n_samples=n_samples, seed=seed)
     module = functional_module(model, "running")
     pa, ba = split_state(model, theta_a)

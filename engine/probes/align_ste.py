@@ -33,6 +33,7 @@ from torch.func import functional_call
 from engine.nets import PermutationSpec, apply_permutation, permutation_spec
 from engine.probes.align import Alignment, weight_matching
 from engine.probes.functional import LossFn, default_loss, functional_module, resolve_data, split_state
+from engine.train import init_optim_state, optim_step
 
 __all__ = ["ste_matching"]
 
@@ -114,20 +115,21 @@ def ste_matching(
     pb = {k: v.to(x.device) for k, v in pb.items()}
     buffers = {k: v.to(x.device) for k, v in buffers.items()}
     module = functional_module(model, "batch")
-    tilde = {k: v.clone().requires_grad_(True) for k, v in pa.items()}
-    opt = torch.optim.Adam(list(tilde.values()), lr=lr)
+    tilde = {k: v.clone() for k, v in pa.items()}
+    opt_state = init_optim_state(tilde, "adamw")
+    hp = dict(lr=lr, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8)
     perms = weight_matching(pa, pb, spec, seed=seed, max_iter=100)
     history, done = [], 0
     for done, idx in enumerate(_batches(len(x), batch_size, seed), start=1):
         proj = apply_permutation(spec, perms.as_tensors(), pb)
-        mid = {k: 0.5 * (pa[k] + proj[k] + (tilde[k] - tilde[k].detach())) for k in pa}  # straight through
+        leaves = {k: v.requires_grad_(True) for k, v in tilde.items()}
+        mid = {k: 0.5 * (pa[k] + proj[k] + (leaves[k] - leaves[k].detach())) for k in pa}  # straight through
         loss = loss_fn(functional_call(module, {**mid, **buffers}, (x[idx],)), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+        tilde = {k: v.detach() for k, v in leaves.items()}
+        optim_step("adamw", tilde, grads, opt_state, hp)  # Adam (no weight decay), as in the paper
         history.append(float(loss.detach()))
-        current = {k: v.detach() for k, v in tilde.items()}
-        perms = weight_matching(current, pb, spec, init=perms, seed=seed + done, max_iter=wm_max_iter)
+        perms = weight_matching(tilde, pb, spec, init=perms, seed=seed + done, max_iter=wm_max_iter)
         if done >= steps or (budget_s is not None and time.perf_counter() - t0 > budget_s):
             break
     return Alignment(perms.perms, "ste_matching", done, float(np.mean(history[-10:])), np.asarray(history), seed,
