@@ -48,16 +48,18 @@ class _Batch:
     leaves: np.ndarray  # (c,)
     depth: np.ndarray  # (c,)
     used: np.ndarray  # (c, F) bool
+    rows: np.ndarray | None = None  # (c, U) predictions on the distinct data rows, when asked
 
     @property
     def width(self) -> int:
         return self.feature.shape[1]
 
 
-def _leaf(prediction: int, n_features: int) -> _Batch:
+def _leaf(prediction: int, n_features: int, rows: np.ndarray | None) -> _Batch:
     z = np.zeros((1, 1), dtype=np.int16)
+    on_rows = None if rows is None else np.full((1, rows.shape[0]), prediction, np.int8)
     return _Batch(np.full((1, 1), -1, np.int16), z, z.copy(), np.full((1, 1), prediction, np.int16),
-                  np.ones(1, np.int64), np.zeros(1, np.int64), np.zeros((1, n_features), bool))
+                  np.ones(1, np.int64), np.zeros(1, np.int64), np.zeros((1, n_features), bool), on_rows)
 
 
 def _pad(b: _Batch, width: int) -> _Batch:
@@ -69,10 +71,10 @@ def _pad(b: _Batch, width: int) -> _Batch:
         return np.pad(a, ((0, 0), (0, extra)), constant_values=value)
 
     return _Batch(pad(b.feature, -1), pad(b.tchild, 0), pad(b.fchild, 0), pad(b.pred, -1),
-                  b.leaves, b.depth, b.used)
+                  b.leaves, b.depth, b.used, b.rows)
 
 
-def _join(feature: int, a: _Batch, b: _Batch) -> _Batch:
+def _join(feature: int, a: _Batch, b: _Batch, rows: np.ndarray | None) -> _Batch:
     """All trees with root split ``feature``, true subtree from a, false subtree from b."""
     ia = np.repeat(np.arange(a.feature.shape[0]), b.feature.shape[0])
     ib = np.tile(np.arange(b.feature.shape[0]), a.feature.shape[0])
@@ -91,18 +93,23 @@ def _join(feature: int, a: _Batch, b: _Batch) -> _Batch:
     pred = np.concatenate([root(-1), a.pred[ia], b.pred[ib]], axis=1)
     used = a.used[ia] | b.used[ib]
     used[:, feature] = True
+    on_rows = None
+    if rows is not None:  # a subtree predicts the same on a row wherever it hangs: one where per tree
+        on_rows = np.where(rows[None, :, feature] == 1, a.rows[ia], b.rows[ib])  # (c, U)
     return _Batch(feat, tch, fch, pred, a.leaves[ia] + b.leaves[ib],
-                  1 + np.maximum(a.depth[ia], b.depth[ib]), used)
+                  1 + np.maximum(a.depth[ia], b.depth[ib]), used, on_rows)
 
 
 def _concat(parts: list[_Batch]) -> _Batch:
     width = max(p.width for p in parts)
     parts = [_pad(p, width) for p in parts]
-    return _Batch(*(np.concatenate([getattr(p, name) for p in parts], axis=0)
-                    for name in ("feature", "tchild", "fchild", "pred", "leaves", "depth", "used")))
+    fields = [np.concatenate([getattr(p, name) for p in parts], axis=0)
+              for name in ("feature", "tchild", "fchild", "pred", "leaves", "depth", "used")]
+    rows = None if parts[0].rows is None else np.concatenate([p.rows for p in parts], axis=0)
+    return _Batch(*fields, rows)
 
 
-def decode_model_set(raw: dict, kept_cols: np.ndarray, n_features: int):
+def decode_model_set(raw: dict, kept_cols: np.ndarray, n_features: int, rows: np.ndarray | None = None):
     """Decode every tree of a ``treefarms`` result.
 
     Parameters
@@ -113,13 +120,16 @@ def decode_model_set(raw: dict, kept_cols: np.ndarray, n_features: int):
         Original column index of each column that was given to ``treefarms``.
     n_features : int
         Number of original columns.
+    rows : np.ndarray, optional
+        Distinct 0/1 data rows (U, F); when given, every tree's predictions on them are
+        built along the DAG (one ``where`` per tree instead of routing every row).
 
     Returns
     -------
     tuple
         feature, true_child, false_child, prediction (T, K); leaves, depth (T,);
         features_used (T, F); reported metrics (T, 3) as [objective, misclassified
-        count, leaves].
+        count, leaves]; predictions on ``rows`` (T, U) or None.
     """
     storage = raw["storage"]
     memo: dict[int, _Batch] = {}
@@ -129,10 +139,10 @@ def decode_model_set(raw: dict, kept_cols: np.ndarray, n_features: int):
         if i in memo:
             return memo[i]
         entry = storage[i]
-        parts = [_leaf(int(entry["prediction"]), n_features)] if entry["terminal"] else []
+        parts = [_leaf(int(entry["prediction"]), n_features, rows)] if entry["terminal"] else []
         for split, pairs in entry["mapping"].items():
             col = int(kept_cols[int(split)])
-            parts.extend(_join(col, decode(t), decode(f)) for t, f in pairs)
+            parts.extend(_join(col, decode(t), decode(f), rows) for t, f in pairs)
         batch = _concat(parts)
         assert batch.feature.shape[0] == entry["count"], "treefarms count does not match its trees"
         memo[i] = batch
@@ -146,4 +156,4 @@ def decode_model_set(raw: dict, kept_cols: np.ndarray, n_features: int):
         reported.append(np.tile(np.asarray(value, dtype=np.float64), (b.feature.shape[0], 1)))
     out = _concat(batches)
     return (out.feature, out.tchild, out.fchild, out.pred, out.leaves, out.depth, out.used,
-            np.concatenate(reported, axis=0))
+            np.concatenate(reported, axis=0), out.rows)

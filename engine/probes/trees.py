@@ -209,7 +209,7 @@ def rashomon_trees(X_bin, y, *, regularization: float, rashomon_multiplier: floa
     if n_reported == 0:
         raise RuntimeError("treefarms returned no trees; check that y has at least two classes")
     report(0.5, f"decoding {n_reported:,} trees")
-    tables = decode_model_set(raw, kept_cols, n_features=x.shape[1])
+    tables = decode_model_set(raw, kept_cols, n_features=x.shape[1], rows=np.unique(x, axis=0))
     report(0.8, "recomputing objectives from the decoded rules")
     return _recount(tables, x, codes, classes, names, regularization, rashomon_multiplier,
                     depth_budget, n_reported, timed_out)
@@ -220,11 +220,25 @@ def _count(raw: dict) -> int:
     return int(sum(storage[p]["count"] for p in raw["available_metric_values"]["metric_pointers"]))
 
 
+def _accuracy(row_pred: np.ndarray, rows_inverse: np.ndarray, codes: np.ndarray, n_classes: int,
+              chunk: int = 8192) -> np.ndarray:
+    """Accuracy per tree from predictions on distinct rows: Σ_c [pred = c] · count(row, c) / N."""
+    counts = np.zeros((row_pred.shape[1], n_classes))
+    np.add.at(counts, (rows_inverse, codes), 1.0)
+    correct = np.zeros(row_pred.shape[0])
+    for s in range(0, row_pred.shape[0], chunk):
+        block = row_pred[s:s + chunk]
+        correct[s:s + chunk] = sum((block == c).astype(np.float64) @ counts[:, c] for c in range(n_classes))
+    return correct / len(codes)
+
+
 def _recount(tables, x, codes, classes, names, reg, mult, depth_budget, n_reported, timed_out):
-    feature, tchild, fchild, pred, leaves, depth, used, rep = tables
+    feature, tchild, fchild, pred, leaves, depth, used, rep, row_pred = tables
     n = x.shape[0]
-    p = _predict_tables(feature, tchild, fchild, pred, int(depth.max()), x)  # (T, N)
-    acc = (p == codes[None, :]).mean(axis=1)
+    rows, inverse = np.unique(np.asarray(x, dtype=np.uint8), axis=0, return_inverse=True)
+    if row_pred is None:
+        row_pred = _route(feature, tchild, fchild, pred, int(depth.max()), rows)  # (T, U)
+    acc = _accuracy(row_pred, inverse.reshape(-1), codes, len(classes))
     objective = (1.0 - acc) + reg * leaves
     optimum = float(objective.min())
     bound = (1.0 + mult) * optimum
@@ -242,10 +256,16 @@ def _recount(tables, x, codes, classes, names, reg, mult, depth_budget, n_report
         classes=classes, timed_out=timed_out)
 
 
-def _predict_tables(feature, tchild, fchild, pred, max_depth, x, chunk_elems=1 << 22):
-    """Route every sample down every tree: max_depth gathers over (trees, samples)."""
-    # binary rows repeat a lot (COMPAS: 6,907 rows, few hundred distinct): route each once
-    x, inverse = np.unique(np.asarray(x, dtype=np.uint8), axis=0, return_inverse=True)
+def _predict_tables(feature, tchild, fchild, pred, max_depth, x):
+    """Predictions (T, N); binary rows repeat a lot (COMPAS: 6,907 rows, few hundred
+    distinct), so each distinct row is routed once."""
+    rows, inverse = np.unique(np.asarray(x, dtype=np.uint8), axis=0, return_inverse=True)
+    return _route(feature, tchild, fchild, pred, max_depth, rows)[:, inverse.reshape(-1)]
+
+
+def _route(feature, tchild, fchild, pred, max_depth, x, chunk_elems=1 << 22):
+    """Route every row down every tree: max_depth gathers over (trees, rows) -> (T, N)."""
+    x = np.asarray(x, dtype=np.uint8)
     t, n = feature.shape[0], x.shape[0]
     out = np.empty((t, n), dtype=np.int16)
     step = max(1, chunk_elems // max(n, 1))
@@ -260,7 +280,7 @@ def _predict_tables(feature, tchild, fchild, pred, max_depth, x, chunk_elems=1 <
             nxt = np.where(go_true, tc[rows, node], fc[rows, node])
             node = np.where(feat >= 0, nxt, node)
         out[s:s + step] = pr[rows, node]
-    return out[:, inverse.reshape(-1)]
+    return out
 
 
 def predict_trees(trees: TreeRashomonSet, X_bin, *, indices=None) -> np.ndarray:
