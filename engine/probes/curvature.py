@@ -147,7 +147,8 @@ class HessianEigs:
     seconds: float
 
 
-def _extreme_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int):
+def _lanczos_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int):
+    """One Lanczos run; returns a picker of Ritz pairs ``(values, vectors, residuals, ok)``."""
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
     if v0 is None:
@@ -156,12 +157,19 @@ def _extreme_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter
     v0 = torch.as_tensor(v0, dtype=op.theta.dtype).to(op.theta.device).reshape(1, -1)
     res = lanczos(op, v0, max(max_iter, k + 1), keep_basis=True, tol=tol, k=k, which=which)
     values, vectors, residuals = ritz(res.alpha[0], res.beta[0])
-    order = np.argsort(-values) if which == "LA" else np.argsort(values)
-    idx = order[:k]
     basis = res.basis[:, 0].double()  # (m, P)
-    x = (torch.as_tensor(vectors[:, idx].T, device=basis.device) @ basis).float().cpu().numpy()  # (k, P)
-    ok = bool(np.all(residuals[idx] <= tol * np.maximum(np.abs(values[idx]), 1e-12)))
-    return values[idx], x, residuals[idx], ok
+
+    def pick(end: str):
+        idx = (np.argsort(-values) if end == "LA" else np.argsort(values))[:k]
+        x = (torch.as_tensor(vectors[:, idx].T, device=basis.device) @ basis).float().cpu().numpy()  # (k, P)
+        ok = bool(np.all(residuals[idx] <= tol * np.maximum(np.abs(values[idx]), 1e-12)))
+        return values[idx], x, residuals[idx], ok
+
+    return pick
+
+
+def _extreme_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int):
+    return _lanczos_pairs(op, k, which, tol, max_iter, v0, seed)(which)
 
 
 def hessian_top_eigs(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.probes.curvature import _extreme_pairs, hessian_operator
+from engine.probes.curvature import _lanczos_pairs, hessian_operator
 from engine.probes.functional import ParamLayout, split_state
 
 __all__ = [
@@ -177,8 +177,8 @@ def hessian_directions(
     """
     param_dict, _ = split_state(model, params)
     op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
-    top_v, top_x, _, _ = _extreme_pairs(op, 1, "LA", tol, max_iter, None, seed)
-    bot_v, bot_x, _, _ = _extreme_pairs(op, 1, "SA", tol, max_iter, None, seed + 1)
+    pick = _lanczos_pairs(op, 1, "both", tol, max_iter, None, seed)  # Ritz values converge at both ends
+    (top_v, top_x, _, _), (bot_v, bot_x, _, _) = pick("LA"), pick("SA")
     ref = next(iter(param_dict.values()))
     out = []
     for value, vec, end in ((top_v[0], top_x[0], "top"), (bot_v[0], bot_x[0], "bottom")):

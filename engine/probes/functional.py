@@ -260,7 +260,7 @@ def _auto_chunk(ev: _Evaluator, per_point_floats: int) -> int:
     return max(1, min(1024, int(budget // max(1, 4 * per_point_floats))))
 
 
-def _activation_floats(ev: _Evaluator) -> int:
+def _activation_floats(ev: _Evaluator, theta: Tensor) -> int:
     """Rough size of one point's forward pass: outputs of all leaf modules, times 2."""
     total = [0]
 
@@ -272,7 +272,7 @@ def _activation_floats(ev: _Evaluator) -> int:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            functional_call(ev.module, dict(ev.module.named_parameters()) | ev.buffers, (ev.x[:1],))
+            functional_call(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, (ev.x[:1],))
     finally:
         for h in handles:
             h.remove()
@@ -347,7 +347,7 @@ def evaluate_points(
     ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
     theta = theta.to(ev.device)
     how = _pick_strategy(strategy, ev.device)
-    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev)) if how == "vmap" else 1)
+    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta[0])) if how == "vmap" else 1)
     return _run(ev.point, (theta,), how, chunk)
 
 
@@ -394,7 +394,7 @@ def evaluate_plane(
     how = _pick_strategy(strategy, ev.device)
     coords = coords.to(device=ev.device, dtype=theta0.dtype)
     a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
-    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev)) if how == "vmap" else 1)
+    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta0)) if how == "vmap" else 1)
     first = _first_layer(ev, theta0, d1, d2, coords)
     if first is None:
         def point(ai, bi):

@@ -1,0 +1,100 @@
+"""Shared helpers of the landscape and Hessian benchmarks: data, timing, FLOP/s, tables."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def mnist1d(n: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` MNIST-1D training samples, generated locally (no download)."""
+    from engine.data import load
+
+    ds = load("mnist1d")
+    return ds.x_train[:n].to(dev), ds.y_train[:n].to(dev)
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, dev: torch.device, repeats: int = 3) -> tuple[float, object]:
+    """Median wall time of ``repeats`` calls, and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        sync(dev)
+        start = time.perf_counter()
+        out = fn()
+        sync(dev)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def rounds(fns: dict, dev: torch.device, repeats: int, skip_after_first=()) -> tuple[dict, dict]:
+    """Interleaved timing: each round runs every function once, so all see the same load.
+
+    Returns the median seconds and the last result of each function; a function that
+    raises gets its exception as result. Functions in ``skip_after_first`` (slow
+    references) run in the first round only.
+    """
+    times = {k: [] for k in fns}
+    results = {}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if r > 0 and (name in skip_after_first or isinstance(results.get(name), Exception)):
+                continue
+            sync(dev)
+            start = time.perf_counter()
+            try:
+                results[name] = fn()
+            except Exception as err:  # noqa: BLE001 - a reference that cannot run is reported
+                results[name] = err
+            sync(dev)
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}, results
+
+
+def matmul_flops(dev: torch.device, n: int = 2048, repeats: int = 7) -> float:
+    """Measured dense float32 matmul rate (FLOP/s) of an n x n product, median of repeats."""
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    a @ b
+    t, _ = timed(lambda: a @ b, dev, repeats)
+    return 2 * n**3 / t
+
+
+def forward_flops(model, x) -> int:
+    """FLOPs of one forward pass of ``model`` on ``x`` (matmuls and convolutions)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+class Report:
+    """Lines printed as they come and saved to bench/results/<name>.txt at the end."""
+
+    def __init__(self, name: str):
+        self.name, self.lines = name, []
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self) -> Path:
+        path = ROOT / "bench" / "results" / f"{self.name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(self.lines) + "\n")
+        return path

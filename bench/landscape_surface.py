@@ -1,0 +1,170 @@
+"""41x41 loss surface on MNIST-1D: Zooscope against Li et al.'s loop and `loss-landscapes`.
+
+Run: .venv/bin/python bench/landscape_surface.py [--res 41] [--n 4000] [--models mlp100,mlp512,cnn]
+
+All contenders run in this one process on the same model, data and filter-normalised
+directions, and evaluate the same grid theta0 + a*d1 + b*d2 (a, b in [-1, 1]):
+
+- zooscope surface: ``loss_surface_2d`` (strategy chosen by device; on a CPU a loop over
+  points with the whole dataset as one batch, reusing the first layer along the plane);
+- zooscope loop: ``evaluate_points`` on the stacked vectors (no first-layer reuse);
+- zooscope vmap: ``evaluate_points(strategy="vmap", chunk=32)`` on a subset, extrapolated;
+- Li et al. loop: the reference code's way (``set_weights`` writes ``p.data`` in place, then
+  ``eval_loss`` runs a DataLoader with batch 128), written here after
+  github.com/tomgoldstein/loss-landscape; timed on ``--li-rows`` grid rows, extrapolated;
+- loss-landscapes: ``planar_interpolation`` (same loop as its ``random_plane``) on the
+  whole grid, whole dataset as one batch.
+
+Prints medians, ratios, max |loss difference| and the fraction of the machine's measured
+2048^2 matmul FLOP/s reached (model FLOPs per point x points / time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import landscape_common as common
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import ArchSpec
+from engine.nets import build
+from engine.probes.directions import random_direction
+from engine.probes.functional import ParamLayout, evaluate_points
+from engine.probes.landscape import loss_surface_2d
+
+MODELS = {
+    "mlp100": ArchSpec(name="mlp", width=100, depth=2),
+    "mlp512": ArchSpec(name="mlp", width=512, depth=2),
+    "cnn": ArchSpec(name="cnn1d", width=32, depth=3),
+}
+
+
+def li_style(model, params, d1, d2, coords, x, y):
+    """Li et al.'s loop: in-place weights, DataLoader batch 128, loss.item() per batch."""
+    net = copy.deepcopy(model).eval()
+    weights = [params[n].detach().clone() for n, _ in net.named_parameters()]
+    dx = [d1.params[n] for n, _ in net.named_parameters()]
+    dy = [d2.params[n] for n, _ in net.named_parameters()]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=128, shuffle=False)
+    criterion = nn.CrossEntropyLoss()
+    losses = []
+    for a, b in coords.tolist():
+        for p, w, u, v in zip(net.parameters(), weights, dx, dy):
+            p.data = w + (u * a + v * b)
+        total, correct, seen = 0.0, 0, 0
+        with torch.no_grad():
+            for inputs, targets in loader:
+                out = net(inputs)
+                total += criterion(out, targets).item() * len(inputs)
+                correct += out.argmax(1).eq(targets).sum().item()
+                seen += len(inputs)
+        losses.append(total / seen)
+    return np.asarray(losses)
+
+
+def loss_landscapes_plane(model, theta0, d1, d2, res, x, y):
+    """``loss_landscapes.planar_interpolation`` set up to walk our grid.
+
+    It evaluates start + i*D1 + (j+1)*D2 on even columns i and start + i*D1 + j*D2 on odd
+    ones (it walks back and forth in place), so with start shifted by -D2 its even
+    columns are exactly our grid's columns.
+    """
+    import loss_landscapes
+    from loss_landscapes.metrics import Loss
+
+    h = 2.0 / (res - 1)
+    start = theta0 - d1 - d2 - h * d2
+    ends = start + res * h * d1, start + res * h * d2
+    models = []
+    for t in (start, *ends):
+        m = copy.deepcopy(model).eval()
+        torch.nn.utils.vector_to_parameters(t, m.parameters())
+        models.append(m)
+    metric = Loss(nn.CrossEntropyLoss(), x, y)
+    return np.asarray(loss_landscapes.planar_interpolation(*models, metric, steps=res, deepcopy_model=True))
+
+
+def bench_model(name, spec, x, y, args, dev, peak, out):
+    model = build(spec, (1, 40), 10, seed=0).to(dev)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    layout = ParamLayout.from_module(model)
+    d1, d2 = random_direction(params, seed=1), random_direction(params, seed=2)
+    theta0, f1, f2 = layout.flatten(params), d1.flat(layout), d2.flat(layout)
+    res = args.res
+    axis = torch.linspace(-1, 1, res, device=dev)
+    coords = torch.cartesian_prod(axis, axis)  # (res*res, 2), row-major like Surface.loss
+    flops = common.forward_flops(model, x) * len(coords)
+    out(f"\n## {name}: {spec.name} width={spec.width} depth={spec.depth}, P={layout.numel}, "
+        f"N={len(x)}, grid {res}x{res}, {flops / len(coords) / 1e9:.3f} GFLOP per point")
+
+    thetas = theta0 + coords[:, :1] * f1 + coords[:, 1:] * f2
+    n_v = min(len(coords), args.vmap_points)
+    n_li = min(len(coords), args.li_rows * res)
+    fns = {
+        "zooscope surface": lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res).loss.reshape(-1),
+        "zooscope loop (evaluate_points)": lambda: evaluate_points(model, thetas, (x, y), strategy="loop")[0].numpy(),
+        f"zooscope vmap chunk 32 ({n_v} pts, extrapolated)":
+            lambda: evaluate_points(model, thetas[:n_v], (x, y), strategy="vmap", chunk=32)[0].numpy(),
+        f"Li et al. loop ({n_li} pts, extrapolated)": lambda: li_style(model, params, d1, d2, coords[:n_li].cpu(), x, y),
+        "loss-landscapes planar_interpolation": lambda: loss_landscapes_plane(model, theta0, f1, f2, res, x, y)[0::2],
+    }
+    scale = {k: (len(coords) / n_v if "vmap" in k else len(coords) / n_li if k.startswith("Li") else 1.0) for k in fns}
+    warm = max(1, min(4, len(coords)))  # first calls pay one-off costs (oneDNN kernels); not timed
+    evaluate_points(model, thetas[:warm], (x, y), strategy="vmap", chunk=2)
+    li_style(model, params, d1, d2, coords[:warm].cpu(), x, y)
+    times, results = common.rounds(fns, dev, args.repeats, skip_after_first=[k for k in fns if "Li" in k or "loss-l" in k])
+    ours = results["zooscope surface"]
+    grid = ours.reshape(res, res)
+    rows = {}
+    for label, value in results.items():
+        if isinstance(value, Exception):
+            out(f"{label} could not run: {type(value).__name__}: {value}")
+            continue
+        if label.startswith("loss-landscapes"):
+            diff = float(np.abs(value - grid[0::2]).max())  # its even columns are our grid's
+        else:
+            diff = float(np.abs(value - ours[: len(value)]).max())
+        rows[label] = (times[label] * scale[label], diff)
+    t_zoo = rows["zooscope surface"][0]
+    out(f"{'method':48s} {'seconds':>9s} {'zooscope x faster':>18s} {'GFLOP/s':>9s} {'of peak':>8s} {'max|dloss|':>11s}")
+    for label, (t, diff) in rows.items():
+        out(f"{label:48s} {t:9.3f} {t / t_zoo:18.2f} {flops / t / 1e9:9.1f} {flops / t / peak:8.1%} {diff:11.2e}")
+    return {label: t for label, (t, _) in rows.items()}, t_zoo
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--res", type=int, default=41)
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--models", default="mlp100,mlp512,cnn")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--li-rows", type=int, default=4, help="grid rows timed for Li et al.'s loop")
+    parser.add_argument("--vmap-points", type=int, default=64)
+    args = parser.parse_args()
+    dev = common.device()
+    out = common.Report(f"landscape_surface_{dev.type}")
+    x, y = common.mnist1d(args.n, dev)
+    peak = common.matmul_flops(dev)
+    out(f"# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    out(f"dense 2048^2 float32 matmul: {peak / 1e9:.1f} GFLOP/s (median of 7)")
+    summary = []
+    for name in args.models.split(","):
+        times, t_zoo = bench_model(name, MODELS[name], x, y, args, dev, peak, out)
+        summary.append((name, times, t_zoo))
+    peak_after = common.matmul_flops(dev)
+    out(f"\ndense matmul re-measured at the end: {peak_after / 1e9:.1f} GFLOP/s (machine shared; timings are noisy)")
+    out("\n## summary: zooscope surface speed-up (reference seconds / zooscope seconds)")
+    for name, times, t_zoo in summary:
+        li = next((t for k, t in times.items() if k.startswith("Li")), None)
+        ll = times.get("loss-landscapes planar_interpolation")
+        out(f"{name:8s} vs Li et al. loop: " + (f"{li / t_zoo:6.1f}x" if li else "n/a")
+            + "   vs loss-landscapes: " + (f"{ll / t_zoo:6.1f}x" if ll else "n/a"))
+    print(f"saved {out.save()}")
+
+
+if __name__ == "__main__":
+    main()
