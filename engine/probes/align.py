@@ -12,10 +12,13 @@ What makes it fast, without changing the result of the algorithm:
 - a perm whose neighbours (the perms on the other axes of its tensors) have not
   changed since it was last solved would get the same assignment problem and the
   same answer, so it is skipped -- in particular the whole final "no progress" pass;
+- each tensor's contribution to the assignment matrix is cached; when a neighbouring
+  perm moved only a few units (after the first passes, typically a few percent),
+  the contribution is updated with the changed slices alone instead of recomputed;
 - the assignment matrix is row- and column-reduced before
   :func:`scipy.optimize.linear_sum_assignment` (the optimal assignment is unchanged,
-  the shortest-augmenting-path solver starts from better duals, about 2x faster);
-- the ``A``-side matrices are reshaped once.
+  the shortest-augmenting-path solver starts from better duals, about 1.5-2x faster);
+- cached scores are held and updated in float64, so increments do not drift.
 
 References
 ----------
@@ -53,6 +56,8 @@ __all__ = [
 
 #: Buffers left out of the weight-matching objective (they are permuted, not matched).
 _STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+#: Update a cached score term in place when at most this share of a neighbour's units moved.
+_INCREMENTAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -135,19 +140,49 @@ class _Problem:
                                       if q is not None and j != ax}) for p, e in self.entries.items()}
         self.wa = {p: [torch.movedim(self.a[k], ax, 0).reshape(self.sizes[p], -1) for k, ax in e]
                    for p, e in self.entries.items()}
+        self.cache: dict[tuple[str, int], tuple[Tensor, dict[str, Tensor]]] = {}
 
     def score(self, p: str, perms: Mapping[str, Tensor]) -> np.ndarray:
-        """``A[i, j] = sum_k <row i of W_k^A, row j of W_k^B with the other axes permuted>``."""
+        """``A[i, j] = sum_k <row i of W_k^A, row j of W_k^B with the other axes permuted>``, float64."""
+        terms = [self._term(p, e, k, ax, perms) for e, (k, ax) in enumerate(self.entries[p])]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term  # a new tensor: the cached terms stay as they are
+        return total.cpu().numpy()
+
+    def _term(self, p: str, e: int, k: str, ax: int, perms: Mapping[str, Tensor]) -> Tensor:
+        """One tensor's contribution, updated in place when one other perm moved a few units."""
+        others = [(j, q) for j, q in enumerate(self.spec.axes_to_perm[k]) if j != ax and q is not None]
+        cached = self.cache.get((p, e))
+        if cached is not None:
+            term, seen = cached
+            moved = [(j, q) for j, q in others if not torch.equal(seen[q], perms[q])]
+            if not moved:
+                return term
+            if len(others) == 1:
+                j, q = moved[0]
+                rows = torch.nonzero(seen[q] != perms[q]).reshape(-1)
+                if len(rows) <= _INCREMENTAL * len(perms[q]):
+                    term += self._delta(k, ax, j, rows, seen[q], perms[q])
+                    self.cache[(p, e)] = (term, {q: perms[q].clone()})
+                    return term
+        wb = self.b[k]
+        for j, q in others:
+            wb = wb.index_select(j, perms[q].to(wb.device))
         n = self.sizes[p]
-        total = torch.zeros(n, n, dtype=torch.float64)
-        for (k, ax), wa in zip(self.entries[p], self.wa[p]):
-            wb = self.b[k]
-            for j, q in enumerate(self.spec.axes_to_perm[k]):
-                if j != ax and q is not None:
-                    wb = wb.index_select(j, perms[q].to(wb.device))
-            wb = torch.movedim(wb, ax, 0).reshape(n, -1)
-            total += (wa @ wb.T).double().cpu()
-        return total.numpy()
+        term = (self.wa[p][e] @ torch.movedim(wb, ax, 0).reshape(n, -1).T).double()  # (n, n), float64 sums
+        self.cache[(p, e)] = (term, {q: perms[q].clone() for _, q in others})
+        return term
+
+    def _delta(self, k: str, ax: int, j: int, rows: Tensor, old: Tensor, new: Tensor) -> Tensor:
+        """Change of ``W_A W_B'^T`` when axis ``j`` of ``W_B`` is re-permuted at positions ``rows``:
+        only those slices of the sum differ, so this costs ``len(rows) / n`` of a full product."""
+        n = self.a[k].shape[ax]
+        jj = j + 1 if j < ax else j  # axis j after moving axis ``ax`` to the front
+        wa = torch.movedim(self.a[k], ax, 0).index_select(jj, rows.to(self.a[k].device))
+        wb = torch.movedim(self.b[k], ax, 0)
+        diff = wb.index_select(jj, new[rows].to(wb.device)) - wb.index_select(jj, old[rows].to(wb.device))
+        return (wa.reshape(n, -1) @ diff.reshape(n, -1).T).double()  # accumulated in float64: no drift
 
     def objective(self, perms: Mapping[str, Tensor]) -> float:
         permuted = apply_permutation(self.spec, {p: perms[p] for p in self.entries}, self.b)
@@ -216,7 +251,7 @@ def weight_matching(
     version = {p: 0 for p in problem.entries}
     solved_at: dict[str, tuple[int, ...]] = {}
     gen = torch.Generator().manual_seed(seed)
-    history, passes = [], 0
+    history, passes, start, gain = [], 0, problem.objective(perms), 0.0
     for passes in range(1, max_iter + 1):
         progress = False
         for i in torch.randperm(len(names), generator=gen).tolist():
@@ -233,10 +268,12 @@ def weight_matching(
                 perms[p] = torch.from_numpy(new)
                 version[p] += 1
                 progress = True
+                gain += new_total - old_total  # the objective changes by exactly this much
             solved_at[p] = tuple(version[q] for q in problem.neighbours[p]) + (version[p],)
-        history.append(problem.objective(perms))
+        history.append(start + gain)
         if not progress:
             break
+    history[-1] = problem.objective(perms)  # recomputed from scratch at the end
     return Alignment({p: t.numpy().copy() for p, t in perms.items()}, "weight_matching", passes,
                      history[-1], np.asarray(history), seed, time.perf_counter() - t0)
 

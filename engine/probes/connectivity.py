@@ -43,8 +43,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.probes.bn_reset import bn_reset_batches, has_batchnorm, reset_bn_stats
-from engine.probes.functional import LossFn, ParamLayout, Strategy, evaluate_points, resolve_data, split_state
+from engine.probes.bn_reset import has_batchnorm
+from engine.probes.functional import LossFn, Strategy, resolve_data
+from engine.probes.path_eval import (
+    check_bn,
+    chunk_rows,
+    evaluate_states,
+    lerp_flat,
+    path_buffers,
+    path_states,
+    reset_inputs,
+    split_name,
+)
 
 __all__ = [
     "BARRIER_DEFINITIONS",
@@ -235,73 +245,6 @@ def _barrier(values: np.ndarray, grid: np.ndarray, kind: str, metric: str) -> Ba
 # ---------------------------------------------------------------- interpolation
 
 
-def path_states(model: nn.Module, theta_a: Mapping[str, Tensor], theta_b: Mapping[str, Tensor]):
-    """``(layout, (params_a, buffers_a), (params_b, buffers_b))`` with the layouts checked equal."""
-    params_a, buffers_a = split_state(model, theta_a)
-    params_b, buffers_b = split_state(model, theta_b)
-    for name in params_a:
-        if params_a[name].shape != params_b[name].shape:
-            raise ValueError(f"parameter {name!r} has shape {tuple(params_a[name].shape)} in theta_a but "
-                             f"{tuple(params_b[name].shape)} in theta_b; are they the same architecture?")
-    return ParamLayout.from_module(model), (params_a, buffers_a), (params_b, buffers_b)
-
-
-def lerp_flat(a: Tensor, b: Tensor, alphas: np.ndarray) -> Tensor:
-    """``(1 - alpha) * a + alpha * b`` for every alpha: shape ``(G, P)``; exact at 0 and 1."""
-    w = torch.as_tensor(alphas, dtype=a.dtype, device=a.device)[:, None]  # (G, 1)
-    return (1.0 - w) * a[None] + w * b[None]
-
-
-def lerp_buffers(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float) -> dict[str, Tensor]:
-    """Float buffers interpolated like weights; integer ones (``num_batches_tracked``) from ``a``."""
-    return {k: (1.0 - alpha) * v + alpha * b[k].to(v.device) if v.is_floating_point() else v for k, v in a.items()}
-
-
-def evaluate_states(model, thetas: Tensor, buffers: list[dict[str, Tensor]] | None, data, *, layout,
-                    loss_fn, strategy) -> tuple[np.ndarray, np.ndarray]:
-    """Loss and accuracy of flat vectors ``thetas`` (G, P), each with its own buffers when given.
-
-    Points sharing the same buffers go through one :func:`evaluate_points` call.
-    """
-    kw = dict(layout=layout, loss_fn=loss_fn, strategy=strategy)
-    if buffers is None:
-        loss, acc = evaluate_points(model, thetas, data, **kw)
-        return loss.numpy(), acc.numpy()
-    losses, accs = [], []
-    for theta, buf in zip(thetas, buffers):
-        loss, acc = evaluate_points(model, theta[None], data, buffers=buf, **kw)
-        losses.append(loss.numpy())
-        accs.append(acc.numpy())
-    return np.concatenate(losses), np.concatenate(accs)
-
-
-def path_buffers(model, thetas: Tensor, layout: ParamLayout, bn: str, buffers_a, buffers_b, alphas,
-                 reset_batches: list[Tensor] | None) -> list[dict[str, Tensor]] | None:
-    """Per-point buffers of a path: None when there are none, interpolated, or reset."""
-    if not buffers_a:
-        return None
-    if bn == "reset" and has_batchnorm(model):
-        return [reset_bn_stats(model, layout.unflatten(t), reset_batches, buffers=buffers_a) for t in thetas]
-    return [lerp_buffers(buffers_a, buffers_b, float(a)) for a in alphas]
-
-
-def reset_inputs(data, bn_data, split: str, *, n_batches: int, batch_size: int, seed: int) -> list[Tensor]:
-    """Training input batches for BN reset: ``bn_data``, else the train split of a Dataset, else ``data``."""
-    source = bn_data if bn_data is not None else data
-    x, _ = resolve_data(source, "train")
-    return bn_reset_batches(x, n_batches=n_batches, batch_size=batch_size, seed=seed)
-
-
-def split_name(data, split: str) -> str:
-    return split if hasattr(data, "x_train") else "given"
-
-
-def check_bn(bn: str) -> None:
-    if bn not in ("running", "reset"):
-        raise ValueError(f"bn must be 'running' (interpolated statistics) or 'reset' (recomputed at each alpha); "
-                         f"got {bn!r}")
-
-
 def interpolate(
     model: nn.Module,
     theta_a: Mapping[str, Tensor],
@@ -372,13 +315,14 @@ def interpolate(
     if bn == "reset" and has_batchnorm(model):
         batches = reset_inputs(data, bn_data, split, n_batches=bn_batches, batch_size=bn_batch_size, seed=seed)
     losses, accs = [], []
+    rows = chunk_rows(model, x, buffers_a) if strategy != "vmap" else len(x)
     step = max(1, _MAX_FLOATS // max(1, layout.numel))  # bound the (G, P) matrix of one chunk
     for lo in range(0, len(grid), step):
         chunk = grid[lo : lo + step]
         thetas = lerp_flat(flat_a, flat_b, chunk)  # (g, P)
         buffers = path_buffers(model, thetas, layout, bn, buffers_a, buffers_b, chunk, batches)
         loss, acc = evaluate_states(model, thetas, buffers, (x, y), layout=layout, loss_fn=loss_fn,
-                                    strategy=strategy)
+                                    strategy=strategy, rows=rows)
         losses.append(loss)
         accs.append(acc)
     loss, acc = np.concatenate(losses), np.concatenate(accs)

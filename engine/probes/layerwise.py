@@ -35,17 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from engine.probes.bn_reset import has_batchnorm, reset_bn_stats
-from engine.probes.connectivity import (
-    BarrierKind,
-    PathBN,
-    barrier,
-    check_bn,
-    evaluate_states,
-    path_states,
-    reset_inputs,
-    resolve_alphas,
-    split_name,
-)
+from engine.probes.connectivity import BarrierKind, PathBN, barrier, resolve_alphas
+from engine.probes.path_eval import check_bn, chunk_rows, evaluate_states, path_states, reset_inputs, split_name
 from engine.probes.functional import LossFn, ParamLayout, Strategy, resolve_data
 
 __all__ = ["LayerwiseBarriers", "layer_groups", "layerwise_barriers"]
@@ -205,6 +196,7 @@ def layerwise_barriers(
     if bn == "reset" and has_batchnorm(model):
         reset = reset_inputs(data, bn_data, split, n_batches=bn_batches, batch_size=bn_batch_size, seed=seed)
     names, members, curves = list(groups), [], {"a": [], "b": []}
+    rows = chunk_rows(model, x, ba) if strategy != "vmap" else len(x)
     for i, g in enumerate(names):
         member = tuple(n for h in names[: i + 1] for n in groups[h]) if cumulative else groups[g]
         members.append(member)
@@ -214,7 +206,7 @@ def layerwise_barriers(
             thetas = _group_path(base, flat_a, flat_b, mask, grid)
             buffers = _group_buffers(base_buf, ba, bb, keys, grid, reset, model, layout, thetas)
             loss, acc = evaluate_states(model, thetas, buffers, (x, y), layout=layout, loss_fn=loss_fn,
-                                        strategy=strategy)
+                                        strategy=strategy, rows=rows)
             curves[side].append(loss if metric == "loss" else 1.0 - acc)
     heights = {s: np.array([barrier(c, alphas=grid, kind=kind, metric=metric).value for c in curves[s]])
                for s in curves}

@@ -157,11 +157,11 @@ def test_interior_points_match_a_per_point_loop():
 
 
 def test_all_alphas_go_through_one_evaluate_points_call(monkeypatch):
-    import engine.probes.connectivity as conn
+    import engine.probes.path_eval as path_eval
 
     calls = []
-    real = conn.evaluate_points
-    monkeypatch.setattr(conn, "evaluate_points", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
+    real = path_eval.evaluate_points
+    monkeypatch.setattr(path_eval, "evaluate_points", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
     interpolate(_mlp(0), _mlp(0).state_dict(), _mlp(1).state_dict(), _data(), alphas=25)
     assert calls == [torch.Size([25, sum(p.numel() for p in _mlp(0).parameters())])]
 
@@ -332,3 +332,17 @@ def test_instability_analysis_shapes_and_errors():
     assert result.kind == "max_minus_mean" and result.metric == "error"
     with pytest.raises(ValueError, match=r"spawn steps must lie in \[0, 10\]"):
         instability_analysis(spec, [11])
+
+
+def test_chunked_evaluation_matches_one_batch(monkeypatch):
+    import engine.probes.connectivity as conn
+    from engine.probes.path_eval import chunk_rows
+
+    model, other = _mlp(0, bn=True), _mlp(1, bn=True)
+    data = _data(n=700)
+    assert chunk_rows(model, data[0]) == 700  # a tiny model: one chunk
+    whole = interpolate(model, model.state_dict(), other.state_dict(), data, alphas=5)
+    monkeypatch.setattr(conn, "chunk_rows", lambda *a, **k: 256)  # 256 + 256 + 188 rows
+    chunked = interpolate(model, model.state_dict(), other.state_dict(), data, alphas=5)
+    np.testing.assert_allclose(chunked.loss, whole.loss, rtol=1e-6)
+    np.testing.assert_allclose(chunked.error, whole.error, atol=1e-6)  # exact counts vs a float32 mean
