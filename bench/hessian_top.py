@@ -1,15 +1,16 @@
-"""Top Hessian eigenvalue and trace: Zooscope (Lanczos, batched Hutchinson) against PyHessian.
+"""Top Hessian eigenvalue and trace: Zooscope (Lanczos, Hutchinson, Hutch++) against PyHessian.
 
-Run: .venv/bin/python bench/hessian_top.py [--n 1000] [--models mlp100,mlp512] [--probes 100]
+Run: .venv/bin/python bench/hessian_top.py [--n 1000] [--models mlp100,mlp512,cnn] [--probes 100]
 
 Both run in this one process on the same briefly trained MNIST-1D model and the same
 batch. PyHessian (Yao et al. 2020) computes the top eigenvalue by power iteration
 (``eigenvalues(maxIter=100, tol=1e-3)``) and the trace by Hutchinson with Rademacher
-probes; its trace is run with ``tol=0`` so that both use the same number of probes.
-Zooscope uses Lanczos (``hessian_top_eigs(tol=1e-3)``: relative residual below 1e-3) and
-``hessian_trace`` with batches of probes under ``vmap``. Timings are medians of
-``--repeats`` interleaved rounds and include each library's setup (PyHessian's
-``hessian(...)`` builds the gradient graph). Hessian-vector products are counted.
+probes; its trace runs with ``tol=0`` so that both use the same number of probes.
+Zooscope uses Lanczos (``hessian_top_eigs(tol=1e-3)``: relative residual below 1e-3),
+``hessian_trace`` (Hutchinson) and ``hessian_trace(method="hutch++")``, which spends the
+same products but deflates the top of the spectrum. Timings include each library's
+setup and are medians of ``--repeats`` interleaved rounds after an untimed one (first
+calls in a process pay one-off costs). Hessian-vector products (HVPs) are counted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import statistics
 import time
 
 import landscape_common as common
@@ -27,7 +27,8 @@ from torch import nn
 
 from engine.config import ArchSpec
 from engine.nets import build
-from engine.probes.curvature import hessian_top_eigs, hessian_trace
+from engine.probes.curvature import hessian_top_eigs
+from engine.probes.trace import hessian_trace
 
 MODELS = {
     "mlp100": ArchSpec(name="mlp", width=100, depth=2),
@@ -52,7 +53,7 @@ class Counter:
 
     def __init__(self):
         ph = importlib.import_module("pyhessian.hessian")  # the module (the package re-exports a class of that name)
-        self.module, self.original, self.calls = ph, ph.hessian_vector_product, 0
+        self.original, self.calls = ph.hessian_vector_product, 0
 
         def counted(*args, **kwargs):
             self.calls += 1
@@ -81,51 +82,51 @@ def pyhessian_trace(model, x, y, n_probes, counter):
     return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(len(samples))), counter.take()
 
 
-def rounds(fns: dict, repeats: int) -> dict:
-    """Run each function once per round, interleaved; median time and last result each.
-
-    One untimed round first: both libraries pay one-off costs on their first call in a
-    process (PyTorch loads its forward-AD decompositions, oneDNN builds kernels).
-    """
-    times = {k: [] for k in fns}
-    results = {name: fn() for name, fn in fns.items()}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: (statistics.median(v), results[k]) for k, v in times.items()}
-
-
 def bench_model(name, spec, x, y, args, dev, out, counter):
     model = trained(spec, x, y, args.train_steps, dev)
     params = {k: v.detach() for k, v in model.named_parameters()}
     n_params = sum(p.numel() for p in params.values())
     out(f"\n## {name}: {spec.name} width={spec.width} depth={spec.depth}, P={n_params}, batch N={len(x)}")
-    res = rounds({
+    fns = {
         "pyhessian top": lambda: pyhessian_top(model, x, y, counter),
         "zooscope top": lambda: hessian_top_eigs(model, params, (x, y), k=1, tol=1e-3, max_iter=100),
         "pyhessian trace": lambda: pyhessian_trace(model, x, y, args.probes, counter),
         "zooscope trace": lambda: hessian_trace(model, params, (x, y), n_probes=args.probes, batch=args.batch),
-    }, args.repeats)
-    (t_pt, (ph_top, ph_n)), (t_zt, zt) = res["pyhessian top"], res["zooscope top"]
-    (t_ptr, (ph_tr, ph_se, ph_ntr)), (t_ztr, ztr) = res["pyhessian trace"], res["zooscope trace"]
+        "zooscope hutch++": lambda: hessian_trace(model, params, (x, y), n_probes=args.probes, batch=args.batch,
+                                                  method="hutch++"),
+    }
+    for fn in fns.values():  # untimed warm-up round
+        fn()
+    wall, cpu, res = common.rounds(fns, dev, args.repeats)
+    ph_top, ph_n = res["pyhessian top"]
+    zt = res["zooscope top"]
+    ph_tr, ph_se, ph_ntr = res["pyhessian trace"]
+    ztr, hpp = res["zooscope trace"], res["zooscope hutch++"]
+    rows = [
+        ("top eig", "pyhessian power", ph_top, "", ph_n, "pyhessian top", None),
+        ("top eig", "zooscope Lanczos", zt.eigenvalues[0], "", zt.n_products, "zooscope top", "pyhessian top"),
+        ("trace", "pyhessian Hutch.", ph_tr, ph_se, ph_ntr, "pyhessian trace", None),
+        ("trace", "zooscope Hutch.", ztr.trace, ztr.stderr, ztr.n_probes, "zooscope trace", "pyhessian trace"),
+        ("trace", "zooscope Hutch++", hpp.trace, hpp.stderr, hpp.n_probes, "zooscope hutch++", "pyhessian trace"),
+    ]
+    out(f"{'quantity':9s} {'method':17s} {'value':>10s} {'stderr':>8s} {'HVPs':>5s} {'wall s':>8s} {'cpu s':>8s} "
+        f"{'speed-up wall':>13s} {'cpu':>6s}")
+    for qty, label, value, se, n, key, ref in rows:
+        se_text = f"{se:8.3g}" if se != "" else " " * 8
+        speed = f"{wall[ref] / wall[key]:12.2f}x {cpu[ref] / cpu[key]:5.2f}x" if ref else ""
+        out(f"{qty:9s} {label:17s} {value:10.5g} {se_text} {n:5d} {wall[key]:8.3f} {cpu[key]:8.3f} {speed}")
     rel_top = abs(zt.eigenvalues[0] - ph_top) / abs(ph_top)
-    rel_tr = abs(ztr.trace - ph_tr) / abs(ph_tr)
     z_tr = abs(ztr.trace - ph_tr) / np.hypot(ztr.stderr, ph_se)
-    out(f"{'quantity':10s} {'library':10s} {'value':>12s} {'HVPs':>6s} {'seconds':>9s} {'speed-up':>9s}")
-    out(f"{'top eig':10s} {'pyhessian':10s} {ph_top:12.5g} {ph_n:6d} {t_pt:9.3f}")
-    out(f"{'top eig':10s} {'zooscope':10s} {zt.eigenvalues[0]:12.5g} {zt.n_products:6d} {t_zt:9.3f} {t_pt / t_zt:8.2f}x")
-    out(f"{'trace':10s} {'pyhessian':10s} {ph_tr:12.5g} {ph_ntr:6d} {t_ptr:9.3f}")
-    out(f"{'trace':10s} {'zooscope':10s} {ztr.trace:12.5g} {ztr.n_probes:6d} {t_ztr:9.3f} {t_pp(t_ptr, t_ztr)}")
-    out(f"top eig relative difference {rel_top:.2e} (zooscope residual {zt.residuals[0]:.2e}); trace relative "
-        f"difference {rel_tr:.2%} = {z_tr:.2f} combined standard errors (stderr: zooscope {ztr.stderr:.3g}, "
-        f"pyhessian {ph_se:.3g})")
-    return t_pt / t_zt, t_ptr / t_ztr, rel_top, rel_tr
-
-
-def t_pp(ref: float, ours: float) -> str:
-    return f"{ref / ours:8.2f}x"
+    # Hutchinson's error falls as 1/sqrt(probes): products it needs for Hutch++'s error bar
+    equal = args.probes * (ph_se / hpp.stderr) ** 2
+    speed_equal = equal / args.probes * wall["pyhessian trace"] / wall["zooscope hutch++"]
+    out(f"top eig: relative difference {rel_top:.2e} (Lanczos residual {zt.residuals[0]:.1e}, HVPs "
+        f"{zt.n_products} vs {ph_n}); trace: Hutchinson estimates differ by {z_tr:.2f} combined standard errors, "
+        f"Hutch++ by {abs(hpp.trace - ph_tr) / np.hypot(hpp.stderr, ph_se):.2f}")
+    out(f"trace at equal accuracy: PyHessian would need ~{equal:.0f} probes for Hutch++'s standard error "
+        f"({hpp.stderr:.3g}), i.e. Hutch++ is ~{speed_equal:.1f}x faster at equal error")
+    return (wall["pyhessian top"] / wall["zooscope top"], wall["pyhessian trace"] / wall["zooscope trace"],
+            speed_equal, rel_top)
 
 
 def main():
@@ -136,24 +137,26 @@ def main():
     parser.add_argument("--batch", type=int, default=10, help="zooscope probes per vmap batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = common.device()
     out = common.Report(f"hessian_top_{dev.type}")
     x, y = common.mnist1d(args.n, dev)
     try:
-        import pyhessian  # noqa: F401
+        counter = Counter()
     except ImportError as err:
         out(f"pyhessian is not installed ({err}); install with .venv/bin/pip install --no-deps pyhessian")
         out.save()
         return
     out(f"# Hessian benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
-        f"medians of {args.repeats} interleaved rounds")
-    counter = Counter()
+        f"medians of {args.repeats} interleaved rounds, {time.strftime('%Y-%m-%d %H:%M')}")
     summary = {name: bench_model(name, MODELS[name], x, y, args, dev, out, counter) for name in args.models.split(",")}
-    out("\n## summary")
-    for name, (s_top, s_tr, rel_top, rel_tr) in summary.items():
-        out(f"{name:8s} top eig {s_top:5.2f}x faster (rel. diff {rel_top:.1e}); trace {s_tr:5.2f}x faster "
-            f"(rel. diff {rel_tr:.1%})")
+    out("\n## summary (wall-time ratios, PyHessian / Zooscope)")
+    for name, (s_top, s_tr, s_eq, rel_top) in summary.items():
+        out(f"{name:8s} top eig {s_top:5.2f}x (values differ by {rel_top:.1e}); trace, same probes {s_tr:5.2f}x; "
+            f"trace at equal error (Hutch++) ~{s_eq:.1f}x")
     print(f"saved {out.save()}")
 
 

@@ -44,28 +44,32 @@ def timed(fn, dev: torch.device, repeats: int = 3) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def rounds(fns: dict, dev: torch.device, repeats: int, skip_after_first=()) -> tuple[dict, dict]:
+def rounds(fns: dict, dev: torch.device, repeats: int, skip_after_first=()) -> tuple[dict, dict, dict]:
     """Interleaved timing: each round runs every function once, so all see the same load.
 
-    Returns the median seconds and the last result of each function; a function that
-    raises gets its exception as result. Functions in ``skip_after_first`` (slow
-    references) run in the first round only.
+    Returns the median wall seconds, the median process CPU seconds (less sensitive to
+    other processes on a shared machine, but it counts every thread's time) and the last
+    result of each function; a function that raises gets its exception as result.
+    Functions in ``skip_after_first`` (slow references) run in the first round only.
     """
-    times = {k: [] for k in fns}
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     results = {}
     for r in range(repeats):
         for name, fn in fns.items():
             if r > 0 and (name in skip_after_first or isinstance(results.get(name), Exception)):
                 continue
             sync(dev)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             try:
                 results[name] = fn()
             except Exception as err:  # noqa: BLE001 - a reference that cannot run is reported
                 results[name] = err
             sync(dev)
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}, results
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    med = statistics.median
+    return {k: med(v) for k, v in wall.items()}, {k: med(v) for k, v in cpu.items()}, results
 
 
 def matmul_flops(dev: torch.device, n: int = 2048, repeats: int = 7) -> float:

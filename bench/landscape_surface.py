@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 
 import landscape_common as common
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ArchSpec
@@ -105,18 +105,23 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     n_v = min(len(coords), args.vmap_points)
     n_li = min(len(coords), args.li_rows * res)
     fns = {
-        "zooscope surface": lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res).loss.reshape(-1),
-        "zooscope loop (evaluate_points)": lambda: evaluate_points(model, thetas, (x, y), strategy="loop")[0].numpy(),
+        "zooscope surface":
+            lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res).loss.reshape(-1),
+        "zooscope loop (evaluate_points)":
+            lambda: evaluate_points(model, thetas, (x, y), strategy="loop")[0].numpy(),
         f"zooscope vmap chunk 32 ({n_v} pts, extrapolated)":
             lambda: evaluate_points(model, thetas[:n_v], (x, y), strategy="vmap", chunk=32)[0].numpy(),
-        f"Li et al. loop ({n_li} pts, extrapolated)": lambda: li_style(model, params, d1, d2, coords[:n_li].cpu(), x, y),
-        "loss-landscapes planar_interpolation": lambda: loss_landscapes_plane(model, theta0, f1, f2, res, x, y)[0::2],
+        f"Li et al. loop ({n_li} pts, extrapolated)":
+            lambda: li_style(model, params, d1, d2, coords[:n_li].cpu(), x, y),
+        "loss-landscapes planar_interpolation":
+            lambda: loss_landscapes_plane(model, theta0, f1, f2, res, x, y)[0::2],
     }
     scale = {k: (len(coords) / n_v if "vmap" in k else len(coords) / n_li if k.startswith("Li") else 1.0) for k in fns}
     warm = max(1, min(4, len(coords)))  # first calls pay one-off costs (oneDNN kernels); not timed
     evaluate_points(model, thetas[:warm], (x, y), strategy="vmap", chunk=2)
     li_style(model, params, d1, d2, coords[:warm].cpu(), x, y)
-    times, results = common.rounds(fns, dev, args.repeats, skip_after_first=[k for k in fns if "Li" in k or "loss-l" in k])
+    slow = [k for k in fns if k.startswith(("Li", "loss-l"))]
+    times, cpu, results = common.rounds(fns, dev, args.repeats, skip_after_first=slow)
     ours = results["zooscope surface"]
     grid = ours.reshape(res, res)
     rows = {}
@@ -128,12 +133,14 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
             diff = float(np.abs(value - grid[0::2]).max())  # its even columns are our grid's
         else:
             diff = float(np.abs(value - ours[: len(value)]).max())
-        rows[label] = (times[label] * scale[label], diff)
-    t_zoo = rows["zooscope surface"][0]
-    out(f"{'method':48s} {'seconds':>9s} {'zooscope x faster':>18s} {'GFLOP/s':>9s} {'of peak':>8s} {'max|dloss|':>11s}")
-    for label, (t, diff) in rows.items():
-        out(f"{label:48s} {t:9.3f} {t / t_zoo:18.2f} {flops / t / 1e9:9.1f} {flops / t / peak:8.1%} {diff:11.2e}")
-    return {label: t for label, (t, _) in rows.items()}, t_zoo
+        rows[label] = (times[label] * scale[label], cpu[label] * scale[label], diff)
+    t_zoo, c_zoo, _ = rows["zooscope surface"]
+    out(f"{'method':46s} {'wall s':>8s} {'cpu s':>8s} {'zooscope faster':>15s} {'(cpu)':>6s} {'GFLOP/s':>8s} "
+        f"{'of peak':>7s} {'max|dloss|':>10s}")
+    for label, (t, c, diff) in rows.items():
+        out(f"{label:46s} {t:8.3f} {c:8.3f} {t / t_zoo:14.2f}x {c / c_zoo:5.2f}x {flops / t / 1e9:8.1f} "
+            f"{flops / t / peak:7.1%} {diff:10.2e}")
+    return {label: t for label, (t, _, _) in rows.items()}, t_zoo
 
 
 def main():
@@ -144,12 +151,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--li-rows", type=int, default=4, help="grid rows timed for Li et al.'s loop")
     parser.add_argument("--vmap-points", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = common.device()
     out = common.Report(f"landscape_surface_{dev.type}")
     x, y = common.mnist1d(args.n, dev)
     peak = common.matmul_flops(dev)
-    out(f"# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    out(f"# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; zooscope: medians of {args.repeats} interleaved rounds, references: 1")
     out(f"dense 2048^2 float32 matmul: {peak / 1e9:.1f} GFLOP/s (median of 7)")
     summary = []
     for name in args.models.split(","):

@@ -110,7 +110,8 @@ class ParamLayout:
             )
         for name, shape in zip(self.names, self.shapes):
             if tuple(params[name].shape) != shape:
-                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)}; the layout expects {shape}")
+                got = tuple(params[name].shape)
+                raise ValueError(f"parameter {name!r} has shape {got}; the layout expects {shape}")
         return torch.cat([params[n].detach().reshape(-1) for n in self.names])
 
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
@@ -118,10 +119,9 @@ class ParamLayout:
         if theta.shape[-1] != self.numel:
             raise ValueError(f"flat vector has {theta.shape[-1]} entries; the layout has {self.numel}")
         lead = theta.shape[:-1]
-        return {
-            name: theta[..., off : off + math.prod(shape)].reshape(*lead, *shape)
-            for name, shape, off in zip(self.names, self.shapes, self.offsets)
-        }
+        # split, not slicing: its backward is one cat, where slices would each zero-fill a (P,) gradient
+        pieces = theta.split([math.prod(s) for s in self.shapes], dim=-1)
+        return {name: piece.reshape(*lead, *shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
 
 
 def flatten_params(params: Mapping[str, Tensor]) -> tuple[Tensor, ParamLayout]:

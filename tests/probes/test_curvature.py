@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from engine.probes.curvature import hessian_operator, hessian_top_eigs, hessian_trace, sharpness_over_training
+from engine.probes.curvature import hessian_operator, hessian_top_eigs, sharpness_over_training
 from engine.probes.functional import ParamLayout
 from engine.probes.lanczos import lanczos, ritz
 from engine.probes.spectrum import hessian_spectral_density
+from engine.probes.trace import hessian_trace
 
 
 def _problem(seed=0, n=64, bn=False):
@@ -54,6 +55,16 @@ def test_hvp_matches_dense_product(tiny):
     assert op.n_products == 4
 
 
+def test_forward_over_reverse_products_equal_reverse_over_reverse(tiny):
+    model, params, data, h, _ = tiny
+    v = torch.randn(2, h.shape[0], generator=torch.Generator().manual_seed(1))
+    fwd = hessian_operator(model, params, data, mode="jvp")
+    rev = hessian_operator(model, params, data, mode="vjp")
+    torch.testing.assert_close(fwd(v), rev(v), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="mode must be 'vjp' or 'jvp'; got 'dense'"):
+        hessian_operator(model, params, data, mode="dense")
+
+
 def test_top_eigenvalues_match_dense(tiny):
     model, params, data, h, evals = tiny
     res = hessian_top_eigs(model, params, data, k=3, tol=1e-5)
@@ -80,6 +91,18 @@ def test_trace_within_error_bars(tiny):
     assert est.stderr > 0 and est.samples.shape == (300,)
     same = hessian_trace(model, params, data, n_probes=300, seed=0)
     assert same.trace == est.trace
+
+
+def test_hutch_plus_plus_is_within_error_bars_and_tighter(tiny):
+    model, params, data, h, _ = tiny
+    exact = torch.trace(h).item()
+    plain = hessian_trace(model, params, data, n_probes=60, seed=0)
+    hpp = hessian_trace(model, params, data, n_probes=60, seed=0, method="hutch++")
+    assert hpp.method == "hutch++" and hpp.n_probes == 60
+    assert abs(hpp.trace - exact) <= 3 * hpp.stderr + 1e-6 * abs(exact)
+    assert hpp.stderr < plain.stderr
+    with pytest.raises(ValueError, match="method must be 'hutchinson' or 'hutch\\+\\+'; got 'exact'"):
+        hessian_trace(model, params, data, method="exact")
 
 
 def test_spectral_density_matches_dense(tiny):

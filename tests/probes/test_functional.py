@@ -13,7 +13,6 @@ from engine.probes.functional import (
     evaluate_plane,
     evaluate_points,
     flatten_params,
-    functional_module,
     resolve_data,
     split_state,
     unflatten_params,
