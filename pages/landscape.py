@@ -1,15 +1,30 @@
-from pages.ui.pending import pending_page
+"""Landscape page: loss surfaces, Hessian spectrum, sharpness over training, intrinsic dimension."""
+
+import streamlit as st
+
+from pages.ui.landscape_views import intrinsic_tab, sharpness_tab, spectrum_tab, surface_tab
+from pages.ui.pickers import pick_checkpoint, pick_run
 from pages.ui.services import get_services
 from pages.ui.sidebar import sidebar
 
-sidebar(get_services())
-pending_page(
-    "Loss landscape",
-    "The geometry of the loss around one model: where it sits, how sharp it is, and how it got there.",
-    ["1D and 2D slices along filter-normalized random, Hessian or PCA-of-trajectory directions, "
-     "as a surface and a contour with the training trajectory overlaid",
-     "the Hessian eigenvalue spectrum (density, top-k, trace)",
-     "sharpness over training against the 2/η line (edge of stability)",
-     "intrinsic dimension: accuracy against subspace dimension, with d_int90"],
-    "Loss landscapes and curvature",
-)
+svc = get_services()
+zoo_id = sidebar(svc)
+st.title("Loss landscape")
+if zoo_id is None:
+    st.info("Train or import a zoo first (Zoo page).")
+    st.stop()
+c1, c2 = st.columns([3, 1])
+run_id = pick_run(svc, zoo_id, container=c1)
+if run_id is None:
+    st.info("This zoo has no finished runs yet; results appear here as runs finish.")
+    st.stop()
+ckpt = pick_checkpoint(svc, run_id, container=c2)
+tabs = st.tabs(["Surface", "Hessian spectrum", "Sharpness over training", "Intrinsic dimension"])
+with tabs[0]:
+    surface_tab(svc, run_id, ckpt)
+with tabs[1]:
+    spectrum_tab(svc, ckpt)
+with tabs[2]:
+    sharpness_tab(svc, run_id)
+with tabs[3]:
+    intrinsic_tab(svc, run_id)

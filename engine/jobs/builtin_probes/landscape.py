@@ -1,0 +1,164 @@
+"""Loss-landscape and curvature probes: surfaces, Hessian spectrum, sharpness, intrinsic dimension."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.probes.curvature import hessian_top_eigs, sharpness_over_training
+from engine.probes.trace import hessian_trace
+from engine.probes.directions import hessian_directions, pca_directions, random_direction
+from engine.probes.functional import resolve_data
+from engine.probes.landscape import loss_surface_1d, loss_surface_2d
+from engine.probes.spectrum import hessian_spectral_density
+from engine.probes.subspace import intrinsic_dimension
+
+from ..probe_job import ProbeResult, register_probe
+from .convert import pack
+
+__all__ = ["IntrinsicDimensionParams", "SharpnessParams", "SpectrumParams", "SurfaceParams"]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SurfaceParams(_Params):
+    """A 1D or 2D slice around the last input checkpoint."""
+
+    directions: Literal["filter", "hessian", "pca"] = "filter"  # filter-normalized random, Hessian, PCA of trajectory
+    ndim: Literal[1, 2] = 2
+    resolution: int = Field(21, ge=3, le=101)
+    span: float = Field(1.0, gt=0.0, le=100.0)  # grid covers [-span, span] along each direction (random/Hessian)
+    split: Literal["train", "test"] = "train"
+    n_samples: int | None = Field(2000, ge=1)  # data points the loss averages over (None: the whole split)
+    bn: Literal["running", "batch"] = "running"
+    seed: int = Field(0, ge=0)
+
+
+def _data(ck, split: str, n_samples: int | None, seed: int):
+    return resolve_data(ck.dataset, split, n_samples=n_samples, seed=seed)
+
+
+def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
+    ck = inputs.load(len(inputs) - 1)
+    data = _data(ck, p.split, p.n_samples, p.seed)
+    kw = dict(split=p.split, bn=p.bn, buffers=ck.buffers)
+    span: tuple = (-p.span, p.span)
+    trajectory = None
+    progress(0.05, "directions")
+    if p.directions == "filter":
+        d1 = random_direction(ck.params, seed=p.seed)
+        d2 = random_direction(ck.params, seed=p.seed + 1)
+    elif p.directions == "hessian":
+        d1, d2 = hessian_directions(ck.model, ck.params, data, seed=p.seed, buffers=ck.buffers)
+    else:
+        if len(inputs) < 3:
+            raise ValueError("PCA directions need at least 3 checkpoints of the run's trajectory")
+        pca = pca_directions([inputs.load(i).params for i in range(len(inputs))], model=ck.model)
+        d1, d2 = pca.d1, pca.d2
+        trajectory = pca.coords
+        lo, hi = trajectory.min(0), trajectory.max(0)
+        pad = 0.25 * float((hi - lo).max() or 1.0)
+        span = ((float(lo[0] - pad), float(hi[0] + pad)), (float(lo[1] - pad), float(hi[1] + pad)))
+    progress(0.2, f"{p.resolution}{'×' + str(p.resolution) if p.ndim == 2 else ''} grid")
+    if p.ndim == 1:
+        surface = loss_surface_1d(ck.model, ck.params, data, d1, span=span if p.directions != "pca" else span[0],
+                                  resolution=p.resolution, **kw)
+    else:
+        surface = loss_surface_2d(ck.model, ck.params, data, d1, d2, span=span, resolution=p.resolution,
+                                  trajectory=trajectory, **kw)
+    summary, arrays = pack(surface)
+    return ProbeResult(summary, arrays)
+
+
+class SpectrumParams(_Params):
+    """Hessian spectrum of one checkpoint: top eigenvalues (Lanczos), trace (Hutchinson), density (SLQ)."""
+
+    k: int = Field(5, ge=1, le=50)
+    n_samples: int | None = Field(1000, ge=1)
+    n_probes: int = Field(50, ge=2, le=2000)
+    n_iter: int = Field(64, ge=4, le=500)
+    n_runs: int = Field(4, ge=1, le=64)
+    split: Literal["train", "test"] = "train"
+    seed: int = Field(0, ge=0)
+
+
+def run_spectrum(inputs, p: SpectrumParams, progress) -> ProbeResult:
+    ck = inputs.load(len(inputs) - 1)
+    data = _data(ck, p.split, p.n_samples, p.seed)
+    kw = dict(buffers=ck.buffers, seed=p.seed)
+    progress(0.05, f"top {p.k} eigenvalues (Lanczos)")
+    top = hessian_top_eigs(ck.model, ck.params, data, k=p.k, **kw)
+    progress(0.4, f"trace ({p.n_probes} Hutchinson probes)")
+    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.n_probes, **kw)
+    progress(0.7, f"density (SLQ, {p.n_runs} runs × {p.n_iter} steps)")
+    density = hessian_spectral_density(ck.model, ck.params, data, n_iter=p.n_iter, n_runs=p.n_runs, **kw)
+    summary, arrays = {}, {}
+    for prefix, obj, skip in (("top.", top, ("eigenvectors",)), ("trace.", trace, ()), ("density.", density, ())):
+        s, a = pack(obj, prefix, skip=skip)
+        summary.update(s)
+        arrays.update(a)
+    return ProbeResult(summary, arrays)
+
+
+class SharpnessParams(_Params):
+    """Top Hessian eigenvalue at every input checkpoint (a run's trajectory), warm-started."""
+
+    k: int = Field(1, ge=1, le=10)
+    n_samples: int | None = Field(1000, ge=1)
+    split: Literal["train", "test"] = "train"
+    seed: int = Field(0, ge=0)
+
+
+def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
+    cks = []
+    for i in range(len(inputs)):
+        cks.append(inputs.load(i))
+        progress(0.3 * (i + 1) / len(inputs), f"loading checkpoint {i + 1}/{len(inputs)}")
+    first = cks[0]
+    data = _data(first, p.split, p.n_samples, p.seed)
+    result = sharpness_over_training(
+        first.model, [c.state for c in cks], data, steps=[c.ref.step for c in cks],
+        lr=[c.lr for c in cks], k=p.k, seed=p.seed)
+    summary, arrays = pack(result)
+    return ProbeResult(summary, arrays)
+
+
+class IntrinsicDimensionParams(_Params):
+    """Train in random subspaces of these dimensions from the run's initialisation (Li et al. 2018)."""
+
+    dims: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200)
+    seeds: tuple[int, ...] = (0,)
+    n_steps: int = Field(300, ge=1, le=100_000)
+    lr: float = Field(0.01, gt=0.0, le=10.0)
+    n_samples: int | None = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _dims_positive(self):
+        if not self.dims or any(d < 1 for d in self.dims):
+            raise ValueError(f"dims must be positive integers; got {list(self.dims)}")
+        return self
+
+
+def run_intrinsic_dimension(inputs, p: IntrinsicDimensionParams, progress) -> ProbeResult:
+    ck = inputs.load(0)
+    train = _data(ck, "train", p.n_samples, 0)
+    test = _data(ck, "test", p.n_samples, 0)
+    progress(0.05, f"training in {len(p.dims)} subspaces × {len(p.seeds)} seeds")
+    result = intrinsic_dimension(ck.model, ck.params, train, dims=list(p.dims), seeds=list(p.seeds),
+                                 n_steps=p.n_steps, lr=p.lr, eval_data=test)
+    summary, arrays = pack(result)
+    return ProbeResult(summary, arrays)
+
+
+register_probe("landscape.surface", run_surface, SurfaceParams, n_checkpoints=(1, None),
+               description="1D/2D loss surface around the last checkpoint")
+register_probe("curvature.spectrum", run_spectrum, SpectrumParams, n_checkpoints=(1, 1),
+               description="Hessian top eigenvalues, trace and spectral density")
+register_probe("curvature.sharpness", run_sharpness, SharpnessParams, n_checkpoints=(2, None),
+               description="top Hessian eigenvalue over training")
+register_probe("landscape.intrinsic_dimension", run_intrinsic_dimension, IntrinsicDimensionParams,
+               n_checkpoints=(1, 1), description="intrinsic dimension of the objective")

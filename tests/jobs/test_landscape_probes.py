@@ -1,0 +1,75 @@
+"""The landscape probes through the job system: stored results rebuild the engine's dataclasses."""
+
+import numpy as np
+import pytest
+
+from engine.jobs import ProbeService
+from engine.jobs.builtin_probes.convert import unpack
+from engine.probes.curvature import HessianEigs, Sharpness
+from engine.probes.landscape import Surface
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import store
+    from engine.config import load_sweep
+    from engine.jobs import Dispatcher
+
+    st = store.open_store(tmp_path_factory.mktemp("ls") / "store")
+    disp = Dispatcher(st)
+    sweep = load_sweep({"name": "ls", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8},
+                                               "batch_size": 32, "steps": 40, "checkpoints": "linear:4"}})
+    zoo_id, job_id = disp.submit_sweep(sweep)
+    disp.run_until_done([job_id])
+    yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values("step")
+    disp.stop(kill_workers=True)
+    st.close()
+
+
+def _compute(disp, probe, params, ids):
+    """Run the probe job in this process (the worker's code path without the process start)."""
+    from uuid import uuid4
+
+    from engine.jobs import JobContext
+    from engine.jobs.probe_job import run_probe
+
+    service = ProbeService(disp)
+    key, validated = service.key(probe, params, ids)
+    spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}
+    run_probe(spec, JobContext(disp.store.path, f"inline-{uuid4().hex[:8]}"))
+    disp.store.ingest_bundles()
+    done = service.status(probe, params, ids)
+    assert done.state == "done", done
+    return done.result
+
+
+def test_surface_probe_centre_is_the_checkpoint_loss(trained):
+    st, disp, ckpts = trained
+    last = ckpts["checkpoint_id"].iloc[-1]
+    res = _compute(disp, "landscape.surface", {"resolution": 5, "n_samples": None}, [last])
+    surface = unpack(Surface, res.summary, res.arrays)
+    assert surface.loss.shape == (5, 5) and surface.bn == "running"
+    assert surface.loss[2, 2] == pytest.approx(surface.center_loss, rel=1e-5)
+    evaluated = _compute(disp, "evaluate", {"split": "train"}, [last])
+    assert surface.center_loss == pytest.approx(evaluated.summary["loss"][0], rel=1e-5)
+
+
+def test_pca_surface_carries_the_trajectory(trained):
+    st, disp, ckpts = trained
+    res = _compute(disp, "landscape.surface", {"directions": "pca", "resolution": 5}, ckpts["checkpoint_id"].tolist())
+    surface = unpack(Surface, res.summary, res.arrays)
+    assert surface.trajectory.shape == (len(ckpts), 2)
+    assert np.allclose(surface.trajectory[-1], 0.0, atol=1e-6)  # centred on the last checkpoint
+
+
+def test_spectrum_and_sharpness_probes(trained):
+    st, disp, ckpts = trained
+    ids = ckpts["checkpoint_id"].tolist()
+    spec = _compute(disp, "curvature.spectrum", {"k": 2, "n_samples": 200, "n_probes": 8, "n_iter": 8,
+                                                 "n_runs": 1}, ids[-1:])
+    top = unpack(HessianEigs, spec.summary, spec.arrays, "top.")
+    assert len(top.eigenvalues) == 2 and top.eigenvalues[0] >= top.eigenvalues[1]
+    sharp = unpack(Sharpness, *(lambda r: (r.summary, r.arrays))(_compute(disp, "curvature.sharpness",
+                                                                            {"n_samples": 200}, ids)))
+    assert list(sharp.steps) == ckpts["step"].tolist()
+    assert sharp.eigenvalues[-1].max() == pytest.approx(top.eigenvalues.max(), rel=0.05)
