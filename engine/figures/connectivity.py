@@ -26,6 +26,7 @@ __all__ = [
     "layerwise_figure",
     "merge_figure",
     "singular_alignment_figure",
+    "singular_cosine_figure",
 ]
 
 _DASH = {"train": "solid", "given": "solid", "test": "dash"}
@@ -225,6 +226,29 @@ def singular_alignment_figure(result, *, side: str = "left", title: str | None =
         fig.update_xaxes(title_text="singular index i (by σ, descending)", row=1, col=col)
     default = f"|cos| of the i-th {side} singular vectors of A and B"
     return finish(fig, title=title or default, height=120 + 28 * len(layers))
+
+
+def singular_cosine_figure(result, layer: str | None = None, *, title: str | None = None) -> go.Figure:
+    """One layer: ``|cos|`` of the i-th left/right singular vectors against ``σ_i(A)``, before and after."""
+    name = layer if layer is not None else result.layers[0]
+    if name not in result.layers:
+        raise ValueError(f"layer {name!r} is not in the result; it has {list(result.layers)}")
+    i = result.layers.index(name)
+    sv = result.singular_values_a[i]
+    fig = go.Figure()
+    series = (("left", "before", result.cos_left_before), ("left", "after", result.cos_left_after),
+              ("right", "before", result.cos_right_before), ("right", "after", result.cos_right_after))
+    for k, (side, when, values) in enumerate(series):
+        fig.add_trace(go.Scatter(x=sv, y=values[i], mode="markers", name=f"{side}, {when} alignment",
+                                 marker=dict(color=PALETTE[0 if when == "before" else 3],
+                                             symbol="circle" if side == "left" else "diamond-open", size=7),
+                                 customdata=np.arange(1, len(sv) + 1),
+                                 hovertemplate="i=%{customdata}<br>σ_i(A)=%{x:.4g}<br>|cos|=%{y:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text="singular value σ_i of A", type="log")
+    fig.update_yaxes(title_text="|cos(u_i^A, u_i^B)|, |cos(v_i^A, v_i^B)|", range=[0, 1.05])
+    default = (f"{escape(name)}: singular-vector agreement vs σ (‖A−B‖ {result.distance_before[i]:.3g} → "
+               f"{result.distance_after[i]:.3g})")
+    return finish(fig, title=title or default, height=400)
 
 
 def merge_figure(results, *, metric: str = "error", title: str | None = None) -> go.Figure:

@@ -13,6 +13,7 @@ from engine.figures.connectivity import (
     layerwise_figure,
     merge_figure,
     singular_alignment_figure,
+    singular_cosine_figure,
 )
 from engine.nets import apply_permutation, build, permutation_spec, random_permutation
 from engine.probes.align import weight_matching
@@ -91,6 +92,10 @@ def test_comparison_layerwise_singular_and_merge_figures():
     assert fig.data[0].z.shape == (3, 6)
     with pytest.raises(ValueError, match="side must be"):
         singular_alignment_figure(sv, side="up")
+    fig = singular_cosine_figure(sv, "layers.1.linear.weight")
+    assert len(fig.data) == 4 and np.allclose(fig.data[1].y, 1.0, atol=1e-6)  # after: aligned exactly
+    with pytest.raises(ValueError, match="is not in the result"):
+        singular_cosine_figure(sv, "nope")
     merged = merge_models(model, [a, b], data, align="weight")
     fig = merge_figure([merged, merge_models(model, [a, b], data, align="none")])
     assert len(fig.data) == 3 and "align weight" in fig.data[1].name

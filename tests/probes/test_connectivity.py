@@ -346,3 +346,30 @@ def test_chunked_evaluation_matches_one_batch(monkeypatch):
     chunked = interpolate(model, model.state_dict(), other.state_dict(), data, alphas=5)
     np.testing.assert_allclose(chunked.loss, whole.loss, rtol=1e-6)
     np.testing.assert_allclose(chunked.error, whole.error, atol=1e-6)  # exact counts vs a float32 mean
+
+
+@pytest.mark.slow
+def test_reproduction_weight_matching_on_mnist1d_mlps():
+    """Entezari et al. / Ainsworth et al. on MNIST-1D: the naive barrier is clearly positive, weight
+    matching halves it at width 256, and the aligned barrier shrinks with width (bench/connectivity_width.py
+    runs the full table)."""
+    from engine.data import load
+    from engine.train import train_run
+
+    ds = load("mnist1d")
+    aligned, naive = {}, {}
+    for width in (64, 256):
+        states = []
+        for seed in (0, 1):
+            spec = TrainSpec(arch=ArchSpec(name="mlp", width=width, depth=3), optim=OptimSpec(name="momentum", lr=0.05),
+                             batch_size=128, steps=1500, seed=seed, checkpoints=[1500], device="cpu")
+            out = {}
+            train_run(spec, dataset=ds, on_checkpoint=lambda run, step, epoch, state, metrics: out.update(state))
+            states.append(out)
+        model = build(ArchSpec(name="mlp", width=width, depth=3), ds.input_shape, ds.n_outputs).eval()
+        paths = compare_paths(model, *states, ds, methods=("none", "weight"), splits=("train",))
+        naive[width] = paths.curves[("none", "running", "train")].barrier().value
+        aligned[width] = paths.curves[("weight", "running", "train")].barrier().value
+    assert min(naive.values()) > 0.1
+    assert aligned[256] <= 0.5 * naive[256]
+    assert aligned[256] < aligned[64]
