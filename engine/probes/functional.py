@@ -38,12 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from engine.probes.first_layer import agrees, find_first_layer
 
 __all__ = [
     "ParamLayout",
     "default_loss",
-    "evaluate_plane",
     "evaluate_points",
     "flatten_params",
     "functional_module",
@@ -217,9 +215,15 @@ def functional_module(model: nn.Module, bn: BNMode = "running") -> nn.Module:
 
 
 class _Evaluator:
-    """The model, its buffers and one batch of data, ready to evaluate flat vectors."""
+    """The model, its buffers and one batch of data, ready to evaluate flat vectors.
 
-    def __init__(self, model, data, *, layout, buffers, bn, loss_fn, split):
+    On a CPU the data go through in chunks of ``rows`` rows whose activations stay near
+    the caches (see :func:`_data_rows`); losses are recombined as sample-weighted means,
+    so ``loss_fn`` must be a mean over samples (the default is). With ``bn="batch"`` the
+    whole set is always one batch, since chunks would change the batch statistics.
+    """
+
+    def __init__(self, model, data, *, layout, buffers, bn, loss_fn, split, rows=None):
         self.module = functional_module(model, bn)
         self.layout = layout or ParamLayout.from_module(model)
         self.buffers = dict(model.named_buffers()) if buffers is None else dict(buffers)
@@ -228,18 +232,56 @@ class _Evaluator:
         self.buffers = {k: v.to(self.device) for k, v in self.buffers.items()}
         self.loss_fn = loss_fn or default_loss
         self.classification = not self.y.is_floating_point()
+        self.bn = bn
+        self.rows = len(self.x) if rows is None else max(1, min(int(rows), len(self.x)))
 
     def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.module, {**params, **self.buffers}, (x,))
 
-    def score(self, out: Tensor) -> tuple[Tensor, Tensor]:
-        loss = self.loss_fn(out, self.y)
+    def score(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean loss and accuracy of outputs ``out`` against targets ``y``."""
+        loss = self.loss_fn(out, y)
         if not self.classification:
             return loss, torch.full_like(loss, float("nan"))
-        return loss, (out.argmax(-1) == self.y).to(loss.dtype).mean()
+        return loss, (out.argmax(-1) == y).to(loss.dtype).mean()
+
+    def chunked(self, outputs) -> tuple[Tensor, Tensor]:
+        """Score ``outputs(lo, hi)`` (the model's outputs on rows lo:hi) over all rows."""
+        n = len(self.x)
+        if self.rows >= n:
+            return self.score(outputs(0, n), self.y)
+        loss = acc = 0.0
+        for lo in range(0, n, self.rows):
+            hi = min(n, lo + self.rows)
+            part_loss, part_acc = self.score(outputs(lo, hi), self.y[lo:hi])
+            loss, acc = loss + part_loss * (hi - lo), acc + part_acc * (hi - lo)
+        return loss / n, acc / n
 
     def point(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        return self.score(self.forward(self.layout.unflatten(theta), self.x))
+        params = self.layout.unflatten(theta)
+        return self.chunked(lambda lo, hi: self.forward(params, self.x[lo:hi]))
+
+
+_CHUNK_FLOATS = 2**22  # activations of one data chunk on a CPU (16 MiB of float32)
+_MIN_ROWS = 256
+
+
+def _data_rows(ev: _Evaluator, theta: Tensor, rows: int | None) -> int:
+    """Rows per data chunk: ``rows`` if given; all on a GPU or with batch statistics;
+    on a CPU enough rows for about ``_CHUNK_FLOATS`` activation values (at least 256).
+
+    Measured on MNIST-1D (4000 samples, CPU time, one thread): a 3-layer CNN of width 64
+    ran 2.4x faster per point in chunks of <= 2000 rows than on all 4000 at once (its
+    activations, 10 M floats a tensor, fall out of the caches); MLPs of width 100 and 512
+    and a width-32 CNN ran the same from 512 to 4000 rows.
+    """
+    n = len(ev.x)
+    if rows is not None:
+        return max(1, min(int(rows), n))
+    if ev.device.type != "cpu" or ev.bn == "batch" or n <= _MIN_ROWS:
+        return n
+    per_row = max(1, _activation_floats(ev, theta) // (2 * n))
+    return int(min(n, max(_MIN_ROWS, _CHUNK_FLOATS // per_row)))
 
 
 def _pick_strategy(strategy: Strategy, device: torch.device) -> str:
@@ -310,6 +352,7 @@ def evaluate_points(
     loss_fn: LossFn | None = None,
     strategy: Strategy = "auto",
     split: str = "train",
+    rows: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Loss and accuracy of many flat parameter vectors on the same data.
 
@@ -321,7 +364,7 @@ def evaluate_points(
         One flat parameter vector per row, in ``layout`` order. Evaluation runs on the
         device of the data; ``theta`` and the buffers are moved there.
     data : pair, loader or Dataset-like
-        See :func:`resolve_data`; the whole set is one batch.
+        See :func:`resolve_data`.
     chunk : int, optional
         Points per ``vmap`` call; by default sized to half the free GPU memory.
     bn : {"running", "batch"}
@@ -336,6 +379,10 @@ def evaluate_points(
         "auto" loops over points on a CPU and uses chunked ``vmap`` on a GPU.
     split : {"train", "test"}
         Split of a Dataset-like ``data``.
+    rows : int, optional
+        Data rows per forward pass. By default all of them, except on a CPU, where the
+        data go in cache-sized chunks (see ``_data_rows``); results are sample-weighted
+        means either way.
 
     Returns
     -------
@@ -346,80 +393,7 @@ def evaluate_points(
         raise ValueError(f"theta must have shape (G, P); got {tuple(theta.shape)}")
     ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
     theta = theta.to(ev.device)
+    ev.rows = _data_rows(ev, theta[0], rows)
     how = _pick_strategy(strategy, ev.device)
     chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta[0])) if how == "vmap" else 1)
     return _run(ev.point, (theta,), how, chunk)
-
-
-def evaluate_plane(
-    model: nn.Module,
-    theta0: Tensor,
-    d1: Tensor,
-    d2: Tensor,
-    coords: Tensor,
-    data,
-    *,
-    chunk: int | None = None,
-    bn: BNMode = "running",
-    buffers: Mapping[str, Tensor] | None = None,
-    layout: ParamLayout | None = None,
-    loss_fn: LossFn | None = None,
-    strategy: Strategy = "auto",
-    split: str = "train",
-) -> tuple[Tensor, Tensor]:
-    """Loss and accuracy at ``theta0 + a * d1 + b * d2`` for each row ``(a, b)`` of ``coords``.
-
-    Same as :func:`evaluate_points` on the stacked vectors, but exploits what is exact
-    and cheaper along a plane: when the model's first parametrised layer is a
-    ``Linear``, ``Conv`` or ``Embedding`` fed by the input alone, that layer is linear in
-    its parameters, so its outputs at every point are ``Z0 + a * Z1 + b * Z2`` with
-    ``Z0, Z1, Z2`` computed once (``Z1 = X D1^T + d1_bias``); see
-    :mod:`engine.probes.first_layer`.
-
-    Parameters
-    ----------
-    theta0, d1, d2 : Tensor, shape (P,)
-        Origin and directions, flat in ``layout`` order.
-    coords : Tensor, shape (G, 2)
-        Plane coordinates of the points.
-
-    Other parameters are as in :func:`evaluate_points`.
-
-    Returns
-    -------
-    loss, acc : Tensor, shape (G,)
-    """
-    ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
-    theta0, d1, d2 = (t.to(ev.device) for t in (theta0, d1, d2))
-    how = _pick_strategy(strategy, ev.device)
-    coords = coords.to(device=ev.device, dtype=theta0.dtype)
-    a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
-    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta0)) if how == "vmap" else 1)
-    first = _first_layer(ev, theta0, d1, d2, coords)
-    if first is None:
-        def point(ai, bi):
-            return ev.point(theta0 + ai * d1 + bi * d2)
-        return _run(point, (a, b), how, chunk)
-    with torch.no_grad():
-        z0, z1, z2 = (first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2))  # (N, ...) each
-
-    def point_linear(ai, bi):
-        z = z0 + ai * z1 + bi * z2 if how == "vmap" else torch.add(z0, z1, alpha=float(ai)).add_(z2, alpha=float(bi))
-        params = ev.layout.unflatten(theta0 + ai * d1 + bi * d2)
-        return ev.score(first.run_rest(z, {**params, **ev.buffers}, ev.x))
-
-    return _run(point_linear, (a, b), how, chunk)
-
-
-def _first_layer(ev: _Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: Tensor):
-    """The first-layer split of the model if it applies and checks out on this plane."""
-    state = {**ev.layout.unflatten(theta0), **ev.buffers}
-    try:
-        first = find_first_layer(ev.module, state, ev.x)
-    except Exception:  # noqa: BLE001 - a model we cannot trace is evaluated the plain way
-        return None
-    if first is None:
-        return None
-    ends = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
-    ok = agrees(first, ev.module, ev.layout, ev.buffers, theta0, d1, d2, ev.x, ends)
-    return first if ok else None

@@ -28,11 +28,11 @@ from engine.probes.functional import (
     LossFn,
     ParamLayout,
     Strategy,
-    evaluate_plane,
     evaluate_points,
     resolve_data,
     split_state,
 )
+from engine.probes.plane_eval import evaluate_plane
 
 __all__ = ["Surface", "loss_surface_1d", "loss_surface_2d"]
 

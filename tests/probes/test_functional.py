@@ -10,13 +10,13 @@ from torch import nn
 
 from engine.probes.functional import (
     ParamLayout,
-    evaluate_plane,
     evaluate_points,
     flatten_params,
     resolve_data,
     split_state,
     unflatten_params,
 )
+from engine.probes.plane_eval import evaluate_plane
 
 
 class Wrapped(nn.Module):
@@ -116,14 +116,31 @@ def test_evaluate_plane_equals_points(make, strategy):
     torch.testing.assert_close(acc, ref_acc)
 
 
+@pytest.mark.parametrize("rows", [7, 16, 40])
+def test_data_chunks_give_the_whole_set_numbers(rows):
+    torch.manual_seed(0)
+    model = TinyConv()
+    x, y = _data()
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    theta = theta0 + 0.2 * torch.randn(3, theta0.numel(), generator=torch.Generator().manual_seed(4))
+    whole = evaluate_points(model, theta, (x, y), rows=len(x))
+    chunked = evaluate_points(model, theta, (x, y), rows=rows)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-7)
+    d = torch.ones_like(theta0) * 0.1
+    plane = evaluate_plane(model, theta0, d, -d, torch.tensor([[0.5, 0.25]]), (x, y), rows=rows)
+    ref = evaluate_points(model, (theta0 + 0.25 * d)[None], (x, y), rows=len(x))
+    torch.testing.assert_close(plane, ref, rtol=1e-6, atol=1e-7)
+
+
 def test_first_layer_path_is_taken_for_linear_first_layers():
     from engine.probes import functional as fn
+    from engine.probes import plane_eval
     model = Wrapped()
     x, y = _data()
     ev = fn._Evaluator(model, (x, y), layout=None, buffers=None, bn="running", loss_fn=None, split="train")
     theta0 = ev.layout.flatten(dict(model.named_parameters()))
     d = torch.ones_like(theta0)
-    first = fn._first_layer(ev, theta0, d, d, torch.zeros(1, 2))
+    first = plane_eval._first_layer(ev, theta0, d, d, torch.zeros(1, 2))
     assert first is not None and first.path == "fc1"
     assert first.inputs.shape == (40, 6)  # the flattened input, computed once
 
