@@ -158,9 +158,9 @@ def neural_collapse_figure(nc: NeuralCollapse, *, title: str = "Neural collapse 
         (2, 1, "NC3", nc.nc3), (2, 2, "NC4", nc.nc4),
     ]
     for k, (r, c, name, values) in enumerate(series):
-        fig.add_trace(go.Scatter(x=steps, y=np.atleast_1d(values), mode="lines+markers", name=name,
-                                 line={"color": PALETTE[k]}, hovertemplate=f"step %{{x}}<br>{name} %{{y:.4g}}<extra></extra>"),
-                      row=r, col=c)
+        fig.add_trace(go.Scatter(
+            x=steps, y=np.atleast_1d(values), mode="lines+markers", name=name, line={"color": PALETTE[k]},
+            hovertemplate=f"step %{{x}}<br>{name} %{{y:.4g}}<extra></extra>"), row=r, col=c)
     if np.all(np.isnan(np.atleast_1d(nc.nc3))):
         fig.add_annotation(text="needs the classifier (last layer)", showarrow=False, row=2, col=1,
                            xref="x3 domain", yref="y3 domain", x=0.5, y=0.5)

@@ -94,7 +94,8 @@ def _cross_sq(xa: list[Tensor], xb: list[Tensor]) -> Tensor:
     gram_bytes = 8 * n * n * (len(da) + len(db))
     if feature_cost <= gram_cost or gram_bytes > _GRAM_BYTES_LIMIT:
         xb_cat = torch.cat(xb, 1)  # (n, sum db)
-        seg = torch.repeat_interleave(torch.arange(len(db), device=xb_cat.device), torch.tensor(db, device=xb_cat.device))
+        dev = xb_cat.device
+        seg = torch.repeat_interleave(torch.arange(len(db), device=dev), torch.tensor(db, device=dev))
         pb = torch.nn.functional.one_hot(seg, len(db)).to(xb_cat.dtype)  # (sum db, Lb) block indicator
         # one product per layer of A against all of B: memory d_i x sum(db), not sum(da) x sum(db)
         return torch.stack([(x.T @ xb_cat).square_().sum(0) @ pb for x in xa])  # (La, Lb)

@@ -106,7 +106,10 @@ def test_reused_module_gets_numbered_keys_and_state_round_trip():
     torch.testing.assert_close(back["1#1"], acts["1#1"])
 
 
-@pytest.mark.parametrize("name,shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("resnet", (1, 40)), ("transformer", (2,))])
+ARCHS = [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("resnet", (1, 40)), ("transformer", (2,))]
+
+
+@pytest.mark.parametrize("name,shape", ARCHS)
 def test_zooscope_architectures_give_block_outputs(name, shape):
     from engine.config import ArchSpec
     from engine.nets import build
