@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from engine.probes.projection import aligned_projection, project, stratified_indices
+from engine.probes.projection import aligned_projection, project, stratified_indices, warm_umap
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(4), [400, 300, 200, 100])
@@ -60,12 +60,14 @@ def test_aligned_pca_undoes_rotations_between_checkpoints():
 
 
 @pytest.mark.slow
-def test_umap_and_aligned_umap():
+def test_umap_and_aligned_umap(tmp_path):
     a = project(FEATS, "umap", seed=0, max_points=300, labels=LABELS)
     b = project(FEATS, "umap", seed=0, max_points=300, labels=LABELS)
     np.testing.assert_allclose(a.coords, b.coords)
     frames = aligned_projection([FEATS, FEATS + 0.01], "umap", max_points=200, labels=LABELS, n_epochs=50)
     assert frames.coords.shape == (2, 200, 2) and np.isfinite(frames.coords).all()
+    with pytest.warns(RuntimeWarning, match="umap is already imported"):
+        assert warm_umap(n_samples=300, cache_dir=tmp_path) > 0
 
 
 def test_pca_matches_svd_reference_for_tall_and_wide_inputs():
