@@ -1,0 +1,124 @@
+"""Representations page tabs. Activations are one stored probe per set of checkpoints; the
+cheap measures on them (CKA grids, collapse, dimensions) run inline, UMAP runs as a job."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from engine.figures import representations as rfig
+from engine.jobs.builtin_probes.convert import unpack
+from engine.jobs.builtin_probes.representations import split_activations
+from engine.probes.geometry import layer_dimensions, neural_collapse_over_training, neuron_matching
+from engine.probes.projection import AlignedProjection, aligned_projection
+from engine.probes.similarity_grid import METRICS, similarity_grid, similarity_over_training
+
+from .pickers import checkpoints_of, probe_result
+from .services import Services, cached_runs
+from .state import synced_selectbox
+
+__all__ = ["collapse_tab", "dimension_tab", "model_vs_model_tab", "projection_tab", "training_tab"]
+
+_METRIC_NAMES = {"linear_cka": "linear CKA", "debiased_cka": "debiased CKA", "rbf_cka": "RBF CKA",
+                 "procrustes": "Procrustes distance", "svcca": "SVCCA", "pwcca": "PWCCA", "rsa": "RSA"}
+
+
+def _last_checkpoint(svc: Services, run_id: str) -> str:
+    return checkpoints_of(svc, run_id)["checkpoint_id"].iloc[-1]
+
+
+def _activations(svc: Services, ids: list[str], key: str, label: str):
+    status = probe_result(svc, "representations.activations", {}, ids, key=key, label=label, auto=True)
+    if status is None:
+        return None, None
+    return split_activations(status.result.summary, status.result.arrays), status.result
+
+
+def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
+    if len(runs) != 2:
+        st.info("Pick two runs (A and B) above to compare their layers.")
+        return
+    metric = synced_selectbox("Measure", list(METRICS), key="rep_metric", format_func=_METRIC_NAMES.get)
+    acts, _ = _activations(svc, [_last_checkpoint(svc, r) for r in runs], "acts_ab", "Capture activations")
+    if acts is None:
+        return
+    grid = similarity_grid(acts[0], acts[1], metric)
+    names = cached_runs(svc, None, svc.generation).set_index("run_id")["name"]
+    st.plotly_chart(rfig.similarity_heatmap(grid, title=f"{_METRIC_NAMES[metric]}: "
+                                            f"A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"),
+                    key="grid_ab")
+    best = grid.best_match()
+    share = float(np.mean(best == np.arange(len(best)))) if grid.values.shape[0] == grid.values.shape[1] else np.nan
+    st.caption(f"{'Larger' if grid.larger_is_similar else 'Smaller'} means more similar. The best-matching layer "
+               f"of B is the corresponding layer for {share:.0%} of A's layers (Kornblith et al. 2019 find this "
+               "for networks trained from different seeds).")
+
+
+def training_tab(svc: Services, run_id: str) -> None:
+    ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
+    metric = synced_selectbox("Measure", list(METRICS), key="rep_metric_t", format_func=_METRIC_NAMES.get)
+    acts, res = _activations(svc, ids, "acts_run", f"Capture activations at {len(ids)} checkpoints")
+    if acts is None:
+        return
+    labelled = {f"step {s}": a for s, a in zip(res.summary["steps"], acts)}
+    grid = similarity_over_training(labelled, metric)
+    st.plotly_chart(rfig.similarity_heatmap(grid, title="Each layer against itself at the final checkpoint",
+                                            mark_best=False), key="grid_t")
+
+
+def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
+    ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
+    acts, res = _activations(svc, ids, "acts_run", "Capture activations")
+    if acts is None:
+        return
+    layer = synced_selectbox("Layer", res.summary["layers"], key="proj_layer",
+                             index=max(0, len(res.summary["layers"]) - 2))
+    targets = res.arrays.get("targets")
+    method = synced_selectbox("Method", ["pca", "umap"], key="proj_method",
+                              format_func={"pca": "PCA (instant)", "umap": "UMAP (background job)"}.get)
+    proj = aligned_projection([a[layer] for a in acts], "pca", labels=targets,
+                              checkpoint_labels=[f"step {s}" for s in res.summary["steps"]])
+    if method == "umap":
+        status = probe_result(svc, "representations.projection", {"layer": layer}, ids, key="umap", auto=True)
+        if status is None:
+            st.caption("Showing PCA until UMAP is ready.")
+        else:
+            proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
+            targets = status.result.arrays.get("targets", targets)
+    labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
+    st.plotly_chart(rfig.projection_figure(proj, labels, title=f"{layer} through training"), key="proj_fig")
+    if proj.subsampled:
+        st.caption(f"{len(proj.indices)} of {proj.n_total} samples shown (stratified by class; cap {proj.cap}).")
+
+
+def collapse_tab(svc: Services, run_id: str, runs: list[str]) -> None:
+    ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
+    acts, res = _activations(svc, ids, "acts_run", "Capture activations")
+    if acts is None:
+        return
+    if "targets" not in res.arrays or res.arrays["targets"].dtype.kind not in "iu":
+        st.info("Neural collapse needs class labels (a classification data set).")
+        return
+    penultimate = res.summary["layers"][-2] if len(res.summary["layers"]) > 1 else res.summary["layers"][-1]
+    nc = neural_collapse_over_training([a[penultimate] for a in acts], res.arrays["targets"],
+                                       steps=res.summary["steps"])
+    st.plotly_chart(rfig.neural_collapse_figure(nc, title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"),
+                    key="nc_fig")
+
+
+def dimension_tab(svc: Services, run_id: str, runs: list[str]) -> None:
+    acts, res = _activations(svc, [_last_checkpoint(svc, run_id)], "acts_last", "Capture activations")
+    if acts is None:
+        return
+    st.plotly_chart(rfig.dimension_figure(layer_dimensions(acts[0])), key="dim_fig")
+    others = [r for r in runs if r != run_id]
+    if not others:
+        st.info("Pick a second run in *Model vs model* to match its neurons with this run's.")
+        return
+    pair, _ = _activations(svc, [_last_checkpoint(svc, run_id), _last_checkpoint(svc, others[0])], "acts_pair",
+                           "Capture activations of both runs")
+    if pair is None:
+        return
+    shared = [layer for layer in pair[0] if layer in pair[1] and pair[0][layer].shape == pair[1][layer].shape]
+    matchings = {layer: neuron_matching(pair[0][layer], pair[1][layer]) for layer in shared[:-1] or shared}
+    st.plotly_chart(rfig.neuron_matching_figure(matchings), key="nm_fig")

@@ -1,0 +1,66 @@
+"""Representation probes through the job code path: stored activations feed the inline measures."""
+
+import numpy as np
+import pytest
+
+from engine.jobs.builtin_probes.convert import unpack
+from engine.jobs.builtin_probes.representations import split_activations
+from engine.probes.projection import AlignedProjection
+from engine.probes.similarity import linear_cka
+from engine.probes.similarity_grid import similarity_grid
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import store
+    from engine.config import load_sweep
+    from engine.jobs import Dispatcher
+
+    st = store.open_store(tmp_path_factory.mktemp("rep") / "store")
+    disp = Dispatcher(st)
+    sweep = load_sweep({"name": "rep", "base": {"dataset": {"name": "gaussians"}, "arch": {"name": "mlp", "width": 16},
+                                                "batch_size": 32, "steps": 40, "checkpoints": "linear:3"},
+                        "grid": {"seed": [0, 1]}})
+    zoo_id, job_id = disp.submit_sweep(sweep)
+    disp.run_until_done([job_id])
+    yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values(["run_id", "step"])
+    disp.stop(kill_workers=True)
+    st.close()
+
+
+def _compute(disp, probe, params, ids):
+    from uuid import uuid4
+
+    from engine.jobs import JobContext, ProbeService
+    from engine.jobs.probe_job import run_probe
+
+    service = ProbeService(disp)
+    key, validated = service.key(probe, params, ids)
+    spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}
+    run_probe(spec, JobContext(disp.store.path, f"inline-{uuid4().hex[:8]}"))
+    disp.store.ingest_bundles()
+    return service.status(probe, params, ids).result
+
+
+def test_activations_are_stored_per_checkpoint_on_the_same_rows(trained):
+    st, disp, ckpts = trained
+    last = ckpts.groupby("run_id")["checkpoint_id"].last().tolist()
+    res = _compute(disp, "representations.activations", {"max_samples": 100}, last)
+    a, b = split_activations(res.summary, res.arrays)
+    assert list(a) == res.summary["layers"] and all(a[k].shape[0] == 100 for k in a)
+    grid = similarity_grid(a, b, "linear_cka")
+    assert grid.values[0, 0] == pytest.approx(linear_cka(a[res.summary["layers"][0]], b[res.summary["layers"][0]]))
+    same = similarity_grid(a, a, "linear_cka")
+    assert np.allclose(np.diag(same.values), 1.0)
+
+
+def test_projection_probe_rebuilds_an_aligned_projection(trained):
+    st, disp, ckpts = trained
+    run = ckpts[ckpts["run_id"] == ckpts["run_id"].iloc[0]]["checkpoint_id"].tolist()
+    acts = _compute(disp, "representations.activations", {"max_samples": 50}, run)
+    layer = acts.summary["layers"][0]
+    res = _compute(disp, "representations.projection", {"layer": layer, "method": "pca", "max_samples": 50}, run)
+    proj = unpack(AlignedProjection, res.summary, res.arrays)
+    assert proj.coords.shape == (len(run), 50, 2) and proj.method == "pca"
+    with pytest.raises(ValueError, match="layer 'nope' is not one of the model's layers"):
+        _compute(disp, "representations.projection", {"layer": "nope", "method": "pca"}, run)
