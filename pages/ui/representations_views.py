@@ -71,8 +71,10 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, res = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
-    layer = synced_selectbox("Layer", res.summary["layers"], key="proj_layer",
-                             index=max(0, len(res.summary["layers"]) - 2))
+    layers = res.summary["layers"]
+    if "proj_layer" not in st.session_state and "proj_layer" not in st.query_params:
+        st.session_state["proj_layer"] = layers[max(0, len(layers) - 2)]  # penultimate: the learned features
+    layer = synced_selectbox("Layer", layers, key="proj_layer")
     targets = res.arrays.get("targets")
     method = synced_selectbox("Method", ["pca", "umap"], key="proj_method",
                               format_func={"pca": "PCA (instant)", "umap": "UMAP (background job)"}.get)
