@@ -14,12 +14,13 @@ per pass from the same seed, same stopping rule -- on the same pair of models:
 Prints medians over seeds x repeats, the ratio, whether both found the same perms, and
 the objective each reached.
 
-    .venv/bin/python bench/alignment_weight_matching.py [--threads 2] [--repeats 3] [--steps 400]
+    .venv/bin/python bench/alignment_weight_matching.py [--threads 2 1] [--repeats 3] [--steps 400]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -134,23 +135,26 @@ def run_case(name, a, b, ps, seeds, repeats):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts to run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=400, help="training steps of the 'trained' pair")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "alignment_weight_matching.txt"))
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     ps = permutation_spec(build(ARCH, (1, 40), 10))
-    trained = [{k: v for k, v in s.items()} for s in _trained_pair(args.steps)]
+    trained = _trained_pair(args.steps)
     init = [build(ARCH, (1, 40), 10, seed=s).state_dict() for s in (0, 1)]
     seeds = list(range(args.seeds))
-    lines = [f"weight matching, 3x512 MLP (MNIST-1D shapes, {sum(v.numel() for v in init[0].values())} parameters); "
-             f"torch threads {args.threads}, {platform.processor() or platform.machine()}, "
-             f"medians over {args.repeats} repeats x {len(seeds)} seeds"]
-    for name, (a, b) in (("trained", trained), ("init", init)):
-        _median_time(lambda: weight_matching(a, b, ps, seed=0, max_iter=1), 1)  # warm-up
-        lines += run_case(name, a, b, ps, seeds, args.repeats)
+    lines = [f"weight matching, 3x512 MLP (MNIST-1D shapes, {sum(v.numel() for v in init[0].values())} parameters), "
+             f"{os.cpu_count()} CPUs, {platform.machine()}; medians over {args.repeats} repeats x {len(seeds)} seeds"]
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        lines.append(f"-- torch threads {threads}; load average at start {os.getloadavg()[0]:.1f} "
+                     f"(the machine is shared: timings move with it, ratios much less)")
+        for name, (a, b) in (("trained", trained), ("init", init)):
+            _median_time(lambda: weight_matching(a, b, ps, seed=0, max_iter=1), 1)  # warm-up
+            lines += run_case(name, a, b, ps, seeds, args.repeats)
+        print("\n".join(lines), flush=True)
     text = "\n".join(lines)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

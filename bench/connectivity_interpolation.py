@@ -27,6 +27,7 @@ ratios and the largest loss difference between the methods.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -98,9 +99,9 @@ def run_case(name, arch, ds, args, lines):
     t_ref, (ref_loss, ref_err) = timed(lambda: loader_loop(ref_model, a, b, x, y, args.batch), args.repeats)
     diff = max(abs(curve.loss - ref_loss.numpy()).max(), abs(vcurve.loss - ref_loss.numpy()).max())
     lines += [
-        f"{name:<16} zooscope interpolate (auto: loop, whole batch) {t_auto * 1e3:9.1f} ms",
-        f"{name:<16} zooscope interpolate (vmap)                    {t_vmap * 1e3:9.1f} ms",
-        f"{name:<16} per-point DataLoader loop (batch {args.batch:<4})        {t_ref * 1e3:9.1f} ms",
+        f"{name:<16} zooscope interpolate (auto: loop, cache-sized chunks) {t_auto * 1e3:9.1f} ms",
+        f"{name:<16} zooscope interpolate (vmap, whole batch)             {t_vmap * 1e3:9.1f} ms",
+        f"{name:<16} per-point DataLoader loop (batch {args.batch:<4})              {t_ref * 1e3:9.1f} ms",
         f"{name:<16} ratio loop / zooscope = {t_ref / t_auto:.2f}x (target >= 3x: "
         f"{'yes' if t_ref / t_auto >= 3 else 'NO'}); max |loss difference| {diff:.2e}",
     ]
@@ -118,7 +119,8 @@ def main() -> None:
     ds = load("mnist1d")
     n = len(ds.x_train)
     lines = [f"interpolation, 25 alphas, MNIST-1D train set ({n} samples); torch threads {args.threads}; "
-             f"medians over {args.repeats} repeats"]
+             f"medians over {args.repeats} repeats; load average at start {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} CPUs (shared machine: timings move with it, ratios much less)"]
     mlp = ArchSpec(name="mlp", width=512, depth=3)
     t_mlp = run_case("mlp 3x512", mlp, ds, args, lines)
     rate = matmul_rate(n, 512, args.repeats)

@@ -219,7 +219,8 @@ def barrier(
         raise ValueError(f"a barrier needs at least 2 values, one per alpha; got {len(values)} values "
                          f"and {len(grid)} alphas")
     if grid[0] != 0.0 or grid[-1] != 1.0:
-        raise ValueError(f"a barrier needs the path from alpha=0 to alpha=1; the grid runs from {grid[0]} to {grid[-1]}")
+        raise ValueError(f"a barrier needs the path from alpha=0 to alpha=1; the grid runs from {grid[0]} "
+                         f"to {grid[-1]}")
     if np.isnan(values).any():
         raise ValueError(f"the {metric} curve has NaN values (the error of a regression task is undefined); "
                          "use metric='loss'")

@@ -47,7 +47,8 @@ __all__ = ["MergeResult", "average_states", "diagonal_fisher", "fisher_merge", "
 def _check_weights(weights, n: int) -> np.ndarray:
     w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (n,) or np.any(w < 0) or not w.sum() > 0:
-        raise ValueError(f"weights must be {n} non-negative numbers with a positive sum; got {np.asarray(weights).tolist()}")
+        raise ValueError(f"weights must be {n} non-negative numbers with a positive sum; "
+                         f"got {np.asarray(weights).tolist()}")
     return w / w.sum()
 
 
@@ -171,7 +172,8 @@ def fisher_merge(
     Matena & Raffel, "Merging Models with Fisher-Weighted Averaging", NeurIPS 2022.
     """
     if len(states) != len(fishers) or not states:
-        raise ValueError(f"fisher_merge needs one Fisher per state; got {len(states)} states and {len(fishers)} Fishers")
+        raise ValueError(f"fisher_merge needs one Fisher per state; got {len(states)} states and "
+                         f"{len(fishers)} Fishers")
     if floor < 0:
         raise ValueError(f"floor must be >= 0; got {floor}")
     w = _check_weights(weights, len(states))
