@@ -1,13 +1,25 @@
-from pages.ui.pending import pending_page
+"""Connectivity page: paths between solutions before/after alignment, layer-wise barriers, basins, merging."""
+
+import streamlit as st
+
+from pages.ui.connectivity_views import layerwise_tab, matrix_tab, merge_tab, paths_tab
+from pages.ui.pickers import pick_runs
 from pages.ui.services import get_services
 from pages.ui.sidebar import sidebar
 
-sidebar(get_services())
-pending_page(
-    "Mode connectivity",
-    "Whether two solutions are connected by a path of low loss, before and after aligning their neurons.",
-    ["loss and error along the linear path between two checkpoints, with the barrier and its definition",
-     "permutation alignment by weight matching or activation matching, with a function-preservation check",
-     "layer-wise barriers, spawning (instability analysis) and merged models"],
-    "Mode connectivity",
-)
+svc = get_services()
+zoo_id = sidebar(svc)
+st.title("Mode connectivity")
+if zoo_id is None:
+    st.info("Train or import a zoo first (Zoo page).")
+    st.stop()
+runs = pick_runs(svc, zoo_id, label="Two runs (A, B) of the same architecture", max_runs=2)
+tabs = st.tabs(["Path A → B", "Layer-wise", "Barrier matrix", "Merging"])
+with tabs[0]:
+    paths_tab(svc, runs)
+with tabs[1]:
+    layerwise_tab(svc, runs)
+with tabs[2]:
+    matrix_tab(svc, zoo_id)
+with tabs[3]:
+    merge_tab(svc, runs)

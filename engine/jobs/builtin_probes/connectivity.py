@@ -1,0 +1,130 @@
+"""Mode-connectivity probes: paths before/after alignment, layer-wise barriers, barrier matrices, merging."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.probes.align import apply_alignment
+from engine.probes.barrier_matrix import barrier_matrix
+from engine.probes.connectivity import InterpolationCurve
+from engine.probes.layerwise import layerwise_barriers
+from engine.probes.lmc import align_models, compare_paths
+from engine.probes.merge import merge_models
+
+from ..probe_job import ProbeResult, register_probe
+from .convert import pack, unpack
+
+__all__ = ["curves_from_result"]
+
+Align = Literal["none", "weight", "activation"]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(_Params):
+    """Loss/error along the straight line A→B, naive and after each alignment, on both splits."""
+
+    methods: tuple[Align, ...] = ("none", "weight", "activation")
+    bn: tuple[Literal["running", "reset"], ...] = ("running",)
+    alphas: int = Field(25, ge=3, le=201)
+    seed: int = Field(0, ge=0)
+
+
+def run_paths(inputs, p: PathsParams, progress) -> ProbeResult:
+    a, b = inputs.load(0), inputs.load(1)
+    progress(0.1, f"aligning ({', '.join(p.methods)}) and interpolating")
+    comparison = compare_paths(a.model, a.state, b.state, a.dataset, methods=p.methods, bn=p.bn,
+                               splits=("train", "test"), alphas=p.alphas, seed=p.seed)
+    summary = {"curves": [], "check_max_diff": comparison.check_max_diff,
+               "alignments": {m: {"iterations": al.iterations, "objective": al.objective, "seconds": al.seconds}
+                              for m, al in comparison.alignments.items()}}
+    arrays = {}
+    for i, curve in enumerate(comparison.curves.values()):
+        s, arr = pack(curve, f"curve{i:02d}.")
+        summary["curves"].append(s)
+        arrays.update(arr)
+    return ProbeResult(summary, arrays)
+
+
+def curves_from_result(summary: dict, arrays: dict) -> list[InterpolationCurve]:
+    """The stored curves of a ``connectivity.paths`` result."""
+    return [unpack(InterpolationCurve, s, arrays, f"curve{i:02d}.") for i, s in enumerate(summary["curves"])]
+
+
+class LayerwiseParams(_Params):
+    """One layer (or the layers up to it) interpolated while the rest stays at A or at B (Adilova et al. 2024)."""
+
+    align: Align = "weight"
+    cumulative: bool = False
+    split: Literal["train", "test"] = "train"
+    alphas: int = Field(11, ge=3, le=101)
+    seed: int = Field(0, ge=0)
+
+
+def run_layerwise(inputs, p: LayerwiseParams, progress) -> ProbeResult:
+    a, b = inputs.load(0), inputs.load(1)
+    theta_b = b.state
+    if p.align != "none":
+        progress(0.1, f"{p.align} matching")
+        alignment = align_models(a.model, a.state, b.state, a.dataset, method=p.align, seed=p.seed)
+        theta_b = apply_alignment(a.model, b.state, alignment, a.dataset)  # raises if the function changed
+    progress(0.3, "layer by layer")
+    result = layerwise_barriers(a.model, a.state, theta_b, a.dataset, cumulative=p.cumulative, alphas=p.alphas,
+                                split=p.split)
+    summary, arrays = pack(result)
+    summary["align"] = p.align
+    return ProbeResult(summary, arrays)
+
+
+class MatrixParams(_Params):
+    """Barriers between every pair of input checkpoints, naive and aligned, with basins."""
+
+    align: Align = "weight"
+    split: Literal["train", "test"] = "test"
+    alphas: int = Field(11, ge=3, le=101)
+    seed: int = Field(0, ge=0)
+
+
+def run_matrix(inputs, p: MatrixParams, progress) -> ProbeResult:
+    cks = inputs.all
+    first = cks[0]
+    names = [c.ref.name or c.ref.run_id[:8] for c in cks]
+    states = dict(zip(names, (c.state for c in cks)))
+    result = barrier_matrix(first.model, states, first.dataset, align=p.align, alphas=p.alphas, split=p.split,
+                            seed=p.seed, on_progress=lambda i, n: progress(0.1 + 0.9 * i / max(n, 1), f"pair {i}/{n}"))
+    summary, arrays = pack(result)
+    return ProbeResult(summary, arrays)
+
+
+class MergeParams(_Params):
+    """Merge the input models: plain or Fisher-weighted averaging, after alignment, BN reset (REPAIR)."""
+
+    method: Literal["average", "fisher"] = "average"
+    align: Align = "weight"
+    bn: Literal["average", "reset"] = "reset"
+    split: Literal["train", "test"] = "test"
+    seed: int = Field(0, ge=0)
+
+
+def run_merge(inputs, p: MergeParams, progress) -> ProbeResult:
+    cks = inputs.all
+    progress(0.2, f"{p.method} merge after {p.align} alignment")
+    result = merge_models(cks[0].model, [c.state for c in cks], cks[0].dataset, method=p.method, align=p.align,
+                          bn=p.bn, split=p.split, seed=p.seed)
+    summary, arrays = pack(result, skip=("state", "alignments"))
+    return ProbeResult(summary, arrays)
+
+
+register_probe("connectivity.paths", run_paths, PathsParams, n_checkpoints=(2, 2),
+               description="linear paths A→B before and after alignment")
+register_probe("connectivity.layerwise", run_layerwise, LayerwiseParams, n_checkpoints=(2, 2),
+               description="layer-wise barriers")
+register_probe("connectivity.matrix", run_matrix, MatrixParams, n_checkpoints=(2, 24),
+               description="pairwise barrier matrix with basins")
+register_probe("connectivity.merge", run_merge, MergeParams, n_checkpoints=(2, 16),
+               description="merge aligned models")

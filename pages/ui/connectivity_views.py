@@ -1,0 +1,114 @@
+"""Connectivity page tabs; every computation is a shared probe job."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.figures import connectivity as cfig
+from engine.jobs.builtin_probes.connectivity import curves_from_result
+from engine.jobs.builtin_probes.convert import unpack
+from engine.probes.barrier_matrix import BarrierMatrix
+from engine.probes.layerwise import LayerwiseBarriers
+from engine.probes.merge import MergeResult
+
+from .pickers import checkpoints_of, probe_result
+from .services import Services, cached_runs
+from .state import synced_multiselect, synced_selectbox
+
+__all__ = ["layerwise_tab", "matrix_tab", "merge_tab", "paths_tab"]
+
+KINDS = {"max_minus_linear": "max − linear interpolation of the ends (Frankle et al. 2020)",
+         "max_minus_mean": "max − mean of the ends (Entezari et al. 2022)",
+         "midpoint": "loss at α = ½ − mean of the ends"}
+
+
+def _finals(svc: Services, runs: list[str]) -> list[str]:
+    return [checkpoints_of(svc, r)["checkpoint_id"].iloc[-1] for r in runs]
+
+
+def _need_pair(svc: Services, runs: list[str]) -> bool:
+    if len(runs) != 2:
+        st.info("Pick two runs (A and B) above.")
+        return False
+    archs = [svc.store.get_run(r)["config"]["arch"] for r in runs]
+    if archs[0] != archs[1]:
+        st.warning(f"A and B have different architectures ({archs[0]} vs {archs[1]}); paths, alignment and "
+                   "merging need the same architecture. Pick runs that differ only in seed or optimiser settings.")
+        return False
+    return True
+
+
+def paths_tab(svc: Services, runs: list[str]) -> None:
+    if not _need_pair(svc, runs):
+        return
+    c = st.columns(3)
+    methods = synced_multiselect("Alignment", ["none", "weight", "activation"], key="lmc_methods",
+                                 default=["none", "weight"], container=c[0],
+                                 format_func={"none": "naive", "weight": "weight matching",
+                                              "activation": "activation matching"}.get)
+    bn = synced_selectbox("BatchNorm", ["running", "reset"], key="lmc_bn", container=c[1],
+                          format_func={"running": "running statistics", "reset": "reset at every α (REPAIR)"}.get)
+    kind = synced_selectbox("Barrier", list(KINDS), key="lmc_kind", container=c[2], format_func=KINDS.get)
+    if not methods:
+        return
+    status = probe_result(svc, "connectivity.paths", {"methods": methods, "bn": [bn]}, _finals(svc, runs),
+                          key="paths", label="Align and interpolate")
+    if status is None:
+        return
+    curves = curves_from_result(status.result.summary, status.result.arrays)
+    st.plotly_chart(cfig.interpolation_figure(curves, kind=kind), key="paths_fig")
+    checks = status.result.summary.get("check_max_diff", {})
+    if checks:
+        st.caption("Function-preservation self-check passed before any barrier was drawn: largest output change "
+                   + ", ".join(f"{m}: {v:.1e}" for m, v in checks.items()) + ".")
+
+
+def layerwise_tab(svc: Services, runs: list[str]) -> None:
+    if not _need_pair(svc, runs):
+        return
+    c = st.columns(2)
+    align = synced_selectbox("Alignment", ["weight", "none", "activation"], key="lw_align", container=c[0])
+    cumulative = c[1].toggle("cumulative (layers up to each one)", key="lw_cum")
+    status = probe_result(svc, "connectivity.layerwise", {"align": align, "cumulative": cumulative},
+                          _finals(svc, runs), key="layerwise", label="Compute layer-wise barriers")
+    if status is None:
+        return
+    result = unpack(LayerwiseBarriers, status.result.summary, status.result.arrays)
+    st.plotly_chart(cfig.layerwise_figure(result), key="layerwise_fig")
+
+
+def matrix_tab(svc: Services, zoo_id: str) -> None:
+    runs = cached_runs(svc, zoo_id, svc.generation)
+    runs = runs[runs["status"] == "done"]
+    hp = [h for h in runs.columns if h.startswith("hp_") and h != "hp_seed" and runs[h].nunique() > 1]
+    group = runs
+    if hp:
+        cfg = synced_selectbox("Configuration", sorted(runs[hp].drop_duplicates().astype(str).agg(" ".join, axis=1)),
+                               key="mat_cfg")
+        group = runs[runs[hp].astype(str).agg(" ".join, axis=1) == cfg]
+    group = group.head(12)
+    if len(group) < 2:
+        st.info("A barrier matrix needs at least two finished runs of one configuration (e.g. several seeds).")
+        return
+    align = synced_selectbox("Alignment", ["weight", "none"], key="mat_align")
+    status = probe_result(svc, "connectivity.matrix", {"align": align}, _finals(svc, group["run_id"].tolist()),
+                          key="matrix", label=f"Barriers between all {len(group)} runs")
+    if status is None:
+        return
+    result = unpack(BarrierMatrix, status.result.summary, status.result.arrays)
+    st.plotly_chart(cfig.barrier_matrix_figure(result), key="matrix_fig")
+
+
+def merge_tab(svc: Services, runs: list[str]) -> None:
+    if not _need_pair(svc, runs):
+        return
+    c = st.columns(3)
+    method = synced_selectbox("Merge", ["average", "fisher"], key="mg_method", container=c[0])
+    align = synced_selectbox("Alignment", ["weight", "none", "activation"], key="mg_align", container=c[1])
+    bn = synced_selectbox("BatchNorm", ["reset", "average"], key="mg_bn", container=c[2])
+    status = probe_result(svc, "connectivity.merge", {"method": method, "align": align, "bn": bn},
+                          _finals(svc, runs), key="merge", label="Merge A and B")
+    if status is None:
+        return
+    result = unpack(MergeResult, status.result.summary, status.result.arrays)
+    st.plotly_chart(cfig.merge_figure([result]), key="merge_fig")

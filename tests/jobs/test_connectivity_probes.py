@@ -1,0 +1,68 @@
+"""Connectivity probes through the job code path: stored curves and barriers rebuild the engine's results."""
+
+import numpy as np
+import pytest
+
+from engine.jobs.builtin_probes.connectivity import curves_from_result
+from engine.jobs.builtin_probes.convert import unpack
+from engine.probes.barrier_matrix import BarrierMatrix
+from engine.probes.connectivity import barrier
+from engine.probes.layerwise import LayerwiseBarriers
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import store
+    from engine.config import load_sweep
+    from engine.jobs import Dispatcher
+
+    st = store.open_store(tmp_path_factory.mktemp("lmc") / "store")
+    disp = Dispatcher(st)
+    sweep = load_sweep({"name": "lmc", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 16},
+                                                "batch_size": 32, "steps": 60, "checkpoints": [60]},
+                        "grid": {"seed": [0, 1, 2]}})
+    zoo_id, job_id = disp.submit_sweep(sweep)
+    disp.run_until_done([job_id])
+    ck = st.list_checkpoints(zoo_id=zoo_id)
+    yield st, disp, ck[ck["step"] == 60]["checkpoint_id"].tolist(), st.runs_table(zoo_id)
+    disp.stop(kill_workers=True)
+    st.close()
+
+
+def _compute(disp, probe, params, ids):
+    from uuid import uuid4
+
+    from engine.jobs import JobContext, ProbeService
+    from engine.jobs.probe_job import run_probe
+
+    service = ProbeService(disp)
+    key, validated = service.key(probe, params, ids)
+    spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}
+    run_probe(spec, JobContext(disp.store.path, f"inline-{uuid4().hex[:8]}"))
+    disp.store.ingest_bundles()
+    return service.status(probe, params, ids).result
+
+
+def test_paths_endpoints_equal_the_models_and_alignment_is_checked(trained):
+    st, disp, ids, runs = trained
+    res = _compute(disp, "connectivity.paths", {"methods": ["none", "weight"], "alphas": 5}, ids[:2])
+    curves = curves_from_result(res.summary, res.arrays)
+    assert len(curves) == 4  # 2 methods x 2 splits
+    test = {c.label: c for c in curves if c.split == "test"}
+    final_loss = runs.set_index("last_checkpoint_id").loc[ids[:2], "final_test_loss"].to_numpy()
+    for c in test.values():  # alignment permutes B, so both paths end at B's loss
+        assert c.loss[0] == pytest.approx(final_loss[0], rel=1e-4)
+        assert c.loss[-1] == pytest.approx(final_loss[1], rel=1e-4)
+        assert barrier(c.loss, kind="max_minus_linear").value >= -1e-9
+    assert all(v < 1e-3 for v in res.summary["check_max_diff"].values())
+
+
+def test_layerwise_and_matrix_results_rebuild(trained):
+    st, disp, ids, runs = trained
+    lw = unpack(LayerwiseBarriers, *(lambda r: (r.summary, r.arrays))(
+        _compute(disp, "connectivity.layerwise", {"alphas": 5}, ids[:2])))
+    assert len(lw.groups) == len(lw.from_a) == len(lw.from_b)
+    mat = unpack(BarrierMatrix, *(lambda r: (r.summary, r.arrays))(
+        _compute(disp, "connectivity.matrix", {"alphas": 5}, ids)))
+    assert mat.naive.shape == (3, 3) and np.allclose(np.diag(mat.naive), 0.0, atol=1e-6)
+    assert np.allclose(mat.naive, mat.naive.T, atol=1e-6)
