@@ -26,7 +26,14 @@ class Services:
         return self.dispatcher.generation
 
 
-@st.cache_resource(show_spinner=False)
+def _release(svc: Services) -> None:
+    # Called when the resource cache is cleared (the app menu's "Clear cache", or tests): the
+    # next run opens the store again, which needs this process's owner lock to be free.
+    svc.dispatcher.stop(kill_workers=True)
+    svc.store.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_release)
 def _open(path: str) -> Services:
     st_ = store.open_store(Path(path), owner=True)
     disp = Dispatcher(st_)
