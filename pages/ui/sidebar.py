@@ -16,7 +16,11 @@ __all__ = ["job_queue", "sidebar", "zoo_label"]
 def zoo_label(zoos: pd.DataFrame):
     names = dict(zip(zoos["zoo_id"], zoos["name"]))
     counts = dict(zip(zoos["zoo_id"], zoos.get("n_runs", pd.Series(0, index=zoos.index))))
-    return lambda zoo_id: f"{names.get(zoo_id, zoo_id)} ({counts.get(zoo_id, 0)} runs)"
+    def label(zoo_id: str) -> str:
+        n = counts.get(zoo_id, 0)
+        return f"{names.get(zoo_id, zoo_id)} ({n} run{'' if n == 1 else 's'})"
+
+    return label
 
 
 def sidebar(svc: Services) -> str | None:

@@ -25,33 +25,50 @@ def query_list(key: str) -> list[str]:
     return [v for v in raw.split(",") if v]
 
 
+def _kept(key: str) -> str:
+    # Streamlit drops a widget's state when the user moves to another page (the widget drawn there
+    # is another widget, and the address loses its query). This plain session-state entry outlives
+    # the widget, so a choice such as the sidebar's zoo carries across pages.
+    return f"_kept_{key}"
+
+
 def synced_selectbox(label: str, options: Sequence, *, key: str, param: str | None = None,
-                     format_func: Callable = str, container=st, **kw) -> Any:
-    """A selectbox whose value is mirrored in the query parameter ``param`` (default: ``key``)."""
+                     format_func: Callable = str, container=st, default: Any = None, **kw) -> Any:
+    """A selectbox whose value is mirrored in the query parameter ``param`` (default: ``key``).
+
+    It starts from the URL, else the value last chosen on any page, else ``default`` (if one of
+    ``options``), else the first option.
+    """
     param = param or key
     options = list(options)
     if not options:
         return None
-    wanted = st.query_params.get(param)
     values = [str(o) for o in options]
-    if key not in st.session_state or str(st.session_state[key]) not in values:
-        st.session_state[key] = options[values.index(wanted)] if wanted in values else options[0]
+    if key in st.session_state and str(st.session_state[key]) in values:
+        current = str(st.session_state[key])
+    else:
+        candidates = [st.query_params.get(param), st.session_state.get(_kept(key)), default]
+        current = next((str(c) for c in candidates if c is not None and str(c) in values), values[0])
+    st.session_state[key] = options[values.index(current)]
     value = container.selectbox(label, options, key=key, format_func=format_func, **kw)
+    st.session_state[_kept(key)] = value
     set_query(**{param: value})
     return value
 
 
 def synced_multiselect(label: str, options: Sequence, *, key: str, param: str | None = None,
                        default: Sequence = (), format_func: Callable = str, container=st, **kw) -> list:
+    """A multiselect mirrored in the query parameter ``param`` as a comma-separated list."""
     param = param or key
     options = list(options)
     values = [str(o) for o in options]
-    if key not in st.session_state:
-        wanted = query_list(param)
-        chosen = [options[values.index(w)] for w in wanted if w in values] or list(default)
-        st.session_state[key] = chosen
+    if key in st.session_state:
+        chosen = [o for o in st.session_state[key] if str(o) in values]
     else:
-        st.session_state[key] = [o for o in st.session_state[key] if str(o) in values]
+        wanted = query_list(param) or [str(v) for v in st.session_state.get(_kept(key), [])]
+        chosen = [options[values.index(w)] for w in wanted if w in values] or list(default)
+    st.session_state[key] = chosen
     value = container.multiselect(label, options, key=key, format_func=format_func, **kw)
+    st.session_state[_kept(key)] = value
     set_query(**{param: value})
     return value
