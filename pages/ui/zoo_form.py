@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
-from engine.config import ConfigError, SweepSpec, format_validation_error, load_sweep
+from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
 
 from .services import Services, current_user
 
@@ -34,23 +35,41 @@ def _parse_list(text: str) -> list:
 
 
 def _field_errors(exc: ValidationError) -> dict[str, str]:
+    """Validation messages keyed by the form field they are about (``"form"`` when none fits)."""
     errors = {}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        key = loc[1] if loc and loc[0] == "grid" and len(loc) > 1 else (loc[-1] if loc else "form")
         msg = err["msg"].removeprefix("Value error, ")
-        if loc and loc[0] == "grid" and len(loc) == 1:
-            key = "grid"
-        if "grid point" in msg:
-            key = "grid"
-        errors[key] = f"{msg} (got {err['input']!r})" if not isinstance(err.get("input"), dict) else msg
+        if loc and loc[0] == "grid":
+            key = loc[1] if len(loc) > 1 else _grid_axis(msg)
+        elif not loc:  # a whole-sweep check, e.g. an invalid grid point
+            key = _grid_axis(msg)
+        else:
+            key = loc[-1]
+        value = err.get("input")
+        if not isinstance(value, dict) and repr(value) not in msg:
+            msg = f"{msg} (got {value!r})"
+        errors[key] = msg
     return errors
 
 
-def _error(errors: dict[str, str], *keys: str) -> None:
+_AXIS_OF_FIELD = {".".join(p for p in path if p): axis for axis, path in SWEEP_AXES.items()}
+
+
+def _grid_axis(msg: str) -> str:
+    """The grid field a sweep-level message is about, so it can sit under that field."""
+    named = re.search(r"sweep axis '(\w+)'", msg)
+    if named and named.group(1) in GRID_AXES:
+        return named.group(1)
+    field = re.search(r"is invalid: ([\w.]+):", msg)  # "grid point (...) is invalid: arch.width: ..."
+    axis = _AXIS_OF_FIELD.get(field.group(1)) if field else None
+    return axis if axis in GRID_AXES else "grid"
+
+
+def _error(errors: dict[str, str], *keys: str, container=st) -> None:
     for k in keys:
         if k in errors:
-            st.error(errors[k], icon="⚠️")
+            container.error(errors[k], icon="⚠️")
 
 
 def create_zoo_form(svc: Services) -> None:
@@ -58,19 +77,19 @@ def create_zoo_form(svc: Services) -> None:
     with st.form("create_zoo", border=True):
         c1, c2, c3 = st.columns(3)
         name = c1.text_input("Zoo name", value="my-zoo", key="f_name")
-        _error(errors, "name")
+        _error(errors, "name", container=c1)
         dataset = c2.selectbox("Dataset", sorted(zdata.available()), key="f_dataset",
                                index=sorted(zdata.available()).index("mnist1d"))
         arch = c3.selectbox("Architecture", sorted(nets.available()), key="f_arch",
                             index=sorted(nets.available()).index("mlp"))
         c1, c2, c3, c4 = st.columns(4)
         steps = c1.number_input("Steps", value=1000, step=100, key="f_steps")
-        _error(errors, "steps")
+        _error(errors, "steps", container=c1)
         batch = c2.number_input("Batch size", value=100, step=10, key="f_batch")
-        _error(errors, "batch_size")
+        _error(errors, "batch_size", container=c2)
         optim = c3.selectbox("Optimizer", ["sgd", "momentum", "adamw"], index=1, key="f_optim")
         ckpt = c4.text_input("Checkpoints", value="log:6", key="f_ckpt", help="linear:N, log:N or 10,100,500")
-        _error(errors, "checkpoints")
+        _error(errors, "checkpoints", container=c4)
         st.markdown("**Grid** — comma-separated values; leave empty to keep the base value")
         cols = st.columns(3)
         grid_text = {}
