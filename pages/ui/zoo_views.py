@@ -14,6 +14,7 @@ from .state import query_list, set_query, synced_selectbox
 
 __all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
 
+MAX_RUN_LINES = 40  # beyond this many runs, curves default to grouping by a hyperparameter
 METRICS = ["final_test_acc", "final_train_acc", "final_test_loss", "final_train_loss", "final_gap"]
 
 
@@ -80,7 +81,8 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
     if picked:
         set_query(runs=picked)
     selected = picked or [r for r in query_list("runs") if r in set(runs["run_id"])]
-    st.caption(f"{len(filt)} of {len(runs)} runs shown · {len(selected) or 'no'} selected "
+    statuses = ", ".join(f"{n} {status}" for status, n in filt["status"].value_counts().items())
+    st.caption(f"{len(filt)} of {len(runs)} runs shown ({statuses}) · {len(selected) or 'no'} selected "
                "(select rows to focus the curves and the other pages)")
     return runs, selected
 
@@ -90,13 +92,20 @@ def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> No
     hp = zfig.hparam_columns(runs)
     c1, c2, c3 = st.columns(3)
     name = synced_selectbox("Metric", ["loss", "acc"], key="curve_metric", container=c1)
+    # A line per run is unreadable (and slow to draw) for a large zoo: group by a hyperparameter instead.
     color_by = synced_selectbox("Group by", ["(each run)", *hp], key="curve_group", container=c2,
-                                format_func=lambda c: c.removeprefix("hp_"))
+                                format_func=lambda c: c.removeprefix("hp_"),
+                                default=hp[0] if hp and len(focus) > MAX_RUN_LINES else None)
     log_x = c3.toggle("log step axis", value=True, key="curve_logx")
     metrics = cached_metrics(svc, tuple(focus["run_id"]), svc.generation)
-    fig = zfig.training_curves(metrics, focus, name=name, color_by=None if color_by == "(each run)" else color_by,
-                               log_x=log_x)
+    fig = _curves_figure(metrics, focus, name, None if color_by == "(each run)" else color_by, log_x)
     st.plotly_chart(fig, key="curves_chart")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _curves_figure(metrics: pd.DataFrame, focus: pd.DataFrame, name: str, color_by: str | None,
+                   log_x: bool):
+    return zfig.training_curves(metrics, focus, name=name, color_by=color_by, log_x=log_x)
 
 
 def phase_section(runs: pd.DataFrame) -> list[str]:
