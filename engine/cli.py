@@ -1,4 +1,4 @@
-"""The ``zooscope`` command: serve, train, ls, import, export-parquet."""
+"""The ``zooscope`` command: serve, train, ls, import, export-parquet, report."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export-parquet", help="export every catalog table as Parquet")
     ex.add_argument("dir")
+
+    from engine.report import add_report_arguments
+
+    add_report_arguments(sub.add_parser("report", help="export a report draft or a stored report as one offline "
+                                                       "HTML file"))
     return p
 
 
@@ -157,6 +162,12 @@ def _import(args, path: Path) -> int:
     return import_command(args, path)
 
 
+def _report(args, path: Path) -> int:
+    from engine.report import report_command
+
+    return report_command(args, path)
+
+
 def _export(args, path: Path) -> int:
     with store.open_store(path) as st:
         st.export_parquet(Path(args.dir))
@@ -164,7 +175,8 @@ def _export(args, path: Path) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "export-parquet": _export}
+_COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "export-parquet": _export,
+             "report": _report}
 
 if __name__ == "__main__":
     sys.exit(main())

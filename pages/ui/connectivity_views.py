@@ -12,6 +12,7 @@ from engine.probes.layerwise import LayerwiseBarriers
 from engine.probes.merge import MergeResult
 
 from .pickers import checkpoints_of, probe_result
+from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
 
@@ -56,7 +57,9 @@ def paths_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     curves = curves_from_result(status.result.summary, status.result.arrays)
-    st.plotly_chart(cfig.interpolation_figure(curves, kind=kind), key="paths_fig")
+    show_figure(cfig.interpolation_figure(curves, kind=kind), key="paths_fig", title="Linear mode connectivity A → B",
+                params={"methods": methods, "bn": bn, "kind": kind}, checkpoint_ids=_finals(svc, runs), run_ids=runs,
+                probe_keys=[status.key])
     checks = status.result.summary.get("check_max_diff", {})
     if checks:
         st.caption("Function-preservation self-check passed before any barrier was drawn: largest output change "
@@ -74,7 +77,9 @@ def layerwise_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     result = unpack(LayerwiseBarriers, status.result.summary, status.result.arrays)
-    st.plotly_chart(cfig.layerwise_figure(result), key="layerwise_fig")
+    show_figure(cfig.layerwise_figure(result), key="layerwise_fig", title="Layer-wise barriers",
+                params={"align": align, "cumulative": cumulative}, checkpoint_ids=_finals(svc, runs), run_ids=runs,
+                probe_keys=[status.key])
 
 
 def matrix_tab(svc: Services, zoo_id: str) -> None:
@@ -96,7 +101,8 @@ def matrix_tab(svc: Services, zoo_id: str) -> None:
     if status is None:
         return
     result = unpack(BarrierMatrix, status.result.summary, status.result.arrays)
-    st.plotly_chart(cfig.barrier_matrix_figure(result), key="matrix_fig")
+    show_figure(cfig.barrier_matrix_figure(result), key="matrix_fig", title="Barrier matrix", params={"align": align},
+                run_ids=group["run_id"].tolist(), probe_keys=[status.key])
 
 
 def merge_tab(svc: Services, runs: list[str]) -> None:
@@ -111,4 +117,5 @@ def merge_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     result = unpack(MergeResult, status.result.summary, status.result.arrays)
-    st.plotly_chart(cfig.merge_figure([result]), key="merge_fig")
+    show_figure(cfig.merge_figure([result]), key="merge_fig", title=f"Merging ({method}, {align} alignment)",
+                params={"method": method, "align": align, "bn": bn}, run_ids=runs, probe_keys=[status.key])

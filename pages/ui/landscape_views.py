@@ -13,6 +13,7 @@ from engine.probes.spectrum import SpectralDensity
 from engine.probes.subspace import IntrinsicDimension
 
 from .pickers import checkpoints_of, probe_result
+from .report_draft import show_figure
 from .services import Services
 from .state import synced_selectbox
 
@@ -48,10 +49,11 @@ def surface_tab(svc: Services, run_id: str, ckpt: dict) -> None:
     surface = unpack(Surface, status.result.summary, status.result.arrays)
     if surface.betas is not None and len(surface.betas) == 0:
         surface = unpack(Surface, {**status.result.summary, "betas": None}, status.result.arrays)
-    if surface.ndim == 2:
-        st.plotly_chart(lfig.surface_figure(surface, metric=metric, log_scale=log_scale), key="surface_fig")
-    else:
-        st.plotly_chart(lfig.slices_figure([surface], log_scale=log_scale), key="slice_fig")
+    fig = (lfig.surface_figure(surface, metric=metric, log_scale=log_scale) if surface.ndim == 2
+           else lfig.slices_figure([surface], log_scale=log_scale))
+    show_figure(fig, key="surface_fig", title=f"Loss landscape ({directions}, {ndim}D, ±{span})",
+                params={**params, "metric": metric, "log_scale": log_scale}, checkpoint_ids=ids, run_ids=[run_id],
+                probe_keys=[status.key])
     st.caption(f"Centre loss {surface.center_loss:.4g}, accuracy {surface.center_accuracy:.3f} · "
                f"{surface.n_samples} {surface.split} samples · BatchNorm: {surface.bn} statistics · "
                f"{surface.strategy} evaluation in {surface.seconds:.1f} s")
@@ -70,7 +72,9 @@ def spectrum_tab(svc: Services, ckpt: dict) -> None:
     density = unpack(SpectralDensity, s, a, "density.")
     top = unpack(HessianEigs, s, a, "top.")
     trace = unpack(TraceEstimate, s, a, "trace.")
-    st.plotly_chart(lfig.spectrum_figure(density, top=top, trace=trace, log_scale=log_scale), key="spectrum_fig")
+    show_figure(lfig.spectrum_figure(density, top=top, trace=trace, log_scale=log_scale), key="spectrum_fig",
+                title="Hessian spectrum", params={"k": k, "n_samples": n_samples},
+                checkpoint_ids=[ckpt["checkpoint_id"]], probe_keys=[status.key])
     st.caption(f"λ_max = {top.eigenvalues.max():.4g} ({top.n_products} Hessian-vector products, "
                f"{'converged' if top.converged else 'not converged'}) · trace {trace.trace:.4g} ± {trace.stderr:.2g} "
                f"({trace.n_probes} Rademacher probes) · {top.n_samples} samples")
@@ -86,7 +90,8 @@ def sharpness_tab(svc: Services, run_id: str) -> None:
     if status is None:
         return
     sharp = unpack(Sharpness, status.result.summary, status.result.arrays)
-    st.plotly_chart(lfig.sharpness_figure(sharp), key="sharpness_fig")
+    show_figure(lfig.sharpness_figure(sharp), key="sharpness_fig", title="Sharpness over training", params={},
+                checkpoint_ids=ids, run_ids=[run_id], probe_keys=[status.key])
     st.caption("Cohen et al. (2021): full-batch gradient descent drives λ_max up to 2/η and hovers there "
                "(the edge of stability); the dashed line is 2/η for this run's learning rate.")
 
@@ -104,6 +109,8 @@ def intrinsic_tab(svc: Services, run_id: str) -> None:
     if status is None:
         return
     result = unpack(IntrinsicDimension, status.result.summary, status.result.arrays)
-    st.plotly_chart(lfig.intrinsic_dimension_figure(result), key="intrinsic_fig")
+    show_figure(lfig.intrinsic_dimension_figure(result), key="intrinsic_fig", title="Intrinsic dimension",
+                params={"dims": dims, "n_steps": steps}, checkpoint_ids=[init["checkpoint_id"]], run_ids=[run_id],
+                probe_keys=[status.key])
     st.caption("Li et al. (2018): θ = θ₀ + P·z with a random P; d_int90 is the smallest d reaching 90% "
                "of the full model's score.")

@@ -16,7 +16,7 @@ from engine.report import DraftBook, ReportDraft, ReportItem, figure_item, table
 
 from .services import Services, current_user, get_services
 
-__all__ = ["DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name"]
+__all__ = ["DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure"]
 
 DRAFT_KEY = "report_draft_name"
 _COPY_KEY = "report_draft"
@@ -115,3 +115,13 @@ def _pin_button(make: Callable[[str], ReportItem], *, key: str, what: str, conta
     else:
         st.toast(f"This {what}, with these settings, is already in the draft '{name}'.", icon=":material/info:")
     return added
+
+
+def show_figure(fig: Any, *, key: str, title: str, params: dict, checkpoint_ids: list[str] | None = None,
+                run_ids: list[str] | None = None, probe_keys: list[str] | None = None, container: Any = st,
+                **chart_kw: Any) -> Any:
+    """``st.plotly_chart`` plus its "Add to report" button; returns the chart's selection event."""
+    event = container.plotly_chart(fig, key=key, **chart_kw)
+    pin_figure(fig, title=title, params=params, checkpoint_ids=checkpoint_ids, run_ids=run_ids,
+               probe_keys=probe_keys, key=key, container=container)
+    return event

@@ -14,6 +14,7 @@ from engine.probes.projection import AlignedProjection, aligned_projection
 from engine.probes.similarity_grid import METRICS, similarity_grid, similarity_over_training
 
 from .pickers import checkpoints_of, probe_result
+from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_selectbox
 
@@ -44,9 +45,9 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
         return
     grid = similarity_grid(acts[0], acts[1], metric)
     names = cached_runs(svc, None, svc.generation).set_index("run_id")["name"]
-    st.plotly_chart(rfig.similarity_heatmap(grid, title=f"{_METRIC_NAMES[metric]}: "
-                                            f"A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"),
-                    key="grid_ab")
+    title = f"{_METRIC_NAMES[metric]}: A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"
+    show_figure(rfig.similarity_heatmap(grid, title=title), key="grid_ab", title=title, params={"metric": metric},
+                run_ids=runs)
     best = grid.best_match()
     share = float(np.mean(best == np.arange(len(best)))) if grid.values.shape[0] == grid.values.shape[1] else np.nan
     st.caption(f"{'Larger' if grid.larger_is_similar else 'Smaller'} means more similar. The best-matching layer "
@@ -62,8 +63,9 @@ def training_tab(svc: Services, run_id: str) -> None:
         return
     labelled = {f"step {s}": a for s, a in zip(res.summary["steps"], acts)}
     grid = similarity_over_training(labelled, metric)
-    st.plotly_chart(rfig.similarity_heatmap(grid, title="Each layer against itself at the final checkpoint",
-                                            mark_best=False), key="grid_t")
+    show_figure(rfig.similarity_heatmap(grid, title="Each layer against itself at the final checkpoint",
+                                        mark_best=False), key="grid_t", title="Similarity through training",
+                params={"metric": metric}, checkpoint_ids=ids, run_ids=[run_id])
 
 
 def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
@@ -88,7 +90,9 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
             proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
             targets = status.result.arrays.get("targets", targets)
     labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
-    st.plotly_chart(rfig.projection_figure(proj, labels, title=f"{layer} through training"), key="proj_fig")
+    show_figure(rfig.projection_figure(proj, labels, title=f"{layer} through training"), key="proj_fig",
+                title=f"{proj.method.upper()} of {layer} through training", params={"layer": layer, "method": method},
+                checkpoint_ids=ids, run_ids=[run_id])
     if proj.subsampled:
         st.caption(f"{len(proj.indices)} of {proj.n_total} samples shown (stratified by class; cap {proj.cap}).")
 

@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine.figures import zoo as zfig
 
+from .report_draft import show_figure
 from .services import Services, cached_metrics, cached_runs, current_user, demo_config
 from .state import query_list, set_query, synced_selectbox
 
@@ -99,7 +100,8 @@ def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> No
     log_x = c3.toggle("log step axis", value=True, key="curve_logx")
     metrics = cached_metrics(svc, tuple(focus["run_id"]), svc.generation)
     fig = _curves_figure(metrics, focus, name, None if color_by == "(each run)" else color_by, log_x)
-    st.plotly_chart(fig, key="curves_chart")
+    show_figure(fig, key="curves_chart", title=f"Training curves ({name})",
+                params={"metric": name, "group_by": color_by, "log_x": log_x}, run_ids=focus["run_id"].tolist())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -120,8 +122,10 @@ def phase_section(runs: pd.DataFrame) -> list[str]:
     x = synced_selectbox("x axis", hp, key="phase_x", container=c1, format_func=fmt)
     y = synced_selectbox("y axis", [h for h in hp if h != x], key="phase_y", container=c2, format_func=fmt)
     metric = synced_selectbox("Metric", metrics, key="phase_metric", container=c3, format_func=fmt)
-    event = st.plotly_chart(zfig.phase_diagram(runs, x, y, metric), key="phase_chart", on_select="rerun",
-                            selection_mode="points")
+    event = show_figure(zfig.phase_diagram(runs, x, y, metric), key="phase_chart",
+                        title=f"Phase diagram: {fmt(metric)} over {fmt(x)} × {fmt(y)}",
+                        params={"x": x, "y": y, "metric": metric}, run_ids=runs["run_id"].tolist(),
+                        on_select="rerun", selection_mode="points")
     dims = [h for h in hp]
     st.plotly_chart(zfig.parallel_coordinates(runs, dims, metric), key="parcoords_chart")
     points = event.selection.points if event and event.selection else []
