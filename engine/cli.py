@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args, path: Path) -> int:
-    env = {**os.environ, "ZOOSCOPE_STORE": str(path), "ZOOSCOPE_TEAM": "1" if args.team else ""}
+    env = {**os.environ, "ZOOSCOPE_STORE": str(path), "ZOOSCOPE_TEAM": "1" if args.team else "",
+           "ZOOSCOPE_WARM_UMAP": os.environ.get("ZOOSCOPE_WARM_UMAP", "1")}
     cmd = [sys.executable, "-m", "engine.serve", "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true"]
     return subprocess.call(cmd, env=env)

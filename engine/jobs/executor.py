@@ -55,7 +55,7 @@ class LocalExecutor:
         log = open(job_dir(self.store_path, job_id) / "worker.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.jobs.worker", str(self.store_path), job_id],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=worker_env(),
             cwd=Path(__file__).resolve().parents[2], start_new_session=True,
         )
         log.close()
@@ -82,6 +82,15 @@ class LocalExecutor:
         for proc in self._procs.values():
             proc.wait(timeout=10)
         self._procs.clear()
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a worker: numba's compiled code (UMAP) cached on disk and shared by all workers."""
+    cache = Path(os.environ.get("ZOOSCOPE_CACHE") or Path.home() / ".cache" / "zooscope")
+    env = dict(os.environ)
+    if env.get("ZOOSCOPE_CACHE") != "off":
+        env.setdefault("NUMBA_CACHE_DIR", str(cache / "numba"))
+    return env
 
 
 def _tail(path: Path, n: int = 2000) -> str:

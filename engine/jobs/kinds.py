@@ -52,3 +52,12 @@ def _load_builtin() -> None:
 
     register_kind("train", run_train, validate=TrainJobSpec.model_validate, description="train a zoo")
     register_kind("probe", run_probe, validate=ProbeJobSpec.model_validate, description="compute a probe")
+    register_kind("warm_umap", _run_warm_umap, description="compile UMAP's numba code into the on-disk cache")
+
+
+def _run_warm_umap(spec, ctx: JobContext) -> dict:
+    """Fill numba's on-disk cache (workers share ``NUMBA_CACHE_DIR``), so no person waits for compilation."""
+    from engine.probes.projection import warm_umap
+
+    ctx.progress(0.1, "compiling UMAP (once per machine)", force=True)
+    return {"seconds": warm_umap(aligned=True)}

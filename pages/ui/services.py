@@ -37,6 +37,8 @@ def _release(svc: Services) -> None:
 def _open(path: str) -> Services:
     st_ = store.open_store(Path(path), owner=True)
     disp = Dispatcher(st_)
+    if os.environ.get("ZOOSCOPE_WARM_UMAP") == "1":  # set by `zooscope serve`: compile UMAP before anyone waits
+        disp.submit("warm_umap", {}, owner="zooscope")
     disp.start_background(interval_s=0.5)
     return Services(st_, disp)
 
