@@ -106,7 +106,7 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     n_li = min(len(coords), args.li_rows * res)
     fns = {
         "zooscope surface":
-            lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res).loss.reshape(-1),
+            lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res),
         "zooscope loop (evaluate_points)":
             lambda: evaluate_points(model, thetas, (x, y), strategy="loop")[0].numpy(),
         f"zooscope vmap chunk 32 ({n_v} pts, extrapolated)":
@@ -122,8 +122,10 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     li_style(model, params, d1, d2, coords[:warm].cpu(), x, y)
     slow = [k for k in fns if k.startswith(("Li", "loss-l"))]
     times, cpu, results = common.rounds(fns, dev, args.repeats, skip_after_first=slow)
-    ours = results["zooscope surface"]
-    grid = ours.reshape(res, res)
+    surface = results["zooscope surface"]
+    results["zooscope surface"] = ours = surface.loss.reshape(-1)
+    grid = surface.loss
+    out(f"zooscope surface chose strategy {surface.strategy!r} (auto: measured on the first points)")
     rows = {}
     for label, value in results.items():
         if isinstance(value, Exception):
@@ -156,7 +158,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = common.device()
-    out = common.Report(f"landscape_surface_{dev.type}")
+    tag = "" if args.models == parser.get_default("models") else "_" + args.models.replace(",", "_")
+    out = common.Report(f"landscape_surface_{dev.type}{tag}_{args.res}x{args.res}")
     x, y = common.mnist1d(args.n, dev)
     peak = common.matmul_flops(dev)
     out(f"# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "

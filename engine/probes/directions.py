@@ -225,7 +225,8 @@ def pca_directions(
     checkpoints : sequence of dict
         At least 3 parameter dicts in training order (state dicts need ``model``).
     model : nn.Module, optional
-        Picks the parameters out of state dicts; all entries are used when None.
+        Picks the parameters out of state dicts; without it every floating-point entry
+        is used (pass ``model`` when the dicts hold BatchNorm running statistics).
     origin : int
         Checkpoint the plane is centred on, the last (final model) by default.
     ignore : {"biasbn", None}
@@ -238,7 +239,10 @@ def pca_directions(
     if len(checkpoints) < 3:
         raise ValueError(f"pca_directions needs at least 3 checkpoints; got {len(checkpoints)}")
     _check_options(None, ignore)
-    dicts = [split_state(model, c)[0] if model is not None else dict(c) for c in checkpoints]
+    if model is not None:
+        dicts = [split_state(model, c)[0] for c in checkpoints]
+    else:
+        dicts = [{k: v for k, v in c.items() if v.is_floating_point()} for c in checkpoints]
     layout = ParamLayout.from_params(dicts[0])
     mask = torch.cat([torch.full((int(np.prod(s)),), not (len(s) <= 1 and ignore == "biasbn"))
                       for s in layout.shapes])

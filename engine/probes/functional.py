@@ -36,7 +36,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
+
+from engine.probes.batching import _activation_floats, _auto_chunk, _data_rows, _pick_strategy, _run
 
 
 __all__ = [
@@ -218,7 +220,7 @@ class _Evaluator:
     """The model, its buffers and one batch of data, ready to evaluate flat vectors.
 
     On a CPU the data go through in chunks of ``rows`` rows whose activations stay near
-    the caches (see :func:`_data_rows`); losses are recombined as sample-weighted means,
+    the caches (see :mod:`engine.probes.batching`); losses are recombined as sample-weighted means,
     so ``loss_fn`` must be a mean over samples (the default is). With ``bn="batch"`` the
     whole set is always one batch, since chunks would change the batch statistics.
     """
@@ -262,84 +264,6 @@ class _Evaluator:
         return self.chunked(lambda lo, hi: self.forward(params, self.x[lo:hi]))
 
 
-_CHUNK_FLOATS = 2**22  # activations of one data chunk on a CPU (16 MiB of float32)
-_MIN_ROWS = 256
-
-
-def _data_rows(ev: _Evaluator, theta: Tensor, rows: int | None) -> int:
-    """Rows per data chunk: ``rows`` if given; all on a GPU or with batch statistics;
-    on a CPU enough rows for about ``_CHUNK_FLOATS`` activation values (at least 256).
-
-    Measured on MNIST-1D (4000 samples, CPU time, one thread): a 3-layer CNN of width 64
-    ran 2.4x faster per point in chunks of <= 2000 rows than on all 4000 at once (its
-    activations, 10 M floats a tensor, fall out of the caches); MLPs of width 100 and 512
-    and a width-32 CNN ran the same from 512 to 4000 rows.
-    """
-    n = len(ev.x)
-    if rows is not None:
-        return max(1, min(int(rows), n))
-    if ev.device.type != "cpu" or ev.bn == "batch" or n <= _MIN_ROWS:
-        return n
-    per_row = max(1, _activation_floats(ev, theta) // (2 * n))
-    return int(min(n, max(_MIN_ROWS, _CHUNK_FLOATS // per_row)))
-
-
-def _pick_strategy(strategy: Strategy, device: torch.device) -> str:
-    if strategy not in ("auto", "loop", "vmap"):
-        raise ValueError(f"strategy must be 'auto', 'loop' or 'vmap'; got {strategy!r}")
-    if strategy == "auto":
-        return "vmap" if device.type == "cuda" else "loop"
-    return strategy
-
-
-def _auto_chunk(ev: _Evaluator, per_point_floats: int) -> int:
-    """Points per ``vmap`` call: activations of a chunk fill about half the free memory."""
-    if ev.x.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(ev.x.device)
-        budget = free // 2
-    else:
-        budget = 256 * 2**20
-    return max(1, min(1024, int(budget // max(1, 4 * per_point_floats))))
-
-
-def _activation_floats(ev: _Evaluator, theta: Tensor) -> int:
-    """Rough size of one point's forward pass: outputs of all leaf modules, times 2."""
-    total = [0]
-
-    def hook(_m, _i, out):
-        if isinstance(out, Tensor):
-            total[0] += out.numel()
-
-    leaves = [m for m in ev.module.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            functional_call(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, (ev.x[:1],))
-    finally:
-        for h in handles:
-            h.remove()
-    return 2 * max(total[0], 1) * len(ev.x)
-
-
-def _run(fn_point, args: tuple[Tensor, ...], strategy: str, chunk: int) -> tuple[Tensor, Tensor]:
-    """Apply ``fn_point`` to every row of ``args`` by a loop or by chunked ``vmap``."""
-    n = len(args[0])
-    losses, accs = [], []
-    with torch.no_grad():
-        if strategy == "loop":
-            for g in range(n):
-                loss, acc = fn_point(*(a[g] for a in args))
-                losses.append(loss.reshape(1))
-                accs.append(acc.reshape(1))
-        else:
-            batched = vmap(fn_point)
-            for s in range(0, n, chunk):
-                loss, acc = batched(*(a[s : s + chunk] for a in args))
-                losses.append(loss)
-                accs.append(acc)
-    return torch.cat(losses).double().cpu(), torch.cat(accs).double().cpu()
-
-
 def evaluate_points(
     model: nn.Module,
     theta: Tensor,
@@ -376,13 +300,14 @@ def evaluate_points(
     loss_fn : callable, optional
         ``loss_fn(outputs, targets) -> scalar mean loss``; :func:`default_loss` by default.
     strategy : {"auto", "loop", "vmap"}
-        "auto" loops over points on a CPU and uses chunked ``vmap`` on a GPU.
+        "auto" uses chunked ``vmap`` on a GPU; on a CPU it times a loop over points and
+        ``vmap`` on the first points and keeps the faster (see :mod:`engine.probes.batching`).
     split : {"train", "test"}
         Split of a Dataset-like ``data``.
     rows : int, optional
         Data rows per forward pass. By default all of them, except on a CPU, where the
-        data go in cache-sized chunks (see ``_data_rows``); results are sample-weighted
-        means either way.
+        data go in cache-sized chunks (see :mod:`engine.probes.batching`); results are
+        sample-weighted means either way.
 
     Returns
     -------
@@ -395,5 +320,6 @@ def evaluate_points(
     theta = theta.to(ev.device)
     ev.rows = _data_rows(ev, theta[0], rows)
     how = _pick_strategy(strategy, ev.device)
-    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta[0])) if how == "vmap" else 1)
-    return _run(ev.point, (theta,), how, chunk)
+    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta[0])) if how != "loop" else 1)
+    loss, acc, _ = _run(ev.point, ev.point, (theta,), how, chunk)
+    return loss, acc

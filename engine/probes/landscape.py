@@ -32,7 +32,7 @@ from engine.probes.functional import (
     resolve_data,
     split_state,
 )
-from engine.probes.plane_eval import evaluate_plane
+from engine.probes.plane_eval import _evaluate_plane
 
 __all__ = ["Surface", "loss_surface_1d", "loss_surface_2d"]
 
@@ -64,7 +64,7 @@ class Surface:
     n_samples : int
         Samples the loss averages over.
     strategy : str
-        Evaluation strategy ("loop" or "vmap").
+        Evaluation strategy used ("loop" or "vmap"; on a CPU "auto" measures which is faster).
     trajectory : np.ndarray or None, shape (n, 2)
         Checkpoint coordinates in the plane (PCA directions), to overlay.
     seconds : float
@@ -115,7 +115,7 @@ def _setup(model, params, data, directions, split):
 
 
 def _center(model, theta0, data, kw) -> tuple[float, float]:
-    loss, acc = evaluate_points(model, theta0[None], data, **kw)
+    loss, acc = evaluate_points(model, theta0[None], data, **{k: v for k, v in kw.items() if k != "chunk"})
     return float(loss[0]), float(acc[0])
 
 
@@ -162,20 +162,14 @@ def loss_surface_1d(
     alphas = _axis(span, resolution, "first")
     a = torch.as_tensor(alphas, dtype=theta0.dtype, device=theta0.device)
     kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn,
-              strategy=strategy, chunk=chunk, layout=layout)
+              strategy=strategy, chunk=chunk, layout=layout, split=split, rows=None)
     coords = torch.stack([a, torch.zeros_like(a)], 1)
-    loss, acc = evaluate_plane(model, theta0, d, torch.zeros_like(d), coords, xy, **kw)
+    loss, acc, used = _evaluate_plane(model, theta0, d, torch.zeros_like(d), coords, xy, **kw)
     c_loss, c_acc = _center(model, theta0, xy, kw)
     return Surface(
         alphas, None, loss.numpy(), acc.numpy(), c_loss, c_acc, (as_direction(direction).provenance(),),
-        split, bn, len(xy[0]), _strategy_name(strategy, theta0), None, time.perf_counter() - start,
+        split, bn, len(xy[0]), used, None, time.perf_counter() - start,
     )
-
-
-def _strategy_name(strategy: str, theta: Tensor) -> str:
-    if strategy != "auto":
-        return strategy
-    return "vmap" if theta.device.type == "cuda" else "loop"
 
 
 def loss_surface_2d(
@@ -232,13 +226,13 @@ def loss_surface_2d(
     alphas, betas = _spans(span, resolution)
     grid = torch.cartesian_prod(torch.as_tensor(alphas), torch.as_tensor(betas)).to(theta0)  # (R1*R2, 2)
     kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn,
-              strategy=strategy, chunk=chunk, layout=layout)
-    loss, acc = evaluate_plane(model, theta0, f1, f2, grid, xy, **kw)
+              strategy=strategy, chunk=chunk, layout=layout, split=split, rows=None)
+    loss, acc, used = _evaluate_plane(model, theta0, f1, f2, grid, xy, **kw)
     c_loss, c_acc = _center(model, theta0, xy, kw)
     shape = (len(alphas), len(betas))
     return Surface(
         alphas, betas, loss.numpy().reshape(shape), acc.numpy().reshape(shape), c_loss, c_acc,
         (as_direction(d1).provenance(), as_direction(d2).provenance()), split, bn, len(xy[0]),
-        _strategy_name(strategy, theta0), None if trajectory is None else np.asarray(trajectory, dtype=float),
+        used, None if trajectory is None else np.asarray(trajectory, dtype=float),
         time.perf_counter() - start,
     )

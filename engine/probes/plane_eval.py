@@ -20,18 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from engine.probes.functional import (
-    BNMode,
-    LossFn,
-    ParamLayout,
-    Strategy,
-    _activation_floats,
-    _auto_chunk,
-    _data_rows,
-    _Evaluator,
-    _pick_strategy,
-    _run,
-)
+from engine.probes.batching import _activation_floats, _auto_chunk, _data_rows, _pick_strategy, _run
+from engine.probes.functional import BNMode, LossFn, ParamLayout, Strategy, _Evaluator
 
 __all__ = ["FirstLayer", "evaluate_plane", "find_first_layer"]
 
@@ -229,34 +219,62 @@ def evaluate_plane(
     -------
     loss, acc : Tensor, shape (G,)
     """
+    loss, acc, _ = _evaluate_plane(model, theta0, d1, d2, coords, data, chunk=chunk, bn=bn, buffers=buffers,
+                                   layout=layout, loss_fn=loss_fn, strategy=strategy, split=split, rows=rows)
+    return loss, acc
+
+
+def _evaluate_plane(model, theta0, d1, d2, coords, data, *, chunk, bn, buffers, layout, loss_fn, strategy, split,
+                    rows) -> tuple[Tensor, Tensor, str]:
+    """:func:`evaluate_plane`, also returning the strategy used ("loop" or "vmap")."""
     ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
     theta0, d1, d2 = (t.to(ev.device) for t in (theta0, d1, d2))
     how = _pick_strategy(strategy, ev.device)
     ev.rows = _data_rows(ev, theta0, rows)
     coords = coords.to(device=ev.device, dtype=theta0.dtype)
     a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
-    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta0)) if how == "vmap" else 1)
+    chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta0)) if how != "loop" else 1)
     first = _first_layer(ev, theta0, d1, d2, coords)
-    if first is None:
-        def point(ai, bi):
-            return ev.point(theta0 + ai * d1 + bi * d2)
-        return _run(point, (a, b), how, chunk)
     with torch.no_grad():
-        z0, z1, z2 = (first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2))  # (N, ...) each
+        zs = None if first is None else [first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2)]  # (N, ...)
+    row = _RowCache(theta0, d1, zs)
 
-    def point_linear(ai, bi):
-        state = {**ev.layout.unflatten(theta0 + ai * d1 + bi * d2), **ev.buffers}
+    def point_loop(ai, bi):  # grid points come row by row: theta0 + a*d1 (and Z0 + a*Z1) are reused
+        a_val, b_val = float(ai), float(bi)
+        theta_a, z_a = row.at(a_val)
+        theta = torch.add(theta_a, d2, alpha=b_val)
+        if first is None:
+            return ev.point(theta)
+        z = torch.add(z_a, zs[2], alpha=b_val)
+        return _rest(ev, first, theta, lambda lo, hi: z[lo:hi])
 
-        def outputs(lo, hi):
-            if how == "vmap":
-                z = z0[lo:hi] + ai * z1[lo:hi] + bi * z2[lo:hi]
-            else:
-                z = torch.add(z0[lo:hi], z1[lo:hi], alpha=float(ai)).add_(z2[lo:hi], alpha=float(bi))
-            return first.run_rest(z, state, ev.x[lo:hi])
+    def point_vmap(ai, bi):
+        theta = theta0 + ai * d1 + bi * d2
+        if first is None:
+            return ev.point(theta)
+        return _rest(ev, first, theta, lambda lo, hi: zs[0][lo:hi] + ai * zs[1][lo:hi] + bi * zs[2][lo:hi])
 
-        return ev.chunked(outputs)
+    return _run(point_loop, point_vmap, (a, b), how, chunk)
 
-    return _run(point_linear, (a, b), how, chunk)
+
+class _RowCache:
+    """``theta0 + a * d1`` (and ``Z0 + a * Z1``) for the last ``a`` seen."""
+
+    def __init__(self, theta0: Tensor, d1: Tensor, zs):
+        self.theta0, self.d1, self.zs, self.a = theta0, d1, zs, None
+
+    def at(self, a: float):
+        if a != self.a:
+            self.a = a
+            self.theta = torch.add(self.theta0, self.d1, alpha=a)
+            self.z = None if self.zs is None else torch.add(self.zs[0], self.zs[1], alpha=a)
+        return self.theta, self.z
+
+
+def _rest(ev: _Evaluator, first: FirstLayer, theta: Tensor, z_rows) -> tuple[Tensor, Tensor]:
+    """Loss and accuracy with the first layer's output on rows lo:hi given by ``z_rows(lo, hi)``."""
+    state = {**ev.layout.unflatten(theta), **ev.buffers}
+    return ev.chunked(lambda lo, hi: first.run_rest(z_rows(lo, hi), state, ev.x[lo:hi]))
 
 
 def _first_layer(ev: _Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: Tensor):

@@ -132,6 +132,23 @@ def test_data_chunks_give_the_whole_set_numbers(rows):
     torch.testing.assert_close(plane, ref, rtol=1e-6, atol=1e-7)
 
 
+def test_measured_strategy_and_grid_row_reuse_match_the_plain_loop():
+    torch.manual_seed(0)
+    model = TinyConv()
+    x, y = _data()
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    gen = torch.Generator().manual_seed(3)
+    d1, d2 = torch.randn(2, theta0.numel(), generator=gen) * 0.3
+    axis = torch.linspace(-1, 1, 6)
+    coords = torch.cartesian_prod(axis, axis)  # 36 points, rows of equal a: the row cache is used
+    theta = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    ref = evaluate_points(model, theta, (x, y), strategy="loop")
+    # chunk=4: 36 points are enough to time 8 looped against 8 vmapped points, then finish with the faster
+    torch.testing.assert_close(evaluate_points(model, theta, (x, y), chunk=4), ref, rtol=1e-5, atol=1e-6)
+    plane = evaluate_plane(model, theta0, d1, d2, coords, (x, y), chunk=4)
+    torch.testing.assert_close(plane, ref, rtol=1e-5, atol=1e-6)
+
+
 def test_first_layer_path_is_taken_for_linear_first_layers():
     from engine.probes import functional as fn
     from engine.probes import plane_eval
