@@ -7,7 +7,7 @@ its input with the parameters of ``theta0``, ``d1`` and ``d2``. :class:`FirstLay
 finds that layer by tracing one forward pass and evaluates the rest of the model with
 the layer replaced by a stub returning the given output, in a private shallow copy of
 the model (the caller's module is never changed). It is only used after it reproduced
-the full model's output at two points of the plane.
+the full model's output at three points of the plane.
 """
 
 from __future__ import annotations
@@ -151,14 +151,13 @@ def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor) -> 
         return None
     if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and layer.padding_mode != "zeros":
         return None
-    names = tuple((n, f"{path}.{n}" if path else n) for n, _ in layer.named_parameters())
+    if not path:
+        return None  # the model is a single layer: nothing to gain
+    names = tuple((n, f"{path}.{n}") for n, _ in layer.named_parameters())
     inputs = _layer_input(module, layer, state, x)
     memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    rest = copy.deepcopy(module, memo)
-    if path:
-        rest.set_submodule(path, _Given())
-    else:
-        return None  # the model is a single layer: nothing to gain
+    rest = copy.deepcopy(module, memo)  # shares every tensor; only the stub differs
+    rest.set_submodule(path, _Given())
     return FirstLayer(path, names, layer, inputs, rest)
 
 
