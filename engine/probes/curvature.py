@@ -19,7 +19,7 @@ networks typically occurs at the edge of stability", ICLR 2021.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,6 +283,7 @@ def sharpness_over_training(
     max_iter: int = 100,
     seed: int = 0,
     n_samples: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
     **kwargs,
 ) -> Sharpness:
     """Top Hessian eigenvalue at every checkpoint of a run, each Lanczos warm-started.
@@ -297,6 +298,8 @@ def sharpness_over_training(
         Learning rate (per checkpoint for a schedule), for the ``2 / lr`` line.
     k, tol, max_iter, seed, n_samples, **kwargs
         As in :func:`hessian_top_eigs`; the same data subset is used at every checkpoint.
+    progress : callable, optional
+        ``progress(fraction, message)`` after each checkpoint.
 
     References
     ----------
@@ -309,12 +312,14 @@ def sharpness_over_training(
         raise ValueError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints")
     start = time.perf_counter()
     eigs, counts, v0, op = [], [], None, None
-    for ckpt in checkpoints:
+    for i, ckpt in enumerate(checkpoints):
         op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, **kwargs)
         values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed)
         eigs.append(values)
         counts.append(op.n_products)
         v0 = torch.from_numpy(vectors[0])  # warm start: sharpness moves slowly between checkpoints
+        if progress is not None:
+            progress((i + 1) / len(checkpoints), f"checkpoint {i + 1}/{len(checkpoints)}: λ1 = {values[0]:.4g}")
     lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (len(checkpoints),)).copy()
     return Sharpness(
         np.arange(len(checkpoints)) if steps is None else np.asarray(steps),

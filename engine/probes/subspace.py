@@ -171,6 +171,7 @@ def intrinsic_dimension(
     eval_data=None,
     baseline: float | None = None,
     loss_fn: LossFn | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> IntrinsicDimension:
     """Train in random subspaces of each dimension in ``dims`` and score the result.
 
@@ -200,6 +201,8 @@ def intrinsic_dimension(
         The full model's score, if already known; otherwise trained here.
     loss_fn : callable, optional
         Mean loss; cross-entropy / MSE by target type.
+    progress : callable, optional
+        ``progress(fraction, message)`` after each training run.
 
     References
     ----------
@@ -225,8 +228,11 @@ def intrinsic_dimension(
         baseline = _score(model, full, eval_xy, kw, ev.classification)
     scores = np.zeros((len(seeds), len(dims)))
     kinds = set()
+    total = len(seeds) * len(dims)
     for i, seed in enumerate(seeds):
         for j, d in enumerate(dims):
+            if progress is not None:
+                progress((i * len(dims) + j) / total, f"seed {seed}, d = {d}")
             project, kind = subspace_projection(ev.layout.numel, d, kind=projection, seed=seed * 100003 + d,
                                                 device=ev.device, dtype=theta0.dtype)
             kinds.add(kind)

@@ -138,7 +138,10 @@ def test_sharpness_over_training_warm_start_agrees_with_cold():
     gen = torch.Generator().manual_seed(5)
     ckpts = [{k: v.detach() + s * 0.1 * torch.randn(v.shape, generator=gen) for k, v in params.items()}
              for s in range(2)]
-    sharp = sharpness_over_training(model, ckpts, data, steps=[0, 10], lr=[0.05, 0.1], k=2, tol=1e-5)
+    calls = []
+    sharp = sharpness_over_training(model, ckpts, data, steps=[0, 10], lr=[0.05, 0.1], k=2, tol=1e-5,
+                                    progress=lambda f, msg: calls.append(f))
+    assert calls == [0.5, 1.0]
     assert sharp.eigenvalues.shape == (2, 2)
     np.testing.assert_allclose(sharp.threshold, [40.0, 20.0])
     np.testing.assert_array_equal(sharp.steps, [0, 10])

@@ -45,7 +45,9 @@ def test_classification_scores_are_accuracies_and_deterministic():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     kw = dict(dims=[3], seeds=(3,), n_steps=25, lr=0.05)
-    a = intrinsic_dimension(model, dict(model.named_parameters()), (x, y), **kw)
+    calls = []
+    a = intrinsic_dimension(model, dict(model.named_parameters()), (x, y), progress=lambda f, m: calls.append(m), **kw)
+    assert calls == ["seed 3, d = 3"]
     b = intrinsic_dimension(model, dict(model.named_parameters()), (x, y), **kw)
     assert a.metric == "accuracy" and 0.5 <= a.baseline <= 1.0
     np.testing.assert_array_equal(a.scores, b.scores)
