@@ -1,0 +1,182 @@
+"""Real-browser tests: the dashboard server (``python -m engine.serve``) on a free port with a
+temporary store, driven by Playwright in Debian's headless Chromium. Screenshots go to
+tests/artifacts/. Skipped, with a loud reason, when /usr/bin/chromium is missing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import store
+from conftest import ARTIFACTS, PAGES, REPO_ROOT, Server, zoo_counts
+
+pytestmark = pytest.mark.browser
+
+NAV = dict(zip(["Zoo", "Landscape", "Connectivity", "Representations", "Rashomon", "Reports"], PAGES))
+XSS = "<script>alert(1)</script>"
+VIEWPORT = {"width": 1400, "height": 1700}
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+def wait_idle(page, timeout: float = 90.0) -> None:
+    """Wait until the app has finished running: a title is drawn and no "Running…" status shows for 0.6 s."""
+    page.wait_for_selector("h1", timeout=timeout * 1000)
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the app was still running after {timeout} s at {page.url}")
+        quiet = quiet + 1 if page.locator("[data-testid=stStatusWidget]").count() == 0 else 0
+        time.sleep(0.2)
+
+
+def problems(page) -> list[str]:
+    """Exceptions and error alerts on the page (a healthy page has none)."""
+    found = page.locator("[data-testid=stException]").all_inner_texts()
+    found += page.locator("[data-testid=stAlertContainer]:has([data-testid=stAlertContentError])").all_inner_texts()
+    return found
+
+
+def shot(page, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def title(page) -> str:
+    return page.locator("h1").first.inner_text().strip()
+
+
+def wait_for_text(page, pattern: str, timeout: float, what: str) -> str:
+    """Poll the page's text until ``pattern`` (a regex) appears; returns the match."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = re.search(pattern, page.locator("body").inner_text())
+        if match:
+            return match.group(0)
+        assert not problems(page), problems(page)
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: {pattern!r} did not appear within {timeout} s; page text:\n"
+                         f"{page.locator('body').inner_text()[:3000]}")
+
+
+@pytest.fixture
+def new_page(browser):
+    pages = []
+
+    def make():
+        page = browser.new_page(viewport=VIEWPORT)
+        page.dialogs = []
+        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        pages.append(page)
+        return page
+
+    yield make
+    for page in pages:
+        page.close()
+
+
+# -- the first-run flow -------------------------------------------------------------------------------------
+
+def test_first_run_pages_and_training_a_zoo(serve, empty_store, new_page):
+    """Empty store → first-run panel; every page via the sidebar; a zoo queued in the form trains to completion."""
+    server = serve(empty_store)
+    page = new_page()
+    page.goto(server.url)
+    wait_idle(page)
+    assert title(page) == "Welcome to Zooscope"
+    assert page.get_by_role("button", name="Train the demo zoo").is_visible()
+    shot(page, "01-first-run")
+
+    for i, (label, source) in enumerate(NAV.items()):
+        page.locator("[data-testid=stSidebarNav] a", has_text=label).click()
+        page.wait_for_url(re.compile(rf"/{label.lower()}" if label != "Zoo" else r"/(\?.*)?$"))
+        wait_idle(page)
+        assert not problems(page), (label, problems(page))
+        if label == "Zoo":
+            assert title(page) == "Welcome to Zooscope"
+        elif "pending_page(" in (REPO_ROOT / source).read_text():  # still waiting for its engine
+            assert "Not built yet" in page.locator("[data-testid=stAlertContainer]").first.inner_text()
+        shot(page, f"02-page-{i}-{label.lower()}")
+    page.locator("[data-testid=stSidebarNav] a", has_text="Zoo").click()
+    wait_idle(page)
+
+    # a tiny zoo through the form (the 18-run demo takes minutes on two cores)
+    page.get_by_text("Create a zoo").click()
+    form = page.locator("[data-testid=stForm]")
+    field = lambda label: form.locator(f'input[aria-label="{label}"]')  # noqa: E731
+    field("Zoo name").fill("browser-zoo")
+    field("Dataset").click()
+    page.locator("[role=option]", has_text=re.compile("^moons$")).click()
+    for label, value in {"Steps": "60", "Batch size": "32", "Checkpoints": "linear:3", "width": "8",
+                         "lr": "0.05, 0.2", "seed": "0, 1"}.items():
+        field(label).fill(value)
+    form.get_by_role("button", name="Preview").click()
+    wait_for_text(page, r"4 runs · [\d,]+ sample-steps", 30, "the preview")
+    shot(page, "03-form-preview")
+    page.locator("[data-testid=stForm]").get_by_role("button", name="Queue training").click()
+    wait_for_text(page, r"Zoo · browser-zoo", 30, "the new zoo's page")
+
+    progress = wait_for_text(page, r"train job (queued|running)[^\n]*", 60, "live progress")
+    shot(page, "04-training-progress")
+    wait_for_text(page, r"4 of 4 runs shown \(4 done\)", 240, f"training to completion (last seen: {progress})")
+    wait_idle(page)
+    assert not problems(page), problems(page)
+    assert page.locator("[data-testid=stPlotlyChart]").count() >= 1  # the training curves
+    shot(page, "05-trained-zoo")
+    page.get_by_role("tab", name="Phase diagram").click()
+    page.locator("[data-testid=stTabPanel]:visible [data-testid=stPlotlyChart]").first.wait_for(state="visible")
+    shot(page, "06-phase-diagram")
+    server.stop()
+    counts = zoo_counts(empty_store, "browser-zoo")
+    assert counts["run"] == counts["run_done"] == 4 and counts["checkpoint"] == 16
+
+
+# -- a trained store --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_server(trained_template, tmp_path_factory, browser):
+    """One server for the read-only checks below: the tiny zoo plus a zoo and run named like markup."""
+    path = tmp_path_factory.mktemp("browser-trained") / "store"
+    shutil.copytree(trained_template, path)
+    with store.open_store(path) as st_:
+        zoos = {"tiny": st_.get_zoo("tiny")["zoo_id"], "xss": st_.create_zoo(XSS, {}, owner=XSS)}
+        st_.add_runs([{"zoo_id": zoos["xss"], "name": f"{XSS} & co", "status": "done", "hparams": {"seed": 0},
+                       "owner": XSS}])
+    server = Server(path, path.parent / "server.log")
+    yield server, zoos
+    server.stop()
+
+
+def test_user_text_is_shown_as_text_not_run_as_markup(trained_server, new_page):
+    server, zoos = trained_server
+    page = new_page()
+    page.goto(f"{server.url}/?zoo={zoos['xss']}")
+    wait_idle(page)
+    assert title(page) == f"Zoo · {XSS}"
+    assert page.locator("[data-testid=stSidebar] input[aria-label=Zoo]").input_value() == f"{XSS} (1 run)"
+    scripts = page.eval_on_selector_all("script", "els => els.map(e => e.textContent)")
+    assert not [s for s in scripts if "alert(1)" in s]
+    time.sleep(1)
+    assert page.dialogs == []
+    assert not problems(page), problems(page)
+    shot(page, "07-escaped-user-text")
+
+
+def test_a_shared_link_opens_the_same_view(trained_server, new_page):
+    """``/landscape?zoo=<id>`` on a fresh session opens that page with that zoo, and the zoo stays on the Zoo page."""
+    server, zoos = trained_server
+    page = new_page()
+    page.goto(f"{server.url}/landscape?zoo={zoos['tiny']}")
+    wait_idle(page)
+    assert title(page) == "Loss landscape"
+    assert page.locator("[data-testid=stSidebar] input[aria-label=Zoo]").input_value() == "tiny (4 runs)"
+    page.locator("[data-testid=stSidebarNav] a", has_text="Zoo").click()
+    wait_idle(page)
+    assert title(page) == "Zoo · tiny"
+    assert f"zoo={zoos['tiny']}" in page.url
+    assert not problems(page), problems(page)
