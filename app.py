@@ -1,8 +1,10 @@
 """Zooscope's dashboard: ``streamlit run app.py`` (or ``make run`` / ``zooscope serve``)."""
 
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="Zooscope", page_icon=":material/biotech:", layout="wide")
+st.set_page_config(page_title="Zooscope", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
 
 PAGES = [
     st.Page("pages/zoo.py", title="Zoo", icon=":material/pets:", default=True),

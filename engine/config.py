@@ -57,6 +57,16 @@ class DatasetSpec(_Spec):
     label: str | None = None  # label column of a user table
     options: dict[str, Scalar] = Field(default_factory=dict)  # dataset-specific knobs (e.g. p for modular)
 
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from engine.data import available  # the registry imports this module: look it up lazily
+
+        known = available()
+        if name not in known:
+            raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(known))}")
+        return name
+
 
 class ArchSpec(_Spec):
     """An architecture from the registry with its size knobs."""
@@ -66,6 +76,16 @@ class ArchSpec(_Spec):
     depth: int = Field(2, ge=1, le=64)  # hidden layers / blocks
     init_scale: float = Field(1.0, gt=0.0, le=100.0)  # multiplies the default initialisation
     options: dict[str, Scalar] = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
+
+    @field_validator("name")
+    @classmethod
+    def _known_architecture(cls, name: str) -> str:
+        from engine.nets import available
+
+        known = available()
+        if name not in known:
+            raise ValueError(f"unknown architecture {name!r}; available: {', '.join(sorted(known))}")
+        return name
 
 
 class OptimSpec(_Spec):

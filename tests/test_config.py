@@ -26,6 +26,8 @@ def test_demo_config_expands_to_its_grid():
         ({"base": {"dataset": {"label_noise": 1.0}}}, r"label_noise: .*less than 1"),
         ({"base": {"batchsize": 3}}, r"base\.batchsize: Extra inputs are not permitted"),
         ({"grid": {"width": [8]}, "temperature": ["lr"]}, r"phase axis 'lr' is not a sweep axis"),
+        ({"base": {"dataset": {"name": "imagenet"}}}, r"unknown dataset 'imagenet'; available: .*mnist1d"),
+        ({"base": {"arch": {"name": "vgg"}}}, r"unknown architecture 'vgg'; available: cnn1d, cnn2d, mlp"),
     ],
 )
 def test_invalid_values_name_field_value_and_range(data, match):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import PALETTE, color_for, escape, finish
+from .style import PALETTE, escape, finish
 
 __all__ = ["hparam_columns", "parallel_coordinates", "phase_diagram", "phase_table", "training_curves"]
 
@@ -45,7 +45,7 @@ def training_curves(metrics: pd.DataFrame, runs: pd.DataFrame, *, name: str = "l
         key = "run_name"
     groups = sorted(df[key].dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
     for gi, value in enumerate(groups):
-        color = PALETTE[gi % len(PALETTE)] if key != "run_id" else color_for(value)
+        color = PALETTE[gi % len(PALETTE)]  # by position: distinct for up to len(PALETTE) groups
         label = f"{_label(key)}={value}" if key != "run_id" else escape(
             df.loc[df[key] == value, "run_name"].iloc[0] if "run_name" in df else value)
         for split in splits:
@@ -54,11 +54,14 @@ def training_curves(metrics: pd.DataFrame, runs: pd.DataFrame, *, name: str = "l
                 continue
             stats = part.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
             stats["std"] = stats["std"].fillna(0.0)
+            hi, lo = stats["mean"] + stats["std"], stats["mean"] - stats["std"]
+            if name == "acc":  # an accuracy band stays within [0, 1]
+                hi, lo = hi.clip(upper=1.0), lo.clip(lower=0.0)
             legend = f"{label} · {split}"
             if band and key != "run_id" and (stats["count"] > 1).any():
                 fig.add_trace(go.Scatter(
                     x=np.r_[stats["step"], stats["step"][::-1]],
-                    y=np.r_[stats["mean"] + stats["std"], (stats["mean"] - stats["std"])[::-1]],
+                    y=np.r_[hi, lo[::-1]],
                     fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
                     showlegend=False, legendgroup=legend))
             fig.add_trace(go.Scatter(

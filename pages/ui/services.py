@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ class Services:
 def _release(svc: Services) -> None:
     # Called when the resource cache is cleared (the app menu's "Clear cache", or tests): the
     # next run opens the store again, which needs this process's owner lock to be free.
+    if svc.store.closed:
+        return
     svc.dispatcher.stop(kill_workers=True)
     svc.store.close()
 
@@ -40,7 +43,9 @@ def _open(path: str) -> Services:
     if os.environ.get("ZOOSCOPE_WARM_UMAP") == "1":  # set by `zooscope serve`: compile UMAP before anyone waits
         disp.submit("warm_umap", {}, owner="zooscope")
     disp.start_background(interval_s=0.5)
-    return Services(st_, disp)
+    svc = Services(st_, disp)
+    atexit.register(_release, svc)  # the server stops: stop its workers and close the store, not orphan them
+    return svc
 
 
 def store_path() -> Path:

@@ -156,8 +156,6 @@ def test_bad_sweep_file_is_explained_by_its_name_and_queues_nothing(app, empty_s
     assert current_services().store.table_counts()["job"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="engine.config accepts unknown dataset/architecture names; the job "
-                                       "fails later in the worker (reported)")
 def test_sweep_file_naming_an_unknown_dataset_is_refused_before_queueing(app, empty_store):
     at = _upload_sweep(app(empty_store), "mine.toml",
                        'name = "x"\n[base.dataset]\nname = "nosuchdata"\n[grid]\nseed = [0, 1]\n')
