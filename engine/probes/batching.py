@@ -56,13 +56,15 @@ def _pick_strategy(strategy: Strategy, device: torch.device) -> str:
 
 def _auto_chunk(ev: _Evaluator, per_point_floats: int) -> int:
     """Points per ``vmap`` call: activations of a chunk fill about half the free GPU
-    memory, or 512 MiB on a CPU."""
+    memory, or 512 MiB on a CPU. ``per_point_floats`` is for the whole dataset; only
+    ``ev.rows`` rows are live at a time."""
     if ev.x.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(ev.x.device)
         budget = free // 2
     else:
         budget = 512 * 2**20
-    return max(1, min(1024, int(budget // max(1, 4 * per_point_floats))))
+    live = per_point_floats * ev.rows // max(1, len(ev.x))
+    return max(1, min(1024, int(budget // max(1, 4 * live))))
 
 
 def _activation_floats(ev: _Evaluator, theta: Tensor) -> int:
