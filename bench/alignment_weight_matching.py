@@ -154,9 +154,8 @@ def main() -> None:
         for name, (a, b) in (("trained", trained), ("init", init)):
             _median_time(lambda: weight_matching(a, b, ps, seed=0, max_iter=1), 1)  # warm-up
             lines += run_case(name, a, b, ps, seeds, args.repeats)
-        print("\n".join(lines), flush=True)
+            print("\n".join(lines[-4:]), flush=True)
     text = "\n".join(lines)
-    print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
 

@@ -21,7 +21,7 @@ Zooscope runs ``interpolate`` with its automatic strategy (a loop over points wi
 whole set as one batch on a CPU) and, for the record, with ``vmap``. Prints medians,
 ratios and the largest loss difference between the methods.
 
-    .venv/bin/python bench/connectivity_interpolation.py [--threads 2] [--repeats 3] [--batch 128]
+    .venv/bin/python bench/connectivity_interpolation.py [--threads 2 1] [--repeats 3] [--batch 128]
 """
 
 from __future__ import annotations
@@ -110,29 +110,31 @@ def run_case(name, arch, ds, args, lines):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts to run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128, help="DataLoader batch size of the reference")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "connectivity_interpolation.txt"))
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     ds = load("mnist1d")
     n = len(ds.x_train)
-    lines = [f"interpolation, 25 alphas, MNIST-1D train set ({n} samples); torch threads {args.threads}; "
-             f"medians over {args.repeats} repeats; load average at start {os.getloadavg()[0]:.1f} on "
-             f"{os.cpu_count()} CPUs (shared machine: timings move with it, ratios much less)"]
-    mlp = ArchSpec(name="mlp", width=512, depth=3)
-    t_mlp = run_case("mlp 3x512", mlp, ds, args, lines)
-    rate = matmul_rate(n, 512, args.repeats)
-    achieved = 25 * mlp_flops(n, [40, 512, 512, 512, 10]) / t_mlp
-    lines.append(f"{'mlp 3x512':<16} achieved {achieved / 1e9:.1f} GFLOP/s vs measured matmul rate "
-                 f"{rate / 1e9:.1f} GFLOP/s ({n}x512 @ 512x512) = {100 * achieved / rate:.0f}% "
-                 f"(target >= 70%: {'yes' if achieved >= 0.7 * rate else 'NO'})")
-    run_case("cnn1d w64 + BN", ArchSpec(name="cnn1d", width=64, depth=3, options={"batchnorm": True}), ds, args,
-             lines)
-    run_case("mlp 2x64", ArchSpec(name="mlp", width=64, depth=2), ds, args, lines)
+    lines = [f"interpolation, 25 alphas, MNIST-1D train set ({n} samples); medians over {args.repeats} repeats; "
+             f"{os.cpu_count()} CPUs (a shared machine: timings move with its load, ratios much less)"]
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        lines.append(f"-- torch threads {threads}; load average at start {os.getloadavg()[0]:.1f}")
+        mlp = ArchSpec(name="mlp", width=512, depth=3)
+        t_mlp = run_case("mlp 3x512", mlp, ds, args, lines)
+        rate = matmul_rate(n, 512, args.repeats)
+        achieved = 25 * mlp_flops(n, [40, 512, 512, 512, 10]) / t_mlp
+        lines.append(f"{'mlp 3x512':<16} achieved {achieved / 1e9:.1f} GFLOP/s vs measured matmul rate "
+                     f"{rate / 1e9:.1f} GFLOP/s ({n}x512 @ 512x512) = {100 * achieved / rate:.0f}% "
+                     f"(target >= 70%: {'yes' if achieved >= 0.7 * rate else 'NO'})")
+        print("\n".join(lines[-6:]), flush=True)
+        cnn = ArchSpec(name="cnn1d", width=64, depth=3, options={"batchnorm": True})
+        run_case("cnn1d w64 + BN", cnn, ds, args, lines)
+        run_case("mlp 2x64", ArchSpec(name="mlp", width=64, depth=2), ds, args, lines)
+        print("\n".join(lines[-8:]), flush=True)
     text = "\n".join(lines)
-    print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
 

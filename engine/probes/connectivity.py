@@ -272,7 +272,9 @@ def interpolate(
     theta_a, theta_b : dict[str, Tensor]
         State dicts (parameters and buffers) or parameter dicts of the endpoints.
     data : pair, loader or Dataset-like
-        Evaluation data, one batch (see :func:`engine.probes.functional.resolve_data`).
+        Evaluation data (see :func:`engine.probes.functional.resolve_data`); on a CPU it
+        is evaluated in cache-sized chunks (:func:`engine.probes.path_eval.chunk_rows`),
+        on a GPU as one batch.
     alphas : int or array-like, default 25
         An int gives an even grid on [0, 1] with both endpoints; an array is used as is
         (it may extend past [0, 1]).
@@ -292,7 +294,7 @@ def interpolate(
     loss_fn : callable, optional
         ``loss_fn(outputs, targets)``; cross-entropy / MSE by default.
     strategy : {"auto", "loop", "vmap"}
-        How :func:`evaluate_points` runs the points.
+        How :func:`evaluate_points` runs the points ("vmap" also keeps the data whole).
     label : str
         Stored on the curve (e.g. "naive", "weight matching").
 
@@ -300,7 +302,9 @@ def interpolate(
     -------
     InterpolationCurve
         All alphas of a model without buffers are evaluated in one
-        :func:`evaluate_points` call; with BatchNorm each alpha has its own statistics.
+        :func:`evaluate_points` call per data chunk; with BatchNorm each alpha has its own
+        statistics. ``alpha = 0`` and ``1`` evaluate ``theta_a`` and ``theta_b`` bit for bit,
+        so the endpoints equal the endpoint models' values computed the same way.
 
     References
     ----------

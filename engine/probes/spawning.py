@@ -154,6 +154,7 @@ def instability_analysis(
     kind: BarrierKind = "max_minus_mean",
     metric: str = "error",
     split: str = "test",
+    bn: str = "running",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Instability:
     """Frankle et al.'s instability analysis for the run described by ``spec``.
@@ -174,6 +175,8 @@ def instability_analysis(
         Frankle et al. define instability as the error barrier over the mean of the endpoints.
     metric : {"error", "loss"}
     split : {"train", "test"}
+    bn : {"running", "reset"}, default "running"
+        BatchNorm statistics along each path; "reset" recomputes them from the training set.
     on_progress : callable, optional
         ``(done, total)`` after every spawn step.
 
@@ -199,7 +202,8 @@ def instability_analysis(
     for i, k in enumerate(ks):
         train_steps(model, parent, x, y, spec, order, k - parent.step)
         a, b = (c.state_dict() for c in spawn(model, parent, x, y, spec, seeds=seeds))
-        curve = interpolate(model.eval(), a, b, eval_data, alphas=alphas, label=f"spawn at step {k}")
+        curve = interpolate(model.eval(), a, b, eval_data, alphas=alphas, bn=bn, bn_data=(x, y),
+                            label=f"spawn at step {k}")
         values = curve.error if metric == "error" else curve.loss
         heights.append(barrier(curve, kind=kind, metric=metric).value)
         errors.append([values[0], values[-1]])
