@@ -269,6 +269,17 @@ class ProbeService:
         job_id = self.dispatcher.submit("probe", spec, owner=owner, zoo_id=None)
         return ProbeStatus("queued", key, job=self.store.get_job(job_id))
 
+    def compute_here(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str], *,
+                     owner: str = "local") -> ProbeStatus:
+        """Run the probe in this process (a notebook, the CLI, tests) and store it as a worker would."""
+        key, validated = self.key(probe, params, checkpoint_ids)
+        spec = {"probe": probe, "params": validated, "checkpoints": [self._ref(c) for c in checkpoint_ids],
+                "key": key}
+        job_id = f"here-{uuid4().hex[:12]}"
+        run_probe(spec, JobContext(self.store.path, job_id, owner=owner))
+        self.store.ingest_bundles()
+        return self.status(probe, params, checkpoint_ids)
+
     def _ref(self, checkpoint_id: str) -> dict[str, Any]:
         ck = self.store.get_checkpoint(checkpoint_id)
         run = self.store.get_run(ck["run_id"])

@@ -27,18 +27,8 @@ def trained(tmp_path_factory):
 
 
 def _compute(disp, probe, params, ids):
-    """Run the probe job in this process (the worker's code path without the process start)."""
-    from uuid import uuid4
-
-    from engine.jobs import JobContext
-    from engine.jobs.probe_job import run_probe
-
-    service = ProbeService(disp)
-    key, validated = service.key(probe, params, ids)
-    spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}
-    run_probe(spec, JobContext(disp.store.path, f"inline-{uuid4().hex[:8]}"))
-    disp.store.ingest_bundles()
-    done = service.status(probe, params, ids)
+    """The probe job's code path in this process (no worker start), stored and read back."""
+    done = ProbeService(disp).compute_here(probe, params, ids)
     assert done.state == "done", done
     return done.result
 

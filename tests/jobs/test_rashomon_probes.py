@@ -1,16 +1,13 @@
 """The Rashomon probes through the job system: stored results rebuild the engine's dataclasses, and the
 ε slider's inline membership on stored losses agrees with the engine."""
 
-from uuid import uuid4
-
 import numpy as np
 import pytest
 import torch
 
-from engine.jobs import JobContext, ProbeService
+from engine.jobs import ProbeService
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.rashomon import model_class
-from engine.jobs.probe_job import run_probe
 from engine.probes.importance import ImportanceCloud, InteractionCloud
 from engine.probes.multiplicity import predictive_multiplicity
 from engine.probes.rashomon import rashomon_set
@@ -47,13 +44,8 @@ def zoo(tmp_path_factory):
 
 
 def _compute(disp, probe, params, ids):
-    """Run the probe job in this process (the worker's code path without the process start)."""
-    service = ProbeService(disp)
-    key, validated = service.key(probe, params, ids)
-    spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}
-    run_probe(spec, JobContext(disp.store.path, f"inline-{uuid4().hex[:8]}"))
-    disp.store.ingest_bundles()
-    done = service.status(probe, params, ids)
+    """The probe job's code path in this process (no worker start), stored and read back."""
+    done = ProbeService(disp).compute_here(probe, params, ids)
     assert done.state == "done", done
     return done.result
 

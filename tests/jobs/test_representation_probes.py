@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from engine.jobs import ProbeService
+
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.representations import split_activations
 from engine.probes.projection import AlignedProjection
@@ -29,17 +31,10 @@ def trained(tmp_path_factory):
 
 
 def _compute(disp, probe, params, ids):
-    from uuid import uuid4
-
-    from engine.jobs import JobContext, ProbeService
-    from engine.jobs.probe_job import run_probe
-
-    service = ProbeService(disp)
-    key, validated = service.key(probe, params, ids)
-    spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}
-    run_probe(spec, JobContext(disp.store.path, f"inline-{uuid4().hex[:8]}"))
-    disp.store.ingest_bundles()
-    return service.status(probe, params, ids).result
+    """The probe job's code path in this process (no worker start), stored and read back."""
+    done = ProbeService(disp).compute_here(probe, params, ids)
+    assert done.state == "done", done
+    return done.result
 
 
 def test_activations_are_stored_per_checkpoint_on_the_same_rows(trained):
