@@ -44,6 +44,7 @@ from engine.probes.batching import _activation_floats, _auto_chunk, _data_rows, 
 __all__ = [
     "ParamLayout",
     "default_loss",
+    "fast_default_loss",
     "evaluate_points",
     "flatten_params",
     "functional_module",
@@ -155,6 +156,19 @@ def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     if targets.is_floating_point():
         return F.mse_loss(outputs, targets.reshape(outputs.shape))
     return F.cross_entropy(outputs, targets)
+
+
+def fast_default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """:func:`default_loss` computed faster: equal up to float rounding, not bit for bit.
+
+    Cross-entropy of ``(N, C)`` logits as ``logsumexp - gather`` is 4.6x faster on a CPU
+    than ``F.cross_entropy`` for 4000 x 10 logits (PyTorch's ``log_softmax`` kernel is slow
+    along a short last axis), which was a sixth of a whole MLP evaluation in a landscape.
+    The landscape functions use it unless given a ``loss_fn``.
+    """
+    if targets.is_floating_point() or outputs.ndim != 2:
+        return default_loss(outputs, targets)
+    return (torch.logsumexp(outputs, 1) - outputs.gather(1, targets[:, None])[:, 0]).mean()
 
 
 def resolve_data(data, split: str = "train", *, n_samples: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -29,6 +29,7 @@ from engine.probes.functional import (
     ParamLayout,
     Strategy,
     evaluate_points,
+    fast_default_loss,
     resolve_data,
     split_state,
 )
@@ -155,13 +156,14 @@ def loss_surface_1d(
         Grid points.
     split, bn, buffers, loss_fn, strategy, chunk
         As in :func:`engine.probes.functional.evaluate_points`; ``buffers`` default to
-        those of a state dict ``params``, else the model's.
+        those of a state dict ``params``, else the model's; ``loss_fn`` defaults to
+        :func:`engine.probes.functional.fast_default_loss` (cross-entropy / MSE).
     """
     start = time.perf_counter()
     layout, theta0, (d,), state_buffers, xy = _setup(model, params, data, [direction], split)
     alphas = _axis(span, resolution, "first")
     a = torch.as_tensor(alphas, dtype=theta0.dtype, device=theta0.device)
-    kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn,
+    kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn or fast_default_loss,
               strategy=strategy, chunk=chunk, layout=layout, split=split, rows=None)
     coords = torch.stack([a, torch.zeros_like(a)], 1)
     loss, acc, used = _evaluate_plane(model, theta0, d, torch.zeros_like(d), coords, xy, **kw)
@@ -225,7 +227,7 @@ def loss_surface_2d(
     layout, theta0, (f1, f2), state_buffers, xy = _setup(model, params, data, [d1, d2], split)
     alphas, betas = _spans(span, resolution)
     grid = torch.cartesian_prod(torch.as_tensor(alphas), torch.as_tensor(betas)).to(theta0)  # (R1*R2, 2)
-    kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn,
+    kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn or fast_default_loss,
               strategy=strategy, chunk=chunk, layout=layout, split=split, rows=None)
     loss, acc, used = _evaluate_plane(model, theta0, f1, f2, grid, xy, **kw)
     c_loss, c_acc = _center(model, theta0, xy, kw)

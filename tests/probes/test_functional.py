@@ -10,6 +10,8 @@ from torch import nn
 
 from engine.probes.functional import (
     ParamLayout,
+    default_loss,
+    fast_default_loss,
     evaluate_points,
     flatten_params,
     resolve_data,
@@ -185,6 +187,18 @@ def test_batchnorm_running_by_default_and_batch_mode_never_updates_stats():
     for k, v in before.items():
         if k != "norm.num_batches_tracked":
             assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_fast_default_loss_is_cross_entropy_under_grad_and_vmap():
+    out = torch.randn(50, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    y = torch.randint(0, 7, (50,), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(default_loss(out, y), F.cross_entropy(out, y))  # bit for bit
+    torch.testing.assert_close(fast_default_loss(out, y), F.cross_entropy(out, y))
+    g1, = torch.autograd.grad(fast_default_loss(out, y), out)
+    g2, = torch.autograd.grad(F.cross_entropy(out, y), out)
+    torch.testing.assert_close(g1, g2)
+    batched = torch.func.vmap(fast_default_loss, in_dims=(0, None))(out.detach()[None].repeat(3, 1, 1), y)
+    torch.testing.assert_close(batched, F.cross_entropy(out.detach(), y).repeat(3))
 
 
 def test_regression_accuracy_is_nan_and_loss_is_mse():
