@@ -148,7 +148,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = common.device()
-    out = common.Report(f"hessian_top_{dev.type}")
+    out = common.Report(f"hessian_top_{dev.type}" + (f"_t{args.threads}" if args.threads else ""))
     x, y = common.mnist1d(args.n, dev)
     try:
         counter = Counter()

@@ -72,12 +72,23 @@ def rounds(fns: dict, dev: torch.device, repeats: int, skip_after_first=()) -> t
     return {k: med(v) for k, v in wall.items()}, {k: med(v) for k, v in cpu.items()}, results
 
 
-def matmul_flops(dev: torch.device, n: int = 2048, repeats: int = 7) -> float:
-    """Measured dense float32 matmul rate (FLOP/s) of an n x n product, median of repeats."""
+def matmul_flops(dev: torch.device, n: int = 2048, repeats: int = 7) -> tuple[float, float]:
+    """Measured dense float32 n x n matmul rate: (FLOP per wall second, FLOP per CPU second).
+
+    The second is per core when torch runs one thread, and is what to compare with on a
+    machine shared with other work (process CPU time does not count time taken away).
+    """
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     a @ b
-    t, _ = timed(lambda: a @ b, dev, repeats)
-    return 2 * n**3 / t
+    wall, cpu = [], []
+    for _ in range(repeats):
+        sync(dev)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        a @ b
+        sync(dev)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return 2 * n**3 / statistics.median(wall), 2 * n**3 / statistics.median(cpu)
 
 
 def forward_flops(model, x) -> int:

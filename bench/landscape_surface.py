@@ -137,12 +137,13 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
             diff = float(np.abs(value - ours[: len(value)]).max())
         rows[label] = (times[label] * scale[label], cpu[label] * scale[label], diff)
     t_zoo, c_zoo, _ = rows["zooscope surface"]
+    peak_wall, peak_cpu = peak
     out(f"{'method':46s} {'wall s':>8s} {'cpu s':>8s} {'zooscope faster':>15s} {'(cpu)':>6s} {'GFLOP/s':>8s} "
-        f"{'of peak':>7s} {'max|dloss|':>10s}")
+        f"{'of peak':>7s} {'(cpu)':>6s} {'max|dloss|':>10s}")
     for label, (t, c, diff) in rows.items():
         out(f"{label:46s} {t:8.3f} {c:8.3f} {t / t_zoo:14.2f}x {c / c_zoo:5.2f}x {flops / t / 1e9:8.1f} "
-            f"{flops / t / peak:7.1%} {diff:10.2e}")
-    return {label: t for label, (t, _, _) in rows.items()}, t_zoo
+            f"{flops / t / peak_wall:7.1%} {flops / c / peak_cpu:6.1%} {diff:10.2e}")
+    return {label: (t, c) for label, (t, c, _) in rows.items()}, (t_zoo, c_zoo)
 
 
 def main():
@@ -159,24 +160,32 @@ def main():
         torch.set_num_threads(args.threads)
     dev = common.device()
     tag = "" if args.models == parser.get_default("models") else "_" + args.models.replace(",", "_")
-    out = common.Report(f"landscape_surface_{dev.type}{tag}_{args.res}x{args.res}")
+    threads = f"_t{args.threads}" if args.threads else ""
+    out = common.Report(f"landscape_surface_{dev.type}{tag}_{args.res}x{args.res}{threads}")
     x, y = common.mnist1d(args.n, dev)
     peak = common.matmul_flops(dev)
     out(f"# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}; zooscope: medians of {args.repeats} interleaved rounds, references: 1")
-    out(f"dense 2048^2 float32 matmul: {peak / 1e9:.1f} GFLOP/s (median of 7)")
+    out(f"dense 2048^2 float32 matmul: {peak[0] / 1e9:.1f} GFLOP per wall second, {peak[1] / 1e9:.1f} per CPU "
+        "second (median of 7); 'of peak' columns divide by these")
     summary = []
     for name in args.models.split(","):
         times, t_zoo = bench_model(name, MODELS[name], x, y, args, dev, peak, out)
         summary.append((name, times, t_zoo))
-    peak_after = common.matmul_flops(dev)
-    out(f"\ndense matmul re-measured at the end: {peak_after / 1e9:.1f} GFLOP/s (machine shared; timings are noisy)")
-    out("\n## summary: zooscope surface speed-up (reference seconds / zooscope seconds)")
+    after = common.matmul_flops(dev)
+    out(f"\ndense matmul re-measured at the end: {after[0] / 1e9:.1f} GFLOP per wall second, {after[1] / 1e9:.1f} "
+        "per CPU second (a shared machine: wall times are noisy, CPU times less so)")
+    out("\n## summary: zooscope surface speed-up (reference time / zooscope time; wall, then CPU)")
     for name, times, t_zoo in summary:
-        li = next((t for k, t in times.items() if k.startswith("Li")), None)
-        ll = times.get("loss-landscapes planar_interpolation")
-        out(f"{name:8s} vs Li et al. loop: " + (f"{li / t_zoo:6.1f}x" if li else "n/a")
-            + "   vs loss-landscapes: " + (f"{ll / t_zoo:6.1f}x" if ll else "n/a"))
+        parts = []
+        for ref in ("Li", "loss-landscapes"):
+            key = next((k for k in times if k.startswith(ref)), None)
+            if key is None:
+                parts.append(f"vs {ref}: n/a")
+                continue
+            (t, c), (tz, cz) = times[key], t_zoo
+            parts.append(f"vs {ref}: {t / tz:5.1f}x wall, {c / cz:5.1f}x cpu")
+        out(f"{name:8s} " + "   ".join(parts))
     print(f"saved {out.save()}")
 
 
