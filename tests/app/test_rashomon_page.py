@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import store
-from conftest import current_services
+from conftest import ARTIFACTS, current_services
 
 PAGE = "pages/rashomon.py"
 SAMPLE_URL = {"rs_src": "sample", "rs_data": "monk1", "rs_model": "logistic", "rs_eps_s": "0.05", "rs_n": "500",
@@ -195,7 +195,6 @@ def _wait_text(page, pattern: str, timeout: float = 60.0) -> str:
 
 @pytest.mark.browser
 def test_slider_and_scatter_selection_in_a_browser(serve, browser, trained_store):
-    from conftest import ARTIFACTS
 
     seed_probe(trained_store, "rashomon.sample", SAMPLE_PARAMS, ids=[])
     server = serve(trained_store)
