@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 
 import store
@@ -26,3 +28,26 @@ def owner(tmp_path):
     yield st, disp
     disp.stop(kill_workers=True)
     st.close()
+
+
+@contextlib.contextmanager
+def trained_zoo(folder, sweep: dict):
+    """A store owned by this process with ``sweep`` trained through the real worker path.
+
+    Yields ``(store, dispatcher, zoo_id)``; stops the workers and closes the store afterwards.
+    """
+    st = store.open_store(folder / "store")
+    disp = Dispatcher(st)
+    try:
+        zoo_id, job_id = disp.submit_sweep(load_sweep(sweep))
+        (job,) = disp.run_until_done([job_id])
+        assert job["status"] == "done", job
+        yield st, disp, zoo_id
+    finally:
+        disp.stop(kill_workers=True)
+        st.close()
+
+
+@pytest.fixture(scope="module", name="trained_zoo")
+def _trained_zoo_factory():
+    return trained_zoo

@@ -13,22 +13,13 @@ from engine.probes.layerwise import LayerwiseBarriers
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import store
-    from engine.config import load_sweep
-    from engine.jobs import Dispatcher
-
-    st = store.open_store(tmp_path_factory.mktemp("lmc") / "store")
-    disp = Dispatcher(st)
-    sweep = load_sweep({"name": "lmc", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 16},
-                                                "batch_size": 32, "steps": 60, "checkpoints": [60]},
-                        "grid": {"seed": [0, 1, 2]}})
-    zoo_id, job_id = disp.submit_sweep(sweep)
-    disp.run_until_done([job_id])
-    ck = st.list_checkpoints(zoo_id=zoo_id)
-    yield st, disp, ck[ck["step"] == 60]["checkpoint_id"].tolist(), st.runs_table(zoo_id)
-    disp.stop(kill_workers=True)
-    st.close()
+def trained(tmp_path_factory, trained_zoo):
+    sweep = {"name": "lmc", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 16},
+                                     "batch_size": 32, "steps": 60, "checkpoints": [60]},
+             "grid": {"seed": [0, 1, 2]}}
+    with trained_zoo(tmp_path_factory.mktemp("lmc"), sweep) as (st, disp, zoo_id):
+        ck = st.list_checkpoints(zoo_id=zoo_id)
+        yield st, disp, ck[ck["step"] == 60]["checkpoint_id"].tolist(), st.runs_table(zoo_id)
 
 
 def _compute(disp, probe, params, ids):

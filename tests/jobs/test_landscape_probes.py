@@ -10,20 +10,11 @@ from engine.probes.landscape import Surface
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import store
-    from engine.config import load_sweep
-    from engine.jobs import Dispatcher
-
-    st = store.open_store(tmp_path_factory.mktemp("ls") / "store")
-    disp = Dispatcher(st)
-    sweep = load_sweep({"name": "ls", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8},
-                                               "batch_size": 32, "steps": 40, "checkpoints": "linear:4"}})
-    zoo_id, job_id = disp.submit_sweep(sweep)
-    disp.run_until_done([job_id])
-    yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values("step")
-    disp.stop(kill_workers=True)
-    st.close()
+def trained(tmp_path_factory, trained_zoo):
+    sweep = {"name": "ls", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8},
+                                    "batch_size": 32, "steps": 40, "checkpoints": "linear:4"}}
+    with trained_zoo(tmp_path_factory.mktemp("ls"), sweep) as (st, disp, zoo_id):
+        yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values("step")
 
 
 def _compute(disp, probe, params, ids):

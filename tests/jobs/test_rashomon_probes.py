@@ -24,23 +24,14 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
+def zoo(tmp_path_factory, trained_zoo):
     """Four small MLPs on 2-D moons (tabular inputs, so the importance clouds are computed)."""
-    import store
-    from engine.config import load_sweep
-    from engine.jobs import Dispatcher
-
-    st = store.open_store(tmp_path_factory.mktemp("rs") / "store")
-    disp = Dispatcher(st)
-    sweep = load_sweep({"name": "rs", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8},
-                                               "batch_size": 32, "steps": 40, "checkpoints": "linear:2"},
-                        "grid": {"lr": [0.05, 0.3], "seed": [0, 1]}})
-    zoo_id, job_id = disp.submit_sweep(sweep)
-    disp.run_until_done([job_id])
-    ckpts = st.list_checkpoints(zoo_id=zoo_id).sort_values(["run_id", "step"])
-    yield st, disp, ckpts.groupby("run_id").tail(1)["checkpoint_id"].tolist()
-    disp.stop(kill_workers=True)
-    st.close()
+    sweep = {"name": "rs", "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8},
+                                    "batch_size": 32, "steps": 40, "checkpoints": "linear:2"},
+             "grid": {"lr": [0.05, 0.3], "seed": [0, 1]}}
+    with trained_zoo(tmp_path_factory.mktemp("rs"), sweep) as (st, disp, zoo_id):
+        ckpts = st.list_checkpoints(zoo_id=zoo_id).sort_values(["run_id", "step"])
+        yield st, disp, ckpts.groupby("run_id").tail(1)["checkpoint_id"].tolist()
 
 
 def _compute(disp, probe, params, ids):

@@ -13,21 +13,12 @@ from engine.probes.similarity_grid import similarity_grid
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import store
-    from engine.config import load_sweep
-    from engine.jobs import Dispatcher
-
-    st = store.open_store(tmp_path_factory.mktemp("rep") / "store")
-    disp = Dispatcher(st)
-    sweep = load_sweep({"name": "rep", "base": {"dataset": {"name": "gaussians"}, "arch": {"name": "mlp", "width": 16},
-                                                "batch_size": 32, "steps": 40, "checkpoints": "linear:3"},
-                        "grid": {"seed": [0, 1]}})
-    zoo_id, job_id = disp.submit_sweep(sweep)
-    disp.run_until_done([job_id])
-    yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values(["run_id", "step"])
-    disp.stop(kill_workers=True)
-    st.close()
+def trained(tmp_path_factory, trained_zoo):
+    sweep = {"name": "rep", "base": {"dataset": {"name": "gaussians"}, "arch": {"name": "mlp", "width": 16},
+                                     "batch_size": 32, "steps": 40, "checkpoints": "linear:3"},
+             "grid": {"seed": [0, 1]}}
+    with trained_zoo(tmp_path_factory.mktemp("rep"), sweep) as (st, disp, zoo_id):
+        yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values(["run_id", "step"])
 
 
 def _compute(disp, probe, params, ids):
