@@ -97,7 +97,7 @@ def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int) -> tupl
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
-_PROBE_CHUNKS = 2  # vmap chunks timed against the loop when the strategy is measured
+_PROBE_CHUNKS = 1  # vmap chunks timed against as many looped points when the strategy is measured
 
 
 def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tuple[Tensor, Tensor, str]:

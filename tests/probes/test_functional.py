@@ -145,7 +145,7 @@ def test_measured_strategy_and_grid_row_reuse_match_the_plain_loop():
     coords = torch.cartesian_prod(axis, axis)  # 36 points, rows of equal a: the row cache is used
     theta = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
     ref = evaluate_points(model, theta, (x, y), strategy="loop")
-    # chunk=4: 36 points are enough to time 8 looped against 8 vmapped points, then finish with the faster
+    # chunk=4: 36 points are enough to time 4 looped against 4 vmapped points, then finish with the faster
     torch.testing.assert_close(evaluate_points(model, theta, (x, y), chunk=4), ref, rtol=1e-5, atol=1e-6)
     plane = evaluate_plane(model, theta0, d1, d2, coords, (x, y), chunk=4)
     torch.testing.assert_close(plane, ref, rtol=1e-5, atol=1e-6)
