@@ -97,14 +97,14 @@ def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int) -> tupl
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
-_PROBE_CHUNKS = 1  # vmap chunks timed against as many looped points when the strategy is measured
+_PROBE_FRACTION = 64  # the timed probe is at most 1/64 of the points (vmap can be 4x slower)
 
 
 def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tuple[Tensor, Tensor, str]:
     """Apply a point function to every row of ``args``; returns ``(loss, acc, strategy used)``.
 
-    ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points and
-    keeps the faster for the rest. On a quiet 2-core machine the loop over points, each on
+    ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points
+    (at most 1/64 of them each) and keeps the faster for the rest. On a quiet 2-core machine the loop over points, each on
     the whole dataset, runs the big products near the matmul peak and ``vmap`` over
     32-point chunks was 3-4x slower; with the cores oversubscribed by other processes the
     per-operation cost dominates and ``vmap`` (32x fewer operations) was 3-4x faster
@@ -114,14 +114,14 @@ def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tu
     n = len(args[0])
     with torch.no_grad():
         if how == "measure":
-            probe = _PROBE_CHUNKS * chunk
-            if chunk < 4 or n < 4 * probe:
+            probe = min(chunk, max(4, n // _PROBE_FRACTION))
+            if probe < 4 or n < 8 * probe:
                 how = "loop"
             else:
                 start = time.perf_counter()
                 first = _loop(fn_loop, args, 0, probe)
                 middle = time.perf_counter()
-                second = _vmapped(fn_vmap, args, probe, 2 * probe, chunk)
+                second = _vmapped(fn_vmap, args, probe, 2 * probe, probe)
                 t_loop, t_vmap = middle - start, time.perf_counter() - middle
                 how = "loop" if t_loop <= t_vmap else "vmap"
                 rest = _loop(fn_loop, args, 2 * probe, n) if how == "loop" else \

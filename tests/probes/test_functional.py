@@ -26,7 +26,7 @@ class Wrapped(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.fc1 = nn.Linear(6, 5)
+        self.fc1 = nn.Linear(36, 5)  # fan-in >= 32: the plane path reuses this layer
         self.fc2 = nn.Linear(5, 3)
 
     def forward(self, x):
@@ -44,7 +44,19 @@ class TinyConv(nn.Module):
         return self.head(torch.relu(self.norm(self.conv(x))).mean(-1))
 
 
-def _data(n=40, shape=(1, 6), classes=3, seed=0):
+class WideConv(nn.Module):
+    """A first conv with fan-in 33, wide enough for the plane path to reuse it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 33, padding=16)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean(-1))
+
+
+def _data(n=40, shape=(1, 36), classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
 
@@ -100,8 +112,8 @@ def test_evaluate_points_matches_loading_each_vector(strategy):
     torch.testing.assert_close(acc, ref_acc)
 
 
-@pytest.mark.parametrize("make", [Wrapped, TinyConv, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(),
-                                                                              nn.Linear(4, 3))])
+@pytest.mark.parametrize("make", [Wrapped, TinyConv, WideConv, lambda: nn.Sequential(nn.Flatten(), nn.Linear(36, 4),
+                                                                                        nn.ReLU(), nn.Linear(4, 3))])
 @pytest.mark.parametrize("strategy", ["loop", "vmap"])
 def test_evaluate_plane_equals_points(make, strategy):
     torch.manual_seed(0)
@@ -121,7 +133,7 @@ def test_evaluate_plane_equals_points(make, strategy):
 @pytest.mark.parametrize("rows", [7, 16, 40])
 def test_data_chunks_give_the_whole_set_numbers(rows):
     torch.manual_seed(0)
-    model = TinyConv()
+    model = WideConv()
     x, y = _data()
     theta0, _ = flatten_params(dict(model.named_parameters()))
     theta = theta0 + 0.2 * torch.randn(3, theta0.numel(), generator=torch.Generator().manual_seed(4))
@@ -136,7 +148,7 @@ def test_data_chunks_give_the_whole_set_numbers(rows):
 
 def test_measured_strategy_and_grid_row_reuse_match_the_plain_loop():
     torch.manual_seed(0)
-    model = TinyConv()
+    model = WideConv()
     x, y = _data()
     theta0, _ = flatten_params(dict(model.named_parameters()))
     gen = torch.Generator().manual_seed(3)
@@ -161,7 +173,11 @@ def test_first_layer_path_is_taken_for_linear_first_layers():
     d = torch.ones_like(theta0)
     first = plane_eval._first_layer(ev, theta0, d, d, torch.zeros(1, 2))
     assert first is not None and first.path == "fc1"
-    assert first.inputs.shape == (40, 6)  # the flattened input, computed once
+    assert first.inputs.shape == (40, 36)  # the flattened input, computed once
+    ev = fn._Evaluator(TinyConv(), (x, y), layout=None, buffers=None, bn="running", loss_fn=None, split="train")
+    theta0 = ev.layout.flatten(dict(TinyConv().named_parameters()))
+    thin = plane_eval._first_layer(ev, theta0, torch.ones_like(theta0), torch.ones_like(theta0), torch.zeros(1, 2))
+    assert thin is None  # fan-in 3: recomputing the conv is cheaper than combining its outputs
 
 
 def test_batchnorm_running_by_default_and_batch_mode_never_updates_stats():
