@@ -92,9 +92,12 @@ def test_surface_centre_is_the_model_loss_and_same_seed_same_surface():
     assert surf.loss[4, 4] == pytest.approx(expected, rel=1e-5)
     assert surf.directions[0]["seed"] == 1 and surf.directions[1]["norm"] == "filter"
     assert surf.bn == "running" and surf.split == "train" and surf.n_samples == 48
-    again = loss_surface_2d(model, params, data, random_direction(params, seed=1),
-                            random_direction(params, seed=2), span=(-1, 1), resolution=9)
-    np.testing.assert_array_equal(surf.loss, again.loss)
+    # The automatic strategy is chosen by timing (loop vs vmap), and the two round differently in the last
+    # bits; with the strategy fixed, the same seed gives an identical surface.
+    pinned = [loss_surface_2d(model, params, data, random_direction(params, seed=1), random_direction(params, seed=2),
+                              span=(-1, 1), resolution=9, strategy="loop") for _ in range(2)]
+    np.testing.assert_array_equal(pinned[0].loss, pinned[1].loss)
+    np.testing.assert_allclose(surf.loss, pinned[0].loss, rtol=1e-5)
 
 
 def test_surface_grid_points_match_direct_evaluation():
