@@ -5,11 +5,13 @@ path, a random subspace, a Rashomon sample -- goes through :func:`evaluate_point
 Each point is evaluated from its own coordinates with
 :func:`torch.func.functional_call`; the module passed in is never mutated.
 
-How the points are evaluated is chosen by device and size, because it was measured:
-on a CPU a plain loop over points, each over the whole dataset as one batch, runs the
-big matrix products near the machine's peak, while ``vmap`` over chunks of points is
-3-4x slower; on a GPU many small evaluations are latency-bound and ``vmap`` over a
-chunk of points wins.
+How the points are evaluated is chosen by device and by measurement (see
+:mod:`engine.probes.batching`): on a GPU many small evaluations are latency-bound and
+``vmap`` over chunks of points wins; on a CPU a plain loop over points runs the big
+matrix products near the machine's peak when the cores are free, while ``vmap`` wins
+when they are oversubscribed, so each call times both on its first points. A plane of
+points (a 2D landscape) goes through :func:`engine.probes.plane_eval.evaluate_plane`,
+which also reuses the first layer.
 
 Conventions
 -----------

@@ -2,7 +2,7 @@
 
 ``loss_surface_2d`` evaluates ``theta + a * d1 + b * d2`` on a grid, every point from
 its own coordinates (no in-place walking that accumulates rounding error), through
-:func:`engine.probes.functional.evaluate_plane`.
+:func:`engine.probes.plane_eval.evaluate_plane`.
 
 References
 ----------
