@@ -97,14 +97,14 @@ def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int) -> tupl
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
-_PROBE_FRACTION = 64  # the timed probe is at most 1/64 of the points (vmap can be 4x slower)
+_PROBE_FRACTION = 256  # each timed probe is at most 1/256 of the points (vmap was up to 6x slower)
 
 
 def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tuple[Tensor, Tensor, str]:
     """Apply a point function to every row of ``args``; returns ``(loss, acc, strategy used)``.
 
     ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points
-    (at most 1/64 of them each) and keeps the faster for the rest. On a quiet 2-core machine the loop over points, each on
+    (at most 1/256 of them each, at least 4) and keeps the faster for the rest. On a quiet 2-core machine the loop over points, each on
     the whole dataset, runs the big products near the matmul peak and ``vmap`` over
     32-point chunks was 3-4x slower; with the cores oversubscribed by other processes the
     per-operation cost dominates and ``vmap`` (32x fewer operations) was 3-4x faster
