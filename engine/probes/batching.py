@@ -104,7 +104,8 @@ def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tu
     """Apply a point function to every row of ``args``; returns ``(loss, acc, strategy used)``.
 
     ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points
-    (at most 1/256 of them each, at least 4) and keeps the faster for the rest. On a quiet 2-core machine the loop over points, each on
+    (at most 1/256 of them each, at least 4) and keeps the faster for the rest. On a
+    quiet 2-core machine the loop over points, each on
     the whole dataset, runs the big products near the matmul peak and ``vmap`` over
     32-point chunks was 3-4x slower; with the cores oversubscribed by other processes the
     per-operation cost dominates and ``vmap`` (32x fewer operations) was 3-4x faster
