@@ -4,15 +4,9 @@ import streamlit as st
 
 from pages.ui.connectivity_views import layerwise_tab, matrix_tab, merge_tab, paths_tab
 from pages.ui.pickers import pick_runs
-from pages.ui.services import get_services
-from pages.ui.sidebar import sidebar
+from pages.ui.sidebar import page_start
 
-svc = get_services()
-zoo_id = sidebar(svc)
-st.title("Mode connectivity")
-if zoo_id is None:
-    st.info("Train or import a zoo first (Zoo page).")
-    st.stop()
+svc, zoo_id = page_start("Mode connectivity")
 runs = pick_runs(svc, zoo_id, label="Two runs (A, B) of the same architecture", max_runs=2)
 tabs = st.tabs(["Path A → B", "Layer-wise", "Barrier matrix", "Merging"])
 with tabs[0]:

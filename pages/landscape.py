@@ -4,15 +4,9 @@ import streamlit as st
 
 from pages.ui.landscape_views import intrinsic_tab, sharpness_tab, spectrum_tab, surface_tab
 from pages.ui.pickers import pick_checkpoint, pick_run
-from pages.ui.services import get_services
-from pages.ui.sidebar import sidebar
+from pages.ui.sidebar import page_start
 
-svc = get_services()
-zoo_id = sidebar(svc)
-st.title("Loss landscape")
-if zoo_id is None:
-    st.info("Train or import a zoo first (Zoo page).")
-    st.stop()
+svc, zoo_id = page_start("Loss landscape")
 c1, c2 = st.columns([3, 1])
 run_id = pick_run(svc, zoo_id, container=c1)
 if run_id is None:

@@ -10,15 +10,9 @@ from pages.ui.representations_views import (
     projection_tab,
     training_tab,
 )
-from pages.ui.services import get_services
-from pages.ui.sidebar import sidebar
+from pages.ui.sidebar import page_start
 
-svc = get_services()
-zoo_id = sidebar(svc)
-st.title("Representations")
-if zoo_id is None:
-    st.info("Train or import a zoo first (Zoo page).")
-    st.stop()
+svc, zoo_id = page_start("Representations")
 tabs = st.tabs(["Model vs model", "Through training", "Projection", "Neural collapse", "Dimension & neurons"])
 with tabs[0]:
     runs = pick_runs(svc, zoo_id, label="Two runs (A, B)", max_runs=2)

@@ -10,7 +10,7 @@ import streamlit as st
 from .services import Services, cached_zoos, store_path
 from .state import synced_selectbox
 
-__all__ = ["job_queue", "sidebar", "zoo_label"]
+__all__ = ["job_queue", "page_start", "sidebar", "zoo_label"]
 
 
 def zoo_label(zoos: pd.DataFrame):
@@ -66,3 +66,16 @@ def job_queue(svc: Services) -> None:
             st.error(f"{text}: {job.error or ''}"[:300], icon=None)
         else:
             st.caption(text)
+
+
+def page_start(title: str) -> tuple[Services, str]:
+    """The start every analysis page shares: services, sidebar, title, and a guard when there is no zoo."""
+    from .services import get_services
+
+    svc = get_services()
+    zoo_id = sidebar(svc)
+    st.title(title)
+    if zoo_id is None:
+        st.info("Train or import a zoo first (Zoo page).")
+        st.stop()
+    return svc, zoo_id
