@@ -18,7 +18,7 @@ from uuid import uuid4
 from engine.config import SweepSpec, load_sweep
 
 from .context import job_dir, read_progress, request_cancel
-from .executor import Finished, LocalExecutor
+from .executor import Finished, LocalExecutor, make_executor
 from .kinds import get_kind
 
 __all__ = ["Dispatcher", "TickReport"]
@@ -52,7 +52,7 @@ class Dispatcher:
 
     def __init__(self, store, executor: LocalExecutor | None = None):
         self.store = store
-        self.executor = executor or LocalExecutor(store.path)
+        self.executor = executor or make_executor(store.path)
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

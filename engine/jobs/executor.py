@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .context import job_dir
 
-__all__ = ["Finished", "LocalExecutor"]
+__all__ = ["Finished", "LocalExecutor", "make_executor"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,16 @@ class LocalExecutor:
         for proc in self._procs.values():
             proc.wait(timeout=10)
         self._procs.clear()
+
+
+def make_executor(store_path: Path, settings=None):
+    """The executor the settings ask for (``[jobs] executor``): local worker processes by default."""
+    from engine.settings import load_settings
+
+    settings = settings or load_settings(store_path)
+    if settings.jobs.executor == "local":
+        return LocalExecutor(store_path, max_workers=settings.jobs.workers)
+    raise ValueError(f"executor {settings.jobs.executor!r} is not available in this build")
 
 
 def worker_env() -> dict[str, str]:

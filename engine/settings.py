@@ -1,0 +1,113 @@
+"""Server settings: how jobs run and who may sign in, from one TOML file.
+
+The file is ``$ZOOSCOPE_CONFIG`` when set, else ``zooscope.toml`` in the store folder;
+without either, the defaults below hold (one user on localhost, local worker processes).
+
+.. code-block:: toml
+
+    [jobs]
+    executor = "local"        # or "ray"
+    workers = 1               # jobs running at once (the global cap per device)
+    per_user = 1              # jobs running at once for one user (0: no cap)
+    ray_address = "auto"      # "auto", "local" or "ray://head:10001"
+    ray_num_cpus = 1.0        # resources one Ray task asks for
+    ray_num_gpus = 0.0        # fractional GPUs for small models, e.g. 0.25
+
+    [auth]
+    mode = "auto"             # "off", "password", "oidc" or "auto"
+    users_file = "users.toml" # built-in accounts (hashed passwords, roles); relative to this file
+    default_role = "viewer"   # the role of an OIDC user not named in users_file
+
+Environment variables override single values: ``ZOOSCOPE_WORKERS``, ``ZOOSCOPE_EXECUTOR``,
+``ZOOSCOPE_RAY_ADDRESS``, ``ZOOSCOPE_AUTH``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.config import ConfigError
+
+__all__ = ["AuthSettings", "JobSettings", "Settings", "load_settings", "settings_path"]
+
+CONFIG_ENV_VAR = "ZOOSCOPE_CONFIG"
+
+
+class JobSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    executor: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1, le=1024)
+    per_user: int = Field(1, ge=0, le=1024)
+    ray_address: str = "auto"
+    ray_num_cpus: float = Field(1.0, ge=0.0)
+    ray_num_gpus: float = Field(0.0, ge=0.0)
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "password", "oidc", "auto"] = "auto"
+    users_file: str = "users.toml"
+    default_role: Literal["viewer", "editor", "admin"] = "viewer"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: JobSettings = JobSettings()
+    auth: AuthSettings = AuthSettings()
+    source: str | None = None  # the file these came from, for messages
+
+    def resolve(self, relative: str) -> Path:
+        """A path named in the settings, relative to the settings file (or the working folder)."""
+        p = Path(relative).expanduser()
+        if p.is_absolute() or self.source is None:
+            return p
+        return Path(self.source).parent / p
+
+
+_ENV = {  # environment variable -> (section, field)
+    "ZOOSCOPE_WORKERS": ("jobs", "workers"),
+    "ZOOSCOPE_EXECUTOR": ("jobs", "executor"),
+    "ZOOSCOPE_RAY_ADDRESS": ("jobs", "ray_address"),
+    "ZOOSCOPE_AUTH": ("auth", "mode"),
+}
+
+
+def settings_path(store_path: Path | None = None) -> Path | None:
+    """The settings file in use: ``$ZOOSCOPE_CONFIG``, else ``<store>/zooscope.toml`` if it exists."""
+    if os.environ.get(CONFIG_ENV_VAR):
+        return Path(os.environ[CONFIG_ENV_VAR]).expanduser()
+    if store_path is not None and (Path(store_path) / "zooscope.toml").is_file():
+        return Path(store_path) / "zooscope.toml"
+    return None
+
+
+def load_settings(store_path: Path | None = None) -> Settings:
+    """Read the settings (see the module docstring); a bad file raises ConfigError naming the value."""
+    path = settings_path(store_path)
+    data: dict = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"settings file {path} (from ${CONFIG_ENV_VAR}) does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from None
+    for var, (section, key) in _ENV.items():
+        if os.environ.get(var):
+            data.setdefault(section, {})[key] = os.environ[var]
+    try:
+        settings = Settings.model_validate({**data, "source": str(path) if path else None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"settings{f' ({path})' if path else ''}: {where}: {err['msg']} "
+                          f"(got {err.get('input')!r})") from None
+    return settings
