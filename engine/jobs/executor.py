@@ -1,4 +1,10 @@
-"""Executors start workers for jobs. The local one runs each job in its own process."""
+"""Executors start workers for jobs. The local one runs each job in its own process.
+
+Every executor has the same small interface, which the :class:`~engine.jobs.Dispatcher`
+drives: ``start(job_id) -> pid | None``, ``poll() -> list[Finished]``, ``running()``,
+``free_slots``, ``kill(job_id)`` and ``shutdown()``. The Ray one lives in
+:mod:`engine.jobs.ray_executor` and is imported only when the settings ask for it.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +17,22 @@ from pathlib import Path
 
 from .context import job_dir
 
-__all__ = ["Finished", "LocalExecutor", "make_executor"]
+__all__ = ["Finished", "LocalExecutor", "make_executor", "worker_env", "worker_env_overrides"]
 
 
 @dataclass(frozen=True)
 class Finished:
+    """A worker that ended: its exit status, the end of its log, and (optionally) why it ended."""
+
     job_id: str
     returncode: int
     log_tail: str
+    why: str | None = None  # set when the exit status alone does not say it (e.g. a Ray task error)
 
     @property
     def reason(self) -> str:
+        if self.why:
+            return self.why
         if self.returncode < 0:
             sig = signal.Signals(-self.returncode).name
             return f"worker process was killed by signal {-self.returncode} ({sig})"
@@ -85,22 +96,42 @@ class LocalExecutor:
 
 
 def make_executor(store_path: Path, settings=None):
-    """The executor the settings ask for (``[jobs] executor``): local worker processes by default."""
+    """The executor the settings ask for (``[jobs] executor``): local worker processes by default.
+
+    ``executor = "ray"`` gives a :class:`~engine.jobs.ray_executor.RayExecutor` (needs
+    ``pip install zooscope[ray]``). Its number of jobs at once is ``workers`` when the
+    settings name it, else as many tasks as the Ray cluster has CPUs for.
+    """
     from engine.settings import load_settings
 
     settings = settings or load_settings(store_path)
-    if settings.jobs.executor == "local":
-        return LocalExecutor(store_path, max_workers=settings.jobs.workers)
-    raise ValueError(f"executor {settings.jobs.executor!r} is not available in this build")
+    jobs = settings.jobs
+    if jobs.executor == "local":
+        return LocalExecutor(store_path, max_workers=jobs.workers)
+    if jobs.executor == "ray":
+        from .ray_executor import RayExecutor, require_ray
+
+        require_ray()
+        return RayExecutor(store_path, address=jobs.ray_address, num_cpus=jobs.ray_num_cpus,
+                           num_gpus=jobs.ray_num_gpus,
+                           max_workers=jobs.workers if "workers" in jobs.model_fields_set else None)
+    raise ValueError(f"executor {jobs.executor!r} is not available in this build; use 'local' or 'ray'")
+
+
+def worker_env_overrides() -> dict[str, str]:
+    """What a worker's environment adds to this machine's: numba's compiled code (UMAP) cached on disk.
+
+    Computed where the worker runs (a Ray node computes its own), so the cache is on that node.
+    """
+    if os.environ.get("ZOOSCOPE_CACHE") == "off" or "NUMBA_CACHE_DIR" in os.environ:
+        return {}
+    cache = Path(os.environ.get("ZOOSCOPE_CACHE") or Path.home() / ".cache" / "zooscope")
+    return {"NUMBA_CACHE_DIR": str(cache / "numba")}
 
 
 def worker_env() -> dict[str, str]:
-    """The environment of a worker: numba's compiled code (UMAP) cached on disk and shared by all workers."""
-    cache = Path(os.environ.get("ZOOSCOPE_CACHE") or Path.home() / ".cache" / "zooscope")
-    env = dict(os.environ)
-    if env.get("ZOOSCOPE_CACHE") != "off":
-        env.setdefault("NUMBA_CACHE_DIR", str(cache / "numba"))
-    return env
+    """The environment of a local worker process: this process's, plus :func:`worker_env_overrides`."""
+    return {**os.environ, **worker_env_overrides()}
 
 
 def _tail(path: Path, n: int = 2000) -> str:
