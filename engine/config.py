@@ -26,8 +26,10 @@ __all__ = [
     "SweepSpec",
     "TrainSpec",
     "checkpoint_steps",
+    "PhaseAxes",
     "format_validation_error",
     "load_sweep",
+    "parse_axis_expression",
     "spec_hash",
 ]
 
@@ -177,6 +179,51 @@ SWEEP_AXES: dict[str, tuple[str | None, str]] = {
 }
 
 
+_AXIS_EXPRESSION = re.compile(r"^\s*([A-Za-z_]+)\s*(?:([/*])\s*([A-Za-z_]+)\s*)?$")
+
+
+def parse_axis_expression(text: str) -> tuple[str, str | None, str | None]:
+    """``"lr"`` -> ``("lr", None, None)``; ``"lr/batch_size"`` -> ``("lr", "/", "batch_size")``.
+
+    A phase-diagram axis is one sweep axis, or the ratio or product of two.
+
+    Raises
+    ------
+    ValueError
+        Not of the form ``a``, ``a/b`` or ``a*b``, or a name that is not a sweep axis.
+    """
+    m = _AXIS_EXPRESSION.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"a phase axis is a sweep axis, or 'a/b' or 'a*b' of two; got {text!r}")
+    first, op, second = m.groups()
+    for name in (first, second):
+        if name is not None and name not in SWEEP_AXES:
+            raise ValueError(f"phase axis {text!r} names {name!r}, which is not a sweep axis; "
+                             f"allowed: {', '.join(SWEEP_AXES)}")
+    return first, op, second
+
+
+class PhaseAxes(_Spec):
+    """Which hyperparameters a phase diagram puts on its axes (Yang et al. 2021: temperature x load).
+
+    Each is a sweep axis or the ratio / product of two, e.g. ``temperature = "lr/batch_size"``,
+    ``load = "width"``. At least one name of each must be swept; another may be fixed in ``base``.
+    """
+
+    temperature: str  # e.g. "lr", "lr/batch_size", "batch_size"
+    load: str  # e.g. "width", "train_fraction", "label_noise"
+
+    @field_validator("temperature", "load")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        parse_axis_expression(text)
+        return text.strip()
+
+    def names(self, which: str) -> list[str]:
+        first, _, second = parse_axis_expression(getattr(self, which))
+        return [n for n in (first, second) if n is not None]
+
+
 class SweepSpec(_Spec):
     """A zoo: a base run and a grid of values; runs are the Cartesian product."""
 
@@ -185,6 +232,7 @@ class SweepSpec(_Spec):
     grid: dict[str, list[Scalar]] = Field(default_factory=dict)
     temperature: list[str] = Field(default_factory=list)  # axes acting as temperature (phase diagrams)
     load: list[str] = Field(default_factory=list)  # axes acting as load
+    phases: PhaseAxes | None = None  # [phases] temperature = "lr/batch_size", load = "width"
 
     @field_validator("grid")
     @classmethod
@@ -203,6 +251,11 @@ class SweepSpec(_Spec):
         for axis in (*self.temperature, *self.load):
             if axis not in self.grid:
                 raise ValueError(f"phase axis {axis!r} is not a sweep axis; grid has {sorted(self.grid)}")
+        if self.phases is not None:
+            for which in ("temperature", "load"):
+                if not any(name in self.grid for name in self.phases.names(which)):
+                    raise ValueError(f"phases.{which} = {getattr(self.phases, which)!r} names no swept axis; "
+                                     f"the grid sweeps {sorted(self.grid)}")
         if self.n_runs > 10_000:
             raise ValueError(f"the sweep has {self.n_runs} runs; at most 10000 are allowed")
         self.expand()  # every grid value must make a valid TrainSpec

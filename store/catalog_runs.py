@@ -135,7 +135,9 @@ class RunsCatalog(StoreCore):
         one ``hp_<key>`` column per key of ``hparams`` (nested keys joined with '.');
         then from the run's last checkpoint ``steps, final_epoch, final_train_loss,
         final_train_acc, final_test_loss, final_test_acc, last_checkpoint_id`` (NaN if
-        none) and ``final_gap`` = train accuracy − test accuracy.
+        none) and ``final_gap`` = train accuracy − test accuracy; then one ``probe_<name>``
+        column per metric a probe wrote for the run (``metric`` rows with split ``"probe"``,
+        e.g. by the ``sweep.cell`` probe), the value at the highest step it was measured at.
         """
         import json
 
@@ -158,7 +160,19 @@ class RunsCatalog(StoreCore):
         split = base.columns.get_loc("wall_s") + 1
         table = pd.concat([base.iloc[:, :split], hparams, base.iloc[:, split:]], axis=1)
         table["final_gap"] = table["final_train_acc"] - table["final_test_acc"]
-        return table
+        return self._with_probe_columns(table, zoo_id)
+
+    def _with_probe_columns(self, table: "pd.DataFrame", zoo_id: str | None) -> "pd.DataFrame":
+        """``table`` plus a ``probe_<name>`` column per probe metric (latest step per run)."""
+        probed = self._df("""
+            SELECT m.run_id, m.name, m.value FROM metric m
+            WHERE m.split = 'probe' AND ($zoo IS NULL OR m.run_id IN (SELECT run_id FROM run WHERE zoo_id = $zoo))
+            QUALIFY row_number() OVER (PARTITION BY m.run_id, m.name ORDER BY m.step DESC) = 1""", {"zoo": zoo_id})
+        if probed.empty:
+            return table
+        wide = probed.pivot(index="run_id", columns="name", values="value")
+        wide.columns = [f"probe_{c}" for c in wide.columns]
+        return table.join(wide, on="run_id")
 
     def latest_batch_loss(self, zoo_id: str) -> "pd.DataFrame":
         """Each run's most recent training-batch loss: ``run_id, step, loss`` (for live progress)."""

@@ -19,6 +19,7 @@ from .probe_job import (
     probe_kinds,
     register_probe,
 )
+from .sweep import SweepCell, SweepRequest, probe_sweep, sweep_cells, sweep_status
 from .train_job import TrainJobSpec, run_train
 
 __all__ = [
@@ -43,4 +44,9 @@ __all__ = [
     "register_kind",
     "request_cancel",
     "run_train",
+    "SweepCell",
+    "SweepRequest",
+    "probe_sweep",
+    "sweep_cells",
+    "sweep_status",
 ]

@@ -49,10 +49,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What a probe returns: ``summary`` (JSON-able numbers and labels) and ``arrays`` (name -> array)."""
+    """What a probe returns: ``summary`` (JSON-able numbers and labels) and ``arrays`` (name -> array).
+
+    ``metrics`` (optional) are ``metric`` table rows (``run_id, step, split, name, value``) that
+    land in the catalog with the probe row, in the same bundle; rows already there are kept.
+    """
 
     summary: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,7 @@ def run_probe(spec: ProbeJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
            "inputs_json": json.dumps([c.checkpoint_id for c in spec.checkpoints]), "artifact_sha": sha,
            "result_json": json.dumps(result.summary, default=_json_default), "code_version": kind.code_version,
            "owner": ctx.owner, "created_at": _now()}
-    ctx.emit({"probe": [row]})
+    ctx.emit({"probe": [row], "metric": list(result.metrics)})
     ctx.progress(1.0, f"{spec.probe}: done", force=True)
     return {"probe": spec.probe, "key": spec.key}
 
