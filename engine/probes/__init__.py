@@ -25,6 +25,7 @@ from .lmc import *  # noqa: F401,F403
 from .merge import *  # noqa: F401,F403
 from .multiplicity import *  # noqa: F401,F403
 from .path_eval import *  # noqa: F401,F403
+from .phases import *  # noqa: F401,F403
 from .plane_eval import *  # noqa: F401,F403
 from .projection import *  # noqa: F401,F403
 from .rashomon import *  # noqa: F401,F403
@@ -38,5 +39,5 @@ from .subspace import *  # noqa: F401,F403
 from .trace import *  # noqa: F401,F403
 from .trees import *  # noqa: F401,F403
 
-__all__ = [name for _m in ("activations", "align", "align_features", "align_ste", "barrier_matrix", "bn_reset", "connectivity", "curvature", "directions", "functional", "geometry", "importance", "lanczos", "landscape", "layerwise", "lmc", "merge", "multiplicity", "path_eval", "plane_eval", "projection", "rashomon", "rashomon_sampling", "similarity", "similarity_grid", "singular_alignment", "spawning", "spectrum", "subspace", "trace", "trees")
+__all__ = [name for _m in ("activations", "align", "align_features", "align_ste", "barrier_matrix", "bn_reset", "connectivity", "curvature", "directions", "functional", "geometry", "importance", "lanczos", "landscape", "layerwise", "lmc", "merge", "multiplicity", "path_eval", "phases", "plane_eval", "projection", "rashomon", "rashomon_sampling", "similarity", "similarity_grid", "singular_alignment", "spawning", "spectrum", "subspace", "trace", "trees")
            for name in _import_module(f"{__name__}.{_m}").__all__]

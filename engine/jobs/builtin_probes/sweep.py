@@ -42,7 +42,7 @@ from engine.probes.trace import hessian_trace
 
 from ..probe_job import ProbeResult, register_probe
 
-__all__ = ["SweepCellParams", "run_sweep_cell"]
+__all__ = ["SweepCellParams", "WeightNormParams", "run_sweep_cell", "run_weight_norm"]
 
 MetricGroup = Literal["evaluation", "curvature", "connectivity", "similarity", "dimension"]
 BARRIER_KIND = "max_minus_linear"
@@ -177,5 +177,23 @@ def _result(cks, p: SweepCellParams, values, layer_values) -> ProbeResult:
     return ProbeResult(summary, arrays, metrics=metrics)
 
 
+class WeightNormParams(BaseModel):
+    """No settings: the L2 norm of all parameters of every input checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def run_weight_norm(inputs, p: WeightNormParams, progress) -> ProbeResult:
+    norms = []
+    for i in range(len(inputs)):
+        ck = inputs.load(i)
+        norms.append(float(flatten_params(ck.params)[0].norm()))
+        progress((i + 1) / len(inputs), f"checkpoint {i + 1}/{len(inputs)}")
+    steps = [r.step for r in inputs.refs]
+    return ProbeResult({"steps": steps, "norm": norms}, {"steps": np.asarray(steps), "norm": np.asarray(norms)})
+
+
+register_probe("weights.norm", run_weight_norm, WeightNormParams, n_checkpoints=(1, None),
+               description="L2 norm of the parameters at each checkpoint")
 register_probe("sweep.cell", run_sweep_cell, SweepCellParams, n_checkpoints=(1, 256),
                description="phase-diagram scalars for the seeds of one hyperparameter cell")

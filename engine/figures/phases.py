@@ -1,0 +1,153 @@
+"""Phase diagrams: metric heatmaps over temperature x load, the phase map, trends, grokking curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .style import PALETTE, escape, finish
+
+__all__ = ["PHASE_COLORS", "grokking_figure", "metric_heatmap", "phase_map", "phase_overview", "trend_figure"]
+
+#: One colour per phase of Yang et al. (2021); "?" marks a cell with a missing metric.
+PHASE_COLORS = {"I": "#D55E00", "II": "#E69F00", "III": "#CC79A7", "IV-A": "#56B4E9", "IV-B": "#009E73",
+                "?": "#BBBBBB"}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _grid(cells: pd.DataFrame, column: str) -> tuple[list, list, np.ndarray]:
+    """``(temperatures, loads, values)`` with values shaped (loads, temperatures)."""
+    ts = sorted(cells["temperature"].unique())
+    ls = sorted(cells["load"].unique())
+    numeric = pd.api.types.is_numeric_dtype(cells[column]) and not pd.api.types.is_bool_dtype(cells[column])
+    z = np.full((len(ls), len(ts)), np.nan if numeric else None, dtype=float if numeric else object)
+    for row in cells.itertuples(index=False):
+        z[ls.index(row.load), ts.index(row.temperature)] = getattr(row, column)
+    return ts, ls, z
+
+
+def _heatmap_trace(cells: pd.DataFrame, metric: str, label: str, *, colorscale: str = "Viridis",
+                   showscale: bool = True, colorbar_x: float | None = None) -> go.Heatmap:
+    ts, ls, z = _grid(cells, metric)
+    sd = _grid(cells, f"{metric}_std")[2] if f"{metric}_std" in cells else np.full(z.shape, np.nan)
+    n = _grid(cells, f"{metric}_n")[2] if f"{metric}_n" in cells else _grid(cells, "n_runs")[2]
+    text = np.vectorize(lambda v: "" if np.isnan(v) else _fmt(v))(z.astype(float))
+    colorbar = dict(title=escape(label))
+    if colorbar_x is not None:
+        colorbar["x"] = colorbar_x
+    return go.Heatmap(
+        z=z.astype(float), x=[_fmt(t) for t in ts], y=[_fmt(v) for v in ls], text=text, texttemplate="%{text}",
+        customdata=np.dstack([sd.astype(float), n.astype(float)]), colorscale=colorscale, showscale=showscale,
+        colorbar=colorbar, hovertemplate=f"temperature %{{x}}<br>load %{{y}}<br>{escape(label)} %{{z:.4g}}"
+                                         " ± %{customdata[0]:.2g} (s.d.)<br>runs %{customdata[1]}<extra></extra>")
+
+
+def metric_heatmap(cells: pd.DataFrame, metric: str, *, label: str | None = None, temperature: str = "temperature",
+                   load: str = "load", colorscale: str = "Viridis") -> go.Figure:
+    """One metric (mean over seeds) over the temperature x load plane; hover gives s.d. and n.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        From :func:`engine.probes.phases.cell_table` (``temperature, load, <metric>, <metric>_std, ...``).
+    metric : str
+    label, temperature, load : str
+        Axis and colour-bar titles (escaped).
+    """
+    fig = go.Figure(_heatmap_trace(cells, metric, label or metric, colorscale=colorscale))
+    fig.update_xaxes(title=escape(temperature), type="category")
+    fig.update_yaxes(title=escape(load), type="category")
+    return finish(fig, height=380)
+
+
+def phase_map(classified: pd.DataFrame, *, temperature: str = "temperature", load: str = "load",
+              thresholds_text: str = "") -> go.Figure:
+    """The phase of every cell (Yang et al.'s I-IV-B), coloured, with the full label on hover."""
+    ts, ls, phases = _grid(classified.assign(phase=classified["phase"].fillna("?")), "phase")
+    labels = _grid(classified, "label")[2]
+    names = list(PHASE_COLORS)
+    z = np.vectorize(lambda p: float(names.index(p if p in PHASE_COLORS else "?")))(phases)
+    k = len(names)
+    scale = []
+    for i, name in enumerate(names):
+        scale += [[i / k, PHASE_COLORS[name]], [(i + 1) / k, PHASE_COLORS[name]]]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[_fmt(t) for t in ts], y=[_fmt(v) for v in ls], zmin=-0.5, zmax=k - 0.5, colorscale=scale,
+        text=phases, texttemplate="%{text}", customdata=labels, showscale=False,
+        hovertemplate="temperature %{x}<br>load %{y}<br>phase %{text}: %{customdata}<extra></extra>"))
+    fig.update_xaxes(title=escape(temperature), type="category")
+    fig.update_yaxes(title=escape(load), type="category")
+    if thresholds_text:
+        fig.add_annotation(text=escape(thresholds_text), xref="paper", yref="paper", x=0, y=-0.28,
+                           showarrow=False, xanchor="left", font=dict(size=11))
+    return finish(fig, height=400)
+
+
+def trend_figure(cells: pd.DataFrame, metric: str, *, along: str = "temperature", by: str = "load",
+                 label: str | None = None, along_label: str | None = None, by_label: str | None = None,
+                 log_x: bool = True) -> go.Figure:
+    """``metric`` (mean ± s.d. over seeds) against one axis, one line per value of the other."""
+    fig = go.Figure()
+    for i, (value, group) in enumerate(cells.sort_values(along).groupby(by, sort=True)):
+        fig.add_trace(go.Scatter(
+            x=group[along], y=group[metric], mode="lines+markers", name=f"{escape(by_label or by)} {_fmt(value)}",
+            line=dict(color=PALETTE[i % len(PALETTE)]),
+            error_y=dict(type="data", array=group.get(f"{metric}_std"), visible=True)))
+    fig.update_xaxes(title=escape(along_label or along), type="log" if log_x else "linear")
+    fig.update_yaxes(title=escape(label or metric))
+    return finish(fig, height=360)
+
+
+def phase_overview(cells: pd.DataFrame, classified: pd.DataFrame, panels: Mapping[str, str], *,
+                   temperature: str, load: str, title: str = "") -> go.Figure:
+    """Heatmaps of the ``panels`` (metric -> label) and the phase map side by side (the README figure)."""
+    n = len(panels) + 1
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[escape(v) for v in panels.values()] + ["phase"],
+                        horizontal_spacing=0.07)
+    for i, (metric, label) in enumerate(panels.items()):
+        x_end = (i + 1) / n - 0.07 * (n - 1 - i) / n
+        fig.add_trace(_heatmap_trace(cells, metric, label, colorbar_x=x_end, showscale=True)
+                      .update(colorbar=dict(len=0.9, thickness=10, title=None)), row=1, col=i + 1)
+    pm = phase_map(classified).data[0]
+    fig.add_trace(pm, row=1, col=n)
+    for c in range(1, n + 1):
+        fig.update_xaxes(title=escape(temperature), type="category", row=1, col=c)
+        fig.update_yaxes(title=escape(load) if c == 1 else None, type="category", row=1, col=c)
+    return finish(fig, title=title or None, height=420).update_layout(width=420 * n)
+
+
+def grokking_figure(steps: Sequence[int], train_acc: Sequence[float], test_acc: Sequence[float], *,
+                    memorized_step: int | None = None, generalized_step: int | None = None,
+                    probes: Mapping[str, tuple[Sequence[int], Sequence[float]]] | None = None,
+                    log_x: bool = False) -> go.Figure:
+    """Train/test accuracy over training, the memorisation and grokking steps, and probe metrics below.
+
+    ``probes`` maps a label (e.g. "weight norm", "top Hessian eigenvalue") to ``(steps, values)``;
+    each gets its own row, sharing the step axis with the accuracies.
+    """
+    probes = dict(probes or {})
+    rows = 1 + len(probes)
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[2] + [1] * len(probes))
+    for name, y, color in (("train accuracy", train_acc, PALETTE[0]), ("test accuracy", test_acc, PALETTE[1])):
+        fig.add_trace(go.Scatter(x=list(steps), y=list(y), mode="lines+markers", name=name,
+                                 line=dict(color=color), marker=dict(size=4)), row=1, col=1)
+    for step, text, dash in ((memorized_step, "memorised", "dot"), (generalized_step, "grokked", "dash")):
+        if step is not None:
+            fig.add_vline(x=step, line=dict(dash=dash, color="#555"), annotation_text=f"{text} @ {step}",
+                          annotation_position="top left" if text == "memorised" else "top right")
+    fig.update_yaxes(title="accuracy", range=[0, 1.05], row=1, col=1)
+    for r, (label, (xs, ys)) in enumerate(probes.items(), start=2):
+        fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=escape(label),
+                                 line=dict(color=PALETTE[(r + 1) % len(PALETTE)]), marker=dict(size=4)),
+                      row=r, col=1)
+        fig.update_yaxes(title=escape(label), row=r, col=1)
+    fig.update_xaxes(title="step", type="log" if log_x else "linear", row=rows, col=1)
+    return finish(fig, height=320 + 180 * len(probes))
