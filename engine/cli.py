@@ -1,4 +1,4 @@
-"""The ``zooscope`` command: serve, train, ls, import, export-parquet, report."""
+"""The ``zooscope`` command: serve, train, ls, import, export-parquet, report, users."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the dashboard")
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--address", default="localhost")
-    s.add_argument("--team", action="store_true", help="shared deployment: sign-in required")
+    s.add_argument("--team", action="store_true",
+                   help="shared deployment: sign-in required (also implied by a non-loopback --address)")
 
     t = sub.add_parser("train", help="train a zoo from a TOML/YAML sweep file")
     t.add_argument("config", help="sweep file, e.g. configs/demo.toml")
@@ -45,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export-parquet", help="export every catalog table as Parquet")
     ex.add_argument("dir")
 
+    from engine.accounts import add_users_arguments
     from engine.report import add_report_arguments
+
+    add_users_arguments(sub.add_parser("users", help="manage the accounts of a team server (add, passwd, "
+                                                     "set-role, rm, ls)"))
 
     add_report_arguments(sub.add_parser("report", help="export a report draft or a stored report as one offline "
                                                        "HTML file"))
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     path = store.resolve_store_path(args.store)
     try:
         return _COMMANDS[args.command](args, path)
-    except (ConfigError, ValueError, store.StoreError) as exc:
+    except (ConfigError, ValueError, PermissionError, store.StoreError) as exc:
         print(f"zooscope: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -66,11 +71,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args, path: Path) -> int:
+    from engine.auth import oidc_configured, resolve_auth_mode
+
+    mode = resolve_auth_mode(_settings(path).auth.mode, address=args.address, team=args.team,
+                             oidc=oidc_configured())
+    problem = _sign_in_problem(mode, path)
+    if problem:
+        print(f"zooscope: error: {problem}", file=sys.stderr)
+        return 2
     env = {**os.environ, "ZOOSCOPE_STORE": str(path), "ZOOSCOPE_TEAM": "1" if args.team else "",
-           "ZOOSCOPE_WARM_UMAP": os.environ.get("ZOOSCOPE_WARM_UMAP", "1")}
+           "ZOOSCOPE_AUTH": mode, "ZOOSCOPE_WARM_UMAP": os.environ.get("ZOOSCOPE_WARM_UMAP", "1")}
+    if mode != "off":
+        print(f"sign-in is on ({mode}); accounts: `zooscope users ls`", file=sys.stderr)
     cmd = [sys.executable, "-m", "engine.serve", "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true"]
     return subprocess.call(cmd, env=env)
+
+
+def _settings(path: Path):
+    from engine.settings import load_settings
+
+    return load_settings(path)
+
+
+def _sign_in_problem(mode: str, path: Path) -> str | None:
+    """Why a server with sign-in ``mode`` could not let anyone in, or None."""
+    from engine.auth import load_users, oidc_configured, secrets_files, users_path
+
+    if mode == "oidc" and not oidc_configured():
+        return ("auth mode 'oidc' needs an [auth] section (your identity provider) in "
+                f"{' or '.join(str(f) for f in secrets_files())}; see docs/deploy.md")
+    if mode == "password":
+        users_file = users_path(_settings(path), path)
+        if not any(u.password for u in load_users(users_file).values()):
+            return (f"sign-in is on with built-in passwords (a team server, or a non-loopback address) but "
+                    f"{users_file} has no account with "
+                    "a password, so nobody could sign in. Add one first: "
+                    f"`zooscope --store {path} users add NAME --role admin`, or configure OIDC "
+                    "(an [auth] section in .streamlit/secrets.toml); see docs/deploy.md")
+    return None
 
 
 def _train(args, path: Path) -> int:
@@ -85,8 +124,10 @@ def _train(args, path: Path) -> int:
         print(f"{exc}\nYour request was handed to that process instead ({req.name}); "
               "follow it in the dashboard.")
         return 0
+    from engine.auth import cli_policy
+
     with st:
-        disp = Dispatcher(st)
+        disp = Dispatcher(st, access=cli_policy(_settings(path), path))
         zoo_id, job_id = disp.submit_sweep(sweep, owner=args.owner, population=not args.sequential)
         print(f"zoo {sweep.name!r} ({zoo_id}): {sweep.n_runs} runs queued as job {job_id}")
         job = _follow(disp, job_id)
@@ -169,6 +210,12 @@ def _report(args, path: Path) -> int:
     return report_command(args, path)
 
 
+def _users(args, path: Path) -> int:
+    from engine.accounts import users_command
+
+    return users_command(args, path)
+
+
 def _export(args, path: Path) -> int:
     with store.open_store(path) as st:
         st.export_parquet(Path(args.dir))
@@ -177,7 +224,7 @@ def _export(args, path: Path) -> int:
 
 
 _COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "export-parquet": _export,
-             "report": _report}
+             "report": _report, "users": _users}
 
 if __name__ == "__main__":
     sys.exit(main())

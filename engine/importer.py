@@ -107,11 +107,19 @@ def import_weights(path: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> Im
     return ImportedWeights(config, {k: v.contiguous() for k, v in state.items()}, metrics)
 
 
-def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: str) -> str:
-    """Write an imported model as a finished run with one checkpoint in zoo ``zoo`` (created if new)."""
+def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: str, access=None) -> str:
+    """Write an imported model as a finished run with one checkpoint in zoo ``zoo`` (created if new).
+
+    ``owner`` is recorded on the run (and on the zoo when it is new). With an
+    ``access`` policy (``engine.auth.AccessPolicy``), an owner whose role may not
+    import raises ``PermissionDenied`` before anything is written.
+    """
     import math
 
     import store
+
+    if access is not None:
+        access.require(owner, "import")
 
     try:
         zoo_id = st.get_zoo(zoo)["zoo_id"]
@@ -132,10 +140,17 @@ def import_command(args, path: Path) -> int:
     """``zooscope import``: check the file, then record a run with one checkpoint."""
     import store
 
+    from engine.auth import cli_policy
+    from engine.settings import load_settings
+
+    access = cli_policy(load_settings(path), path)
+    if access is not None:
+        access.require(args.owner, "import")
     arch = ArchSpec(name=args.arch, width=args.width, depth=args.depth)
     imported = import_weights(args.weights, arch, DatasetSpec(name=args.dataset))
     with store.open_store(path) as st:
-        run_id = record_import(st, args.zoo, imported, name=args.name or Path(args.weights).stem, owner=args.owner)
+        run_id = record_import(st, args.zoo, imported, name=args.name or Path(args.weights).stem, owner=args.owner,
+                               access=access)
     print(f"imported {args.weights} as run {run_id} in zoo {args.zoo!r}: "
           f"test accuracy {imported.metrics['test_acc']:.4f}")
     return 0

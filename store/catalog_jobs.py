@@ -91,33 +91,69 @@ class JobsCatalog(StoreCore):
             fields = self._stamp_times("job", "job_id", job_id, fields, _TERMINAL_JOB)
             self._update("job", "job_id", job_id, fields)
 
-    def next_queued_job(self, kind: str | Sequence[str] | None = None, *, claim: bool = False,
-                        pid: int | None = None) -> dict[str, Any] | None:
-        """The job to run next, or None when nothing is queued.
+    def queue_order(self, kind: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Queued jobs in the order they would start (``job_id``, ``owner``, ``created_at``, ``kind``).
 
-        Fair across owners: the owner with the fewest running jobs goes first,
-        then the oldest job. With ``claim=True`` the job is marked running (and
-        ``pid`` recorded) in the same transaction, so two callers never get the same job.
+        Fair across owners, first-in first-out within one: an owner's k-th queued job
+        (k = 0, 1, ...) counts as if its owner had ``running + k`` jobs, and jobs go
+        by that load, then by age. So one owner's ten jobs interleave with another's
+        one instead of going first. Per-owner caps only delay jobs; they never reorder them.
         """
-        where, params = ["j.status = 'queued'"], []
+        where, params = ["status = 'queued'"], []
         if kind is not None:
-            where.append("list_contains(?, j.kind)")
+            where.append("list_contains(?, kind)")
             params.append(_as_list(kind))
-        sql = f"""
-            SELECT j.* FROM job j LEFT JOIN (
-                SELECT owner, count(*) AS n FROM job WHERE status = 'running' GROUP BY owner
-            ) busy ON busy.owner IS NOT DISTINCT FROM j.owner
-            WHERE {' AND '.join(where)}
-            ORDER BY coalesce(busy.n, 0), j.created_at, j.job_id LIMIT 1"""
+        queued = self._dicts(f"SELECT job_id, owner, kind, created_at FROM job WHERE {' AND '.join(where)} "
+                             "ORDER BY created_at, job_id", params)
+        running = self._running_per_owner()
+        seen: dict[Any, int] = {}
+        for job in queued:
+            k = seen.get(job["owner"], 0)
+            seen[job["owner"]] = k + 1
+            job["load"] = running.get(job["owner"], 0) + k
+            job["first_of_owner"] = k == 0
+        return sorted(queued, key=lambda j: (j["load"], j["created_at"], j["job_id"]))
+
+    def _running_per_owner(self) -> dict[Any, int]:
+        rows = self._dicts("SELECT owner, count(*) AS n FROM job WHERE status = 'running' GROUP BY owner")
+        return {r["owner"]: int(r["n"]) for r in rows}
+
+    def next_queued_job(self, kind: str | Sequence[str] | None = None, *, claim: bool = False,
+                        pid: int | None = None, per_user_cap: int | None = None) -> dict[str, Any] | None:
+        """The job to run next, or None when nothing may start.
+
+        The first job of :meth:`queue_order` whose owner is below ``per_user_cap``
+        running jobs (``None`` or 0: no cap); each owner's oldest job only, so an
+        owner's jobs start in the order they were queued. With ``claim=True`` the
+        job is marked running (and ``pid`` recorded) in the same transaction, so
+        two callers never get the same job.
+        """
+        if per_user_cap is not None and per_user_cap < 0:
+            raise ValueError(f"per_user_cap must be >= 0 (0: no cap); got {per_user_cap!r}")
         if not claim:
-            rows = self._dicts(sql, params)
-            return decode_row(rows[0]) if rows else None
+            chosen = self._next_allowed(kind, per_user_cap)
+            return None if chosen is None else self.get_job(chosen)
         with self._tx():
-            rows = self._dicts(sql, params)
-            if not rows:
+            chosen = self._next_allowed(kind, per_user_cap)
+            if chosen is None:
                 return None
-            self.update_job(rows[0]["job_id"], status="running", pid=pid)
-            return self.get_job(rows[0]["job_id"])
+            self.update_job(chosen, status="running", pid=pid)
+            return self.get_job(chosen)
+
+    def _next_allowed(self, kind, per_user_cap: int | None) -> str | None:
+        running = self._running_per_owner()
+        for job in self.queue_order(kind):
+            if job["first_of_owner"] and (not per_user_cap or running.get(job["owner"], 0) < per_user_cap):
+                return job["job_id"]
+        return None
+
+    def queue_position(self, job_id: str) -> int | None:
+        """The job's 1-based place in :meth:`queue_order`; None when it is not queued."""
+        return self.queue_positions().get(job_id)
+
+    def queue_positions(self) -> dict[str, int]:
+        """Every queued job's 1-based place in :meth:`queue_order` (one query, for the sidebar)."""
+        return {job["job_id"]: i + 1 for i, job in enumerate(self.queue_order())}
 
     def cancel_job(self, job_id: str) -> bool:
         """Mark a queued or running job ``cancelled``; returns False if it had already finished.

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from uuid import uuid4
 
+from engine.auth import AccessPolicy
 from engine.config import SweepSpec, load_sweep
 
 from .context import job_dir, read_progress, request_cancel
@@ -47,12 +48,27 @@ class Dispatcher:
     store : store.Store
         The store, opened as owner.
     executor : LocalExecutor, optional
-        Where workers run; a local process pool by default.
+        Where workers run; a local process pool by default. Its worker count is the
+        global cap on jobs running at once.
+    access : engine.auth.AccessPolicy, optional
+        Who may submit and cancel; None means sign-in is off (everyone may).
+        Refusals raise :class:`engine.auth.PermissionDenied` before anything is written.
+    per_user : int, optional
+        Jobs one owner may have running at once (0: no cap); ``[jobs] per_user`` by default.
     """
 
-    def __init__(self, store, executor: LocalExecutor | None = None):
+    def __init__(self, store, executor: LocalExecutor | None = None, access: AccessPolicy | None = None,
+                 per_user: int | None = None):
         self.store = store
-        self.executor = executor or make_executor(store.path)
+        if executor is None or per_user is None:
+            from engine.settings import load_settings
+
+            settings = load_settings(store.path)
+            executor = executor or make_executor(store.path, settings)
+            per_user = settings.jobs.per_user if per_user is None else per_user
+        self.executor = executor
+        self.access = access
+        self.per_user = per_user
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -61,7 +77,11 @@ class Dispatcher:
 
     # -- submission -------------------------------------------------------------------
     def submit(self, kind: str, spec: dict[str, Any], *, owner: str = "local", zoo_id: str | None = None) -> str:
-        """Validate ``spec`` for ``kind`` and queue it; bad specs raise before anything is written."""
+        """Validate ``spec`` for ``kind`` and queue it for ``owner``.
+
+        Bad specs, and owners whose role may not launch jobs, raise before anything is written.
+        """
+        self.authorize(owner, "launch")
         job_kind = get_kind(kind)
         if job_kind.validate is not None:
             job_kind.validate(spec)
@@ -75,6 +95,7 @@ class Dispatcher:
 
         Returns ``(zoo_id, job_id)``.
         """
+        self.authorize(owner, "launch")
         sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
         runs = sweep.expand()
         with self._lock:
@@ -90,16 +111,32 @@ class Dispatcher:
             job_id = self.submit("train", spec, owner=owner, zoo_id=zoo_id)
         return zoo_id, job_id
 
-    def cancel(self, job_id: str) -> None:
-        """Ask a job to stop: queued jobs are cancelled at once, running ones at their next check."""
+    def cancel(self, job_id: str, *, user: str | None = None) -> None:
+        """Ask a job to stop: queued jobs are cancelled at once, running ones at their next check.
+
+        With sign-in on, ``user`` must own the job (and be an editor) or be an admin.
+        """
         with self._lock:
-            self.generation += 1
             job = self.store.get_job(job_id)
+            self.authorize(user, "cancel" if user is not None and user == job.get("owner") else "cancel_any")
+            self.generation += 1
             if job["status"] == "queued":
                 self.store.update_job(job_id, status="cancelled", finished_at=_now(), message="cancelled before it ran")
                 self._settle_runs(job, "cancelled")
             elif job["status"] == "running":
                 request_cancel(self.store.path, job_id)
+
+    def authorize(self, user: str | None, action: str) -> None:
+        """Raise :class:`engine.auth.PermissionDenied` unless ``user`` may do ``action`` (always may: sign-in off)."""
+        if self.access is not None:
+            self.access.require(user, action)
+
+    def can(self, user: str | None, action: str) -> bool:
+        return self.access is None or self.access.can(user, action)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """The job's 1-based place among queued jobs in the order they would start; None if not queued."""
+        return self.store.queue_position(job_id)
 
     # -- the loop ---------------------------------------------------------------------
     def tick(self) -> TickReport:
@@ -116,7 +153,7 @@ class Dispatcher:
             for fin in self.executor.poll():
                 report.finished[fin.job_id] = self._finish(fin)
             while self.executor.free_slots > 0:
-                job = self.store.next_queued_job()
+                job = self.store.next_queued_job(per_user_cap=self.per_user)
                 if job is None:
                     break
                 self._start(job)
@@ -163,13 +200,19 @@ class Dispatcher:
 
     # -- internals --------------------------------------------------------------------
     def _take_requests(self) -> None:
+        """Queue requests dropped in ``requests/`` by CLI commands.
+
+        A request names its owner, and whoever can write the store folder can write a
+        request: the folder's file permissions are the trust boundary. With sign-in on
+        the named owner's role is still checked, as for any submission.
+        """
         for req in self.store.take_requests():
             try:
                 if req["kind"] == "train_sweep":
                     self.submit_sweep(req["payload"]["sweep"], owner=req["payload"].get("owner", "local"))
                 else:
                     self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
-            except Exception as exc:
+            except Exception as exc:  # PermissionDenied included: the server log says who and why
                 log.warning("request %s refused: %s", req.get("request_id"), exc)
 
     def _start(self, job: dict) -> None:
