@@ -2,6 +2,7 @@
 
 The owner of a store runs a :class:`Dispatcher`; workers (local processes, or Ray
 tasks) run ``run_<kind>(spec, ctx)`` and hand results back as bundles.
+``RayExecutor`` is imported on first use, so importing this package never imports Ray.
 """
 
 from .context import JobCancelled, JobContext, read_progress, request_cancel
@@ -36,6 +37,7 @@ __all__ = [
     "probe_kinds",
     "register_probe",
     "LocalExecutor",
+    "RayExecutor",
     "TickReport",
     "TrainJobSpec",
     "get_kind",
@@ -50,3 +52,11 @@ __all__ = [
     "sweep_cells",
     "sweep_status",
 ]
+
+
+def __getattr__(name: str):
+    if name == "RayExecutor":  # lazily: Ray is an optional dependency (zooscope[ray])
+        from .ray_executor import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
