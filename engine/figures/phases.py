@@ -73,7 +73,10 @@ def phase_map(classified: pd.DataFrame, *, temperature: str = "temperature", loa
     ts, ls, phases = _grid(classified.assign(phase=classified["phase"].fillna("?")), "phase")
     labels = _grid(classified, "label")[2]
     names = list(PHASE_COLORS)
-    z = np.vectorize(lambda p: float(names.index(p if p in PHASE_COLORS else "?")))(phases)
+    empty = np.vectorize(lambda p: p is None)(phases)  # no runs in this cell
+    z = np.vectorize(lambda p: np.nan if p is None else float(names.index(p if p in PHASE_COLORS else "?")))(phases)
+    phases = np.where(empty, "", phases)
+    labels = np.where(empty, "", labels)
     k = len(names)
     scale = []
     for i, name in enumerate(names):

@@ -1,15 +1,22 @@
-"""A tiny trained zoo (2 learning rates x 2 seeds, width-8 MLPs on moons), trained once per module."""
+"""A tiny trained and probed zoo (2 learning rates x 2 seeds, width-8 MLPs on moons), built once per session.
+
+The template store is trained through the real worker path and swept with the ``sweep.cell``
+probe at its default parameters (what the Phases page asks for), then closed; each test module
+gets its own copy, because a store has a single owner.
+"""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
 import store
 from engine.config import load_sweep
-from engine.jobs import Dispatcher
+from engine.jobs import Dispatcher, probe_sweep
 
 TINY = {
-    "name": "tiny-phases",
+    "name": "tiny <script>alert(1)</script>",
     "base": {"dataset": {"name": "moons"}, "arch": {"name": "mlp", "width": 8}, "batch_size": 32,
              "steps": 40, "checkpoints": "linear:2", "optim": {"name": "sgd"}},
     "grid": {"lr": [0.05, 0.2], "seed": [0, 1]},
@@ -17,16 +24,36 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """``(store, dispatcher, zoo_id)`` with TINY trained through the real worker path."""
-    st = store.open_store(tmp_path_factory.mktemp("phases") / "store")
+@pytest.fixture(scope="session")
+def probed_template(tmp_path_factory):
+    """A closed store: TINY trained, every cell probed with the default ``sweep.cell`` parameters."""
+    path = tmp_path_factory.mktemp("phases") / "store"
+    st = store.open_store(path)
     disp = Dispatcher(st)
     try:
         zoo_id, job_id = disp.submit_sweep(load_sweep(TINY))
         (job,) = disp.run_until_done([job_id])
         assert job["status"] == "done", job
-        yield st, disp, zoo_id
+        assert [r.status.state for r in probe_sweep(disp, zoo_id, compute_here=True)] == ["done", "done"]
+    finally:
+        disp.stop(kill_workers=True)
+        st.close()
+    return path
+
+
+def copy_store(template, tmp_path):
+    dest = tmp_path / "store"
+    shutil.copytree(template, dest, ignore=shutil.ignore_patterns("owner.json"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def zoo(probed_template, tmp_path_factory):
+    """``(store, dispatcher, zoo_id)`` on a copy of the probed template, owned by this process."""
+    st = store.open_store(copy_store(probed_template, tmp_path_factory.mktemp("zoo")))
+    disp = Dispatcher(st)
+    try:
+        yield st, disp, st.list_zoos()["zoo_id"].iloc[0]
     finally:
         disp.stop(kill_workers=True)
         st.close()

@@ -1,0 +1,90 @@
+"""AppTest of the Phases page (run as its own script: app.py lists the pages)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import store
+
+from conftest import copy_store
+
+PAGE = Path(__file__).resolve().parents[2] / "pages" / "phases.py"
+
+
+@pytest.fixture
+def page(monkeypatch):
+    monkeypatch.syspath_prepend(str(PAGE.parents[1]))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+    def make(store_path, **query):
+        monkeypatch.setenv(store.STORE_ENV_VAR, str(store_path))
+        at = AppTest.from_file(str(PAGE), default_timeout=90)
+        for k, v in query.items():
+            at.query_params[k] = v
+        return at.run()
+
+    yield make
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def _links(at) -> dict[str, dict[str, list[str]]]:
+    out = {}
+    for m in at.markdown:
+        for part in m.value.split(" · "):
+            if "](./" in part:
+                url = part.split("](", 1)[1].rstrip(")")
+                parsed = urlparse(url)
+                out[parsed.path.removeprefix("./")] = parse_qs(parsed.query)
+    return out
+
+
+def test_empty_store_says_what_to_do(page, tmp_path):
+    at = page(tmp_path / "empty")
+    assert not at.exception
+    assert any("Train or import a zoo first" in i.value for i in at.info)
+
+
+def test_probed_zoo_shows_heatmaps_phase_map_and_links(page, probed_template, tmp_path):
+    at = page(copy_store(probed_template, tmp_path))
+    assert not at.exception, at.exception
+    charts = at.get("plotly_chart")
+    titles = [m.value for m in at.markdown]
+    assert "**top Hessian eigenvalue (sharpness)**" in titles and "**loss barrier between seeds, weight matching**" in titles
+    figs = [json.loads(c.proto.spec) for c in charts]
+    phase = [f for f in figs if f["data"][0].get("hovertemplate", "").find("phase %{text}") >= 0]
+    assert len(phase) == 1 and {p for row in phase[0]["data"][0]["text"] for p in row} <= {"I", "II", "III", "IV-A", "IV-B", "?", ""}
+    assert len(figs) >= 8  # heatmaps of every metric + the phase map
+    # the chosen cell's runs, preset on the other pages
+    with store.open_store(copy_store(probed_template, tmp_path / "read"), owner=False) as s:
+        zoo_id = s.list_zoos()["zoo_id"].iloc[0]
+        runs = s.runs_table(zoo_id)
+    links = _links(at)
+    assert set(links) == {"landscape", "connectivity", "representations"}
+    first_cell = runs[runs["hp_lr"] == 0.05].sort_values(["seed", "run_id"])["run_id"].tolist()
+    assert links["landscape"]["run"] == [first_cell[0]] and links["landscape"]["zoo"] == [zoo_id]
+    assert links["connectivity"]["runs"] == [",".join(first_cell[:2])]
+    assert links["representations"]["run"] == [first_cell[0]]
+    # user text (the zoo's name holds a <script> tag) is never passed through as HTML
+    assert all("<script>" not in m.value for m in list(at.markdown) + list(at.caption))
+    assert all("<script>" not in c.proto.spec for c in charts)
+
+
+def test_cell_from_the_url_and_threshold_moves_labels(page, probed_template, tmp_path):
+    at = page(copy_store(probed_template, tmp_path), cell="1")
+    assert not at.exception
+    with store.open_store(copy_store(probed_template, tmp_path / "read"), owner=False) as s:
+        runs = s.runs_table(s.list_zoos()["zoo_id"].iloc[0])
+    second = runs[runs["hp_lr"] == 0.2].sort_values(["seed", "run_id"])["run_id"].tolist()
+    assert _links(at)["landscape"]["run"] == [second[0]]
+    at.number_input(key="ph_cut_hessian_top").set_value(1e9).run()  # nothing is sharp above 1e9
+    assert all(not c.value.startswith("sharp:") or "hessian_top > 1e+09" in c.value for c in at.caption)
+    assert "sharp · " not in at.selectbox(key="ph_cell").format_func(0)
