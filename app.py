@@ -15,4 +15,7 @@ PAGES = [
     st.Page("pages/reports.py", title="Reports", icon=":material/description:", url_path="reports"),
 ]
 
+from pages.ui.signin import sign_in_gate  # noqa: E402
+
+sign_in_gate()  # with sign-in on, nothing but the sign-in form until someone signs in
 st.navigation(PAGES).run()

@@ -7,9 +7,10 @@ import html
 import pandas as pd
 import streamlit as st
 
+from engine.auth import PermissionDenied
 from engine.jobs import ProbeService, ProbeStatus
 
-from .services import Services, cached_runs, current_user
+from .services import Services, cached_runs, current_user, may
 from .state import query_list, synced_selectbox
 
 __all__ = ["checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "probe_result"]
@@ -92,8 +93,15 @@ def probe_result(svc: Services, probe: str, params: dict, checkpoint_ids: list[s
     if status.state == "failed":
         st.error(f"The last attempt failed: {html.escape(str(status.job.get('error') or ''))[:500]}")
     if status.state in ("missing", "failed"):
+        if not may("launch"):
+            st.info("Not computed yet. Anyone with the editor role can compute it; the result is then shared.")
+            return None
         if auto or st.button(label, key=f"{key}_go", type="primary"):
-            service.request(probe, params, checkpoint_ids, owner=current_user())
+            try:
+                service.request(probe, params, checkpoint_ids, owner=current_user())
+            except PermissionDenied as exc:
+                st.error(str(exc))
+                return None
             st.rerun()
         return None
     _wait(svc, probe, params, checkpoint_ids, key)

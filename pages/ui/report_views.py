@@ -164,7 +164,9 @@ def export_panel(svc: Services, draft: ReportDraft) -> None:
     """Save the draft as a stored report (with its provenance) and download it as one HTML file."""
     st.subheader("Export")
     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-    author = c1.text_input("Author", value=current_user(), key="report_author")
+    signed_in = svc.access.enabled  # with sign-in on, a report's author is who saved it
+    author = c1.text_input("Author", value=current_user(), key="report_author", disabled=signed_in)
+    author = current_user() if signed_in else author
     if c2.button("Save report", key="report_save", type="primary", icon=":material/save:",
                  help="Freeze the draft with its provenance (ids, configs, versions, time, author) as a stored report"):
         report = build_report(svc.store, draft, author=author.strip() or None)

@@ -11,15 +11,20 @@ import pandas as pd
 import streamlit as st
 
 import store
+from engine.auth import AccessPolicy, access_policy, oidc_configured, resolve_auth_mode
 from engine.jobs import Dispatcher
 
-__all__ = ["Services", "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos"]
+__all__ = ["Services", "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos",
+           "current_role", "current_user", "may"]
+
+SESSION_USER = "zooscope_user"  # st.session_state key of the signed-in user (password sign-in)
 
 
 @dataclass
 class Services:
     store: store.Store
     dispatcher: Dispatcher
+    access: AccessPolicy
 
     @property
     def generation(self) -> int:
@@ -38,14 +43,30 @@ def _release(svc: Services) -> None:
 
 @st.cache_resource(show_spinner=False, on_release=_release)
 def _open(path: str) -> Services:
+    from engine.auth import SYSTEM_USER
+    from engine.settings import load_settings
+
+    settings = load_settings(Path(path))
+    access = access_policy(settings, _auth_mode(settings), Path(path))
     st_ = store.open_store(Path(path), owner=True)
-    disp = Dispatcher(st_)
+    disp = Dispatcher(st_, access=access)
     if os.environ.get("ZOOSCOPE_WARM_UMAP") == "1":  # set by `zooscope serve`: compile UMAP before anyone waits
-        disp.submit("warm_umap", {}, owner="zooscope")
+        disp.submit("warm_umap", {}, owner=SYSTEM_USER)
     disp.start_background(interval_s=0.5)
-    svc = Services(st_, disp)
+    svc = Services(st_, disp, access)
     atexit.register(_release, svc)  # the server stops: stop its workers and close the store, not orphan them
     return svc
+
+
+def _auth_mode(settings) -> str:
+    """Sign-in off, password or OIDC (``[auth] mode``; "auto" decided by the address and ``--team``).
+
+    ``zooscope serve`` resolves "auto" itself and passes the result in ``$ZOOSCOPE_AUTH``. A server
+    started some other way without an address (``streamlit run app.py``, tests) counts as local.
+    """
+    address = st.get_option("server.address") or "localhost"
+    return resolve_auth_mode(settings.auth.mode, address=address, team=os.environ.get("ZOOSCOPE_TEAM") == "1",
+                             oidc=oidc_configured())
 
 
 def store_path() -> Path:
@@ -66,6 +87,9 @@ def get_services() -> Services:
         st.stop()
     except store.StoreError as exc:
         st.error(f"**The store at `{path}` cannot be used.** {exc}")
+        st.stop()
+    except ValueError as exc:  # a bad zooscope.toml or users file (ConfigError)
+        st.error(f"**The server settings cannot be used.** {exc}")
         st.stop()
     raise AssertionError("unreachable")
 
@@ -94,4 +118,36 @@ def demo_config() -> Path:
 
 
 def current_user() -> str:
-    return os.environ.get("USER", "local")
+    """Who is using this session: the signed-in user, or ``$USER`` when sign-in is off.
+
+    With sign-in on and nobody signed in, shows the sign-in form and stops the script.
+    """
+    svc = get_services()
+    user = session_user(svc.access)
+    if user is None:
+        from .signin import sign_in_gate
+
+        sign_in_gate()
+        st.stop()
+    return user
+
+
+def session_user(access: AccessPolicy) -> str | None:
+    """The user of this browser session, or None when sign-in is on and nobody (allowed) is signed in."""
+    if not access.enabled:
+        return access.local_user
+    if access.mode == "oidc":
+        user = st.user.get("email") if st.user.is_logged_in else None
+    else:
+        user = st.session_state.get(SESSION_USER)
+    return user if user and access.role_of(user) is not None else None
+
+
+def current_role() -> str:
+    """The role of :func:`current_user` (``"admin"`` when sign-in is off)."""
+    return get_services().access.role_of(current_user()) or "viewer"
+
+
+def may(action: str) -> bool:
+    """Whether the current user's role allows ``action`` (see ``engine.auth.ACTIONS``); the job layer checks again."""
+    return get_services().access.can(current_user(), action)

@@ -1,4 +1,4 @@
-"""The sidebar: the current zoo, the live job queue, and links."""
+"""The sidebar: who is signed in, the current zoo, the live job queue, and links."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import html
 import pandas as pd
 import streamlit as st
 
-from .services import Services, cached_zoos, store_path
+from .services import Services, cached_zoos, current_user, store_path
+from .signin import account_box
 from .state import synced_selectbox
 
 __all__ = ["job_queue", "page_start", "sidebar", "zoo_label"]
@@ -27,6 +28,7 @@ def sidebar(svc: Services) -> str | None:
     """Draw the sidebar; returns the selected zoo id (kept in the URL as ``?zoo=``)."""
     zoos = cached_zoos(svc, svc.generation)
     with st.sidebar:
+        account_box(svc)
         zoo_id = None
         if not zoos.empty:
             zoo_id = synced_selectbox("Zoo", zoos["zoo_id"].tolist(), key="zoo", format_func=zoo_label(zoos))
@@ -54,18 +56,29 @@ def job_queue(svc: Services) -> None:
         return
     active = jobs[jobs["status"].isin(["running", "queued"])]
     recent = jobs[~jobs["status"].isin(["running", "queued"])].head(3)
-    for position, job in enumerate(active.sort_values("created_at").itertuples()):
+    for job in active[active["status"] == "running"].sort_values("created_at").itertuples():
         label = f"{_ICON[job.status]} {job.kind} · {html.escape(str(job.owner))}"
-        if job.status == "queued":
-            st.caption(f"{label} — queued, position {position + 1}")
-        else:
-            st.progress(float(job.progress or 0.0), text=f"{label} — {html.escape(str(job.message or ''))[:80]}")
+        st.progress(float(job.progress or 0.0), text=f"{label} — {html.escape(str(job.message or ''))[:80]}")
+    _queued(active[active["status"] == "queued"], svc.store.queue_positions(), current_user())
     for job in recent.itertuples():
         text = f"{_ICON.get(job.status, '')} {job.kind} {job.status}"
         if job.status == "failed":
             st.error(f"{text}: {job.error or ''}"[:300], icon=None)
         else:
             st.caption(text)
+
+
+def _queued(queued: pd.DataFrame, positions: dict[str, int], me: str) -> None:
+    """Queued jobs in the order they will start; one's own say so, with their place in the queue."""
+    if queued.empty:
+        return
+    queued = queued.assign(position=queued["job_id"].map(positions)).sort_values("position")
+    for job in queued.itertuples():
+        where = f"position {int(job.position)} in the queue" if pd.notna(job.position) else "queued"
+        if job.owner == me:
+            st.caption(f"{_ICON['queued']} **Your {job.kind} job** — {where}")
+        else:
+            st.caption(f"{_ICON['queued']} {job.kind} · {html.escape(str(job.owner))} — {where}")
 
 
 def page_start(title: str) -> tuple[Services, str]:

@@ -13,7 +13,9 @@ from engine import data as zdata
 from engine import nets
 from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
 
-from .services import Services, current_user
+from engine.auth import PermissionDenied
+
+from .services import Services, current_user, may
 
 __all__ = ["create_zoo_form", "import_form"]
 
@@ -103,7 +105,8 @@ def create_zoo_form(svc: Services) -> None:
                                   key="f_upload")
         c1, c2 = st.columns(2)
         preview = c1.form_submit_button("Preview")
-        submit = c2.form_submit_button("Queue training", type="primary")
+        submit = c2.form_submit_button("Queue training", type="primary", disabled=not may("launch"),
+                                       help=None if may("launch") else "Training needs the editor role")
     if not (preview or submit):
         return
     sweep = _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload)
@@ -114,7 +117,11 @@ def create_zoo_form(svc: Services) -> None:
     st.info(f"**{sweep.n_runs} runs** · {total:,} sample-steps in all · trained as populations of runs that "
             "share architecture and batch size.")
     if submit:
-        zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
+        try:
+            zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
+        except PermissionDenied as exc:
+            st.error(str(exc))
+            return
         st.session_state["zoo"] = zoo_id
         st.query_params["zoo"] = zoo_id
         st.success(f"Queued zoo {sweep.name!r} ({sweep.n_runs} runs) as job {job_id}.")
@@ -154,6 +161,9 @@ def import_form(svc: Services) -> None:
     from engine.config import ArchSpec, DatasetSpec
     from engine.importer import import_weights, record_import
 
+    if not may("import"):
+        st.info("Importing checkpoints needs the editor role (ask an admin).")
+        return
     with st.form("import_ckpt"):
         upload = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="imp_file")
         c1, c2, c3, c4 = st.columns(4)
@@ -178,6 +188,11 @@ def import_form(svc: Services) -> None:
         except ValueError as exc:
             st.error(f"Nothing was imported: {exc}")
             return
-    run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user())
+    try:
+        run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user(),
+                               access=svc.access)
+    except PermissionDenied as exc:
+        st.error(str(exc))
+        return
     svc.dispatcher.generation += 1
     st.success(f"Imported as run {run_id} (test accuracy {imported.metrics['test_acc']:.3f}).")

@@ -10,7 +10,9 @@ import streamlit as st
 from engine.figures import zoo as zfig
 
 from .report_draft import show_figure
-from .services import Services, cached_metrics, cached_runs, current_user, demo_config
+from engine.auth import PermissionDenied
+
+from .services import Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
 
 __all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
@@ -29,6 +31,9 @@ def first_run_panel(svc: Services) -> None:
         "(3 widths × 2 learning rates × 3 seeds), trained as populations in a background worker — "
         "a few minutes on two CPU cores. The page lights up as runs finish."
     )
+    if not may("launch"):
+        st.info("Your role lets you browse and export reports; training needs the editor role (ask an admin).")
+        return
     if st.button("Train the demo zoo", type="primary", key="train_demo"):
         svc.dispatcher.submit_sweep(demo_config(), owner=current_user())
         st.rerun()
@@ -42,12 +47,16 @@ def live_runs(svc: Services, zoo_id: str) -> None:
     jobs = jobs[(jobs["zoo_id"] == zoo_id) & jobs["status"].isin(["running", "queued"])]
     if jobs.empty:
         return
+    me = current_user()
     for job in jobs.itertuples():
         cols = st.columns([5, 1])
         cols[0].progress(float(job.progress or 0.0),
                          text=f"{job.kind} job {job.status}: {html.escape(str(job.message or ''))[:120]}")
-        if cols[1].button("Cancel", key=f"cancel_{job.job_id}"):
-            svc.dispatcher.cancel(job.job_id)
+        if may("cancel" if job.owner == me else "cancel_any") and cols[1].button("Cancel", key=f"cancel_{job.job_id}"):
+            try:
+                svc.dispatcher.cancel(job.job_id, user=me)
+            except PermissionDenied as exc:
+                st.error(str(exc))
     runs = svc.store.runs_table(zoo_id)
     live = svc.store.latest_batch_loss(zoo_id)
     view = runs[["run_id", "status", *[c for c in runs.columns if c.startswith("hp_")]]].merge(
