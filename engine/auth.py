@@ -37,7 +37,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Mapping
 
 from engine.config import ConfigError
 
@@ -61,7 +61,6 @@ __all__ = [
     "verify_password",
 ]
 
-Role = Literal["viewer", "editor", "admin"]
 ROLES: tuple[str, ...] = ("viewer", "editor", "admin")  # in increasing order of rights
 
 ACTIONS: dict[str, str] = {  # action -> the least role that may do it

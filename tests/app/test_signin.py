@@ -47,7 +47,7 @@ def team_app(monkeypatch, tmp_path):
 def _sign_in(at: AppTest, name: str, password: str = PASSWORD) -> AppTest:
     at.text_input(key="signin_name").input(name)
     at.text_input(key="signin_password").input(password)
-    at.button[0].click()
+    at.button(key="FormSubmitter:sign_in-Sign in").click()
     return at.run()
 
 
