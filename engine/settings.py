@@ -7,7 +7,7 @@ without either, the defaults below hold (one user on localhost, local worker pro
 
     [jobs]
     executor = "local"        # or "ray"
-    workers = 1               # jobs running at once (the global cap per device)
+    workers = 1               # jobs running at once (the global cap per device; 0 holds the queue)
     per_user = 1              # jobs running at once for one user (0: no cap)
     ray_address = "auto"      # "auto", "local" or "ray://head:10001"
     ray_num_cpus = 1.0        # resources one Ray task asks for
@@ -42,7 +42,7 @@ class JobSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     executor: Literal["local", "ray"] = "local"
-    workers: int = Field(1, ge=1, le=1024)
+    workers: int = Field(1, ge=0, le=1024)  # 0: jobs queue but none starts (tests, maintenance)
     per_user: int = Field(1, ge=0, le=1024)
     ray_address: str = "auto"
     ray_num_cpus: float = Field(1.0, ge=0.0)

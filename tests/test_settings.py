@@ -30,7 +30,7 @@ def test_store_file_and_environment_override(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("[jobs]\nworkers = 0\n", r"jobs\.workers: .*greater than or equal to 1 \(got 0\)"),
+    ("[jobs]\nworkers = -1\n", r"jobs\.workers: .*greater than or equal to 0 \(got -1\)"),
     ('[jobs]\nexecutor = "slurm"\n', r"jobs\.executor: .*'slurm'"),
     ("[jobs]\nwrokers = 2\n", r"jobs\.wrokers: Extra inputs"),
     ("[jobs\n", r"not valid TOML"),

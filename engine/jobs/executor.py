@@ -52,7 +52,7 @@ class LocalExecutor:
 
     def __init__(self, store_path: Path, max_workers: int | None = None):
         self.store_path = Path(store_path)
-        self.max_workers = max_workers or int(os.environ.get("ZOOSCOPE_WORKERS", "1"))
+        self.max_workers = max_workers if max_workers is not None else int(os.environ.get("ZOOSCOPE_WORKERS", "1"))
         self._procs: dict[str, subprocess.Popen] = {}
 
     @property
