@@ -232,6 +232,59 @@ def functional_module(model: nn.Module, bn: BNMode = "running") -> nn.Module:
     return module
 
 
+class _NarrowLinear(nn.Linear):
+    """A ``Linear`` with few outputs, computed as ``(W x^T + b)^T``: the same products, summed alike.
+
+    On a CPU a ``(N, 100) x (100, 10)`` product is a poor shape for the BLAS (353 us for
+    N = 4000 on one core, against 139 us for the transposed ``(10, 100) x (100, N)``), and
+    the logits come out laid out class-major, along which the loss reductions are fast too.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 2:
+            return super().forward(x)
+        if self.bias is None:
+            return torch.mm(self.weight, x.T).T
+        return torch.addmm(self.bias[:, None], self.weight, x.T).T
+
+
+_NARROW_OUT = 32  # Linear layers with at most this many outputs run transposed on a CPU
+
+
+def _with_narrow_linears(module: nn.Module) -> nn.Module:
+    """``module``, or a shallow copy (tensors shared) whose narrow Linear layers are :class:`_NarrowLinear`."""
+    narrow = [n for n, m in module.named_modules() if type(m) is nn.Linear and m.out_features <= _NARROW_OUT]
+    if not narrow:
+        return module
+    memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    module = copy.deepcopy(module, memo)
+    for name in narrow:
+        module.get_submodule(name).__class__ = _NarrowLinear
+    return module
+
+
+def _cross_entropy_and_accuracy(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and argmax accuracy of ``(N, C)`` logits, sharing one max per row.
+
+    Equal to :func:`fast_default_loss` and ``(out.argmax(1) == y).mean()`` up to float
+    rounding; a row whose maximum is tied between classes falls back to ``argmax``'s rule
+    (the first such class). Cheap on class-major logits (see :class:`_NarrowLinear`).
+    """
+    top = out.amax(1)
+    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    target = out.gather(1, y[:, None])[:, 0]
+    loss = ((out - shift[:, None]).exp().sum(1).log() + shift - target).mean()
+    hit = target == top
+    if bool(((out == top[:, None]).sum(1) > 1).any()):
+        hit = out.argmax(1) == y
+    return loss, hit.to(loss.dtype).mean()
+
+
+def _batched(t: Tensor) -> bool:
+    """Whether ``t`` is a per-sample view inside ``vmap`` (where data-dependent branches are refused)."""
+    return torch._C._functorch.is_batchedtensor(t)
+
+
 class _Evaluator:
     """The model, its buffers and one batch of data, ready to evaluate flat vectors.
 
@@ -247,6 +300,8 @@ class _Evaluator:
         self.buffers = dict(model.named_buffers()) if buffers is None else dict(buffers)
         self.x, self.y = resolve_data(data, split)
         self.device = self.x.device  # everything runs where the data lives
+        if self.device.type == "cpu":
+            self.module = _with_narrow_linears(self.module)
         self.buffers = {k: v.to(self.device) for k, v in self.buffers.items()}
         self.loss_fn = loss_fn or default_loss
         self.classification = not self.y.is_floating_point()
@@ -258,6 +313,8 @@ class _Evaluator:
 
     def score(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Mean loss and accuracy of outputs ``out`` against targets ``y``."""
+        if self.loss_fn is fast_default_loss and self.classification and out.ndim == 2 and not _batched(out):
+            return _cross_entropy_and_accuracy(out, y)
         loss = self.loss_fn(out, y)
         if not self.classification:
             return loss, torch.full_like(loss, float("nan"))

@@ -10,6 +10,8 @@ from torch import nn
 
 from engine.probes.functional import (
     ParamLayout,
+    _cross_entropy_and_accuracy,
+    _with_narrow_linears,
     default_loss,
     fast_default_loss,
     evaluate_points,
@@ -215,6 +217,37 @@ def test_fast_default_loss_is_cross_entropy_under_grad_and_vmap():
     torch.testing.assert_close(g1, g2)
     batched = torch.func.vmap(fast_default_loss, in_dims=(0, None))(out.detach()[None].repeat(3, 1, 1), y)
     torch.testing.assert_close(batched, F.cross_entropy(out.detach(), y).repeat(3))
+
+
+@pytest.mark.parametrize("layout", ["row-major", "class-major"])
+def test_fused_score_is_cross_entropy_and_argmax_accuracy_with_its_tie_rule(layout):
+    gen = torch.Generator().manual_seed(3)
+    out = torch.randn(200, 5, generator=gen)
+    out[:40] = 0.0  # every class tied: argmax says class 0
+    out[40:60, 1] = out[40:60, 3] = out[40:60].amax(1) + 1.0  # classes 1 and 3 tied for the top: argmax says 1
+    y = torch.randint(0, 5, (200,), generator=gen)
+    y[:20], y[40:50], y[50:60] = 0, 1, 3
+    if layout == "class-major":
+        out = out.T.contiguous().T
+    loss, acc = _cross_entropy_and_accuracy(out, y)
+    torch.testing.assert_close(loss, F.cross_entropy(out, y))
+    assert acc.item() == pytest.approx((out.argmax(1) == y).float().mean().item(), abs=0)
+    big = out * 1e4  # large logits: the shift keeps the exponentials finite
+    torch.testing.assert_close(_cross_entropy_and_accuracy(big, y)[0], F.cross_entropy(big, y))
+
+
+def test_narrow_linears_give_the_same_outputs_and_leave_the_model_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 10))
+    x = torch.randn(300, 40)
+    fast = _with_narrow_linears(model)
+    assert [type(m) for m in model] == [nn.Linear, nn.ReLU, nn.Linear]  # the caller's module is untouched
+    assert type(fast[2]).__name__ == "_NarrowLinear" and type(fast[0]) is nn.Linear
+    assert fast[2].weight is model[2].weight  # tensors shared, not copied
+    torch.testing.assert_close(fast(x), model(x))
+    params = {k: v + 0.5 for k, v in model.named_parameters()}
+    torch.testing.assert_close(torch.func.functional_call(fast, params, (x,)),
+                               torch.func.functional_call(model, params, (x,)))
 
 
 def test_regression_accuracy_is_nan_and_loss_is_mse():
