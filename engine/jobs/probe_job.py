@@ -276,7 +276,11 @@ class ProbeService:
 
     def compute_here(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str], *,
                      owner: str = "local") -> ProbeStatus:
-        """Run the probe in this process (a notebook, the CLI, tests) and store it as a worker would."""
+        """Run the probe in this process (a notebook, the CLI, tests) and store it as a worker would.
+
+        Computing is launching work: a signed-in viewer is refused as by :meth:`request`.
+        """
+        self.dispatcher.authorize(owner, "launch")
         key, validated = self.key(probe, params, checkpoint_ids)
         spec = {"probe": probe, "params": validated, "checkpoints": [self._ref(c) for c in checkpoint_ids],
                 "key": key}

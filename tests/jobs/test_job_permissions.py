@@ -74,3 +74,13 @@ def test_without_a_policy_everyone_may(tmp_path):
         job = disp.submit("warm_umap", {}, owner="anyone")
         disp.cancel(job)
         assert st.get_job(job)["status"] == "cancelled"
+
+
+def test_a_viewer_may_not_compute_a_probe_here_either(guarded):
+    from engine.jobs import ProbeService
+
+    st, disp = guarded
+    before = (len(st.list_probes()), _tables(st))
+    with pytest.raises(PermissionDenied, match="user 'val' may not launch jobs"):
+        ProbeService(disp).compute_here("evaluate", {}, ["no-such-checkpoint"], owner="val")
+    assert (len(st.list_probes()), _tables(st)) == before
