@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 from engine.figures import connectivity as cfig
-from engine.jobs.builtin_probes.connectivity import curves_from_result
+from engine.jobs.builtin_probes.connectivity import curves_from_result, instability_from_result, instability_steps
 from engine.jobs.builtin_probes.convert import unpack
 from engine.probes.barrier_matrix import BarrierMatrix
 from engine.probes.layerwise import LayerwiseBarriers
@@ -16,7 +18,7 @@ from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
 
-__all__ = ["layerwise_tab", "matrix_tab", "merge_tab", "paths_tab"]
+__all__ = ["instability_tab", "layerwise_tab", "matrix_tab", "merge_tab", "paths_tab"]
 
 KINDS = {"max_minus_linear": "max − linear interpolation of the ends (Frankle et al. 2020)",
          "max_minus_mean": "max − mean of the ends (Entezari et al. 2022)",
@@ -119,3 +121,29 @@ def merge_tab(svc: Services, runs: list[str]) -> None:
     result = unpack(MergeResult, status.result.summary, status.result.arrays)
     show_figure(cfig.merge_figure([result]), key="merge_fig", title=f"Merging ({method}, {align} alignment)",
                 params={"method": method, "align": align, "bn": bn}, run_ids=runs, probe_keys=[status.key])
+
+
+def instability_tab(svc: Services, runs: list[str]) -> None:
+    """Frankle et al.'s instability analysis of run A: re-train it, fork at step k, barrier between the children."""
+    if not runs:
+        st.info("Pick a run above (A): its training is replayed and forked at several steps.")
+        return
+    run = svc.store.get_run(runs[0])
+    c = st.columns(3)
+    n_steps = int(synced_selectbox("Spawn steps", [4, 6, 8, 12], key="ins_n", container=c[0], default=6))
+    metric = synced_selectbox("Barrier of", ["error", "loss"], key="ins_metric", container=c[1])
+    log_x = c[2].toggle("log step axis", key="ins_log", value=True)
+    total = int(run["config"]["steps"])
+    st.caption(f"Forks run **{html.escape(str(run.get('name') or runs[0]))}** at steps "
+               f"{instability_steps(total, n_steps)} of {total}; each fork trains two children to step {total} with "
+               "data-order seeds 1 and 2 (same initialisation, optimiser state copied) and reports the barrier between "
+               f"them: {KINDS['max_minus_mean'].split(' (')[0]} ({metric}, test split).")
+    final = _finals(svc, runs[:1])
+    status = probe_result(svc, "connectivity.instability", {"n_steps": n_steps, "metric": metric}, final,
+                          key="instability", label="Replay, spawn and measure")
+    if status is None:
+        return
+    result = instability_from_result(status.result.summary, status.result.arrays)
+    show_figure(cfig.instability_figure(result, log_x=log_x), key="instability_fig",
+                title="Instability against the spawn step", params={"n_steps": n_steps, "metric": metric},
+                checkpoint_ids=final, run_ids=runs[:1], probe_keys=[status.key])

@@ -3,6 +3,7 @@ table, placeholders, escaping of user text, and selections carried by the URL.""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -283,3 +284,15 @@ def test_a_store_owned_elsewhere_is_explained(app, trained_store):
     assert not at.exception, at.exception
     assert "cannot open its store" in at.error[0].value
     assert any("ZOOSCOPE_STORE=" in m.value for m in at.markdown)
+
+
+def test_instability_tab_queues_the_spawning_probe_for_run_a(app, trained_store):
+    at = app(trained_store, page="pages/connectivity.py")
+    assert not at.exception
+    assert any("Forks run" in c.value for c in at.caption), "the tab says what it will do before it runs"
+    at.button(key="instability_go").click().run()
+    assert not at.exception
+    jobs = current_services().store.list_jobs(kind="probe")
+    specs = [json.loads(s) for s in jobs["spec_json"]]
+    assert [s["probe"] for s in specs] == ["connectivity.instability"]
+    assert len(specs[0]["checkpoints"]) == 1 and specs[0]["params"]["n_steps"] == 6

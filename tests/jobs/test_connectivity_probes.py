@@ -52,3 +52,28 @@ def test_layerwise_and_matrix_results_rebuild(trained):
         _compute(disp, "connectivity.matrix", {"alphas": 5}, ids)))
     assert mat.naive.shape == (3, 3) and np.allclose(np.diag(mat.naive), 0.0, atol=1e-6)
     assert np.allclose(mat.naive, mat.naive.T, atol=1e-6)
+
+
+def test_instability_probe_replays_the_run_and_matches_the_engine(trained):
+    from engine.config import TrainSpec
+    from engine.jobs.builtin_probes.connectivity import instability_from_result, instability_steps
+    from engine.probes.spawning import instability_analysis
+
+    st, disp, ids, runs = trained
+    res = _compute(disp, "connectivity.instability", {"n_steps": 3, "alphas": 5}, ids[:1])
+    got = instability_from_result(res.summary, res.arrays)
+    assert list(got.spawn_steps) == instability_steps(60, 3) == [0, 1, 30]
+    spec = TrainSpec.model_validate(st.get_run(runs.set_index("last_checkpoint_id").loc[ids[0], "run_id"])["config"])
+    direct = instability_analysis(spec, [0, 1, 30], seeds=(1, 2), alphas=5)
+    np.testing.assert_allclose(got.barrier, direct.barrier, atol=1e-6)
+    np.testing.assert_allclose(got.child_error, direct.child_error, atol=1e-6)
+    assert (got.kind, got.metric, got.split) == ("max_minus_mean", "error", "test")
+
+
+def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
+    from engine.jobs.builtin_probes.connectivity import instability_steps
+
+    assert instability_steps(1500, 6) == [0, 1, 5, 27, 143, 750]
+    assert instability_steps(1, 6) == [0]
+    ks = instability_steps(10_000, 12)
+    assert ks[0] == 0 and ks[-1] == 5000 and ks == sorted(set(ks))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.probes.align import apply_alignment
@@ -12,11 +14,12 @@ from engine.probes.connectivity import InterpolationCurve
 from engine.probes.layerwise import layerwise_barriers
 from engine.probes.lmc import align_models, compare_paths
 from engine.probes.merge import merge_models
+from engine.probes.spawning import Instability, instability_analysis
 
 from ..probe_job import ProbeResult, register_probe
 from .convert import pack, unpack
 
-__all__ = ["curves_from_result"]
+__all__ = ["curves_from_result", "instability_from_result", "instability_steps"]
 
 Align = Literal["none", "weight", "activation"]
 
@@ -119,6 +122,45 @@ def run_merge(inputs, p: MergeParams, progress) -> ProbeResult:
     return ProbeResult(summary, arrays)
 
 
+class InstabilityParams(_Params):
+    """Frankle et al.'s instability: fork the run at step k into two children with other data orders."""
+
+    n_steps: int = Field(6, ge=2, le=24, description="spawn steps, 0 and then log-spaced up to the end")
+    seeds: tuple[int, int] = (1, 2)
+    metric: Literal["error", "loss"] = "error"
+    split: Literal["train", "test"] = "test"
+    kind: Literal["max_minus_mean", "max_minus_linear", "midpoint"] = "max_minus_mean"
+    alphas: int = Field(25, ge=3, le=201)
+
+
+def instability_steps(total: int, n: int) -> list[int]:
+    """``n`` spawn steps for a run of ``total`` steps: 0, then log-spaced up to ``total // 2``.
+
+    Later forks leave the children too few steps to separate; the interesting change
+    happens early (Frankle et al. find stability within the first few percent of training).
+    """
+    if total < 2:
+        return [0]
+    ks = np.unique(np.round(np.geomspace(1, total // 2, max(1, n - 1))).astype(int))
+    return [0, *[int(k) for k in ks]]
+
+
+def run_instability(inputs, p: InstabilityParams, progress) -> ProbeResult:
+    ck = inputs.load(0)
+    ks = instability_steps(ck.config.steps, p.n_steps)
+    progress(0.02, f"re-training the parent and forking at steps {ks}")
+    result = instability_analysis(ck.config, ks, seeds=p.seeds, dataset=ck.dataset, alphas=p.alphas, kind=p.kind,
+                                  metric=p.metric, split=p.split,
+                                  on_progress=lambda done, total: progress(done / total, f"spawned {done}/{total}"))
+    summary, arrays = pack(result, skip=("curves",))
+    return ProbeResult(summary, arrays)
+
+
+def instability_from_result(summary: dict, arrays: dict) -> Instability:
+    """The stored result of a ``connectivity.instability`` probe (without the per-step curves)."""
+    return unpack(Instability, summary, arrays)
+
+
 register_probe("connectivity.paths", run_paths, PathsParams, n_checkpoints=(2, 2),
                description="linear paths A→B before and after alignment")
 register_probe("connectivity.layerwise", run_layerwise, LayerwiseParams, n_checkpoints=(2, 2),
@@ -127,3 +169,5 @@ register_probe("connectivity.matrix", run_matrix, MatrixParams, n_checkpoints=(2
                description="pairwise barrier matrix with basins")
 register_probe("connectivity.merge", run_merge, MergeParams, n_checkpoints=(2, 16),
                description="merge aligned models")
+register_probe("connectivity.instability", run_instability, InstabilityParams, n_checkpoints=(1, 1),
+               description="instability to SGD noise against the spawn step (Frankle et al. 2020)")
