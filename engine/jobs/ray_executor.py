@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,7 @@ class RayExecutor:
         self._refs.clear()
         if self._started_ray and self._ray.is_initialized():
             self._ray.shutdown()
+            _keeper_stop.set()
 
 
 def _connect(ray, address: str) -> bool:
@@ -169,16 +171,48 @@ def _connect(ray, address: str) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent anywhere
     quiet = {"log_to_driver": False, "configure_logging": False}
     if address not in ("local", "auto"):
-        ray.init(address=address, **quiet)
+        _init(ray, address=address, **quiet)
         return True
     if address == "auto":
         try:
-            ray.init(address="auto", **quiet)
+            _init(ray, address="auto", **quiet)
             return True
         except ConnectionError:
             pass  # no cluster on this machine: start a local instance below
-    ray.init(address="local", include_dashboard=False, **quiet)
+    _init(ray, address="local", include_dashboard=False, **quiet)
     return True
+
+
+_keeper_stop = threading.Event()
+
+
+def _init(ray, **kwargs) -> None:
+    """``ray.init(**kwargs)`` from a thread that lives as long as this process.
+
+    A local Ray instance's processes are started with a parent-death signal, which Linux
+    sends when the *thread* that started them exits. The dashboard builds its executor in a
+    script-run thread that ends after the run, which would take Ray down with it; so Ray is
+    started from a daemon thread that never ends (until :meth:`RayExecutor.shutdown`).
+    """
+    if threading.current_thread() is threading.main_thread():
+        ray.init(**kwargs)
+        return
+    started, failure = threading.Event(), []
+
+    def keeper() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        started.set()
+        if not failure:
+            _keeper_stop.wait()
+
+    _keeper_stop.clear()
+    threading.Thread(target=keeper, name="zooscope-ray", daemon=True).start()
+    started.wait()
+    if failure:
+        raise failure[0]
 
 
 def _first_line(exc: BaseException) -> str:

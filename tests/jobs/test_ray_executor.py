@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 import time
 
 import pytest
@@ -20,6 +21,23 @@ from engine.settings import Settings
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (make test installs it)")
 
 from engine.jobs.ray_executor import RayExecutor  # noqa: E402
+
+
+def test_ray_started_from_a_short_lived_thread_outlives_it(tmp_path):
+    """The dashboard builds its executor in a script-run thread that ends after the run; the local
+    Ray instance it starts must not die with that thread (Linux's parent-death signal is per thread)."""
+    assert not ray.is_initialized()  # this test starts its own instance (before the module's one)
+    made = {}
+    thread = threading.Thread(target=lambda: made.setdefault("ex", RayExecutor(tmp_path, address="local")))
+    thread.start()
+    thread.join()
+    time.sleep(1.0)
+    try:
+        pid = ray.remote(lambda: os.getpid())  # a lambda travels by value (this module is not on workers' path)
+        assert ray.get(pid.remote(), timeout=30) != os.getpid()
+    finally:
+        made["ex"].shutdown()  # it started Ray, so it stops it
+    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")
