@@ -13,6 +13,9 @@ assumed:
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,34 @@ if TYPE_CHECKING:
 
 _CHUNK_FLOATS = 2**22  # activations of one data chunk on a CPU (16 MiB of float32)
 _MIN_ROWS = 256
+
+
+_HEAP_TUNED = False
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed blocks up to 64 MiB in the heap instead of returning them to the system.
+
+    An evaluation loop allocates and frees the same few MB-sized activations at every
+    point. glibc's default hands such blocks back to the kernel (``mmap``/heap trim) and the
+    next point faults the pages in again, zero-filled: measured on a 21x21 MLP surface
+    (MNIST-1D, one core), 0.1-0.9 s of a 1-2 s run was kernel time for ~500,000 page faults
+    at width 100, and 2.2 s of 17 s at width 512; with the blocks kept, about 40 faults.
+    Process-wide and done once (on Linux with glibc); ``ZOOSCOPE_MALLOC=default`` opts out.
+    Memory freed by the process stays reserved for its next allocations (up to 256 MiB at the
+    heap's top before trimming).
+    """
+    global _HEAP_TUNED
+    if _HEAP_TUNED or not sys.platform.startswith("linux") or os.environ.get("ZOOSCOPE_MALLOC") == "default":
+        return
+    _HEAP_TUNED = True
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
 
 
 def _data_rows(ev: _Evaluator, theta: Tensor, rows: int | None) -> int:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from engine.probes.batching import _activation_floats, _auto_chunk, _data_rows, _pick_strategy, _run
+from engine.probes.batching import _activation_floats, _auto_chunk, _data_rows, _keep_freed_memory, _pick_strategy, _run
 
 
 __all__ = [
@@ -302,6 +302,7 @@ class _Evaluator:
         self.device = self.x.device  # everything runs where the data lives
         if self.device.type == "cpu":
             self.module = _with_narrow_linears(self.module)
+            _keep_freed_memory()
         self.buffers = {k: v.to(self.device) for k, v in self.buffers.items()}
         self.loss_fn = loss_fn or default_loss
         self.classification = not self.y.is_floating_point()
