@@ -19,7 +19,8 @@ PHASE_COLORS = {"I": "#D55E00", "II": "#E69F00", "III": "#CC79A7", "IV-A": "#56B
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+    """Short tick and cell text: 3 significant digits, scientific below 0.01."""
+    return f"{v:.2e}" if v != 0 and abs(v) < 1e-2 else f"{v:.3g}"
 
 
 def _grid(cells: pd.DataFrame, column: str) -> tuple[list, list, np.ndarray]:
@@ -39,7 +40,7 @@ def _heatmap_trace(cells: pd.DataFrame, metric: str, label: str, *, colorscale: 
     sd = _grid(cells, f"{metric}_std")[2] if f"{metric}_std" in cells else np.full(z.shape, np.nan)
     n = _grid(cells, f"{metric}_n")[2] if f"{metric}_n" in cells else _grid(cells, "n_runs")[2]
     text = np.vectorize(lambda v: "" if np.isnan(v) else _fmt(v))(z.astype(float))
-    colorbar = dict(title=escape(label))
+    colorbar = dict(thickness=12)  # the metric is named in the figure's title; a long bar title squeezes the plot
     if colorbar_x is not None:
         colorbar["x"] = colorbar_x
     return go.Heatmap(
@@ -64,7 +65,7 @@ def metric_heatmap(cells: pd.DataFrame, metric: str, *, label: str | None = None
     fig = go.Figure(_heatmap_trace(cells, metric, label or metric, colorscale=colorscale))
     fig.update_xaxes(title=escape(temperature), type="category")
     fig.update_yaxes(title=escape(load), type="category")
-    return finish(fig, height=380)
+    return finish(fig, title=label or metric, height=380)
 
 
 def phase_map(classified: pd.DataFrame, *, temperature: str = "temperature", load: str = "load",
@@ -117,7 +118,7 @@ def phase_overview(cells: pd.DataFrame, classified: pd.DataFrame, panels: Mappin
     for i, (metric, label) in enumerate(panels.items()):
         x_end = (i + 1) / n - 0.07 * (n - 1 - i) / n
         fig.add_trace(_heatmap_trace(cells, metric, label, colorbar_x=x_end, showscale=True)
-                      .update(colorbar=dict(len=0.9, thickness=10, title=None)), row=1, col=i + 1)
+                      .update(colorbar=dict(len=0.9, thickness=10)), row=1, col=i + 1)
     pm = phase_map(classified).data[0]
     fig.add_trace(pm, row=1, col=n)
     for c in range(1, n + 1):

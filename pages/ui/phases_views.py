@@ -127,7 +127,6 @@ def heatmaps_section(cells: pd.DataFrame, metrics: list[str], t: str, ld: str, i
     for i, m in enumerate(metrics):
         fig = pfig.metric_heatmap(cells, m, label=PHASE_METRICS.get(m, m), temperature=t, load=ld)
         with cols[i % 2]:
-            st.markdown(f"**{html.escape(PHASE_METRICS.get(m, m))}**")
             show_figure(fig, key=f"ph_heat_{m}", title=f"{PHASE_METRICS.get(m, m)} over {t} × {ld}",
                         params={"temperature": t, "load": ld, "metric": m}, checkpoint_ids=ids)
 

@@ -57,9 +57,9 @@ def test_probed_zoo_shows_heatmaps_phase_map_and_links(page, probed_template, tm
     at = page(copy_store(probed_template, tmp_path))
     assert not at.exception, at.exception
     charts = at.get("plotly_chart")
-    titles = [m.value for m in at.markdown]
-    assert "**top Hessian eigenvalue (sharpness)**" in titles and "**loss barrier between seeds, weight matching**" in titles
     figs = [json.loads(c.proto.spec) for c in charts]
+    titles = [f["layout"].get("title", {}).get("text") for f in figs]
+    assert "top Hessian eigenvalue (sharpness)" in titles and "loss barrier between seeds, weight matching" in titles
     phase = [f for f in figs if f["data"][0].get("hovertemplate", "").find("phase %{text}") >= 0]
     assert len(phase) == 1 and {p for row in phase[0]["data"][0]["text"] for p in row} <= {"I", "II", "III", "IV-A", "IV-B", "?", ""}
     assert len(figs) >= 8  # heatmaps of every metric + the phase map

@@ -72,12 +72,19 @@ def test_metric_rows_become_probe_columns(swept):
     table = st.runs_table(zoo_id).set_index("run_id")
     for col in ("probe_hessian_top", "probe_barrier_naive", "probe_barrier_aligned", "probe_cka_mean", "probe_gap"):
         assert col in table.columns and table[col].notna().all(), col
-    for req in requests:
+    # the template's sweep (default parameters) wrote its rows first; metric rows are first-write-wins
+    for req in sweep_status(st_disp(swept), zoo_id):
         s = req.status.result.summary
         for run_id, v in zip(s["run_ids"], s["values"]["hessian_top"]):
             assert table.loc[run_id, "probe_hessian_top"] == pytest.approx(v)
+    assert requests[0].status.result.summary["values"]["hessian_top"][0] != pytest.approx(
+        table.loc[requests[0].status.result.summary["run_ids"][0], "probe_hessian_top"])
     probe_rows = st.metrics(zoo_id=zoo_id, split="probe")
     assert set(probe_rows["step"]) == {40}  # each run's final step
+
+
+def st_disp(swept):
+    return swept[1]
 
 
 def test_second_sweep_queues_nothing(swept):
