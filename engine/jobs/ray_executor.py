@@ -75,8 +75,8 @@ class RayExecutor:
     num_gpus : float
         GPUs one task asks for; fractions (e.g. 0.25) pack small models onto one GPU.
     max_workers : int, optional
-        Jobs running at once; default: as many tasks as the cluster's CPUs (or GPUs,
-        when ``num_cpus`` is 0) hold, at least one.
+        Jobs running at once (0 holds the queue); default: as many tasks as the
+        cluster's CPUs (or GPUs, when ``num_cpus`` is 0) hold, at least one.
 
     Notes
     -----
@@ -91,13 +91,13 @@ class RayExecutor:
                  num_gpus: float = 0.0, max_workers: int | None = None):
         if num_cpus < 0 or num_gpus < 0:
             raise ValueError(f"num_cpus and num_gpus must be >= 0; got num_cpus={num_cpus}, num_gpus={num_gpus}")
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be a positive integer; got {max_workers}")
+        if max_workers is not None and max_workers < 0:
+            raise ValueError(f"max_workers must be >= 0 (0 holds the queue); got {max_workers}")
         self.store_path = Path(store_path).expanduser().absolute()
         self.num_cpus, self.num_gpus = float(num_cpus), float(num_gpus)
         self._ray = require_ray()
         self._started_ray = _connect(self._ray, address)
-        self.max_workers = max_workers or self._cluster_slots()
+        self.max_workers = max_workers if max_workers is not None else self._cluster_slots()
         self._remote = self._ray.remote(_run_job_task).options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0, name="zooscope-job",
             runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIX)}},

@@ -165,8 +165,9 @@ def test_make_executor_selects_ray_from_settings(ray_instance, tmp_path, monkeyp
     ex = make_executor(tmp_path)
     assert isinstance(ex, RayExecutor) and (ex.num_cpus, ex.num_gpus) == (0.5, 0.0)
     assert ex.max_workers == 4  # workers not set: as many half-CPU tasks as the two CPUs hold
-    (tmp_path / "zooscope.toml").write_text("[jobs]\nworkers = 3\n")
-    assert make_executor(tmp_path).max_workers == 3
+    for workers in (3, 0):  # named in the settings: that many at once (0 holds the queue)
+        (tmp_path / "zooscope.toml").write_text(f"[jobs]\nworkers = {workers}\n")
+        assert make_executor(tmp_path).max_workers == workers
 
 
 def test_make_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
