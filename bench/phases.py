@@ -127,22 +127,23 @@ def figure(cells: pd.DataFrame, out: Path) -> None:
                                              "barrier_aligned": "barrier after weight matching",
                                              "cka_mean": "CKA between seeds"},
                          temperature="lr / batch size", load="width",
-                         title="MNIST-1D MLPs (configs/phases.toml): mean over 3 seeds per cell")
+                         title="MNIST-1D MLPs (configs/phases.toml): mean over the seeds of each cell")
     write_image(fig, out, scale=1.5)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=str(CONFIG), help="sweep file (default: configs/phases.toml)")
     ap.add_argument("--store", default=None, help="store folder (default: a fresh temporary one)")
     ap.add_argument("--reuse", action="store_true", help="probe the newest 'phases' zoo of --store, no training")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "phases.txt"))
     ap.add_argument("--png", default=str(ROOT / "assets" / "phases.png"))
     args = ap.parse_args()
     path = Path(args.store or tempfile.mkdtemp(prefix="zooscope-phases-")) / ("" if args.store else "store")
-    sweep = load_sweep(CONFIG)
+    sweep = load_sweep(args.config)
     st = store.open_store(path)
     disp = Dispatcher(st)
-    lines = [f"configs/phases.toml: {sweep.n_runs} runs ({', '.join(f'{k} {v}' for k, v in sweep.grid.items())}), "
+    lines = [f"{Path(args.config).resolve().relative_to(ROOT) if Path(args.config).resolve().is_relative_to(ROOT) else args.config}: {sweep.n_runs} runs ({', '.join(f'{k} {v}' for k, v in sweep.grid.items())}), "
              f"{sweep.base.steps} steps, batch {sweep.base.batch_size}, {sweep.base.optim.name}; "
              f"{os.cpu_count()} CPU cores, shared with other work"]
     try:
