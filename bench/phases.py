@@ -112,7 +112,8 @@ def findings(cells: pd.DataFrame) -> tuple[list[str], dict]:
         mean, rho, rhos = _trend(cells, metric, along, by)
         ok = rho < 0 and all(np.diff(mean) < 0)
         verdict[name] = ok
-        lines.append(f"{name}: mean over the other axis {' > '.join(f'{v:.4g}' for v in mean)}; Spearman rho of "
+        lines.append(f"{name}: mean over the other axis {' > '.join(f'{v:.4g}' for v in mean)}; "
+                     f"Spearman rho of "
                      f"that curve {rho:+.2f}; rho per line {', '.join(f'{r:+.2f}' for r in rhos)} -> "
                      f"{'reproduced (falls monotonically)' if ok else 'NOT reproduced as a monotone fall'}")
     return lines, verdict
@@ -143,7 +144,9 @@ def main() -> None:
     sweep = load_sweep(args.config)
     st = store.open_store(path)
     disp = Dispatcher(st)
-    lines = [f"{Path(args.config).resolve().relative_to(ROOT) if Path(args.config).resolve().is_relative_to(ROOT) else args.config}: {sweep.n_runs} runs ({', '.join(f'{k} {v}' for k, v in sweep.grid.items())}), "
+    config = Path(args.config).resolve()
+    name = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
+    lines = [f"{name}: {sweep.n_runs} runs ({', '.join(f'{k} {v}' for k, v in sweep.grid.items())}), "
              f"{sweep.base.steps} steps, batch {sweep.base.batch_size}, {sweep.base.optim.name}; "
              f"{os.cpu_count()} CPU cores, shared with other work"]
     try:

@@ -11,14 +11,15 @@ from plotly.subplots import make_subplots
 
 from .style import PALETTE, escape, finish
 
-__all__ = ["PHASE_COLORS", "grokking_figure", "metric_heatmap", "phase_map", "phase_overview", "trend_figure"]
+__all__ = ["PHASE_COLORS", "grokking_figure", "metric_heatmap", "phase_map", "phase_overview", "tick_label",
+           "trend_figure"]
 
 #: One colour per phase of Yang et al. (2021); "?" marks a cell with a missing metric.
 PHASE_COLORS = {"I": "#D55E00", "II": "#E69F00", "III": "#CC79A7", "IV-A": "#56B4E9", "IV-B": "#009E73",
                 "?": "#BBBBBB"}
 
 
-def _fmt(v: float) -> str:
+def tick_label(v: float) -> str:
     """Short tick and cell text: 3 significant digits, scientific below 0.01."""
     return f"{v:.2e}" if v != 0 and abs(v) < 1e-2 else f"{v:.3g}"
 
@@ -39,12 +40,13 @@ def _heatmap_trace(cells: pd.DataFrame, metric: str, label: str, *, colorscale: 
     ts, ls, z = _grid(cells, metric)
     sd = _grid(cells, f"{metric}_std")[2] if f"{metric}_std" in cells else np.full(z.shape, np.nan)
     n = _grid(cells, f"{metric}_n")[2] if f"{metric}_n" in cells else _grid(cells, "n_runs")[2]
-    text = np.vectorize(lambda v: "" if np.isnan(v) else _fmt(v))(z.astype(float))
+    text = np.vectorize(lambda v: "" if np.isnan(v) else tick_label(v))(z.astype(float))
     colorbar = dict(thickness=12)  # the metric is named in the figure's title; a long bar title squeezes the plot
     if colorbar_x is not None:
         colorbar["x"] = colorbar_x
     return go.Heatmap(
-        z=z.astype(float), x=[_fmt(t) for t in ts], y=[_fmt(v) for v in ls], text=text, texttemplate="%{text}",
+        z=z.astype(float), x=[tick_label(t) for t in ts], y=[tick_label(v) for v in ls], text=text,
+        texttemplate="%{text}",
         customdata=np.dstack([sd.astype(float), n.astype(float)]), colorscale=colorscale, showscale=showscale,
         colorbar=colorbar, hovertemplate=f"temperature %{{x}}<br>load %{{y}}<br>{escape(label)} %{{z:.4g}}"
                                          " ± %{customdata[0]:.2g} (s.d.)<br>runs %{customdata[1]}<extra></extra>")
@@ -83,7 +85,7 @@ def phase_map(classified: pd.DataFrame, *, temperature: str = "temperature", loa
     for i, name in enumerate(names):
         scale += [[i / k, PHASE_COLORS[name]], [(i + 1) / k, PHASE_COLORS[name]]]
     fig = go.Figure(go.Heatmap(
-        z=z, x=[_fmt(t) for t in ts], y=[_fmt(v) for v in ls], zmin=-0.5, zmax=k - 0.5, colorscale=scale,
+        z=z, x=[tick_label(t) for t in ts], y=[tick_label(v) for v in ls], zmin=-0.5, zmax=k - 0.5, colorscale=scale,
         text=phases, texttemplate="%{text}", customdata=labels, showscale=False,
         hovertemplate="temperature %{x}<br>load %{y}<br>phase %{text}: %{customdata}<extra></extra>"))
     fig.update_xaxes(title=escape(temperature), type="category")
@@ -101,7 +103,7 @@ def trend_figure(cells: pd.DataFrame, metric: str, *, along: str = "temperature"
     fig = go.Figure()
     for i, (value, group) in enumerate(cells.sort_values(along).groupby(by, sort=True)):
         fig.add_trace(go.Scatter(
-            x=group[along], y=group[metric], mode="lines+markers", name=f"{escape(by_label or by)} {_fmt(value)}",
+            x=group[along], y=group[metric], mode="lines+markers", name=f"{escape(by_label or by)} {tick_label(value)}",
             line=dict(color=PALETTE[i % len(PALETTE)]),
             error_y=dict(type="data", array=group.get(f"{metric}_std"), visible=True)))
     fig.update_xaxes(title=escape(along_label or along), type="log" if log_x else "linear")

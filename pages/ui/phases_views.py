@@ -15,7 +15,6 @@ from engine.jobs.builtin_probes.sweep import SweepCellParams
 from engine.probes.phases import (
     PHASE_METRICS,
     PhaseThresholds,
-    cell_table,
     classify_phases,
     default_thresholds,
     grokking_steps,
@@ -159,11 +158,22 @@ def phase_section(cells: pd.DataFrame, t: str, ld: str, ids: list[str]) -> pd.Da
     text = (f"sharp: {th.sharpness_metric} > {th.sharpness:.4g} · poorly connected: {th.barrier_metric} > "
             f"{th.barrier:.4g} · similar: cka_mean ≥ {th.similarity:.4g}")
     fig = pfig.phase_map(classified, temperature=t, load=ld, thresholds_text=text)
-    show_figure(fig, key="ph_map", title=f"Phase map over {t} × {ld}",
-                params={"temperature": t, "load": ld, "thresholds": json.loads(json.dumps(th.__dict__))},
-                checkpoint_ids=ids)
-    st.caption(text)
+    event = show_figure(fig, key="ph_map", title=f"Phase map over {t} × {ld}",
+                        params={"temperature": t, "load": ld, "thresholds": json.loads(json.dumps(th.__dict__))},
+                        checkpoint_ids=ids, on_select="rerun", selection_mode="points")
+    st.caption(text + " · click a cell to open it below")
+    _select_clicked(event, classified)
     return classified
+
+
+def _select_clicked(event, classified: pd.DataFrame) -> None:
+    """A click on the phase map picks that cell in the cell selector below."""
+    points = event.selection.points if event and event.selection else []
+    for p in points[:1]:
+        hit = [i for i, r in enumerate(classified.itertuples())
+               if pfig.tick_label(r.temperature) == str(p.get("x")) and pfig.tick_label(r.load) == str(p.get("y"))]
+        if hit and st.session_state.get("ph_cell") != hit[0]:
+            st.session_state["ph_cell"] = hit[0]
 
 
 def _link(page: str, **query) -> str:

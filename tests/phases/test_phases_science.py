@@ -81,7 +81,7 @@ def test_thresholds_and_labels():
         "sharp · well connected · dissimilar", "flat · well connected · similar", "? · well connected · similar"]
     assert out["phase"].tolist()[:4] == ["I", "II", "III", "IV-B"] and pd.isna(out["phase"].iloc[4])
     # moving a threshold moves the labels
-    moved = classify_phases(cells, PhaseThresholds(sharpness=10.0, barrier=0.1, similarity=0.1))
+    moved = classify_phases(cells, PhaseThresholds(10.0, 0.1, 0.1))
     assert moved["phase"].tolist()[:4] == ["II", "II", "IV-B", "IV-B"]
 
 
