@@ -156,4 +156,6 @@ def grokking_figure(steps: Sequence[int], train_acc: Sequence[float], test_acc: 
                       row=r, col=1)
         fig.update_yaxes(title=escape(label), row=r, col=1)
     fig.update_xaxes(title="step", type="log" if log_x else "linear", row=rows, col=1)
+    if not log_x and len(steps):
+        fig.update_xaxes(range=[min(steps), max(steps)])  # the step lines' labels must not widen the axis
     return finish(fig, height=320 + 180 * len(probes))
