@@ -57,3 +57,28 @@ def zoo(probed_template, tmp_path_factory):
     finally:
         disp.stop(kill_workers=True)
         st.close()
+
+
+MODULAR = {
+    "name": "tiny-grok",
+    "base": {"dataset": {"name": "modular", "test_size": 0.5, "options": {"p": 7}},
+             "arch": {"name": "mlp", "width": 16, "depth": 1}, "batch_size": 16, "steps": 60,
+             "checkpoints": "linear:3", "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 1.0}},
+    "grid": {"seed": [0]},
+}
+
+
+@pytest.fixture(scope="session")
+def modular_template(tmp_path_factory):
+    """A closed store holding one tiny modular-addition run (for the Grokking tab; not a grokking result)."""
+    path = tmp_path_factory.mktemp("modular") / "store"
+    st = store.open_store(path)
+    disp = Dispatcher(st)
+    try:
+        _, job_id = disp.submit_sweep(load_sweep(MODULAR))
+        (job,) = disp.run_until_done([job_id])
+        assert job["status"] == "done", job
+    finally:
+        disp.stop(kill_workers=True)
+        st.close()
+    return path

@@ -88,3 +88,22 @@ def test_cell_from_the_url_and_threshold_moves_labels(page, probed_template, tmp
     at.number_input(key="ph_cut_hessian_top").set_value(1e9).run()  # nothing is sharp above 1e9
     assert all(not c.value.startswith("sharp:") or "hessian_top > 1e+09" in c.value for c in at.caption)
     assert "sharp · " not in at.selectbox(key="ph_cell").format_func(0)
+
+
+def test_grokking_tab_on_a_modular_zoo(page, modular_template, tmp_path):
+    path = copy_store(modular_template, tmp_path)
+    at = page(path)
+    assert not at.exception, at.exception
+    at.run()  # the weight-norm probe was queued on the first run (cheap, automatic)
+    assert not at.exception, at.exception
+    grok = [c.value for c in at.caption if "Memorised" in c.value or "never reached" in c.value]
+    assert len(grok) == 1
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    names = {t.get("name") for f in figs for t in f["data"]}
+    assert {"train accuracy", "test accuracy"} <= names
+    assert at.slider(key="ph_grok_th").value == 0.9
+
+
+def test_grokking_tab_explains_other_datasets(page, probed_template, tmp_path):
+    at = page(copy_store(probed_template, tmp_path))
+    assert any("The grokking view is for zoos on the `modular` dataset" in i.value for i in at.info)
