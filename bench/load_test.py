@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "app")]
 RESULTS = REPO / "bench" / "results" / "load_test.txt"
-PAGES = ["", "landscape", "connectivity", "representations", "rashomon", "reports"]
+PAGES = ["", "landscape", "connectivity", "representations", "phases", "rashomon", "reports"]
 TINY = REPO / "configs" / "tiny.toml"
 
 

@@ -122,12 +122,13 @@ def _curves_figure(metrics: pd.DataFrame, focus: pd.DataFrame, name: str, color_
 def phase_section(runs: pd.DataFrame) -> list[str]:
     """Heatmap over two hyperparameters; a clicked cell selects its runs."""
     hp = zfig.hparam_columns(runs)
-    metrics = [m for m in METRICS if m in runs and runs[m].notna().any()]
+    probes = sorted(c for c in runs.columns if c.startswith("probe_"))  # from a zoo-wide probe sweep (Phases page)
+    metrics = [m for m in [*METRICS, *probes] if m in runs and runs[m].notna().any()]
     if len(hp) < 2 or not metrics:
         st.info("A phase diagram needs a zoo swept over at least two hyperparameters with finished runs.")
         return []
     c1, c2, c3 = st.columns(3)
-    fmt = lambda c: c.removeprefix("hp_").removeprefix("final_")  # noqa: E731
+    fmt = lambda c: c.removeprefix("hp_").removeprefix("final_").replace("probe_", "probe: ")  # noqa: E731
     x = synced_selectbox("x axis", hp, key="phase_x", container=c1, format_func=fmt)
     y = synced_selectbox("y axis", [h for h in hp if h != x], key="phase_y", container=c2, format_func=fmt)
     metric = synced_selectbox("Metric", metrics, key="phase_metric", container=c3, format_func=fmt)

@@ -29,7 +29,7 @@ TINY_CONFIG = REPO_ROOT / "configs" / "tiny.toml"
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 PAGES = ["pages/zoo.py", "pages/landscape.py", "pages/connectivity.py", "pages/representations.py",
-         "pages/rashomon.py", "pages/reports.py"]
+         "pages/phases.py", "pages/rashomon.py", "pages/reports.py"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_zoo import seed_fake_zoo  # noqa: E402
@@ -233,3 +233,9 @@ def browser():
                   "--disable-sync", "--disable-dev-shm-usage"])
         yield chromium
         chromium.close()
+
+
+# Test modules import the helpers above as ``from app_conftest import ...``: every test folder has a
+# ``conftest`` module, and when pytest loads several folders' conftests up front (``pytest tests/app
+# tests/phases``) the name ``conftest`` means whichever came last.
+sys.modules["app_conftest"] = sys.modules[__name__]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import store
-from conftest import ARTIFACTS, PAGES, Server, zoo_counts
+from app_conftest import ARTIFACTS, PAGES, Server, zoo_counts
 
 pytestmark = pytest.mark.browser
 
-NAV = dict(zip(["Zoo", "Landscape", "Connectivity", "Representations", "Rashomon", "Reports"], PAGES))
+NAV = dict(zip(["Zoo", "Landscape", "Connectivity", "Representations", "Phases", "Rashomon", "Reports"], PAGES))
 XSS = "<script>alert(1)</script>"
 VIEWPORT = {"width": 1400, "height": 1700}
 

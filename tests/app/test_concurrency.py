@@ -12,10 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import store
-from conftest import TINY_CONFIG, train_with_cli, zoo_counts
+from app_conftest import TINY_CONFIG, train_with_cli, zoo_counts
 from ws_session import Run, Session
 
-PAGES = ["", "landscape", "connectivity", "representations", "rashomon", "reports"]
+PAGES = ["", "landscape", "connectivity", "representations", "phases", "rashomon", "reports"]
 N_SESSIONS = 8
 DEADLINE_S = 240.0
 

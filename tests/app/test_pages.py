@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1.element_tree import Block, Element
 
 import store
-from conftest import PAGES, TINY_CONFIG, current_services, release_services
+from app_conftest import PAGES, TINY_CONFIG, current_services, release_services
 
 XSS = "<script>alert(1)</script>"
 

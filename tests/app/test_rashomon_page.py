@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import store
-from conftest import ARTIFACTS, current_services
+from app_conftest import ARTIFACTS, current_services
 
 PAGE = "pages/rashomon.py"
 SAMPLE_URL = {"rs_src": "sample", "rs_data": "monk1", "rs_model": "logistic", "rs_eps_s": "0.05", "rs_n": "500",

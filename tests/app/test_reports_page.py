@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from conftest import ARTIFACTS, REPO_ROOT, current_services, release_services
+from app_conftest import ARTIFACTS, REPO_ROOT, current_services, release_services
 from engine.report import DraftBook, build_report, figure_item, list_stored_reports, table_item, write_html
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "report"))

@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from conftest import APP, release_services
+from app_conftest import APP, release_services
 from engine.auth import User, hash_password, save_users
 from engine.jobs import LocalExecutor
 
@@ -87,7 +87,7 @@ def test_an_editor_can_launch(team_app):
     assert "train_demo" in {b.key for b in at.button}
     assert not any(b.disabled for b in at.button if b.label == "Queue training")
     at.button(key="train_demo").click().run()
-    from conftest import current_services
+    from app_conftest import current_services
 
     jobs = current_services().store.list_jobs()
     assert jobs["owner"].tolist() == ["ed"] and jobs["status"].tolist() == ["queued"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 
+import sys
+
 import pytest
 
 import store
@@ -82,3 +84,6 @@ def modular_template(tmp_path_factory):
         disp.stop(kill_workers=True)
         st.close()
     return path
+
+
+sys.modules["phases_conftest"] = sys.modules[__name__]  # see tests/app/conftest.py: imported by that name

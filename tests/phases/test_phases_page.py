@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import store
 
-from conftest import copy_store
+from phases_conftest import copy_store
 
 PAGE = Path(__file__).resolve().parents[2] / "pages" / "phases.py"
 
