@@ -251,13 +251,15 @@ class _NarrowLinear(nn.Linear):
 _NARROW_OUT = 32  # Linear layers with at most this many outputs run transposed on a CPU
 
 
-def _with_narrow_linears(module: nn.Module) -> nn.Module:
-    """``module``, or a shallow copy (tensors shared) whose narrow Linear layers are :class:`_NarrowLinear`."""
+def _with_narrow_linears(module: nn.Module, *, private: bool = False) -> nn.Module:
+    """``module`` with its narrow Linear layers made :class:`_NarrowLinear`: changed in place when
+    ``private`` (a copy nobody else holds), else in a shallow copy (tensors shared)."""
     narrow = [n for n, m in module.named_modules() if type(m) is nn.Linear and m.out_features <= _NARROW_OUT]
     if not narrow:
         return module
-    memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    module = copy.deepcopy(module, memo)
+    if not private:
+        memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+        module = copy.deepcopy(module, memo)
     for name in narrow:
         module.get_submodule(name).__class__ = _NarrowLinear
     return module
@@ -301,7 +303,7 @@ class _Evaluator:
         self.x, self.y = resolve_data(data, split)
         self.device = self.x.device  # everything runs where the data lives
         if self.device.type == "cpu":
-            self.module = _with_narrow_linears(self.module)
+            self.module = _with_narrow_linears(self.module, private=self.module is not model)
             _keep_freed_memory()
         self.buffers = {k: v.to(self.device) for k, v in self.buffers.items()}
         self.loss_fn = loss_fn or default_loss
