@@ -73,6 +73,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.generation = 0  # bumped on every catalog change: readers key their caches on it
+        self.job_generation = 0  # bumped when a job is queued, starts, ends or is cancelled
         self._recover_orphans()
 
     # -- submission -------------------------------------------------------------------
@@ -87,6 +88,7 @@ class Dispatcher:
             job_kind.validate(spec)
         with self._lock:
             self.generation += 1
+            self.job_generation += 1
             return self.store.submit_job(kind, spec, owner=owner, zoo_id=zoo_id)
 
     def submit_sweep(self, sweep: SweepSpec | dict | str, *, owner: str = "local",
@@ -120,6 +122,7 @@ class Dispatcher:
             job = self.store.get_job(job_id)
             self.authorize(user, "cancel" if user is not None and user == job.get("owner") else "cancel_any")
             self.generation += 1
+            self.job_generation += 1
             if job["status"] == "queued":
                 self.store.update_job(job_id, status="cancelled", finished_at=_now(), message="cancelled before it ran")
                 self._settle_runs(job, "cancelled")
@@ -160,6 +163,8 @@ class Dispatcher:
                 report.started.append(job["job_id"])
             if report.ingested or report.started or report.finished:
                 self.generation += 1
+            if report.started or report.finished:
+                self.job_generation += 1
             return report
 
     def run_until_done(self, job_ids: list[str], *, poll_s: float = 0.2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 
 import pandas as pd
 import streamlit as st
@@ -42,14 +43,33 @@ _ICON = {"running": ":material/autorenew:", "queued": ":material/schedule:", "fa
          "done": ":material/check_circle:", "cancelled": ":material/cancel:"}
 
 
+_REFRESH_S = 10.0  # while jobs only add rows (a training run's checkpoints), pages refresh at most this often
+
+
+def _catalog_news(svc: Services) -> bool:
+    """Whether this session's page should run again: at once when a job was queued, started or ended;
+    at most every ``_REFRESH_S`` seconds when a running job only added rows. Every bundle a training
+    job hands in changes the catalog, and rerunning every open page each time was half the page
+    runs of the load test (20 sessions while a zoo trained)."""
+    state = st.session_state
+    seen = state.setdefault("_seen_generation", svc.generation)
+    seen_jobs = state.setdefault("_seen_job_generation", svc.dispatcher.job_generation)
+    if svc.generation == seen:
+        return False
+    now = time.monotonic()
+    if svc.dispatcher.job_generation == seen_jobs and now - state.get("_refreshed_at", 0.0) < _REFRESH_S:
+        return False
+    state["_seen_generation"], state["_seen_job_generation"] = svc.generation, svc.dispatcher.job_generation
+    state["_refreshed_at"] = now
+    return True
+
+
 @st.fragment(run_every=2.0)
 def job_queue(svc: Services) -> None:
     """Running and queued jobs with progress, and recent failures; refreshes itself every 2 s."""
     st.subheader("Jobs")
     jobs = svc.store.list_jobs()
-    seen = st.session_state.setdefault("_seen_generation", svc.generation)
-    if svc.generation != seen:  # something landed in the catalog: refresh the whole page once
-        st.session_state["_seen_generation"] = svc.generation
+    if _catalog_news(svc):
         st.rerun(scope="app")
     if jobs.empty:
         st.caption("No jobs yet.")
