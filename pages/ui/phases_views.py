@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.figures import phases as pfig
+from engine.auth import PermissionDenied
 from engine.jobs import probe_sweep, sweep_status
 from engine.jobs.builtin_probes.sweep import SweepCellParams
 from engine.probes.phases import (
@@ -22,7 +23,7 @@ from engine.probes.phases import (
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
-from .services import Services, cached_runs, current_user
+from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
 
 __all__ = ["axes_picker", "cell_links", "grokking_section", "heatmaps_section", "phase_section",
@@ -56,11 +57,17 @@ def sweep_panel(svc: Services, zoo_id: str, params: dict) -> list:
                f"{counts.get('running', 0) + counts.get('queued', 0)} in progress, "
                f"{counts.get('missing', 0)} not yet, {counts.get('failed', 0)} failed. Results are shared: "
                "a cell probed before, by anyone, is not computed again.")
-    if done < len(requests) and st.button("Probe this zoo", key="ph_go", type="primary",
-                                          help="One background job per cell: evaluation, Hessian top "
-                                               "eigenvalue and trace, naive and aligned barriers, CKA"):
-        probe_sweep(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
-        st.rerun()
+    if done < len(requests) and not may("launch"):
+        st.info("Cells not probed yet can be probed by anyone with the editor role; the results are then shared.")
+    elif done < len(requests) and st.button("Probe this zoo", key="ph_go", type="primary",
+                                            help="One background job per cell: evaluation, Hessian top "
+                                                 "eigenvalue and trace, naive and aligned barriers, CKA"):
+        try:
+            probe_sweep(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
+        except PermissionDenied as exc:  # the job layer decides, whatever the button showed
+            st.error(str(exc))
+        else:
+            st.rerun()
     if counts.get("running", 0) + counts.get("queued", 0):
         _progress(svc, zoo_id, params)
     return [r for r in requests if r.status.state == "done"]
