@@ -26,19 +26,19 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "app")]
 RESULTS = REPO / "bench" / "results" / "load_test.txt"
+
+import conftest  # noqa: E402  (tests/app: the server the browser tests start)
 PAGES = ["", "landscape", "connectivity", "representations", "phases", "rashomon", "reports"]
 TINY = REPO / "configs" / "tiny.toml"
 
@@ -69,46 +69,17 @@ def _train_alone(store_path: Path, config: Path) -> float:
     return time.perf_counter() - t0
 
 
-class Server:
+class Server(conftest.Server):
+    """The tests' server (``tests/app/conftest.py``) with this benchmark's settings and its CPU clock."""
+
     def __init__(self, store_path: Path, log_path: Path, executor: str = "local"):
-        from conftest import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "wb")
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.serve", "--server.port", str(self.port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "ZOOSCOPE_STORE": str(store_path), "ZOOSCOPE_WORKERS": "1", "ZOOSCOPE_AUTH": "off",
-                 "ZOOSCOPE_EXECUTOR": executor, "RAY_USAGE_STATS_ENABLED": "0"})
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(store_path, log_path, env={"ZOOSCOPE_WORKERS": "1", "ZOOSCOPE_AUTH": "off",
+                                                    "ZOOSCOPE_EXECUTOR": executor, "RAY_USAGE_STATS_ENABLED": "0"})
 
     def cpu_s(self) -> float:
         """CPU seconds the server process has used (user + system; its job workers not included)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 async def _timed(session, page: str, tally: Tally) -> None:
