@@ -26,21 +26,26 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="session")
-def probed_template(tmp_path_factory):
-    """A closed store: TINY trained, every cell probed with the default ``sweep.cell`` parameters."""
-    path = tmp_path_factory.mktemp("phases") / "store"
+def _train(path, sweep: dict, *, probe: bool = False):
+    """A closed store at ``path`` with ``sweep`` trained (and, with ``probe``, every cell probed here)."""
     st = store.open_store(path)
     disp = Dispatcher(st)
     try:
-        zoo_id, job_id = disp.submit_sweep(load_sweep(TINY))
+        zoo_id, job_id = disp.submit_sweep(load_sweep(sweep))
         (job,) = disp.run_until_done([job_id])
         assert job["status"] == "done", job
-        assert [r.status.state for r in probe_sweep(disp, zoo_id, compute_here=True)] == ["done", "done"]
+        if probe:
+            assert [r.status.state for r in probe_sweep(disp, zoo_id, compute_here=True)] == ["done", "done"]
     finally:
         disp.stop(kill_workers=True)
         st.close()
     return path
+
+
+@pytest.fixture(scope="session")
+def probed_template(tmp_path_factory):
+    """A closed store: TINY trained, every cell probed with the default ``sweep.cell`` parameters."""
+    return _train(tmp_path_factory.mktemp("phases") / "store", TINY, probe=True)
 
 
 def copy_store(template, tmp_path):
@@ -73,17 +78,7 @@ MODULAR = {
 @pytest.fixture(scope="session")
 def modular_template(tmp_path_factory):
     """A closed store holding one tiny modular-addition run (for the Grokking tab; not a grokking result)."""
-    path = tmp_path_factory.mktemp("modular") / "store"
-    st = store.open_store(path)
-    disp = Dispatcher(st)
-    try:
-        _, job_id = disp.submit_sweep(load_sweep(MODULAR))
-        (job,) = disp.run_until_done([job_id])
-        assert job["status"] == "done", job
-    finally:
-        disp.stop(kill_workers=True)
-        st.close()
-    return path
+    return _train(tmp_path_factory.mktemp("modular") / "store", MODULAR)
 
 
 sys.modules["phases_conftest"] = sys.modules[__name__]  # see tests/app/conftest.py: imported by that name
