@@ -48,9 +48,15 @@ def _counts(requests) -> dict[str, int]:
     return out
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _sweep_status(_svc: Services, zoo_id: str, params_json: str, generation: int) -> list:
+    """Every cell's request and its stored result, read once per catalog change, not on every rerun."""
+    return sweep_status(_svc.dispatcher, zoo_id, PROBE, json.loads(params_json))
+
+
 def sweep_panel(svc: Services, zoo_id: str, params: dict) -> list:
     """Where the sweep stands; a button that queues the missing cells; live progress while it runs."""
-    requests = sweep_status(svc.dispatcher, zoo_id, PROBE, params)
+    requests = _sweep_status(svc, zoo_id, json.dumps(params, sort_keys=True), svc.generation)
     counts = _counts(requests)
     done = counts.get("done", 0)
     st.caption(f"{len(requests)} cells (seeds of one hyperparameter setting, final checkpoints): {done} probed, "
