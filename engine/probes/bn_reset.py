@@ -21,12 +21,13 @@ S. Ioffe and C. Szegedy, "Batch Normalization", ICML 2015.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from engine.probes.functional import shallow_copy
 
 __all__ = ["bn_reset_batches", "has_batchnorm", "reset_bn_stats"]
 
@@ -71,8 +72,7 @@ def bn_reset_batches(inputs: Tensor, *, n_batches: int = 8, batch_size: int = 25
 
 def _reset_module(model: nn.Module) -> nn.Module:
     """A shallow copy (tensors shared) with BN in cumulative-average train mode, the rest in eval."""
-    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    module = copy.deepcopy(model, memo)
+    module = shallow_copy(model)
     module.eval()
     for m in module.modules():
         if isinstance(m, _BN) and m.track_running_stats:

@@ -51,6 +51,7 @@ __all__ = [
     "flatten_params",
     "functional_module",
     "resolve_data",
+    "shallow_copy",
     "split_state",
     "unflatten_params",
 ]
@@ -210,6 +211,15 @@ def resolve_data(data, split: str = "train", *, n_samples: int | None = None, se
     return x, y
 
 
+def shallow_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module objects that shares every parameter and buffer tensor with ``model``.
+
+    For changing modes, classes or submodules of a model without touching the caller's.
+    """
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)
+
+
 def functional_module(model: nn.Module, bn: BNMode = "running") -> nn.Module:
     """``model`` in the mode ``bn`` asks for, without touching ``model`` itself.
 
@@ -221,8 +231,7 @@ def functional_module(model: nn.Module, bn: BNMode = "running") -> nn.Module:
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not any(m.training for m in model.modules()) and (bn == "running" or not bns):
         return model
-    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    module = copy.deepcopy(model, memo)
+    module = shallow_copy(model)
     module.eval()
     if bn == "batch":
         for m in module.modules():
@@ -258,8 +267,7 @@ def _with_narrow_linears(module: nn.Module, *, private: bool = False) -> nn.Modu
     if not narrow:
         return module
     if not private:
-        memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-        module = copy.deepcopy(module, memo)
+        module = shallow_copy(module)
     for name in narrow:
         module.get_submodule(name).__class__ = _NarrowLinear
     return module

@@ -12,7 +12,6 @@ the full model's output at three points of the plane.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.probes.batching import _activation_floats, _auto_chunk, _data_rows, _pick_strategy, _run
-from engine.probes.functional import BNMode, LossFn, ParamLayout, Strategy, _Evaluator
+from engine.probes.functional import BNMode, LossFn, ParamLayout, Strategy, _Evaluator, shallow_copy
 
 __all__ = ["FirstLayer", "evaluate_plane", "find_first_layer"]
 
@@ -159,8 +158,7 @@ def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor) -> 
         return None  # the model is a single layer: nothing to gain
     names = tuple((n, f"{path}.{n}") for n, _ in layer.named_parameters())
     inputs = _layer_input(module, layer, state, x)
-    memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    rest = copy.deepcopy(module, memo)  # shares every tensor; only the stub differs
+    rest = shallow_copy(module)  # shares every tensor; only the stub differs
     rest.set_submodule(path, _Given())
     return FirstLayer(path, names, layer, inputs, rest)
 
