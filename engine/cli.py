@@ -127,7 +127,8 @@ def _train(args, path: Path) -> int:
     from engine.auth import cli_policy
 
     with st:
-        disp = Dispatcher(st, access=cli_policy(_settings(path), path))
+        settings = _settings(path)
+        disp = Dispatcher(st, access=cli_policy(settings, path), settings=settings)
         zoo_id, job_id = disp.submit_sweep(sweep, owner=args.owner, population=not args.sequential)
         print(f"zoo {sweep.name!r} ({zoo_id}): {sweep.n_runs} runs queued as job {job_id}")
         job = _follow(disp, job_id)

@@ -55,15 +55,17 @@ class Dispatcher:
         Refusals raise :class:`engine.auth.PermissionDenied` before anything is written.
     per_user : int, optional
         Jobs one owner may have running at once (0: no cap); ``[jobs] per_user`` by default.
+    settings : engine.settings.Settings, optional
+        Already loaded settings (read from the store folder otherwise).
     """
 
     def __init__(self, store, executor: LocalExecutor | None = None, access: AccessPolicy | None = None,
-                 per_user: int | None = None):
+                 per_user: int | None = None, settings=None):
         self.store = store
         if executor is None or per_user is None:
             from engine.settings import load_settings
 
-            settings = load_settings(store.path)
+            settings = settings or load_settings(store.path)
             executor = executor or make_executor(store.path, settings)
             per_user = settings.jobs.per_user if per_user is None else per_user
         self.executor = executor

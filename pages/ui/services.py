@@ -49,7 +49,7 @@ def _open(path: str) -> Services:
     settings = load_settings(Path(path))
     access = access_policy(settings, _auth_mode(settings), Path(path))
     st_ = store.open_store(Path(path), owner=True)
-    disp = Dispatcher(st_, access=access)
+    disp = Dispatcher(st_, access=access, settings=settings)
     if os.environ.get("ZOOSCOPE_WARM_UMAP") == "1":  # set by `zooscope serve`: compile UMAP before anyone waits
         disp.submit("warm_umap", {}, owner=SYSTEM_USER)
     disp.start_background(interval_s=0.5)
