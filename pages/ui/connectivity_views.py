@@ -7,7 +7,12 @@ import html
 import streamlit as st
 
 from engine.figures import connectivity as cfig
-from engine.jobs.builtin_probes.connectivity import curves_from_result, instability_from_result, instability_steps
+from engine.jobs.builtin_probes.connectivity import (
+    curves_from_result,
+    instability_from_result,
+    instability_steps,
+    singular_from_result,
+)
 from engine.jobs.builtin_probes.convert import unpack
 from engine.probes.barrier_matrix import BarrierMatrix
 from engine.probes.layerwise import LayerwiseBarriers
@@ -18,7 +23,7 @@ from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
 
-__all__ = ["instability_tab", "layerwise_tab", "matrix_tab", "merge_tab", "paths_tab"]
+__all__ = ["instability_tab", "layerwise_tab", "matrix_tab", "merge_tab", "paths_tab", "singular_tab"]
 
 KINDS = {"max_minus_linear": "max − linear interpolation of the ends (Frankle et al. 2020)",
          "max_minus_mean": "max − mean of the ends (Entezari et al. 2022)",
@@ -147,3 +152,27 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
     show_figure(cfig.instability_figure(result, log_x=log_x), key="instability_fig",
                 title="Instability against the spawn step", params={"n_steps": n_steps, "metric": metric},
                 checkpoint_ids=final, run_ids=runs[:1], probe_keys=[status.key])
+
+
+def singular_tab(svc: Services, runs: list[str]) -> None:
+    """Does alignment line up the singular vectors of A and B? Per layer, before and after (Ito et al. 2025)."""
+    if not _need_pair(svc, runs):
+        return
+    c = st.columns(2)
+    align = synced_selectbox("Alignment", ["weight", "activation"], key="sv_align", container=c[0])
+    side = synced_selectbox("Singular vectors", ["left", "right"], key="sv_side", container=c[1],
+                            format_func={"left": "left (output side, u_i)", "right": "right (input side, v_i)"}.get)
+    finals = _finals(svc, runs)
+    status = probe_result(svc, "connectivity.singular", {"align": align}, finals, key="singular",
+                          label="Align and compare singular vectors")
+    if status is None:
+        return
+    result = singular_from_result(status.result.summary, status.result.arrays)
+    params = {"align": align, "side": side}
+    show_figure(cfig.singular_alignment_figure(result, side=side), key="singular_fig",
+                title="Singular-vector alignment", params=params, checkpoint_ids=finals, run_ids=runs,
+                probe_keys=[status.key])
+    layer = synced_selectbox("Layer", list(result.layers), key="sv_layer")
+    show_figure(cfig.singular_cosine_figure(result, layer), key="singular_layer_fig",
+                title=f"Singular-vector agreement of {layer}", params={**params, "layer": layer},
+                checkpoint_ids=finals, run_ids=runs, probe_keys=[status.key])

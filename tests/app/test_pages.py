@@ -296,3 +296,13 @@ def test_instability_tab_queues_the_spawning_probe_for_run_a(app, trained_store)
     specs = [json.loads(s) for s in jobs["spec_json"]]
     assert [s["probe"] for s in specs] == ["connectivity.instability"]
     assert len(specs[0]["checkpoints"]) == 1 and specs[0]["params"]["n_steps"] == 6
+
+
+def test_singular_vectors_tab_queues_its_probe_for_a_and_b(app, trained_store):
+    at = app(trained_store, page="pages/connectivity.py")
+    assert not at.exception
+    at.button(key="singular_go").click().run()
+    assert not at.exception
+    specs = [json.loads(s) for s in current_services().store.list_jobs(kind="probe")["spec_json"]]
+    assert [s["probe"] for s in specs] == ["connectivity.singular"]
+    assert len(specs[0]["checkpoints"]) == 2 and specs[0]["params"]["align"] == "weight"

@@ -77,3 +77,28 @@ def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
     assert instability_steps(1, 6) == [0]
     ks = instability_steps(10_000, 12)
     assert ks[0] == 0 and ks[-1] == 5000 and ks == sorted(set(ks))
+
+
+def test_singular_probe_rebuilds_the_engine_result(trained):
+    from engine.jobs.builtin_probes.connectivity import singular_from_result
+    from engine.nets import permutation_spec
+    from engine.probes.lmc import align_models
+    from engine.probes.singular_alignment import singular_vector_alignment
+
+    st, disp, ids, runs = trained
+    res = _compute(disp, "connectivity.singular", {}, ids[:2])
+    got = singular_from_result(res.summary, res.arrays)
+    from engine.jobs.probe_job import CheckpointRef, ProbeInputs
+
+    inputs = ProbeInputs(st.path, [CheckpointRef.model_validate(ProbeService(disp)._ref(i)) for i in ids[:2]])
+    a, b = inputs.load(0), inputs.load(1)
+    al = align_models(a.model, a.state, b.state, a.dataset, method="weight", seed=0)
+    want = singular_vector_alignment(a.state, b.state, al, permutation_spec(a.model))
+    assert list(got.layers) == [k for k in a.model.state_dict() if k in want.layers]  # in the model's order
+    want = singular_vector_alignment(a.state, b.state, al, permutation_spec(a.model), layers=got.layers)
+    assert len(got.layers) >= 2
+    for field in ("singular_values_a", "cos_left_before", "cos_left_after", "cos_right_after"):
+        for g, w in zip(getattr(got, field), getattr(want, field)):
+            np.testing.assert_allclose(g, w, atol=1e-5)
+    # weight matching maximises <A, PB>, so it can only bring B closer to A
+    assert (got.distance_after <= got.distance_before + 1e-6).all()

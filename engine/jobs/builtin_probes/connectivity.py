@@ -8,18 +8,20 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.nets import permutation_spec
 from engine.probes.align import apply_alignment
 from engine.probes.barrier_matrix import barrier_matrix
 from engine.probes.connectivity import InterpolationCurve
 from engine.probes.layerwise import layerwise_barriers
 from engine.probes.lmc import align_models, compare_paths
 from engine.probes.merge import merge_models
+from engine.probes.singular_alignment import SingularAlignment, singular_vector_alignment
 from engine.probes.spawning import Instability, instability_analysis
 
 from ..probe_job import ProbeResult, register_probe
 from .convert import pack, unpack
 
-__all__ = ["curves_from_result", "instability_from_result", "instability_steps"]
+__all__ = ["curves_from_result", "instability_from_result", "instability_steps", "singular_from_result"]
 
 Align = Literal["none", "weight", "activation"]
 
@@ -161,6 +163,40 @@ def instability_from_result(summary: dict, arrays: dict) -> Instability:
     return unpack(Instability, summary, arrays)
 
 
+class SingularParams(_Params):
+    """Per layer, |cos| of the i-th singular vectors of A and B before and after alignment (Ito et al. 2025)."""
+
+    align: Literal["weight", "activation"] = "weight"
+    top_k: int | None = Field(None, ge=1, le=4096)
+    seed: int = Field(0, ge=0)
+
+
+_RAGGED = ("singular_values_a", "singular_values_b", "cos_left_before", "cos_left_after", "cos_right_before",
+           "cos_right_after")  # one array per layer, of that layer's length
+
+
+def run_singular(inputs, p: SingularParams, progress) -> ProbeResult:
+    a, b = inputs.load(0), inputs.load(1)
+    progress(0.1, f"{p.align} matching")
+    alignment = align_models(a.model, a.state, b.state, a.dataset, method=p.align, seed=p.seed)
+    apply_alignment(a.model, b.state, alignment, a.dataset)  # raises if the permuted B computes differently
+    progress(0.6, "singular vectors of every layer")
+    layers = [k for k, v in a.model.state_dict().items() if v.ndim >= 2 and v.is_floating_point()]  # model order
+    result = singular_vector_alignment(a.state, b.state, alignment, permutation_spec(a.model), layers=layers,
+                                       top_k=p.top_k)
+    arrays = {f"{field}.{i:03d}": v for field in _RAGGED for i, v in enumerate(getattr(result, field))}
+    arrays.update(distance_before=result.distance_before, distance_after=result.distance_after)
+    return ProbeResult({"layers": list(result.layers)}, arrays)
+
+
+def singular_from_result(summary: dict, arrays: dict) -> SingularAlignment:
+    """The stored result of a ``connectivity.singular`` probe."""
+    n = len(summary["layers"])
+    ragged = {field: tuple(arrays[f"{field}.{i:03d}"] for i in range(n)) for field in _RAGGED}
+    return SingularAlignment(tuple(summary["layers"]), **ragged, distance_before=arrays["distance_before"],
+                             distance_after=arrays["distance_after"])
+
+
 register_probe("connectivity.paths", run_paths, PathsParams, n_checkpoints=(2, 2),
                description="linear paths A→B before and after alignment")
 register_probe("connectivity.layerwise", run_layerwise, LayerwiseParams, n_checkpoints=(2, 2),
@@ -171,3 +207,5 @@ register_probe("connectivity.merge", run_merge, MergeParams, n_checkpoints=(2, 1
                description="merge aligned models")
 register_probe("connectivity.instability", run_instability, InstabilityParams, n_checkpoints=(1, 1),
                description="instability to SGD noise against the spawn step (Frankle et al. 2020)")
+register_probe("connectivity.singular", run_singular, SingularParams, n_checkpoints=(2, 2),
+               description="singular-vector agreement of A and B before and after alignment")
