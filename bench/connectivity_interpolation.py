@@ -99,7 +99,7 @@ def run_case(name, arch, ds, args, lines):
     t_ref, (ref_loss, ref_err) = timed(lambda: loader_loop(ref_model, a, b, x, y, args.batch), args.repeats)
     diff = max(abs(curve.loss - ref_loss.numpy()).max(), abs(vcurve.loss - ref_loss.numpy()).max())
     lines += [
-        f"{name:<16} zooscope interpolate (auto: loop, cache-sized chunks) {t_auto * 1e3:9.1f} ms",
+        f"{name:<16} zooscope interpolate (auto: loop, measured chunks)   {t_auto * 1e3:9.1f} ms",
         f"{name:<16} zooscope interpolate (vmap, whole batch)             {t_vmap * 1e3:9.1f} ms",
         f"{name:<16} per-point DataLoader loop (batch {args.batch:<4})              {t_ref * 1e3:9.1f} ms",
         f"{name:<16} ratio loop / zooscope = {t_ref / t_auto:.2f}x (target >= 3x: "

@@ -47,7 +47,6 @@ from engine.probes.bn_reset import has_batchnorm
 from engine.probes.functional import LossFn, Strategy, resolve_data
 from engine.probes.path_eval import (
     check_bn,
-    chunk_rows,
     evaluate_states,
     lerp_flat,
     path_buffers,
@@ -273,8 +272,8 @@ def interpolate(
         State dicts (parameters and buffers) or parameter dicts of the endpoints.
     data : pair, loader or Dataset-like
         Evaluation data (see :func:`engine.probes.functional.resolve_data`); on a CPU it
-        is evaluated in cache-sized chunks (:func:`engine.probes.path_eval.chunk_rows`),
-        on a GPU as one batch.
+        goes in cache-sized chunks when they measure faster
+        (:func:`engine.probes.batching._data_rows`), on a GPU as one batch.
     alphas : int or array-like, default 25
         An int gives an even grid on [0, 1] with both endpoints; an array is used as is
         (it may extend past [0, 1]).
@@ -320,7 +319,7 @@ def interpolate(
     if bn == "reset" and has_batchnorm(model):
         batches = reset_inputs(data, bn_data, split, n_batches=bn_batches, batch_size=bn_batch_size, seed=seed)
     losses, accs = [], []
-    rows = chunk_rows(model, x, buffers_a) if strategy != "vmap" else len(x)
+    rows = None if strategy != "vmap" else len(x)  # None: evaluate_points chooses
     step = max(1, _MAX_FLOATS // max(1, layout.numel))  # bound the (G, P) matrix of one chunk
     for lo in range(0, len(grid), step):
         chunk = grid[lo : lo + step]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -257,19 +257,44 @@ class _NarrowLinear(nn.Linear):
         return torch.addmm(self.bias[:, None], self.weight, x.T).T
 
 
+class _PairMaxPool1d(nn.MaxPool1d):
+    """``MaxPool1d(2)`` (stride 2, no padding) as the maximum of the even and odd positions.
+
+    The same values bit for bit (a maximum is exact), about 2x faster on a CPU than
+    ``max_pool1d``'s kernel: 4.7 ms against 10.2 ms on a (4000, 64, 40) tensor, one core.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 3:
+            return super().forward(x)
+        even = x[..., 0 : x.shape[-1] - 1 : 2]  # an odd last position is dropped, as max_pool1d does
+        return torch.maximum(even, x[..., 1::2])
+
+
 _NARROW_OUT = 32  # Linear layers with at most this many outputs run transposed on a CPU
 
 
-def _with_narrow_linears(module: nn.Module, *, private: bool = False) -> nn.Module:
-    """``module`` with its narrow Linear layers made :class:`_NarrowLinear`: changed in place when
-    ``private`` (a copy nobody else holds), else in a shallow copy (tensors shared)."""
-    narrow = [n for n, m in module.named_modules() if type(m) is nn.Linear and m.out_features <= _NARROW_OUT]
-    if not narrow:
+def _cpu_kernel(m: nn.Module) -> type[nn.Module] | None:
+    """The faster, equal class for module ``m`` on a CPU, if there is one."""
+    if type(m) is nn.Linear and m.out_features <= _NARROW_OUT:
+        return _NarrowLinear
+    if (type(m) is nn.MaxPool1d and m.kernel_size in (2, (2,)) and m.stride in (2, (2,)) and m.padding in (0, (0,))
+            and m.dilation in (1, (1,)) and not m.ceil_mode and not m.return_indices):
+        return _PairMaxPool1d
+    return None
+
+
+def _with_cpu_kernels(module: nn.Module, *, private: bool = False) -> nn.Module:
+    """``module`` with narrow Linear layers made :class:`_NarrowLinear` and 2-wide max pools
+    :class:`_PairMaxPool1d`: changed in place when ``private`` (a copy nobody else holds),
+    else in a shallow copy (tensors shared)."""
+    swaps = [(n, k) for n, m in module.named_modules() if (k := _cpu_kernel(m)) is not None]
+    if not swaps:
         return module
     if not private:
         module = shallow_copy(module)
-    for name in narrow:
-        module.get_submodule(name).__class__ = _NarrowLinear
+    for name, kind in swaps:
+        module.get_submodule(name).__class__ = kind
     return module
 
 
@@ -311,7 +336,7 @@ class _Evaluator:
         self.x, self.y = resolve_data(data, split)
         self.device = self.x.device  # everything runs where the data lives
         if self.device.type == "cpu":
-            self.module = _with_narrow_linears(self.module, private=self.module is not model)
+            self.module = _with_cpu_kernels(self.module, private=self.module is not model)
             _keep_freed_memory()
         self.buffers = {k: v.to(self.device) for k, v in self.buffers.items()}
         self.loss_fn = loss_fn or default_loss
@@ -355,7 +380,7 @@ def evaluate_points(
     *,
     chunk: int | None = None,
     bn: BNMode = "running",
-    buffers: Mapping[str, Tensor] | None = None,
+    buffers: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]] | None = None,
     layout: ParamLayout | None = None,
     loss_fn: LossFn | None = None,
     strategy: Strategy = "auto",
@@ -377,8 +402,10 @@ def evaluate_points(
         Points per ``vmap`` call; by default sized to half the free GPU memory.
     bn : {"running", "batch"}
         BatchNorm statistics; see the module docstring.
-    buffers : dict, optional
-        Buffers (BatchNorm running statistics) to use; the model's by default.
+    buffers : dict or list of dicts, optional
+        Buffers (BatchNorm running statistics) to use; the model's by default. A list
+        gives each point its own (e.g. statistics interpolated along a path); those
+        points run one after the other, sharing one prepared module.
     layout : ParamLayout, optional
         Flat order of ``theta``; ``ParamLayout.from_module(model)`` by default.
     loss_fn : callable, optional
@@ -400,9 +427,20 @@ def evaluate_points(
     """
     if theta.ndim != 2:
         raise ValueError(f"theta must have shape (G, P); got {tuple(theta.shape)}")
-    ev = _Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
+    per_point = buffers is not None and not isinstance(buffers, Mapping)
+    if per_point and len(buffers) != len(theta):
+        raise ValueError(f"got {len(buffers)} buffer dicts for {len(theta)} points")
+    ev = _Evaluator(model, data, layout=layout, buffers=buffers[0] if per_point else buffers, bn=bn,
+                    loss_fn=loss_fn, split=split)
     theta = theta.to(ev.device)
     ev.rows = _data_rows(ev, theta[0], rows)
+    if per_point:
+        out = []
+        with torch.no_grad():
+            for point, buf in zip(theta, buffers):
+                ev.buffers = {k: v.to(ev.device) for k, v in buf.items()}
+                out.append(ev.point(point))
+        return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
     how = _pick_strategy(strategy, ev.device)
     chunk = chunk or (_auto_chunk(ev, _activation_floats(ev, theta[0])) if how != "loop" else 1)
     loss, acc, _ = _run(ev.point, ev.point, (theta,), how, chunk)

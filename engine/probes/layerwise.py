@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from engine.probes.bn_reset import has_batchnorm, reset_bn_stats
 from engine.probes.connectivity import BarrierKind, PathBN, barrier, resolve_alphas
-from engine.probes.path_eval import check_bn, chunk_rows, evaluate_states, path_states, reset_inputs, split_name
+from engine.probes.path_eval import check_bn, evaluate_states, path_states, reset_inputs, split_name
 from engine.probes.functional import LossFn, ParamLayout, Strategy, resolve_data
 
 __all__ = ["LayerwiseBarriers", "layer_groups", "layerwise_barriers"]
@@ -196,7 +196,7 @@ def layerwise_barriers(
     if bn == "reset" and has_batchnorm(model):
         reset = reset_inputs(data, bn_data, split, n_batches=bn_batches, batch_size=bn_batch_size, seed=seed)
     names, members, curves = list(groups), [], {"a": [], "b": []}
-    rows = chunk_rows(model, x, ba) if strategy != "vmap" else len(x)
+    rows = None if strategy != "vmap" else len(x)  # None: evaluate_points chooses
     for i, g in enumerate(names):
         member = tuple(n for h in names[: i + 1] for n in groups[h]) if cumulative else groups[g]
         members.append(member)

@@ -333,17 +333,17 @@ def test_instability_analysis_shapes_and_errors():
 
 
 def test_chunked_evaluation_matches_one_batch(monkeypatch):
-    import engine.probes.connectivity as conn
-    from engine.probes.path_eval import chunk_rows
+    import engine.probes.batching as batching
 
     model, other = _mlp(0, bn=True), _mlp(1, bn=True)
     data = _data(n=700)
-    assert chunk_rows(model, data[0]) == 700  # a tiny model: one chunk
     whole = interpolate(model, model.state_dict(), other.state_dict(), data, alphas=5)
-    monkeypatch.setattr(conn, "chunk_rows", lambda *a, **k: 256)  # 256 + 256 + 188 rows
+    # tiny chunks that always measure faster: 256 + 256 + 188 rows
+    monkeypatch.setattr(batching, "_CHUNK_FLOATS", 1)
+    monkeypatch.setattr(batching, "_measured_rows", lambda ev, theta, small: small)
     chunked = interpolate(model, model.state_dict(), other.state_dict(), data, alphas=5)
     np.testing.assert_allclose(chunked.loss, whole.loss, rtol=1e-6)
-    np.testing.assert_allclose(chunked.error, whole.error, atol=1e-6)  # exact counts vs a float32 mean
+    np.testing.assert_allclose(chunked.error, whole.error, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ from torch import nn
 from engine.probes.functional import (
     ParamLayout,
     _cross_entropy_and_accuracy,
-    _with_narrow_linears,
+    _Evaluator,
+    _with_cpu_kernels,
     default_loss,
     fast_default_loss,
     evaluate_points,
@@ -236,11 +237,11 @@ def test_fused_score_is_cross_entropy_and_argmax_accuracy_with_its_tie_rule(layo
     torch.testing.assert_close(_cross_entropy_and_accuracy(big, y)[0], F.cross_entropy(big, y))
 
 
-def test_narrow_linears_give_the_same_outputs_and_leave_the_model_alone():
+def test_cpu_kernels_give_the_same_outputs_and_leave_the_model_alone():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 10))
     x = torch.randn(300, 40)
-    fast = _with_narrow_linears(model)
+    fast = _with_cpu_kernels(model)
     assert [type(m) for m in model] == [nn.Linear, nn.ReLU, nn.Linear]  # the caller's module is untouched
     assert type(fast[2]).__name__ == "_NarrowLinear" and type(fast[0]) is nn.Linear
     assert fast[2].weight is model[2].weight  # tensors shared, not copied
@@ -248,6 +249,20 @@ def test_narrow_linears_give_the_same_outputs_and_leave_the_model_alone():
     params = {k: v + 0.5 for k, v in model.named_parameters()}
     torch.testing.assert_close(torch.func.functional_call(fast, params, (x,)),
                                torch.func.functional_call(model, params, (x,)))
+
+
+@pytest.mark.parametrize("length", [40, 41, 2, 3])
+def test_pair_max_pool_is_max_pool_bit_for_bit(length):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.MaxPool1d(3), nn.Flatten())
+    fast = _with_cpu_kernels(model)
+    assert type(fast[2]).__name__ == "_PairMaxPool1d" and type(fast[3]) is nn.MaxPool1d  # only 2-wide pools
+    x = torch.randn(50, 1, length)
+    x[0, 0, :2] = float("nan")  # NaN propagates the same way
+    with torch.no_grad():
+        pooled, reference = fast[:3](x), model[:3](x)
+    assert torch.equal(pooled.isnan(), reference.isnan())
+    assert torch.equal(pooled.nan_to_num(), reference.nan_to_num())
 
 
 def test_regression_accuracy_is_nan_and_loss_is_mse():
@@ -286,3 +301,28 @@ def test_split_state_separates_buffers():
     assert "norm.running_mean" in buffers
     with pytest.raises(ValueError, match="no entries for parameters"):
         split_state(model, {})
+
+
+def test_data_rows_are_measured_once_and_give_the_same_values(monkeypatch):
+    import engine.probes.batching as batching
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 40, 10))
+    x, y = torch.randn(1200, 1, 40), torch.randint(0, 10, (1200,))
+    theta, layout = flatten_params(dict(model.named_parameters()))
+    whole = evaluate_points(model, theta[None], (x, y), rows=1200)
+    monkeypatch.setattr(batching, "_CHUNK_FLOATS", 1)  # cache-sized chunks of 256 rows
+    monkeypatch.setattr(batching, "_ROWS_CHOICE", {})
+    seconds = {256: 1.0, 1024: 2.0}  # per chunk size, over the first 4 x 256 rows: chunks win
+    calls = []
+    monkeypatch.setattr(batching, "_forward_seconds", lambda ev, params, m, r: calls.append(r) or seconds[r])
+    ev = _Evaluator(model, (x, y), layout=layout, buffers=None, bn="running", loss_fn=None, split="train")
+    assert batching._data_rows(ev, theta, None) == 256
+    assert batching._data_rows(ev, theta, None) == 256  # remembered: not timed again
+    assert calls == [256, 1024, 256, 1024] and len(batching._ROWS_CHOICE) == 1
+    chunked = evaluate_points(model, theta[None], (x, y), strategy="loop")  # 256-row chunks, from the cache
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
+    assert chunked[1].item() == pytest.approx(whole[1].item(), abs=1e-12)
+    monkeypatch.setattr(batching, "_ROWS_CHOICE", {})
+    seconds[256] = 1.9  # chunks no more than 10% faster: the whole set in one batch
+    assert batching._data_rows(ev, theta, None) == 1200
