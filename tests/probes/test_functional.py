@@ -235,6 +235,11 @@ def test_fused_score_is_cross_entropy_and_argmax_accuracy_with_its_tie_rule(layo
     assert acc.item() == pytest.approx((out.argmax(1) == y).float().mean().item(), abs=0)
     big = out * 1e4  # large logits: the shift keeps the exponentials finite
     torch.testing.assert_close(_cross_entropy_and_accuracy(big, y)[0], F.cross_entropy(big, y))
+    broken = out.clone()
+    broken[60, 2] = float("nan")  # argmax picks the NaN; the loss is NaN, as F.cross_entropy's
+    loss, acc = _cross_entropy_and_accuracy(broken, y)
+    assert loss.isnan() and F.cross_entropy(broken, y).isnan()
+    assert acc.item() == pytest.approx((broken.argmax(1) == y).float().mean().item(), abs=0)
 
 
 def test_cpu_kernels_give_the_same_outputs_and_leave_the_model_alone():
