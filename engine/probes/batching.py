@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 if TYPE_CHECKING:
-    from engine.probes.functional import _Evaluator
+    from engine.probes.functional import Strategy, _Evaluator
 
 _CHUNK_FLOATS = 2**22  # activations of one data chunk on a CPU (16 MiB of float32)
 _MIN_ROWS = 256

@@ -18,10 +18,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from engine.probes.bn_reset import bn_reset_batches, has_batchnorm, reset_bn_stats
-from engine.probes.functional import ParamLayout, evaluate_points, functional_module, resolve_data, split_state
+from engine.probes.functional import ParamLayout, evaluate_points, resolve_data, split_state
 
 __all__ = [
     "check_bn",
