@@ -88,7 +88,7 @@ def interpolation_figure(
     for m in metrics:
         if m not in _METRIC_NAMES:
             raise ValueError(f"metrics must be 'loss' or 'error'; got {m!r}")
-    titles = [f"{m} — barrier: {_definition(kind, m)}" for m in metrics]
+    titles = [f"{m}<br><sup>barrier: {_definition(kind, m)}</sup>" for m in metrics]  # two lines: no overlap
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=titles, horizontal_spacing=0.1)
     labels = list(dict.fromkeys(c.label for c in items))
     for col, metric in enumerate(metrics, start=1):
@@ -99,7 +99,8 @@ def interpolation_figure(
         fig.update_xaxes(title_text="α (0 = A, 1 = B)", row=1, col=col)
         fig.update_yaxes(title_text=metric, row=1, col=col)
     n = items[0].n_samples
-    return finish(fig, title=title or f"Linear interpolation ({n} samples per point)", height=440)
+    fig = finish(fig, title=title or f"Linear interpolation ({n} samples per point)", height=460)
+    return fig.update_layout(margin_t=90)  # room for the two-line panel titles under the figure's
 
 
 def _path_traces(fig, c: InterpolationCurve, values, metric, kind, color, col, show) -> None:
