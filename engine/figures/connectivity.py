@@ -157,7 +157,12 @@ def layerwise_figure(result, *, title: str | None = None) -> go.Figure:
     fig.update_yaxes(title_text=f"{result.metric} barrier")
     default = (f"Layer-wise {result.metric} barrier ({result.split}, BN {result.bn}) — "
                f"{result.kind}: {_definition(result.kind, result.metric)}")
-    return finish(fig, title=title or default, height=400)
+    fig = finish(fig, title=title or default, height=400)
+    if np.all(np.nan_to_num(np.concatenate([result.from_a, result.from_b]), nan=1.0) <= 1e-9):
+        fig.add_annotation(text="every barrier is 0: each one-layer path stays at or below the straight line "
+                                "between its ends (no bump to measure)",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False)
+    return fig
 
 
 def barrier_matrix_figure(result, *, which: str = "both", title: str | None = None) -> go.Figure:
