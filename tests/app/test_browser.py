@@ -4,10 +4,13 @@ tests/artifacts/. Skipped, with a loud reason, when /usr/bin/chromium is missing
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -178,3 +181,55 @@ def test_a_shared_link_opens_the_same_view(trained_server, new_page):
     assert title(page) == "Zoo · tiny"
     assert f"zoo={zoos['tiny']}" in page.url
     assert not problems(page), problems(page)
+
+
+# -- a probed zoo: the Phases page ------------------------------------------------------------------------
+
+def _phases_helpers():
+    """tests/phases/conftest.py as a module (it trains and probes the tiny phase zoo), loaded by path
+    when pytest has not loaded it already (e.g. ``pytest tests/app``)."""
+    if "phases_conftest" not in sys.modules:
+        source = Path(__file__).parents[1] / "phases" / "conftest.py"
+        spec = importlib.util.spec_from_file_location("phases_conftest", source)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["phases_conftest"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["phases_conftest"]
+
+
+@pytest.fixture(scope="module")
+def phases_server(tmp_path_factory, browser):
+    helpers = _phases_helpers()
+    path = helpers._train(tmp_path_factory.mktemp("browser-phases") / "store", helpers.TINY, probe=True)
+    server = Server(path, path.parent / "server.log")
+    yield server
+    server.stop()
+
+
+def test_phase_diagram_and_a_cell_opened_on_another_page(phases_server, new_page):
+    """A probed zoo: heatmaps and the phase map drawn; a cell's link opens Connectivity with its two seeds."""
+    page = new_page()
+    page.goto(f"{phases_server.url}/phases?cell=1")
+    wait_idle(page, timeout=120)
+    assert title(page).startswith("Phase diagrams")
+    charts = page.locator("[data-testid=stTabPanel]:visible [data-testid=stPlotlyChart]")
+    charts.first.wait_for(state="visible")
+    assert charts.count() >= 8  # a heatmap per metric and the phase map
+    assert not problems(page), problems(page)
+    assert page.dialogs == []  # the zoo's name holds a <script> tag; it is shown, never run
+    shot(page, "09-phases")
+    with page.context.expect_page() as opened:  # a cell's links open in a new tab: the diagram stays
+        page.get_by_role("link", name="Connectivity of two seeds").click()
+    cell = opened.value
+    cell.set_viewport_size(VIEWPORT)
+    wait_idle(cell)
+    url = urlparse(cell.url)
+    assert url.path == "/connectivity" and len(parse_qs(url.query)["runs"][0].split(",")) == 2, cell.url
+    assert title(cell) == "Mode connectivity"
+    tags = cell.locator("[data-testid=stMultiSelect]").first.locator("[data-tag]")
+    tags.nth(1).wait_for(state="visible", timeout=30000)  # the run picker fills in from the URL
+    chosen = [t.get_attribute("aria-label") for t in tags.all()]
+    assert len(chosen) == 2 and all(t.startswith("lr=0.2 seed=") for t in chosen), chosen  # cell 1: lr 0.2, both seeds
+    assert not problems(cell), problems(cell)
+    shot(cell, "10-phases-cell-on-connectivity")
+    cell.close()
