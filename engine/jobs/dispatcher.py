@@ -17,6 +17,7 @@ from uuid import uuid4
 
 from engine.auth import AccessPolicy
 from engine.config import SweepSpec, load_sweep
+from engine.train import check_registered
 
 from .context import job_dir, read_progress, request_cancel
 from .executors import Executor, Finished, make_executor
@@ -97,10 +98,12 @@ class Dispatcher:
                      population: bool = True) -> tuple[str, str]:
         """Create a zoo with its runs (status ``queued``) and queue the job that trains them.
 
-        Returns ``(zoo_id, job_id)``.
+        Returns ``(zoo_id, job_id)``. A sweep naming a dataset or architecture this
+        process has not registered raises :class:`~engine.config.ConfigError` first.
         """
         self.authorize(owner, "launch")
         sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
+        check_registered(sweep)
         runs = sweep.expand()
         with self._lock:
             zoo_id = self.store.create_zoo(sweep.name, sweep.model_dump(mode="json"), owner=owner)

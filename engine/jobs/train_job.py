@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import data as zdata
 from engine.config import SweepSpec
-from engine.train import RunResult, population_groups, train_population, train_run
+from engine.train import RunResult, check_registered, population_groups, train_population, train_run
 
 from .context import JobCancelled, JobContext
 
@@ -29,6 +29,12 @@ class TrainJobSpec(BaseModel):
     run_ids: list[str]
     population: bool = True  # train groups of compatible runs at once with torch.func
     max_population: int = Field(64, ge=1)  # split larger groups
+
+    @field_validator("sweep")
+    @classmethod
+    def _names_registered(cls, sweep: SweepSpec) -> SweepSpec:
+        check_registered(sweep)
+        return sweep
 
 
 def _now() -> datetime:
