@@ -37,8 +37,10 @@ def test_invalid_values_name_field_value_and_range(data, match):
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"base": {"dataset": {"name": "imagenet"}}}, r"base\.dataset\.name: unknown dataset 'imagenet'; available: .*mnist1d"),
-        ({"base": {"arch": {"name": "vgg"}}}, r"base\.arch\.name: unknown architecture 'vgg'; available: cnn1d, cnn2d, mlp"),
+        ({"base": {"dataset": {"name": "imagenet"}}},
+         r"base\.dataset\.name: unknown dataset 'imagenet'; available: .*mnist1d"),
+        ({"base": {"arch": {"name": "vgg"}}},
+         r"base\.arch\.name: unknown architecture 'vgg'; available: cnn1d, cnn2d, mlp"),
     ],
 )
 def test_unregistered_names_are_refused_where_the_registries_are(data, match):

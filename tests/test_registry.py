@@ -25,7 +25,8 @@ def test_the_same_entry_again_is_a_no_op_and_a_different_one_names_both():
     reg.register("a", first)
     assert reg.names() == ["a"] and reg.get("a") is first
     with pytest.raises(ValueError, match=r"widget 'a' is already registered as .*test_registry\.first; refusing "
-                                         r"to replace it with .*test_registry\.second\. Register yours under another name"):
+                                         r"to replace it with .*test_registry\.second\. Register yours under "
+                                         r"another name"):
         reg.register("a", second)
     assert reg.get("a") is first  # the refusal changed nothing
 

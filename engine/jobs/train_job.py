@@ -104,14 +104,17 @@ def run_train(spec: TrainJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
             rec.set_status(k, status="running", started_at=_now())
         rec.emit(force=True)
 
-        def progress(step: int, total: int, losses: list[float], _base=done_steps, _g=gi) -> None:
+        n_runs = len(group)
+
+        def progress(step: int, total: int, losses: list[float], _base=done_steps, _g=gi, _rec=rec,
+                     _n=n_runs) -> None:
             if step % max(1, total // 200) == 0 or step == total:  # at most ~200 loss points per run
-                rec.on_batch_losses(step, losses)
+                _rec.on_batch_losses(step, losses)
             finite = [v for v in losses if math.isfinite(v)]
             loss = sum(finite) / len(finite) if finite else float("nan")
             ctx.progress((_base + step) / total_steps,
-                         f"group {_g + 1}/{len(groups)} ({len(group)} runs): step {step}/{total}, loss {loss:.4g}")
-            rec.emit()
+                         f"group {_g + 1}/{len(groups)} ({_n} runs): step {step}/{total}, loss {loss:.4g}")
+            _rec.emit()
 
         results = _train_group(specs, rec, progress, ctx, datasets)
         for k, res in enumerate(results):

@@ -11,10 +11,9 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
+from engine.auth import PermissionDenied
 from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
 from engine.train import check_registered
-
-from engine.auth import PermissionDenied
 
 from .services import Services, current_user, may
 

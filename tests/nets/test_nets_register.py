@@ -73,7 +73,7 @@ def test_without_perm_spec_alignment_is_unavailable():
 
 def test_registration_errors():
     with pytest.raises(ValueError, match=r"architecture 'mlp' is already registered as engine\.nets\.mlp\.build_mlp; "
-                                         r"refusing to replace it with .*two_layer\. Register yours under another name"):
+                                         r"refusing to replace it with .*two_layer\. Register yours under another"):
         register("mlp", two_layer)
     with pytest.raises(ValueError, match=r"architecture name must be a non-empty string .*; got ''"):
         register("", two_layer)
