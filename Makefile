@@ -1,6 +1,7 @@
 # Zooscope: two commands on a fresh machine.
 #   make run   - install into .venv (if needed) and start the dashboard on ./zoo-store
-#   make test  - install into .venv (if needed) and run the whole test suite
+#   make test  - install into .venv (if needed), lint, and run the whole test suite
+#   make lint  - ruff (lint + import order) and import-linter (the layering contracts in pyproject.toml)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ STORE ?= zoo-store
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast browser-deps bench clean
+.PHONY: install run lint test test-fast browser-deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +32,11 @@ browser-deps:
 run: install
 	ZOOSCOPE_STORE=$${ZOOSCOPE_STORE:-$(STORE)} $(VENV)/bin/zooscope serve --port $(PORT)
 
-test: install browser-deps
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: install lint browser-deps
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: install

@@ -114,8 +114,10 @@ def _sign_in_problem(mode: str, path: Path) -> str | None:
 
 def _train(args, path: Path) -> int:
     from engine.jobs import Dispatcher
+    from engine.train import check_registered
 
     sweep = load_sweep(args.config)  # validate before touching the store
+    check_registered(sweep)
     try:
         st = store.open_store(path)
     except store.StoreBusyError as exc:

@@ -3,6 +3,12 @@
 Every spec is a frozen pydantic model, validated once at the boundary (a form, a
 TOML/YAML file, the CLI) so the engine below can trust its inputs. The validated
 spec is stored with every result so a run can be reproduced from its row.
+
+Specs are pure: this module imports nothing from the engine. Whether a dataset or
+architecture *name* is registered is checked where the registries are
+(:func:`engine.data.check_dataset_name`, :func:`engine.nets.check_architecture_name`),
+for a whole run or sweep by :func:`engine.train.check_registered`, which every
+boundary that queues work calls.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class _Spec(BaseModel):
 class DatasetSpec(_Spec):
     """Which data, how much of it and how it is corrupted."""
 
-    name: str = "mnist1d"  # a registered dataset, or "npz" / "csv" / "parquet" for user files
+    name: str = "mnist1d"  # a registered dataset (engine.data), or "npz" / "csv" / "parquet" for user files
     seed: int = Field(0, ge=0)  # generation, split and label-noise seed
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)  # keep this share of the training split
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)  # share of training labels replaced at random
@@ -59,35 +65,15 @@ class DatasetSpec(_Spec):
     label: str | None = None  # label column of a user table
     options: dict[str, Scalar] = Field(default_factory=dict)  # dataset-specific knobs (e.g. p for modular)
 
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from engine.data import available  # the registry imports this module: look it up lazily
-
-        known = available()
-        if name not in known:
-            raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(known))}")
-        return name
-
 
 class ArchSpec(_Spec):
     """An architecture from the registry with its size knobs."""
 
-    name: str = "mlp"  # mlp, cnn1d, cnn2d, resnet, transformer or a registered factory
+    name: str = "mlp"  # mlp, cnn1d, cnn2d, resnet, transformer or a registered factory (engine.nets)
     width: int = Field(64, ge=1, le=65536)  # hidden units / channels / model dimension
     depth: int = Field(2, ge=1, le=64)  # hidden layers / blocks
     init_scale: float = Field(1.0, gt=0.0, le=100.0)  # multiplies the default initialisation
     options: dict[str, Scalar] = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
-
-    @field_validator("name")
-    @classmethod
-    def _known_architecture(cls, name: str) -> str:
-        from engine.nets import available
-
-        known = available()
-        if name not in known:
-            raise ValueError(f"unknown architecture {name!r}; available: {', '.join(sorted(known))}")
-        return name
 
 
 class OptimSpec(_Spec):

@@ -1,6 +1,7 @@
 import pytest
 
 from engine.config import ArchSpec, ConfigError, SweepSpec, TrainSpec, checkpoint_steps, load_sweep, spec_hash
+from engine.train import check_registered
 
 
 def test_demo_config_expands_to_its_grid():
@@ -26,13 +27,29 @@ def test_demo_config_expands_to_its_grid():
         ({"base": {"dataset": {"label_noise": 1.0}}}, r"label_noise: .*less than 1"),
         ({"base": {"batchsize": 3}}, r"base\.batchsize: Extra inputs are not permitted"),
         ({"grid": {"width": [8]}, "temperature": ["lr"]}, r"phase axis 'lr' is not a sweep axis"),
-        ({"base": {"dataset": {"name": "imagenet"}}}, r"unknown dataset 'imagenet'; available: .*mnist1d"),
-        ({"base": {"arch": {"name": "vgg"}}}, r"unknown architecture 'vgg'; available: cnn1d, cnn2d, mlp"),
     ],
 )
 def test_invalid_values_name_field_value_and_range(data, match):
     with pytest.raises(ConfigError, match=match):
         load_sweep(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"base": {"dataset": {"name": "imagenet"}}},
+         r"base\.dataset\.name: unknown dataset 'imagenet'; available: .*mnist1d"),
+        ({"base": {"arch": {"name": "vgg"}}},
+         r"base\.arch\.name: unknown architecture 'vgg'; available: cnn1d, cnn2d, mlp"),
+    ],
+)
+def test_unregistered_names_are_refused_where_the_registries_are(data, match):
+    """Specs stay pure (engine.config imports no registry); the boundaries check names with check_registered."""
+    sweep = load_sweep(data)  # structurally valid
+    with pytest.raises(ConfigError, match=match):
+        check_registered(sweep)
+    with pytest.raises(ConfigError, match=match.removeprefix(r"base\.")):
+        check_registered(sweep.base)
 
 
 def test_single_run_file_becomes_one_run_zoo(tmp_path):

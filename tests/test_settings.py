@@ -3,7 +3,7 @@
 import pytest
 
 from engine.config import ConfigError
-from engine.jobs.executor import LocalExecutor, make_executor
+from engine.jobs.executors import LocalExecutor, make_executor
 from engine.settings import load_settings
 
 

@@ -12,13 +12,15 @@ your own.
 from engine.data import files, mnist_1d, sklearn_sets, synthetic, tabular
 from engine.data.dataset import Dataset, DatasetError, SourceData
 from engine.data.files import inspect_table
-from engine.data.registry import available, kind_of, load, options_of, register
+from engine.data.registry import DatasetName, available, check_dataset_name, kind_of, load, options_of, register
 
 __all__ = [
     "Dataset",
     "DatasetError",
+    "DatasetName",
     "SourceData",
     "available",
+    "check_dataset_name",
     "inspect_table",
     "kind_of",
     "load",

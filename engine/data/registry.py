@@ -12,15 +12,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from engine.config import ConfigError, DatasetSpec, format_validation_error
 from engine.data.dataset import Dataset, DatasetError, SourceData
 from engine.data.transforms import assemble
+from engine.registry import Registry, describe
 
-__all__ = ["available", "kind_of", "load", "options_of", "register"]
+__all__ = ["DatasetName", "available", "check_dataset_name", "kind_of", "load", "options_of", "register"]
 
 FILE_DATASETS = ("npz", "csv", "parquet")  # the only names that read spec.path / spec.label
 
@@ -35,10 +36,26 @@ class _Entry:
     options: dict[str, Any]  # option name -> default
 
 
-_REGISTRY: dict[str, _Entry] = {}
+DATASETS: Registry[_Entry] = Registry(
+    "dataset", hint="Register your own with engine.data.register(name, loader).", error=DatasetError,
+    label=lambda entry: describe(entry.loader),
+)
 
 
-def register(name: str, loader: Loader, *, description: str = "", kind: str = "builtin", replace: bool = False) -> None:
+def check_dataset_name(name: str) -> str:
+    """``name`` when it is a registered dataset, else a :class:`DatasetError` listing the registered ones.
+
+    The one check of dataset names: :func:`load`, :data:`DatasetName` fields and
+    :func:`engine.train.check_registered` (specs before they are queued) all use it.
+    """
+    return DATASETS.check(name)
+
+
+# A pydantic field type: a str that must name a registered dataset.
+DatasetName = Annotated[str, AfterValidator(check_dataset_name)]
+
+
+def register(name: str, loader: Loader, *, description: str = "", kind: str = "builtin") -> None:
     """Add a dataset to the registry.
 
     Parameters
@@ -52,19 +69,21 @@ def register(name: str, loader: Loader, *, description: str = "", kind: str = "b
         One line for ``available()`` and the dashboard.
     kind : str
         A grouping for the dashboard: ``"builtin"``, ``"tabular"``, ``"file"``, ...
-    replace : bool
-        Allow replacing an existing name (otherwise that is an error).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is taken by a different loader (or the same one with another
+        description or kind); registering the same one again changes nothing.
     """
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise ValueError(f"dataset name must be a non-empty string without surrounding spaces; got {name!r}")
-    if name in _REGISTRY and not replace:
-        raise ValueError(f"dataset {name!r} is already registered; pass replace=True to replace it")
-    _REGISTRY[name] = _Entry(loader, description, kind, _signature_options(name, loader))
+    DATASETS.register(name, _Entry(loader, description, kind, _signature_options(name, loader)))
 
 
 def available(kind: str | None = None) -> dict[str, str]:
     """Registered datasets as ``{name: description}``, optionally only those of one ``kind``."""
-    return {n: e.description for n, e in _REGISTRY.items() if kind is None or e.kind == kind}
+    return {n: e.description for n, e in DATASETS.items() if kind is None or e.kind == kind}
 
 
 def kind_of(name: str) -> str:
@@ -120,12 +139,7 @@ def _as_spec(spec_or_name: DatasetSpec | str | Mapping[str, Any]) -> DatasetSpec
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        raise DatasetError(
-            f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}. "
-            "Register your own with engine.data.register(name, loader)."
-        )
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def _signature_options(name: str, loader: Loader) -> dict[str, Any]:

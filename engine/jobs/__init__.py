@@ -7,7 +7,7 @@ tasks) run ``run_<kind>(spec, ctx)`` and hand results back as bundles.
 
 from .context import JobCancelled, JobContext, read_progress, request_cancel
 from .dispatcher import Dispatcher, TickReport
-from .executor import LocalExecutor
+from .executors import Executor, LocalExecutor
 from .kinds import get_kind, job_kinds, register_kind
 from .probe_job import (
     LoadedCheckpoint,
@@ -25,6 +25,7 @@ from .train_job import TrainJobSpec, run_train
 
 __all__ = [
     "Dispatcher",
+    "Executor",
     "JobCancelled",
     "JobContext",
     "LoadedCheckpoint",
@@ -56,7 +57,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "RayExecutor":  # lazily: Ray is an optional dependency (zooscope[ray])
-        from .ray_executor import RayExecutor
+        from .executors.ray import RayExecutor
 
         return RayExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

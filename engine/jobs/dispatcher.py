@@ -17,9 +17,10 @@ from uuid import uuid4
 
 from engine.auth import AccessPolicy
 from engine.config import SweepSpec, load_sweep
+from engine.train import check_registered
 
 from .context import job_dir, read_progress, request_cancel
-from .executor import Finished, LocalExecutor, make_executor
+from .executors import Executor, Finished, make_executor
 from .kinds import get_kind
 
 __all__ = ["Dispatcher", "TickReport"]
@@ -47,9 +48,9 @@ class Dispatcher:
     ----------
     store : store.Store
         The store, opened as owner.
-    executor : LocalExecutor, optional
-        Where workers run; a local process pool by default. Its worker count is the
-        global cap on jobs running at once.
+    executor : engine.jobs.executors.Executor, optional
+        Where workers run; the one ``[jobs] executor`` names by default (a local
+        process pool unless set). Its ``free_slots`` is the global cap on jobs running at once.
     access : engine.auth.AccessPolicy, optional
         Who may submit and cancel; None means sign-in is off (everyone may).
         Refusals raise :class:`engine.auth.PermissionDenied` before anything is written.
@@ -59,7 +60,7 @@ class Dispatcher:
         Already loaded settings (read from the store folder otherwise).
     """
 
-    def __init__(self, store, executor: LocalExecutor | None = None, access: AccessPolicy | None = None,
+    def __init__(self, store, executor: Executor | None = None, access: AccessPolicy | None = None,
                  per_user: int | None = None, settings=None):
         self.store = store
         if executor is None or per_user is None:
@@ -97,10 +98,12 @@ class Dispatcher:
                      population: bool = True) -> tuple[str, str]:
         """Create a zoo with its runs (status ``queued``) and queue the job that trains them.
 
-        Returns ``(zoo_id, job_id)``.
+        Returns ``(zoo_id, job_id)``. A sweep naming a dataset or architecture this
+        process has not registered raises :class:`~engine.config.ConfigError` first.
         """
         self.authorize(owner, "launch")
         sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
+        check_registered(sweep)
         runs = sweep.expand()
         with self._lock:
             zoo_id = self.store.create_zoo(sweep.name, sweep.model_dump(mode="json"), owner=owner)

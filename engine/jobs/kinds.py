@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from engine.registry import Registry, describe
+
 from .context import JobContext
 
 __all__ = ["JobKind", "get_kind", "job_kinds", "register_kind"]
@@ -24,28 +26,26 @@ class JobKind:
     description: str = ""
 
 
-_KINDS: dict[str, JobKind] = {}
+JOB_KINDS: Registry[JobKind] = Registry("job kind", label=lambda kind: describe(kind.run))
 
 
 def register_kind(name: str, run: RunFn, *, validate=None, description: str = "") -> None:
-    _KINDS[name] = JobKind(name, run, validate, description)
+    """Make ``run`` the job kind ``name``; the same registration again is a no-op, another one raises."""
+    JOB_KINDS.register(name, JobKind(name, run, validate, description))
 
 
 def get_kind(name: str) -> JobKind:
     _load_builtin()
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
+    return JOB_KINDS.get(name)
 
 
 def job_kinds() -> list[str]:
     _load_builtin()
-    return sorted(_KINDS)
+    return JOB_KINDS.names()
 
 
 def _load_builtin() -> None:
-    if "train" in _KINDS:
+    if "train" in JOB_KINDS:
         return
     from .probe_job import ProbeJobSpec, run_probe
     from .train_job import TrainJobSpec, run_train

@@ -29,6 +29,7 @@ import store
 from engine import data as zdata
 from engine import nets
 from engine.config import TrainSpec
+from engine.registry import Registry, describe
 
 from .context import JobContext
 
@@ -70,13 +71,16 @@ class ProbeKind:
     description: str = ""
 
 
-_PROBES: dict[str, ProbeKind] = {}
+PROBE_KINDS: Registry[ProbeKind] = Registry("probe", label=lambda kind: describe(kind.run))
 
 
 def register_probe(name: str, run, params: type[BaseModel], *, code_version: str = "1",
                    n_checkpoints: tuple[int, int | None] = (1, None), description: str = "") -> None:
-    """Make ``run`` available as probe ``name`` (bump ``code_version`` when its results change)."""
-    _PROBES[name] = ProbeKind(name, run, params, code_version, n_checkpoints, description)
+    """Make ``run`` available as probe ``name`` (bump ``code_version`` when its results change).
+
+    The same registration again is a no-op; another one under a taken name raises ValueError.
+    """
+    PROBE_KINDS.register(name, ProbeKind(name, run, params, code_version, n_checkpoints, description))
 
 
 def _load_builtin() -> None:
@@ -85,15 +89,12 @@ def _load_builtin() -> None:
 
 def get_probe_kind(name: str) -> ProbeKind:
     _load_builtin()
-    try:
-        return _PROBES[name]
-    except KeyError:
-        raise ValueError(f"unknown probe {name!r}; known probes: {', '.join(sorted(_PROBES))}") from None
+    return PROBE_KINDS.get(name)
 
 
 def probe_kinds() -> list[str]:
     _load_builtin()
-    return sorted(_PROBES)
+    return PROBE_KINDS.names()
 
 
 class CheckpointRef(BaseModel):

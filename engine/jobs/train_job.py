@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import data as zdata
 from engine.config import SweepSpec
-from engine.train import RunResult, population_groups, train_population, train_run
+from engine.train import RunResult, check_registered, population_groups, train_population, train_run
 
 from .context import JobCancelled, JobContext
 
@@ -29,6 +29,12 @@ class TrainJobSpec(BaseModel):
     run_ids: list[str]
     population: bool = True  # train groups of compatible runs at once with torch.func
     max_population: int = Field(64, ge=1)  # split larger groups
+
+    @field_validator("sweep")
+    @classmethod
+    def _names_registered(cls, sweep: SweepSpec) -> SweepSpec:
+        check_registered(sweep)
+        return sweep
 
 
 def _now() -> datetime:
@@ -98,14 +104,17 @@ def run_train(spec: TrainJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
             rec.set_status(k, status="running", started_at=_now())
         rec.emit(force=True)
 
-        def progress(step: int, total: int, losses: list[float], _base=done_steps, _g=gi) -> None:
+        n_runs = len(group)
+
+        def progress(step: int, total: int, losses: list[float], _base=done_steps, _g=gi, _rec=rec,
+                     _n=n_runs) -> None:
             if step % max(1, total // 200) == 0 or step == total:  # at most ~200 loss points per run
-                rec.on_batch_losses(step, losses)
+                _rec.on_batch_losses(step, losses)
             finite = [v for v in losses if math.isfinite(v)]
             loss = sum(finite) / len(finite) if finite else float("nan")
             ctx.progress((_base + step) / total_steps,
-                         f"group {_g + 1}/{len(groups)} ({len(group)} runs): step {step}/{total}, loss {loss:.4g}")
-            rec.emit()
+                         f"group {_g + 1}/{len(groups)} ({_n} runs): step {step}/{total}, loss {loss:.4g}")
+            _rec.emit()
 
         results = _train_group(specs, rec, progress, ctx, datasets)
         for k, res in enumerate(results):

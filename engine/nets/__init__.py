@@ -14,7 +14,15 @@ BatchNorm running statistics stacked as buffers are updated in place under ``vma
 
 from engine.nets.options import Option, resolve_options
 from engine.nets.permutation import PermutationSpec, apply_permutation, random_permutation
-from engine.nets.registry import Factory, PermSpecFn, available, build, permutation_spec, register
+from engine.nets.registry import (
+    Factory,
+    PermSpecFn,
+    available,
+    build,
+    check_architecture_name,
+    permutation_spec,
+    register,
+)
 
 __all__ = [
     "Factory",
@@ -24,6 +32,7 @@ __all__ = [
     "apply_permutation",
     "available",
     "build",
+    "check_architecture_name",
     "permutation_spec",
     "random_permutation",
     "register",

@@ -19,8 +19,9 @@ from engine.nets.mlp import build_mlp, mlp_permutation_spec
 from engine.nets.permutation import PermutationSpec
 from engine.nets.resnet import build_resnet, resnet_permutation_spec
 from engine.nets.transformer import build_transformer, transformer_permutation_spec
+from engine.registry import Registry, describe
 
-__all__ = ["Factory", "PermSpecFn", "available", "build", "permutation_spec", "register"]
+__all__ = ["Factory", "PermSpecFn", "available", "build", "check_architecture_name", "permutation_spec", "register"]
 
 Factory = Callable[[ArchSpec, tuple[int, ...], int, int | None], nn.Module]
 PermSpecFn = Callable[[nn.Module], PermutationSpec]
@@ -35,21 +36,34 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 class _Entry:
     factory: Factory
     perm_spec: PermSpecFn | None
-    builtin: bool
 
 
-_REGISTRY: dict[str, _Entry] = {
-    "mlp": _Entry(build_mlp, mlp_permutation_spec, True),
-    "cnn1d": _Entry(build_cnn1d, cnn_permutation_spec, True),
-    "cnn2d": _Entry(build_cnn2d, cnn_permutation_spec, True),
-    "resnet": _Entry(build_resnet, resnet_permutation_spec, True),
-    "transformer": _Entry(build_transformer, transformer_permutation_spec, True),
-}
+ARCHITECTURES: Registry[_Entry] = Registry(
+    "architecture", hint="Register your own with engine.nets.register(name, factory).",
+    label=lambda entry: describe(entry.factory),
+)
+for _name, _factory, _perm_spec in [
+    ("mlp", build_mlp, mlp_permutation_spec),
+    ("cnn1d", build_cnn1d, cnn_permutation_spec),
+    ("cnn2d", build_cnn2d, cnn_permutation_spec),
+    ("resnet", build_resnet, resnet_permutation_spec),
+    ("transformer", build_transformer, transformer_permutation_spec),
+]:
+    ARCHITECTURES.register(_name, _Entry(_factory, _perm_spec))
 
 
 def available() -> list[str]:
     """Names of every registered architecture, sorted."""
-    return sorted(_REGISTRY)
+    return ARCHITECTURES.names()
+
+
+def check_architecture_name(name: str) -> str:
+    """``name`` when it is a registered architecture, else a ValueError listing the registered ones.
+
+    The one check of architecture names: :func:`build` and :func:`engine.train.check_registered`
+    (specs before they are queued) use it.
+    """
+    return ARCHITECTURES.check(name)
 
 
 def register(name: str, factory: Factory, perm_spec: PermSpecFn | None = None) -> None:
@@ -58,7 +72,8 @@ def register(name: str, factory: Factory, perm_spec: PermSpecFn | None = None) -
     Parameters
     ----------
     name : str
-        Must not be a built-in name; registering a user name again replaces it.
+        A name not taken by another architecture (the built-ins included); registering
+        the same factory and perm_spec again changes nothing, a different one raises.
     factory : callable
         ``factory(spec, input_shape, n_outputs, vocab_size) -> nn.Module``, returning a
         model whose outputs are ``(B, n_outputs)``. It draws its initial weights from
@@ -69,17 +84,13 @@ def register(name: str, factory: Factory, perm_spec: PermSpecFn | None = None) -
         ``perm_spec(model) -> PermutationSpec``. Without it, permutation alignment is
         unavailable for this architecture and :func:`permutation_spec` says so.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"architecture name must be a non-empty string; got {name!r}")
-    if name in _REGISTRY and _REGISTRY[name].builtin:
-        raise ValueError(f"{name!r} is a built-in architecture; register yours under another name")
     if not callable(factory):
         raise TypeError(
             f"factory must be callable as factory(spec, input_shape, n_outputs, vocab_size); got {factory!r}"
         )
     if perm_spec is not None and not callable(perm_spec):
         raise TypeError(f"perm_spec must be a callable model -> PermutationSpec, or None; got {perm_spec!r}")
-    _REGISTRY[name] = _Entry(factory, perm_spec, builtin=False)
+    ARCHITECTURES.register(name, _Entry(factory, perm_spec))
 
 
 def build(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, *,
@@ -113,12 +124,10 @@ def build(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, *,
     """
     if not isinstance(spec, ArchSpec):
         raise TypeError(f"build needs an engine.config.ArchSpec; got {type(spec).__name__}")
-    if spec.name not in _REGISTRY:
-        raise ValueError(f"unknown architecture {spec.name!r}; available: {', '.join(available())}")
+    entry = ARCHITECTURES.get(spec.name)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     shape = check_build_args(input_shape, n_outputs, vocab_size)
-    entry = _REGISTRY[spec.name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = entry.factory(spec, shape, n_outputs, vocab_size)
@@ -144,9 +153,9 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             f"permutation_spec needs a model made by engine.nets.build (which records its architecture); "
             f"got a {type(model).__name__} that was not"
         )
-    entry = _REGISTRY.get(name)
-    if entry is None:
+    if name not in ARCHITECTURES:
         raise ValueError(f"architecture {name!r} is no longer registered in this process; register it again")
+    entry = ARCHITECTURES.get(name)
     if entry.perm_spec is None:
         raise ValueError(
             f"architecture {name!r} was registered without perm_spec, so permutation alignment is "

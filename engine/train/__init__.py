@@ -5,11 +5,13 @@ from .common import RunResult, resolve_device, task_loss, task_metrics
 from .loop import train_run
 from .optim import OptimState, init_optim_state, optim_step
 from .population import population_groups, train_population
+from .specs import check_registered
 
 __all__ = [
     "BatchOrder",
     "OptimState",
     "RunResult",
+    "check_registered",
     "init_optim_state",
     "optim_step",
     "population_groups",

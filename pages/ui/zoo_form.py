@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
-from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
-
 from engine.auth import PermissionDenied
+from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
+from engine.train import check_registered
 
 from .services import Services, current_user, may
 
@@ -134,7 +134,9 @@ def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload)
         with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
             fh.write(upload.getvalue())
         try:
-            return load_sweep(fh.name)
+            sweep = load_sweep(fh.name)
+            check_registered(sweep)
+            return sweep
         except ConfigError as exc:
             st.session_state["zoo_form_errors"] = {"form": str(exc).replace(fh.name, upload.name)}
             return None
@@ -148,7 +150,9 @@ def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload)
         "grid": {k: _parse_list(v) for k, v in grid_text.items() if v.strip()},
     }
     try:
-        return SweepSpec.model_validate(data)
+        sweep = SweepSpec.model_validate(data)
+        check_registered(sweep)
+        return sweep
     except ValidationError as exc:
         st.session_state["zoo_form_errors"] = _field_errors(exc)
         return None

@@ -6,7 +6,6 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
-import torch
 
 import store
 from app_conftest import ARTIFACTS, current_services
@@ -20,13 +19,7 @@ TREES_URL = {"rs_src": "trees", "rs_tdata": "monk1", "rs_reg": "0.05", "rs_mult"
 TREES_PARAMS = {"dataset": "monk1", "regularization": 0.05, "rashomon_multiplier": 0.05, "fit_on": "train",
                 "depth_budget": 3}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def seed_probe(path, probe: str, params: dict, ids=None) -> tuple[store.Store, dict]:

@@ -17,7 +17,6 @@ from app_conftest import ARTIFACTS, REPO_ROOT, current_services, release_service
 from engine.report import DraftBook, build_report, figure_item, list_stored_reports, table_item, write_html
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "report"))
-from report_fixtures import small_store, small_store_path, small_template  # noqa: E402,F401 - fixtures
 from report_helpers import XSS, seed_small_zoo, zoo_figures  # noqa: E402
 
 PAGE = "pages/reports.py"

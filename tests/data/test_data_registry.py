@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from engine.config import ConfigError, DatasetSpec
-from engine.data import DatasetError, SourceData, available, kind_of, load, register
+from engine.data import DatasetError, SourceData, available, kind_of, load, register, registry
+
+
+@pytest.fixture(autouse=True)
+def _private_registry(monkeypatch):
+    """Registrations made by a test vanish after it."""
+    monkeypatch.setattr(registry, "DATASETS", registry.DATASETS.copy())
 
 
 def test_unknown_name_lists_available():
@@ -60,14 +66,20 @@ def _ring(spec, *, n: int = 40, radius: float = 1.0):
                       task="classification", class_names=["top", "bottom"])
 
 
+def _other_ring(spec, *, n: int = 40, radius: float = 1.0):
+    return _ring(spec, n=n, radius=radius)
+
+
 def test_register_user_loader():
-    register("test_ring", _ring, description="a ring", kind="user", replace=True)
+    register("test_ring", _ring, description="a ring", kind="user")
     assert available(kind="user")["test_ring"] == "a ring" and kind_of("test_ring") == "user"
     ds = load(DatasetSpec(name="test_ring", options={"n": 20, "radius": 2}, label_noise=0.2))
     assert ds.n_train + ds.n_test == 20 and ds.class_names == ["top", "bottom"]
     assert torch.allclose(ds.x_train.norm(dim=1), torch.tensor(2.0))
-    with pytest.raises(ValueError, match=r"'test_ring' is already registered; pass replace=True"):
-        register("test_ring", _ring)
+    register("test_ring", _ring, description="a ring", kind="user")  # the same again: a no-op
+    with pytest.raises(ValueError, match=r"dataset 'test_ring' is already registered as .*_ring; refusing to "
+                                         r"replace it with .*_other_ring"):
+        register("test_ring", _other_ring, description="a ring", kind="user")
 
 
 def test_register_refuses_bad_loaders():
@@ -79,13 +91,13 @@ def test_register_refuses_bad_loaders():
 
 
 def test_loader_returning_wrong_type():
-    register("test_wrong", lambda spec: (np.zeros((3, 2)), np.zeros(3)), replace=True)
+    register("test_wrong", lambda spec: (np.zeros((3, 2)), np.zeros(3)))
     with pytest.raises(TypeError, match=r"must return engine\.data\.SourceData; got tuple"):
         load("test_wrong")
 
 
 def test_loader_with_bad_arrays():
     register("test_nan", lambda spec: SourceData(x=np.full((4, 2), np.nan), y=np.zeros(4, dtype=np.int64),
-                                                 task="classification"), replace=True)
+                                                 task="classification"))
     with pytest.raises(DatasetError, match=r"'test_nan': x has 8 NaN/inf values"):
         load("test_nan")

@@ -28,12 +28,7 @@ from engine.probes.singular_alignment import singular_vector_alignment
 from engine.probes.spawning import Instability
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _curve(label="naive", split="train", bn="running", bump=1.0):

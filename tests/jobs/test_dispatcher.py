@@ -84,7 +84,12 @@ def test_invalid_spec_is_refused_before_anything_is_queued(owner, tiny_sweep):
         disp.submit("train", {"sweep": tiny_sweep().model_dump(mode="json"), "zoo_id": "z"})
     with pytest.raises(ValueError, match="unknown job kind 'bake'"):
         disp.submit("bake", {})
-    assert st.list_jobs().empty
+    unregistered = tiny_sweep(dataset={"name": "imagenet"}).model_dump(mode="json")
+    with pytest.raises(ValueError, match=r"sweep\n.*base\.dataset\.name: unknown dataset 'imagenet'"):
+        disp.submit("train", {"sweep": unregistered, "zoo_id": "z", "run_ids": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"base\.dataset\.name: unknown dataset 'imagenet'; available: .*moons"):
+        disp.submit_sweep(unregistered)
+    assert st.list_jobs().empty and st.list_zoos().empty  # no zoo, no runs: refused before anything was written
 
 
 def test_requests_dropped_by_other_processes_are_queued(owner, tiny_sweep):

@@ -14,13 +14,7 @@ from engine.probes.rashomon import rashomon_set
 from engine.probes.rashomon_sampling import RashomonSample, flat_losses
 from engine.probes.trees import TreeRashomonSet, predict_trees
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pytest
 
 import store
 from engine.jobs import Dispatcher, LocalExecutor, ProbeService
-from engine.jobs.executor import make_executor
+from engine.jobs.executors import make_executor
 from engine.settings import Settings
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (make test installs it)")
 
-from engine.jobs.ray_executor import RayExecutor  # noqa: E402
+from engine.jobs.executors.ray import RayExecutor  # noqa: E402
 
 
 def test_ray_started_from_a_short_lived_thread_outlives_it(tmp_path):
@@ -173,10 +173,11 @@ def test_make_executor_selects_ray_from_settings(ray_instance, tmp_path, monkeyp
 def test_make_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     real_import = builtins.__import__
 
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
+    def no_ray(name, globals=None, locals=None, fromlist=(), level=0):
+        # only the top-level package: ``from .ray import ...`` (engine.jobs.executors.ray) is ours
+        if level == 0 and (name == "ray" or name.startswith("ray.")):
             raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
+        return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     settings = Settings.model_validate({"jobs": {"executor": "ray"}})

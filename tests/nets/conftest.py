@@ -56,14 +56,10 @@ def _case_id(case: Case) -> str:
     return f"{case.name}{case.input_shape}{tokens}{'[' + opts + ']' if opts else ''}".replace(" ", "")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: extra intra-op threads only add overhead, badly so on a
-    shared, loaded machine. Restored afterwards so other test folders are unaffected."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_thread):
+    """These models are tiny: one intra-op thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=CASES, ids=_case_id)

@@ -23,7 +23,7 @@ from engine.nets import (
 @pytest.fixture(autouse=True)
 def _private_registry(monkeypatch):
     """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "ARCHITECTURES", registry.ARCHITECTURES.copy())
 
 
 class TwoLayer(nn.Module):
@@ -72,9 +72,10 @@ def test_without_perm_spec_alignment_is_unavailable():
 
 
 def test_registration_errors():
-    with pytest.raises(ValueError, match=r"'mlp' is a built-in architecture; register yours under another name"):
+    with pytest.raises(ValueError, match=r"architecture 'mlp' is already registered as engine\.nets\.mlp\.build_mlp; "
+                                         r"refusing to replace it with .*two_layer\. Register yours under another"):
         register("mlp", two_layer)
-    with pytest.raises(ValueError, match=r"architecture name must be a non-empty string; got ''"):
+    with pytest.raises(ValueError, match=r"architecture name must be a non-empty string .*; got ''"):
         register("", two_layer)
     with pytest.raises(TypeError, match=r"factory must be callable"):
         register("x", "not a function")
@@ -83,9 +84,11 @@ def test_registration_errors():
         build(ArchSpec(name="not_a_module"), (3,), 2)
 
 
-def test_reregistering_a_user_name_replaces_it():
-    register("two_layer", two_layer)
+def test_reregistering_is_a_no_op_and_a_different_entry_is_refused():
     register("two_layer", two_layer, perm_spec=two_layer_perm_spec)
+    register("two_layer", two_layer, perm_spec=two_layer_perm_spec)  # the same again: nothing changes
+    with pytest.raises(ValueError, match=r"architecture 'two_layer' is already registered"):
+        register("two_layer", two_layer)  # without perm_spec: a different entry
     model = build(ArchSpec(name="two_layer", width=4), (3,), 2)
     assert set(permutation_spec(model).perm_to_axes) == {"hidden"}
 

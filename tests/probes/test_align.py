@@ -26,14 +26,6 @@ from engine.probes.connectivity import interpolate
 from engine.probes.singular_alignment import singular_vector_alignment
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @dataclass(frozen=True)
 class Case:
     name: str

@@ -19,14 +19,6 @@ from engine.probes.lmc import align_models, compare_paths
 from engine.probes.spawning import instability_analysis
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n=96, d=12, classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 1, d, generator=g), torch.randint(0, classes, (n,), generator=g)

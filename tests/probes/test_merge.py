@@ -13,14 +13,6 @@ from engine.probes.bn_reset import bn_reset_batches, reset_bn_stats
 from engine.probes.merge import average_states, diagonal_fisher, fisher_merge, merge_models
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mlp(seed=0, bn=False, width=6):
     m = build(ArchSpec(name="mlp", width=width, depth=2, options={"batchnorm": bn}), (1, 5), 3, seed=seed)
     if bn:

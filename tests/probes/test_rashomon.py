@@ -19,14 +19,6 @@ from engine.probes.rashomon import (
 from engine.probes.rashomon_sampling import rashomon_ratio
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 LOSSES = np.array([0.30, 0.20, 0.21, 0.25, 0.40])
 
 

@@ -14,15 +14,6 @@ from engine.probes.importance import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Formula(nn.Module):
     """y = a·x0 + b·x1 + c·x0·x1 (x2 unused); a, b, c are parameters."""
 

@@ -10,15 +10,6 @@ from torch import nn
 from engine.probes.rashomon_sampling import flat_losses, sample_rashomon_set
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @functools.lru_cache(maxsize=None)
 def _logistic_optimum(seed=0):
     gen = torch.Generator().manual_seed(seed)

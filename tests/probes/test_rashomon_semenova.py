@@ -5,7 +5,6 @@ bench/rashomon_semenova.py, whose table is in the README.
 """
 
 import numpy as np
-import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -13,14 +12,6 @@ from sklearn.tree import DecisionTreeClassifier
 from torch import nn
 
 from engine.probes.rashomon_sampling import rashomon_ratio
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _data(kind, n, seed):

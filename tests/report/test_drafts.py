@@ -8,7 +8,6 @@ from pydantic import ValidationError
 import store
 from engine.report import (DRAFT_PREFIX, PIN_PREFIX, DraftBook, ReportDraft, build_report, figure_item,
                            list_stored_reports, save_report)
-from report_fixtures import small_store, small_store_path, small_template  # noqa: F401 - fixtures
 from report_helpers import XSS, zoo_figures
 
 

@@ -10,7 +10,6 @@ from importlib import metadata
 import engine
 from engine.report import (DraftBook, build_report, figure_item, load_report, render_html, save_report,
                            table_item)
-from report_fixtures import small_store, small_store_path, small_template  # noqa: F401 - fixtures
 from report_helpers import XSS, zoo_figures
 
 

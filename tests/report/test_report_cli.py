@@ -8,7 +8,6 @@ import pytest
 
 import store
 from engine.report import DraftBook, add_report_arguments, figure_item, list_stored_reports, report_command
-from report_fixtures import small_store, small_store_path, small_template  # noqa: F401 - fixtures
 from report_helpers import XSS, zoo_figures
 
 

@@ -12,7 +12,6 @@ import pytest
 import store
 from engine.figures.export import StaticExportError, chromium_path, to_images
 from engine.report import DraftBook, add_report_arguments, figure_item, report_command
-from report_fixtures import small_store, small_store_path, small_template  # noqa: F401 - fixtures
 from report_helpers import CHROMIUM, zoo_figures
 
 needs_chromium = pytest.mark.skipif(

@@ -23,16 +23,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from itertools import combinations
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
 from engine import data as zdata
+from engine.data import DatasetName
 from engine.probes.functional import functional_module, resolve_data
 from engine.probes.importance import (ImportanceCloud, InteractionCloud, feature_interaction_cloud,
                                       stacked_forward, variable_importance_cloud)
@@ -53,15 +54,6 @@ class _Explain(_Params):
     n_repeats: int = Field(3, ge=1, le=50)  # permutations per feature (importance) and per pair (FIS)
     fis_features: int = Field(6, ge=2, le=30)  # FIS for all pairs of this many most important features
     seed: int = Field(0, ge=0)  # permutations (and subsample / sampling, where a probe has one)
-
-
-def _registered(value: str) -> str:
-    if value not in zdata.available():
-        raise ValueError(f"unknown dataset {value!r}; available: {', '.join(sorted(zdata.available()))}")
-    return value
-
-
-DatasetName = Annotated[str, AfterValidator(_registered)]
 
 
 # -- shared: losses, predictions and explanation clouds ---------------------------------------------------

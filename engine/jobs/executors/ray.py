@@ -22,8 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .context import job_dir
-from .executor import Finished, _tail, worker_env_overrides
+from .base import Finished, log_tail, worker_env_overrides, worker_log_path
 
 __all__ = ["RayExecutor", "require_ray"]
 
@@ -47,17 +46,17 @@ def require_ray():
 def _run_job_task(store_path: str, job_id: str) -> tuple[int, str]:
     """The body of a Ray task: run one job in this Ray worker, its output appended to ``worker.log``."""
     os.environ.update(worker_env_overrides())  # before the job imports numba (UMAP)
-    from .worker import run_job
+    from ..worker import run_job
 
-    log_path = job_dir(Path(store_path), job_id) / "worker.log"
+    log_path = worker_log_path(Path(store_path), job_id)
     with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(f"[ray worker pid {os.getpid()} on {os.uname().nodename}]", flush=True)
         rc = run_job(Path(store_path), job_id)
-    return rc, _tail(log_path)
+    return rc, log_tail(log_path)
 
 
 class RayExecutor:
-    """Jobs as Ray tasks (same interface as :class:`~engine.jobs.executor.LocalExecutor`).
+    """Jobs as Ray tasks (an :class:`~engine.jobs.executors.base.Executor`, as :class:`~.local.LocalExecutor` is).
 
     Parameters
     ----------
@@ -136,16 +135,16 @@ class RayExecutor:
 
     def _outcome(self, job_id: str, ref) -> Finished:
         exceptions = self._ray.exceptions
-        log_tail = _tail(job_dir(self.store_path, job_id) / "worker.log")
+        tail = log_tail(worker_log_path(self.store_path, job_id))
         try:
-            rc, tail = self._ray.get(ref)
-            return Finished(job_id, rc, tail)
+            rc, task_tail = self._ray.get(ref)
+            return Finished(job_id, rc, task_tail)
         except exceptions.TaskCancelledError:
-            return Finished(job_id, -signal.SIGKILL, log_tail, why="Ray task was cancelled (killed)")
+            return Finished(job_id, -signal.SIGKILL, tail, why="Ray task was cancelled (killed)")
         except exceptions.WorkerCrashedError as exc:
-            return Finished(job_id, -signal.SIGKILL, log_tail, why=f"Ray worker process died: {_first_line(exc)}")
+            return Finished(job_id, -signal.SIGKILL, tail, why=f"Ray worker process died: {_first_line(exc)}")
         except exceptions.RayError as exc:
-            return Finished(job_id, 1, log_tail, why=f"Ray task failed: {type(exc).__name__}: {_first_line(exc)}")
+            return Finished(job_id, 1, tail, why=f"Ray task failed: {type(exc).__name__}: {_first_line(exc)}")
 
     def kill(self, job_id: str) -> None:
         ref = self._refs.get(job_id)

@@ -1,19 +1,36 @@
-"""Fixtures for the report tests, imported by name from the test modules (a conftest.py here would
-shadow tests/app's ``from conftest import ...`` when both folders are collected in one run): a small
-store written through the store API (see report_helpers.py). The real-browser tests are in
-tests/app/test_reports_page.py, where the session's one Playwright instance lives."""
+"""Fixtures shared by every test folder."""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import store
-from report_helpers import seed_small_zoo
 
-__all__ = ["small_store", "small_store_path", "small_template"]
+# report_helpers.py (tests/report) writes the small zoo that tests/report and tests/app/test_reports_page.py share.
+sys.path.insert(0, str(Path(__file__).parent / "report"))
+from report_helpers import seed_small_zoo  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests (and its module fixtures); restored afterwards.
+
+    The models in these tests are tiny: extra threads only add overhead, badly so on a
+    shared, loaded machine. A folder opts in with an autouse wrapper in its conftest.py,
+    a single module with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- a small store written through the store API (tests/report, tests/app/test_reports_page.py) -------------------
 
 
 @pytest.fixture(scope="module")
