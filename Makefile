@@ -36,7 +36,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: install lint browser-deps
+test: install browser-deps
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: install
