@@ -106,15 +106,19 @@ class Store(RunsCatalog, JobsCatalog):
 
     # -- bundles ----------------------------------------------------------------
 
-    def ingest_bundles(self) -> IngestReport:
+    def ingest_bundles(self, *, checkpoint: bool = True) -> IngestReport:
         """Ingest every complete result bundle in ``inbox/``, in (job, part) order.
 
         Each bundle goes in one transaction together with its ``bundle`` row,
         then its folder is removed. Incomplete bundles (no manifest) are left
         alone; malformed ones are reported in ``failed`` with nothing written;
-        bundles ingested before are skipped (``duplicate``) and removed.
+        bundles ingested before are skipped (``duplicate``) and removed. When
+        any was ingested and ``checkpoint`` is true, the batch ends with a
+        :meth:`checkpoint`, so its rows are in ``store.duckdb`` itself, not
+        only in the WAL.
         """
         self._require_owner("ingest bundles")
+        self.check_files()
         report = IngestReport()
         for bundle in list_bundles(self._layout):
             bundle_id = bundle.bundle_id
@@ -133,6 +137,8 @@ class Store(RunsCatalog, JobsCatalog):
                 continue
             _remove_bundle(bundle.path)
             report.ingested.append(bundle_id)
+        if report.ingested and checkpoint:
+            self.checkpoint()
         return report
 
     def _ingest_tables(self, bundle_id: str, job_id: str, tables: Mapping[str, Any]) -> None:

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from uuid import uuid4
 
+from store import StoreFilesChangedError
+
 from engine.auth import AccessPolicy
 from engine.config import SweepSpec, load_sweep
 
@@ -76,6 +78,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self.generation = 0  # bumped on every catalog change: readers key their caches on it
         self.job_generation = 0  # bumped when a job is queued, starts, ends or is cancelled
+        self.fault: str | None = None  # why the background loop stopped for good (a catalog file vanished)
         self._recover_orphans()
 
     # -- submission -------------------------------------------------------------------
@@ -148,6 +151,7 @@ class Dispatcher:
         """One round of owner work; cheap when there is nothing to do."""
         with self._lock:
             report = TickReport()
+            self.store.check_files()  # a catalog file deleted under us: stop here, say why
             self._take_requests()
             ing = self.store.ingest_bundles()
             report.ingested, report.incomplete = list(ing.ingested), list(ing.incomplete)
@@ -167,6 +171,9 @@ class Dispatcher:
                 self.generation += 1
             if report.started or report.finished:
                 self.job_generation += 1
+            # Everything this tick (and the pages since the last one) committed goes from the
+            # WAL into store.duckdb: a no-op when nothing changed, ~10 ms when something did.
+            self.store.checkpoint()
             return report
 
     def run_until_done(self, job_ids: list[str], *, poll_s: float = 0.2,
@@ -191,6 +198,10 @@ class Dispatcher:
             while not self._stop.is_set():
                 try:
                     self.tick()
+                except StoreFilesChangedError as exc:  # every later write would fail the same way
+                    self.fault = str(exc)
+                    log.critical("dispatcher stopped: %s", exc)
+                    return
                 except Exception:  # keep the loop alive; the error is in the server log
                     log.exception("dispatcher tick failed")
                 self._stop.wait(interval_s)
