@@ -129,6 +129,10 @@ class Store(RunsCatalog, JobsCatalog):
                 report.duplicate.append(bundle_id)
                 _remove_bundle(bundle.path)
                 continue
+            job_status = self._scalar("SELECT status FROM job WHERE job_id = ?", [bundle.job_id])
+            if job_status in _ENDED:
+                report.refused[bundle_id] = _refuse_bundle(bundle, job_status)
+                continue
             try:
                 _, tables = read_bundle(bundle)
                 self._ingest_tables(bundle_id, bundle.job_id, tables)
@@ -182,6 +186,20 @@ class Store(RunsCatalog, JobsCatalog):
                 con.execute(f"COPY {table} TO '{quoted}' (FORMAT parquet)")
                 files.append(target)
         return files
+
+
+# A bundle of a job in one of these states comes from a worker that outlived its job.
+_ENDED = ("done", "failed", "cancelled")
+
+
+def _refuse_bundle(bundle, job_status: str) -> str:
+    """Set a bundle of an ended job aside (kept for inspection, never ingested); returns why."""
+    kept = bundle.path.with_name(f"refused-{bundle.path.name}")
+    if kept.exists():  # refused before, and written again
+        kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
+    os.replace(bundle.path, kept)
+    return (f"job {bundle.job_id} is {job_status}, so its result bundles are no longer accepted (a worker "
+            f"that outlived its job wrote this one); nothing was written, the bundle is kept at {kept}")
 
 
 def _remove_bundle(path: Path) -> None:

@@ -23,6 +23,7 @@ from engine.config import SweepSpec, load_sweep
 from .context import job_dir, read_progress, request_cancel
 from .executor import Finished, LocalExecutor, make_executor
 from .kinds import get_kind
+from .orphans import record_worker, stop_orphan
 
 __all__ = ["Dispatcher", "TickReport"]
 
@@ -40,6 +41,7 @@ class TickReport:
     incomplete: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     finished: dict[str, str] = field(default_factory=dict)  # job id -> final status
+    refused: dict[str, str] = field(default_factory=dict)  # bundle id -> why (its job had ended)
 
 
 class Dispatcher:
@@ -155,6 +157,8 @@ class Dispatcher:
             self._take_requests()
             ing = self.store.ingest_bundles()
             report.ingested, report.incomplete = list(ing.ingested), list(ing.incomplete)
+            report.refused = dict(ing.refused)
+            self._note_refused(ing.refused)
             for job_id in self.executor.running():
                 prog = read_progress(self.store.path, job_id)
                 if prog:
@@ -167,7 +171,7 @@ class Dispatcher:
                     break
                 self._start(job)
                 report.started.append(job["job_id"])
-            if report.ingested or report.started or report.finished:
+            if report.ingested or report.started or report.finished or report.refused:
                 self.generation += 1
             if report.started or report.finished:
                 self.job_generation += 1
@@ -238,11 +242,23 @@ class Dispatcher:
         d.mkdir(parents=True, exist_ok=True)
         (d / "spec.json").write_text(json.dumps({"kind": job["kind"], "spec": job["spec"], "owner": job["owner"]}))
         pid = self.executor.start(job["job_id"])
+        if isinstance(pid, int):
+            record_worker(self.store.path, job["job_id"], pid)
         self.store.update_job(job["job_id"], status="running", started_at=_now(), pid=pid, progress=0.0,
                               message="starting")
 
+    def _note_refused(self, refused: dict[str, str]) -> None:
+        """Bundles for jobs that had ended (a worker outlived its job): logged and noted on the job."""
+        for bundle_id, why in refused.items():
+            log.warning("result bundle %s refused: %s", bundle_id, why)
+            job_id = bundle_id.rsplit("/", 1)[0]
+            error = self.store.get_job(job_id).get("error") or ""
+            self.store.update_job(job_id, error=f"{error} (result bundle {bundle_id} arrived after the job ended "
+                                                f"and was refused)".strip())
+
     def _finish(self, fin: Finished) -> str:
         ing = self.store.ingest_bundles()  # the worker's last bundles, before the verdict
+        self._note_refused(ing.refused)
         d = job_dir(self.store.path, fin.job_id)
         outcome = _read_json(d / "result.json") or _read_json(d / "error.json") or {}
         status = outcome.get("status") or "failed"
@@ -270,14 +286,23 @@ class Dispatcher:
                 self.store.update_run(run_id, status=status, finished_at=_now())
 
     def _recover_orphans(self) -> None:
-        """Jobs left 'running' by a previous owner that died: their workers are gone."""
+        """Jobs left 'running' by a previous owner that died.
+
+        A worker of theirs that still runs (a local one lives in its own session) is
+        stopped first; then what it finished is ingested, and the job and its unfinished
+        runs fail. Whatever such a worker would write later is refused by the store.
+        """
         orphans = self.store.list_jobs(status="running").to_dict("records")
+        stopped = {job["job_id"]: stop_orphan(self.store.path, job["job_id"]) for job in orphans}
         if orphans:
-            self.store.ingest_bundles()
+            self._note_refused(self.store.ingest_bundles().refused)
         for job in orphans:
-            self.store.update_job(job["job_id"], status="failed", finished_at=_now(),
-                                  error="the store's previous owner stopped while this job ran; resubmit it")
-            self._settle_runs(self.store.get_job(job["job_id"]), "failed")
+            job_id = job["job_id"]
+            self.store.discard_bundles(job_id)  # half-written by a worker that was stopped
+            worker = f"; {stopped[job_id]}" if stopped[job_id] else ""
+            self.store.update_job(job_id, status="failed", finished_at=_now(),
+                                  error=f"the store's previous owner stopped while this job ran{worker}; resubmit it")
+            self._settle_runs(self.store.get_job(job_id), "failed")
 
 
 def _read_json(path) -> dict | None:
