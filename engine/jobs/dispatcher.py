@@ -232,6 +232,11 @@ class Dispatcher:
             try:
                 if req["kind"] == "train_sweep":
                     self.submit_sweep(req["payload"]["sweep"], owner=req["payload"].get("owner", "local"))
+                elif req["kind"] == "import_run":  # `zooscope import`: checked weights, already in artifacts/
+                    from engine.importer import record_import_request
+
+                    record_import_request(self.store, req["payload"], access=self.access)
+                    self.generation += 1
                 else:
                     self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
             except Exception as exc:  # PermissionDenied included: the server log says who and why
