@@ -15,10 +15,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from uuid import uuid4
 
-from store import StoreFilesChangedError
-
 from engine.auth import AccessPolicy
 from engine.config import SweepSpec, load_sweep
+from store import StoreFilesChangedError
 
 from .context import job_dir, read_progress, request_cancel
 from .executor import Finished, LocalExecutor, make_executor
