@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,13 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = store.resolve_store_path(args.store)
     try:
-        return _COMMANDS[args.command](args, path)
+        status = _COMMANDS[args.command](args, path)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except (ConfigError, ValueError, PermissionError, store.StoreError) as exc:
         print(f"zooscope: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("zooscope: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_went_away() -> int:
+    """The program reading our output stopped (``zooscope ls | head``): end quietly, as Unix tools do.
+
+    Whatever is left in stdout's buffer goes to /dev/null, so Python's exit does not
+    report the broken pipe again; the status is the shell's for a SIGPIPE death.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _serve(args, path: Path) -> int:

@@ -7,6 +7,7 @@ explained before anything is written.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,8 @@ from engine import nets
 from engine.config import ArchSpec, DatasetSpec, TrainSpec
 from engine.train import task_metrics
 
-__all__ = ["ImportedWeights", "import_weights", "load_weights", "match_state_dict", "record_import"]
+__all__ = ["ImportedWeights", "import_weights", "load_weights", "match_state_dict", "record_import",
+           "record_import_request"]
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
@@ -114,8 +116,6 @@ def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: 
     ``access`` policy (``engine.auth.AccessPolicy``), an owner whose role may not
     import raises ``PermissionDenied`` before anything is written.
     """
-    import math
-
     import store
 
     if access is not None:
@@ -148,9 +148,39 @@ def import_command(args, path: Path) -> int:
         access.require(args.owner, "import")
     arch = ArchSpec(name=args.arch, width=args.width, depth=args.depth)
     imported = import_weights(args.weights, arch, DatasetSpec(name=args.dataset))
-    with store.open_store(path) as st:
-        run_id = record_import(st, args.zoo, imported, name=args.name or Path(args.weights).stem, owner=args.owner,
-                               access=access)
+    name = args.name or Path(args.weights).stem
+    try:
+        st = store.open_store(path)
+    except store.StoreBusyError as exc:
+        return _hand_over_import(path, exc, imported, zoo=args.zoo, name=name, owner=args.owner)
+    with st:
+        run_id = record_import(st, args.zoo, imported, name=name, owner=args.owner, access=access)
     print(f"imported {args.weights} as run {run_id} in zoo {args.zoo!r}: "
           f"test accuracy {imported.metrics['test_acc']:.4f}")
     return 0
+
+
+def _hand_over_import(path: Path, busy, imported: ImportedWeights, *, zoo: str, name: str, owner: str) -> int:
+    """The store is owned by another process: leave the checked weights and a request for it to record them."""
+    import store
+
+    sha = store.put_tensors_at(path, imported.state)  # artifacts need no catalog
+    req = store.drop_request(path, "import_run", {
+        "zoo": zoo, "name": name, "owner": owner, "artifact_sha": sha,
+        "config": imported.config.model_dump(mode="json"),
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in imported.metrics.items()}})
+    print(f"{busy}\nYour import was handed to that process instead ({req.name}): run {name!r} appears in zoo "
+          f"{zoo!r} once it takes the request (within a second while it runs).")
+    return 0
+
+
+def record_import_request(st, payload: dict, *, access=None) -> str:
+    """Record an import handed over by :func:`import_command` (a ``requests/`` entry of kind ``import_run``).
+
+    The weights are the artifact the command wrote; reading them verifies their hash.
+    """
+    metrics = {k: (float("nan") if v is None else float(v)) for k, v in payload["metrics"].items()}
+    imported = ImportedWeights(TrainSpec.model_validate(payload["config"]), st.get_tensors(payload["artifact_sha"]),
+                               metrics)
+    return record_import(st, payload["zoo"], imported, name=payload["name"], owner=payload.get("owner", "local"),
+                         access=access)

@@ -15,6 +15,7 @@ from store.errors import (
     NotFoundError,
     StoreBusyError,
     StoreError,
+    StoreFilesChangedError,
     StoreVersionError,
 )
 from store.paths import DEFAULT_STORE, STORE_ENV_VAR, resolve_store_path
@@ -46,4 +47,5 @@ __all__ = [
     "CorruptArtifactError",
     "NotFoundError",
     "BundleError",
+    "StoreFilesChangedError",
 ]

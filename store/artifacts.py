@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,16 +102,36 @@ def put_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, tensors: Ma
     -------
     str
         The sha256 hex digest of the file's bytes, which is its name.
-        Writing equal tensors again returns the same sha and does not rewrite.
+        Writing equal tensors again returns the same sha and does not rewrite
+        the file, once its bytes are checked to hash to that sha; a damaged
+        file is replaced (atomically, with a warning) instead.
     """
     layout = as_layout(store_path)
     layout.require(layout.artifacts)
     data = serialise_tensors(tensors)
     sha = hashlib.sha256(data).hexdigest()
     path = artifact_path(layout, sha)
-    if not (path.exists() and path.stat().st_size == len(data)):
+    state = _file_state(path, sha, len(data))
+    if state != "intact":
+        if state == "damaged":
+            warnings.warn(f"artifact {sha} at {path} was damaged on disk (its bytes do not hash to its name); "
+                          "rewrote it from the tensors being stored", stacklevel=2)
         _write_atomic(path, data)
     return sha
+
+
+def _file_state(path: Path, sha: str, size: int) -> str:
+    """``"absent"``, ``"intact"`` (``size`` bytes hashing to ``sha``) or ``"damaged"``."""
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size != size:
+                return "damaged"
+            digest = hashlib.sha256()
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return "absent"
+    return "intact" if digest.hexdigest() == sha else "damaged"
 
 
 def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -> dict[str, "torch.Tensor"]:

@@ -46,12 +46,17 @@ class IngestReport:
         Bundle id -> reason; nothing of them was written, folders kept for inspection.
     duplicate : list[str]
         Bundles ingested before and delivered again; skipped and removed.
+    refused : dict[str, str]
+        Bundle id -> reason: bundles of a job that had already ended (done,
+        failed or cancelled), e.g. from a worker that outlived its owner;
+        nothing of them was written, folders renamed ``refused-part-*`` and kept.
     """
 
     ingested: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     duplicate: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ bound parameters.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
-from store.errors import NotFoundError, StoreError
+from store.durability import file_identity, wal_path, wal_vanished
+from store.errors import NotFoundError, StoreError, StoreFilesChangedError
 from store.ownership import OwnerLock
 from store.paths import StoreLayout
 from store.rows import decode_row, encode_row, encode_rows, utcnow
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["StoreCore"]
+
+log = logging.getLogger("zooscope.store")
 
 Conflict = Literal["error", "ignore", "update"]
 # Surrogate ids that stay with the first row when a row is updated on another key.
@@ -47,6 +52,11 @@ class StoreCore:
         # not run two statements at once, so every access holds this lock.
         self._mutex = threading.RLock()
         self._tx_depth = 0
+        # Durability (see store/durability.py): the catalog file this owner opened,
+        # whether the WAL holds commits not yet checkpointed, and why writes stopped.
+        self._db_identity = file_identity(layout.db) if owner else None
+        self._dirty = owner  # opening may have migrated
+        self._fault: str | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -70,9 +80,14 @@ class StoreCore:
         return self._con is None
 
     def close(self) -> None:
-        """Close the catalog and release ownership. Idempotent."""
+        """Checkpoint (owner), close the catalog and release ownership. Idempotent."""
         with self._mutex:
             if self._con is not None:
+                if self._is_owner and self._fault is None and not self._tx_depth:
+                    try:
+                        self.checkpoint()
+                    except (StoreError, duckdb.Error) as exc:
+                        log.error("store %s: no checkpoint at close: %s", self.path, exc)
                 self._con.close()
                 self._con = None
             self._owner_lock.release()
@@ -86,6 +101,60 @@ class StoreCore:
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("owner" if self._is_owner else "read-only")
         return f"Store({str(self.path)!r}, {state})"
+
+    # -- durability -----------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Write committed changes from the WAL into ``store.duckdb`` (DuckDB ``CHECKPOINT``).
+
+        Does nothing when nothing was committed since the last one. Checks the
+        catalog files first (:meth:`check_files`). Returns whether it ran.
+        """
+        self._require_owner("checkpoint the catalog")
+        with self._mutex:
+            self.check_files()
+            if not self._dirty:
+                return False
+            self._connection().execute("CHECKPOINT")
+            self._dirty = False
+            return True
+
+    def check_files(self) -> None:
+        """Raise :class:`~store.StoreFilesChangedError` if the catalog's files changed under this owner.
+
+        ``store.duckdb`` deleted or replaced: this process's writes go to a file
+        nobody will open again. ``store.duckdb.wal`` deleted while it held
+        commits not yet checkpointed: they are checkpointed into ``store.duckdb``
+        at once (so none is lost), then the error is raised. Either way every
+        later write raises the same error, until the owner is restarted.
+        """
+        if not self._is_owner:
+            return
+        with self._mutex:
+            if self._fault is None:
+                self._fault = self._files_changed()
+            if self._fault is not None:
+                raise StoreFilesChangedError(self._fault)
+
+    def _files_changed(self) -> str | None:
+        db, pid = self._layout.db, os.getpid()
+        now = file_identity(db)
+        if now != self._db_identity:
+            what = "deleted" if now is None else "replaced by another file"
+            return (f"catalog {db} was {what} while this process (pid {pid}) owned the store: what it wrote "
+                    "since then is in a file nobody will open again. It refuses further writes. Find what "
+                    "removed the file (a cleanup job, a restore, a person), put the catalog back from a "
+                    "backup if needed, and restart the owner")
+        con = self._connection()
+        if not wal_vanished(con, db):
+            return None
+        con.execute("CHECKPOINT")  # store.duckdb is intact and DuckDB still holds every commit
+        self._dirty = False
+        return (f"{wal_path(db)} (the catalog's write-ahead log) was deleted while this process (pid {pid}) "
+                f"owned the store and held commits not yet in {db.name}; they were saved into {db.name} "
+                f"by a checkpoint, so nothing is lost, but something deletes files in {self.path}. This owner "
+                "refuses further writes: stop whatever deletes files there (a cleanup job, a sync tool, a "
+                "person), then restart it")
 
     # -- primitives -----------------------------------------------------------
 
@@ -107,6 +176,8 @@ class StoreCore:
         self._require_owner()
         with self._mutex:
             con = self._connection()
+            if self._fault is not None:
+                raise StoreFilesChangedError(self._fault)
             if self._tx_depth:
                 self._tx_depth += 1
                 try:
@@ -119,6 +190,7 @@ class StoreCore:
             try:
                 yield con
                 con.execute("COMMIT")
+                self._dirty = True
             except BaseException:
                 try:
                     con.execute("ROLLBACK")

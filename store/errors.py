@@ -16,6 +16,7 @@ __all__ = [
     "CorruptArtifactError",
     "NotFoundError",
     "BundleError",
+    "StoreFilesChangedError",
 ]
 
 
@@ -68,3 +69,11 @@ class NotFoundError(StoreError, LookupError):
 
 class BundleError(StoreError):
     """A result bundle is malformed (bad manifest, unreadable Parquet, wrong columns)."""
+
+
+class StoreFilesChangedError(StoreError):
+    """A catalog file was deleted or replaced under the process that owns it.
+
+    Raised by :meth:`store.Store.check_files` (and by every write after it),
+    so the owner stops instead of writing into a file nobody will read again.
+    """

@@ -5,6 +5,11 @@ opens ``store.duckdb``, then records itself in ``owner.json``. The kernel drops
 the lock when the owner dies, however it dies, so a stale ``owner.json`` left by
 a killed process is simply overwritten by the next owner. Read-only inspectors
 take a shared lock: any number of them may look while nobody owns the store.
+
+``owner.json`` also guards the lock: it records the owner's pid and process start
+time, so if ``owner.lock`` was deleted (and a new, unlocked file took its name),
+a live owner is still recognised and nobody else takes the store. A process only
+ever removes an ``owner.json`` that records itself.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from store.errors import StoreBusyError
 from store.paths import StoreLayout
+from store.processes import process_is_running, process_start_time
 
 __all__ = ["OwnerLock", "read_owner"]
 
@@ -73,6 +79,12 @@ class OwnerLock:
         except BlockingIOError:
             os.close(fd)
             raise busy_error(layout) from None
+        holder = read_owner(layout)
+        if holder is not None and _is_live_here(holder):
+            # The lock was free although the recorded owner runs: owner.lock was
+            # deleted or replaced under it. Its owner.json is the proof; leave it.
+            os.close(fd)
+            raise busy_error(layout, lock_file_replaced=True)
         lock = cls(layout, fd, exclusive)
         if exclusive:
             _write_owner_json(layout)
@@ -83,10 +95,10 @@ class OwnerLock:
         return self._fd is not None
 
     def release(self) -> None:
-        """Remove ``owner.json`` (owner only) and drop the lock. Idempotent."""
+        """Remove ``owner.json`` (owner only, and only if it records this process) and drop the lock. Idempotent."""
         if self._fd is None:
             return
-        if self.exclusive:
+        if self.exclusive and _records_this_process(read_owner(self.layout)):
             self.layout.owner_json.unlink(missing_ok=True)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._close_fd()
@@ -100,6 +112,7 @@ class OwnerLock:
 def _write_owner_json(layout: StoreLayout) -> None:
     info = {
         "pid": os.getpid(),
+        "pid_started": process_start_time(os.getpid()),
         "host": socket.gethostname(),
         "command": shlex.join(getattr(sys, "orig_argv", sys.argv))[:500],
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -118,25 +131,31 @@ def read_owner(layout: StoreLayout) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _records_this_process(holder: dict[str, Any] | None) -> bool:
+    return (holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+            and holder.get("pid_started") in (None, process_start_time(os.getpid())))
 
 
-def busy_error(layout: StoreLayout, *, duckdb_detail: str | None = None) -> StoreBusyError:
+def _is_live_here(holder: dict[str, Any]) -> bool:
+    """Whether ``holder`` (an owner.json record) is a running process on this host."""
+    pid, started = holder.get("pid"), holder.get("pid_started")
+    return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
+            and process_is_running(pid, started if isinstance(started, str) else None))
+
+
+def busy_error(layout: StoreLayout, *, duckdb_detail: str | None = None,
+               lock_file_replaced: bool = False) -> StoreBusyError:
     """Build the error for a store held by someone else, naming the holder.
 
     ``duckdb_detail`` is given when the owner lock was free but DuckDB's own
     file lock was not: some process opened ``store.duckdb`` directly.
+    ``lock_file_replaced`` is given when the lock was free but ``owner.json``
+    names a live owner: its ``owner.lock`` was deleted or replaced.
     """
     what_to_do = (
-        "Stop that process to use the store directly; or, for CLI commands, leave it running: "
-        f"commands drop their request into {layout.requests}/ and the owner queues it."
+        "Stop that process to use the store directly, or use its dashboard; `zooscope train` and "
+        f"`zooscope import` may also leave it running: they drop their request into {layout.requests}/ "
+        "and the owner queues it."
     )
     if duckdb_detail is not None:
         return StoreBusyError(
@@ -159,7 +178,10 @@ def busy_error(layout: StoreLayout, *, duckdb_detail: str | None = None) -> Stor
         f"pid {pid} on host {holder.get('host')} running `{command}`, "
         f"owner since {holder.get('started_at')}"
     )
-    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+    if lock_file_replaced:
+        who += (f"; its lock file {layout.lock.name} was deleted or replaced while it ran, so the lock no "
+                "longer shows it (it is recreated when that owner restarts)")
+    elif holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _is_live_here(holder):
         who += (
             f"; pid {pid} has exited, so the lock is held by a child it left running or by a "
             "read-only inspection"

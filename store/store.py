@@ -106,15 +106,19 @@ class Store(RunsCatalog, JobsCatalog):
 
     # -- bundles ----------------------------------------------------------------
 
-    def ingest_bundles(self) -> IngestReport:
+    def ingest_bundles(self, *, checkpoint: bool = True) -> IngestReport:
         """Ingest every complete result bundle in ``inbox/``, in (job, part) order.
 
         Each bundle goes in one transaction together with its ``bundle`` row,
         then its folder is removed. Incomplete bundles (no manifest) are left
         alone; malformed ones are reported in ``failed`` with nothing written;
-        bundles ingested before are skipped (``duplicate``) and removed.
+        bundles ingested before are skipped (``duplicate``) and removed. When
+        any was ingested and ``checkpoint`` is true, the batch ends with a
+        :meth:`checkpoint`, so its rows are in ``store.duckdb`` itself, not
+        only in the WAL.
         """
         self._require_owner("ingest bundles")
+        self.check_files()
         report = IngestReport()
         for bundle in list_bundles(self._layout):
             bundle_id = bundle.bundle_id
@@ -125,6 +129,10 @@ class Store(RunsCatalog, JobsCatalog):
                 report.duplicate.append(bundle_id)
                 _remove_bundle(bundle.path)
                 continue
+            job_status = self._scalar("SELECT status FROM job WHERE job_id = ?", [bundle.job_id])
+            if job_status in _ENDED:
+                report.refused[bundle_id] = _refuse_bundle(bundle, job_status)
+                continue
             try:
                 _, tables = read_bundle(bundle)
                 self._ingest_tables(bundle_id, bundle.job_id, tables)
@@ -133,6 +141,8 @@ class Store(RunsCatalog, JobsCatalog):
                 continue
             _remove_bundle(bundle.path)
             report.ingested.append(bundle_id)
+        if report.ingested and checkpoint:
+            self.checkpoint()
         return report
 
     def _ingest_tables(self, bundle_id: str, job_id: str, tables: Mapping[str, Any]) -> None:
@@ -176,6 +186,20 @@ class Store(RunsCatalog, JobsCatalog):
                 con.execute(f"COPY {table} TO '{quoted}' (FORMAT parquet)")
                 files.append(target)
         return files
+
+
+# A bundle of a job in one of these states comes from a worker that outlived its job.
+_ENDED = ("done", "failed", "cancelled")
+
+
+def _refuse_bundle(bundle, job_status: str) -> str:
+    """Set a bundle of an ended job aside (kept for inspection, never ingested); returns why."""
+    kept = bundle.path.with_name(f"refused-{bundle.path.name}")
+    if kept.exists():  # refused before, and written again
+        kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
+    os.replace(bundle.path, kept)
+    return (f"job {bundle.job_id} is {job_status}, so its result bundles are no longer accepted (a worker "
+            f"that outlived its job wrote this one); nothing was written, the bundle is kept at {kept}")
 
 
 def _remove_bundle(path: Path) -> None:

@@ -18,10 +18,12 @@ from uuid import uuid4
 from engine.auth import AccessPolicy
 from engine.config import SweepSpec, load_sweep
 from engine.train import check_registered
+from store import StoreFilesChangedError
 
 from .context import job_dir, read_progress, request_cancel
 from .executors import Executor, Finished, make_executor
 from .kinds import get_kind
+from .orphans import record_worker, stop_orphan
 
 __all__ = ["Dispatcher", "TickReport"]
 
@@ -39,6 +41,7 @@ class TickReport:
     incomplete: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     finished: dict[str, str] = field(default_factory=dict)  # job id -> final status
+    refused: dict[str, str] = field(default_factory=dict)  # bundle id -> why (its job had ended)
 
 
 class Dispatcher:
@@ -77,6 +80,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self.generation = 0  # bumped on every catalog change: readers key their caches on it
         self.job_generation = 0  # bumped when a job is queued, starts, ends or is cancelled
+        self.fault: str | None = None  # why the background loop stopped for good (a catalog file vanished)
         self._recover_orphans()
 
     # -- submission -------------------------------------------------------------------
@@ -151,9 +155,12 @@ class Dispatcher:
         """One round of owner work; cheap when there is nothing to do."""
         with self._lock:
             report = TickReport()
+            self.store.check_files()  # a catalog file deleted under us: stop here, say why
             self._take_requests()
             ing = self.store.ingest_bundles()
             report.ingested, report.incomplete = list(ing.ingested), list(ing.incomplete)
+            report.refused = dict(ing.refused)
+            self._note_refused(ing.refused)
             for job_id in self.executor.running():
                 prog = read_progress(self.store.path, job_id)
                 if prog:
@@ -166,10 +173,13 @@ class Dispatcher:
                     break
                 self._start(job)
                 report.started.append(job["job_id"])
-            if report.ingested or report.started or report.finished:
+            if report.ingested or report.started or report.finished or report.refused:
                 self.generation += 1
             if report.started or report.finished:
                 self.job_generation += 1
+            # Everything this tick (and the pages since the last one) committed goes from the
+            # WAL into store.duckdb: a no-op when nothing changed, ~10 ms when something did.
+            self.store.checkpoint()
             return report
 
     def run_until_done(self, job_ids: list[str], *, poll_s: float = 0.2,
@@ -194,6 +204,10 @@ class Dispatcher:
             while not self._stop.is_set():
                 try:
                     self.tick()
+                except StoreFilesChangedError as exc:  # every later write would fail the same way
+                    self.fault = str(exc)
+                    log.critical("dispatcher stopped: %s", exc)
+                    return
                 except Exception:  # keep the loop alive; the error is in the server log
                     log.exception("dispatcher tick failed")
                 self._stop.wait(interval_s)
@@ -220,6 +234,11 @@ class Dispatcher:
             try:
                 if req["kind"] == "train_sweep":
                     self.submit_sweep(req["payload"]["sweep"], owner=req["payload"].get("owner", "local"))
+                elif req["kind"] == "import_run":  # `zooscope import`: checked weights, already in artifacts/
+                    from engine.importer import record_import_request
+
+                    record_import_request(self.store, req["payload"], access=self.access)
+                    self.generation += 1
                 else:
                     self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
             except Exception as exc:  # PermissionDenied included: the server log says who and why
@@ -230,11 +249,23 @@ class Dispatcher:
         d.mkdir(parents=True, exist_ok=True)
         (d / "spec.json").write_text(json.dumps({"kind": job["kind"], "spec": job["spec"], "owner": job["owner"]}))
         pid = self.executor.start(job["job_id"])
+        if isinstance(pid, int):
+            record_worker(self.store.path, job["job_id"], pid)
         self.store.update_job(job["job_id"], status="running", started_at=_now(), pid=pid, progress=0.0,
                               message="starting")
 
+    def _note_refused(self, refused: dict[str, str]) -> None:
+        """Bundles for jobs that had ended (a worker outlived its job): logged and noted on the job."""
+        for bundle_id, why in refused.items():
+            log.warning("result bundle %s refused: %s", bundle_id, why)
+            job_id = bundle_id.rsplit("/", 1)[0]
+            error = self.store.get_job(job_id).get("error") or ""
+            self.store.update_job(job_id, error=f"{error} (result bundle {bundle_id} arrived after the job ended "
+                                                f"and was refused)".strip())
+
     def _finish(self, fin: Finished) -> str:
         ing = self.store.ingest_bundles()  # the worker's last bundles, before the verdict
+        self._note_refused(ing.refused)
         d = job_dir(self.store.path, fin.job_id)
         outcome = _read_json(d / "result.json") or _read_json(d / "error.json") or {}
         status = outcome.get("status") or "failed"
@@ -262,14 +293,23 @@ class Dispatcher:
                 self.store.update_run(run_id, status=status, finished_at=_now())
 
     def _recover_orphans(self) -> None:
-        """Jobs left 'running' by a previous owner that died: their workers are gone."""
+        """Jobs left 'running' by a previous owner that died.
+
+        A worker of theirs that still runs (a local one lives in its own session) is
+        stopped first; then what it finished is ingested, and the job and its unfinished
+        runs fail. Whatever such a worker would write later is refused by the store.
+        """
         orphans = self.store.list_jobs(status="running").to_dict("records")
+        stopped = {job["job_id"]: stop_orphan(self.store.path, job["job_id"]) for job in orphans}
         if orphans:
-            self.store.ingest_bundles()
+            self._note_refused(self.store.ingest_bundles().refused)
         for job in orphans:
-            self.store.update_job(job["job_id"], status="failed", finished_at=_now(),
-                                  error="the store's previous owner stopped while this job ran; resubmit it")
-            self._settle_runs(self.store.get_job(job["job_id"]), "failed")
+            job_id = job["job_id"]
+            self.store.discard_bundles(job_id)  # half-written by a worker that was stopped
+            worker = f"; {stopped[job_id]}" if stopped[job_id] else ""
+            self.store.update_job(job_id, status="failed", finished_at=_now(),
+                                  error=f"the store's previous owner stopped while this job ran{worker}; resubmit it")
+            self._settle_runs(self.store.get_job(job_id), "failed")
 
 
 def _read_json(path) -> dict | None:

@@ -105,3 +105,41 @@ def test_train_while_another_process_owns_the_store_hands_the_request_over(tmp_p
         assert f"pid {__import__('os').getpid()}" in out.stdout and "handed to that process" in out.stdout
         (req,) = st.take_requests()
     assert req["kind"] == "train_sweep" and req["payload"]["sweep"]["name"] == "cli-tiny"
+
+
+def test_import_while_another_process_owns_the_store_is_recorded_by_that_process(tmp_path):
+    from engine.jobs import Dispatcher
+
+    s = tmp_path / "store"
+    w = _weights(tmp_path, 16)
+    with store.open_store(s) as st:
+        disp = Dispatcher(st)  # the owner, as the dashboard server is
+        out = subprocess.run([sys.executable, "-m", "engine.cli", "--store", str(s), "import", str(w), "--arch", "mlp",
+                              "--width", "16", "--dataset", "moons", "--name", "handed"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "Your import was handed to that process instead" in out.stdout
+        disp.tick()
+        (run,) = st.runs_table(st.get_zoo("imported")["zoo_id"]).to_dict("records")
+        assert run["name"] == "handed" and run["status"] == "done" and 0 <= run["final_test_acc"] <= 1
+        (ck,) = st.list_checkpoints(run_id=run["run_id"]).to_dict("records")
+        loaded = st.get_tensors(ck["artifact_sha"])
+    from safetensors.torch import load_file
+
+    original = load_file(str(w))
+    assert loaded.keys() == original.keys() and all(torch.equal(loaded[k], original[k]) for k in original)
+
+
+def test_ls_into_a_pipe_that_closes_early_ends_quietly(tmp_path):
+    """`zooscope ls runs | head -1`: the reader leaves while ls still writes; no traceback."""
+    s = tmp_path / "store"
+    with store.open_store(s) as st:
+        zoo_id = st.create_zoo("many")
+        st.add_runs([{"zoo_id": zoo_id, "name": f"run {i}", "seed": i, "status": "done"} for i in range(3000)])
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--store", str(s), "ls", "runs"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()  # the header, then the reader goes away with most of the table unread
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""

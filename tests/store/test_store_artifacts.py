@@ -99,3 +99,19 @@ def test_gc_removes_only_unreferenced_old_files(st):
     assert st.gc_artifacts(min_age_s=-1) == [dropped]
     assert st.has_artifact(kept) and not st.has_artifact(dropped)
     assert st.table_counts()["artifact"] == 1
+
+
+def test_putting_equal_tensors_over_a_corrupt_file_of_the_same_size_repairs_it(st):
+    """A damaged file is not taken for the artifact just because its size matches: it is rewritten."""
+    tensors = _tensors()
+    sha = st.put_tensors(tensors)
+    path = st.artifact_path(sha)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, wrong bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(store.CorruptArtifactError, match="is corrupt"):
+        st.get_tensors(sha)
+    with pytest.warns(UserWarning, match=rf"artifact {sha} at .* was damaged on disk .* rewrote it"):
+        assert st.put_tensors({k: v.clone() for k, v in tensors.items()}) == sha
+    assert all(torch.equal(st.get_tensors(sha)[k], v) for k, v in tensors.items())
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # repaired in place, no temp files left

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 import pytest
 
@@ -71,3 +72,36 @@ def test_forked_child_of_a_killed_owner_does_not_keep_the_lock(tmp_path, holder)
         store.open_store(root).close()
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("as_owner", [True, False])
+def test_a_live_owner_is_recognised_after_its_lock_file_was_deleted(tmp_path, holder, as_owner):
+    """With owner.lock gone the flock no longer shows the owner; owner.json still does, and is left alone."""
+    root = tmp_path / "s"
+    proc = holder(root, "st = store.open_store(path)")
+    recorded = json.loads((root / "owner.json").read_text())
+    (root / "owner.lock").unlink()
+    with pytest.raises(store.StoreBusyError, match=rf"owned by pid {proc.pid}\b.*owner.lock was deleted or replaced"):
+        store.open_store(root, owner=as_owner)
+    assert json.loads((root / "owner.json").read_text()) == recorded  # the real owner's record survives
+
+
+def test_a_process_removes_only_an_owner_json_that_records_itself(tmp_path, holder):
+    root = tmp_path / "s"
+    other = holder(tmp_path / "unused", "pass")  # some other live process
+    st = store.open_store(root)
+    record = {**json.loads((root / "owner.json").read_text()), "pid": other.pid}
+    (root / "owner.json").write_text(json.dumps(record))  # e.g. written by a process that took a replaced lock
+    st.close()
+    assert json.loads((root / "owner.json").read_text()) == record
+
+
+def test_a_recycled_pid_is_not_taken_for_the_recorded_owner(tmp_path):
+    """owner.json names a pid that is alive now, but with another start time: a stale record, not an owner."""
+    root = tmp_path / "s"
+    store.open_store(root).close()
+    (root / "owner.json").write_text(json.dumps({"pid": os.getppid(), "pid_started": "linux:another-boot:1",
+                                                 "host": socket.gethostname(), "command": "old"}))
+    (root / "owner.lock").unlink()
+    with store.open_store(root):
+        assert json.loads((root / "owner.json").read_text())["pid"] == os.getpid()
