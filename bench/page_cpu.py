@@ -87,7 +87,7 @@ def _process_cache_clearers():
     """The ``clear_caches`` functions of modules that keep per-process caches (absent before they existed)."""
     import importlib
 
-    for name in ("engine.jobs.probe_job", "store.artifacts"):
+    for name in ("engine.jobs.probe_job", "store.artifacts", "pages.ui.view_cache"):
         clear = getattr(importlib.import_module(name), "clear_caches", None)
         if clear is not None:
             yield clear

@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 import store
-from engine.jobs import ProbeResult, ProbeService, register_probe
+from engine.jobs import ProbeService, register_probe
 from engine.jobs.probe_job import clear_caches
 
 
@@ -116,7 +116,7 @@ def test_job_index_by_spec_field_is_newest_first_and_checks_the_field(owner):
 
 
 def test_result_cache_is_bounded(service, monkeypatch):
-    import engine.jobs.probe_job as probe_job
+    from engine.jobs import probe_job
 
     st, _, probes = service
     monkeypatch.setattr(probe_job, "RESULT_CACHE_BYTES", 3 * 8 * 10)  # room for three results of 10 float64
