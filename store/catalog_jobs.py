@@ -77,6 +77,18 @@ class JobsCatalog(StoreCore):
             sql += f" LIMIT {int(limit)}"
         return self._df(sql, params)
 
+    def job_overview(self, recent: int = 3) -> "pd.DataFrame":
+        """Running and queued jobs plus the ``recent`` newest others, newest first, without their specs.
+
+        What a live job list shows, read on every refresh of every open page: its cost does not
+        grow with the number of jobs ever run, nor with the size of their specs.
+        """
+        columns = "job_id, kind, status, progress, message, owner, error, created_at, started_at, finished_at, zoo_id"
+        return self._df(
+            f"SELECT {columns} FROM job WHERE status IN ('running', 'queued') UNION ALL "
+            f"(SELECT {columns} FROM job WHERE status NOT IN ('running', 'queued') "
+            "ORDER BY created_at DESC, job_id LIMIT ?) ORDER BY created_at DESC, job_id", [int(recent)])
+
     def get_jobs(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Several jobs as raw rows (JSON columns as text), newest first; unknown ids are skipped."""
         if not job_ids:
