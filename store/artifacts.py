@@ -2,7 +2,8 @@
 
 A file is written to a temporary name, fsynced and renamed into place, so a
 crash never leaves a half-written file under a real name. Its name is the
-sha256 of its bytes, which is checked again on every read. Tensors are stored
+sha256 of its bytes, which is checked when the file is first read by a process
+(and again whenever the file changes on disk). Tensors are stored
 with safetensors, never pickled.
 
 These functions need only the store folder, not the catalog, so workers that
@@ -16,6 +17,8 @@ import hashlib
 import os
 import re
 import warnings
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +30,43 @@ from store.rows import utcnow
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["put_tensors_at", "get_tensors_at", "artifact_path", "artifact_row", "serialise_tensors"]
+__all__ = ["put_tensors_at", "get_tensors_at", "artifact_path", "artifact_row", "clear_caches", "serialise_tensors"]
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+# Files this process has hashed and found right, with the stat stamp they had then. A file
+# whose stamp is unchanged is the file that was verified: any write, truncation, rename over
+# it or permission change moves its ctime (which no user call can set back) or its inode.
+# A file changed within the filesystem's timestamp granularity of its last change keeps its ctime,
+# so (as git does with racily clean files) one whose ctime is this recent is not trusted yet.
+_VERIFIED: dict[str, tuple[int, int, int, int]] = {}
+_VERIFIED_MAX = 100_000
+_VERIFIED_LOCK = threading.Lock()
+_RACY_NS = 2_000_000_000
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _is_verified(path: Path, stamp: tuple[int, int, int, int]) -> bool:
+    with _VERIFIED_LOCK:
+        return _VERIFIED.get(str(path)) == stamp
+
+
+def _mark_verified(path: Path, stamp: tuple[int, int, int, int]) -> None:
+    if stamp[2] > time.time_ns() - _RACY_NS:  # changed just now: a change in the same tick would not show
+        return
+    with _VERIFIED_LOCK:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[str(path)] = stamp
+
+
+def clear_caches() -> None:
+    """Forget which artifacts this process has verified: the next read of each hashes it again."""
+    with _VERIFIED_LOCK:
+        _VERIFIED.clear()
 
 
 def _check_sha(sha: str) -> str:
@@ -137,23 +174,28 @@ def _file_state(path: Path, sha: str, size: int) -> str:
 def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -> dict[str, "torch.Tensor"]:
     """Read the artifact ``sha`` back as CPU tensors, verifying its hash.
 
+    The hash is computed on the first read in this process and again whenever the file's
+    size, times or inode have changed since; an unchanged, verified file is not hashed again.
+
     Raises
     ------
     CorruptArtifactError
         If the file is missing, does not hash to ``sha``, or is not valid
         safetensors. The message names the sha and the path.
     """
-    from safetensors.torch import load
-
     path = artifact_path(store_path, sha)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
+            stamp = _stamp(os.fstat(fh.fileno()))  # after the read: a write during it moves the stamp
     except FileNotFoundError:
         raise CorruptArtifactError(
             f"artifact {sha} is missing: no file at {path}; it was deleted or never written "
             "(was the store copied without its artifacts/ folder?)",
             sha=sha, path=path,
         ) from None
+    if _is_verified(path, stamp):
+        return _load(data, sha, path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha:
         raise CorruptArtifactError(
@@ -161,6 +203,14 @@ def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -
             "damaged on disk. Delete it and recompute the result that produced it",
             sha=sha, path=path,
         )
+    tensors = _load(data, sha, path)
+    _mark_verified(path, stamp)
+    return tensors
+
+
+def _load(data: bytes, sha: str, path: Path) -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load
+
     try:
         return load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError

@@ -77,6 +77,42 @@ class JobsCatalog(StoreCore):
             sql += f" LIMIT {int(limit)}"
         return self._df(sql, params)
 
+    def job_overview(self, recent: int = 3) -> "pd.DataFrame":
+        """Running and queued jobs plus the ``recent`` newest others, newest first, without their specs.
+
+        What a live job list shows, read on every refresh of every open page: its cost does not
+        grow with the number of jobs ever run, nor with the size of their specs.
+        """
+        columns = "job_id, kind, status, progress, message, owner, error, created_at, started_at, finished_at, zoo_id"
+        return self._df(
+            f"SELECT {columns} FROM job WHERE status IN ('running', 'queued') UNION ALL "
+            f"(SELECT {columns} FROM job WHERE status NOT IN ('running', 'queued') "
+            "ORDER BY created_at DESC, job_id LIMIT ?) ORDER BY created_at DESC, job_id", [int(recent)])
+
+    def get_jobs(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Several jobs as raw rows (JSON columns as text), newest first; unknown ids are skipped."""
+        if not job_ids:
+            return []
+        return self._dicts("SELECT * FROM job WHERE list_contains(?, job_id) ORDER BY created_at DESC, job_id",
+                           [list(job_ids)])
+
+    def job_ids_by_spec_field(self, kind: str, field: str) -> dict[str, list[str]]:
+        """``spec[field]`` -> ids of the ``kind`` jobs whose spec holds that value, newest first.
+
+        The catalog extracts the field itself, so no spec is decoded in Python (a probe job's
+        spec carries its input checkpoints' configs). Jobs without the field are left out.
+        """
+        if not isinstance(field, str) or not field.isidentifier():
+            raise ValueError(f"spec field must be a plain identifier; got {field!r:.80}")
+        rows = self._dicts(
+            f"SELECT job_id, json_extract_string(spec_json, '$.{field}') AS value FROM job "
+            "WHERE kind = ? ORDER BY created_at DESC, job_id", [kind])
+        out: dict[str, list[str]] = {}
+        for row in rows:
+            if row["value"] is not None:
+                out.setdefault(row["value"], []).append(row["job_id"])
+        return out
+
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Set columns of one job (``status``, ``progress``, ``message``, ``error``, ``pid``, ...).
 
@@ -187,6 +223,15 @@ class JobsCatalog(StoreCore):
         """The probe stored under ``key`` (``params``, ``inputs``, ``result`` parsed), or None."""
         rows = self._dicts("SELECT * FROM probe WHERE key = ?", [key])
         return decode_row(rows[0]) if rows else None
+
+    def probe_version(self, key: str) -> tuple[str, str | None, Any] | None:
+        """``(probe_id, artifact_sha, created_at)`` of the probe stored under ``key``, or None.
+
+        A cheap look-up (no JSON decoded) that changes whenever the stored result does, for
+        callers that keep decoded results in memory.
+        """
+        rows = self._dicts("SELECT probe_id, artifact_sha, created_at FROM probe WHERE key = ?", [key])
+        return (rows[0]["probe_id"], rows[0]["artifact_sha"], rows[0]["created_at"]) if rows else None
 
     def list_probes(self, kind: str | None = None) -> "pd.DataFrame":
         """Probe rows (JSON as text), newest first, optionally of one kind."""

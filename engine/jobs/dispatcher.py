@@ -94,9 +94,11 @@ class Dispatcher:
         if job_kind.validate is not None:
             job_kind.validate(spec)
         with self._lock:
+            job_id = self.store.submit_job(kind, spec, owner=owner, zoo_id=zoo_id)
+            # bumped after the row is written: a reader that sees the new generation finds the job
             self.generation += 1
             self.job_generation += 1
-            return self.store.submit_job(kind, spec, owner=owner, zoo_id=zoo_id)
+            return job_id
 
     def submit_sweep(self, sweep: SweepSpec | dict | str, *, owner: str = "local",
                      population: bool = True) -> tuple[str, str]:

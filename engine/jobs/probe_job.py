@@ -15,6 +15,9 @@ stored as one safetensors artifact.
 from __future__ import annotations
 
 import json
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -40,6 +43,7 @@ __all__ = [
     "ProbeResult",
     "ProbeService",
     "ProbeStatus",
+    "clear_caches",
     "get_probe_kind",
     "load_probe_result",
     "probe_kinds",
@@ -232,12 +236,97 @@ class ProbeStatus:
         return float((self.job or {}).get("progress") or 0.0)
 
 
+# Stored probe results kept decoded in this process, per dispatcher: at most this many bytes of arrays.
+RESULT_CACHE_BYTES = 512 * 2**20
+
+
+def _frozen(result: ProbeResult) -> ProbeResult:
+    """``result`` with read-only arrays: one decoded result is handed to every session of the process."""
+    for array in result.arrays.values():
+        array.setflags(write=False)
+    return result
+
+
+class _ProbeCache:
+    """One owner's probe look-ups: probe jobs indexed by key, and stored results decoded once.
+
+    ``ProbeService.status`` runs on every page run and every second from each waiting page.
+    The job index maps a probe key to its jobs' ids; it is rebuilt (in the catalog, without
+    decoding any spec) only when the dispatcher's catalog generation has moved, which every
+    submission does after its row is written. Job rows themselves are read fresh by id, so
+    progress is live. A stored result is immutable under its ``(probe_id, artifact_sha,
+    created_at)``, so it is read and verified once and kept (least recently used first out,
+    bounded by :data:`RESULT_CACHE_BYTES`).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._generation: int | None = None
+        self._jobs_by_key: dict[str, list[str]] = {}
+        self._results: OrderedDict[tuple, tuple[dict[str, Any], ProbeResult, int]] = OrderedDict()
+        self._bytes = 0
+
+    def job_ids(self, dispatcher, key: str) -> list[str]:
+        generation = dispatcher.generation  # read before the query: a submission in between refreshes again
+        with self._lock:
+            if generation != self._generation:
+                self._jobs_by_key = dispatcher.store.job_ids_by_spec_field("probe", "key")
+                self._generation = generation
+            return list(self._jobs_by_key.get(key, ()))
+
+    def done(self, st, key: str) -> tuple[dict[str, Any], ProbeResult] | None:
+        version = st.probe_version(key)
+        if version is None:
+            return None
+        stamp = (key, *version)
+        with self._lock:
+            hit = self._results.get(stamp)
+            if hit is not None:
+                self._results.move_to_end(stamp)
+                return dict(hit[0]), hit[1]
+        row = st.get_probe(key)
+        if row is None:  # deleted since the look-up
+            return None
+        result = _frozen(load_probe_result(st, row))
+        size = sum(a.nbytes for a in result.arrays.values())
+        with self._lock:
+            if stamp not in self._results and size <= RESULT_CACHE_BYTES:
+                self._results[stamp] = (row, result, size)
+                self._bytes += size
+                while self._bytes > RESULT_CACHE_BYTES:
+                    _, (_, _, dropped) = self._results.popitem(last=False)
+                    self._bytes -= dropped
+        return dict(row), result
+
+
+_CACHES: "weakref.WeakKeyDictionary[Any, _ProbeCache]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_for(dispatcher) -> _ProbeCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(dispatcher)
+        if cache is None:
+            cache = _CACHES[dispatcher] = _ProbeCache()
+        return cache
+
+
+def clear_caches() -> None:
+    """Forget every probe index and decoded result in this process (benchmarks' cold runs)."""
+    with _CACHES_LOCK:
+        _CACHES.clear()
+
+
 class ProbeService:
-    """The owner's side of probes: look up, deduplicate, queue."""
+    """The owner's side of probes: look up, deduplicate, queue.
+
+    Cheap to make (pages make one per call): look-ups go through a cache kept per dispatcher.
+    """
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
         self.store = dispatcher.store
+        self._cache = _cache_for(dispatcher)
 
     def key(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str]) -> tuple[str, dict[str, Any]]:
         kind = get_probe_kind(probe)
@@ -251,16 +340,15 @@ class ProbeService:
     def status(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str]) -> ProbeStatus:
         """The stored result or the job computing it, without queuing anything."""
         key, _ = self.key(probe, params, checkpoint_ids)
-        row = self.store.get_probe(key)
-        if row is not None:
-            return ProbeStatus("done", key, result=load_probe_result(self.store, row), probe=row)
-        for job in self.store.list_jobs(kind="probe").to_dict("records"):
-            spec = json.loads(job.get("spec_json") or "{}")
-            if spec.get("key") == key:
-                if job["status"] in ("queued", "running"):
-                    return ProbeStatus(job["status"], key, job=job)
-                if job["status"] == "failed":
-                    return ProbeStatus("failed", key, job=job)
+        done = self._cache.done(self.store, key)
+        if done is not None:
+            row, result = done
+            return ProbeStatus("done", key, result=result, probe=row)
+        for job in self.store.get_jobs(self._cache.job_ids(self.dispatcher, key)):
+            if job["status"] in ("queued", "running"):
+                return ProbeStatus(job["status"], key, job=job)
+            if job["status"] == "failed":
+                return ProbeStatus("failed", key, job=job)
         return ProbeStatus("missing", key)
 
     def request(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str], *,

@@ -22,6 +22,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
+from .view_cache import shared_view
 
 __all__ = ["instability_tab", "layerwise_tab", "matrix_tab", "merge_tab", "paths_tab", "singular_tab"]
 
@@ -63,8 +64,9 @@ def paths_tab(svc: Services, runs: list[str]) -> None:
                           key="paths", label="Align and interpolate")
     if status is None:
         return
-    curves = curves_from_result(status.result.summary, status.result.arrays)
-    show_figure(cfig.interpolation_figure(curves, kind=kind), key="paths_fig", title="Linear mode connectivity A → B",
+    fig = shared_view(("conn.paths", status.key, kind), lambda: cfig.interpolation_figure(
+        curves_from_result(status.result.summary, status.result.arrays), kind=kind))
+    show_figure(fig, key="paths_fig", title="Linear mode connectivity A → B",
                 params={"methods": methods, "bn": bn, "kind": kind}, checkpoint_ids=_finals(svc, runs), run_ids=runs,
                 probe_keys=[status.key])
     checks = status.result.summary.get("check_max_diff", {})
@@ -83,8 +85,9 @@ def layerwise_tab(svc: Services, runs: list[str]) -> None:
                           _finals(svc, runs), key="layerwise", label="Compute layer-wise barriers")
     if status is None:
         return
-    result = unpack(LayerwiseBarriers, status.result.summary, status.result.arrays)
-    show_figure(cfig.layerwise_figure(result), key="layerwise_fig", title="Layer-wise barriers",
+    fig = shared_view(("conn.layerwise", status.key), lambda: cfig.layerwise_figure(
+        unpack(LayerwiseBarriers, status.result.summary, status.result.arrays)))
+    show_figure(fig, key="layerwise_fig", title="Layer-wise barriers",
                 params={"align": align, "cumulative": cumulative}, checkpoint_ids=_finals(svc, runs), run_ids=runs,
                 probe_keys=[status.key])
 
@@ -107,8 +110,9 @@ def matrix_tab(svc: Services, zoo_id: str) -> None:
                           key="matrix", label=f"Barriers between all {len(group)} runs")
     if status is None:
         return
-    result = unpack(BarrierMatrix, status.result.summary, status.result.arrays)
-    show_figure(cfig.barrier_matrix_figure(result), key="matrix_fig", title="Barrier matrix", params={"align": align},
+    fig = shared_view(("conn.matrix", status.key), lambda: cfig.barrier_matrix_figure(
+        unpack(BarrierMatrix, status.result.summary, status.result.arrays)))
+    show_figure(fig, key="matrix_fig", title="Barrier matrix", params={"align": align},
                 run_ids=group["run_id"].tolist(), probe_keys=[status.key])
 
 
@@ -123,8 +127,9 @@ def merge_tab(svc: Services, runs: list[str]) -> None:
                           _finals(svc, runs), key="merge", label="Merge A and B")
     if status is None:
         return
-    result = unpack(MergeResult, status.result.summary, status.result.arrays)
-    show_figure(cfig.merge_figure([result]), key="merge_fig", title=f"Merging ({method}, {align} alignment)",
+    fig = shared_view(("conn.merge", status.key), lambda: cfig.merge_figure(
+        [unpack(MergeResult, status.result.summary, status.result.arrays)]))
+    show_figure(fig, key="merge_fig", title=f"Merging ({method}, {align} alignment)",
                 params={"method": method, "align": align, "bn": bn}, run_ids=runs, probe_keys=[status.key])
 
 
@@ -148,8 +153,9 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
                           key="instability", label="Replay, spawn and measure")
     if status is None:
         return
-    result = instability_from_result(status.result.summary, status.result.arrays)
-    show_figure(cfig.instability_figure(result, log_x=log_x), key="instability_fig",
+    fig = shared_view(("conn.instability", status.key, log_x), lambda: cfig.instability_figure(
+        instability_from_result(status.result.summary, status.result.arrays), log_x=log_x))
+    show_figure(fig, key="instability_fig",
                 title="Instability against the spawn step", params={"n_steps": n_steps, "metric": metric},
                 checkpoint_ids=final, run_ids=runs[:1], probe_keys=[status.key])
 
@@ -167,12 +173,16 @@ def singular_tab(svc: Services, runs: list[str]) -> None:
                           label="Align and compare singular vectors")
     if status is None:
         return
-    result = singular_from_result(status.result.summary, status.result.arrays)
+    result = shared_view(("conn.singular", status.key),
+                         lambda: singular_from_result(status.result.summary, status.result.arrays))
     params = {"align": align, "side": side}
-    show_figure(cfig.singular_alignment_figure(result, side=side), key="singular_fig",
+    fig = shared_view(("conn.singular_fig", status.key, side),
+                      lambda: cfig.singular_alignment_figure(result, side=side))
+    show_figure(fig, key="singular_fig",
                 title="Singular-vector alignment", params=params, checkpoint_ids=finals, run_ids=runs,
                 probe_keys=[status.key])
     layer = synced_selectbox("Layer", list(result.layers), key="sv_layer")
-    show_figure(cfig.singular_cosine_figure(result, layer), key="singular_layer_fig",
+    fig = shared_view(("conn.singular_layer", status.key, layer), lambda: cfig.singular_cosine_figure(result, layer))
+    show_figure(fig, key="singular_layer_fig",
                 title=f"Singular-vector agreement of {layer}", params={**params, "layer": layer},
                 checkpoint_ids=finals, run_ids=runs, probe_keys=[status.key])

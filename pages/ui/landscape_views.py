@@ -16,6 +16,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services
 from .state import synced_selectbox
+from .view_cache import shared_view
 
 __all__ = ["intrinsic_tab", "sharpness_tab", "spectrum_tab", "surface_tab"]
 
@@ -49,8 +50,9 @@ def surface_tab(svc: Services, run_id: str, ckpt: dict) -> None:
     surface = unpack(Surface, status.result.summary, status.result.arrays)
     if surface.betas is not None and len(surface.betas) == 0:
         surface = unpack(Surface, {**status.result.summary, "betas": None}, status.result.arrays)
-    fig = (lfig.surface_figure(surface, metric=metric, log_scale=log_scale) if surface.ndim == 2
-           else lfig.slices_figure([surface], log_scale=log_scale))
+    fig = shared_view(("landscape.surface", status.key, metric, log_scale), lambda: (
+        lfig.surface_figure(surface, metric=metric, log_scale=log_scale) if surface.ndim == 2
+        else lfig.slices_figure([surface], log_scale=log_scale)))
     show_figure(fig, key="surface_fig", title=f"Loss landscape ({directions}, {ndim}D, ±{span})",
                 params={**params, "metric": metric, "log_scale": log_scale}, checkpoint_ids=ids, run_ids=[run_id],
                 probe_keys=[status.key])
@@ -72,7 +74,9 @@ def spectrum_tab(svc: Services, ckpt: dict) -> None:
     density = unpack(SpectralDensity, s, a, "density.")
     top = unpack(HessianEigs, s, a, "top.")
     trace = unpack(TraceEstimate, s, a, "trace.")
-    show_figure(lfig.spectrum_figure(density, top=top, trace=trace, log_scale=log_scale), key="spectrum_fig",
+    fig = shared_view(("landscape.spectrum", status.key, log_scale),
+                      lambda: lfig.spectrum_figure(density, top=top, trace=trace, log_scale=log_scale))
+    show_figure(fig, key="spectrum_fig",
                 title="Hessian spectrum", params={"k": k, "n_samples": n_samples},
                 checkpoint_ids=[ckpt["checkpoint_id"]], probe_keys=[status.key])
     st.caption(f"λ_max = {top.eigenvalues.max():.4g} ({top.n_products} Hessian-vector products, "
@@ -90,7 +94,8 @@ def sharpness_tab(svc: Services, run_id: str) -> None:
     if status is None:
         return
     sharp = unpack(Sharpness, status.result.summary, status.result.arrays)
-    show_figure(lfig.sharpness_figure(sharp), key="sharpness_fig", title="Sharpness over training", params={},
+    fig = shared_view(("landscape.sharpness", status.key), lambda: lfig.sharpness_figure(sharp))
+    show_figure(fig, key="sharpness_fig", title="Sharpness over training", params={},
                 checkpoint_ids=ids, run_ids=[run_id], probe_keys=[status.key])
     st.caption("Cohen et al. (2021): full-batch gradient descent drives λ_max up to 2/η and hovers there "
                "(the edge of stability); the dashed line is 2/η for this run's learning rate.")
@@ -109,7 +114,8 @@ def intrinsic_tab(svc: Services, run_id: str) -> None:
     if status is None:
         return
     result = unpack(IntrinsicDimension, status.result.summary, status.result.arrays)
-    show_figure(lfig.intrinsic_dimension_figure(result), key="intrinsic_fig", title="Intrinsic dimension",
+    show_figure(shared_view(("landscape.intrinsic", status.key), lambda: lfig.intrinsic_dimension_figure(result)),
+                key="intrinsic_fig", title="Intrinsic dimension",
                 params={"dims": dims, "n_steps": steps}, checkpoint_ids=[init["checkpoint_id"]], run_ids=[run_id],
                 probe_keys=[status.key])
     st.caption("Li et al. (2018): θ = θ₀ + P·z with a random P; d_int90 is the smallest d reaching 90% "

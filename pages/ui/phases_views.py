@@ -25,6 +25,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
+from .view_cache import frame_key, shared_view
 
 __all__ = ["axes_picker", "cell_links", "grokking_section", "heatmaps_section", "phase_section",
            "sweep_panel", "sweep_table"]
@@ -136,8 +137,10 @@ def axes_picker(sweep: dict) -> tuple[str, str, dict]:
 
 def heatmaps_section(cells: pd.DataFrame, metrics: list[str], t: str, ld: str, ids: list[str]) -> None:
     cols = st.columns(2)
+    content = frame_key(cells)
     for i, m in enumerate(metrics):
-        fig = pfig.metric_heatmap(cells, m, label=PHASE_METRICS.get(m, m), temperature=t, load=ld)
+        fig = shared_view(("phases.heatmap", content, m, t, ld), lambda m=m: pfig.metric_heatmap(
+            cells, m, label=PHASE_METRICS.get(m, m), temperature=t, load=ld))
         with cols[i % 2]:
             show_figure(fig, key=f"ph_heat_{m}", title=f"{PHASE_METRICS.get(m, m)} over {t} × {ld}",
                         params={"temperature": t, "load": ld, "metric": m}, checkpoint_ids=ids)
@@ -170,7 +173,8 @@ def phase_section(cells: pd.DataFrame, t: str, ld: str, ids: list[str]) -> pd.Da
     classified = classify_phases(cells, th)
     text = (f"sharp: {th.sharpness_metric} > {th.sharpness:.4g} · poorly connected: {th.barrier_metric} > "
             f"{th.barrier:.4g} · similar: cka_mean ≥ {th.similarity:.4g}")
-    fig = pfig.phase_map(classified, temperature=t, load=ld, thresholds_text=text)
+    fig = shared_view(("phases.map", frame_key(classified), t, ld, text),
+                      lambda: pfig.phase_map(classified, temperature=t, load=ld, thresholds_text=text))
     event = show_figure(fig, key="ph_map", title=f"Phase map over {t} × {ld}",
                         params={"temperature": t, "load": ld, "thresholds": json.loads(json.dumps(th.__dict__))},
                         checkpoint_ids=ids, on_select="rerun", selection_mode="points")

@@ -1,5 +1,6 @@
 """Representations page tabs. Activations are one stored probe per set of checkpoints; the
-cheap measures on them (CKA grids, collapse, dimensions) run inline, UMAP runs as a job."""
+cheap measures on them (CKA grids, collapse, dimensions) and their figures are computed once
+per process under the probe's key (:func:`~pages.ui.view_cache.shared_view`), UMAP runs as a job."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_selectbox
+from .view_cache import shared_view
 
 __all__ = ["collapse_tab", "dimension_tab", "model_vs_model_tab", "projection_tab", "training_tab"]
 
@@ -29,10 +31,16 @@ def _last_checkpoint(svc: Services, run_id: str) -> str:
 
 
 def _activations(svc: Services, ids: list[str], key: str, label: str):
+    """``(activations per checkpoint, the stored result, its probe key)``, or Nones while not computed."""
     status = probe_result(svc, "representations.activations", {}, ids, key=key, label=label, auto=True)
     if status is None:
-        return None, None
-    return split_activations(status.result.summary, status.result.arrays), status.result
+        return None, None, None
+    return split_activations(status.result.summary, status.result.arrays), status.result, status.key
+
+
+def _grid_view(acts_a, acts_b, metric: str, title: str, **heatmap):
+    grid = similarity_grid(acts_a, acts_b, metric) if acts_b is not None else similarity_over_training(acts_a, metric)
+    return grid, rfig.similarity_heatmap(grid, title=title, **heatmap)
 
 
 def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
@@ -40,14 +48,13 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
         st.info("Pick two runs (A and B) above to compare their layers.")
         return
     metric = synced_selectbox("Measure", list(METRICS), key="rep_metric", format_func=_METRIC_NAMES.get)
-    acts, _ = _activations(svc, [_last_checkpoint(svc, r) for r in runs], "acts_ab", "Capture activations")
+    acts, _, probe = _activations(svc, [_last_checkpoint(svc, r) for r in runs], "acts_ab", "Capture activations")
     if acts is None:
         return
-    grid = similarity_grid(acts[0], acts[1], metric)
     names = cached_runs(svc, None, svc.generation).set_index("run_id")["name"]
     title = f"{_METRIC_NAMES[metric]}: A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"
-    show_figure(rfig.similarity_heatmap(grid, title=title), key="grid_ab", title=title, params={"metric": metric},
-                run_ids=runs)
+    grid, fig = shared_view(("rep.grid_ab", probe, metric, title), lambda: _grid_view(acts[0], acts[1], metric, title))
+    show_figure(fig, key="grid_ab", title=title, params={"metric": metric}, run_ids=runs)
     best = grid.best_match()
     share = float(np.mean(best == np.arange(len(best)))) if grid.values.shape[0] == grid.values.shape[1] else np.nan
     st.caption(f"{'Larger' if grid.larger_is_similar else 'Smaller'} means more similar. The best-matching layer "
@@ -58,19 +65,19 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
 def training_tab(svc: Services, run_id: str) -> None:
     ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
     metric = synced_selectbox("Measure", list(METRICS), key="rep_metric_t", format_func=_METRIC_NAMES.get)
-    acts, res = _activations(svc, ids, "acts_run", f"Capture activations at {len(ids)} checkpoints")
+    acts, res, probe = _activations(svc, ids, "acts_run", f"Capture activations at {len(ids)} checkpoints")
     if acts is None:
         return
     labelled = {f"step {s}": a for s, a in zip(res.summary["steps"], acts)}
-    grid = similarity_over_training(labelled, metric)
-    show_figure(rfig.similarity_heatmap(grid, title="Each layer against itself at the final checkpoint",
-                                        mark_best=False), key="grid_t", title="Similarity through training",
-                params={"metric": metric}, checkpoint_ids=ids, run_ids=[run_id])
+    _, fig = shared_view(("rep.grid_t", probe, metric), lambda: _grid_view(
+        labelled, None, metric, "Each layer against itself at the final checkpoint", mark_best=False))
+    show_figure(fig, key="grid_t", title="Similarity through training", params={"metric": metric},
+                checkpoint_ids=ids, run_ids=[run_id])
 
 
 def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
-    acts, res = _activations(svc, ids, "acts_run", "Capture activations")
+    acts, res, probe = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
     layers = res.summary["layers"]
@@ -80,51 +87,63 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     targets = res.arrays.get("targets")
     method = synced_selectbox("Method", ["pca", "umap"], key="proj_method",
                               format_func={"pca": "PCA (instant)", "umap": "UMAP (background job)"}.get)
-    proj = aligned_projection([a[layer] for a in acts], "pca", labels=targets,
-                              checkpoint_labels=[f"step {s}" for s in res.summary["steps"]])
+    status = None
     if method == "umap":
         status = probe_result(svc, "representations.projection", {"layer": layer}, ids, key="umap", auto=True)
         if status is None:
             st.caption("Showing PCA until UMAP is ready.")
-        else:
-            proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
-            targets = status.result.arrays.get("targets", targets)
+    if status is None:
+        source = probe
+        steps = [f"step {s}" for s in res.summary["steps"]]
+        proj = shared_view(("rep.pca", probe, layer), lambda: aligned_projection(
+            [a[layer] for a in acts], "pca", labels=targets, checkpoint_labels=steps))
+    else:
+        source = status.key
+        proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
+        targets = status.result.arrays.get("targets", targets)
     labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
-    show_figure(rfig.projection_figure(proj, labels, title=f"{layer} through training"), key="proj_fig",
-                title=f"{proj.method.upper()} of {layer} through training", params={"layer": layer, "method": method},
-                checkpoint_ids=ids, run_ids=[run_id])
+    fig = shared_view(("rep.proj_fig", source, layer),
+                      lambda: rfig.projection_figure(proj, labels, title=f"{layer} through training"))
+    show_figure(fig, key="proj_fig", title=f"{proj.method.upper()} of {layer} through training",
+                params={"layer": layer, "method": method}, checkpoint_ids=ids, run_ids=[run_id])
     if proj.subsampled:
         st.caption(f"{len(proj.indices)} of {proj.n_total} samples shown (stratified by class; cap {proj.cap}).")
 
 
 def collapse_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
-    acts, res = _activations(svc, ids, "acts_run", "Capture activations")
+    acts, res, probe = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
     if "targets" not in res.arrays or res.arrays["targets"].dtype.kind not in "iu":
         st.info("Neural collapse needs class labels (a classification data set).")
         return
     penultimate = res.summary["layers"][-2] if len(res.summary["layers"]) > 1 else res.summary["layers"][-1]
-    nc = neural_collapse_over_training([a[penultimate] for a in acts], res.arrays["targets"],
-                                       steps=res.summary["steps"])
-    st.plotly_chart(rfig.neural_collapse_figure(nc, title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"),
-                    key="nc_fig")
+    features = [a[penultimate] for a in acts]
+    fig = shared_view(("rep.collapse", probe, penultimate), lambda: rfig.neural_collapse_figure(
+        neural_collapse_over_training(features, res.arrays["targets"], steps=res.summary["steps"]),
+        title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"))
+    st.plotly_chart(fig, key="nc_fig")
 
 
 def dimension_tab(svc: Services, run_id: str, runs: list[str]) -> None:
-    acts, res = _activations(svc, [_last_checkpoint(svc, run_id)], "acts_last", "Capture activations")
+    acts, _, probe = _activations(svc, [_last_checkpoint(svc, run_id)], "acts_last", "Capture activations")
     if acts is None:
         return
-    st.plotly_chart(rfig.dimension_figure(layer_dimensions(acts[0])), key="dim_fig")
+    st.plotly_chart(shared_view(("rep.dimension", probe), lambda: rfig.dimension_figure(layer_dimensions(acts[0]))),
+                    key="dim_fig")
     others = [r for r in runs if r != run_id]
     if not others:
         st.info("Pick a second run in *Model vs model* to match its neurons with this run's.")
         return
-    pair, _ = _activations(svc, [_last_checkpoint(svc, run_id), _last_checkpoint(svc, others[0])], "acts_pair",
-                           "Capture activations of both runs")
+    pair, _, probe = _activations(svc, [_last_checkpoint(svc, run_id), _last_checkpoint(svc, others[0])],
+                                  "acts_pair", "Capture activations of both runs")
     if pair is None:
         return
+    st.plotly_chart(shared_view(("rep.neurons", probe), lambda: _neuron_matching_figure(pair)), key="nm_fig")
+
+
+def _neuron_matching_figure(pair):
     shared = [layer for layer in pair[0] if layer in pair[1] and pair[0][layer].shape == pair[1][layer].shape]
     matchings = {layer: neuron_matching(pair[0][layer], pair[1][layer]) for layer in shared[:-1] or shared}
-    st.plotly_chart(rfig.neuron_matching_figure(matchings), key="nm_fig")
+    return rfig.neuron_matching_figure(matchings)

@@ -68,7 +68,7 @@ def _catalog_news(svc: Services) -> bool:
 def job_queue(svc: Services) -> None:
     """Running and queued jobs with progress, and recent failures; refreshes itself every 2 s."""
     st.subheader("Jobs")
-    jobs = svc.store.list_jobs()
+    jobs = svc.store.job_overview(recent=3)
     if _catalog_news(svc):
         st.rerun(scope="app")
     if jobs.empty:
@@ -79,7 +79,8 @@ def job_queue(svc: Services) -> None:
     for job in active[active["status"] == "running"].sort_values("created_at").itertuples():
         label = f"{_ICON[job.status]} {job.kind} · {html.escape(str(job.owner))}"
         st.progress(float(job.progress or 0.0), text=f"{label} — {html.escape(str(job.message or ''))[:80]}")
-    _queued(active[active["status"] == "queued"], svc.store.queue_positions(), current_user())
+    queued = active[active["status"] == "queued"]
+    _queued(queued, svc.store.queue_positions() if not queued.empty else {}, current_user())
     for job in recent.itertuples():
         text = f"{_ICON.get(job.status, '')} {job.kind} {job.status}"
         if job.status == "failed":

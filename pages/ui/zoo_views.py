@@ -14,6 +14,7 @@ from engine.auth import PermissionDenied
 
 from .services import Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
+from .view_cache import catalog_key, frame_key, shared_view
 
 __all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
 
@@ -107,16 +108,12 @@ def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> No
                                 format_func=lambda c: c.removeprefix("hp_"),
                                 default=hp[0] if hp and len(focus) > MAX_RUN_LINES else None)
     log_x = c3.toggle("log step axis", value=True, key="curve_logx")
-    metrics = cached_metrics(svc, tuple(focus["run_id"]), svc.generation)
-    fig = _curves_figure(metrics, focus, name, None if color_by == "(each run)" else color_by, log_x)
+    group = None if color_by == "(each run)" else color_by
+    fig = shared_view(("zoo.curves", catalog_key(svc.dispatcher), frame_key(focus), name, group, log_x),
+                      lambda: zfig.training_curves(cached_metrics(svc, tuple(focus["run_id"]), svc.generation),
+                                                   focus, name=name, color_by=group, log_x=log_x))
     show_figure(fig, key="curves_chart", title=f"Training curves ({name})",
                 params={"metric": name, "group_by": color_by, "log_x": log_x}, run_ids=focus["run_id"].tolist())
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _curves_figure(metrics: pd.DataFrame, focus: pd.DataFrame, name: str, color_by: str | None,
-                   log_x: bool):
-    return zfig.training_curves(metrics, focus, name=name, color_by=color_by, log_x=log_x)
 
 
 def phase_section(runs: pd.DataFrame) -> list[str]:
@@ -132,12 +129,15 @@ def phase_section(runs: pd.DataFrame) -> list[str]:
     x = synced_selectbox("x axis", hp, key="phase_x", container=c1, format_func=fmt)
     y = synced_selectbox("y axis", [h for h in hp if h != x], key="phase_y", container=c2, format_func=fmt)
     metric = synced_selectbox("Metric", metrics, key="phase_metric", container=c3, format_func=fmt)
-    event = show_figure(zfig.phase_diagram(runs, x, y, metric), key="phase_chart",
+    content = frame_key(runs)
+    fig = shared_view(("zoo.phases", content, x, y, metric), lambda: zfig.phase_diagram(runs, x, y, metric))
+    event = show_figure(fig, key="phase_chart",
                         title=f"Phase diagram: {fmt(metric)} over {fmt(x)} × {fmt(y)}",
                         params={"x": x, "y": y, "metric": metric}, run_ids=runs["run_id"].tolist(),
                         on_select="rerun", selection_mode="points")
     dims = [h for h in hp]
-    st.plotly_chart(zfig.parallel_coordinates(runs, dims, metric), key="parcoords_chart")
+    st.plotly_chart(shared_view(("zoo.parcoords", content, tuple(dims), metric),
+                                lambda: zfig.parallel_coordinates(runs, dims, metric)), key="parcoords_chart")
     points = event.selection.points if event and event.selection else []
     cells = zfig.phase_table(runs, x, y, metric)
     picked = []

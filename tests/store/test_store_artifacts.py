@@ -115,3 +115,40 @@ def test_putting_equal_tensors_over_a_corrupt_file_of_the_same_size_repairs_it(s
         assert st.put_tensors({k: v.clone() for k, v in tensors.items()}) == sha
     assert all(torch.equal(st.get_tensors(sha)[k], v) for k, v in tensors.items())
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # repaired in place, no temp files left
+
+
+def test_an_artifact_is_hashed_once_per_process_until_the_file_changes(st, monkeypatch):
+    import hashlib
+
+    from store import artifacts
+
+    artifacts.clear_caches()
+    monkeypatch.setattr(artifacts, "_RACY_NS", 0)  # the file was written just now: trust it at once here
+    sha = st.put_tensors(_tensors())
+    hashed = []
+    real = hashlib.sha256
+    monkeypatch.setattr(artifacts.hashlib, "sha256", lambda data=b"": hashed.append(len(data)) or real(data))
+    for _ in range(3):
+        assert torch.equal(st.get_tensors(sha)["fc.weight"], _tensors()["fc.weight"])
+    assert len(hashed) == 1
+    artifacts.clear_caches()
+    st.get_tensors(sha)
+    assert len(hashed) == 2
+
+
+def test_an_artifact_changed_in_place_is_still_caught(st):
+    """Same size, same inode, mtime set back: a file verified this recently is hashed again
+    (its ctime may not have moved within the filesystem's timestamp granularity); an older one
+    is hashed again because its ctime moved."""
+    sha = st.put_tensors(_tensors())
+    path = st.artifact_path(sha)
+    st.get_tensors(sha)  # verified once
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    with open(path, "r+b") as fh:  # in place: same inode, same size
+        fh.write(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(store.CorruptArtifactError, match=rf"artifact {sha} is corrupt"):
+        st.get_tensors(sha)

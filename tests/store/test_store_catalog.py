@@ -224,3 +224,18 @@ def test_one_store_serves_many_threads(st):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(40)))
     assert len(st.metrics(run)) == 40
+
+
+def test_job_overview_is_the_active_jobs_and_the_newest_others_without_specs(st):
+    ids = [st.submit_job("probe", {"key": f"k{i}", "big": "x" * 1000}, owner="ann") for i in range(6)]
+    st.update_job(ids[0], status="running")  # the oldest job still runs
+    for job_id in ids[1:5]:
+        st.update_job(job_id, status="done")
+    overview = st.job_overview(recent=3)
+    everything = st.list_jobs()
+    want = everything[everything["status"].isin(["running", "queued"])
+                      | everything["job_id"].isin(everything[~everything["status"].isin(["running", "queued"])]
+                                                  .head(3)["job_id"])]
+    assert list(overview["job_id"]) == list(want["job_id"]) == [ids[5], ids[4], ids[3], ids[2], ids[0]]
+    assert "spec_json" not in overview.columns
+    assert list(overview["status"]) == ["queued", "done", "done", "done", "running"]
