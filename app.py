@@ -16,7 +16,8 @@ PAGES = [
     st.Page("pages/reports.py", title="Reports", icon=":material/description:", url_path="reports"),
 ]
 
+from pages.ui.services import get_services  # noqa: E402
 from pages.ui.signin import sign_in_gate  # noqa: E402
 
-sign_in_gate()  # with sign-in on, nothing but the sign-in form until someone signs in
+sign_in_gate(get_services().access)  # with sign-in on, nothing but the sign-in form until someone signs in
 st.navigation(PAGES).run()

@@ -71,7 +71,9 @@ def measure(repeats: int) -> list[tuple[str, float]]:
             rows.append((f"{view}, cold cache", statistics.median(cold)))
             rows.append((f"{view}, warm cache", statistics.median(warm)))
     finally:
-        st.cache_resource.clear()  # stops the dispatcher and closes the store
+        from pages.ui.services import close_services
+
+        close_services()  # stops the dispatcher and closes the store
         tmp.cleanup()
     return rows
 

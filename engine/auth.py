@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Mapping
 
 from engine.config import ConfigError
+from engine.signin_backoff import SignInBackoff, SignInLocked
 
 __all__ = [
     "ACTIONS",
@@ -47,6 +49,7 @@ __all__ = [
     "SYSTEM_USER",
     "AccessPolicy",
     "PermissionDenied",
+    "SignInLocked",
     "User",
     "access_policy",
     "cli_policy",
@@ -54,6 +57,7 @@ __all__ = [
     "hash_password",
     "is_loopback",
     "load_users",
+    "loggable",
     "oidc_configured",
     "resolve_auth_mode",
     "save_users",
@@ -73,6 +77,8 @@ ACTIONS: dict[str, str] = {  # action -> the least role that may do it
     "delete_zoo": "admin",
     "manage_users": "admin",
 }
+
+log = logging.getLogger(__name__)
 
 SYSTEM_USER = "zooscope"  # the server itself (e.g. the UMAP warm-up job); never a sign-in name
 
@@ -319,6 +325,7 @@ class AccessPolicy:
         self.local_user = local_user or os.environ.get("USER") or "local"
         self._users: dict[str, User] = {}
         self._stamp: tuple | None = None
+        self.backoff = SignInBackoff()  # failed sign-ins: state of this process, kept as long as the policy
 
     @property
     def enabled(self) -> bool:
@@ -371,15 +378,45 @@ class AccessPolicy:
         raise PermissionDenied(f"user {who} may not {_VERB[action]}: that needs the role {need!r} or higher, "
                                f"and {who} {has}; an admin can change roles with `zooscope users set-role`")
 
-    def authenticate(self, name: str, password: str) -> str | None:
-        """The user name when ``password`` is right, else None (unknown names take as long)."""
+    def authenticate(self, name: str, password: str, *, address: str | None = None) -> str | None:
+        """The user name when ``password`` is right, else None (unknown names take as long).
+
+        Failures lock the account and, after a few, the client ``address`` for a time that doubles
+        (see ``engine.signin_backoff``); each failure is logged with the name printed safely.
+
+        Raises
+        ------
+        SignInLocked
+            The account or the address is locked by earlier failures: the password was not checked.
+        """
         if self.mode != "password":
             raise ValueError(f"password sign-in is not enabled (auth mode {self.mode!r})")
+        try:
+            self.backoff.check(name, address)
+        except SignInLocked as exc:
+            log.warning("sign-in refused for account %s from %s: locked for %.0f s more after failed attempts",
+                        loggable(name), loggable(address or "an unknown address"), exc.retry_after_s)
+            raise
         found = self.users().get(name)
         if found is None or found.password is None:
             burn_verify(password)
-            return None
-        return found.name if verify_password(password, found.password) else None
+            ok = False
+        else:
+            ok = verify_password(password, found.password)
+        if ok:
+            self.backoff.succeeded(name, address)
+            return found.name
+        failures, locked_s = self.backoff.failed(name, address)
+        log.warning("sign-in failed for account %s from %s (%d failed in a row; locked for %.0f s)",
+                    loggable(name), loggable(address or "an unknown address"), failures, locked_s)
+        return None
+
+
+def loggable(text: object, limit: int = 64) -> str:
+    """``text`` for a log line: quoted, control and non-ASCII characters escaped, cut to ``limit`` characters."""
+    text = str(text)
+    cut = f"...({len(text)} characters)" if len(text) > limit else ""
+    return ascii(text[:limit]) + cut
 
 
 def access_policy(settings, mode: str, store_path: str | os.PathLike[str] | None = None) -> AccessPolicy:

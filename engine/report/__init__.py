@@ -9,7 +9,7 @@ its argument.
 
 from .build import build_report, export_images, load_report, save_report, write_html
 from .cli import add_report_arguments, report_command
-from .drafts import DRAFT_PREFIX, PIN_PREFIX, DraftBook, is_stored_report, list_stored_reports
+from .drafts import DRAFT_PREFIX, PIN_PREFIX, DraftBook, DraftNotYours, is_stored_report, list_stored_reports
 from .html import markdown_to_html, render_html
 from .model import REPORT_FORMAT, Report, ReportDraft, ReportItem, figure_item, table_item, utc_stamp
 from .provenance import collect_provenance, environment
@@ -19,6 +19,7 @@ __all__ = [
     "PIN_PREFIX",
     "REPORT_FORMAT",
     "DraftBook",
+    "DraftNotYours",
     "Report",
     "ReportDraft",
     "ReportItem",

@@ -9,6 +9,10 @@ The table has one kind of row, so drafts live there under reserved id prefixes:
   other's rows; the newest row is the draft.
 
 Finished reports have plain ids and are what :func:`list_stored_reports` lists.
+
+A draft belongs to its author: the author of its first saved state (or, for a new draft
+named after an account, that account). Anyone may read and copy it; only its owner may
+save it, which :meth:`DraftBook.save` and :meth:`DraftBook.pin` check before they write.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ from __future__ import annotations
 import time
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
+
+from engine.auth import PermissionDenied
 
 from .model import ReportDraft, ReportItem, utc_stamp
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DRAFT_PREFIX", "PIN_PREFIX", "DraftBook", "is_stored_report", "list_stored_reports"]
+__all__ = ["DRAFT_PREFIX", "PIN_PREFIX", "DraftBook", "DraftNotYours", "is_stored_report", "list_stored_reports"]
 
 DRAFT_PREFIX = "draft:"
 PIN_PREFIX = "pin:"
@@ -41,6 +47,15 @@ def list_stored_reports(store: Any) -> "pd.DataFrame":
     return reports[reports["report_id"].map(is_stored_report)].reset_index(drop=True)
 
 
+class DraftNotYours(PermissionDenied):
+    """Someone tried to change a report draft that belongs to someone else."""
+
+
+def _shown(name: object) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class DraftBook:
     """The drafts of one store: list, load, save and pin.
 
@@ -50,10 +65,18 @@ class DraftBook:
     ----------
     store : store.Store
         An open store; saving needs it opened as owner.
+    owners : bool
+        Whether a draft belongs to its author (default). The dashboard turns it off when
+        sign-in is off: everyone is then the same local user.
+    reserved : callable, optional
+        ``reserved(name)`` is True when ``name`` is an account's name: a new draft with that
+        name belongs to that account, so nobody else can take a user's default draft.
     """
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, *, owners: bool = True, reserved: Callable[[str], bool] | None = None):
         self.store = store
+        self.owners = owners
+        self.reserved = reserved
         self._pins: dict[str, ReportItem] = {}
 
     def list(self) -> "pd.DataFrame":
@@ -80,8 +103,44 @@ class DraftBook:
             items.append(pin.model_copy(update={"title": ref.get("title", pin.title), "note": ref.get("note", "")}))
         return ReportDraft(name=state["name"], title=state.get("title", ""), notes=state.get("notes", ""), items=items)
 
+    def owner(self, name: str) -> str | None:
+        """Who draft ``name`` belongs to: the author of its first saved state (or, for a draft not saved
+        yet, the account it is named after when ``reserved`` says so); None when nobody owns it."""
+        name = name.strip()
+        rows = self.store.list_reports()
+        rows = rows[rows["report_id"].str.startswith(DRAFT_PREFIX) & (rows["title"] == name) & rows["author"].notna()]
+        if not rows.empty:
+            return str(rows.sort_values("report_id")["author"].iloc[0])
+        if self.reserved is not None and self.reserved(name):
+            return name
+        return None
+
+    def may_write(self, name: str, author: str | None) -> bool:
+        """Whether ``author`` may change draft ``name`` (its owner, or anyone when it has none)."""
+        if not self.owners:
+            return True
+        owner = self.owner(name)
+        return owner is None or owner == author
+
+    def check_writable(self, name: str, author: str | None) -> None:
+        """Raise :class:`DraftNotYours` unless ``author`` may change draft ``name``."""
+        if self.may_write(name, author):
+            return
+        who = _shown(author) if author else "an anonymous user"
+        raise DraftNotYours(
+            f"the report draft {_shown(name.strip())} belongs to {_shown(self.owner(name))}; {who} may read and copy "
+            f"it but not change it. Copy it into a draft of your own (Reports page: 'Copy to my draft'), or pick "
+            f"another draft name")
+
     def save(self, draft: ReportDraft, *, author: str | None = None) -> None:
-        """Record ``draft`` as the newest state of its name (pinned payloads are written once)."""
+        """Record ``draft`` as the newest state of its name (pinned payloads are written once).
+
+        Raises
+        ------
+        DraftNotYours
+            The draft belongs to someone other than ``author``; nothing is written.
+        """
+        self.check_writable(draft.name, author)
         for item in draft.items:
             self._put_pin(item, author)
         body = {"draft_format": _DRAFT_FORMAT, "name": draft.name, "title": draft.title, "notes": draft.notes,
@@ -94,8 +153,10 @@ class DraftBook:
         """Append ``item`` to the newest state of draft ``name`` and save it.
 
         Returns the draft and whether the item was added (False when the same
-        figure with the same parameters and ids is already in the draft).
+        figure with the same parameters and ids is already in the draft). Raises
+        :class:`DraftNotYours` as :meth:`save` does, also when the item is there already.
         """
+        self.check_writable(name, author)
         draft = self.load(name)
         if any(existing.item_id == item.item_id for existing in draft.items):
             return draft, False

@@ -3,6 +3,9 @@
 The draft lives in the store (so it survives a reload and ``zooscope report --from-draft``
 can export it) and its latest copy in ``st.session_state["report_draft"]``. Its name is
 ``st.session_state["report_draft_name"]`` (``?draft=`` in the URL), the user name by default.
+
+With sign-in on, a draft belongs to its author: anyone may open and copy it, only its owner may
+change it. ``DraftBook`` checks that where the draft is written; the pages only say so.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from urllib.parse import urlparse
 
 import streamlit as st
 
-from engine.report import DraftBook, ReportDraft, ReportItem, figure_item, table_item
+from engine.auth import AccessPolicy
+from engine.report import DraftBook, DraftNotYours, ReportDraft, ReportItem, figure_item, table_item
 
 from .services import Services, current_user, get_services
 
@@ -34,12 +38,26 @@ def set_draft_name(name: str) -> None:
     st.query_params["draft"] = st.session_state[DRAFT_KEY]
 
 
+def _is_account(access: AccessPolicy, name: str) -> bool:
+    """Whether ``name`` is an account's sign-in name (its default draft's name)."""
+    users = access.users()
+    if access.mode == "oidc":
+        return name.casefold() in {u.casefold() for u in users}
+    return name in users
+
+
 def draft_book(svc: Services) -> DraftBook:
-    """This session's view of the store's drafts (pinned payloads cached after the first read)."""
+    """This session's view of the store's drafts (pinned payloads cached after the first read).
+
+    With sign-in on, drafts belong to their authors and a new draft named after an account is that
+    account's; with it off everyone is the one local user.
+    """
     books = st.session_state.setdefault("_report_books", {})
     book = books.get(id(svc.store))
     if book is None or book.store is not svc.store:
-        book = books[id(svc.store)] = DraftBook(svc.store)
+        access = svc.access
+        book = books[id(svc.store)] = DraftBook(svc.store, owners=access.enabled,
+                                                reserved=lambda name: _is_account(access, name))
     return book
 
 
@@ -107,7 +125,11 @@ def _pin_button(make: Callable[[str], ReportItem], *, key: str, what: str, conta
         return False
     svc = get_services()
     who = current_user()
-    draft, added = draft_book(svc).pin(name, make(who), author=who)
+    try:
+        draft, added = draft_book(svc).pin(name, make(who), author=who)
+    except DraftNotYours as exc:
+        st.toast(f"Not added: {exc}.", icon=":material/lock:")
+        return False
     st.session_state[_COPY_KEY] = draft
     if added:
         st.toast(f"Added to the report draft '{name}' ({len(draft.items)} item{'s' * (len(draft.items) != 1)}); "

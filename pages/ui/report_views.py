@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import string
 from typing import Callable
 
 import pandas as pd
@@ -10,8 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.figures.export import StaticExportError, chromium_path, to_image
-from engine.report import (Report, ReportDraft, ReportItem, build_report, list_stored_reports, load_report,
-                           render_html, save_report)
+from engine.report import (DraftNotYours, Report, ReportDraft, ReportItem, build_report, list_stored_reports,
+                           load_report, render_html, save_report)
 
 from .report_draft import draft_book, draft_name, load_draft, set_draft_name
 from .services import Services, current_user
@@ -21,11 +22,17 @@ __all__ = ["draft_editor", "export_panel", "stored_reports"]
 
 # -- editing: every change is saved as the draft's newest state -------------------------------------------
 
+_REFUSED = "report_draft_refused"  # why the last change was not saved (shown above the editor)
+
+
 def _edit(svc: Services, change: Callable[[ReportDraft], None]) -> None:
     book = draft_book(svc)
     draft = book.load(draft_name())
     change(draft)
-    book.save(draft, author=current_user())
+    try:
+        book.save(draft, author=current_user())
+    except DraftNotYours as exc:  # the widgets are disabled; this is a change sent anyway
+        st.session_state[_REFUSED] = f"Not saved: {exc}."
 
 
 def _set_text(svc: Services, field: str, widget: str) -> None:
@@ -69,14 +76,53 @@ def _pick_draft(svc: Services) -> str:
     return draft_name()
 
 
+def _copy_name(svc: Services, name: str, me: str) -> str:
+    """A name for ``me``'s copy of draft ``name`` that no draft has yet."""
+    taken = set(draft_book(svc).list()["name"])
+    base = f"{name} (copy by {me})"
+    return next(n for n in (base, *(f"{base} {k}" for k in range(2, 10_000))) if n not in taken)
+
+
+def _copy(svc: Services) -> None:
+    """Save this draft's contents as a new draft of the current user's, and switch to it."""
+    me, book = current_user(), draft_book(svc)
+    source = book.load(draft_name())
+    target = _copy_name(svc, source.name, me)
+    book.save(source.model_copy(update={"name": target}), author=me)
+    set_draft_name(target)
+    st.session_state["report_draft_pick"] = target
+
+
+def _not_yours(svc: Services, name: str) -> bool:
+    """Say so, with a copy button, when this draft belongs to someone else; True then."""
+    book = draft_book(svc)
+    if book.may_write(name, current_user()):
+        return False
+    st.info(f"This draft belongs to **{_md(book.owner(name))}**: you can read and copy it, not change it.",
+            icon=":material/lock:")
+    st.button("Copy to my draft", key="report_copy", icon=":material/content_copy:", on_click=_copy, args=(svc,),
+              help="Save a copy of this draft, title, notes and items, as a new draft of yours and switch to it")
+    return True
+
+
+def _md(text: object) -> str:
+    """``text`` shown literally inside Markdown (every ASCII punctuation character backslash-escaped)."""
+    return "".join("\\" + c if c in string.punctuation else c for c in str(text))
+
+
 def draft_editor(svc: Services) -> ReportDraft:
-    """The draft's name, title, notes and items, each editable; returns the draft."""
+    """The draft's name, title, notes and items, each editable by its owner; returns the draft."""
     name = _pick_draft(svc)
     draft = load_draft(svc)
+    refused = st.session_state.pop(_REFUSED, None)
+    if refused:
+        st.error(refused, icon=":material/lock:")
+    locked = _not_yours(svc, name)
     _bind("report_title", draft.title, name)
     _bind("report_notes", draft.notes, name)
-    st.text_input("Title", key="report_title", on_change=_set_text, args=(svc, "title", "report_title"))
-    st.text_area("Notes (Markdown)", key="report_notes", height=120, on_change=_set_text,
+    st.text_input("Title", key="report_title", on_change=_set_text, args=(svc, "title", "report_title"),
+                  disabled=locked)
+    st.text_area("Notes (Markdown)", key="report_notes", height=120, on_change=_set_text, disabled=locked,
                  args=(svc, "notes", "report_notes"), help="Shown under the title; raw HTML is shown as text.")
     if draft.notes.strip():
         with st.container(border=True, key="report_notes_preview"):
@@ -88,23 +134,23 @@ def draft_editor(svc: Services) -> ReportDraft:
         return draft
     st.caption(f"{len(draft.items)} pinned item{'s' * (len(draft.items) != 1)} · changes are saved as you make them")
     for n, item in enumerate(draft.items):
-        _item_card(svc, draft, n, item)
+        _item_card(svc, draft, n, item, locked)
     return draft
 
 
-def _item_card(svc: Services, draft: ReportDraft, n: int, item: ReportItem) -> None:
+def _item_card(svc: Services, draft: ReportDraft, n: int, item: ReportItem, locked: bool) -> None:
     iid = item.item_id
     with st.container(border=True, key=f"ri_{iid}"):
         cols = st.columns([12, 1, 1, 1], vertical_alignment="bottom")
         _bind(f"ri_title_{iid}", item.title, f"{draft.name}/{iid}")
         cols[0].text_input(f"Item {n + 1}", key=f"ri_title_{iid}", on_change=_set_item_text,
-                           args=(svc, iid, "title", f"ri_title_{iid}"))
-        cols[1].button("", key=f"ri_up_{iid}", icon=":material/arrow_upward:", help="Move up", disabled=n == 0,
-                       on_click=_move, args=(svc, iid, -1))
+                           args=(svc, iid, "title", f"ri_title_{iid}"), disabled=locked)
+        cols[1].button("", key=f"ri_up_{iid}", icon=":material/arrow_upward:", help="Move up",
+                       disabled=locked or n == 0, on_click=_move, args=(svc, iid, -1))
         cols[2].button("", key=f"ri_down_{iid}", icon=":material/arrow_downward:", help="Move down",
-                       disabled=n == len(draft.items) - 1, on_click=_move, args=(svc, iid, 1))
+                       disabled=locked or n == len(draft.items) - 1, on_click=_move, args=(svc, iid, 1))
         cols[3].button("", key=f"ri_del_{iid}", icon=":material/delete:", help="Remove from the draft",
-                       on_click=_remove, args=(svc, iid))
+                       disabled=locked, on_click=_remove, args=(svc, iid))
         if item.figure is not None:
             st.plotly_chart(go.Figure(item.figure), key=f"ri_fig_{iid}")
         else:
@@ -112,7 +158,7 @@ def _item_card(svc: Services, draft: ReportDraft, n: int, item: ReportItem) -> N
                          key=f"ri_table_{iid}")
         _bind(f"ri_note_{iid}", item.note, f"{draft.name}/{iid}")
         st.text_area("Note (Markdown)", key=f"ri_note_{iid}", height=68, on_change=_set_item_text,
-                     args=(svc, iid, "note", f"ri_note_{iid}"))
+                     args=(svc, iid, "note", f"ri_note_{iid}"), disabled=locked)
         st.caption(_sources(item))
         if item.figure is not None:
             _image_buttons(item)
@@ -185,8 +231,11 @@ def _reopen(svc: Services, report: Report) -> None:
     for key in [k for k in st.session_state if str(k).endswith("__owner")]:
         del st.session_state[key]  # the title, notes and item widgets start again from the stored values
     book = draft_book(svc)
-    book.save(ReportDraft(name=draft_name(), title=report.title, notes=report.notes, items=report.items),
-              author=current_user())
+    try:
+        book.save(ReportDraft(name=draft_name(), title=report.title, notes=report.notes, items=report.items),
+                  author=current_user())
+    except DraftNotYours as exc:
+        st.session_state[_REFUSED] = f"Not reopened: {exc}."
 
 
 def stored_reports(svc: Services) -> None:

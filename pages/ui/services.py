@@ -1,8 +1,13 @@
-"""The store and its dispatcher, opened once per server process, and cached catalog reads."""
+"""The store, its dispatcher and workers, held for the life of the server process; cached catalog reads.
+
+The owner services are a process resident (``engine.jobs.resident``), not an ``st.cache_resource``:
+Streamlit's clear-cache message, which any client can send, clears page data only and never
+stops a job or releases the store. Who uses a session is ``session.py``; the pages' helpers
+``current_user``, ``current_role`` and ``may`` are here because they need the services.
+"""
 
 from __future__ import annotations
 
-import atexit
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +17,13 @@ import streamlit as st
 
 import store
 from engine.auth import AccessPolicy, access_policy, oidc_configured, resolve_auth_mode
-from engine.jobs import Dispatcher
+from engine.jobs import Dispatcher, resident
 
-__all__ = ["Services", "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos",
-           "current_role", "current_user", "may"]
+from .session import SESSION_USER, session_user
+from .signin import sign_in_gate
 
-SESSION_USER = "zooscope_user"  # st.session_state key of the signed-in user (password sign-in)
+__all__ = ["SESSION_USER", "Services", "close_services", "get_services", "cached_jobs", "cached_metrics",
+           "cached_runs", "cached_zoos", "current_role", "current_user", "may", "session_user"]
 
 
 @dataclass
@@ -33,15 +39,14 @@ class Services:
 
 
 def _release(svc: Services) -> None:
-    # Called when the resource cache is cleared (the app menu's "Clear cache", or tests): the
-    # next run opens the store again, which needs this process's owner lock to be free.
+    # Called once, when the server process stops (or a test closes the services): stop the
+    # workers and close the store, so no worker is orphaned and the owner lock is free.
     if svc.store.closed:
         return
     svc.dispatcher.stop(kill_workers=True)
     svc.store.close()
 
 
-@st.cache_resource(show_spinner=False, on_release=_release)
 def _open(path: str) -> Services:
     from engine.auth import SYSTEM_USER
     from engine.settings import load_settings
@@ -53,9 +58,7 @@ def _open(path: str) -> Services:
     if os.environ.get("ZOOSCOPE_WARM_UMAP") == "1":  # set by `zooscope serve`: compile UMAP before anyone waits
         disp.submit("warm_umap", {}, owner=SYSTEM_USER)
     disp.start_background(interval_s=0.5)
-    svc = Services(st_, disp, access)
-    atexit.register(_release, svc)  # the server stops: stop its workers and close the store, not orphan them
-    return svc
+    return Services(st_, disp, access)
 
 
 def _auth_mode(settings) -> str:
@@ -76,8 +79,9 @@ def store_path() -> Path:
 def get_services() -> Services:
     """The owner services, or a plain explanation (and stop) when another process owns the store."""
     path = store_path()
+    key = str(path.resolve())
     try:
-        return _open(str(path.resolve()))
+        return resident.hold(f"owner-services:{key}", lambda: _open(key), _release)
     except store.StoreBusyError as exc:
         st.error(f"**This dashboard cannot open its store.** {exc}")
         st.markdown(
@@ -92,6 +96,11 @@ def get_services() -> Services:
         st.error(f"**The server settings cannot be used.** {exc}")
         st.stop()
     raise AssertionError("unreachable")
+
+
+def close_services() -> None:
+    """Stop the dispatchers and workers and close the stores this process holds (server shutdown, tests)."""
+    resident.close_all()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -125,22 +134,9 @@ def current_user() -> str:
     svc = get_services()
     user = session_user(svc.access)
     if user is None:
-        from .signin import sign_in_gate
-
-        sign_in_gate()
+        sign_in_gate(svc.access)
         st.stop()
     return user
-
-
-def session_user(access: AccessPolicy) -> str | None:
-    """The user of this browser session, or None when sign-in is on and nobody (allowed) is signed in."""
-    if not access.enabled:
-        return access.local_user
-    if access.mode == "oidc":
-        user = st.user.get("email") if st.user.is_logged_in else None
-    else:
-        user = st.session_state.get(SESSION_USER)
-    return user if user and access.role_of(user) is not None else None
 
 
 def current_role() -> str:

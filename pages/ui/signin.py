@@ -4,34 +4,46 @@ Built-in accounts sign in with a password (``zooscope users add``); with an iden
 provider configured (``[auth]`` in ``.streamlit/secrets.toml``) Streamlit's ``st.login``
 does the OIDC flow and ``st.user`` carries the e-mail address. Roles come from
 ``engine.auth.AccessPolicy``; the job layer enforces them whatever the page shows.
+Failed passwords lock the account and the client address for a time that doubles
+(``AccessPolicy.authenticate``, state kept in the server process).
+
+This module takes the access policy as an argument and imports ``session`` only, so
+``services`` (which shows the gate from ``current_user``) can import it without a cycle.
 """
 
 from __future__ import annotations
 
 import html
+import math
+from typing import Protocol
 
 import streamlit as st
 
-from .services import SESSION_USER, Services, get_services, session_user
+from engine.auth import AccessPolicy, SignInLocked
+
+from .session import client_address, forget_sign_in, remember_sign_in, session_user
 
 __all__ = ["account_box", "sign_in_gate"]
 
 
-def sign_in_gate() -> None:
+class _HasAccess(Protocol):
+    access: AccessPolicy
+
+
+def sign_in_gate(access: AccessPolicy) -> None:
     """Return when sign-in is off or someone allowed is signed in; else show only the sign-in form and stop."""
-    svc = get_services()
-    if session_user(svc.access) is not None:
+    if session_user(access) is not None:
         return
     st.title("Sign in to Zooscope")
-    if svc.access.mode == "oidc":
+    if access.mode == "oidc":
         _oidc_sign_in()
     else:
-        _password_sign_in(svc)
+        _password_sign_in(access)
     st.stop()
 
 
-def _password_sign_in(svc: Services) -> None:
-    st.session_state.pop(SESSION_USER, None)  # a removed account's session ends here too
+def _password_sign_in(access: AccessPolicy) -> None:
+    forget_sign_in()  # a removed account's session ends here too
     with st.form("sign_in"):
         name = st.text_input("User name", key="signin_name", autocomplete="username")
         password = st.text_input("Password", type="password", key="signin_password",
@@ -39,12 +51,18 @@ def _password_sign_in(svc: Services) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if not submitted:
         return
-    user = svc.access.authenticate(name.strip(), password) if name.strip() and password else None
+    try:
+        user = access.authenticate(name.strip(), password, address=client_address()) \
+            if name.strip() and password else None
+    except SignInLocked as exc:  # unknown names are locked too: this never tells whether the name exists
+        wait = max(1, math.ceil(exc.retry_after_s))
+        st.error(f"Too many failed sign-in attempts: try again in {wait} s.", icon=":material/timer:")
+        return
     if user is None:
         # One message whatever was wrong: it never tells whether the name exists.
         st.error("Wrong user name or password.", icon=":material/lock:")
         return
-    st.session_state[SESSION_USER] = user
+    remember_sign_in(user)
     st.rerun()
 
 
@@ -58,7 +76,7 @@ def _oidc_sign_in() -> None:
     st.button("Sign in", key="sign_in_oidc", type="primary", on_click=st.login)
 
 
-def account_box(svc: Services) -> None:
+def account_box(svc: _HasAccess) -> None:
     """Who is signed in, with which role, and a sign-out button (nothing when sign-in is off)."""
     if not svc.access.enabled:
         return
@@ -72,6 +90,6 @@ def account_box(svc: Services) -> None:
 
 
 def _sign_out(mode: str) -> None:
-    st.session_state.pop(SESSION_USER, None)
+    forget_sign_in()
     if mode == "oidc":
         st.logout()

@@ -97,8 +97,14 @@ def fake200_store(fake200_template, tmp_path) -> Path:
 # -- AppTest -----------------------------------------------------------------------------------------
 
 def release_services() -> None:
-    """Close the owner services the app cached in this process (stops the dispatcher, frees the lock)."""
-    st.cache_resource.clear()  # its on_release stops the dispatcher and closes the store
+    """Close the owner services the app holds in this process (stops the dispatcher, frees the lock).
+
+    They live for the process, outside Streamlit's caches (``engine.jobs.resident``), so clearing the
+    caches leaves them open; closing them is what a server does when it stops."""
+    from pages.ui.services import close_services
+
+    close_services()
+    st.cache_resource.clear()
     st.cache_data.clear()  # cached reads are keyed by the catalog generation, not by store
 
 
@@ -127,7 +133,7 @@ def app(monkeypatch):
 
 
 def current_services():
-    """The owner services the app opened in this process (the cached instance)."""
+    """The owner services the app opened in this process (the instance it holds)."""
     from pages.ui.services import get_services
 
     return get_services()

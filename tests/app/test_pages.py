@@ -267,15 +267,20 @@ def test_the_zoo_is_kept_when_switching_pages(app, two_zoo_store):
 
 # -- the cached store ------------------------------------------------------------------------------------
 
-def test_clearing_the_cache_reopens_the_store(app, trained_store):
-    """The app menu's "Clear cache" releases the owner services; the next run must own the store again."""
+def test_clearing_the_cache_leaves_the_owner_services_open(app, trained_store):
+    """The app menu's "Clear cache" (which any client may send) clears page data only: the store, its
+    dispatcher and workers live for the server process (tests/app/test_lifetime.py has the real server)."""
     at = app(trained_store)
+    svc = current_services()
     st.cache_resource.clear()
     st.cache_data.clear()
     at.run()
     assert not at.exception, at.exception
     assert not [e.value for e in at.error], [e.value for e in at.error]
     assert at.title[0].value == "Zoo · tiny"
+    assert current_services() is svc and not svc.store.closed and svc.store.is_owner
+    release_services()
+    assert svc.store.closed  # what a stopping server does
 
 
 def test_a_store_owned_elsewhere_is_explained(app, trained_store):

@@ -50,6 +50,12 @@ class Session:
     async def __aexit__(self, *exc) -> None:
         await self._ws.close()
 
+    async def clear_cache(self) -> None:
+        """Send what the app menu's "Clear cache" sends; any client may, signed in or not."""
+        msg = BackMsg()
+        msg.clear_cache = True
+        await self._ws.send(msg.SerializeToString())
+
     async def run(self, page: str = "", query: str = "") -> Run:
         """Run the app for ``page`` (its url path; "" is the default page) and collect what it sends."""
         msg = BackMsg()

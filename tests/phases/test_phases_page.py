@@ -20,6 +20,9 @@ PAGE = Path(__file__).resolve().parents[2] / "pages" / "phases.py"
 @pytest.fixture
 def page(monkeypatch):
     monkeypatch.syspath_prepend(str(PAGE.parents[1]))
+    from pages.ui.services import close_services
+
+    close_services()
     st.cache_resource.clear()
     st.cache_data.clear()
 
@@ -31,6 +34,7 @@ def page(monkeypatch):
         return at.run()
 
     yield make
+    close_services()  # the owner services live for the process: close them as a stopping server does
     st.cache_resource.clear()
     st.cache_data.clear()
 

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 import store
-from engine.report import (DRAFT_PREFIX, PIN_PREFIX, DraftBook, ReportDraft, build_report, figure_item,
-                           list_stored_reports, save_report)
+from engine.report import (DRAFT_PREFIX, PIN_PREFIX, DraftBook, DraftNotYours, ReportDraft, build_report,
+                           figure_item, list_stored_reports, save_report)
 from report_helpers import XSS, zoo_figures
 
 
@@ -23,11 +23,11 @@ def test_pinning_appends_once_per_figure_and_settings(small_store):
     a, b, _ = _pins(st, ids)
     assert book.pin("d", a, author="ann") == (book.load("d"), True)
     draft, added = book.pin("d", figure_item(a.figure, title="same figure, new title", params={"k": 0},
-                                             checkpoint_ids=a.checkpoint_ids))
+                                             checkpoint_ids=a.checkpoint_ids), author="ann")
     assert not added and [i.item_id for i in draft.items] == [a.item_id]
-    draft, added = book.pin("d", figure_item(a.figure, title="other settings", params={"k": 99}))
+    draft, added = book.pin("d", figure_item(a.figure, title="other settings", params={"k": 99}), author="ann")
     assert added and len(draft.items) == 2
-    assert book.pin("d", b)[1] and len(book.load("d").items) == 3
+    assert book.pin("d", b, author="ann")[1] and len(book.load("d").items) == 3
 
 
 def test_a_draft_survives_a_new_session_and_a_reopened_store(small_store, tmp_path):
@@ -54,8 +54,9 @@ def test_every_save_is_kept_and_the_newest_one_is_the_draft(small_store):
     book = DraftBook(st)
     pin = _pins(st, ids)[0]
     book.pin("x", pin, author="ann")
+    shared = DraftBook(st, owners=False)  # sign-in off: everyone may write every draft
     for title in ("one", "two", "three"):
-        book.save(book.load("x").model_copy(update={"title": title}), author="bob")
+        shared.save(book.load("x").model_copy(update={"title": title}), author="bob")
     book.pin("y", pin, author="cy")
     rows = st.list_reports()
     assert rows["report_id"].str.startswith(DRAFT_PREFIX).sum() == 5
@@ -65,6 +66,46 @@ def test_every_save_is_kept_and_the_newest_one_is_the_draft(small_store):
     assert sorted(listed["name"]) == ["x", "y"]
     assert listed.set_index("name").loc["x", "author"] == "bob"
     assert book.load("never saved") == ReportDraft(name="never saved")
+
+
+def test_someone_elses_draft_can_be_read_and_copied_but_not_written(small_store):
+    st, ids = small_store
+    book = DraftBook(st)
+    a, b, _ = _pins(st, ids)
+    book.pin("ada", a, author="ada")
+    book.save(book.load("ada").model_copy(update={"title": "Ada's title", "notes": "Ada's notes"}), author="ada")
+    rows_before = len(st.list_reports())
+    theirs = book.load("ada")  # anyone may read it
+    assert (theirs.title, theirs.notes, len(theirs.items)) == ("Ada's title", "Ada's notes", 1)
+    assert book.owner("ada") == "ada" and not book.may_write("ada", "val") and book.may_write("ada", "ada")
+    refused = "the report draft 'ada' belongs to 'ada'; 'val' may read and copy it but not change it"
+    with pytest.raises(DraftNotYours, match=refused):
+        book.save(theirs.model_copy(update={"title": "replaced", "notes": ""}), author="val")
+    with pytest.raises(DraftNotYours, match=refused):
+        book.pin("ada", b, author="val")
+    with pytest.raises(DraftNotYours, match="an anonymous user may read and copy it"):
+        book.save(theirs, author=None)
+    assert isinstance(DraftNotYours("x"), PermissionError)
+    assert len(st.list_reports()) == rows_before  # nothing was written
+    assert book.load("ada") == theirs
+    book.save(theirs.model_copy(update={"name": "val's copy"}), author="val")  # a copy is val's own
+    assert book.owner("val's copy") == "val" and book.load("val's copy").items == theirs.items
+    book.pin("ada", b, author="ada")  # the owner still writes
+    assert len(book.load("ada").items) == 2
+
+
+def test_a_new_draft_named_after_an_account_is_that_accounts(small_store):
+    st, ids = small_store
+    book = DraftBook(st, reserved=lambda name: name in {"ada", "val"})
+    pin = _pins(st, ids)[0]
+    assert book.owner("ada") == "ada" and book.owner("free") is None
+    with pytest.raises(DraftNotYours, match="the report draft 'ada' belongs to 'ada'; 'val' may read"):
+        book.pin("ada", pin, author="val")
+    assert book.list().empty
+    book.pin("free", pin, author="val")  # a name nobody has: the first author's
+    assert book.owner("free") == "val" and not book.may_write("free", "ada")
+    book.pin("ada", pin, author="ada")
+    assert book.owner("ada") == "ada"
 
 
 def test_stored_reports_are_listed_without_the_drafts_rows(small_store):
