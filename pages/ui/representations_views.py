@@ -6,12 +6,19 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.figures import representations as rfig
+from engine.figures import representations as repfig
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.representations import split_activations
-from engine.probes.geometry import layer_dimensions, neural_collapse_over_training, neuron_matching
-from engine.probes.projection import AlignedProjection, aligned_projection
-from engine.probes.similarity_grid import METRICS, similarity_grid, similarity_over_training
+from engine.probes.representations import (
+    AlignedProjection,
+    METRICS,
+    aligned_projection,
+    layer_dimensions,
+    neural_collapse_over_training,
+    neuron_matching,
+    similarity_grid,
+    similarity_over_training,
+)
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
@@ -46,7 +53,7 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
     grid = similarity_grid(acts[0], acts[1], metric)
     names = cached_runs(svc, None, svc.generation).set_index("run_id")["name"]
     title = f"{_METRIC_NAMES[metric]}: A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"
-    show_figure(rfig.similarity_heatmap(grid, title=title), key="grid_ab", title=title, params={"metric": metric},
+    show_figure(repfig.similarity_heatmap(grid, title=title), key="grid_ab", title=title, params={"metric": metric},
                 run_ids=runs)
     best = grid.best_match()
     share = float(np.mean(best == np.arange(len(best)))) if grid.values.shape[0] == grid.values.shape[1] else np.nan
@@ -63,7 +70,7 @@ def training_tab(svc: Services, run_id: str) -> None:
         return
     labelled = {f"step {s}": a for s, a in zip(res.summary["steps"], acts)}
     grid = similarity_over_training(labelled, metric)
-    show_figure(rfig.similarity_heatmap(grid, title="Each layer against itself at the final checkpoint",
+    show_figure(repfig.similarity_heatmap(grid, title="Each layer against itself at the final checkpoint",
                                         mark_best=False), key="grid_t", title="Similarity through training",
                 params={"metric": metric}, checkpoint_ids=ids, run_ids=[run_id])
 
@@ -90,7 +97,7 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
             proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
             targets = status.result.arrays.get("targets", targets)
     labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
-    show_figure(rfig.projection_figure(proj, labels, title=f"{layer} through training"), key="proj_fig",
+    show_figure(repfig.projection_figure(proj, labels, title=f"{layer} through training"), key="proj_fig",
                 title=f"{proj.method.upper()} of {layer} through training", params={"layer": layer, "method": method},
                 checkpoint_ids=ids, run_ids=[run_id])
     if proj.subsampled:
@@ -108,7 +115,7 @@ def collapse_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     penultimate = res.summary["layers"][-2] if len(res.summary["layers"]) > 1 else res.summary["layers"][-1]
     nc = neural_collapse_over_training([a[penultimate] for a in acts], res.arrays["targets"],
                                        steps=res.summary["steps"])
-    st.plotly_chart(rfig.neural_collapse_figure(nc, title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"),
+    st.plotly_chart(repfig.neural_collapse_figure(nc, title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"),
                     key="nc_fig")
 
 
@@ -116,7 +123,7 @@ def dimension_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, res = _activations(svc, [_last_checkpoint(svc, run_id)], "acts_last", "Capture activations")
     if acts is None:
         return
-    st.plotly_chart(rfig.dimension_figure(layer_dimensions(acts[0])), key="dim_fig")
+    st.plotly_chart(repfig.dimension_figure(layer_dimensions(acts[0])), key="dim_fig")
     others = [r for r in runs if r != run_id]
     if not others:
         st.info("Pick a second run in *Model vs model* to match its neurons with this run's.")
@@ -127,4 +134,4 @@ def dimension_tab(svc: Services, run_id: str, runs: list[str]) -> None:
         return
     shared = [layer for layer in pair[0] if layer in pair[1] and pair[0][layer].shape == pair[1][layer].shape]
     matchings = {layer: neuron_matching(pair[0][layer], pair[1][layer]) for layer in shared[:-1] or shared}
-    st.plotly_chart(rfig.neuron_matching_figure(matchings), key="nm_fig")
+    st.plotly_chart(repfig.neuron_matching_figure(matchings), key="nm_fig")
