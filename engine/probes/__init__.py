@@ -51,7 +51,7 @@ from engine.probes.representations import (
     capture_activations, capture_over_checkpoints, debiased_cka, default_layers, effective_rank,
     hsic_unbiased, layer_dimensions, linear_cka, minibatch_cka, neural_collapse,
     neural_collapse_over_training, neuron_matching, participation_ratio, procrustes_distance, project, pwcca,
-    rbf_cka, resolve_pool, rsa, similarity_grid, similarity_over_training, stratified_indices,
+    rbf_cka, rdm, resolve_pool, rsa, similarity_grid, similarity_over_training, stratified_indices,
     subsample_indices, svcca, twonn_dimension, warm_umap,
 )
 
@@ -80,8 +80,8 @@ __all__ = [
     "participation_ratio", "pattern_rashomon_ratio", "pca_directions", "permutation_indices", "phases",
     "plane_through", "predict_trees", "predictive_multiplicity", "procrustes_distance", "project", "pwcca",
     "random_direction", "rashomon", "rashomon_curve", "rashomon_ratio", "rashomon_ratio_from_losses",
-    "rashomon_set", "rashomon_threshold", "rashomon_trees", "rbf_cka", "representations", "reset_bn_stats",
-    "resolve_alphas", "resolve_data", "resolve_pool", "ridge_rashomon_ratio", "ritz", "rsa",
+    "rashomon_set", "rashomon_threshold", "rashomon_trees", "rbf_cka", "rdm", "representations",
+    "reset_bn_stats", "resolve_alphas", "resolve_data", "resolve_pool", "ridge_rashomon_ratio", "ritz", "rsa",
     "sample_rashomon_set", "shallow_copy", "sharpness_over_training", "similarity_grid",
     "similarity_over_training", "singular_vector_alignment", "solve_assignment", "spawn", "split_state",
     "stacked_forward", "ste_matching", "stratified_indices", "subsample_indices", "subspace_projection",

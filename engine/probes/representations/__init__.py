@@ -33,6 +33,7 @@ from .similarity import (
     procrustes_distance,
     pwcca,
     rbf_cka,
+    rdm,
     rsa,
     svcca,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "project",
     "pwcca",
     "rbf_cka",
+    "rdm",
     "resolve_pool",
     "rsa",
     "similarity_grid",

@@ -52,7 +52,7 @@ class Activations(Mapping):
     Attributes
     ----------
     layers : dict[str, Tensor]
-        Layer name -> float32 CPU tensor of shape ``(N, D_layer)``.
+        Layer name -> CPU tensor of shape ``(N, D_layer)`` in the model's floating dtype.
     indices : numpy.ndarray
         ``(N,)`` int64 rows of the input data that were evaluated (sorted).
     targets : Tensor or None
@@ -242,7 +242,9 @@ def capture_activations(
     Returns
     -------
     Activations
-        Mapping ``layer -> float32 CPU Tensor (N, D)`` in forward order, plus the rows used.
+        Mapping ``layer -> CPU Tensor (N, D)`` in forward order, plus the rows used. Each
+        keeps the dtype the model computed it in (float64 for a float64 model); a
+        non-floating output becomes float32.
     """
     x, y = _split_data(data)
     pool = resolve_pool(model, pool)
@@ -276,7 +278,7 @@ def capture_activations(
                 if include_output:
                     current[OUTPUT] = _pool(_first_tensor(out), pool)
                 for key, t in current.items():
-                    chunks.setdefault(key, []).append(t.float().cpu())
+                    chunks.setdefault(key, []).append((t if t.is_floating_point() else t.float()).cpu())
     finally:
         model.train(was_training)
         for h in handles:

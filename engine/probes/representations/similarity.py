@@ -49,6 +49,7 @@ __all__ = [
     "procrustes_distance",
     "pwcca",
     "rbf_cka",
+    "rdm",
     "rsa",
     "svcca",
 ]

@@ -140,3 +140,15 @@ def test_capture_over_checkpoints_uses_the_same_rows():
     runs = capture_over_checkpoints(model, ckpts, (x, y), max_samples=20, seed=2)
     assert len(runs) == 2 and np.array_equal(runs[0].indices, runs[1].indices)
     assert not torch.equal(runs[0]["output"], runs[1]["output"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_activations_keep_the_models_dtype(dtype):
+    model = mlp().to(dtype)
+    x, y = data()
+    acts = capture_activations(model, dict(model.named_parameters()), (x.to(dtype), y))
+    assert {t.dtype for t in acts.values()} == {dtype}
+    if dtype == torch.float64:  # the same numbers as a float32 capture, to float32 precision
+        ref = capture_activations(mlp(), dict(mlp().named_parameters()), (x, y))
+        for name in ref:
+            torch.testing.assert_close(acts[name].float(), ref[name], rtol=1e-5, atol=1e-6)
