@@ -76,7 +76,8 @@ _PROBES: dict[str, ProbeKind] = {}
 def register_probe(name: str, run, params: type[BaseModel], *, code_version: str = "1",
                    n_checkpoints: tuple[int, int | None] = (1, None), description: str = "") -> None:
     """Make ``run`` available as probe ``name`` (bump ``code_version`` when its results change)."""
-    _PROBES[name] = ProbeKind(name, run, params, code_version, n_checkpoints, description)
+    _PROBES[name] = ProbeKind(name=name, run=run, params=params, code_version=code_version,
+                              n_checkpoints=n_checkpoints, description=description)
 
 
 def _load_builtin() -> None:
@@ -162,7 +163,8 @@ class ProbeInputs:
         names = dict(model.named_parameters())
         params = {k: v.to(self.device) for k, v in state.items() if k in names}
         buffers = {k: v.to(self.device) for k, v in state.items() if k not in names}
-        return LoadedCheckpoint(ref, config, model.to(self.device), params, buffers, ds)
+        return LoadedCheckpoint(ref=ref, config=config, model=model.to(self.device), params=params, buffers=buffers,
+                                dataset=ds)
 
     @cached_property
     def all(self) -> list[LoadedCheckpoint]:

@@ -90,11 +90,12 @@ def _finite(view: RashomonView) -> RashomonView:
                      {"importances": vic.importances[keep], "mean": m, "baseline": vic.baseline[keep],
                       "mcr_min": m.min(0), "mcr_max": m.max(0)})
     if fis is not None:
-        fis = InteractionCloud(fis.pairs, fis.fis[keep], fis.joint[keep], fis.single[keep], fis.feature_names,
-                               fis.metric)
-    return RashomonView(view.source, {k: v[keep] for k, v in view.metrics.items()},
-                        [view.labels[i] for i in keep] if view.labels else None, sub(view.preds), sub(view.probs),
-                        view.x, view.feature_names, vic, fis, notes=view.notes + [
+        fis = InteractionCloud(pairs=fis.pairs, fis=fis.fis[keep], joint=fis.joint[keep], single=fis.single[keep],
+                               feature_names=fis.feature_names, metric=fis.metric)
+    return RashomonView(source=view.source, metrics={k: v[keep] for k, v in view.metrics.items()},
+                        labels=[view.labels[i] for i in keep] if view.labels else None, preds=sub(view.preds),
+                        probs=sub(view.probs), x=view.x, feature_names=view.feature_names, importance=vic,
+                        interactions=fis, notes=view.notes + [
                             f"{int((~ok).sum())} models with a non-finite loss (diverged) are left out"])
 
 
@@ -386,8 +387,9 @@ def _importance(view, losses, active, best) -> None:
     fi = synced_selectbox("Pair plot: x", names, key="rs_fi", default=names[top[0]], container=c[0])
     fj = synced_selectbox("Pair plot: y", names, key="rs_fj", default=names[top[-1]], container=c[1])
     idx, ref = _with_reference(active, best)
-    sub = ImportanceCloud(cloud.importances[idx], cloud.mean[idx], cloud.baseline[idx], cloud.mcr_min, cloud.mcr_max,
-                          cloud.feature_names, cloud.metric)
+    sub = ImportanceCloud(importances=cloud.importances[idx], mean=cloud.mean[idx], baseline=cloud.baseline[idx],
+                          mcr_min=cloud.mcr_min, mcr_max=cloud.mcr_max, feature_names=cloud.feature_names,
+                          metric=cloud.metric)
     st.plotly_chart(rashfig.importance_pair_figure(sub, names.index(fi), names.index(fj), reference=ref,
                                                 color=losses[idx], color_title="loss"), key="rs_pair")
     st.caption("Permutation importance = rise in loss when a feature is shuffled (model reliance, Fisher, Rudin "
@@ -405,8 +407,8 @@ def _interactions(view, active, best) -> None:
     order = np.argsort(-np.abs(inter.fis[active]).mean(0), kind="stable")
     pair = synced_selectbox("Halo plot of the pair", [labels[p] for p in order], key="rs_pair_fis")
     idx, ref = _with_reference(active, best)
-    sub = InteractionCloud(inter.pairs, inter.fis[idx], inter.joint[idx], inter.single[idx], inter.feature_names,
-                           inter.metric)
+    sub = InteractionCloud(pairs=inter.pairs, fis=inter.fis[idx], joint=inter.joint[idx], single=inter.single[idx],
+                           feature_names=inter.feature_names, metric=inter.metric)
     st.plotly_chart(rashfig.fis_halo_figure(sub, labels.index(pair), reference=ref), key="rs_halo")
     st.caption("FIS(i, j) = φ_ij − φ_i − φ_j, the extra loss from permuting i and j together (Li et al. 2024); "
                "≈ 0 when they act additively. Pairs among the most important features.")

@@ -229,6 +229,7 @@ def _solve(flat, stats, spec, theta_a, theta_b, seed, t0) -> Alignment:
         wm = weight_matching(theta_a, theta_b, spec, init=perms, fixed=perms, seed=seed)
         perms = {**wm.perms, **perms}
         notes = (note,)
-    return Alignment(perms, "activation_matching", 1, float(np.mean(matched)) if matched else float("nan"),
-                     np.asarray([np.mean(matched)]) if matched else np.zeros(0), seed,
-                     time.perf_counter() - t0, notes)
+    return Alignment(perms=perms, method="activation_matching", iterations=1,
+                     objective=float(np.mean(matched)) if matched else float("nan"),
+                     history=np.asarray([np.mean(matched)]) if matched else np.zeros(0), seed=seed,
+                     seconds=time.perf_counter() - t0, notes=notes)

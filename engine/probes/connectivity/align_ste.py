@@ -132,5 +132,6 @@ def ste_matching(
         perms = weight_matching(tilde, pb, spec, init=perms, seed=seed + done, max_iter=wm_max_iter)
         if done >= steps or (budget_s is not None and time.perf_counter() - t0 > budget_s):
             break
-    return Alignment(perms.perms, "ste_matching", done, float(np.mean(history[-10:])), np.asarray(history), seed,
-                     time.perf_counter() - t0)
+    return Alignment(perms=perms.perms, method="ste_matching", iterations=done,
+                     objective=float(np.mean(history[-10:])), history=np.asarray(history), seed=seed,
+                     seconds=time.perf_counter() - t0)

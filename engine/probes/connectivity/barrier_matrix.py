@@ -160,5 +160,6 @@ def barrier_matrix(
         if on_progress is not None:
             on_progress(done, len(pairs))
     order, basins, z, cut = find_basins(aligned if aligned is not None else naive, threshold)
-    return BarrierMatrix(names, naive, aligned, kind, metric, align, split if hasattr(data, "x_train") else "given",
-                         bn, order, basins, cut, z, time.perf_counter() - t0)
+    return BarrierMatrix(names=names, naive=naive, aligned=aligned, kind=kind, metric=metric, align=align,
+                         split=split if hasattr(data, "x_train") else "given", bn=bn, order=order, basins=basins,
+                         threshold=cut, linkage=z, seconds=time.perf_counter() - t0)

@@ -332,5 +332,5 @@ def interpolate(
         losses.append(loss)
         accs.append(acc)
     loss, acc = np.concatenate(losses), np.concatenate(accs)
-    return InterpolationCurve(grid, loss, 1.0 - acc, split_name(data, split), bn, len(x), label,
-                              time.perf_counter() - t0)
+    return InterpolationCurve(alphas=grid, loss=loss, error=1.0 - acc, split=split_name(data, split), bn=bn,
+                              n_samples=len(x), label=label, seconds=time.perf_counter() - t0)

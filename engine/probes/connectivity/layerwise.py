@@ -220,6 +220,7 @@ def layerwise_barriers(
             curves[side].append(loss if metric == "loss" else 1.0 - acc)
     heights = {s: np.array([barrier(c, alphas=grid, kind=kind, metric=metric).value for c in curves[s]])
                for s in curves}
-    return LayerwiseBarriers(tuple(names), tuple(members), heights["a"], heights["b"], np.array(curves["a"]),
-                             np.array(curves["b"]), grid, kind, metric, cumulative, split_name(data, split), bn,
-                             time.perf_counter() - t0)
+    return LayerwiseBarriers(groups=tuple(names), members=tuple(members), from_a=heights["a"], from_b=heights["b"],
+                             curves_a=np.array(curves["a"]), curves_b=np.array(curves["b"]), alphas=grid, kind=kind,
+                             metric=metric, cumulative=cumulative, split=split_name(data, split), bn=bn,
+                             seconds=time.perf_counter() - t0)

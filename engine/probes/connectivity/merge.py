@@ -337,5 +337,7 @@ def merge_models(
         merged = {**params, **reset_bn_stats(model, params, batches, buffers=buffers)}
     merged = {k: v.detach().cpu().clone() for k, v in merged.items()}
     losses, errors = _evaluate(model, [merged, *full], data, split)
-    return MergeResult(merged, method, align, bn, float(losses[0]), float(errors[0]), losses[1:], errors[1:], w,
-                       split if hasattr(data, "x_train") else "given", tuple(alignments), time.perf_counter() - t0)
+    return MergeResult(state=merged, method=method, align=align, bn=bn, loss=float(losses[0]), error=float(errors[0]),
+                       member_loss=losses[1:], member_error=errors[1:], weights=w,
+                       split=split if hasattr(data, "x_train") else "given", alignments=tuple(alignments),
+                       seconds=time.perf_counter() - t0)

@@ -125,5 +125,8 @@ def singular_vector_alignment(
         out["ra"].append((va * vp).sum(1).abs().numpy())
         out["db"].append(float((wa.double() - wb.double()).norm()))
         out["da"].append(float((wa.double() - wp.double()).norm()))
-    return SingularAlignment(tuple(names), tuple(out["sa"]), tuple(out["sb"]), tuple(out["lb"]), tuple(out["la"]),
-                             tuple(out["rb"]), tuple(out["ra"]), np.asarray(out["db"]), np.asarray(out["da"]))
+    return SingularAlignment(layers=tuple(names), singular_values_a=tuple(out["sa"]),
+                             singular_values_b=tuple(out["sb"]), cos_left_before=tuple(out["lb"]),
+                             cos_left_after=tuple(out["la"]), cos_right_before=tuple(out["rb"]),
+                             cos_right_after=tuple(out["ra"]), distance_before=np.asarray(out["db"]),
+                             distance_after=np.asarray(out["da"]))

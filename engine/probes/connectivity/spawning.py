@@ -210,5 +210,6 @@ def instability_analysis(
         curves.append(curve)
         if on_progress is not None:
             on_progress(i + 1, len(ks))
-    return Instability(np.asarray(ks), np.asarray(heights), kind, metric, split, np.asarray(errors),
-                       tuple(curves), tuple(seeds), time.perf_counter() - t0)
+    return Instability(spawn_steps=np.asarray(ks), barrier=np.asarray(heights), kind=kind, metric=metric, split=split,
+                       child_error=np.asarray(errors), curves=tuple(curves), seeds=tuple(seeds),
+                       seconds=time.perf_counter() - t0)

@@ -160,14 +160,14 @@ def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor) -> 
     inputs = _layer_input(module, layer, state, x)
     rest = shallow_copy(module)  # shares every tensor; only the stub differs
     rest.set_submodule(path, _Given())
-    return FirstLayer(path, names, layer, inputs, rest)
+    return FirstLayer(path=path, names=names, layer=layer, inputs=inputs, rest=rest)
 
 
 def _agrees(first: FirstLayer, module: nn.Module, layout, buffers: dict, theta0: Tensor, d1: Tensor,
            d2: Tensor, x: Tensor, points: list[tuple[float, float]]) -> bool:
     """Whether the split reproduces the full model on the first 64 samples at ``points``."""
     n = min(64, len(x))
-    sub = FirstLayer(first.path, first.names, first.layer, first.inputs[:n], first.rest)
+    sub = FirstLayer(path=first.path, names=first.names, layer=first.layer, inputs=first.inputs[:n], rest=first.rest)
     try:
         with torch.no_grad():
             for a, b in points:

@@ -264,7 +264,7 @@ def pca_directions(
         dirs.append(Direction(d, "pca", {"component": i + 1, "explained_variance_ratio": float(ratio[i]),
                                          "ignore": ignore, "n_checkpoints": len(dicts)}))
     coords = (diffs @ comps.T).numpy()  # (n, 2)
-    return PCADirections(dirs[0], dirs[1], coords, ratio, origin)
+    return PCADirections(d1=dirs[0], d2=dirs[1], coords=coords, explained_variance_ratio=ratio, origin=origin)
 
 
 @dataclass(frozen=True)

@@ -142,5 +142,6 @@ def hessian_spectral_density(
     weights = np.stack([np.pad(w, (0, m - len(w))) for w in weights])
     grid, density, width = _smooth(nodes, weights, n_grid, sigma)
     trace = float(p * np.mean((weights * nodes).sum(1)))
-    return SpectralDensity(grid, density, nodes, weights, float(width), trace, m, n_runs, p,
-                           op.n_products, op.n_samples, op.bn, time.perf_counter() - start)
+    return SpectralDensity(grid=grid, density=density, nodes=nodes, weights=weights, sigma=float(width), trace=trace,
+                           n_iter=m, n_runs=n_runs, n_params=p, n_products=op.n_products, n_samples=op.n_samples,
+                           bn=op.bn, seconds=time.perf_counter() - start)

@@ -239,6 +239,7 @@ def intrinsic_dimension(
             theta = _train(ev, theta0, project, d, seed=seed, **fit)
             scores[i, j] = _score(model, theta, eval_xy, kw, ev.classification)
     return IntrinsicDimension(
-        np.asarray(dims), scores, float(baseline), "accuracy" if ev.classification else "r2",
-        "+".join(sorted(kinds)), ev.layout.numel, tuple(seeds), n_steps, lr, time.perf_counter() - start,
+        dims=np.asarray(dims), scores=scores, baseline=float(baseline),
+        metric="accuracy" if ev.classification else "r2", projection="+".join(sorted(kinds)),
+        n_params=ev.layout.numel, seeds=tuple(seeds), n_steps=n_steps, lr=lr, seconds=time.perf_counter() - start,
     )

@@ -169,8 +169,9 @@ def loss_surface_1d(
     loss, acc, used = evaluate_plane_with_strategy(model, theta0, d, torch.zeros_like(d), coords, xy, **kw)
     c_loss, c_acc = _center(model, theta0, xy, kw)
     return Surface(
-        alphas, None, loss.numpy(), acc.numpy(), c_loss, c_acc, (as_direction(direction).provenance(),),
-        split, bn, len(xy[0]), used, None, time.perf_counter() - start,
+        alphas=alphas, betas=None, loss=loss.numpy(), accuracy=acc.numpy(), center_loss=c_loss, center_accuracy=c_acc,
+        directions=(as_direction(direction).provenance(),), split=split, bn=bn, n_samples=len(xy[0]), strategy=used,
+        trajectory=None, seconds=time.perf_counter() - start,
     )
 
 
@@ -233,8 +234,10 @@ def loss_surface_2d(
     c_loss, c_acc = _center(model, theta0, xy, kw)
     shape = (len(alphas), len(betas))
     return Surface(
-        alphas, betas, loss.numpy().reshape(shape), acc.numpy().reshape(shape), c_loss, c_acc,
-        (as_direction(d1).provenance(), as_direction(d2).provenance()), split, bn, len(xy[0]),
-        used, None if trajectory is None else np.asarray(trajectory, dtype=float),
-        time.perf_counter() - start,
+        alphas=alphas, betas=betas, loss=loss.numpy().reshape(shape), accuracy=acc.numpy().reshape(shape),
+        center_loss=c_loss, center_accuracy=c_acc,
+        directions=(as_direction(d1).provenance(), as_direction(d2).provenance()), split=split, bn=bn,
+        n_samples=len(xy[0]), strategy=used,
+        trajectory=None if trajectory is None else np.asarray(trajectory, dtype=float),
+        seconds=time.perf_counter() - start,
     )

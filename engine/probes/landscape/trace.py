@@ -128,5 +128,7 @@ def hessian_trace(
         exact, samples = 0.0, _hutchinson(op, gen, n_probes, batch)
     else:
         exact, samples = _hutch_plus_plus(op, gen, n_probes, batch)
-    return TraceEstimate(exact + float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(len(samples))),
-                         samples, op.n_products, method, op.n_samples, op.bn, time.perf_counter() - start)
+    return TraceEstimate(trace=exact + float(samples.mean()),
+                         stderr=float(samples.std(ddof=1) / np.sqrt(len(samples))), samples=samples,
+                         n_probes=op.n_products, method=method, n_samples=op.n_samples, bn=op.bn,
+                         seconds=time.perf_counter() - start)

@@ -58,8 +58,9 @@ class _Batch:
 def _leaf(prediction: int, n_features: int, rows: np.ndarray | None) -> _Batch:
     z = np.zeros((1, 1), dtype=np.int16)
     on_rows = None if rows is None else np.full((1, rows.shape[0]), prediction, np.int8)
-    return _Batch(np.full((1, 1), -1, np.int16), z, z.copy(), np.full((1, 1), prediction, np.int16),
-                  np.ones(1, np.int64), np.zeros(1, np.int64), np.zeros((1, n_features), bool), on_rows)
+    return _Batch(feature=np.full((1, 1), -1, np.int16), tchild=z, fchild=z.copy(),
+                  pred=np.full((1, 1), prediction, np.int16), leaves=np.ones(1, np.int64),
+                  depth=np.zeros(1, np.int64), used=np.zeros((1, n_features), bool), rows=on_rows)
 
 
 def _pad(b: _Batch, width: int) -> _Batch:
@@ -70,8 +71,8 @@ def _pad(b: _Batch, width: int) -> _Batch:
     def pad(a, value):
         return np.pad(a, ((0, 0), (0, extra)), constant_values=value)
 
-    return _Batch(pad(b.feature, -1), pad(b.tchild, 0), pad(b.fchild, 0), pad(b.pred, -1),
-                  b.leaves, b.depth, b.used, b.rows)
+    return _Batch(feature=pad(b.feature, -1), tchild=pad(b.tchild, 0), fchild=pad(b.fchild, 0), pred=pad(b.pred, -1),
+                  leaves=b.leaves, depth=b.depth, used=b.used, rows=b.rows)
 
 
 def _join(feature: int, a: _Batch, b: _Batch, rows: np.ndarray | None) -> _Batch:
@@ -96,8 +97,8 @@ def _join(feature: int, a: _Batch, b: _Batch, rows: np.ndarray | None) -> _Batch
     on_rows = None
     if rows is not None:  # a subtree predicts the same on a row wherever it hangs: one where per tree
         on_rows = np.where(rows[None, :, feature] == 1, a.rows[ia], b.rows[ib])  # (c, U)
-    return _Batch(feat, tch, fch, pred, a.leaves[ia] + b.leaves[ib],
-                  1 + np.maximum(a.depth[ia], b.depth[ib]), used, on_rows)
+    return _Batch(feature=feat, tchild=tch, fchild=fch, pred=pred, leaves=a.leaves[ia] + b.leaves[ib],
+                  depth=1 + np.maximum(a.depth[ia], b.depth[ib]), used=used, rows=on_rows)
 
 
 def _concat(parts: list[_Batch]) -> _Batch:

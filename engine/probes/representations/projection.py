@@ -196,7 +196,8 @@ def project(
     _check(method, x)
     idx = stratified_indices(len(x), max_points, labels, seed)
     coords = _fit(x[idx], method, n_components, seed, **kwargs)
-    return Projection(np.asarray(coords, dtype=np.float32), idx, len(x), max_points, method, seed)
+    return Projection(coords=np.asarray(coords, dtype=np.float32), indices=idx, n_total=len(x), cap=max_points,
+                      method=method, seed=seed)
 
 
 def aligned_projection(
@@ -244,7 +245,8 @@ def aligned_projection(
     else:
         frames = _aligned_umap(subs, seed, **kwargs)
     names = tuple(checkpoint_labels) if checkpoint_labels is not None else tuple(str(i) for i in range(len(mats)))
-    return AlignedProjection(np.stack(frames).astype(np.float32), idx, len(mats[0]), max_points, method, seed, names)
+    return AlignedProjection(coords=np.stack(frames).astype(np.float32), indices=idx, n_total=len(mats[0]),
+                             cap=max_points, method=method, seed=seed, labels=names)
 
 
 def _aligned_umap(subs: list[np.ndarray], seed: int, **kwargs) -> list[np.ndarray]:

@@ -226,7 +226,7 @@ def similarity_grid(
     if metric == "rsa" and "rdm_metric" in kwargs:
         kwargs["metric"] = kwargs.pop("rdm_metric")
     values = _GRIDS[metric](xa, xb, **kwargs)
-    return SimilarityGrid(values, names_a, names_b, metric, METRICS[metric])
+    return SimilarityGrid(values=values, rows=names_a, cols=names_b, metric=metric, larger_is_similar=METRICS[metric])
 
 
 def similarity_over_training(
@@ -270,5 +270,5 @@ def similarity_over_training(
         raise ValueError(f"checkpoints lack layers of the reference: {missing[:5]}")
     rows = [similarity_grid({l: ref_acts[l]}, {labels[t]: a[l] for t, a in enumerate(acts)}, metric,
                             device=device, **kwargs).values[0] for l in layers]
-    return SimilarityGrid(np.stack(rows), tuple(layers), tuple(labels), metric, METRICS[metric],
-                          row_title="layer", col_title="checkpoint")
+    return SimilarityGrid(values=np.stack(rows), rows=tuple(layers), cols=tuple(labels), metric=metric,
+                          larger_is_similar=METRICS[metric], row_title="layer", col_title="checkpoint")
