@@ -84,7 +84,7 @@ def rashomon_scatter(losses, *, epsilon: float, mode: str = "relative", referenc
     rs = rashomon_set(arr, epsilon=epsilon, mode=mode, reference=reference)
     order = np.argsort(arr, kind="stable")
     # numeric colours and no per-point strings unless labels are given: plotly validates
-    # string arrays element by element (~1 s for 10,000 points)
+    # string arrays element by element (slow for many thousands of points)
     text = None if labels is None else np.asarray(_names(labels, arr.size), dtype=object)[order]
     name_part = "%{text}<br>" if labels is not None else "model %{customdata}<br>"
     fig = go.Figure(go.Scattergl(

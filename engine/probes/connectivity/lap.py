@@ -28,12 +28,12 @@ one :func:`scipy.optimize.linear_sum_assignment` returns. Every result is also c
 O(n^2) (no entry undercuts its row's assigned column by more than ``1e-11 max |c|``) and
 solved again by scipy if the check fails.
 
-Measured on the 36 solves of two trained 3x512 MLPs (one thread): 95 ms against 412 ms for
-scipy on the row- and column-reduced matrices, the same permutation at every call; after
-the first pass most solves take 1-2 ms instead of 6-18 ms.
+On the solves of weight matching it is several times faster than scipy on the row- and
+column-reduced matrices, with the same permutation at every call, and much faster again
+after the first pass (``bench/results/core_measurements.md``, ``alignment_weight_matching.txt``).
 
-The kernels are compiled by numba (a dependency of umap-learn) on first use: about 4 s
-once, then about 1 s per process to load them from numba's on-disk cache.
+The kernels are compiled by numba (a dependency of umap-learn) on first use, once, then
+loaded from numba's on-disk cache in each process.
 
 References
 ----------

@@ -12,7 +12,7 @@ assumed:
 - data rows: on a CPU the data go in chunks whose activations stay near the caches
   (:meth:`Evaluator.choose_rows`); on a GPU the whole set is one batch.
 
-The measurements behind the defaults are in ``bench/results/evaluator.md``.
+The measurements behind the defaults are in ``bench/results/core_measurements.md``.
 """
 
 from __future__ import annotations
@@ -164,9 +164,8 @@ def _keep_freed_memory() -> None:
 
     An evaluation loop allocates and frees the same few MB-sized activations at every
     point. glibc's default hands such blocks back to the kernel (``mmap``/heap trim) and the
-    next point faults the pages in again, zero-filled: measured on a 21x21 MLP surface
-    (MNIST-1D, one core), 0.1-0.9 s of a 1-2 s run was kernel time for ~500,000 page faults
-    at width 100, and 2.2 s of 17 s at width 512; with the blocks kept, about 40 faults.
+    next point faults the pages in again, zero-filled, which made kernel time a large share of
+    a CPU landscape (numbers in ``bench/results/core_measurements.md``).
     Process-wide and done once (on Linux with glibc); ``ZOOSCOPE_MALLOC=default`` opts out.
     Memory freed by the process stays reserved for its next allocations (up to 256 MiB at the
     heap's top before trimming).
@@ -210,9 +209,8 @@ def _measured_rows(ev: Evaluator, theta: Tensor, small: int) -> int:
     call at a shape builds its kernels); about one point's evaluation, once per process
     for each kind of model, data and thread count.
 
-    Which wins depends on the machine. MNIST-1D, 4000 rows, one thread, 3-layer CNN of
-    width 64: on one 2-core machine 256-row chunks ran 2.4x faster per point than 4000 rows;
-    on a 2-core AMD EPYC with AVX-512 they ran 10% slower (width 32: 1.5x slower).
+    Which wins depends on the machine (cache sizes, vector units): the same CNN ran faster
+    in small chunks on one 2-core machine and slower on another (``bench/results/core_measurements.md``).
     """
     n = len(ev.x)
     key = (ev.layout.shapes, tuple(sorted((k, tuple(v.shape)) for k, v in ev.buffers.items())),
@@ -287,19 +285,18 @@ def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int) -> tupl
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
-_PROBE_FRACTION = 256  # each timed probe is at most 1/256 of the points (vmap was up to 6x slower)
+_PROBE_FRACTION = 256  # each timed probe is at most 1/256 of the points (the slower strategy costs little)
 
 
 def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tuple[Tensor, Tensor, str]:
     """Apply a point function to every row of ``args``; returns ``(loss, acc, strategy used)``.
 
     ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points
-    (at most 1/256 of them each, at least 4) and keeps the faster for the rest. On a
-    quiet 2-core machine the loop over points, each on
-    the whole dataset, runs the big products near the matmul peak and ``vmap`` over
-    32-point chunks was 3-4x slower; with the cores oversubscribed by other processes the
-    per-operation cost dominates and ``vmap`` (32x fewer operations) was 3-4x faster
-    (MNIST-1D MLP of width 100, 4000 samples). Every point is computed from its own
+    (at most 1/256 of them each, at least 4) and keeps the faster for the rest. On quiet
+    cores the loop over points, each on the whole dataset, runs the big products near the
+    matmul peak and wins; with the cores oversubscribed by other processes the
+    per-operation cost dominates and ``vmap`` (many times fewer operations) wins
+    (``bench/results/core_measurements.md``). Every point is computed from its own
     coordinates either way, so the numbers agree to float rounding.
     """
     n = len(args[0])

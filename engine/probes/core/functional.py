@@ -157,10 +157,10 @@ def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
 def fast_default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     """:func:`default_loss` computed faster: equal up to float rounding, not bit for bit.
 
-    Cross-entropy of ``(N, C)`` logits as ``logsumexp - gather`` is 4.6x faster on a CPU
-    than ``F.cross_entropy`` for 4000 x 10 logits (PyTorch's ``log_softmax`` kernel is slow
-    along a short last axis), which was a sixth of a whole MLP evaluation in a landscape.
-    The landscape functions use it unless given a ``loss_fn``.
+    Cross-entropy of ``(N, C)`` logits as ``logsumexp - gather`` is several times faster on
+    a CPU than ``F.cross_entropy`` for few classes (PyTorch's ``log_softmax`` kernel is slow
+    along a short last axis; numbers in ``bench/results/core_measurements.md``). The
+    landscape functions use it unless given a ``loss_fn``.
     """
     if targets.is_floating_point() or outputs.ndim != 2:
         return default_loss(outputs, targets)
