@@ -156,7 +156,7 @@ def spectrum_figure(density, *, top=None, trace=None, log_scale: bool = True, ti
     density : engine.probes.landscape.spectrum.SpectralDensity
     top : engine.probes.landscape.curvature.HessianEigs, optional
         Eigenvalues to mark; the largest Ritz values of the density otherwise.
-    trace : engine.probes.landscape.curvature.TraceEstimate, optional
+    trace : engine.probes.landscape.trace.TraceEstimate, optional
         Hutchinson trace with its error bar; the SLQ estimate otherwise.
     log_scale : bool
         Logarithmic density axis, where the outliers (weight ~ 1/P) become visible.

@@ -8,7 +8,6 @@ from .align import (
     apply_alignment,
     apply_alignment_checked,
     check_function_preserved,
-    solve_assignment,
     weight_matching,
 )
 from .align_features import FeatureSite, activation_matching, feature_sites
@@ -58,7 +57,6 @@ __all__ = [
     "merge_models",
     "resolve_alphas",
     "singular_vector_alignment",
-    "solve_assignment",
     "solve_assignment",
     "spawn",
     "ste_matching",

@@ -275,7 +275,7 @@ def interpolate(
     data : pair, loader or Dataset-like
         Evaluation data (see :func:`engine.probes.core.functional.resolve_data`); on a CPU it
         goes in cache-sized chunks when they measure faster
-        (:func:`engine.probes.core.evaluator._data_rows`), on a GPU as one batch.
+        (:meth:`engine.probes.core.evaluator.Evaluator.choose_rows`), on a GPU as one batch.
     alphas : int or array-like, default 25
         An int gives an even grid on [0, 1] with both endpoints; an array is used as is
         (it may extend past [0, 1]).
