@@ -18,8 +18,7 @@ from engine.probes.connectivity import (
     apply_alignment, apply_alignment_checked, average_states, barrier, barrier_matrix,
     check_function_preserved, compare_paths, diagonal_fisher, feature_sites, find_basins, fisher_merge,
     instability_analysis, interpolate, layer_groups, layerwise_barriers, merge_models, resolve_alphas,
-    singular_vector_alignment, solve_assignment, solve_assignment, spawn, ste_matching, train_steps,
-    weight_matching,
+    singular_vector_alignment, solve_assignment, spawn, ste_matching, train_steps, weight_matching,
 )
 from engine.probes.core import (
     BNMode, LanczosResult, LossFn, ParamLayout, Strategy, bn_reset_batches, default_loss, evaluate_plane,

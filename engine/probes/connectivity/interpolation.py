@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from engine.probes.core import (
