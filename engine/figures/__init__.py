@@ -14,5 +14,6 @@ from .representations import *  # noqa: F401,F403
 from .style import *  # noqa: F401,F403
 from .zoo import *  # noqa: F401,F403
 
-__all__ = [name for _m in ("connectivity", "export", "landscape", "phases", "rashomon", "representations", "style", "zoo")
+__all__ = [name for _m in ("connectivity", "export", "landscape", "phases", "rashomon", "representations", "style",
+                          "zoo")
            for name in _import_module(f"{__name__}.{_m}").__all__]

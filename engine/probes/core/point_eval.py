@@ -57,7 +57,8 @@ def evaluate_points(
     layout : ParamLayout, optional
         Flat order of ``theta``; ``ParamLayout.from_module(model)`` by default.
     loss_fn : callable, optional
-        ``loss_fn(outputs, targets) -> scalar mean loss``; :func:`~engine.probes.core.functional.default_loss` by default.
+        ``loss_fn(outputs, targets) -> scalar mean loss``;
+        :func:`~engine.probes.core.functional.default_loss` by default.
     strategy : {"auto", "loop", "vmap"}
         "auto" uses chunked ``vmap`` on a GPU; on a CPU it times a loop over points and
         ``vmap`` on the first points and keeps the faster (see
