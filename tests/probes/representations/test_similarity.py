@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
-from engine.probes import similarity as S
+import engine.probes.representations.similarity as S
 from engine.probes.representations import similarity_grid, similarity_over_training
 
 RNG = np.random.default_rng(0)
