@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from engine.config import ArchSpec, OptimSpec, TrainSpec
 from engine.data import load
 from engine.nets import build, permutation_spec
-from engine.probes.align import weight_matching
+from engine.probes.connectivity import weight_matching
 from engine.train import train_run
 
 ARCH = ArchSpec(name="mlp", width=512, depth=3)

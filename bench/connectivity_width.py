@@ -26,7 +26,7 @@ import torch
 from engine.config import ArchSpec, OptimSpec, TrainSpec
 from engine.data import load
 from engine.nets import build
-from engine.probes.lmc import compare_paths
+from engine.probes.connectivity import compare_paths
 from engine.train import train_run
 
 

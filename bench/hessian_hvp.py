@@ -27,7 +27,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from engine.config import ArchSpec
 from engine.nets import build
-from engine.probes.functional import ParamLayout
+from engine.probes.core import ParamLayout
 
 
 def cpu_ms(fn, repeats: int = 9) -> float:

@@ -26,8 +26,7 @@ from torch import nn
 
 from engine.config import ArchSpec
 from engine.nets import build
-from engine.probes.curvature import hessian_top_eigs
-from engine.probes.trace import hessian_trace
+from engine.probes.landscape import hessian_top_eigs, hessian_trace
 
 MODELS = {
     "mlp100": ArchSpec(name="mlp", width=100, depth=2),

@@ -32,9 +32,8 @@ from torch import nn
 
 from engine.config import ArchSpec
 from engine.nets import build
-from engine.probes.directions import random_direction
-from engine.probes.functional import ParamLayout, evaluate_points
-from engine.probes.landscape import loss_surface_2d
+from engine.probes.core import ParamLayout, evaluate_points
+from engine.probes.landscape import loss_surface_2d, random_direction
 
 MODELS = {
     "mlp100": ArchSpec(name="mlp", width=100, depth=2),

@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 
 import store
 from engine.config import load_sweep
-from engine.jobs import Dispatcher, probe_sweep
+from engine.jobs import Dispatcher, probe_phase_cells
 from engine.probes.phases import cell_table, classify_phases, default_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,13 +71,13 @@ def train(disp: Dispatcher, sweep) -> str:
 
 
 def probe(disp: Dispatcher, zoo_id: str) -> list:
-    requests = probe_sweep(disp, zoo_id, owner="bench")
+    requests = probe_phase_cells(disp, zoo_id, owner="bench")
     jobs = [r.status.job["job_id"] for r in requests if r.status.state in ("queued", "running")]
     finished = disp.run_until_done(jobs, poll_s=1.0) if jobs else []
     failed = [j for j in finished if j["status"] != "done"]
     if failed:
         raise SystemExit(f"{len(failed)} probe jobs failed: {failed[0].get('error')}")
-    return probe_sweep(disp, zoo_id, owner="bench")  # all stored now: nothing is queued
+    return probe_phase_cells(disp, zoo_id, owner="bench")  # all stored now: nothing is queued
 
 
 def run_values(st, zoo_id: str, requests) -> pd.DataFrame:

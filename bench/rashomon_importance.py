@@ -25,8 +25,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from engine.probes.importance import variable_importance_cloud
-from engine.probes.rashomon_sampling import sample_rashomon_set
+from engine.probes.rashomon import sample_rashomon_set, variable_importance_cloud
 
 
 class BinaryLogit(nn.Module):

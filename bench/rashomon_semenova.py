@@ -22,7 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.tree import DecisionTreeClassifier
 from torch import nn
 
-from engine.probes.rashomon_sampling import rashomon_ratio
+from engine.probes.rashomon import rashomon_ratio
 
 
 def data(kind: str, n: int, seed: int):

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.figures.rashomon import rashomon_scatter
-from engine.probes.multiplicity import multiplicity_curve, predictive_multiplicity
-from engine.probes.rashomon import rashomon_curve, rashomon_set
+from engine.probes.rashomon import multiplicity_curve, predictive_multiplicity, rashomon_curve, rashomon_set
 
 BUDGET = 0.100
 

@@ -30,9 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.probes.activations import capture_activations  # noqa: E402
-from engine.probes.similarity import hsic_unbiased  # noqa: E402
-from engine.probes.similarity_grid import similarity_grid  # noqa: E402
+from engine.probes.representations import capture_activations, hsic_unbiased, similarity_grid  # noqa: E402
 
 N_SAMPLES, DEPTH, WIDTH = 2048, 8, 256
 

@@ -55,7 +55,7 @@ else:
     import umap
 out["import"] = since(t)
 if mode.endswith("warm"):
-    from engine.probes.projection import warm_umap
+    from engine.probes.representations import warm_umap
     t = clock(); warm_umap(); out["warm_umap"] = since(t)
 t = clock(); umap.UMAP(random_state=0).fit_transform(x); out["fit1"] = since(t)
 if mode.endswith("twice"):
@@ -114,7 +114,7 @@ def main() -> None:
 
 def _pca_and_probe_cache(n: int, d: int) -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from engine.probes.projection import project
+    from engine.probes.representations import project
 
     x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
     pca = []

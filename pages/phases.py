@@ -9,9 +9,9 @@ from pages.ui.phases_views import (
     grokking_section,
     heatmaps_section,
     phase_section,
-    sweep_panel,
-    sweep_params,
-    sweep_table,
+    cells_panel,
+    cell_params,
+    cells_table,
 )
 from pages.ui.pickers import pick_run
 from pages.ui.sidebar import page_start
@@ -20,13 +20,13 @@ svc, zoo_id = page_start("Phase diagrams")
 sweep = svc.store.get_zoo(zoo_id).get("sweep") or {}
 tabs = st.tabs(["Phase diagram", "Grokking"])
 with tabs[0]:
-    params = sweep_params()
-    done = sweep_panel(svc, zoo_id, params)
+    params = cell_params()
+    done = cells_panel(svc, zoo_id, params)
     if not done:
         st.info("No cell of this zoo is probed yet: **Probe this zoo** runs the sweep in the background "
                 "(its finished runs only; cells appear as they are done).")
     else:
-        runs = sweep_table(svc, zoo_id, done)
+        runs = cells_table(svc, zoo_id, done)
         t, ld, constants = axes_picker(sweep)
         metrics = [m for m in PHASE_METRICS if m in runs.columns and runs[m].notna().any()]
         cells = cell_table(runs, t, ld, metrics, constants)

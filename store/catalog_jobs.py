@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from store.catalog_runs import _as_list, check_status
+from store.catalog_runs import as_list, check_status
 from store.core import StoreCore
 from store.rows import canonical_json, decode_row, new_id, utcnow
 from store.schema import JOB_STATUSES
@@ -67,7 +67,7 @@ class JobsCatalog(StoreCore):
         where, params = ["TRUE"], []
         if status is not None:
             where.append("list_contains(?, status)")
-            params.append(_as_list(status))
+            params.append(as_list(status))
         for column, value in (("kind", kind), ("owner", owner), ("zoo_id", zoo_id)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -138,7 +138,7 @@ class JobsCatalog(StoreCore):
         where, params = ["status = 'queued'"], []
         if kind is not None:
             where.append("list_contains(?, kind)")
-            params.append(_as_list(kind))
+            params.append(as_list(kind))
         queued = self._dicts(f"SELECT job_id, owner, kind, created_at FROM job WHERE {' AND '.join(where)} "
                              "ORDER BY created_at, job_id", params)
         running = self._running_per_owner()

@@ -18,7 +18,8 @@ __all__ = ["RunsCatalog"]
 _TERMINAL_RUN = ("done", "diverged", "failed", "cancelled")
 
 
-def _as_list(values: str | Iterable[str] | None) -> list[str] | None:
+def as_list(values: str | Iterable[str] | None) -> list[str] | None:
+    """One value or many as a list for an ``IN`` filter; None (no filter) stays None."""
     if values is None:
         return None
     return [values] if isinstance(values, str) else list(values)
@@ -125,7 +126,7 @@ class RunsCatalog(StoreCore):
             params.append(zoo_id)
         if status is not None:
             where.append("list_contains(?, status)")
-            params.append(_as_list(status))
+            params.append(as_list(status))
         return self._df(f"SELECT * FROM run WHERE {' AND '.join(where)} ORDER BY zoo_id, name, seed, run_id", params)
 
     def runs_table(self, zoo_id: str | None = None) -> "pd.DataFrame":
@@ -221,7 +222,7 @@ class RunsCatalog(StoreCore):
         where, params = ["TRUE"], []
         if run_id is not None:
             where.append("list_contains(?, c.run_id)")
-            params.append(_as_list(run_id))
+            params.append(as_list(run_id))
         if zoo_id is not None:
             where.append("r.zoo_id = ?")
             params.append(zoo_id)
@@ -246,7 +247,7 @@ class RunsCatalog(StoreCore):
                 names: str | Sequence[str] | None = None, split: str | None = None) -> "pd.DataFrame":
         """Metrics in long form: columns ``run_id, step, split, name, value``, sorted."""
         where, params = ["TRUE"], []
-        for column, values in (("run_id", _as_list(run_ids)), ("name", _as_list(names))):
+        for column, values in (("run_id", as_list(run_ids)), ("name", as_list(names))):
             if values is not None:
                 where.append(f"list_contains(?, m.{column})")
                 params.append(values)

@@ -1,4 +1,7 @@
-"""Plotly figures, one module per area; the same figure appears in the dashboard and in reports."""
+"""Plotly figures, one module (or package) per domain, named as in ``engine.probes``.
+
+The same figure appears in the dashboard and in reports.
+"""
 
 from importlib import import_module as _import_module
 
@@ -7,10 +10,10 @@ from .export import *  # noqa: F401,F403
 from .landscape import *  # noqa: F401,F403
 from .phases import *  # noqa: F401,F403
 from .rashomon import *  # noqa: F401,F403
-from .rashomon_trees import *  # noqa: F401,F403
 from .representations import *  # noqa: F401,F403
 from .style import *  # noqa: F401,F403
 from .zoo import *  # noqa: F401,F403
 
-__all__ = [name for _m in ("connectivity", "export", "landscape", "phases", "rashomon", "rashomon_trees", "representations", "style", "zoo")
+__all__ = [name for _m in ("connectivity", "export", "landscape", "phases", "rashomon", "representations", "style",
+                          "zoo")
            for name in _import_module(f"{__name__}.{_m}").__all__]

@@ -53,7 +53,7 @@ def surface_figure(
 
     Parameters
     ----------
-    surface : engine.probes.landscape.Surface
+    surface : engine.probes.landscape.surface.Surface
         A 2D surface.
     metric : {"loss", "accuracy"}
         What to draw.
@@ -153,10 +153,10 @@ def spectrum_figure(density, *, top=None, trace=None, log_scale: bool = True, ti
 
     Parameters
     ----------
-    density : engine.probes.spectrum.SpectralDensity
-    top : engine.probes.curvature.HessianEigs, optional
+    density : engine.probes.landscape.spectrum.SpectralDensity
+    top : engine.probes.landscape.curvature.HessianEigs, optional
         Eigenvalues to mark; the largest Ritz values of the density otherwise.
-    trace : engine.probes.curvature.TraceEstimate, optional
+    trace : engine.probes.landscape.trace.TraceEstimate, optional
         Hutchinson trace with its error bar; the SLQ estimate otherwise.
     log_scale : bool
         Logarithmic density axis, where the outliers (weight ~ 1/P) become visible.
@@ -186,7 +186,7 @@ def sharpness_figure(sharpness, *, title: str | None = None) -> go.Figure:
 
     Parameters
     ----------
-    sharpness : engine.probes.curvature.Sharpness
+    sharpness : engine.probes.landscape.curvature.Sharpness
     """
     fig = go.Figure()
     steps = sharpness.steps
@@ -209,7 +209,7 @@ def intrinsic_dimension_figure(result, *, log_x: bool = True, title: str | None 
 
     Parameters
     ----------
-    result : engine.probes.subspace.IntrinsicDimension
+    result : engine.probes.landscape.subspace.IntrinsicDimension
     log_x : bool
         Logarithmic dimension axis.
     """

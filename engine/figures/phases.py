@@ -59,7 +59,7 @@ def metric_heatmap(cells: pd.DataFrame, metric: str, *, label: str | None = None
     Parameters
     ----------
     cells : DataFrame
-        From :func:`engine.probes.phases.cell_table` (``temperature, load, <metric>, <metric>_std, ...``).
+        From :func:`engine.probes.phases.diagram.cell_table` (``temperature, load, <metric>, <metric>_std, ...``).
     metric : str
     label, temperature, load : str
         Axis and colour-bar titles (escaped).

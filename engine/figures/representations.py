@@ -1,7 +1,7 @@
 """Figures for representation geometry: similarity heatmaps, projections, collapse, dimension.
 
-Every function takes a probe result (see :mod:`engine.probes.similarity_grid`,
-:mod:`engine.probes.projection`, :mod:`engine.probes.geometry`) and returns a
+Every function takes a probe result (see :mod:`engine.probes.representations.similarity_grid`,
+:mod:`engine.probes.representations.projection`, :mod:`engine.probes.representations.geometry`) and returns a
 :class:`plotly.graph_objects.Figure`, used as is by the dashboard and the HTML report.
 """
 
@@ -15,9 +15,14 @@ from plotly.subplots import make_subplots
 
 from engine.figures.style import PALETTE, TEMPLATE, escape
 
-from engine.probes.geometry import LayerDimensions, NeuralCollapse, NeuronMatching
-from engine.probes.projection import AlignedProjection, Projection
-from engine.probes.similarity_grid import SimilarityGrid
+from engine.probes.representations import (
+    AlignedProjection,
+    LayerDimensions,
+    NeuralCollapse,
+    NeuronMatching,
+    Projection,
+    SimilarityGrid,
+)
 
 __all__ = [
     "dimension_figure",

@@ -20,7 +20,7 @@ from .probe_job import (
     probe_kinds,
     register_probe,
 )
-from .sweep import SweepCell, SweepRequest, probe_sweep, sweep_cells, sweep_status
+from .phases import PhaseCell, PhaseRequest, phase_cells, phase_cells_status, probe_phase_cells
 from .train_job import TrainJobSpec, run_train
 
 __all__ = [
@@ -47,11 +47,11 @@ __all__ = [
     "register_kind",
     "request_cancel",
     "run_train",
-    "SweepCell",
-    "SweepRequest",
-    "probe_sweep",
-    "sweep_cells",
-    "sweep_status",
+    "PhaseCell",
+    "PhaseRequest",
+    "phase_cells",
+    "phase_cells_status",
+    "probe_phase_cells",
 ]
 
 

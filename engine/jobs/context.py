@@ -27,7 +27,8 @@ def job_dir(store_path: Path, job_id: str) -> Path:
     return Path(store_path) / "inbox" / job_id
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON to ``path`` by rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload))
     os.replace(tmp, path)
@@ -78,7 +79,7 @@ class JobContext:
             return
         self._last_progress = now
         payload = {"progress": max(0.0, min(1.0, float(fraction))), "message": message, "time": time.time(), **extra}
-        _write_json_atomic(self.dir / "progress.json", payload)
+        write_json_atomic(self.dir / "progress.json", payload)
 
     def cancelled(self) -> bool:
         return (self.dir / "cancel").exists()

@@ -57,7 +57,7 @@ def _load_builtin() -> None:
 
 def _run_warm_umap(spec, ctx: JobContext) -> dict:
     """Fill numba's on-disk cache (workers share ``NUMBA_CACHE_DIR``), so no person waits for compilation."""
-    from engine.probes.projection import warm_umap
+    from engine.probes.representations import warm_umap
 
     ctx.progress(0.1, "compiling UMAP (once per machine)", force=True)
     return {"seconds": warm_umap(aligned=True)}

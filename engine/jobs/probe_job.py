@@ -167,7 +167,8 @@ class ProbeInputs:
         names = dict(model.named_parameters())
         params = {k: v.to(self.device) for k, v in state.items() if k in names}
         buffers = {k: v.to(self.device) for k, v in state.items() if k not in names}
-        return LoadedCheckpoint(ref, config, model.to(self.device), params, buffers, ds)
+        return LoadedCheckpoint(ref=ref, config=config, model=model.to(self.device), params=params, buffers=buffers,
+                                dataset=ds)
 
     @cached_property
     def all(self) -> list[LoadedCheckpoint]:

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .context import JobCancelled, JobContext, _write_json_atomic, job_dir
+from .context import JobCancelled, JobContext, job_dir, write_json_atomic
 from .kinds import get_kind
 
 EXIT_CANCELLED = 3
@@ -25,13 +25,13 @@ def run_job(store_path: Path, job_id: str) -> int:
     try:
         result = get_kind(request["kind"]).run(request["spec"], ctx) or {}
     except JobCancelled as exc:
-        _write_json_atomic(d / "error.json", {"status": "cancelled", "error": str(exc)})
+        write_json_atomic(d / "error.json", {"status": "cancelled", "error": str(exc)})
         return EXIT_CANCELLED
     except Exception as exc:  # the worker's boundary: everything is reported to the owner
-        _write_json_atomic(d / "error.json", {
+        write_json_atomic(d / "error.json", {
             "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
         return 1
-    _write_json_atomic(d / "result.json", {"status": "done", "result": result})
+    write_json_atomic(d / "result.json", {"status": "done", "result": result})
     return 0
 
 

@@ -79,7 +79,8 @@ def train_run(
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
         value = float(loss.detach())
         if not math.isfinite(value):
-            return RunResult("diverged", step, step, metrics, time.perf_counter() - t0, str(device))
+            return RunResult(status="diverged", steps=step, diverged_step=step, metrics=metrics,
+                             wall_s=time.perf_counter() - t0, device=str(device))
         for p in params.values():
             p.requires_grad_(False)
         optim_step(spec.optim.name, params, grads, state, hp)
@@ -89,8 +90,10 @@ def train_run(
             if on_progress is not None:
                 on_progress(step, spec.steps, [value])
             if should_stop is not None and should_stop():
-                return RunResult("cancelled", step, None, metrics, time.perf_counter() - t0, str(device))
-    return RunResult("done", spec.steps, None, metrics, time.perf_counter() - t0, str(device))
+                return RunResult(status="cancelled", steps=step, diverged_step=None, metrics=metrics,
+                                 wall_s=time.perf_counter() - t0, device=str(device))
+    return RunResult(status="done", steps=spec.steps, diverged_step=None, metrics=metrics,
+                     wall_s=time.perf_counter() - t0, device=str(device))
 
 
 def _eval_sets(ds: zdata.Dataset, size: int, device: torch.device) -> dict[str, tuple[Tensor, Tensor]]:

@@ -133,9 +133,11 @@ def train_population(
             break
     wall = time.perf_counter() - t0
     return [
-        RunResult("diverged", diverged[k], diverged[k], metrics[k], wall, str(device))
+        RunResult(status="diverged", steps=diverged[k], diverged_step=diverged[k], metrics=metrics[k], wall_s=wall,
+                  device=str(device))
         if diverged[k] is not None
-        else RunResult(status, step, None, metrics[k], wall, str(device))
+        else RunResult(status=status, steps=step, diverged_step=None, metrics=metrics[k], wall_s=wall,
+                       device=str(device))
         for k in range(K)
     ]
 

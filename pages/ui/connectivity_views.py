@@ -14,9 +14,7 @@ from engine.jobs.builtin_probes.connectivity import (
     singular_from_result,
 )
 from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.barrier_matrix import BarrierMatrix
-from engine.probes.layerwise import LayerwiseBarriers
-from engine.probes.merge import MergeResult
+from engine.probes.connectivity import BarrierMatrix, LayerwiseBarriers, MergeResult
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure

@@ -6,11 +6,7 @@ import streamlit as st
 
 from engine.figures import landscape as lfig
 from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.curvature import HessianEigs, Sharpness
-from engine.probes.trace import TraceEstimate
-from engine.probes.landscape import Surface
-from engine.probes.spectrum import SpectralDensity
-from engine.probes.subspace import IntrinsicDimension
+from engine.probes.landscape import HessianEigs, IntrinsicDimension, Sharpness, SpectralDensity, Surface, TraceEstimate
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure

@@ -11,8 +11,8 @@ import streamlit as st
 
 from engine.figures import phases as pfig
 from engine.auth import PermissionDenied
-from engine.jobs import probe_sweep, sweep_status
-from engine.jobs.builtin_probes.sweep import SweepCellParams
+from engine.jobs import probe_phase_cells, phase_cells_status
+from engine.jobs.builtin_probes.phases import PhaseCellParams
 from engine.probes.phases import (
     PHASE_METRICS,
     PhaseThresholds,
@@ -28,18 +28,18 @@ from .state import synced_selectbox
 from .view_cache import frame_key, shared_view
 
 __all__ = ["axes_picker", "cell_links", "grokking_section", "heatmaps_section", "phase_section",
-           "sweep_panel", "sweep_table"]
+           "cells_panel", "cells_table"]
 
 PROBE = "sweep.cell"
 
 
-def sweep_params() -> dict:
+def cell_params() -> dict:
     """The sweep's probe parameters: the defaults, plus dimensions when asked (kept in the URL)."""
     dims = st.toggle("Also effective rank and TwoNN dimension", key="ph_dims",
                      value=st.query_params.get("dims") == "1")
     st.query_params["dims"] = "1" if dims else "0"
-    groups = SweepCellParams().metrics + (("dimension",) if dims else ())
-    return SweepCellParams(metrics=groups).model_dump(mode="json")
+    groups = PhaseCellParams().metrics + (("dimension",) if dims else ())
+    return PhaseCellParams(metrics=groups).model_dump(mode="json")
 
 
 def _counts(requests) -> dict[str, int]:
@@ -50,14 +50,14 @@ def _counts(requests) -> dict[str, int]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _sweep_status(_svc: Services, zoo_id: str, params_json: str, generation: int) -> list:
+def _cells_status(_svc: Services, zoo_id: str, params_json: str, generation: int) -> list:
     """Every cell's request and its stored result, read once per catalog change, not on every rerun."""
-    return sweep_status(_svc.dispatcher, zoo_id, PROBE, json.loads(params_json))
+    return phase_cells_status(_svc.dispatcher, zoo_id, PROBE, json.loads(params_json))
 
 
-def sweep_panel(svc: Services, zoo_id: str, params: dict) -> list:
+def cells_panel(svc: Services, zoo_id: str, params: dict) -> list:
     """Where the sweep stands; a button that queues the missing cells; live progress while it runs."""
-    requests = _sweep_status(svc, zoo_id, json.dumps(params, sort_keys=True), svc.generation)
+    requests = _cells_status(svc, zoo_id, json.dumps(params, sort_keys=True), svc.generation)
     counts = _counts(requests)
     done = counts.get("done", 0)
     st.caption(f"{len(requests)} cells (seeds of one hyperparameter setting, final checkpoints): {done} probed, "
@@ -70,7 +70,7 @@ def sweep_panel(svc: Services, zoo_id: str, params: dict) -> list:
                                             help="One background job per cell: evaluation, Hessian top "
                                                  "eigenvalue and trace, naive and aligned barriers, CKA"):
         try:
-            probe_sweep(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
+            probe_phase_cells(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
         except PermissionDenied as exc:  # the job layer decides, whatever the button showed
             st.error(str(exc))
         else:
@@ -82,7 +82,7 @@ def sweep_panel(svc: Services, zoo_id: str, params: dict) -> list:
 
 @st.fragment(run_every=2.0)
 def _progress(svc: Services, zoo_id: str, params: dict) -> None:
-    requests = sweep_status(svc.dispatcher, zoo_id, PROBE, params)
+    requests = phase_cells_status(svc.dispatcher, zoo_id, PROBE, params)
     active = [r for r in requests if r.status.state in ("queued", "running")]
     if not active:
         st.rerun(scope="app")
@@ -90,7 +90,7 @@ def _progress(svc: Services, zoo_id: str, params: dict) -> None:
     st.progress(frac, text=f"{len(active)} cells left — computed in background workers; this updates by itself")
 
 
-def sweep_table(svc: Services, zoo_id: str, done: list) -> pd.DataFrame:
+def cells_table(svc: Services, zoo_id: str, done: list) -> pd.DataFrame:
     """One row per probed run: the runs table (hyperparameters) joined with the probe's values."""
     rows = []
     for r in done:

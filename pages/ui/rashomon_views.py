@@ -12,13 +12,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.figures import rashomon as rfig
-from engine.figures import rashomon_trees as tfig
+from engine.figures import rashomon as rashfig
 from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.importance import ImportanceCloud, InteractionCloud
-from engine.probes.multiplicity import multiplicity_curve, predictive_multiplicity
-from engine.probes.rashomon import pattern_rashomon_ratio, rashomon_curve, rashomon_set
-from engine.probes.trees import TreeRashomonSet, tree_rules
+from engine.probes.rashomon import (
+    ImportanceCloud,
+    InteractionCloud,
+    TreeRashomonSet,
+    multiplicity_curve,
+    pattern_rashomon_ratio,
+    predictive_multiplicity,
+    rashomon_curve,
+    rashomon_set,
+    tree_rules,
+)
 
 from .pickers import probe_result
 from .services import Services
@@ -84,11 +90,12 @@ def _finite(view: RashomonView) -> RashomonView:
                      {"importances": vic.importances[keep], "mean": m, "baseline": vic.baseline[keep],
                       "mcr_min": m.min(0), "mcr_max": m.max(0)})
     if fis is not None:
-        fis = InteractionCloud(fis.pairs, fis.fis[keep], fis.joint[keep], fis.single[keep], fis.feature_names,
-                               fis.metric)
-    return RashomonView(view.source, {k: v[keep] for k, v in view.metrics.items()},
-                        [view.labels[i] for i in keep] if view.labels else None, sub(view.preds), sub(view.probs),
-                        view.x, view.feature_names, vic, fis, notes=view.notes + [
+        fis = InteractionCloud(pairs=fis.pairs, fis=fis.fis[keep], joint=fis.joint[keep], single=fis.single[keep],
+                               feature_names=fis.feature_names, metric=fis.metric)
+    return RashomonView(source=view.source, metrics={k: v[keep] for k, v in view.metrics.items()},
+                        labels=[view.labels[i] for i in keep] if view.labels else None, preds=sub(view.preds),
+                        probs=sub(view.probs), x=view.x, feature_names=view.feature_names, importance=vic,
+                        interactions=fis, notes=view.notes + [
                             f"{int((~ok).sum())} models with a non-finite loss (diverged) are left out"])
 
 
@@ -302,9 +309,9 @@ def _set_figures(view: RashomonView, losses, metric: str, eps: float, mode: str,
     """Loss-vs-model scatter (box/lasso selection) and set size vs ε; returns the selected models."""
     left, right = st.columns([3, 2])
     labels = view.labels if len(losses) <= 500 else None  # per-point strings cost ~0.1 ms each to draw
-    fig = rfig.rashomon_scatter(losses, epsilon=eps, mode=mode, labels=labels, metric_name=metric)
+    fig = rashfig.rashomon_scatter(losses, epsilon=eps, mode=mode, labels=labels, metric_name=metric)
     event = left.plotly_chart(fig, key="rs_scatter", on_select="rerun", selection_mode=("box", "lasso"))
-    right.plotly_chart(rfig.rashomon_size_curve(rashomon_curve(losses, grid, mode=mode), epsilon=eps),
+    right.plotly_chart(rashfig.rashomon_size_curve(rashomon_curve(losses, grid, mode=mode), epsilon=eps),
                        key="rs_size")
     return [i for i in _selection(event) if i < len(losses)]
 
@@ -330,11 +337,11 @@ def _multiplicity(view, losses, grid, mode, eps, active, best) -> None:
     c[1].metric("Discrepancy", f"{pm.discrepancy:.1%}", help="largest share of samples one model flips")
     c[2].metric("Samples", f"{len(pm.disagreement)}")
     left, right = st.columns(2)
-    left.plotly_chart(rfig.multiplicity_curve_figure(curve, epsilon=eps), key="rs_mcurve")
-    right.plotly_chart(rfig.disagreement_histogram(pm), key="rs_hist")
+    left.plotly_chart(rashfig.multiplicity_curve_figure(curve, epsilon=eps), key="rs_mcurve")
+    right.plotly_chart(rashfig.disagreement_histogram(pm), key="rs_hist")
     feats = _top_features(view, 12)
     x = view.x[:, feats].astype(np.float64)  # float32 values print with float32 noise after rounding
-    st.plotly_chart(rfig.contested_samples_table(pm, x, [view.feature_names[j] for j in feats], k=10),
+    st.plotly_chart(rashfig.contested_samples_table(pm, x, [view.feature_names[j] for j in feats], k=10),
                     key="rs_contested")
     st.caption("Marx, Calmon & Ustun (2020): ambiguity and discrepancy against the best model; the curve is "
                "over all stored models as ε grows, the histogram and table over the models shown.")
@@ -355,7 +362,7 @@ def _with_reference(active: np.ndarray, best: int) -> tuple[np.ndarray, int]:
 
 def _importance(view, losses, active, best) -> None:
     if view.trees is not None:
-        st.plotly_chart(tfig.tree_feature_usage(view.trees, indices=active), key="rs_usage")
+        st.plotly_chart(rashfig.tree_feature_usage(view.trees, indices=active), key="rs_usage")
         st.caption("Trees have no smooth loss to permute against here; the share of trees splitting on each "
                    "feature is the set's variable-use cloud.")
         return
@@ -368,7 +375,7 @@ def _importance(view, losses, active, best) -> None:
     order = synced_selectbox("Order features by", ["mean", "range", "input"], key="rs_vic_order", container=c[1],
                              format_func={"mean": "mean importance", "range": "model class reliance range",
                                           "input": "input order"}.get)
-    st.plotly_chart(rfig.importance_cloud_figure(cloud, kind=kind, reference=best, selected=active, order=order),
+    st.plotly_chart(rashfig.importance_cloud_figure(cloud, kind=kind, reference=best, selected=active, order=order),
                     key="rs_vic")
     mean = cloud.mean[active]
     table = pd.DataFrame({"feature": cloud.feature_names, "MCR− (min)": mean.min(0), "MCR+ (max)": mean.max(0),
@@ -380,9 +387,10 @@ def _importance(view, losses, active, best) -> None:
     fi = synced_selectbox("Pair plot: x", names, key="rs_fi", default=names[top[0]], container=c[0])
     fj = synced_selectbox("Pair plot: y", names, key="rs_fj", default=names[top[-1]], container=c[1])
     idx, ref = _with_reference(active, best)
-    sub = ImportanceCloud(cloud.importances[idx], cloud.mean[idx], cloud.baseline[idx], cloud.mcr_min, cloud.mcr_max,
-                          cloud.feature_names, cloud.metric)
-    st.plotly_chart(rfig.importance_pair_figure(sub, names.index(fi), names.index(fj), reference=ref,
+    sub = ImportanceCloud(importances=cloud.importances[idx], mean=cloud.mean[idx], baseline=cloud.baseline[idx],
+                          mcr_min=cloud.mcr_min, mcr_max=cloud.mcr_max, feature_names=cloud.feature_names,
+                          metric=cloud.metric)
+    st.plotly_chart(rashfig.importance_pair_figure(sub, names.index(fi), names.index(fj), reference=ref,
                                                 color=losses[idx], color_title="loss"), key="rs_pair")
     st.caption("Permutation importance = rise in loss when a feature is shuffled (model reliance, Fisher, Rudin "
                "& Dominici 2019), for every model: the variable importance cloud (Dong & Rudin 2020).")
@@ -394,14 +402,14 @@ def _interactions(view, active, best) -> None:
         st.info("Feature interaction scores need a neural model on tabular inputs (a zoo on tabular data or a "
                 "sampled model class).")
         return
-    st.plotly_chart(rfig.fis_swarm_figure(inter, top=15, selected=active), key="rs_swarm")
+    st.plotly_chart(rashfig.fis_swarm_figure(inter, top=15, selected=active), key="rs_swarm")
     labels = inter.pair_labels()
     order = np.argsort(-np.abs(inter.fis[active]).mean(0), kind="stable")
     pair = synced_selectbox("Halo plot of the pair", [labels[p] for p in order], key="rs_pair_fis")
     idx, ref = _with_reference(active, best)
-    sub = InteractionCloud(inter.pairs, inter.fis[idx], inter.joint[idx], inter.single[idx], inter.feature_names,
-                           inter.metric)
-    st.plotly_chart(rfig.fis_halo_figure(sub, labels.index(pair), reference=ref), key="rs_halo")
+    sub = InteractionCloud(pairs=inter.pairs, fis=inter.fis[idx], joint=inter.joint[idx], single=inter.single[idx],
+                           feature_names=inter.feature_names, metric=inter.metric)
+    st.plotly_chart(rashfig.fis_halo_figure(sub, labels.index(pair), reference=ref), key="rs_halo")
     st.caption("FIS(i, j) = φ_ij − φ_i − φ_j, the extra loss from permuting i and j together (Li et al. 2024); "
                "≈ 0 when they act additively. Pairs among the most important features.")
 
@@ -415,15 +423,15 @@ def _tree_browser(view, active) -> None:
     leaves = c[2].selectbox("Max leaves", sorted(set(trees.n_leaves.tolist()), reverse=True), key="rs_tleaves")
     must = c[3].multiselect("Uses", names, key="rs_tuse")
     never = c[4].multiselect("Does not use", names, key="rs_tnouse")
-    keep = tfig.filter_trees(trees, accuracy=acc, max_depth=depth, max_leaves=leaves, must_use=must,
+    keep = rashfig.filter_trees(trees, accuracy=acc, max_depth=depth, max_leaves=leaves, must_use=must,
                              must_not_use=never)
     idx = np.intersect1d(active, keep)
     st.caption(f"{len(idx):,} trees pass the filters (of {len(active):,} shown above).")
     if not len(idx):
         return
     left, right = st.columns(2)
-    left.plotly_chart(tfig.tree_sunburst(trees, indices=idx), key="rs_sunburst")
-    right.plotly_chart(tfig.tree_set_scatter(trees), key="rs_tscatter")
+    left.plotly_chart(rashfig.tree_sunburst(trees, indices=idx), key="rs_sunburst")
+    right.plotly_chart(rashfig.tree_set_scatter(trees), key="rs_tscatter")
     sort = synced_selectbox("Sort the list by", ["objective", "accuracy", "leaves", "depth", "features"],
                             key="rs_tsort")
     table = pd.DataFrame({"tree": idx, "objective": trees.objective[idx], "training accuracy": trees.accuracy[idx],
@@ -440,7 +448,7 @@ def _tree_browser(view, active) -> None:
     rows = getattr(getattr(event, "selection", None), "rows", None) or [0]
     t = int(table["tree"].iloc[rows[0]])
     left, right = st.columns([3, 2])
-    left.plotly_chart(tfig.tree_diagram(trees, t), key="rs_tdiagram")
+    left.plotly_chart(rashfig.tree_diagram(trees, t), key="rs_tdiagram")
     with right:
         st.markdown(f"**Tree {t} as rules** (one per leaf)")
         st.code("\n".join(f"IF {' AND '.join(f'{f} = {v}' for f, v in conds) or 'always'} THEN {label}"

@@ -7,12 +7,19 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.figures import representations as rfig
+from engine.figures import representations as repfig
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.representations import split_activations
-from engine.probes.geometry import layer_dimensions, neural_collapse_over_training, neuron_matching
-from engine.probes.projection import AlignedProjection, aligned_projection
-from engine.probes.similarity_grid import METRICS, similarity_grid, similarity_over_training
+from engine.probes.representations import (
+    AlignedProjection,
+    METRICS,
+    aligned_projection,
+    layer_dimensions,
+    neural_collapse_over_training,
+    neuron_matching,
+    similarity_grid,
+    similarity_over_training,
+)
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
@@ -40,7 +47,7 @@ def _activations(svc: Services, ids: list[str], key: str, label: str):
 
 def _grid_view(acts_a, acts_b, metric: str, title: str, **heatmap):
     grid = similarity_grid(acts_a, acts_b, metric) if acts_b is not None else similarity_over_training(acts_a, metric)
-    return grid, rfig.similarity_heatmap(grid, title=title, **heatmap)
+    return grid, repfig.similarity_heatmap(grid, title=title, **heatmap)
 
 
 def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
@@ -103,7 +110,7 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
         targets = status.result.arrays.get("targets", targets)
     labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
     fig = shared_view(("rep.proj_fig", source, layer),
-                      lambda: rfig.projection_figure(proj, labels, title=f"{layer} through training"))
+                      lambda: repfig.projection_figure(proj, labels, title=f"{layer} through training"))
     show_figure(fig, key="proj_fig", title=f"{proj.method.upper()} of {layer} through training",
                 params={"layer": layer, "method": method}, checkpoint_ids=ids, run_ids=[run_id])
     if proj.subsampled:
@@ -120,7 +127,7 @@ def collapse_tab(svc: Services, run_id: str, runs: list[str]) -> None:
         return
     penultimate = res.summary["layers"][-2] if len(res.summary["layers"]) > 1 else res.summary["layers"][-1]
     features = [a[penultimate] for a in acts]
-    fig = shared_view(("rep.collapse", probe, penultimate), lambda: rfig.neural_collapse_figure(
+    fig = shared_view(("rep.collapse", probe, penultimate), lambda: repfig.neural_collapse_figure(
         neural_collapse_over_training(features, res.arrays["targets"], steps=res.summary["steps"]),
         title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"))
     st.plotly_chart(fig, key="nc_fig")
@@ -130,7 +137,7 @@ def dimension_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, _, probe = _activations(svc, [_last_checkpoint(svc, run_id)], "acts_last", "Capture activations")
     if acts is None:
         return
-    st.plotly_chart(shared_view(("rep.dimension", probe), lambda: rfig.dimension_figure(layer_dimensions(acts[0]))),
+    st.plotly_chart(shared_view(("rep.dimension", probe), lambda: repfig.dimension_figure(layer_dimensions(acts[0]))),
                     key="dim_fig")
     others = [r for r in runs if r != run_id]
     if not others:
@@ -146,4 +153,4 @@ def dimension_tab(svc: Services, run_id: str, runs: list[str]) -> None:
 def _neuron_matching_figure(pair):
     shared = [layer for layer in pair[0] if layer in pair[1] and pair[0][layer].shape == pair[1][layer].shape]
     matchings = {layer: neuron_matching(pair[0][layer], pair[1][layer]) for layer in shared[:-1] or shared}
-    return rfig.neuron_matching_figure(matchings)
+    return repfig.neuron_matching_figure(matchings)

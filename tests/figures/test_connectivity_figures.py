@@ -18,14 +18,18 @@ from engine.figures.connectivity import (
     singular_cosine_figure,
 )
 from engine.nets import apply_permutation, build, permutation_spec, random_permutation
-from engine.probes.align import weight_matching
-from engine.probes.barrier_matrix import BarrierMatrix, find_basins
-from engine.probes.connectivity import BARRIER_DEFINITIONS, InterpolationCurve
-from engine.probes.layerwise import layerwise_barriers
-from engine.probes.lmc import compare_paths
-from engine.probes.merge import merge_models
-from engine.probes.singular_alignment import singular_vector_alignment
-from engine.probes.spawning import Instability
+from engine.probes.connectivity import (
+    BARRIER_DEFINITIONS,
+    BarrierMatrix,
+    Instability,
+    InterpolationCurve,
+    compare_paths,
+    find_basins,
+    layerwise_barriers,
+    merge_models,
+    singular_vector_alignment,
+    weight_matching,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -13,12 +13,16 @@ from engine.figures.landscape import (
     spectrum_figure,
     surface_figure,
 )
-from engine.probes.curvature import Sharpness, hessian_top_eigs
-from engine.probes.directions import random_direction
-from engine.probes.landscape import loss_surface_1d, loss_surface_2d
-from engine.probes.spectrum import hessian_spectral_density
-from engine.probes.subspace import IntrinsicDimension
-from engine.probes.trace import hessian_trace
+from engine.probes.landscape import (
+    IntrinsicDimension,
+    Sharpness,
+    hessian_spectral_density,
+    hessian_top_eigs,
+    hessian_trace,
+    loss_surface_1d,
+    loss_surface_2d,
+    random_direction,
+)
 
 
 @pytest.fixture(scope="module")

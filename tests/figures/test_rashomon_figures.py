@@ -21,7 +21,7 @@ from engine.figures.rashomon import (
     rashomon_scatter,
     rashomon_size_curve,
 )
-from engine.figures.rashomon_trees import (
+from engine.figures.rashomon.trees import (
     filter_trees,
     tree_diagram,
     tree_feature_usage,
@@ -29,11 +29,15 @@ from engine.figures.rashomon_trees import (
     tree_set_scatter,
     tree_sunburst,
 )
-from engine.probes.importance import feature_interaction_cloud, variable_importance_cloud
-from engine.probes.multiplicity import multiplicity_curve, predictive_multiplicity
-from engine.probes.rashomon import rashomon_curve
-from engine.probes.trees import _recount
-from engine.probes._tree_decode import decode_model_set
+from engine.probes.rashomon import (
+    feature_interaction_cloud,
+    multiplicity_curve,
+    predictive_multiplicity,
+    rashomon_curve,
+    variable_importance_cloud,
+)
+from engine.probes.rashomon.trees import _recount
+from engine.probes.rashomon._tree_decode import decode_model_set
 
 RNG = np.random.default_rng(0)
 LOSSES = RNG.uniform(0.2, 0.5, size=40)

@@ -11,9 +11,15 @@ from engine.figures.representations import (
     projection_figure,
     similarity_heatmap,
 )
-from engine.probes.geometry import layer_dimensions, neural_collapse_over_training, neuron_matching
-from engine.probes.projection import aligned_projection, project
-from engine.probes.similarity_grid import similarity_grid, similarity_over_training
+from engine.probes.representations import (
+    aligned_projection,
+    layer_dimensions,
+    neural_collapse_over_training,
+    neuron_matching,
+    project,
+    similarity_grid,
+    similarity_over_training,
+)
 
 RNG = np.random.default_rng(0)
 LAYERS = {f"l{i}": RNG.normal(size=(120, 6 + i)) for i in range(3)}

@@ -7,9 +7,7 @@ from engine.jobs import ProbeService
 
 from engine.jobs.builtin_probes.connectivity import curves_from_result
 from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.barrier_matrix import BarrierMatrix
-from engine.probes.connectivity import barrier
-from engine.probes.layerwise import LayerwiseBarriers
+from engine.probes.connectivity import BarrierMatrix, LayerwiseBarriers, barrier
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,7 @@ def test_layerwise_and_matrix_results_rebuild(trained):
 def test_instability_probe_replays_the_run_and_matches_the_engine(trained):
     from engine.config import TrainSpec
     from engine.jobs.builtin_probes.connectivity import instability_from_result, instability_steps
-    from engine.probes.spawning import instability_analysis
+    from engine.probes.connectivity import instability_analysis
 
     st, disp, ids, runs = trained
     res = _compute(disp, "connectivity.instability", {"n_steps": 3, "alphas": 5}, ids[:1])
@@ -82,8 +80,8 @@ def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
 def test_singular_probe_rebuilds_the_engine_result(trained):
     from engine.jobs.builtin_probes.connectivity import singular_from_result
     from engine.nets import permutation_spec
-    from engine.probes.lmc import align_models
-    from engine.probes.singular_alignment import singular_vector_alignment
+    from engine.probes.connectivity import align_models
+    from engine.probes.connectivity import singular_vector_alignment
 
     st, disp, ids, runs = trained
     res = _compute(disp, "connectivity.singular", {}, ids[:2])

@@ -5,8 +5,7 @@ import pytest
 
 from engine.jobs import ProbeService
 from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.curvature import HessianEigs, Sharpness
-from engine.probes.landscape import Surface
+from engine.probes.landscape import HessianEigs, Sharpness, Surface
 
 
 @pytest.fixture(scope="module")

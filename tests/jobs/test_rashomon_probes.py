@@ -8,11 +8,16 @@ import torch
 from engine.jobs import ProbeService
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.rashomon import model_class
-from engine.probes.importance import ImportanceCloud, InteractionCloud
-from engine.probes.multiplicity import predictive_multiplicity
-from engine.probes.rashomon import rashomon_set
-from engine.probes.rashomon_sampling import RashomonSample, flat_losses
-from engine.probes.trees import TreeRashomonSet, predict_trees
+from engine.probes.rashomon import (
+    ImportanceCloud,
+    InteractionCloud,
+    RashomonSample,
+    TreeRashomonSet,
+    flat_losses,
+    predict_trees,
+    predictive_multiplicity,
+    rashomon_set,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -7,9 +7,7 @@ from engine.jobs import ProbeService
 
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.representations import split_activations
-from engine.probes.projection import AlignedProjection
-from engine.probes.similarity import linear_cka
-from engine.probes.similarity_grid import similarity_grid
+from engine.probes.representations import AlignedProjection, linear_cka, similarity_grid
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 import store
 from engine.config import load_sweep
-from engine.jobs import Dispatcher, probe_sweep
+from engine.jobs import Dispatcher, probe_phase_cells
 
 TINY = {
     "name": "tiny <script>alert(1)</script>",
@@ -35,7 +35,7 @@ def _train(path, sweep: dict, *, probe: bool = False):
         (job,) = disp.run_until_done([job_id])
         assert job["status"] == "done", job
         if probe:
-            assert [r.status.state for r in probe_sweep(disp, zoo_id, compute_here=True)] == ["done", "done"]
+            assert [r.status.state for r in probe_phase_cells(disp, zoo_id, compute_here=True)] == ["done", "done"]
     finally:
         disp.stop(kill_workers=True)
         st.close()

@@ -1,18 +1,15 @@
-"""The ``sweep.cell`` probe and ``probe_sweep`` on a tiny trained zoo: values equal the engine's own calls."""
+"""The ``sweep.cell`` probe and ``probe_phase_cells`` on a tiny trained zoo: values equal the engine's own calls."""
 
 import numpy as np
 import pytest
 import torch
 
-from engine.jobs import ProbeService, probe_sweep, sweep_cells, sweep_status
+from engine.jobs import ProbeService, probe_phase_cells, phase_cells, phase_cells_status
 from engine.jobs.probe_job import ProbeInputs
-from engine.probes.activations import capture_activations
-from engine.probes.align import apply_alignment
-from engine.probes.lmc import align_models
-from engine.probes.connectivity import barrier, interpolate
-from engine.probes.curvature import hessian_top_eigs
-from engine.probes.functional import resolve_data
-from engine.probes.similarity import linear_cka
+from engine.probes.connectivity import align_models, apply_alignment, barrier, interpolate
+from engine.probes.core import resolve_data
+from engine.probes.landscape import hessian_top_eigs
+from engine.probes.representations import capture_activations, linear_cka
 
 P = {"n_samples": 128, "cka_samples": 128, "hessian_max_iter": 40, "trace_probes": 4, "alphas": 9}
 
@@ -20,19 +17,19 @@ P = {"n_samples": 128, "cka_samples": 128, "hessian_max_iter": 40, "trace_probes
 @pytest.fixture(scope="module")
 def swept(zoo):
     st, disp, zoo_id = zoo
-    requests = probe_sweep(disp, zoo_id, params=P, compute_here=True)
+    requests = probe_phase_cells(disp, zoo_id, params=P, compute_here=True)
     return st, disp, zoo_id, requests
 
 
 def test_cells_group_seeds(zoo):
     st, _, zoo_id = zoo
-    cells = sweep_cells(st, zoo_id)
+    cells = phase_cells(st, zoo_id)
     assert [c.hparams for c in cells] == [{"lr": 0.05}, {"lr": 0.2}]
     assert all(len(c.run_ids) == 2 == len(c.checkpoint_ids) for c in cells)
-    every = sweep_cells(st, zoo_id, checkpoints="all")
+    every = phase_cells(st, zoo_id, checkpoints="all")
     assert all(len(c.checkpoint_ids) == 2 * 3 for c in every)  # linear:2 -> steps 0, 20, 40
     with pytest.raises(ValueError, match="checkpoints must be 'final' or 'all'; got 'last'"):
-        sweep_cells(st, zoo_id, checkpoints="last")
+        phase_cells(st, zoo_id, checkpoints="last")
 
 
 def test_values_match_direct_engine_calls(swept):
@@ -73,7 +70,7 @@ def test_metric_rows_become_probe_columns(swept):
     for col in ("probe_hessian_top", "probe_barrier_naive", "probe_barrier_aligned", "probe_cka_mean", "probe_gap"):
         assert col in table.columns and table[col].notna().all(), col
     # the template's sweep (default parameters) wrote its rows first; metric rows are first-write-wins
-    for req in sweep_status(st_disp(swept), zoo_id):
+    for req in phase_cells_status(st_disp(swept), zoo_id):
         s = req.status.result.summary
         for run_id, v in zip(s["run_ids"], s["values"]["hessian_top"]):
             assert table.loc[run_id, "probe_hessian_top"] == pytest.approx(v)
@@ -89,26 +86,26 @@ def st_disp(swept):
 
 def test_second_sweep_queues_nothing(swept):
     st, disp, zoo_id, _ = swept
-    again = probe_sweep(disp, zoo_id, params=P)
+    again = probe_phase_cells(disp, zoo_id, params=P)
     assert [r.status.state for r in again] == ["done", "done"]
     other = {**P, "seed": 1}  # a different request: queued once, then joined
     n_jobs = len(st.list_jobs(kind="probe"))
-    first = probe_sweep(disp, zoo_id, params=other)
+    first = probe_phase_cells(disp, zoo_id, params=other)
     assert [r.status.state for r in first] == ["queued", "queued"]
     assert len(st.list_jobs(kind="probe")) == n_jobs + 2
-    second = probe_sweep(disp, zoo_id, params=other)
+    second = probe_phase_cells(disp, zoo_id, params=other)
     assert len(st.list_jobs(kind="probe")) == n_jobs + 2
     assert [r.status.job["job_id"] for r in second] == [r.status.job["job_id"] for r in first]
-    assert [r.status.state for r in sweep_status(disp, zoo_id, params=other)] == ["queued", "queued"]
+    assert [r.status.state for r in phase_cells_status(disp, zoo_id, params=other)] == ["queued", "queued"]
 
 
 def test_single_checkpoint_kinds_get_one_request_per_checkpoint(swept):
     st, disp, zoo_id, _ = swept
-    reqs = probe_sweep(disp, zoo_id, "weights.norm", compute_here=True)
+    reqs = probe_phase_cells(disp, zoo_id, "weights.norm", compute_here=True)
     assert len(reqs) == 2  # weights.norm takes any number: one per cell
     norms = reqs[0].status.result.summary["norm"]
     ck = st.get_checkpoint(reqs[0].checkpoint_ids[0])
     state = st.get_tensors(ck["artifact_sha"])
     assert norms[0] == pytest.approx(float(torch.cat([v.flatten() for v in state.values()]).norm()), rel=1e-5)
-    spectra = sweep_status(disp, zoo_id, "curvature.spectrum")  # takes exactly one: one per checkpoint
+    spectra = phase_cells_status(disp, zoo_id, "curvature.spectrum")  # takes exactly one: one per checkpoint
     assert len(spectra) == 4 and all(len(r.checkpoint_ids) == 1 for r in spectra)

@@ -1,3 +1,9 @@
-"""Built-in probe kinds; importing this package registers them (one module per area)."""
+"""Built-in probe kinds; importing this package registers them.
 
-from . import connectivity, evaluation, landscape, rashomon, representations, sweep  # noqa: F401
+One module per domain, named as in ``engine.probes``: ``core`` (``evaluate``), ``landscape``
+(``landscape.*`` and ``curvature.*``), ``connectivity``, ``representations``, ``rashomon`` and
+``phases`` (``sweep.cell``, ``weights.norm``). Probe kind strings are stored with every result,
+so they never change when a module is renamed.
+"""
+
+from . import connectivity, core, landscape, phases, rashomon, representations  # noqa: F401

@@ -9,14 +9,19 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.nets import permutation_spec
-from engine.probes.align import apply_alignment
-from engine.probes.barrier_matrix import barrier_matrix
-from engine.probes.connectivity import InterpolationCurve
-from engine.probes.layerwise import layerwise_barriers
-from engine.probes.lmc import align_models, compare_paths
-from engine.probes.merge import merge_models
-from engine.probes.singular_alignment import SingularAlignment, singular_vector_alignment
-from engine.probes.spawning import Instability, instability_analysis
+from engine.probes.connectivity import (
+    Instability,
+    InterpolationCurve,
+    SingularAlignment,
+    align_models,
+    apply_alignment,
+    barrier_matrix,
+    compare_paths,
+    instability_analysis,
+    layerwise_barriers,
+    merge_models,
+    singular_vector_alignment,
+)
 
 from ..probe_job import ProbeResult, register_probe
 from .convert import pack, unpack

@@ -6,13 +6,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.probes.curvature import hessian_top_eigs, sharpness_over_training
-from engine.probes.trace import hessian_trace
-from engine.probes.directions import hessian_directions, pca_directions, random_direction
-from engine.probes.functional import resolve_data
-from engine.probes.landscape import loss_surface_1d, loss_surface_2d
-from engine.probes.spectrum import hessian_spectral_density
-from engine.probes.subspace import intrinsic_dimension
+from engine.probes.core import resolve_data
+from engine.probes.landscape import (
+    hessian_directions,
+    hessian_spectral_density,
+    hessian_top_eigs,
+    hessian_trace,
+    intrinsic_dimension,
+    loss_surface_1d,
+    loss_surface_2d,
+    pca_directions,
+    random_direction,
+    sharpness_over_training,
+)
 
 from ..probe_job import ProbeResult, register_probe
 from .convert import pack

@@ -10,9 +10,9 @@ itself is not stored; it is a fast query on the stored losses.
   on one held-out split.
 - ``rashomon.sample``: logistic regression or a small tanh MLP fitted on a tabular
   data set, its Rashomon set sampled in the Hessian ellipsoid and filtered by the true
-  training objective (:func:`engine.probes.rashomon_sampling.sample_rashomon_set`).
+  training objective (:func:`engine.probes.rashomon.sampling.sample_rashomon_set`).
 - ``rashomon.trees``: the sparse-tree Rashomon set of a binarized data set
-  (:func:`engine.probes.trees.rashomon_trees`), recounted against the bound.
+  (:func:`engine.probes.rashomon.trees.rashomon_trees`), recounted against the bound.
 
 The last two take no checkpoints: their key is the probe kind, the data set and the
 parameters.
@@ -34,11 +34,17 @@ from torch.func import functional_call
 
 from engine import data as zdata
 from engine.data import DatasetName
-from engine.probes.functional import functional_module, resolve_data
-from engine.probes.importance import (ImportanceCloud, InteractionCloud, feature_interaction_cloud,
-                                      stacked_forward, variable_importance_cloud)
-from engine.probes.rashomon_sampling import sample_rashomon_set
-from engine.probes.trees import predict_trees, rashomon_trees
+from engine.probes.core import functional_module, resolve_data
+from engine.probes.rashomon import (
+    ImportanceCloud,
+    InteractionCloud,
+    feature_interaction_cloud,
+    predict_trees,
+    rashomon_trees,
+    sample_rashomon_set,
+    stacked_forward,
+    variable_importance_cloud,
+)
 
 from ..probe_job import ProbeResult, register_probe
 from .convert import pack

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.probes.activations import capture_activations
-from engine.probes.functional import resolve_data
-from engine.probes.projection import aligned_projection
+from engine.probes.core import resolve_data
+from engine.probes.representations import aligned_projection, capture_activations
 
 from ..probe_job import ProbeResult, register_probe
 from .convert import pack

@@ -1,0 +1,198 @@
+"""``sweep.cell`` (phases domain): the scalars a phase diagram needs, for the checkpoints of one cell.
+
+The kind string keeps its historical name: stored results are keyed by it.
+
+The inputs are the checkpoints of one cell of a zoo -- the runs that differ only in their
+seed -- usually each run's final checkpoint (:func:`engine.jobs.phases.probe_phase_cells`
+makes one request per cell). Every checkpoint gets one value per metric:
+
+* ``evaluation``: ``train_loss``, ``train_error``, ``test_loss``, ``test_error`` on the whole
+  splits, and ``gap`` = train accuracy - test accuracy (as the runs table's ``final_gap``);
+* ``curvature``: ``hessian_top`` (largest Hessian eigenvalue, Lanczos) and ``hessian_trace``
+  (Hutchinson) of the training loss on a fixed seeded subset of ``n_samples`` training points;
+* ``connectivity``: ``barrier_naive`` and ``barrier_aligned`` -- the ``max_minus_linear`` loss
+  barrier (max over alpha of L(alpha) - [(1-alpha) L(0) + alpha L(1)], ``alphas`` points) on
+  the same training subset, between this checkpoint and each other seed's checkpoint of the same
+  step, as trained and after weight matching; the checkpoint's value is the mean over its pairs;
+* ``similarity``: ``cka_mean`` -- linear CKA between this checkpoint and each other seed's, per
+  hidden layer on the same ``cka_samples`` test points, averaged over layers, then over pairs;
+* ``dimension`` (off by default): ``effective_rank`` of the features (mean over hidden layers)
+  and ``twonn``, the TwoNN intrinsic dimension of the last hidden layer.
+
+The values come back in the summary and as ``metric`` rows (split ``"probe"``, the
+checkpoint's step), so ``store.runs_table`` shows them as ``probe_<name>`` columns. Metric rows
+are first-write-wins in the catalog: a later request with other parameters keeps its values in
+its own probe result, while the ``probe_*`` columns keep the first ones computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.probes.connectivity import barrier_matrix
+from engine.probes.core import evaluate_points, flatten_params, resolve_data
+from engine.probes.landscape import hessian_top_eigs, hessian_trace
+from engine.probes.representations import OUTPUT, capture_activations, effective_rank, linear_cka, twonn_dimension
+
+from ..probe_job import ProbeResult, register_probe
+
+__all__ = ["PhaseCellParams", "WeightNormParams", "run_phase_cell", "run_weight_norm"]
+
+MetricGroup = Literal["evaluation", "curvature", "connectivity", "similarity", "dimension"]
+BARRIER_KIND = "max_minus_linear"
+
+
+class PhaseCellParams(BaseModel):
+    """What to measure on each checkpoint of a cell, and on how much data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: tuple[MetricGroup, ...] = ("evaluation", "curvature", "connectivity", "similarity")
+    n_samples: int = Field(1000, ge=16)  # training points for the Hessian and the barriers
+    hessian_max_iter: int = Field(100, ge=4, le=500)  # Lanczos steps at most (tol 1e-3)
+    trace_probes: int = Field(20, ge=2, le=2000)  # Hutchinson probes
+    alphas: int = Field(25, ge=3, le=201)  # points on each straight path
+    align: Literal["weight", "none"] = "weight"
+    cka_samples: int = Field(1000, ge=16, le=20_000)  # test points for CKA and dimensions
+    seed: int = Field(0, ge=0)  # data subsets, Lanczos start, Hutchinson probes
+
+
+def _evaluation(ck) -> dict[str, float]:
+    theta, layout = flatten_params(ck.params)
+    out = {}
+    for split in ("train", "test"):
+        xy = resolve_data(ck.dataset, split)
+        loss, acc = evaluate_points(ck.model, theta[None], xy, buffers=ck.buffers, layout=layout)
+        out[f"{split}_loss"], out[f"{split}_error"] = float(loss[0]), 1.0 - float(acc[0])
+    out["gap"] = out["test_error"] - out["train_error"]  # = train acc - test acc
+    return out
+
+
+def _curvature(ck, p: PhaseCellParams) -> dict[str, float]:
+    data = resolve_data(ck.dataset, "train", n_samples=p.n_samples, seed=p.seed)
+    top = hessian_top_eigs(ck.model, ck.params, data, k=1, max_iter=p.hessian_max_iter, seed=p.seed,
+                           buffers=ck.buffers)
+    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.trace_probes, seed=p.seed, buffers=ck.buffers)
+    return {"hessian_top": float(top.eigenvalues[0]), "hessian_trace": float(trace.trace)}
+
+
+def _same_step_groups(cks) -> list[list[int]]:
+    """Indices of checkpoints of the same step: the seeds that pairwise metrics compare."""
+    groups = defaultdict(list)
+    for i, ck in enumerate(cks):
+        groups[ck.ref.step].append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _connectivity(cks, p: PhaseCellParams, values: dict[str, list[float]], progress) -> None:
+    for group in _same_step_groups(cks):
+        first = cks[group[0]]
+        data = resolve_data(first.dataset, "train", n_samples=p.n_samples, seed=p.seed)
+        m = barrier_matrix(first.model, [cks[i].state for i in group], data, align=p.align, kind=BARRIER_KIND,
+                           alphas=p.alphas, seed=p.seed,
+                           on_progress=lambda i, n: progress(0.5 + 0.3 * i / max(n, 1), f"barrier pair {i}/{n}"))
+        off = ~np.eye(len(group), dtype=bool)
+        for row, i in enumerate(group):
+            values["barrier_naive"][i] = float(m.naive[row][off[row]].mean())
+            if m.aligned is not None:
+                values["barrier_aligned"][i] = float(m.aligned[row][off[row]].mean())
+
+
+def _features(cks, p: PhaseCellParams) -> list[dict[str, np.ndarray]]:
+    feats = []
+    for ck in cks:
+        x, y = resolve_data(ck.dataset, "test")
+        acts = capture_activations(ck.model, ck.state, (x, y), max_samples=p.cka_samples, seed=p.seed)
+        feats.append({name: t for name, t in acts.items() if name != OUTPUT})
+    return feats
+
+
+def _similarity(cks, feats, values, layer_values) -> None:
+    for group in _same_step_groups(cks):
+        for i in group:
+            per_layer = defaultdict(list)
+            for j in group:
+                if j != i:
+                    for layer, fi in feats[i].items():
+                        per_layer[layer].append(linear_cka(fi, feats[j][layer]))
+            for layer, v in per_layer.items():
+                layer_values[layer][i] = float(np.mean(v))
+            values["cka_mean"][i] = float(np.mean([np.mean(v) for v in per_layer.values()]))
+
+
+def _dimension(feats, values) -> None:
+    for i, f in enumerate(feats):
+        layers = list(f.values())
+        values["effective_rank"][i] = float(np.mean([effective_rank(t) for t in layers]))
+        values["twonn"][i] = float(twonn_dimension(layers[-1]))
+
+
+def run_phase_cell(inputs, p: PhaseCellParams, progress) -> ProbeResult:
+    cks = inputs.all
+    n = len(cks)
+    values: dict[str, list[float]] = defaultdict(lambda: [math.nan] * n)
+    layer_values: dict[str, list[float]] = defaultdict(lambda: [math.nan] * n)
+    for i, ck in enumerate(cks):
+        if "evaluation" in p.metrics:
+            for k, v in _evaluation(ck).items():
+                values[k][i] = v
+        if "curvature" in p.metrics:
+            for k, v in _curvature(ck, p).items():
+                values[k][i] = v
+        progress(0.5 * (i + 1) / n, f"checkpoint {i + 1}/{n}: evaluation and curvature")
+    if "connectivity" in p.metrics:
+        for k in ("barrier_naive", "barrier_aligned"):
+            values[k]  # noqa: B018 - the column exists (NaN) even for a one-seed cell
+        _connectivity(cks, p, values, progress)
+    if {"similarity", "dimension"} & set(p.metrics):
+        progress(0.85, "features for CKA / dimensions")
+        feats = _features(cks, p)
+        if "similarity" in p.metrics:
+            values["cka_mean"]  # noqa: B018
+            _similarity(cks, feats, values, layer_values)
+        if "dimension" in p.metrics:
+            _dimension(feats, values)
+    return _result(cks, p, dict(values), dict(layer_values))
+
+
+def _json(values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def _result(cks, p: PhaseCellParams, values, layer_values) -> ProbeResult:
+    refs = [ck.ref for ck in cks]
+    summary = {"checkpoint_ids": [r.checkpoint_id for r in refs], "run_ids": [r.run_id for r in refs],
+               "steps": [r.step for r in refs], "values": {k: _json(v) for k, v in values.items()},
+               "cka_layers": {k: _json(v) for k, v in layer_values.items()},
+               "barrier_kind": BARRIER_KIND, "align": p.align}
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+    metrics = [{"run_id": r.run_id, "step": int(r.step), "split": "probe", "name": k, "value": float(v[i])}
+               for k, v in values.items() for i, r in enumerate(refs) if math.isfinite(v[i])]
+    return ProbeResult(summary, arrays, metrics=metrics)
+
+
+class WeightNormParams(BaseModel):
+    """No settings: the L2 norm of all parameters of every input checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def run_weight_norm(inputs, p: WeightNormParams, progress) -> ProbeResult:
+    norms = []
+    for i in range(len(inputs)):
+        ck = inputs.load(i)
+        norms.append(float(flatten_params(ck.params)[0].norm()))
+        progress((i + 1) / len(inputs), f"checkpoint {i + 1}/{len(inputs)}")
+    steps = [r.step for r in inputs.refs]
+    return ProbeResult({"steps": steps, "norm": norms}, {"steps": np.asarray(steps), "norm": np.asarray(norms)})
+
+
+register_probe("weights.norm", run_weight_norm, WeightNormParams, n_checkpoints=(1, None),
+               description="L2 norm of the parameters at each checkpoint")
+register_probe("sweep.cell", run_phase_cell, PhaseCellParams, n_checkpoints=(1, 256),
+               description="phase-diagram scalars for the seeds of one hyperparameter cell")

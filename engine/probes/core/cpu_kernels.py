@@ -1,0 +1,87 @@
+"""Faster CPU kernels for a few small layers, equal to PyTorch's up to float rounding.
+
+:class:`engine.probes.core.evaluator.Evaluator` swaps them into its (shallow-copied) module
+when it evaluates on a CPU; the caller's module is never changed. Measurements behind each
+choice are in ``bench/results/core_measurements.md``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from engine.probes.core.functional import shallow_copy
+
+__all__ = ["NarrowLinear", "PairMaxPool1d", "cross_entropy_and_accuracy", "with_cpu_kernels"]
+
+
+class NarrowLinear(nn.Linear):
+    """A ``Linear`` with few outputs, computed as ``(W x^T + b)^T``: the same products, summed alike.
+
+    On a CPU a ``(N, 100) x (100, 10)`` product is a poor shape for the BLAS (the transposed
+    ``(10, 100) x (100, N)`` runs in well under half the time), and the logits come out laid
+    out class-major, along which the loss reductions are fast too.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 2:
+            return super().forward(x)
+        if self.bias is None:
+            return torch.mm(self.weight, x.T).T
+        return torch.addmm(self.bias[:, None], self.weight, x.T).T
+
+
+class PairMaxPool1d(nn.MaxPool1d):
+    """``MaxPool1d(2)`` (stride 2, no padding) as the maximum of the even and odd positions.
+
+    The same values bit for bit (a maximum is exact), about twice as fast on a CPU as
+    ``max_pool1d``'s kernel.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 3:
+            return super().forward(x)
+        even = x[..., 0 : x.shape[-1] - 1 : 2]  # an odd last position is dropped, as max_pool1d does
+        return torch.maximum(even, x[..., 1::2])
+
+
+NARROW_OUT = 32  # Linear layers with at most this many outputs run transposed on a CPU
+
+
+def _cpu_kernel(m: nn.Module) -> type[nn.Module] | None:
+    """The faster, equal class for module ``m`` on a CPU, if there is one."""
+    if type(m) is nn.Linear and m.out_features <= NARROW_OUT:
+        return NarrowLinear
+    if (type(m) is nn.MaxPool1d and m.kernel_size in (2, (2,)) and m.stride in (2, (2,)) and m.padding in (0, (0,))
+            and m.dilation in (1, (1,)) and not m.ceil_mode and not m.return_indices):
+        return PairMaxPool1d
+    return None
+
+
+def with_cpu_kernels(module: nn.Module, *, private: bool = False) -> nn.Module:
+    """``module`` with narrow Linear layers made :class:`NarrowLinear` and 2-wide max pools
+    :class:`PairMaxPool1d`: changed in place when ``private`` (a copy nobody else holds),
+    else in a shallow copy (tensors shared)."""
+    swaps = [(n, k) for n, m in module.named_modules() if (k := _cpu_kernel(m)) is not None]
+    if not swaps:
+        return module
+    if not private:
+        module = shallow_copy(module)
+    for name, kind in swaps:
+        module.get_submodule(name).__class__ = kind
+    return module
+
+
+def cross_entropy_and_accuracy(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and argmax accuracy of ``(N, C)`` logits, sharing one max per row.
+
+    Equal to :func:`~engine.probes.core.functional.fast_default_loss` and ``(out.argmax(1) == y).mean()`` up to float
+    rounding: ``max(1)`` gives each row's largest logit and its first index, the class
+    ``argmax`` picks, ties and NaN included. On class-major logits (see :class:`NarrowLinear`)
+    ``max(1)`` is over an order of magnitude faster than ``argmax(1)``.
+    """
+    top, pred = out.max(1)
+    shift = top.nan_to_num(0.0, 0.0, 0.0)  # a row of infinities or NaN is not shifted
+    target = out.gather(1, y[:, None])[:, 0]
+    loss = ((out - shift[:, None]).exp().sum(1).log() + shift - target).mean()
+    return loss, (pred == y).to(loss.dtype).mean()

@@ -1,0 +1,95 @@
+"""Evaluating paths through parameter space: interpolated vectors, their buffers, chunked data.
+
+Shared by :mod:`engine.probes.connectivity.interpolation` and :mod:`engine.probes.connectivity.layerwise`. A path is
+a stack of flat parameter vectors ``(G, P)``, each with its own BatchNorm buffers when
+the model has any (interpolated, or recomputed by :mod:`engine.probes.core.bn_reset`).
+Points are evaluated by :func:`engine.probes.core.point_eval.evaluate_points`.
+
+How many data rows go through the model at once is chosen by :func:`evaluate_points`
+(cache-sized chunks on a CPU when they measure faster, the whole set on a GPU); losses
+are recombined as sample-weighted means of chunk means, so ``loss_fn`` must be a mean
+over samples (the default is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engine.probes.core.bn_reset import bn_reset_batches, has_batchnorm, reset_bn_stats
+from engine.probes.core.functional import ParamLayout, resolve_data, split_state
+from engine.probes.core.point_eval import evaluate_points
+
+__all__ = [
+    "check_bn",
+    "evaluate_states",
+    "lerp_buffers",
+    "lerp_flat",
+    "path_buffers",
+    "path_states",
+    "reset_inputs",
+    "split_name",
+]
+
+def path_states(model: nn.Module, theta_a: Mapping[str, Tensor], theta_b: Mapping[str, Tensor]):
+    """``(layout, (params_a, buffers_a), (params_b, buffers_b))`` with the layouts checked equal."""
+    params_a, buffers_a = split_state(model, theta_a)
+    params_b, buffers_b = split_state(model, theta_b)
+    for name in params_a:
+        if params_a[name].shape != params_b[name].shape:
+            raise ValueError(f"parameter {name!r} has shape {tuple(params_a[name].shape)} in theta_a but "
+                             f"{tuple(params_b[name].shape)} in theta_b; are they the same architecture?")
+    return ParamLayout.from_module(model), (params_a, buffers_a), (params_b, buffers_b)
+
+
+def lerp_flat(a: Tensor, b: Tensor, alphas: np.ndarray) -> Tensor:
+    """``(1 - alpha) * a + alpha * b`` for every alpha: shape ``(G, P)``; exact at 0 and 1."""
+    w = torch.as_tensor(alphas, dtype=a.dtype, device=a.device)[:, None]  # (G, 1)
+    return (1.0 - w) * a[None] + w * b[None]
+
+
+def lerp_buffers(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float) -> dict[str, Tensor]:
+    """Float buffers interpolated like weights; integer ones (``num_batches_tracked``) from ``a``."""
+    return {k: (1.0 - alpha) * v + alpha * b[k].to(v.device) if v.is_floating_point() else v for k, v in a.items()}
+
+
+def evaluate_states(model, thetas: Tensor, buffers: list[dict[str, Tensor]] | None, data, *, layout,
+                    loss_fn, strategy, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Loss and accuracy of flat vectors ``thetas`` (G, P), each with its own buffers when given.
+
+    One :func:`evaluate_points` call with data chunks of ``rows`` rows (all rows by
+    default), whose results are sample-weighted means over the chunks.
+    """
+    loss, acc = evaluate_points(model, thetas, data, buffers=buffers, layout=layout, loss_fn=loss_fn,
+                                strategy=strategy, rows=rows)
+    return loss.numpy(), acc.numpy()
+
+
+def path_buffers(model, thetas: Tensor, layout: ParamLayout, bn: str, buffers_a, buffers_b, alphas,
+                 reset_batches: list[Tensor] | None) -> list[dict[str, Tensor]] | None:
+    """Per-point buffers of a path: None when there are none, interpolated, or reset."""
+    if not buffers_a:
+        return None
+    if bn == "reset" and has_batchnorm(model):
+        return [reset_bn_stats(model, layout.unflatten(t), reset_batches, buffers=buffers_a) for t in thetas]
+    return [lerp_buffers(buffers_a, buffers_b, float(a)) for a in alphas]
+
+
+def reset_inputs(data, bn_data, split: str, *, n_batches: int, batch_size: int, seed: int) -> list[Tensor]:
+    """Training input batches for BN reset: ``bn_data``, else the train split of a Dataset, else ``data``."""
+    source = bn_data if bn_data is not None else data
+    x, _ = resolve_data(source, "train")
+    return bn_reset_batches(x, n_batches=n_batches, batch_size=batch_size, seed=seed)
+
+
+def split_name(data, split: str) -> str:
+    return split if hasattr(data, "x_train") else "given"
+
+
+def check_bn(bn: str) -> None:
+    if bn not in ("running", "reset"):
+        raise ValueError(f"bn must be 'running' (interpolated statistics) or 'reset' (recomputed at each alpha); "
+                         f"got {bn!r}")

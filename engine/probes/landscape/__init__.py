@@ -1,0 +1,52 @@
+"""Loss landscapes: surfaces along directions, curvature (Hessian eigenvalues, spectral
+density, trace, sharpness) and the intrinsic dimension of the objective."""
+
+from .curvature import (
+    HessianEigs,
+    HessianOperator,
+    Sharpness,
+    hessian_operator,
+    hessian_top_eigs,
+    sharpness_over_training,
+)
+from .directions import (
+    Direction,
+    PCADirections,
+    Plane,
+    direction_between,
+    hessian_directions,
+    pca_directions,
+    plane_through,
+    random_direction,
+)
+from .spectrum import SpectralDensity, hessian_spectral_density
+from .subspace import IntrinsicDimension, intrinsic_dimension, subspace_projection
+from .surface import Surface, loss_surface_1d, loss_surface_2d
+from .trace import TraceEstimate, hessian_trace
+
+__all__ = [
+    "Direction",
+    "HessianEigs",
+    "HessianOperator",
+    "IntrinsicDimension",
+    "PCADirections",
+    "Plane",
+    "Sharpness",
+    "SpectralDensity",
+    "Surface",
+    "TraceEstimate",
+    "direction_between",
+    "hessian_directions",
+    "hessian_operator",
+    "hessian_spectral_density",
+    "hessian_top_eigs",
+    "hessian_trace",
+    "intrinsic_dimension",
+    "loss_surface_1d",
+    "loss_surface_2d",
+    "pca_directions",
+    "plane_through",
+    "random_direction",
+    "sharpness_over_training",
+    "subspace_projection",
+]

@@ -1,0 +1,65 @@
+"""Rashomon sets: the almost-equally-good models, their size, sampling, predictive
+multiplicity, variable importance / feature interaction across them, and sparse trees."""
+
+from .importance import (
+    ImportanceCloud,
+    InteractionCloud,
+    feature_interaction_cloud,
+    permutation_indices,
+    stacked_forward,
+    variable_importance_cloud,
+)
+from .multiplicity import (
+    MultiplicityCurve,
+    PredictiveMultiplicity,
+    member_probabilities,
+    most_contested,
+    multiplicity_curve,
+    predictive_multiplicity,
+)
+from .sampling import RashomonSample, flat_losses, rashomon_ratio, sample_rashomon_set
+from .sets import (
+    RashomonCurve,
+    RashomonRatio,
+    RashomonSet,
+    pattern_rashomon_ratio,
+    rashomon_curve,
+    rashomon_ratio_from_losses,
+    rashomon_set,
+    rashomon_threshold,
+    ridge_rashomon_ratio,
+)
+from .trees import TreeRashomonSet, predict_trees, rashomon_trees, tree_rules, tree_to_dict
+
+__all__ = [
+    "ImportanceCloud",
+    "InteractionCloud",
+    "MultiplicityCurve",
+    "PredictiveMultiplicity",
+    "RashomonCurve",
+    "RashomonRatio",
+    "RashomonSample",
+    "RashomonSet",
+    "TreeRashomonSet",
+    "feature_interaction_cloud",
+    "flat_losses",
+    "member_probabilities",
+    "most_contested",
+    "multiplicity_curve",
+    "pattern_rashomon_ratio",
+    "permutation_indices",
+    "predict_trees",
+    "predictive_multiplicity",
+    "rashomon_curve",
+    "rashomon_ratio",
+    "rashomon_ratio_from_losses",
+    "rashomon_set",
+    "rashomon_threshold",
+    "rashomon_trees",
+    "ridge_rashomon_ratio",
+    "sample_rashomon_set",
+    "stacked_forward",
+    "tree_rules",
+    "tree_to_dict",
+    "variable_importance_cloud",
+]
