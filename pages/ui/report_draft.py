@@ -15,6 +15,7 @@ import streamlit as st
 from engine.report import DraftBook, ReportDraft, ReportItem, figure_item, table_item
 
 from .services import Services, current_user, get_services
+from .text import literal
 
 __all__ = ["DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure"]
 
@@ -101,19 +102,20 @@ def pin_table(df: Any, *, title: str, params: dict, checkpoint_ids: list[str] | 
 
 def _pin_button(make: Callable[[str], ReportItem], *, key: str, what: str, container: Any) -> bool:
     name = draft_name()
+    shown = literal(name)
     if not container.button("Add to report", key=f"pin_{key}", icon=":material/push_pin:", type="tertiary",
                             help=f"Pin this {what}, its settings and its checkpoints to the report draft "
-                                 f"'{name}' (Reports page)"):
+                                 f"'{shown}' (Reports page)"):
         return False
     svc = get_services()
     who = current_user()
     draft, added = draft_book(svc).pin(name, make(who), author=who)
     st.session_state[_COPY_KEY] = draft
     if added:
-        st.toast(f"Added to the report draft '{name}' ({len(draft.items)} item{'s' * (len(draft.items) != 1)}); "
+        st.toast(f"Added to the report draft '{shown}' ({len(draft.items)} item{'s' * (len(draft.items) != 1)}); "
                  "arrange and export it on the Reports page.", icon=":material/push_pin:")
     else:
-        st.toast(f"This {what}, with these settings, is already in the draft '{name}'.", icon=":material/info:")
+        st.toast(f"This {what}, with these settings, is already in the draft '{shown}'.", icon=":material/info:")
     return added
 
 

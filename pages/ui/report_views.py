@@ -11,10 +11,11 @@ import streamlit as st
 
 from engine.figures.export import StaticExportError, chromium_path, to_image
 from engine.report import (Report, ReportDraft, ReportItem, build_report, list_stored_reports, load_report,
-                           render_html, save_report)
+                           markdown_to_html, render_html, save_report)
 
 from .report_draft import draft_book, draft_name, load_draft, set_draft_name
 from .services import Services, current_user
+from .text import literal
 
 __all__ = ["draft_editor", "export_panel", "stored_reports"]
 
@@ -77,10 +78,11 @@ def draft_editor(svc: Services) -> ReportDraft:
     _bind("report_notes", draft.notes, name)
     st.text_input("Title", key="report_title", on_change=_set_text, args=(svc, "title", "report_title"))
     st.text_area("Notes (Markdown)", key="report_notes", height=120, on_change=_set_text,
-                 args=(svc, "notes", "report_notes"), help="Shown under the title; raw HTML is shown as text.")
+                 args=(svc, "notes", "report_notes"), help="Shown under the title; raw HTML is shown as text and images are not loaded.")
     if draft.notes.strip():
         with st.container(border=True, key="report_notes_preview"):
-            st.markdown(draft.notes)
+            # the export's renderer: Markdown with raw HTML shown as text and images off (no fetches)
+            st.html(markdown_to_html(draft.notes))
     if not draft.items:
         st.info("Nothing pinned to this draft yet. Press **Add to report** under a figure on any page: the "
                 "figure, its settings and the checkpoints behind it land here, ready to order, annotate and "
@@ -126,7 +128,7 @@ def _sources(item: ReportItem) -> str:
         text += " · settings " + json.dumps(item.params, sort_keys=True, default=str)[:300]
     if item.checkpoint_ids:
         text += f" · {len(item.checkpoint_ids)} checkpoint{'s' * (len(item.checkpoint_ids) != 1)}"
-    return text.replace("$", "\\$")  # literal dollars, not LaTeX
+    return literal(text)
 
 
 def _image_buttons(item: ReportItem) -> None:
@@ -174,7 +176,7 @@ def export_panel(svc: Services, draft: ReportDraft) -> None:
     saved = st.session_state.get("report_saved")
     if saved:
         report_id, title = saved
-        st.success(f"Saved the report '{title}' ({report_id}). It is listed under *Stored reports*.",
+        st.success(f"Saved the report '{literal(title)}' ({literal(report_id)}). It is listed under *Stored reports*.",
                    icon=":material/check_circle:")
         st.download_button("Download HTML", data=_html_of(svc, report_id), file_name=_file_name(title),
                            mime="text/html", key="report_download_saved", icon=":material/download:",
@@ -208,4 +210,4 @@ def stored_reports(svc: Services) -> None:
     c1.download_button("Download HTML", data=_html_of(svc, report_id), file_name=_file_name(report.title),
                        mime="text/html", key="report_download", icon=":material/download:", on_click="ignore")
     c2.button("Reopen as the current draft", key="report_reopen", icon=":material/edit:", on_click=_reopen,
-              args=(svc, report), help=f"Replace the items of the draft '{draft_name()}' with this report's")
+              args=(svc, report), help=f"Replace the items of the draft '{literal(draft_name())}' with this report's")

@@ -8,11 +8,10 @@ does the OIDC flow and ``st.user`` carries the e-mail address. Roles come from
 
 from __future__ import annotations
 
-import html
-
 import streamlit as st
 
 from .services import SESSION_USER, Services, get_services, session_user
+from .text import literal
 
 __all__ = ["account_box", "sign_in_gate"]
 
@@ -66,7 +65,7 @@ def account_box(svc: Services) -> None:
     if user is None:
         return
     role = svc.access.role_of(user)
-    st.caption(f"Signed in as **{html.escape(user)}** · {role}")
+    st.caption(f"Signed in as **{literal(user)}** · {literal(role)}")
     st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out,
               args=(svc.access.mode,))
 
