@@ -123,7 +123,7 @@ def parallel_coordinates(runs: pd.DataFrame, dims: list[str], color: str) -> go.
     dimensions = []
     for d in [*dims, color]:
         values = df[d]
-        if values.dtype == object:
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):  # object or str dtype
             cats = sorted(values.astype(str).unique())
             dimensions.append(dict(label=_label(d), values=values.astype(str).map(cats.index),
                                    tickvals=list(range(len(cats))), ticktext=[escape(c) for c in cats]))
