@@ -78,7 +78,8 @@ def draft_editor(svc: Services) -> ReportDraft:
     _bind("report_notes", draft.notes, name)
     st.text_input("Title", key="report_title", on_change=_set_text, args=(svc, "title", "report_title"))
     st.text_area("Notes (Markdown)", key="report_notes", height=120, on_change=_set_text,
-                 args=(svc, "notes", "report_notes"), help="Shown under the title; raw HTML is shown as text and images are not loaded.")
+                 args=(svc, "notes", "report_notes"),
+                 help="Shown under the title; raw HTML is shown as text and images are not loaded.")
     if draft.notes.strip():
         with st.container(border=True, key="report_notes_preview"):
             # the export's renderer: Markdown with raw HTML shown as text and images off (no fetches)
