@@ -2,21 +2,22 @@
 loads, links, runs or restyles.
 
 The rendering is CommonMark by markdown-it-py with raw HTML *on* (harsher than Streamlit, which
-turns it off), tables and strikethrough (GFM, as Streamlit), GFM's bare-URL autolinks, and three
-inline rules standing in for Streamlit's additions: ``$…$`` maths (KaTeX), ``:name[…]``
-directives (colours) and ``:shortcode:`` emoji. Like Streamlit's own, they only fire on unescaped
-characters.
+turns it off), tables and strikethrough (GFM, as Streamlit), three inline rules standing in for
+Streamlit's additions -- ``$…$`` maths (KaTeX), ``:name[…]`` directives (colours) and
+``:shortcode:`` emoji, which like Streamlit's own only fire on unescaped characters -- and GFM's
+bare-URL and e-mail links, which fire on the parsed text, escapes or not.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from html.parser import HTMLParser
 
 import pytest
 from markdown_it import MarkdownIt
 
-from pages.ui.text import literal
+from pages.ui.text import WORD_JOINER, literal
 
 ATTACKS = [  # each of these turns into markup when rendered unescaped
     "![t](http://127.0.0.1:9/x.png)",
@@ -24,7 +25,10 @@ ATTACKS = [  # each of these turns into markup when rendered unescaped
     "<img src=http://127.0.0.1:9/x.png onerror=alert(1)>",
     "<script>alert(1)</script>",
     "<http://127.0.0.1:9/autolink>",
-    "http://127.0.0.1:9/bare www.example.com",
+    "http://127.0.0.1:9/bare",
+    "see www.example.com/x.png",
+    "HTTPS://EXAMPLE.COM/X",
+    "mail me: a.b+c@example.com",
     "[click][1]\n\n[1]: http://127.0.0.1:9/",
     "$\\frac{1}{2}$ and $$x^2$$",
     ":red[alarm] :blue-background[calm] :rainbow[x]",
@@ -71,28 +75,31 @@ def _streamlit_like() -> MarkdownIt:
     md.inline.ruler.push("math", rule(r"\$\$?[^$]+\$\$?", "katex"))
     md.inline.ruler.push("directive", rule(r":[a-z][a-z0-9-]*\[[^\]]*\]", "directive"))
     md.inline.ruler.push("emoji", rule(r":[\w+-][\w+/-]*:", "emoji"))
-    md.core.ruler.before("text_join", "autolink_literal", _autolink_literal)
+    md.core.ruler.after("text_join", "autolink_literal", _autolink_literal)
     return md
 
 
-_BARE_URL = re.compile(r"(?:https?://|www\.)[^\s<]+")
+# Streamlit's remark-gfm links bare URLs and e-mail addresses after parsing, in the text itself
+# (mdast-util-gfm-autolink-literal): these are its patterns, and its rule that the character before
+# must be the start, a space or punctuation.
+_BARE_URL = re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.IGNORECASE)
+_EMAIL = re.compile(r"(?<![^\s\W_])([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)")
+
+
+def _linkable(match: re.Match) -> bool:
+    before = match.string[match.start() - 1] if match.start() else " "
+    return before.isspace() or unicodedata.category(before).startswith(("P", "S"))
 
 
 def _autolink_literal(state) -> None:
-    """GFM's autolink literals: a bare ``http://…`` or ``www.…`` in one run of plain text becomes a
-    link. Runs before escaped characters are joined into the text around them, as in micromark,
-    so ``http\\://`` is never one run."""
     for block in state.tokens:
-        if block.type != "inline" or not block.children:
-            continue
-        children = []
-        for token in block.children:
-            if token.type == "text" and _BARE_URL.search(token.content):
-                link = token.__class__("html_inline", "", 0)
-                link.content = _BARE_URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', token.content)
-                token = link
-            children.append(token)
-        block.children = children
+        for token in block.children or []:
+            if token.type != "text":
+                continue
+            for pattern in (_BARE_URL, _EMAIL):
+                if any(_linkable(m) and (pattern is _EMAIL or "." in m.group(2)) for m in pattern.finditer(token.content)):
+                    token.type, token.content = "html_inline", f'<a href="#">{token.content}</a>'
+                    break
 
 
 MD = _streamlit_like()
@@ -125,7 +132,7 @@ def _render(source: str) -> tuple[str, set[str], str]:
 def test_hostile_text_renders_as_exactly_itself(text):
     html, tags, visible = _render(literal(text))
     assert tags <= {"p", "br"}, html  # no img, a, script, span (katex, colour, emoji), em, code, h1, table, ...
-    assert visible == text
+    assert visible.replace(WORD_JOINER, "") == text  # the word joiner is invisible and zero-width
 
 
 @pytest.mark.parametrize("text", ATTACKS)
@@ -140,7 +147,7 @@ def test_nothing_streamlit_detects_in_the_source_survives(text):
     """Streamlit decides from the raw source whether to load KaTeX and emoji, and rewrites
     ``:material/`` before parsing: none of those triggers is left, as every ASCII punctuation
     character is escaped (so are GFM autolinks, which need a bare ``:`` or ``.``)."""
-    out = literal(text)
+    out = literal(text).replace(WORD_JOINER, "")
     assert re.fullmatch(r"(?:\\[!-/:-@\[-`{-~]|\\\n|[^!-/:-@\[-`{-~])*", out), out
     assert ":material/" not in out
     assert not re.search(r":(?!material/|streamlit:)[\w+-][\w_+-]*:", out)  # Streamlit's emoji test
@@ -151,7 +158,7 @@ def test_embedded_in_markup_it_stays_one_piece():
     """A name inside bold text or a caption sentence cannot close the bold or open anything."""
     html, tags, visible = _render(f"Forks run **{literal('x** ![t](http://h/x.png) **y')}** at steps 1")
     assert tags == {"p", "strong"}, html
-    assert visible == "Forks run x** ![t](http://h/x.png) **y at steps 1"
+    assert visible.replace(WORD_JOINER, "") == "Forks run x** ![t](http://h/x.png) **y at steps 1"
 
 
 def test_none_empty_and_limits():
