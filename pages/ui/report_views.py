@@ -206,7 +206,8 @@ def stored_reports(svc: Services) -> None:
     report_id = st.selectbox("Report", list(labels), format_func=labels.get, key="report_pick")
     report = load_report(svc.store, report_id)
     st.caption(f"{len(report.figures)} figures, {len(report.items) - len(report.figures)} tables · "
-               f"Zooscope {report.provenance.get('zooscope_version', '?')} · made {report.created_at}")
+               f"Zooscope {literal(report.provenance.get('zooscope_version', '?'))} · made "
+               f"{literal(report.created_at)}")
     c1, c2 = st.columns([1, 3])
     c1.download_button("Download HTML", data=_html_of(svc, report_id), file_name=_file_name(report.title),
                        mime="text/html", key="report_download", icon=":material/download:", on_click="ignore")
