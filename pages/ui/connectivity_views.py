@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import streamlit as st
 
 from engine.figures import connectivity as cfig
@@ -20,6 +18,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
+from .text import literal
 from .view_cache import shared_view
 
 __all__ = ["instability_tab", "layerwise_tab", "matrix_tab", "merge_tab", "paths_tab", "singular_tab"]
@@ -39,7 +38,8 @@ def _need_pair(svc: Services, runs: list[str]) -> bool:
         return False
     archs = [svc.store.get_run(r)["config"]["arch"] for r in runs]
     if archs[0] != archs[1]:
-        st.warning(f"A and B have different architectures ({archs[0]} vs {archs[1]}); paths, alignment and "
+        a, b = (literal(arch, limit=200) for arch in archs)
+        st.warning(f"A and B have different architectures ({a} vs {b}); paths, alignment and "
                    "merging need the same architecture. Pick runs that differ only in seed or optimiser settings.")
         return False
     return True
@@ -142,7 +142,7 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
     metric = synced_selectbox("Barrier of", ["error", "loss"], key="ins_metric", container=c[1])
     log_x = c[2].toggle("log step axis", key="ins_log", value=True)
     total = int(run["config"]["steps"])
-    st.caption(f"Forks run **{html.escape(str(run.get('name') or runs[0]))}** at steps "
+    st.caption(f"Forks run **{literal(run.get('name') or runs[0])}** at steps "
                f"{instability_steps(total, n_steps)} of {total}; each fork trains two children to step {total} with "
                "data-order seeds 1 and 2 (same initialisation, optimiser state copied) and reports the barrier between "
                f"them: {KINDS['max_minus_mean'].split(' (')[0]} ({metric}, test split).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from urllib.parse import urlencode
 
@@ -25,6 +24,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
+from .text import literal
 from .view_cache import frame_key, shared_view
 
 __all__ = ["axes_picker", "cell_links", "grokking_section", "heatmaps_section", "phase_section",
@@ -72,7 +72,7 @@ def cells_panel(svc: Services, zoo_id: str, params: dict) -> list:
         try:
             probe_phase_cells(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
         except PermissionDenied as exc:  # the job layer decides, whatever the button showed
-            st.error(str(exc))
+            st.error(literal(exc))
         else:
             st.rerun()
     if counts.get("running", 0) + counts.get("queued", 0):
@@ -178,7 +178,7 @@ def phase_section(cells: pd.DataFrame, t: str, ld: str, ids: list[str]) -> pd.Da
     event = show_figure(fig, key="ph_map", title=f"Phase map over {t} × {ld}",
                         params={"temperature": t, "load": ld, "thresholds": json.loads(json.dumps(th.__dict__))},
                         checkpoint_ids=ids, on_select="rerun", selection_mode="points")
-    st.caption(text + " · click a cell to open it below")
+    st.caption(literal(text) + " · click a cell to open it below")
     _select_clicked(event, classified)
     return classified
 
@@ -209,7 +209,7 @@ def cell_links(classified: pd.DataFrame, zoo_id: str, t: str, ld: str) -> None:
         f"[Connectivity of two seeds]({_link('connectivity', zoo=zoo_id, runs=','.join(pair))})",
         f"[Representations of two seeds]({_link('representations', zoo=zoo_id, runs=','.join(pair), run=runs[0])})",
     ]))
-    st.caption(f"{len(runs)} runs: " + ", ".join(html.escape(r[:8]) for r in runs))
+    st.caption(f"{len(runs)} runs: " + ", ".join(literal(r[:8]) for r in runs))
 
 
 def _curves(svc: Services, run_id: str) -> pd.DataFrame:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 
@@ -12,6 +10,7 @@ from engine.jobs import ProbeService, ProbeStatus
 
 from .services import Services, cached_runs, current_user, may
 from .state import query_list, synced_selectbox
+from .text import literal
 
 __all__ = ["checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "probe_result"]
 
@@ -86,12 +85,12 @@ def probe_result(svc: Services, probe: str, params: dict, checkpoint_ids: list[s
     try:
         status = service.status(probe, params, checkpoint_ids)
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return None
     if status.state == "done":
         return status
     if status.state == "failed":
-        st.error(f"The last attempt failed: {html.escape(str(status.job.get('error') or ''))[:500]}")
+        st.error(f"The last attempt failed: {literal(status.job.get('error'), limit=500)}")
     if status.state in ("missing", "failed"):
         if not may("launch"):
             st.info("Not computed yet. Anyone with the editor role can compute it; the result is then shared.")
@@ -100,7 +99,7 @@ def probe_result(svc: Services, probe: str, params: dict, checkpoint_ids: list[s
             try:
                 service.request(probe, params, checkpoint_ids, owner=current_user())
             except PermissionDenied as exc:
-                st.error(str(exc))
+                st.error(literal(exc))
                 return None
             st.rerun()
         return None
@@ -114,5 +113,5 @@ def _wait(svc: Services, probe: str, params: dict, checkpoint_ids: list[str], ke
     status = ProbeService(svc.dispatcher).status(probe, params, checkpoint_ids)
     if status.state in ("done", "failed"):
         st.rerun(scope="app")
-    message = html.escape(str((status.job or {}).get("message") or status.state))
+    message = literal((status.job or {}).get("message") or status.state, limit=120)
     st.progress(status.progress, text=f"{message} — computed in a background worker; this updates by itself")

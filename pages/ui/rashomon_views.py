@@ -29,6 +29,7 @@ from engine.probes.rashomon import (
 from .pickers import probe_result
 from .services import Services
 from .state import set_query, synced_selectbox
+from .text import literal
 
 __all__ = ["RashomonView", "SOURCES", "population_ids", "population_source", "rashomon_panels", "sample_source",
            "tree_source", "zoo_checkpoints"]
@@ -249,7 +250,7 @@ def _selection(event) -> list[int]:
 def rashomon_panels(view: RashomonView) -> None:
     """ε controls, the set, and the linked panels; a fragment, so moving ε reruns only this."""
     for note in view.notes:
-        st.caption(note)
+        st.caption(literal(note))
     metric, mode, eps = _controls(view)
     losses = view.metrics[metric]
     rs = rashomon_set(losses, epsilon=eps, mode=mode)
@@ -282,7 +283,7 @@ def _controls(view: RashomonView) -> tuple[str, str, float]:
     mode = synced_selectbox("ε convention", list(MODES), key="rs_mode", format_func=MODES.get, container=c[1])
     losses = view.metrics[metric]
     if mode == "relative" and losses.min() <= 0:
-        st.warning(f"The best {metric} is {losses.min():.3g}: a relative ε needs a positive best loss "
+        st.warning(f"The best {literal(metric)} is {losses.min():.3g}: a relative ε needs a positive best loss "
                    "(every ε gives the same set). Use the absolute convention for this loss.")
     with c[2]:
         return metric, mode, _eps_slider(losses, mode, view.cap)
@@ -292,7 +293,8 @@ def _readouts(view: RashomonView, rs, metric: str) -> None:
     losses = view.metrics[metric]
     m = st.columns(4)
     m[0].metric("Models in the set", f"{rs.size} of {len(losses)}", help=rs.label)
-    m[1].metric("Threshold", f"{rs.threshold:.4g}", help=f"{rs.label}; best {metric} {rs.reference_loss:.4g}")
+    m[1].metric("Threshold", f"{rs.threshold:.4g}",
+                help=f"{literal(rs.label)}; best {literal(metric)} {rs.reference_loss:.4g}")
     if view.preds is not None and view.preds.size <= PATTERN_LIMIT:
         n = len(view.preds)
         pr = pattern_rashomon_ratio(view.preds, losses[:n], epsilon=rs.epsilon, mode=rs.mode,
@@ -300,9 +302,10 @@ def _readouts(view: RashomonView, rs, metric: str) -> None:
         m[2].metric("Distinct prediction patterns", f"{pr.n_members} of {pr.n_samples}",
                     help="Pattern Rashomon ratio (Semenova et al. 2022): distinct held-out prediction vectors "
                          "among the members / among all models shown")
-    m[3].metric("Best loss", f"{rs.reference_loss:.4g}", help=f"the smallest {metric}: L* in the condition")
+    m[3].metric("Best loss", f"{rs.reference_loss:.4g}", help=f"the smallest {literal(metric)}: L* in the condition")
     best = int(rs.indices[0])
-    st.caption(f"Membership: {rs.label}, on the {metric}; best model: {view.labels[best] if view.labels else best}.")
+    st.caption(f"Membership: {literal(rs.label)}, on the {literal(metric)}; best model: "
+               f"{literal(view.labels[best] if view.labels else best)}.")
 
 
 def _set_figures(view: RashomonView, losses, metric: str, eps: float, mode: str, grid) -> list[int]:

@@ -16,6 +16,7 @@ from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
 from engine.train import check_registered
 
 from .services import Services, current_user, may
+from .text import literal
 
 __all__ = ["create_zoo_form", "import_form"]
 
@@ -71,7 +72,7 @@ def _grid_axis(msg: str) -> str:
 def _error(errors: dict[str, str], *keys: str, container=st) -> None:
     for k in keys:
         if k in errors:
-            container.error(errors[k], icon="⚠️")
+            container.error(literal(errors[k], limit=2000), icon="⚠️")
 
 
 def create_zoo_form(svc: Services) -> None:
@@ -120,11 +121,11 @@ def create_zoo_form(svc: Services) -> None:
         try:
             zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
         except PermissionDenied as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
             return
         st.session_state["zoo"] = zoo_id
         st.query_params["zoo"] = zoo_id
-        st.success(f"Queued zoo {sweep.name!r} ({sweep.n_runs} runs) as job {job_id}.")
+        st.success(f"Queued zoo {literal(repr(sweep.name))} ({sweep.n_runs} runs) as job {literal(job_id)}.")
         st.rerun()
 
 
@@ -190,13 +191,13 @@ def import_form(svc: Services) -> None:
             imported = import_weights(path, ArchSpec(name=arch, width=int(width), depth=int(depth)),
                                       DatasetSpec(name=dataset))
         except ValueError as exc:
-            st.error(f"Nothing was imported: {exc}")
+            st.error(f"Nothing was imported: {literal(exc, limit=2000)}")
             return
     try:
         run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user(),
                                access=svc.access)
     except PermissionDenied as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return
     svc.dispatcher.generation += 1
-    st.success(f"Imported as run {run_id} (test accuracy {imported.metrics['test_acc']:.3f}).")
+    st.success(f"Imported as run {literal(run_id)} (test accuracy {imported.metrics['test_acc']:.3f}).")
