@@ -26,7 +26,7 @@ from engine.probes.rashomon import (
     rashomon_threshold,
 )
 
-from .style import escape
+from ..style import escape
 
 __all__ = [
     "rashomon_scatter",

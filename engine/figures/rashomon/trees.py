@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from engine.probes.rashomon import TreeRashomonSet, tree_to_dict
 
-from .style import escape
+from ..style import escape
 
 __all__ = ["tree_sunburst", "tree_diagram", "tree_list_table", "tree_feature_usage", "tree_set_scatter",
            "filter_trees"]
