@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
+from engine.bounds import MAX_SWEEP_FILE_BYTES, short_repr
 from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
 
 from engine.auth import PermissionDenied
@@ -49,8 +50,8 @@ def _field_errors(exc: ValidationError) -> dict[str, str]:
         else:
             key = loc[-1]
         value = err.get("input")
-        if not isinstance(value, dict) and repr(value) not in msg:
-            msg = f"{msg} (got {value!r})"
+        if not isinstance(value, dict) and short_repr(value) not in msg:
+            msg = f"{msg} (got {short_repr(value)})"
         errors[key] = msg
     return errors
 
@@ -130,6 +131,10 @@ def create_zoo_form(svc: Services) -> None:
 
 def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload) -> SweepSpec | None:
     if upload is not None:
+        if upload.size > MAX_SWEEP_FILE_BYTES:
+            st.session_state["zoo_form_errors"] = {"form": f"{short_repr(upload.name)} is {upload.size:,} bytes; a "
+                                                           f"sweep file may hold at most {MAX_SWEEP_FILE_BYTES:,}"}
+            return None
         suffix = Path(upload.name).suffix
         with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
             fh.write(upload.getvalue())
