@@ -196,7 +196,7 @@ def import_form(svc: Services) -> None:
     try:
         run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user(),
                                access=svc.access)
-    except PermissionDenied as exc:
+    except (PermissionDenied, ValueError) as exc:  # ValueError: a zoo or run name that is not a usable name
         st.error(str(exc))
         return
     svc.dispatcher.generation += 1
