@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
-from engine.auth import PermissionDenied
+from engine.bounds import MAX_SWEEP_FILE_BYTES, short_repr
 from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
+
+from engine.auth import PermissionDenied
 from engine.train import check_registered
 
 from .services import Services, current_user, may
@@ -50,8 +52,8 @@ def _field_errors(exc: ValidationError) -> dict[str, str]:
         else:
             key = loc[-1]
         value = err.get("input")
-        if not isinstance(value, dict) and repr(value) not in msg:
-            msg = f"{msg} (got {value!r})"
+        if not isinstance(value, dict) and short_repr(value) not in msg:
+            msg = f"{msg} (got {short_repr(value)})"
         errors[key] = msg
     return errors
 
@@ -131,6 +133,10 @@ def create_zoo_form(svc: Services) -> None:
 
 def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload) -> SweepSpec | None:
     if upload is not None:
+        if upload.size > MAX_SWEEP_FILE_BYTES:
+            st.session_state["zoo_form_errors"] = {"form": f"{short_repr(upload.name)} is {upload.size:,} bytes; a "
+                                                           f"sweep file may hold at most {MAX_SWEEP_FILE_BYTES:,}"}
+            return None
         suffix = Path(upload.name).suffix
         with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
             fh.write(upload.getvalue())
@@ -196,7 +202,7 @@ def import_form(svc: Services) -> None:
     try:
         run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user(),
                                access=svc.access)
-    except PermissionDenied as exc:
+    except (PermissionDenied, ValueError) as exc:  # ValueError: a zoo or run name that is not a usable name
         st.error(literal(exc))
         return
     svc.dispatcher.generation += 1

@@ -89,7 +89,7 @@ def test_train_demo_button_queues_the_demo_zoo(app, empty_store):
     ("f_grid_depth", "two", r"depth.*valid integer.*'two'"),
     ("f_grid_seed", "0, 0", r"sweep axis 'seed' repeats a value"),
     ("f_ckpt", "bogus:3", r"checkpoint schedule must be .*'bogus:3'"),
-    ("f_name", "", r"at least 1 character"),
+    ("f_name", "", r"zoo name must not be blank"),
 ])
 def test_form_shows_validation_error_next_to_its_field_and_queues_nothing(app, empty_store, field, value,
                                                                           expected):

@@ -6,8 +6,9 @@ from typing import Literal
 
 import numpy as np
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.config import SPEC_CONFIG, Seed
 from engine.nets import permutation_spec
 from engine.probes.connectivity import (
     Instability,
@@ -32,7 +33,7 @@ Align = Literal["none", "weight", "activation"]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 class PathsParams(_Params):
@@ -41,7 +42,7 @@ class PathsParams(_Params):
     methods: tuple[Align, ...] = ("none", "weight", "activation")
     bn: tuple[Literal["running", "reset"], ...] = ("running",)
     alphas: int = Field(25, ge=3, le=201)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_paths(inputs, p: PathsParams, progress) -> ProbeResult:
@@ -72,7 +73,7 @@ class LayerwiseParams(_Params):
     cumulative: bool = False
     split: Literal["train", "test"] = "train"
     alphas: int = Field(11, ge=3, le=101)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_layerwise(inputs, p: LayerwiseParams, progress) -> ProbeResult:
@@ -96,7 +97,7 @@ class MatrixParams(_Params):
     align: Align = "weight"
     split: Literal["train", "test"] = "test"
     alphas: int = Field(11, ge=3, le=101)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_matrix(inputs, p: MatrixParams, progress) -> ProbeResult:
@@ -117,7 +118,7 @@ class MergeParams(_Params):
     align: Align = "weight"
     bn: Literal["average", "reset"] = "reset"
     split: Literal["train", "test"] = "test"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_merge(inputs, p: MergeParams, progress) -> ProbeResult:
@@ -173,7 +174,7 @@ class SingularParams(_Params):
 
     align: Literal["weight", "activation"] = "weight"
     top_k: int | None = Field(None, ge=1, le=4096)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 _RAGGED = ("singular_values_a", "singular_values_b", "cos_left_before", "cos_left_after", "cos_right_before",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import resolve_data
 from engine.probes.landscape import (
     hessian_directions,
@@ -27,7 +29,7 @@ __all__ = ["IntrinsicDimensionParams", "SharpnessParams", "SpectrumParams", "Sur
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 class SurfaceParams(_Params):
@@ -38,9 +40,9 @@ class SurfaceParams(_Params):
     resolution: int = Field(21, ge=3, le=101)
     span: float = Field(1.0, gt=0.0, le=100.0)  # grid covers [-span, span] along each direction (random/Hessian)
     split: Literal["train", "test"] = "train"
-    n_samples: int | None = Field(2000, ge=1)  # data points the loss averages over (None: the whole split)
+    n_samples: int | None = Field(2000, ge=1, le=MAX_EVAL_SIZE)  # data points the loss averages over (None: the whole split)
     bn: Literal["running", "batch"] = "running"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def _data(ck, split: str, n_samples: int | None, seed: int):
@@ -83,12 +85,12 @@ class SpectrumParams(_Params):
     """Hessian spectrum of one checkpoint: top eigenvalues (Lanczos), trace (Hutchinson), density (SLQ)."""
 
     k: int = Field(5, ge=1, le=50)
-    n_samples: int | None = Field(1000, ge=1)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)
     n_probes: int = Field(50, ge=2, le=2000)
     n_iter: int = Field(64, ge=4, le=500)
     n_runs: int = Field(4, ge=1, le=64)
     split: Literal["train", "test"] = "train"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_spectrum(inputs, p: SpectrumParams, progress) -> ProbeResult:
@@ -113,9 +115,9 @@ class SharpnessParams(_Params):
     """Top Hessian eigenvalue at every input checkpoint (a run's trajectory), warm-started."""
 
     k: int = Field(1, ge=1, le=10)
-    n_samples: int | None = Field(1000, ge=1)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)
     split: Literal["train", "test"] = "train"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
@@ -139,7 +141,7 @@ class IntrinsicDimensionParams(_Params):
     seeds: tuple[int, ...] = (0,)
     n_steps: int = Field(300, ge=1, le=100_000)
     lr: float = Field(0.01, gt=0.0, le=10.0)
-    n_samples: int | None = Field(2000, ge=1)
+    n_samples: int | None = Field(2000, ge=1, le=MAX_EVAL_SIZE)
 
     @model_validator(mode="after")
     def _dims_positive(self):

@@ -32,8 +32,10 @@ from collections import defaultdict
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.connectivity import barrier_matrix
 from engine.probes.core import evaluate_points, flatten_params, resolve_data
 from engine.probes.landscape import hessian_top_eigs, hessian_trace
@@ -50,16 +52,16 @@ BARRIER_KIND = "max_minus_linear"
 class PhaseCellParams(BaseModel):
     """What to measure on each checkpoint of a cell, and on how much data."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     metrics: tuple[MetricGroup, ...] = ("evaluation", "curvature", "connectivity", "similarity")
-    n_samples: int = Field(1000, ge=16)  # training points for the Hessian and the barriers
+    n_samples: int = Field(1000, ge=16, le=MAX_EVAL_SIZE)  # training points for the Hessian and the barriers
     hessian_max_iter: int = Field(100, ge=4, le=500)  # Lanczos steps at most (tol 1e-3)
     trace_probes: int = Field(20, ge=2, le=2000)  # Hutchinson probes
     alphas: int = Field(25, ge=3, le=201)  # points on each straight path
     align: Literal["weight", "none"] = "weight"
     cka_samples: int = Field(1000, ge=16, le=20_000)  # test points for CKA and dimensions
-    seed: int = Field(0, ge=0)  # data subsets, Lanczos start, Hutchinson probes
+    seed: Seed = 0  # data subsets, Lanczos start, Hutchinson probes
 
 
 def _evaluation(ck) -> dict[str, float]:
@@ -179,7 +181,7 @@ def _result(cks, p: PhaseCellParams, values, layer_values) -> ProbeResult:
 class WeightNormParams(BaseModel):
     """No settings: the L2 norm of all parameters of every input checkpoint."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 def run_weight_norm(inputs, p: WeightNormParams, progress) -> ProbeResult:

@@ -28,10 +28,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from torch import nn
 from torch.func import functional_call
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine import data as zdata
 from engine.data import DatasetName
 from engine.probes.core import functional_module, resolve_data
@@ -53,13 +55,13 @@ __all__ = ["PopulationParams", "SampleParams", "TreesParams", "model_class"]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 class _Explain(_Params):
     n_repeats: int = Field(3, ge=1, le=50)  # permutations per feature (importance) and per pair (FIS)
     fis_features: int = Field(6, ge=2, le=30)  # FIS for all pairs of this many most important features
-    seed: int = Field(0, ge=0)  # permutations (and subsample / sampling, where a probe has one)
+    seed: Seed = 0  # permutations (and subsample / sampling, where a probe has one)
 
 
 # -- shared: losses, predictions and explanation clouds ---------------------------------------------------
@@ -122,7 +124,7 @@ class PopulationParams(_Explain):
     """Losses and held-out predictions of the input checkpoints (e.g. a zoo's final ones)."""
 
     split: Literal["train", "test"] = "test"  # the split the set is defined on (held-out by default)
-    n_samples: int | None = Field(1000, ge=1)  # random subset of the split (None: all of it)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)  # random subset of the split (None: all of it)
     importance: bool = True  # importance/FIS clouds (tabular inputs only)
 
 
@@ -283,7 +285,7 @@ class TreesParams(_Params):
     fit_on: Literal["train", "all"] = "train"  # "all": train + test rows, as in Xin et al.
     time_limit: float = Field(300.0, gt=0.0, le=3600.0)  # seconds for the search
     max_trees: int = Field(100_000, ge=1, le=2_000_000)  # refuse larger sets
-    max_predictions: int = Field(20_000_000, ge=1)  # store predictions of at most this many (tree, row) pairs
+    max_predictions: int = Field(20_000_000, ge=1, le=1_000_000_000)  # store predictions of at most this many (tree, row) pairs
 
 
 def run_trees(inputs, p: TreesParams, progress) -> ProbeResult:

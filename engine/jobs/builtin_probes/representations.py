@@ -6,8 +6,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import resolve_data
 from engine.probes.representations import aligned_projection, capture_activations
 
@@ -20,12 +21,12 @@ __all__ = ["ActivationsParams", "ProjectionParams", "split_activations"]
 class ActivationsParams(BaseModel):
     """Pooled block outputs of every input checkpoint on the same samples."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     split: Literal["train", "test"] = "test"
     max_samples: int = Field(1000, ge=4, le=20_000)
     pool: Literal["mean", "flatten"] = "mean"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def _inputs(ck, split: str):
@@ -63,13 +64,13 @@ def split_activations(summary: dict, arrays: dict[str, np.ndarray]) -> list[dict
 class ProjectionParams(BaseModel):
     """A 2-D projection of one layer's features at every input checkpoint, aligned across checkpoints."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     layer: str
     method: Literal["umap", "pca", "tsne"] = "umap"
     split: Literal["train", "test"] = "test"
     max_samples: int = Field(1000, ge=10, le=20_000)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_projection(inputs, p: ProjectionParams, progress) -> ProbeResult:
