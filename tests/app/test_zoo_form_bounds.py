@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from app_conftest import current_services
+from app_conftest import current_services, shown
 
 from engine.bounds import MAX_SWEEP_FILE_BYTES
 
@@ -18,7 +18,7 @@ def _preview(at, name: str, data: bytes):
     at.file_uploader(key="f_upload").upload(name, data, "application/yaml")
     at.button(key="FormSubmitter:create_zoo-Preview").click().run()
     assert not at.exception, at.exception
-    return [e.value for e in at.error]
+    return [shown(e.value) for e in at.error]
 
 
 @pytest.mark.parametrize(("name", "data", "expected"), [
@@ -41,6 +41,6 @@ def test_a_long_control_character_name_is_refused_next_to_its_field(app, empty_s
     at.text_input(key="f_name").input("evil\x1b[2J" + "x" * 5000)
     at.button(key="FormSubmitter:create_zoo-Preview").click().run()
     assert not at.exception, at.exception
-    (error,) = [e.value for e in at.error]
+    (error,) = [shown(e.value) for e in at.error]
     assert error.startswith("zoo name has 5008 characters; at most 100 are allowed") and len(error) < 250
     assert current_services().store.list_zoos().empty
