@@ -48,10 +48,11 @@ from engine.probes.representations import (
     ACTIVATION_TYPES, METRICS, OUTPUT, Activations, AlignedProjection, LayerDimensions, NeuralCollapse,
     NeuronMatching, Projection, SimilarityGrid, aligned_projection, canonical_correlations,
     capture_activations, capture_over_checkpoints, debiased_cka, default_layers, effective_rank,
-    hsic_unbiased, layer_dimensions, linear_cka, minibatch_cka, neural_collapse,
-    neural_collapse_over_training, neuron_matching, participation_ratio, procrustes_distance, project, pwcca,
+    geo_topological_bounds, geo_topological_transform, hsic_unbiased, layer_dimensions, linear_cka,
+    minibatch_cka, neural_collapse, neural_collapse_over_training, neuron_matching, participation_ratio,
+    procrustes_distance, project, pwcca,
     rbf_cka, rdm, resolve_pool, rsa, similarity_grid, similarity_over_training, stratified_indices,
-    subsample_indices, svcca, twonn_dimension, warm_umap,
+    subsample_indices, svcca, topological_rsa, twonn_dimension, warm_umap,
 )
 
 __all__ = [
@@ -70,7 +71,8 @@ __all__ = [
     "classify_phases", "compare_paths", "connectivity", "core", "debiased_cka", "default_layers",
     "default_loss", "default_thresholds", "diagonal_fisher", "direction_between", "effective_rank",
     "evaluate_plane", "evaluate_points", "fast_default_loss", "feature_interaction_cloud", "feature_sites",
-    "find_basins", "fisher_merge", "flat_losses", "flatten_params", "functional_module", "grokking_steps",
+    "find_basins", "fisher_merge", "flat_losses", "flatten_params", "functional_module", "geo_topological_bounds",
+    "geo_topological_transform", "grokking_steps",
     "has_batchnorm", "hessian_directions", "hessian_operator", "hessian_spectral_density", "hessian_top_eigs",
     "hessian_trace", "hsic_unbiased", "instability_analysis", "interpolate", "intrinsic_dimension", "lanczos",
     "landscape", "layer_dimensions", "layer_groups", "layerwise_barriers", "linear_cka", "loss_surface_1d",
@@ -84,6 +86,6 @@ __all__ = [
     "sample_rashomon_set", "shallow_copy", "sharpness_over_training", "similarity_grid",
     "similarity_over_training", "singular_vector_alignment", "solve_assignment", "spawn", "split_state",
     "stacked_forward", "ste_matching", "stratified_indices", "subsample_indices", "subspace_projection",
-    "svcca", "train_steps", "tree_rules", "tree_to_dict", "twonn_dimension", "unflatten_params",
+    "svcca", "topological_rsa", "train_steps", "tree_rules", "tree_to_dict", "twonn_dimension", "unflatten_params",
     "variable_importance_cloud", "warm_umap", "weight_matching", "yang_phase",
 ]
