@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
-from engine.probes.core import BNMode, Evaluator, LossFn, ParamLayout, lanczos, resolve_data, ritz, split_state
+from engine.probes.core import (BNMode, Evaluator, LossFn, ParamLayout, lanczos, resolve_data, ritz, ritz_converged,
+                               split_state)
 
 __all__ = [
     "HessianEigs",
@@ -161,7 +162,7 @@ class HessianEigs:
     n_products : int
         Hessian-vector products used.
     converged : bool
-        Whether every residual reached ``tol * |lambda|``.
+        Whether every pair met the stopping rule of :func:`hessian_top_eigs` (its ``tol``).
     """
 
     eigenvalues: np.ndarray
@@ -189,7 +190,7 @@ def lanczos_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter:
     def pick(end: str):
         idx = (np.argsort(-values) if end == "LA" else np.argsort(values))[:k]
         x = (torch.as_tensor(vectors[:, idx].T, device=basis.device) @ basis).float().cpu().numpy()  # (k, P)
-        ok = bool(np.all(residuals[idx] <= tol * np.maximum(np.abs(values[idx]), 1e-12)))
+        ok = bool(ritz_converged(values, residuals, tol)[idx].all())  # the rule lanczos stopped on
         return values[idx], x, residuals[idx], ok
 
     return pick
@@ -220,8 +221,12 @@ def hessian_top_eigs(
     k : int
         Number of eigenpairs.
     tol : float
-        Stop when each residual ``|| H x - lambda x ||`` is below ``tol * |lambda|``; the
-        eigenvalue error is then about ``tol**2 * |lambda| * |lambda| / gap``.
+        Stop when each residual ``|| H x - lambda x ||`` is at most
+        ``tol * max(|lambda|, 1e-3 * lambda_max)``, ``lambda_max`` the largest ``|lambda|``
+        Lanczos has seen (:func:`engine.probes.core.lanczos.ritz_converged`); ``converged`` reports
+        the same test. The floor lets eigenvalues near 0 converge (a Hessian has exact null
+        directions); the eigenvalue error is then at most the residual, and about
+        ``residual**2 / gap``.
     max_iter : int
         Most Lanczos steps (Hessian-vector products).
     which : {"LA", "SA"}

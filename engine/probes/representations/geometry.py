@@ -165,12 +165,15 @@ def twonn_dimension(x, *, discard_fraction: float = 0.1) -> float:
     distance follows a Pareto law with exponent ``d``; ``d`` is the slope of
     ``-log(1 - F(mu))`` against ``log(mu)`` through the origin, fitted after
     dropping duplicate rows (``r1 = 0``) and the largest ``discard_fraction`` of ratios.
+    The largest ratio is always left out, even with ``discard_fraction=0``: its empirical
+    CDF is 1, so it would enter the fit as ``-log(0) = inf``.
 
     Parameters
     ----------
     x : array-like, shape (n, D)
     discard_fraction : float, default 0.1
-        Share of the largest ratios left out of the fit (they are noise-dominated).
+        Share of the largest ratios left out of the fit (they are noise-dominated); at
+        least one is.
     """
     if not 0.0 <= discard_fraction < 1.0:
         raise ValueError(f"discard_fraction must be in [0, 1); got {discard_fraction}")
@@ -180,7 +183,7 @@ def twonn_dimension(x, *, discard_fraction: float = 0.1) -> float:
     dist, _ = NearestNeighbors(n_neighbors=3).fit(pts).kneighbors(pts)
     mu = np.sort(dist[:, 2] / dist[:, 1])
     n = len(mu)
-    keep = max(2, int(math.floor(n * (1.0 - discard_fraction))))
+    keep = min(n - 1, max(2, int(math.floor(n * (1.0 - discard_fraction)))))  # F(mu[n-1]) = 1: never fitted
     f_emp = np.arange(1, n + 1, dtype=np.float64) / n  # empirical CDF
     xs, ys = np.log(mu[:keep]), -np.log(1.0 - f_emp[:keep])
     return float((xs @ ys) / (xs @ xs))
