@@ -23,7 +23,7 @@ from engine.probes.connectivity import (
 from engine.probes.core import (
     BNMode, LanczosResult, LossFn, ParamLayout, Strategy, bn_reset_batches, default_loss, evaluate_plane,
     evaluate_points, fast_default_loss, flatten_params, functional_module, has_batchnorm, lanczos,
-    reset_bn_stats, resolve_data, ritz, shallow_copy, split_state, unflatten_params,
+    reset_bn_stats, resolve_data, ritz, ritz_converged, shallow_copy, split_state, unflatten_params,
 )
 from engine.probes.landscape import (
     Direction, HessianEigs, HessianOperator, IntrinsicDimension, PCADirections, Plane, Sharpness,
@@ -82,7 +82,7 @@ __all__ = [
     "plane_through", "predict_trees", "predictive_multiplicity", "procrustes_distance", "project", "pwcca",
     "random_direction", "rashomon", "rashomon_curve", "rashomon_ratio", "rashomon_ratio_from_losses",
     "rashomon_set", "rashomon_threshold", "rashomon_trees", "rbf_cka", "rdm", "representations",
-    "reset_bn_stats", "resolve_alphas", "resolve_data", "resolve_pool", "ridge_rashomon_ratio", "ritz", "rsa",
+    "reset_bn_stats", "resolve_alphas", "resolve_data", "resolve_pool", "ridge_rashomon_ratio", "ritz", "ritz_converged", "rsa",
     "sample_rashomon_set", "shallow_copy", "sharpness_over_training", "similarity_grid",
     "similarity_over_training", "singular_vector_alignment", "solve_assignment", "spawn", "split_state",
     "stacked_forward", "ste_matching", "stratified_indices", "subsample_indices", "subspace_projection",

@@ -78,7 +78,7 @@ def ritz_converged(values: np.ndarray, residuals: np.ndarray, tol: float) -> np.
     softmax's shift invariance, dead units) could never converge, however small its
     residual; the eigenvalue's error is at most its residual, so it is then within
     ``tol * 1e-3 * scale`` of the spectrum. The one rule for stopping and for reporting
-    convergence (:func:`lanczos`, :func:`engine.probes.curvature.hessian_top_eigs`).
+    convergence (:func:`lanczos`, :func:`engine.probes.landscape.hessian_top_eigs`).
     """
     scale = max(float(np.abs(values).max(initial=0.0)), 1e-12)
     return residuals <= tol * np.maximum(np.abs(values), 1e-3 * scale)
