@@ -83,8 +83,9 @@ def main() -> None:
     for label, r in (("trees", rid_trees), ("logistic", rid_log)):
         q = r.quantile([0.05, 0.5, 0.95])
         noise_top, relevant_median = q[2, IRRELEVANT].max(), q[1, RELEVANT]
+        top4 = sorted((np.argsort(-r.mean)[:4] + 1).tolist())
         lines.append(f"{label}: largest 95 % quantile of a noise feature {noise_top:.4f}; medians of X1..X4 "
-                     f"{np.round(relevant_median, 4).tolist()}; top-4 by mean {sorted((np.argsort(-r.mean)[:4] + 1).tolist())}")
+                     f"{np.round(relevant_median, 4).tolist()}; top-4 by mean {top4}")
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results").mkdir(exist_ok=True)

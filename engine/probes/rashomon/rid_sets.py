@@ -21,7 +21,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -120,21 +120,11 @@ class SampledSets:
                                      n_samples=self.n_samples, seed=seed, l2=self.l2)
         theta0 = torch.cat([optimum[n].reshape(-1) for n in sample.names]).cpu().numpy()
         thetas = np.concatenate([theta0[None], sample.thetas])  # (M, P): the optimum is always a member
-        stacked = {n: v.to(x.device) for n, v in _stack(thetas, sample.names, sample.shapes).items()}
+        stacked = {n: v.to(x.device) for n, v in replace(sample, thetas=thetas).stacked_params(torch.float64).items()}
         cloud = variable_importance_cloud(self.model, stacked, data, n_repeats=self.n_repeats, seed=seed,
                                           metric=self.metric)
         return BootstrapSet(importances=cloud.mean, losses=np.concatenate([[sample.optimum_loss], sample.losses]),
                             threshold=sample.threshold)
-
-
-def _stack(thetas: np.ndarray, names, shapes) -> dict[str, Tensor]:
-    out, at = {}, 0
-    t = torch.as_tensor(thetas, dtype=torch.float64)
-    for n, s in zip(names, shapes):
-        k = int(np.prod(s))
-        out[n] = t[:, at:at + k].reshape((t.shape[0],) + tuple(s))
-        at += k
-    return out
 
 
 @dataclass(frozen=True, eq=False)
