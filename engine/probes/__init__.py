@@ -37,6 +37,8 @@ from engine.probes.phases import (
     default_thresholds, grokking_steps, yang_phase,
 )
 from engine.probes.rashomon import (
+    BootstrapSet, ImportanceDistribution, PopulationSets, SampledSets, TreeSets, bootstrap_indices, fit_optimum,
+    importance_distribution, quantile_thresholds, rashomon_importance_distribution, tree_model_reliance,
     ImportanceCloud, InteractionCloud, MultiplicityCurve, PredictiveMultiplicity, RashomonCurve,
     RashomonRatio, RashomonSample, RashomonSet, TreeRashomonSet, feature_interaction_cloud, flat_losses,
     member_probabilities, most_contested, multiplicity_curve, pattern_rashomon_ratio, permutation_indices,
@@ -56,6 +58,9 @@ from engine.probes.representations import (
 )
 
 __all__ = [
+    "BootstrapSet", "ImportanceDistribution", "PopulationSets", "SampledSets", "TreeSets", "bootstrap_indices",
+    "fit_optimum", "importance_distribution", "quantile_thresholds", "rashomon_importance_distribution",
+    "tree_model_reliance",
     "ACTIVATION_TYPES", "ALIGN_METHODS", "BARRIER_DEFINITIONS", "METRICS", "OUTPUT", "PHASE_METRICS",
     "Activations", "AlignedProjection", "Alignment", "BNMode", "Barrier", "BarrierMatrix", "Direction",
     "FeatureSite", "FunctionNotPreservedError", "GrokkingSteps", "HessianEigs", "HessianOperator",

@@ -27,6 +27,7 @@ from engine.probes.rashomon import (
 )
 
 from .pickers import probe_result
+from .rashomon_rid_views import rid_panel
 from .services import Services
 from .state import set_query, synced_selectbox
 from .text import literal
@@ -37,7 +38,7 @@ __all__ = ["RashomonView", "SOURCES", "population_ids", "population_source", "ra
 SOURCES = {"zoo": "a zoo's trained models", "sample": "a model class, sampled (tabular data)",
            "trees": "sparse decision trees (TreeFARMS)"}
 MODES = {"relative": "relative ε: loss ≤ (1 + ε) × best", "absolute": "absolute ε: loss ≤ best + ε"}
-SAMPLE_DATA = ["breast_cancer", "wine", "compas", "monk1", "monk2", "monk3", "car_evaluation", "bar7"]
+SAMPLE_DATA = ["breast_cancer", "wine", "rid_chen", "compas", "monk1", "monk2", "monk3", "car_evaluation", "bar7"]
 TREE_DATA = ["monk1", "monk2", "monk3", "compas", "car_evaluation", "bar7"]
 PATTERN_LIMIT = 5_000_000  # model × sample predictions above which the pattern count is skipped
 
@@ -59,6 +60,7 @@ class RashomonView:
     eval_accuracy: np.ndarray | None = None  # trees: accuracy on the evaluation rows
     cap: float | None = None  # largest loss the stored set reaches (a sampled set, a tree set)
     notes: list[str] = field(default_factory=list)
+    request: tuple | None = None  # (probe kind, params, checkpoint ids) the view was built from (the RID tab)
 
 
 def _clouds(s: dict, a: dict) -> tuple[ImportanceCloud | None, InteractionCloud | None]:
@@ -96,7 +98,7 @@ def _finite(view: RashomonView) -> RashomonView:
     return RashomonView(source=view.source, metrics={k: v[keep] for k, v in view.metrics.items()},
                         labels=[view.labels[i] for i in keep] if view.labels else None, preds=sub(view.preds),
                         probs=sub(view.probs), x=view.x, feature_names=view.feature_names, importance=vic,
-                        interactions=fis, notes=view.notes + [
+                        interactions=fis, request=view.request, notes=view.notes + [
                             f"{int((~ok).sum())} models with a non-finite loss (diverged) are left out"])
 
 
@@ -147,7 +149,8 @@ def population_source(svc: Services, zoo_id: str) -> RashomonView | None:
     s, a = status.result.summary, status.result.arrays
     metrics = {f"{split} loss": a["loss"]} | ({f"{split} error (1 − accuracy)": a["error"]} if "error" in a else {})
     labels = [f"{n} · step {k}" for n, k in zip(s["labels"], s["steps"])] if which == "all" else s["labels"]
-    return _finite(_view("zoo", status.result, metrics, labels=labels))
+    return _finite(_view("zoo", status.result, metrics, labels=labels,
+                         request=("rashomon.population", {"split": split}, tuple(chosen["checkpoint_id"]))))
 
 
 def sample_source(svc: Services) -> RashomonView | None:
@@ -167,7 +170,7 @@ def sample_source(svc: Services) -> RashomonView | None:
     s, a = status.result.summary, status.result.arrays
     view = _view("sample", status.result, {"training objective (CE + L2)": a["objective"]},
                  labels=["optimum"] + [f"sample {i}" for i in range(1, len(a["objective"]))],
-                 cap=s["sample.threshold"])
+                 cap=s["sample.threshold"], request=("rashomon.sample", params, ()))
     view.notes.append(f"{len(a['objective']) - 1} of {n} candidates drawn uniformly in the Hessian ellipsoid were "
                       f"exact members (acceptance rate {s['sample.acceptance_rate']:.1%}); the optimum is model 0. "
                       f"Multiplicity and importances are measured on the {s['n_eval']} test samples. The objective "
@@ -198,7 +201,7 @@ def tree_source(svc: Services) -> RashomonView | None:
     trees = unpack(TreeRashomonSet, s, a, "trees.")
     view = _view("trees", status.result, {"training objective (error + λ·leaves)": trees.objective},
                  labels=[f"tree {i}" for i in range(trees.size)], trees=trees, eval_accuracy=a["eval_accuracy"],
-                 cap=trees.bound)
+                 cap=trees.bound, request=("rashomon.trees", params, ()))
     view.notes.append(f"{trees.size:,} trees within {trees.label}; treefarms reported {trees.n_reported:,}, "
                       f"{trees.n_dropped:,} dropped after recomputing their objective from their rules.")
     if s["n_predicted"] < trees.size:
@@ -266,6 +269,7 @@ def rashomon_panels(view: RashomonView) -> None:
     st.markdown(f"**The panels below show {what}.**")
     panels = {"Multiplicity": lambda: _multiplicity(view, losses, grid, mode, eps, active, best),
               "Importance cloud": lambda: _importance(view, losses, active, best),
+              "Importance distribution (RID)": lambda: rid_panel(view),
               "Interactions (FIS)": lambda: _interactions(view, active, best)}
     if view.trees is not None:
         panels["Tree browser"] = lambda: _tree_browser(view, active)

@@ -1,5 +1,6 @@
 """Rashomon sets: the almost-equally-good models, their size, sampling, predictive
-multiplicity, variable importance / feature interaction across them, and sparse trees."""
+multiplicity, variable importance / feature interaction across them, sparse trees, and the
+Rashomon importance distribution (RID) over bootstrap resamples."""
 
 from .importance import (
     ImportanceCloud,
@@ -17,6 +18,21 @@ from .multiplicity import (
     multiplicity_curve,
     predictive_multiplicity,
 )
+from .rid import (
+    BootstrapSet,
+    ImportanceDistribution,
+    bootstrap_indices,
+    importance_distribution,
+    rashomon_importance_distribution,
+)
+from .rid_sets import (
+    PopulationSets,
+    SampledSets,
+    TreeSets,
+    fit_optimum,
+    quantile_thresholds,
+    tree_model_reliance,
+)
 from .sampling import RashomonSample, flat_losses, rashomon_ratio, sample_rashomon_set
 from .sets import (
     RashomonCurve,
@@ -32,6 +48,17 @@ from .sets import (
 from .trees import TreeRashomonSet, predict_trees, rashomon_trees, tree_rules, tree_to_dict
 
 __all__ = [
+    "BootstrapSet",
+    "ImportanceDistribution",
+    "PopulationSets",
+    "SampledSets",
+    "TreeSets",
+    "bootstrap_indices",
+    "fit_optimum",
+    "importance_distribution",
+    "quantile_thresholds",
+    "rashomon_importance_distribution",
+    "tree_model_reliance",
     "ImportanceCloud",
     "InteractionCloud",
     "MultiplicityCurve",
