@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from engine.jobs.builtin_probes.convert import unpack
 from engine.probes.rashomon import ImportanceCloud, InteractionCloud, TreeRashomonSet
 
 __all__ = ["MODES", "PATTERN_LIMIT", "RashomonView", "eps_range", "finite_models", "population_ids", "view_of"]
@@ -37,21 +36,13 @@ class RashomonView:
     notes: list[str] = field(default_factory=list)
 
 
-def _clouds(s: dict, a: dict) -> tuple[ImportanceCloud | None, InteractionCloud | None]:
-    if "vic.mean" not in a:
-        return None, None
-    inter = unpack(InteractionCloud, s, a, "fis.") if len(a.get("fis.pairs", ())) else None
-    return unpack(ImportanceCloud, s, a, "vic."), inter
-
-
-def view_of(source: str, result, metrics: dict[str, np.ndarray], **kw) -> RashomonView:
-    """The view of a stored Rashomon probe result with the given losses per model."""
-    s, a = result.summary, result.arrays
-    vic, fis = _clouds(s, a)
-    probs = a.get("probs")
-    preds = probs.argmax(-1) if probs is not None else a.get("pred")
-    return RashomonView(source, metrics, probs=probs, preds=preds, x=a.get("x"), feature_names=s["feature_names"],
-                        importance=vic, interactions=fis, notes=list(s.get("warnings", [])), **kw)
+def view_of(result, metrics: dict[str, np.ndarray], **kw) -> RashomonView:
+    """The view of a stored Rashomon probe result (``PopulationResult``, ``SampleResult``, ``TreesResult``)
+    with the given losses per model."""
+    return RashomonView(result.source if result.source != "population" else "zoo", metrics, probs=result.probs,
+                        preds=result.preds, x=result.x, feature_names=list(result.feature_names),
+                        importance=result.importance, interactions=result.interactions, notes=list(result.warnings),
+                        **kw)
 
 
 def finite_models(view: RashomonView) -> RashomonView:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.rashomon import TreeRashomonSet
-
 from .pickers import probe_result
 from .rashomon_model import RashomonView, finite_models, population_ids, view_of
 from .reads import zoo_checkpoints
@@ -41,10 +38,11 @@ def population_source(svc: Services, zoo_id: str) -> RashomonView | None:
                           key="rs_pop", label=f"Evaluate {len(chosen)} models on the {split} split")
     if status is None:
         return None
-    s, a = status.result.summary, status.result.arrays
-    metrics = {f"{split} loss": a["loss"]} | ({f"{split} error (1 − accuracy)": a["error"]} if "error" in a else {})
-    labels = [f"{n} · step {k}" for n, k in zip(s["labels"], s["steps"])] if which == "all" else s["labels"]
-    return finite_models(view_of("zoo", status.result, metrics, labels=labels))
+    res = status.typed()  # PopulationResult
+    metrics = {f"{split} loss": res.loss} | ({f"{split} error (1 − accuracy)": res.error} if res.error is not None
+                                             else {})
+    labels = [f"{n} · step {k}" for n, k in zip(res.labels, res.steps)] if which == "all" else list(res.labels)
+    return finite_models(view_of(res, metrics, labels=labels))
 
 
 def sample_source(svc: Services) -> RashomonView | None:
@@ -61,13 +59,13 @@ def sample_source(svc: Services) -> RashomonView | None:
                           label=f"Sample {n} candidates around the optimum")
     if status is None:
         return None
-    s, a = status.result.summary, status.result.arrays
-    view = view_of("sample", status.result, {"training objective (CE + L2)": a["objective"]},
-                   labels=["optimum"] + [f"sample {i}" for i in range(1, len(a["objective"]))],
-                   cap=s["sample.threshold"])
-    view.notes.append(f"{len(a['objective']) - 1} of {n} candidates drawn uniformly in the Hessian ellipsoid were "
-                      f"exact members (acceptance rate {s['sample.acceptance_rate']:.1%}); the optimum is model 0. "
-                      f"Multiplicity and importances are measured on the {s['n_eval']} test samples. The objective "
+    res = status.typed()  # SampleResult
+    view = view_of(res, {"training objective (CE + L2)": res.objective},
+                   labels=["optimum"] + [f"sample {i}" for i in range(1, len(res.objective))],
+                   cap=res.sample.threshold)
+    view.notes.append(f"{len(res.objective) - 1} of {n} candidates drawn uniformly in the Hessian ellipsoid were "
+                      f"exact members (acceptance rate {res.sample.acceptance_rate:.1%}); the optimum is model 0. "
+                      f"Multiplicity and importances are measured on the {res.n_eval} test samples. The objective "
                       "is cross-entropy + L2 penalty on the train split, the loss the set was sampled on; uniform "
                       "samples of a high-dimensional ellipsoid lie near its boundary, so the count rises steeply "
                       "near the largest ε.")
@@ -91,13 +89,13 @@ def tree_source(svc: Services) -> RashomonView | None:
                           label=f"Enumerate the tree Rashomon set of {dataset} (TreeFARMS; can take minutes)")
     if status is None:
         return None
-    s, a = status.result.summary, status.result.arrays
-    trees = unpack(TreeRashomonSet, s, a, "trees.")
-    view = view_of("trees", status.result, {"training objective (error + λ·leaves)": trees.objective},
-                   labels=[f"tree {i}" for i in range(trees.size)], trees=trees, eval_accuracy=a["eval_accuracy"],
+    res = status.typed()  # TreesResult
+    trees = res.trees
+    view = view_of(res, {"training objective (error + λ·leaves)": trees.objective},
+                   labels=[f"tree {i}" for i in range(trees.size)], trees=trees, eval_accuracy=res.eval_accuracy,
                    cap=trees.bound)
     view.notes.append(f"{trees.size:,} trees within {trees.label}; treefarms reported {trees.n_reported:,}, "
                       f"{trees.n_dropped:,} dropped after recomputing their objective from their rules.")
-    if s["n_predicted"] < trees.size:
-        view.notes.append(f"Multiplicity uses the {s['n_predicted']:,} best trees (predictions stored for those).")
+    if res.n_predicted < trees.size:
+        view.notes.append(f"Multiplicity uses the {res.n_predicted:,} best trees (predictions stored for those).")
     return view

@@ -9,6 +9,7 @@ from .importance import (
     stacked_forward,
     variable_importance_cloud,
 )
+from .model_class import fit_optimum, model_class
 from .multiplicity import (
     MultiplicityCurve,
     PredictiveMultiplicity,
@@ -17,6 +18,7 @@ from .multiplicity import (
     multiplicity_curve,
     predictive_multiplicity,
 )
+from .population import ModelGroup, ModelScores, explanation_clouds, model_scores
 from .sampling import RashomonSample, flat_losses, rashomon_ratio, sample_rashomon_set
 from .sets import (
     RashomonCurve,
@@ -34,6 +36,8 @@ from .trees import TreeRashomonSet, predict_trees, rashomon_trees, tree_rules, t
 __all__ = [
     "ImportanceCloud",
     "InteractionCloud",
+    "ModelGroup",
+    "ModelScores",
     "MultiplicityCurve",
     "PredictiveMultiplicity",
     "RashomonCurve",
@@ -41,9 +45,13 @@ __all__ = [
     "RashomonSample",
     "RashomonSet",
     "TreeRashomonSet",
+    "explanation_clouds",
     "feature_interaction_cloud",
+    "fit_optimum",
     "flat_losses",
     "member_probabilities",
+    "model_class",
+    "model_scores",
     "most_contested",
     "multiplicity_curve",
     "pattern_rashomon_ratio",
