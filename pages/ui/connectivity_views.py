@@ -10,6 +10,7 @@ from engine.figures import connectivity as cfig
 from engine.jobs.builtin_probes.connectivity import instability_steps
 
 from .pickers import checkpoints_of, probe_result
+from .reads import run_record
 from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
@@ -30,7 +31,7 @@ def _need_pair(svc: Services, runs: list[str]) -> bool:
     if len(runs) != 2:
         st.info("Pick two runs (A and B) above.")
         return False
-    archs = [svc.store.get_run(r)["config"]["arch"] for r in runs]
+    archs = [run_record(svc, r)["config"]["arch"] for r in runs]
     if archs[0] != archs[1]:
         st.warning(f"A and B have different architectures ({archs[0]} vs {archs[1]}); paths, alignment and "
                    "merging need the same architecture. Pick runs that differ only in seed or optimiser settings.")
@@ -129,7 +130,7 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
     if not runs:
         st.info("Pick a run above (A): its training is replayed and forked at several steps.")
         return
-    run = svc.store.get_run(runs[0])
+    run = run_record(svc, runs[0])
     c = st.columns(3)
     n_steps = int(synced_selectbox("Spawn steps", [4, 6, 8, 12], key="ins_n", container=c[0], default=6))
     metric = synced_selectbox("Barrier of", ["error", "loss"], key="ins_metric", container=c[1])

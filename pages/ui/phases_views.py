@@ -22,6 +22,7 @@ from engine.probes.phases import (
 )
 
 from .pickers import checkpoints_of, probe_result
+from .reads import run_metrics
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
@@ -213,7 +214,7 @@ def cell_links(classified: pd.DataFrame, zoo_id: str, t: str, ld: str) -> None:
 
 
 def _curves(svc: Services, run_id: str) -> pd.DataFrame:
-    m = svc.store.metrics([run_id], names=["acc"])
+    m = run_metrics(svc, run_id, ["acc"])
     wide = m[m["split"].isin(["train", "test"])].pivot_table(index="step", columns="split", values="value")
     return wide.dropna().reset_index()
 
