@@ -14,12 +14,13 @@ from engine.probes.landscape import HessianEigs, SpectralDensity, TraceEstimate
 
 
 def test_every_builtin_probe_kind_declares_a_typed_result():
-    for name in probe_kinds():
+    builtin = [n for n in probe_kinds() if get_probe_kind(n).run.__module__.startswith("engine.jobs.builtin_probes")]
+    assert len(builtin) >= 17  # other tests may register kinds of their own in this process
+    for name in builtin:
         if name == "evaluate":  # loss/accuracy lists read by tests and the CLI, not by a page
             continue
         loader = get_probe_kind(name).result
-        assert hasattr(loader, "from_stored") and loader.__class__.__name__ != "_Untyped", name
-        assert getattr(loader, "__name__", "") != "_Untyped", name
+        assert hasattr(loader, "from_stored") and getattr(loader, "__name__", "") != "_Untyped", name
 
 
 def _spectrum_as_stored_before() -> ProbeResult:
