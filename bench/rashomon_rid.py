@@ -66,7 +66,7 @@ def main() -> None:
     rid_trees, t_trees = _timed("sparse trees", lambda: rashomon_importance_distribution(
         (x, y), trees, n_bootstraps=args.bootstraps, seed=args.seed, feature_names=names))
     model = nn.Linear(x.shape[1], 2).double()
-    start = fit_optimum(model, dict(model.named_parameters()), (x, y), l2=1e-3, steps=500)
+    start = fit_optimum(model, (x, y), l2=1e-3, steps=500)
     logistic = SampledSets(model, start, epsilon=0.05, n_samples=300, l2=1e-3, n_repeats=3, metric="accuracy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # floored flat Hessian directions (reported by the probe)

@@ -14,11 +14,12 @@ from pages.ui.phases_views import (
     cells_table,
 )
 from pages.ui.pickers import pick_run
+from pages.ui.reads import zoo_sweep
 from pages.ui.sidebar import page_start
 from pages.ui.text import literal
 
 svc, zoo_id = page_start("Phase diagrams")
-sweep = svc.store.get_zoo(zoo_id).get("sweep") or {}
+sweep = zoo_sweep(svc, zoo_id)
 tabs = st.tabs(["Phase diagram", "Grokking"])
 with tabs[0]:
     params = cell_params()

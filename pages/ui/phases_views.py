@@ -21,6 +21,7 @@ from engine.probes.phases import (
 )
 
 from .pickers import checkpoints_of, probe_result
+from .reads import run_metrics
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
@@ -94,9 +95,9 @@ def cells_table(svc: Services, zoo_id: str, done: list) -> pd.DataFrame:
     """One row per probed run: the runs table (hyperparameters) joined with the probe's values."""
     rows = []
     for r in done:
-        s = r.status.result.summary
-        for i, (run_id, step) in enumerate(zip(s["run_ids"], s["steps"])):
-            rows.append({"run_id": run_id, "probe_step": step, **{k: v[i] for k, v in s["values"].items()}})
+        cell = r.status.typed()  # PhaseCellResult
+        for i, (run_id, step) in enumerate(zip(cell.run_ids, cell.steps)):
+            rows.append({"run_id": run_id, "probe_step": step, **{k: v[i] for k, v in cell.values.items()}})
     values = pd.DataFrame(rows).drop_duplicates("run_id", keep="last")
     runs = cached_runs(svc, zoo_id, svc.generation)
     runs = runs[[c for c in runs.columns if not c.startswith("probe_")]]
@@ -213,7 +214,7 @@ def cell_links(classified: pd.DataFrame, zoo_id: str, t: str, ld: str) -> None:
 
 
 def _curves(svc: Services, run_id: str) -> pd.DataFrame:
-    m = svc.store.metrics([run_id], names=["acc"])
+    m = run_metrics(svc, run_id, ["acc"])
     wide = m[m["split"].isin(["train", "test"])].pivot_table(index="step", columns="split", values="value")
     return wide.dropna().reset_index()
 
@@ -230,11 +231,13 @@ def grokking_section(svc: Services, run_id: str) -> None:
     probes = {}
     norm = probe_result(svc, "weights.norm", {}, ids, key="ph_norm", auto=True)
     if norm is not None:
-        probes["weight norm"] = (norm.result.summary["steps"], norm.result.summary["norm"])
+        norms = norm.typed()  # WeightNorms
+        probes["weight norm"] = (list(norms.steps), list(norms.norm))
     sharp = probe_result(svc, "curvature.sharpness", {}, ids, key="ph_sharp",
                          label="Compute the top Hessian eigenvalue at every checkpoint") if len(ids) > 1 else None
     if sharp is not None:
-        probes["top Hessian eigenvalue"] = (sharp.result.arrays["steps"], sharp.result.arrays["eigenvalues"][:, 0])
+        sharpness = sharp.typed()  # Sharpness
+        probes["top Hessian eigenvalue"] = (sharpness.steps, sharpness.eigenvalues[:, 0])
     fig = pfig.grokking_figure(curves["step"], curves["train"], curves["test"], memorized_step=g.memorized_step,
                                generalized_step=g.generalized_step, probes=probes)
     show_figure(fig, key="ph_grok", title="Grokking: accuracy and probes over training",

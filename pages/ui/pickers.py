@@ -8,6 +8,7 @@ import streamlit as st
 from engine.auth import PermissionDenied
 from engine.jobs import ProbeService, ProbeStatus
 
+from .reads import run_checkpoints
 from .services import Services, cached_runs, current_user, may
 from .state import query_list, synced_selectbox
 from .text import literal
@@ -15,14 +16,9 @@ from .text import literal
 __all__ = ["checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "probe_result"]
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def _checkpoints(_svc: Services, run_id: str, generation: int) -> pd.DataFrame:
-    return _svc.store.list_checkpoints(run_id).sort_values("step").reset_index(drop=True)
-
-
 def checkpoints_of(svc: Services, run_id: str) -> pd.DataFrame:
     """The run's checkpoints, by step (cached until the catalog changes)."""
-    return _checkpoints(svc, run_id, svc.generation)
+    return run_checkpoints(svc, run_id)
 
 
 def _run_label(runs: pd.DataFrame):

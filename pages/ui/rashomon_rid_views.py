@@ -12,8 +12,6 @@ import pandas as pd
 import streamlit as st
 
 from engine.figures import rashomon as rashfig
-from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.rashomon import ImportanceDistribution, RashomonRatio
 
 from .pickers import probe_result
 from .services import get_services
@@ -48,17 +46,18 @@ def rid_request(request: tuple[str, dict, tuple[str, ...]] | None, *, n_bootstra
     return None
 
 
-def _ratio_metric(summary: dict, arrays: dict, container) -> None:
-    if "ratio.ratio" not in summary:
+def _ratio_metric(res, container) -> None:
+    r = res.ratio
+    if r is None:
         container.metric("Monte-Carlo Rashomon ratio", "—",
                          help="Not measured for this source: trees are a discrete class (the pattern count above "
                               "is their ratio), and large networks are never sampled inside the set.")
         return
-    r = unpack(RashomonRatio, summary, arrays, "ratio.")
     value = (f"< {3 / r.n_samples:.1e}" if r.n_members == 0 else f"{r.ratio:.2e} ± {r.standard_error:.1e}")
+    h = res.ratio_half_width
     container.metric("Monte-Carlo Rashomon ratio", value,
                      help=f"{r.n_members:,} of {r.n_samples:,} parameter vectors drawn uniformly in the box "
-                          f"[−{summary['ratio.half_width']:.3g}, {summary['ratio.half_width']:.3g}]^P are in the "
+                          f"[−{h:.3g}, {h:.3g}]^P are in the "
                           f"set at {r.mode} ε = {r.epsilon:g} (Semenova, Rudin & Parr 2022); with none inside, "
                           "the bound is the rule of three (95%).")
 
@@ -82,15 +81,15 @@ def rid_panel(view) -> None:
                           label=f"Compute RID over {n_boot} bootstrap resamples (a background job)")
     if status is None:
         return
-    s, a = status.result.summary, status.result.arrays
-    rid = unpack(ImportanceDistribution, s, a, "rid.")
+    res = status.typed()  # RidResult
+    rid = res.rid
     m = st.columns(4)
-    _ratio_metric(s, a, m[0])
-    m[1].metric("Bootstrap resamples", f"{rid.n_bootstraps}", help=f"of the {s['split']} split ({s['n_rows']} rows)")
+    _ratio_metric(res, m[0])
+    m[1].metric("Bootstrap resamples", f"{rid.n_bootstraps}", help=f"of the {res.split} split ({res.n_rows} rows)")
     m[2].metric("Set size per resample", f"{np.median(rid.set_sizes):.0f}",
                 help=f"median; from {rid.set_sizes.min()} to {rid.set_sizes.max()}")
     m[3].metric("Features with P(importance > 0) ≥ 0.95", f"{int((rid.prob_above >= 0.95).sum())}")
-    for note in s.get("warnings", []):
+    for note in res.warnings:
         st.caption(literal(note))
     cloud = view.importance if view.importance is not None and (
         len(view.importance.feature_names) == len(rid.feature_names)) else None

@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.figures.export import StaticExportError, chromium_path, to_image
-from engine.report import (DraftNotYours, Report, ReportDraft, ReportItem, build_report, list_stored_reports,
-                           load_report, markdown_to_html, render_html, save_report)
+from engine.report import (DraftNotYours, Report, ReportDraft, ReportItem, build_report, markdown_to_html,
+                           render_html, save_report)
 
+from . import reads
 from .report_draft import draft_book, draft_name, load_draft, set_draft_name
 from .services import Services, current_user
 from .text import literal
@@ -196,7 +197,7 @@ def _render_image(figure: dict, fmt: str) -> Callable[[], bytes]:
 # -- export and stored reports ------------------------------------------------------------------------------
 
 def _html_of(svc: Services, report_id: str) -> Callable[[], str]:
-    return lambda: render_html(load_report(svc.store, report_id))
+    return lambda: render_html(reads.stored_report(svc, report_id))
 
 
 def _file_name(title: str) -> str:
@@ -237,7 +238,7 @@ def _reopen(svc: Services, report: Report) -> None:
 
 def stored_reports(svc: Services) -> None:
     """Stored reports with author and date; download one again (same figures), or reopen it as the draft."""
-    reports = list_stored_reports(svc.store)
+    reports = reads.stored_reports(svc)
     if reports.empty:
         st.info("No stored reports yet. Pin figures, then **Save report** on the Draft tab.")
         return
@@ -247,7 +248,7 @@ def stored_reports(svc: Services) -> None:
     labels = {r.report_id: f"{r.title} — {r.author or 'unknown'}, {r.created_at:%Y-%m-%d %H:%M}"
               for r in reports.itertuples()}
     report_id = st.selectbox("Report", list(labels), format_func=labels.get, key="report_pick")
-    report = load_report(svc.store, report_id)
+    report = reads.stored_report(svc, report_id)
     st.caption(f"{len(report.figures)} figures, {len(report.items) - len(report.figures)} tables · "
                f"Zooscope {literal(report.provenance.get('zooscope_version', '?'))} · made "
                f"{literal(report.created_at)}")

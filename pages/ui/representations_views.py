@@ -8,10 +8,7 @@ import numpy as np
 import streamlit as st
 
 from engine.figures import representations as repfig
-from engine.jobs.builtin_probes.convert import unpack
-from engine.jobs.builtin_probes.representations import split_activations
 from engine.probes.representations import (
-    AlignedProjection,
     METRICS,
     aligned_projection,
     layer_dimensions,
@@ -40,11 +37,12 @@ def _last_checkpoint(svc: Services, run_id: str) -> str:
 
 
 def _activations(svc: Services, ids: list[str], key: str, label: str):
-    """``(activations per checkpoint, the stored result, its probe key)``, or Nones while not computed."""
+    """``(activations per checkpoint, the ActivationsResult, its probe key)``, or Nones while not computed."""
     status = probe_result(svc, "representations.activations", {}, ids, key=key, label=label, auto=True)
     if status is None:
         return None, None, None
-    return split_activations(status.result.summary, status.result.arrays), status.result, status.key
+    result = status.typed()  # ActivationsResult
+    return list(result.activations), result, status.key
 
 
 def _grid_view(acts_a, acts_b, metric: str, title: str, params: tuple = (), **heatmap):
@@ -95,7 +93,7 @@ def training_tab(svc: Services, run_id: str) -> None:
     acts, res, probe = _activations(svc, ids, "acts_run", f"Capture activations at {len(ids)} checkpoints")
     if acts is None:
         return
-    labelled = {f"step {s}": a for s, a in zip(res.summary["steps"], acts)}
+    labelled = {f"step {s}": a for s, a in zip(res.steps, acts)}
     _, fig = shared_view(("rep.grid_t", probe, metric, params), lambda: _grid_view(
         labelled, None, metric, "Each layer against itself at the final checkpoint", params, mark_best=False))
     show_figure(fig, key="grid_t", title="Similarity through training", params={"metric": metric, **dict(params)},
@@ -107,11 +105,11 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, res, probe = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
-    layers = res.summary["layers"]
+    layers = list(res.layers)
     if "proj_layer" not in st.session_state and "proj_layer" not in st.query_params:
         st.session_state["proj_layer"] = layers[max(0, len(layers) - 2)]  # penultimate: the learned features
     layer = synced_selectbox("Layer", layers, key="proj_layer")
-    targets = res.arrays.get("targets")
+    targets = res.targets
     method = synced_selectbox("Method", ["pca", "umap"], key="proj_method",
                               format_func={"pca": "PCA (instant)", "umap": "UMAP (background job)"}.get)
     status = None
@@ -121,13 +119,14 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
             st.caption("Showing PCA until UMAP is ready.")
     if status is None:
         source = probe
-        steps = [f"step {s}" for s in res.summary["steps"]]
+        steps = [f"step {s}" for s in res.steps]
         proj = shared_view(("rep.pca", probe, layer), lambda: aligned_projection(
             [a[layer] for a in acts], "pca", labels=targets, checkpoint_labels=steps))
     else:
         source = status.key
-        proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
-        targets = status.result.arrays.get("targets", targets)
+        stored = status.typed()  # ProjectionResult
+        proj = stored.projection
+        targets = stored.targets if stored.targets is not None else targets
     labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
     fig = shared_view(("rep.proj_fig", source, layer),
                       lambda: repfig.projection_figure(proj, labels, title=f"{layer} through training"))
@@ -142,13 +141,13 @@ def collapse_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, res, probe = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
-    if "targets" not in res.arrays or res.arrays["targets"].dtype.kind not in "iu":
+    if res.targets is None or res.targets.dtype.kind not in "iu":
         st.info("Neural collapse needs class labels (a classification data set).")
         return
-    penultimate = res.summary["layers"][-2] if len(res.summary["layers"]) > 1 else res.summary["layers"][-1]
+    penultimate = res.layers[-2] if len(res.layers) > 1 else res.layers[-1]
     features = [a[penultimate] for a in acts]
     fig = shared_view(("rep.collapse", probe, penultimate), lambda: repfig.neural_collapse_figure(
-        neural_collapse_over_training(features, res.arrays["targets"], steps=res.summary["steps"]),
+        neural_collapse_over_training(features, res.targets, steps=list(res.steps)),
         title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"))
     st.plotly_chart(fig, key="nc_fig")
 

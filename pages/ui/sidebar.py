@@ -7,6 +7,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from .reads import job_overview, queue_positions
 from .services import Services, cached_zoos, current_user, store_path
 from .signin import account_box
 from .state import synced_selectbox
@@ -68,7 +69,7 @@ def _catalog_news(svc: Services) -> bool:
 def job_queue(svc: Services) -> None:
     """Running and queued jobs with progress, and recent failures; refreshes itself every 2 s."""
     st.subheader("Jobs")
-    jobs = svc.store.job_overview(recent=3)
+    jobs = job_overview(svc, recent=3)
     if _catalog_news(svc):
         st.rerun(scope="app")
     if jobs.empty:
@@ -80,7 +81,7 @@ def job_queue(svc: Services) -> None:
         label = f"{_ICON[job.status]} {literal(job.kind)} · {literal(job.owner)}"
         st.progress(float(job.progress or 0.0), text=f"{label} — {literal(job.message, limit=80)}")
     queued = active[active["status"] == "queued"]
-    _queued(queued, svc.store.queue_positions() if not queued.empty else {}, current_user())
+    _queued(queued, queue_positions(svc) if not queued.empty else {}, current_user())
     for job in recent.itertuples():
         text = f"{_ICON.get(job.status, '')} {literal(job.kind)} {literal(job.status)}"
         if job.status == "failed":

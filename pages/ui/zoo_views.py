@@ -10,6 +10,7 @@ from engine.figures import zoo as zfig
 from .report_draft import show_figure
 from engine.auth import PermissionDenied
 
+from .reads import live_zoo_runs, zoo_jobs
 from .services import Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
 from .text import literal
@@ -43,8 +44,7 @@ def first_run_panel(svc: Services) -> None:
 @st.fragment(run_every=1.5)
 def live_runs(svc: Services, zoo_id: str) -> None:
     """Per-run status, step and current loss of this zoo's active jobs, with a cancel button."""
-    jobs = svc.store.list_jobs()
-    jobs = jobs[(jobs["zoo_id"] == zoo_id) & jobs["status"].isin(["running", "queued"])]
+    jobs = zoo_jobs(svc, zoo_id)
     if jobs.empty:
         return
     me = current_user()
@@ -57,8 +57,7 @@ def live_runs(svc: Services, zoo_id: str) -> None:
                 svc.dispatcher.cancel(job.job_id, user=me)
             except PermissionDenied as exc:
                 st.error(literal(exc))
-    runs = svc.store.runs_table(zoo_id)
-    live = svc.store.latest_batch_loss(zoo_id)
+    runs, live = live_zoo_runs(svc, zoo_id)
     view = runs[["run_id", "status", *[c for c in runs.columns if c.startswith("hp_")]]].merge(
         live, on="run_id", how="left")
     counts = runs["status"].value_counts().to_dict()

@@ -19,6 +19,7 @@ for neural sources, the :class:`~engine.probes.rashomon.RashomonRatio` under ``r
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -29,20 +30,22 @@ from engine import data as zdata
 from engine.data import DatasetName
 from engine.probes.core import functional_module, resolve_data
 from engine.probes.rashomon import (
+    ImportanceDistribution,
     PopulationSets,
+    RashomonRatio,
     SampledSets,
     TreeSets,
     fit_optimum,
+    model_class,
     quantile_thresholds,
     rashomon_importance_distribution,
     rashomon_ratio,
 )
 
 from ..probe_job import ProbeResult, register_probe
-from .convert import pack
-from .rashomon import model_class
+from .convert import pack, unpack
 
-__all__ = ["RidPopulationParams", "RidSampleParams", "RidTreesParams"]
+__all__ = ["RidPopulationParams", "RidResult", "RidSampleParams", "RidTreesParams"]
 
 
 class _Rid(BaseModel):
@@ -93,6 +96,32 @@ class RidPopulationParams(_Rid):
     ratio_max_params: int = Field(5_000, ge=1)  # skip the ratio for larger models (it would be ~0)
 
 
+@dataclass(frozen=True)
+class RidResult:
+    """``rashomon.rid_*``: the importance distribution, the Monte-Carlo Rashomon ratio of the model
+    class when it was measured (not for trees, nor for models with buffers or too many parameters),
+    and the notes of the run.
+
+    Stored with the distribution flattened under ``rid.``, the ratio under ``ratio.`` (with
+    ``ratio.half_width``, the box it sampled), and ``split``, ``n_rows``, ``warnings`` by name.
+    """
+
+    rid: ImportanceDistribution
+    split: str
+    n_rows: int
+    warnings: tuple[str, ...] = ()
+    ratio: RashomonRatio | None = None
+    ratio_half_width: float | None = None  # the box [-h, h]^P the ratio sampled
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> RidResult:
+        s, a = result.summary, result.arrays
+        ratio = unpack(RashomonRatio, s, a, "ratio.") if "ratio.ratio" in s else None
+        return cls(rid=unpack(ImportanceDistribution, s, a, "rid."), split=str(s.get("split", "")),
+                   n_rows=int(s.get("n_rows", 0)), warnings=tuple(s.get("warnings", ())), ratio=ratio,
+                   ratio_half_width=s.get("ratio.half_width"))
+
+
 def _store(summary: dict, arrays: dict, obj, prefix: str) -> None:
     s, a = pack(obj, prefix)
     summary.update(s)
@@ -128,7 +157,7 @@ def run_rid_sample(inputs, p: RidSampleParams, progress) -> ProbeResult:
     x, y = ds.x_train.double(), ds.y_train
     model = model_class(p.model, x.shape[1], ds.n_outputs, width=p.width, seed=p.seed).double()
     progress(0.01, "fitting the optimum on the whole train split")
-    start = fit_optimum(model, dict(model.named_parameters()), (x, y), l2=p.l2, steps=max(p.fit_steps, 500))
+    start = fit_optimum(model, (x, y), l2=p.l2, steps=max(p.fit_steps, 500))
     summary = {"source": "sample", "dataset": ds.name, "split": "train", "model": p.model, "n_rows": int(len(x)),
                "feature_names": list(ds.feature_names), "warnings": []}
     arrays: dict[str, np.ndarray] = {}
@@ -224,9 +253,10 @@ def _member(stacks, index: int):
     raise IndexError(index)
 
 
-register_probe("rashomon.rid_sample", run_rid_sample, RidSampleParams, n_checkpoints=(0, 0),
+register_probe("rashomon.rid_sample", run_rid_sample, RidSampleParams, n_checkpoints=(0, 0), result=RidResult,
                description="Rashomon importance distribution of a sampled tabular model class, and its MC ratio")
-register_probe("rashomon.rid_trees", run_rid_trees, RidTreesParams, n_checkpoints=(0, 0),
+register_probe("rashomon.rid_trees", run_rid_trees, RidTreesParams, n_checkpoints=(0, 0), result=RidResult,
                description="Rashomon importance distribution of sparse decision trees (TreeFARMS per resample)")
 register_probe("rashomon.rid_population", run_rid_population, RidPopulationParams, n_checkpoints=(2, None),
+               result=RidResult,
                description="Rashomon importance distribution over stored models, on resamples of one split")

@@ -283,8 +283,9 @@ def weight_matching(
         if not progress:
             break
     history[-1] = problem.objective(perms)  # recomputed from scratch at the end
-    return Alignment({p: t.numpy().copy() for p, t in perms.items()}, "weight_matching", passes,
-                     history[-1], np.asarray(history), seed, time.perf_counter() - t0)
+    return Alignment(perms={p: t.numpy().copy() for p, t in perms.items()}, method="weight_matching",
+                     iterations=passes, objective=history[-1], history=np.asarray(history), seed=seed,
+                     seconds=time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------- self-check

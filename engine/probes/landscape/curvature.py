@@ -247,8 +247,8 @@ def hessian_top_eigs(
     start = time.perf_counter()
     op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
     values, vectors, residuals, ok = _extreme_pairs(op, k, which, tol, max_iter, v0, seed)
-    return HessianEigs(values, vectors, residuals, op.n_products, ok, op.n_samples, op.bn,
-                       time.perf_counter() - start)
+    return HessianEigs(eigenvalues=values, eigenvectors=vectors, residuals=residuals, n_products=op.n_products,
+                       converged=ok, n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,7 @@ def sharpness_over_training(
             progress((i + 1) / len(checkpoints), f"checkpoint {i + 1}/{len(checkpoints)}: λ1 = {values[0]:.4g}")
     lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (len(checkpoints),)).copy()
     return Sharpness(
-        np.arange(len(checkpoints)) if steps is None else np.asarray(steps),
-        np.stack(eigs), lrs, None if lrs is None else 2.0 / lrs, np.asarray(counts),
-        op.n_samples, op.bn, time.perf_counter() - start,
+        steps=np.arange(len(checkpoints)) if steps is None else np.asarray(steps),
+        eigenvalues=np.stack(eigs), lr=lrs, threshold=None if lrs is None else 2.0 / lrs,
+        n_products=np.asarray(counts), n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start,
     )

@@ -10,6 +10,7 @@ from .importance import (
     stacked_forward,
     variable_importance_cloud,
 )
+from .model_class import fit_optimum, model_class
 from .multiplicity import (
     MultiplicityCurve,
     PredictiveMultiplicity,
@@ -29,10 +30,10 @@ from .rid_sets import (
     PopulationSets,
     SampledSets,
     TreeSets,
-    fit_optimum,
     quantile_thresholds,
     tree_model_reliance,
 )
+from .population import ModelGroup, ModelScores, explanation_clouds, model_scores
 from .sampling import RashomonSample, flat_losses, rashomon_ratio, sample_rashomon_set
 from .sets import (
     RashomonCurve,
@@ -61,6 +62,8 @@ __all__ = [
     "tree_model_reliance",
     "ImportanceCloud",
     "InteractionCloud",
+    "ModelGroup",
+    "ModelScores",
     "MultiplicityCurve",
     "PredictiveMultiplicity",
     "RashomonCurve",
@@ -68,9 +71,13 @@ __all__ = [
     "RashomonSample",
     "RashomonSet",
     "TreeRashomonSet",
+    "explanation_clouds",
     "feature_interaction_cloud",
+    "fit_optimum",
     "flat_losses",
     "member_probabilities",
+    "model_class",
+    "model_scores",
     "most_contested",
     "multiplicity_curve",
     "pattern_rashomon_ratio",

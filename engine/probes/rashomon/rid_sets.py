@@ -25,42 +25,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from .importance import Metric, permutation_indices, stacked_forward, variable_importance_cloud
+from .model_class import fit_optimum
 from .rid import BootstrapSet
 from .sampling import sample_rashomon_set
 from .sets import Mode, rashomon_set
 from .trees import predict_trees, rashomon_trees
 
-__all__ = ["PopulationSets", "SampledSets", "TreeSets", "fit_optimum", "quantile_thresholds",
+__all__ = ["PopulationSets", "SampledSets", "TreeSets", "quantile_thresholds",
            "tree_model_reliance"]
-
-
-def fit_optimum(model: nn.Module, start: Mapping[str, Tensor], data, *, l2: float = 0.0,
-                steps: int = 200) -> dict[str, Tensor]:
-    """θ* minimising loss + l2·‖θ‖² by full-batch L-BFGS in float64, from ``start`` (module not mutated).
-
-    The loss is cross-entropy for integer labels, mean squared error for float targets.
-    """
-    x, y = data
-    x = x.double()
-    params = {k: v.detach().double().clone().requires_grad_(True) for k, v in start.items()}
-    opt = torch.optim.LBFGS(list(params.values()), lr=1.0, max_iter=steps, history_size=50,
-                            tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        out = functional_call(model, params, (x,))
-        loss = F.mse_loss(out, y.double().reshape(out.shape)) if y.is_floating_point() else F.cross_entropy(out, y)
-        loss = loss + l2 * sum(v.pow(2).sum() for v in params.values())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return {k: v.detach() for k, v in params.items()}
 
 
 def _metric_label(metric: str) -> str:
@@ -115,7 +90,7 @@ class SampledSets:
 
     def __call__(self, x: Tensor, y: Tensor, seed: int) -> BootstrapSet:
         data = (x.double(), y.double() if y.is_floating_point() else y)
-        optimum = fit_optimum(self.model, self.start, data, l2=self.l2, steps=self.fit_steps)
+        optimum = fit_optimum(self.model, data, start=self.start, l2=self.l2, steps=self.fit_steps)
         sample = sample_rashomon_set(self.model, optimum, data, epsilon=self.epsilon, mode=self.mode,
                                      n_samples=self.n_samples, seed=seed, l2=self.l2)
         theta0 = torch.cat([optimum[n].reshape(-1) for n in sample.names]).cpu().numpy()

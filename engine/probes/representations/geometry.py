@@ -136,7 +136,8 @@ def neural_collapse(features, labels, classifier=None) -> NeuralCollapse:
     ncc = torch.cdist(h, means).argmin(1)
     ref = y if w is None else (h @ w.T + (b if b is not None else 0.0)).argmax(1)
     nc4 = float((ncc == ref).to(h.dtype).mean())
-    return NeuralCollapse(nc1, nc2_norm, float(off.std(unbiased=False)), nc2_etf, nc3, nc4)
+    return NeuralCollapse(nc1=nc1, nc2_equinorm=nc2_norm, nc2_equiangular=float(off.std(unbiased=False)),
+                          nc2_etf_error=nc2_etf, nc3=nc3, nc4=nc4)
 
 
 def neural_collapse_over_training(
@@ -228,11 +229,11 @@ def layer_dimensions(acts: Mapping[str, object]) -> LayerDimensions:
     names = tuple(str(k) for k in acts)
     mats = [as_matrix(v) for v in acts.values()]
     return LayerDimensions(
-        names,
-        np.array([twonn_dimension(m) for m in mats]),
-        np.array([participation_ratio(m) for m in mats]),
-        np.array([effective_rank(m) for m in mats]),
-        np.array([m.shape[1] for m in mats]),
+        layers=names,
+        twonn=np.array([twonn_dimension(m) for m in mats]),
+        participation_ratio=np.array([participation_ratio(m) for m in mats]),
+        effective_rank=np.array([effective_rank(m) for m in mats]),
+        width=np.array([m.shape[1] for m in mats]),
     )
 
 

@@ -120,7 +120,7 @@ def test_same_seed_same_result_other_seed_other_resamples():
 def test_sampled_sets_are_exact_members_and_reproducible():
     x, y = _tiny(n=60)
     model = nn.Linear(3, 2).double()
-    start = fit_optimum(model, dict(model.named_parameters()), (x, y), l2=1e-2)
+    start = fit_optimum(model, (x, y), l2=1e-2)
     finder = SampledSets(model, start, epsilon=0.05, n_samples=50, l2=1e-2, n_repeats=2)
     found = finder(x, y, 0)
     assert found.importances.shape == (len(found.losses), 3)
@@ -183,7 +183,7 @@ def test_chen_rid_of_logistic_sets_puts_irrelevant_features_at_zero(chen):
     x, y, names = chen
     torch.manual_seed(0)
     model = nn.Linear(x.shape[1], 2).double()
-    start = fit_optimum(model, dict(model.named_parameters()), (x, y), l2=1e-3)
+    start = fit_optimum(model, (x, y), l2=1e-3)
     finder = SampledSets(model, start, epsilon=0.05, n_samples=150, l2=1e-3, n_repeats=2)
     rid = rashomon_importance_distribution((x, y), finder, n_bootstraps=6, seed=0, feature_names=names)
     median, q95, q05 = rid.quantile([0.5])[0], rid.quantile([0.95])[0], rid.quantile([0.05])[0]
