@@ -60,7 +60,7 @@ from engine.probes.representations import (
 
 __all__ = [
     "BootstrapSet", "ImportanceDistribution", "PopulationSets", "SampledSets", "TreeSets", "bootstrap_indices",
-    "fit_optimum", "importance_distribution", "quantile_thresholds", "rashomon_importance_distribution",
+    "importance_distribution", "quantile_thresholds", "rashomon_importance_distribution",
     "tree_model_reliance",
     "ACTIVATION_TYPES", "ALIGN_METHODS", "BARRIER_DEFINITIONS", "METRICS", "OUTPUT", "PHASE_METRICS",
     "Activations", "AlignedProjection", "Alignment", "BNMode", "Barrier", "BarrierMatrix", "Direction",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import store
-from engine.jobs.builtin_probes.representations import split_activations
+from engine.jobs.builtin_probes.representations import ActivationsResult
 from engine.probes.representations import similarity_grid
 
 PAGE = "pages/representations.py"
@@ -60,7 +60,7 @@ def test_trsa_measure_renders_a_layer_grid_with_its_bounds_from_the_url(app, tra
     assert at.selectbox(key="rep_metric").value == "trsa"
     assert at.slider(key="rep_trsa").value == pytest.approx((0.1, 0.3))
     (grid_fig,) = [h for h in _heatmaps(at) if "tRSA" in h["layout"]["title"]["text"]]
-    acts = split_activations(result.summary, result.arrays)
+    acts = ActivationsResult.from_stored(result).activations
     expected = similarity_grid(acts[0], acts[1], "trsa", lower=0.1, upper=0.3)
     np.testing.assert_allclose(_z(grid_fig), expected.values, atol=1e-12)
     assert len(expected.rows) > 1  # a layer x layer grid, not a single number

@@ -55,7 +55,6 @@ __all__ = [
     "SampledSets",
     "TreeSets",
     "bootstrap_indices",
-    "fit_optimum",
     "importance_distribution",
     "quantile_thresholds",
     "rashomon_importance_distribution",
