@@ -17,13 +17,13 @@ __all__ = ["checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "probe_
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _checkpoints(_svc: Services, run_id: str, generation: int) -> pd.DataFrame:
+def _checkpoints(_svc: Services, run_id: str, version: tuple) -> pd.DataFrame:
     return _svc.store.list_checkpoints(run_id).sort_values("step").reset_index(drop=True)
 
 
 def checkpoints_of(svc: Services, run_id: str) -> pd.DataFrame:
-    """The run's checkpoints, by step (cached until the catalog changes)."""
-    return _checkpoints(svc, run_id, svc.generation)
+    """The run's checkpoints, by step (cached until a checkpoint or run row changes)."""
+    return _checkpoints(svc, run_id, svc.version("checkpoint", "run"))
 
 
 def _run_label(runs: pd.DataFrame):
@@ -33,7 +33,7 @@ def _run_label(runs: pd.DataFrame):
 
 
 def _finished(svc: Services, zoo_id: str) -> pd.DataFrame:
-    runs = cached_runs(svc, zoo_id, svc.generation)
+    runs = cached_runs(svc, zoo_id)
     return runs[runs["status"].isin(["done", "diverged"]) & runs["last_checkpoint_id"].notna()]
 
 
