@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-__all__ = ["MAX_VIEWS", "clear_caches", "frame_key", "shared_view"]
+__all__ = ["MAX_VIEWS", "catalog_key", "clear_caches", "frame_key", "shared_view"]
 
 T = TypeVar("T")
 
@@ -56,6 +58,23 @@ def shared_view(key: tuple, build: Callable[[], T]) -> T:
         while len(_VIEWS) > MAX_VIEWS:
             _VIEWS.popitem(last=False)
     return value
+
+
+_OWNERS: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+
+
+def catalog_key(dispatcher) -> tuple[str, int]:
+    """This owner's catalog as it is now: ``(a token of the dispatcher, its generation)``.
+
+    For views of rows that change while jobs run (training curves). The generation alone
+    restarts at 0 with every dispatcher, so two stores opened one after the other in a
+    process (tests) would share keys; the token tells them apart.
+    """
+    with _LOCK:
+        token = _OWNERS.get(dispatcher)
+        if token is None:
+            token = _OWNERS[dispatcher] = uuid.uuid4().hex
+    return token, dispatcher.generation
 
 
 def frame_key(frame) -> str:

@@ -105,7 +105,7 @@ def release_services() -> None:
 
     close_services()
     st.cache_resource.clear()
-    st.cache_data.clear()  # cached reads are keyed by the catalog generation, not by store
+    st.cache_data.clear()  # views keyed by the catalog generation are per process, not per store
 
 
 @pytest.fixture
