@@ -195,12 +195,20 @@ _RUN_COLUMNS = ["name", "status", "final_test_acc", "final_train_acc", "final_te
 
 
 def _print_table(df, preferred: list[str]) -> None:
+    """Print catalog rows; text cells with non-printable characters (ESC, NUL, U+202E) are escaped
+    and long ones cut, since rows written before names were checked may hold them."""
+    from engine.bounds import printable
+
     if df.empty:
         print("(nothing yet)")
         return
     hp = [c for c in df.columns if c.startswith("hp_")]
     cols = list(dict.fromkeys(c for c in ["run_id", *hp, *preferred] if c in df.columns)) or list(df.columns)
-    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    shown = df[cols].copy()
+    for c in shown.columns:
+        if shown[c].dtype.kind == "O":  # text (and mixed) columns
+            shown[c] = shown[c].map(lambda v: printable(v) if isinstance(v, str) else v)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def _ls(args, path: Path) -> int:

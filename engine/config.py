@@ -16,13 +16,30 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.bounds import (
+    MAX_BATCH_SIZE,
+    MAX_CHECKPOINTS,
+    MAX_DEPTH,
+    MAX_EVAL_SIZE,
+    MAX_OPTION_TEXT,
+    MAX_RUNS,
+    MAX_STEPS,
+    MAX_SWEEP_FILE_BYTES,
+    MAX_WIDTH,
+    SEED_MAX,
+    check_name,
+    printable,
+    short_repr,
+)
 
 __all__ = [
     "ArchSpec",
@@ -33,13 +50,33 @@ __all__ = [
     "TrainSpec",
     "checkpoint_steps",
     "PhaseAxes",
+    "SPEC_CONFIG",
+    "Seed",
     "format_validation_error",
     "load_sweep",
     "parse_axis_expression",
     "spec_hash",
 ]
 
-Scalar = int | float | str | bool
+
+
+def _finite(value: Any) -> Any:
+    """Refuse NaN and infinity before a union of types tries each of its members on them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number; got {value}")
+    return value
+
+
+Scalar = Annotated[int | float | str | bool, BeforeValidator(_finite)]
+# A seed every consumer accepts (see engine.bounds.SEED_MAX).
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+# A value of a dataset's / architecture's options: checked further by the loader that takes it.
+OptionValue = Annotated[int | float | Annotated[str, Field(max_length=MAX_OPTION_TEXT)] | bool,
+                        BeforeValidator(_finite)]
+Options = Annotated[dict[Annotated[str, Field(max_length=100)], OptionValue], Field(max_length=64)]
+
+# Every spec (and every probe's parameters): immutable, no unknown keys, no NaN or infinity.
+SPEC_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
@@ -47,7 +84,7 @@ class ConfigError(ValueError):
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SPEC_CONFIG
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -57,23 +94,23 @@ class DatasetSpec(_Spec):
     """Which data, how much of it and how it is corrupted."""
 
     name: str = "mnist1d"  # a registered dataset (engine.data), or "npz" / "csv" / "parquet" for user files
-    seed: int = Field(0, ge=0)  # generation, split and label-noise seed
+    seed: Seed = 0  # generation, split and label-noise seed
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)  # keep this share of the training split
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)  # share of training labels replaced at random
     test_size: float = Field(0.25, gt=0.0, lt=1.0)  # held-out share when the source has no split
-    path: str | None = None  # user file (npz/csv/parquet)
-    label: str | None = None  # label column of a user table
-    options: dict[str, Scalar] = Field(default_factory=dict)  # dataset-specific knobs (e.g. p for modular)
+    path: str | None = Field(None, max_length=MAX_OPTION_TEXT)  # user file (npz/csv/parquet)
+    label: str | None = Field(None, max_length=MAX_OPTION_TEXT)  # label column of a user table
+    options: Options = Field(default_factory=dict)  # dataset-specific knobs (e.g. p for modular)
 
 
 class ArchSpec(_Spec):
     """An architecture from the registry with its size knobs."""
 
     name: str = "mlp"  # mlp, cnn1d, cnn2d, resnet, transformer or a registered factory (engine.nets)
-    width: int = Field(64, ge=1, le=65536)  # hidden units / channels / model dimension
-    depth: int = Field(2, ge=1, le=64)  # hidden layers / blocks
+    width: int = Field(64, ge=1, le=MAX_WIDTH)  # hidden units / channels / model dimension
+    depth: int = Field(2, ge=1, le=MAX_DEPTH)  # hidden layers / blocks
     init_scale: float = Field(1.0, gt=0.0, le=100.0)  # multiplies the default initialisation
-    options: dict[str, Scalar] = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
+    options: Options = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
 
 
 class OptimSpec(_Spec):
@@ -84,14 +121,14 @@ class OptimSpec(_Spec):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # used by "momentum"
     weight_decay: float = Field(0.0, ge=0.0, le=10.0)  # L2 for sgd/momentum, decoupled for adamw
     betas: tuple[float, float] = (0.9, 0.999)  # used by "adamw"
-    eps: float = Field(1e-8, gt=0.0)
+    eps: float = Field(1e-8, gt=0.0, le=1.0)  # adamw's denominator guard
 
     @field_validator("betas")
     @classmethod
     def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
         for b in v:
             if not 0.0 <= b < 1.0:
-                raise ValueError(f"each beta must be in [0, 1); got {b}")
+                raise ValueError(f"each beta must be in [0, 1); got {short_repr(b)}")
         return v
 
 
@@ -101,11 +138,15 @@ _SCHEDULE = re.compile(r"^(linear|log):(\d+)$")
 def _check_schedule(value: str | list[int]) -> str | list[int]:
     if isinstance(value, list):
         if not value or any(s < 0 for s in value):
-            raise ValueError(f"explicit checkpoint steps must be a non-empty list of steps >= 0; got {value}")
-        return sorted(set(value))
-    m = _SCHEDULE.match(value)
-    if not m or int(m.group(2)) < 1:
-        raise ValueError(f"checkpoint schedule must be 'linear:N', 'log:N' (N >= 1) or a list of steps; got {value!r}")
+            raise ValueError(f"explicit checkpoint steps must be a non-empty list of steps >= 0; got {short_repr(value)}")
+        steps = sorted(set(value))
+        if len(steps) > MAX_CHECKPOINTS:
+            raise ValueError(f"{len(steps)} checkpoint steps are listed; at most {MAX_CHECKPOINTS} are allowed")
+        return steps
+    m = _SCHEDULE.match(value) if len(value) <= 40 else None
+    if not m or not 1 <= int(m.group(2)) <= MAX_CHECKPOINTS:
+        raise ValueError(f"checkpoint schedule must be 'linear:N', 'log:N' (1 <= N <= {MAX_CHECKPOINTS}) "
+                         f"or a list of steps; got {short_repr(value)}")
     return value
 
 
@@ -115,11 +156,11 @@ class TrainSpec(_Spec):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     arch: ArchSpec = Field(default_factory=ArchSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
-    batch_size: int = Field(128, ge=1, le=1_000_000)
-    steps: int = Field(1000, ge=1, le=10_000_000)  # optimiser steps
-    seed: int = Field(0, ge=0)  # initialisation and data order
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE)
+    steps: int = Field(1000, ge=1, le=MAX_STEPS)  # optimiser steps
+    seed: Seed = 0  # initialisation and data order
     checkpoints: str | list[int] = "log:8"  # 'linear:N', 'log:N' or explicit steps
-    eval_size: int = Field(2048, ge=1)  # at most this many samples per split for checkpoint metrics
+    eval_size: int = Field(2048, ge=1, le=MAX_EVAL_SIZE)  # at most this many samples per split for checkpoint metrics
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     _v_checkpoints = field_validator("checkpoints")(classmethod(lambda cls, v: _check_schedule(v)))
@@ -180,7 +221,7 @@ def parse_axis_expression(text: str) -> tuple[str, str | None, str | None]:
     """
     m = _AXIS_EXPRESSION.match(text) if isinstance(text, str) else None
     if m is None:
-        raise ValueError(f"a phase axis is a sweep axis, or 'a/b' or 'a*b' of two; got {text!r}")
+        raise ValueError(f"a phase axis is a sweep axis, or 'a/b' or 'a*b' of two; got {short_repr(text)}")
     first, op, second = m.groups()
     for name in (first, second):
         if name is not None and name not in SWEEP_AXES:
@@ -213,23 +254,28 @@ class PhaseAxes(_Spec):
 class SweepSpec(_Spec):
     """A zoo: a base run and a grid of values; runs are the Cartesian product."""
 
-    name: str = Field("zoo", min_length=1, max_length=200)
+    name: str = "zoo"  # printable text, at most MAX_NAME_LENGTH characters
     base: TrainSpec = Field(default_factory=TrainSpec)
     grid: dict[str, list[Scalar]] = Field(default_factory=dict)
     temperature: list[str] = Field(default_factory=list)  # axes acting as temperature (phase diagrams)
     load: list[str] = Field(default_factory=list)  # axes acting as load
     phases: PhaseAxes | None = None  # [phases] temperature = "lr/batch_size", load = "width"
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        return check_name(name, "zoo name")
+
     @field_validator("grid")
     @classmethod
     def _grid_axes_known(cls, grid: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
         for key, values in grid.items():
             if key not in SWEEP_AXES:
-                raise ValueError(f"unknown sweep axis {key!r}; allowed: {', '.join(SWEEP_AXES)}")
+                raise ValueError(f"unknown sweep axis {short_repr(key)}; allowed: {', '.join(SWEEP_AXES)}")
             if not values:
                 raise ValueError(f"sweep axis {key!r} has no values")
             if len(set(map(str, values))) != len(values):
-                raise ValueError(f"sweep axis {key!r} repeats a value: {values}")
+                raise ValueError(f"sweep axis {key!r} repeats a value: {short_repr(values)}")
         return grid
 
     @model_validator(mode="after")
@@ -242,8 +288,8 @@ class SweepSpec(_Spec):
                 if not any(name in self.grid for name in self.phases.names(which)):
                     raise ValueError(f"phases.{which} = {getattr(self.phases, which)!r} names no swept axis; "
                                      f"the grid sweeps {sorted(self.grid)}")
-        if self.n_runs > 10_000:
-            raise ValueError(f"the sweep has {self.n_runs} runs; at most 10000 are allowed")
+        if self.n_runs > MAX_RUNS:
+            raise ValueError(f"the sweep has {self.n_runs} runs; at most {MAX_RUNS} are allowed")
         self.expand()  # every grid value must make a valid TrainSpec
         return self
 
@@ -267,7 +313,7 @@ class SweepSpec(_Spec):
             try:
                 runs.append(TrainSpec.model_validate(cfg))
             except ValidationError as exc:
-                point = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
+                point = ", ".join(f"{k}={short_repr(v, 40)}" for k, v in zip(keys, combo))
                 raise ValueError(f"grid point ({point}) is invalid: {format_validation_error(exc)}") from None
         return runs
 
@@ -280,15 +326,28 @@ class SweepSpec(_Spec):
         return out
 
 
+_MAX_ERROR_LINES = 10  # problems listed in one message; the rest are counted
+_MAX_ERROR_MESSAGE = 500  # characters of one problem's message
+
+
 def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``field.path: message (got value)``."""
+    """One line per problem: ``field.path: message (got value)``.
+
+    The value is a short, truncated ``repr`` (:func:`engine.bounds.short_repr`) and at most
+    ten problems are listed, so an error about a huge input stays a few lines long.
+    """
     lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+    errors = exc.errors(include_url=False)
+    for err in errors[:_MAX_ERROR_LINES]:
+        loc = ".".join(short_repr(p, 40) if not isinstance(p, (str, int)) else str(p)[:40] for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if len(msg) > _MAX_ERROR_MESSAGE:
+            msg = msg[: _MAX_ERROR_MESSAGE - 1] + "…"
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{loc}: {msg}{shown}")
+        shown = "" if isinstance(value, dict) or short_repr(value) in msg else f" (got {short_repr(value)})"
+        lines.append(f"{loc or 'spec'}: {msg}{shown}")
+    if len(errors) > _MAX_ERROR_LINES:
+        lines.append(f"and {len(errors) - _MAX_ERROR_LINES} more problems")
     return "; ".join(lines)
 
 
@@ -296,6 +355,51 @@ def spec_hash(spec: BaseModel | dict[str, Any]) -> str:
     """A stable content hash of a spec (for probe keys and deduplication)."""
     payload = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class _AliasRefused(yaml.YAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` would let a few hundred bytes expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(f"line {event.start_mark.line + 1} uses the YAML alias *{printable(event.anchor, 40)}; "
+                                "sweep files may not use aliases (or merge keys): write the values out")
+        return super().compose_node(parent, index)
+
+
+def _read_sweep_file(path: Path) -> Any:
+    """The parsed contents of a TOML/YAML sweep file of at most MAX_SWEEP_FILE_BYTES."""
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {where} does not exist")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {where} must end in .toml, .yaml or .yml")
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_SWEEP_FILE_BYTES + 1)
+    if len(raw) > MAX_SWEEP_FILE_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_SWEEP_FILE_BYTES} bytes (1 MiB), the most a sweep file "
+                          "may hold; a sweep needs a few kilobytes: list grid values, not data")
+    kind = path.suffix[1:].upper()
+    try:
+        text = raw.decode("utf-8")
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        return yaml.load(text, Loader=_NoAliasLoader) or {}  # a SafeLoader that also refuses aliases
+    except _AliasRefused as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests tables or lists too deeply to be a sweep file") from None
+    except ValueError as exc:  # TOMLDecodeError, and int() past Python's digit limit
+        raise ConfigError(f"{where} is not valid {kind}: {str(exc)[:300]}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid {kind}: {str(exc)[:300]}") from None
 
 
 def load_sweep(source: str | Path | dict[str, Any]) -> SweepSpec:
@@ -307,20 +411,7 @@ def load_sweep(source: str | Path | dict[str, Any]) -> SweepSpec:
     if isinstance(source, dict):
         data, where = source, "config"
     else:
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {where} does not exist")
-        text = path.read_text()
-        try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif path.suffix in (".yaml", ".yml"):
-                data = yaml.safe_load(text) or {}
-            else:
-                raise ConfigError(f"config file {where} must end in .toml, .yaml or .yml")
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{where} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        data, where = _read_sweep_file(Path(source)), str(source)
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must hold a table of settings; got {type(data).__name__}")
     if "base" not in data and "grid" not in data and any(k in data for k in TrainSpec.model_fields):

@@ -17,11 +17,12 @@ from torch import Tensor
 
 from engine import data as zdata
 from engine import nets
+from engine.bounds import check_name
 from engine.config import ArchSpec, DatasetSpec, TrainSpec
 from engine.train import task_metrics
 
-__all__ = ["ImportedWeights", "import_weights", "load_weights", "match_state_dict", "record_import",
-           "record_import_request"]
+__all__ = ["ImportedWeights", "check_weight_values", "import_weights", "load_weights", "match_state_dict",
+           "record_import", "record_import_request"]
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
@@ -75,6 +76,38 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: st
                          + "; pass the --width/--depth (and --dataset) it was trained with")
 
 
+def check_weight_values(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
+    """Raise ``ValueError`` naming every tensor that is not usable as the model's weights.
+
+    A tensor the model holds in floating point (every weight and bias; not a counter such
+    as BatchNorm's ``num_batches_tracked``) must be floating point in ``state`` too, and
+    finite: integer weights are a file of something else, and NaN/inf weights evaluate to
+    NaN everywhere, so neither is recorded as a finished run.
+    """
+    expected = model.state_dict()
+    floating = [k for k in state if k in expected and expected[k].is_floating_point()]
+    integer = [k for k in floating if not state[k].is_floating_point()]
+    non_finite = [(k, int((~torch.isfinite(state[k])).sum())) for k in floating if k not in integer]
+    non_finite = [(k, n) for k, n in non_finite if n]
+    problems = []
+    if integer:
+        dtypes = sorted({str(state[k].dtype) for k in integer})
+        problems.append(f"{_listed(integer)} {'has' if len(integer) == 1 else 'have'} dtype {', '.join(dtypes)}, "
+                        "but the architecture holds weights in floating point")
+    if non_finite:
+        problems.append(_listed([f"{k!r} ({n} of {state[k].numel()})" for k, n in non_finite], quote=False)
+                        + (" holds" if len(non_finite) == 1 else " hold") + " NaN/inf values")
+    if problems:
+        raise ValueError("; ".join(problems) + "; these are not usable weights (a diverged or corrupted checkpoint, "
+                         "or a file of something else): export the model's floating-point state_dict from a finite "
+                         "checkpoint")
+
+
+def _listed(names: list[str], quote: bool = True, limit: int = 5) -> str:
+    shown = [repr(n) if quote else n for n in names[:limit]]
+    return ", ".join(shown) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _depth_hint(extra: list[str], missing: list[str]) -> str:
     layer = re.compile(r"(\d+)")
     idx = [int(m.group(1)) for k in extra if (m := layer.search(k))]
@@ -98,6 +131,7 @@ def import_weights(path: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> Im
     ds = zdata.load(dataset)
     model = nets.build(arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size)
     match_state_dict(model, state, _arch_label(arch))
+    check_weight_values(model, state)
     model.load_state_dict(state)
     model.eval()
     metrics = {}
@@ -114,25 +148,28 @@ def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: 
 
     ``owner`` is recorded on the run (and on the zoo when it is new). With an
     ``access`` policy (``engine.auth.AccessPolicy``), an owner whose role may not
-    import raises ``PermissionDenied`` before anything is written.
+    import raises ``PermissionDenied`` before anything is written. Zoo and run names
+    are checked (:func:`engine.bounds.check_name`), and the zoo, run and checkpoint
+    are written in one transaction.
     """
     import store
 
     if access is not None:
         access.require(owner, "import")
-
-    try:
-        zoo_id = st.get_zoo(zoo)["zoo_id"]
-    except store.NotFoundError:
-        zoo_id = st.create_zoo(zoo, owner=owner)
+    zoo, name = check_name(zoo, "zoo name"), check_name(name, "run name")
+    sha = st.put_tensors(imported.state)  # content-addressed: an unused file is collected by gc_artifacts
     arch = imported.config.arch
-    (run_id,) = st.add_runs([{
-        "zoo_id": zoo_id, "config": imported.config.model_dump(mode="json"), "name": name, "seed": 0,
-        "hparams": {"arch": arch.name, "width": arch.width, "depth": arch.depth}, "status": "done", "owner": owner,
-        "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
-    sha = st.put_tensors(imported.state)
     metrics = {k: (v if math.isfinite(v) else None) for k, v in imported.metrics.items()}
-    st.add_checkpoint(run_id, 0, sha, epoch=0.0, **metrics)
+    with st.transaction():
+        try:
+            zoo_id = st.get_zoo(zoo)["zoo_id"]
+        except store.NotFoundError:
+            zoo_id = st.create_zoo(zoo, owner=owner)
+        (run_id,) = st.add_runs([{
+            "zoo_id": zoo_id, "config": imported.config.model_dump(mode="json"), "name": name, "seed": 0,
+            "hparams": {"arch": arch.name, "width": arch.width, "depth": arch.depth}, "status": "done",
+            "owner": owner, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
+        st.add_checkpoint(run_id, 0, sha, epoch=0.0, **metrics)
     return run_id
 
 
@@ -146,15 +183,15 @@ def import_command(args, path: Path) -> int:
     access = cli_policy(load_settings(path), path)
     if access is not None:
         access.require(args.owner, "import")
+    zoo, name = check_name(args.zoo, "zoo name"), check_name(args.name or Path(args.weights).stem, "run name")
     arch = ArchSpec(name=args.arch, width=args.width, depth=args.depth)
     imported = import_weights(args.weights, arch, DatasetSpec(name=args.dataset))
-    name = args.name or Path(args.weights).stem
     try:
         st = store.open_store(path)
     except store.StoreBusyError as exc:
-        return _hand_over_import(path, exc, imported, zoo=args.zoo, name=name, owner=args.owner)
+        return _hand_over_import(path, exc, imported, zoo=zoo, name=name, owner=args.owner)
     with st:
-        run_id = record_import(st, args.zoo, imported, name=name, owner=args.owner, access=access)
+        run_id = record_import(st, zoo, imported, name=name, owner=args.owner, access=access)
     print(f"imported {args.weights} as run {run_id} in zoo {args.zoo!r}: "
           f"test accuracy {imported.metrics['test_acc']:.4f}")
     return 0

@@ -14,10 +14,12 @@ from pages.ui.phases_views import (
     cells_table,
 )
 from pages.ui.pickers import pick_run
+from pages.ui.reads import zoo_sweep
 from pages.ui.sidebar import page_start
+from pages.ui.text import literal
 
 svc, zoo_id = page_start("Phase diagrams")
-sweep = svc.store.get_zoo(zoo_id).get("sweep") or {}
+sweep = zoo_sweep(svc, zoo_id)
 tabs = st.tabs(["Phase diagram", "Grokking"])
 with tabs[0]:
     params = cell_params()
@@ -41,7 +43,7 @@ with tabs[1]:
     dataset = ((sweep.get("base") or {}).get("dataset") or {}).get("name")
     if dataset != "modular":
         st.info("The grokking view is for zoos on the `modular` dataset (try `configs/grokking.toml`); "
-                f"this zoo trains on `{dataset}`.")
+                f"this zoo trains on {literal(dataset)}.")
     else:
         run_id = pick_run(svc, zoo_id, key="run")
         if run_id is None:

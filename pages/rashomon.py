@@ -3,7 +3,8 @@ explanations, filtered by an ε slider that runs inline on stored losses."""
 
 import streamlit as st
 
-from pages.ui.rashomon_views import SOURCES, population_source, rashomon_panels, sample_source, tree_source
+from pages.ui.rashomon_sources import SOURCES, population_source, sample_source, tree_source
+from pages.ui.rashomon_views import rashomon_panels
 from pages.ui.services import get_services
 from pages.ui.sidebar import sidebar
 from pages.ui.state import synced_selectbox

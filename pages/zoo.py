@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages.ui.services import cached_zoos, get_services
 from pages.ui.sidebar import sidebar
+from pages.ui.text import literal
 from pages.ui.zoo_form import create_zoo_form, import_form
 from pages.ui.zoo_views import curves_section, first_run_panel, live_runs, phase_section, runs_section
 
@@ -18,7 +19,7 @@ if zoo_id is None:
     st.stop()
 
 zoo = zoos.set_index("zoo_id").loc[zoo_id]
-st.title(f"Zoo · {zoo['name']}")
+st.title(f"Zoo · {literal(zoo['name'])}")
 live_runs(svc, zoo_id)
 runs, selected = runs_section(svc, zoo_id)
 

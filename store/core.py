@@ -247,6 +247,17 @@ class StoreCore:
             self._versions[table] = self._versions.get(table, 0) + 1
         self._touched = set()
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one transaction: all of them land, or (on an exception) none.
+
+        >>> with st.transaction():
+        ...     zoo_id = st.create_zoo("z")
+        ...     st.add_runs([{"zoo_id": zoo_id}])   # fails -> the zoo is not recorded either
+        """
+        with self._tx():
+            yield
+
     def _df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> "pd.DataFrame":
         with self._mutex:
             return self._connection().execute(sql, params).df()

@@ -39,6 +39,7 @@ _BUILTINS = {
     "gaussians": (synthetic.gaussians, "Mixture of isotropic Gaussians, one per class"),
     "teacher": (synthetic.teacher, "Teacher-student regression: random linear or MLP teacher plus noise"),
     "modular": (synthetic.modular, "Modular addition (a + b) mod p as token pairs, for grokking (option p)"),
+    "rid_chen": (synthetic.rid_chen, "Chen's process: 10 features in U(-2.5, 2.5), the label depends on X1-X4 only"),
 }
 
 for _name, (_loader, _description) in _BUILTINS.items():

@@ -7,10 +7,17 @@ counts, lengths) and how to fix it.
 Labels decide the task: integers, booleans and strings are classes (strings and
 non-contiguous integers are mapped to ids ``0..K-1`` in sorted order, the original
 values kept as ``class_names``); floats are regression targets.
+
+Sizes are checked before anything is read whole: a file's size, an NPZ's array shapes and
+dtypes from the ``.npy`` headers inside it (so a small file that would decompress to
+gigabytes is refused unread), a Parquet file's row count from its metadata. The limit is
+:func:`max_data_bytes` (``$ZOOSCOPE_MAX_DATA_BYTES``, default 2 GiB).
 """
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +26,94 @@ import pandas as pd
 from engine.config import DatasetSpec
 from engine.data.dataset import DatasetError, SourceData
 
-__all__ = ["encode_labels", "inspect_table", "load_csv", "load_npz", "load_parquet"]
+__all__ = ["DEFAULT_MAX_DATA_BYTES", "MAX_DATA_BYTES_ENV", "encode_labels", "inspect_table", "load_csv", "load_npz",
+           "load_parquet", "max_data_bytes", "npz_headers"]
 
 _NPZ_LAYOUTS = (("x", "y"), ("x_train", "y_train", "x_test", "y_test"))
+MAX_DATA_BYTES_ENV = "ZOOSCOPE_MAX_DATA_BYTES"
+DEFAULT_MAX_DATA_BYTES = 2 << 30  # 2 GiB: a user file's size, and the arrays it holds once loaded
+_MAX_NPZ_MEMBERS = 64
+
+
+def max_data_bytes() -> int:
+    """The most bytes a user data file may hold, on disk and once loaded.
+
+    ``$ZOOSCOPE_MAX_DATA_BYTES`` (a whole number of bytes) when set, else 2 GiB. Read at
+    each load, so a server's environment sets it for its workers too.
+    """
+    text = os.environ.get(MAX_DATA_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_DATA_BYTES
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DatasetError(f"${MAX_DATA_BYTES_ENV} must be a positive whole number of bytes; got {text[:40]!r}")
+    return value
+
+
+def _refuse_large_file(path: Path, limit: int) -> None:
+    size = path.stat().st_size
+    if size > limit:
+        raise DatasetError(f"{path} is {size:,} bytes, larger than the {limit:,} bytes a data file may hold; "
+                           f"use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
+
+
+def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``name -> (shape, dtype)`` of every array in an NPZ, read from the ``.npy`` headers only.
+
+    Nothing is decompressed beyond each header, so a file whose arrays would take gigabytes
+    costs a few kilobytes to inspect. Members that are not ``.npy`` arrays are left out.
+
+    Raises
+    ------
+    DatasetError
+        Not a zip file, too many members, or a member whose header is not an array header.
+    """
+    path = Path(path)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+            if len(zf.infolist()) > _MAX_NPZ_MEMBERS:
+                raise DatasetError(f"{path} holds {len(zf.infolist())} files; an NPZ data file holds 2 or 4 arrays "
+                                   f"(at most {_MAX_NPZ_MEMBERS} files are read)")
+            for info in members:
+                with zf.open(info) as fh:
+                    out[info.filename.removesuffix(".npy")] = _npy_header(fh)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DatasetError(f"{path} is not a readable .npz file ({exc}); write it with numpy.savez") from None
+    return out
+
+
+def _npy_header(fh) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(int(n) for n in shape), dtype
+
+
+def _check_npz_headers(path: Path, headers: dict[str, tuple[tuple[int, ...], np.dtype]], names: tuple[str, ...],
+                       limit: int) -> None:
+    """Refuse object dtypes and arrays past ``limit`` bytes from the headers, before any array is read."""
+    total = 0
+    for name in names:
+        shape, dtype = headers[name]
+        if dtype.hasobject:
+            raise DatasetError(f"{path} holds object arrays ('{name}'), which are not loaded (pickles run code); "
+                               "save plain numeric/string arrays with np.savez")
+        if dtype.kind not in "biufUS":
+            raise DatasetError(f"{path}: '{name}' has dtype {dtype}; data arrays must be numbers or strings")
+        total += int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 1)  # object: no int64 overflow
+    if total > limit:
+        shapes = ", ".join(f"'{n}' {headers[n][0]} {headers[n][1]}" for n in names)
+        raise DatasetError(f"{path} would take {total:,} bytes once loaded ({shapes}), larger than the {limit:,} bytes "
+                           f"a data file may hold; use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
 
 
 def inspect_table(path: str | Path) -> list[str]:
@@ -63,18 +155,22 @@ def encode_labels(y: np.ndarray, y_test: np.ndarray | None = None):
 def load_npz(spec: DatasetSpec, *, standardize: bool = False) -> SourceData:
     """Arrays ``x, y`` or ``x_train, y_train, x_test, y_test`` from ``spec.path`` (no pickles)."""
     path = _file_for(spec, ".npz")
+    limit = max_data_bytes()
+    _refuse_large_file(path, limit)
+    headers = npz_headers(path)
+    layout = next((keys for keys in _NPZ_LAYOUTS if set(keys) <= set(headers)), None)
+    if layout is None:
+        raise DatasetError(f"{path} must hold arrays 'x' and 'y', or 'x_train', 'y_train', 'x_test', 'y_test'; "
+                           f"it holds {sorted(headers)}")
+    _check_npz_headers(path, headers, layout, limit)
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.files}
+            arrays = {k: np.asarray(f[k]) for k in layout}
     except ValueError as exc:
         raise DatasetError(f"{path} holds object arrays, which are not loaded (pickles run code); "
                            f"save plain numeric/string arrays with np.savez ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same actionable message
         raise DatasetError(f"{path} is not a readable .npz file ({exc}); write it with numpy.savez") from None
-    layout = next((keys for keys in _NPZ_LAYOUTS if set(keys) <= set(arrays)), None)
-    if layout is None:
-        raise DatasetError(f"{path} must hold arrays 'x' and 'y', or 'x_train', 'y_train', 'x_test', 'y_test'; "
-                           f"it holds {sorted(arrays)}")
     parts = [arrays[k] for k in layout]
     for xk, yk in zip(layout[::2], layout[1::2]):
         _check_npz_pair(path, xk, arrays[xk], yk, arrays[yk])
@@ -94,6 +190,7 @@ def load_csv(spec: DatasetSpec, *, standardize: bool = False, features: str = ""
     ``features`` is an optional comma-separated list of feature columns (default: all others).
     """
     path = _file_for(spec, ".csv")
+    _refuse_large_file(path, max_data_bytes())
     try:
         table = pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001 - parser errors carry the line; keep them
@@ -107,11 +204,28 @@ def load_parquet(spec: DatasetSpec, *, standardize: bool = False, features: str 
     ``features`` is an optional comma-separated list of feature columns (default: all others).
     """
     path = _file_for(spec, ".parquet")
+    _check_parquet_size(path, max_data_bytes())
     try:
         table = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001
         raise DatasetError(f"{path} could not be read as Parquet: {exc}") from None
     return _from_table(path, table, spec.label, standardize, features)
+
+
+def _check_parquet_size(path: Path, limit: int) -> None:
+    """Refuse a Parquet file whose table would pass ``limit`` bytes (8 per cell), from its metadata."""
+    import pyarrow.parquet as pq
+
+    _refuse_large_file(path, limit)
+    try:
+        meta = pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad footer
+        raise DatasetError(f"{path} could not be read as Parquet: {exc}") from None
+    cells = meta.num_rows * meta.num_columns
+    if cells * 8 > limit:
+        raise DatasetError(f"{path} holds {meta.num_rows:,} rows x {meta.num_columns} columns, about {8 * cells:,} bytes "
+                           f"once loaded, larger than the {limit:,} bytes a data file may hold; use a subset, "
+                           f"or raise ${MAX_DATA_BYTES_ENV} on the server")
 
 
 def _existing(path: str | Path) -> Path:

@@ -1,5 +1,5 @@
 """Synthetic datasets generated from ``spec.seed``: moons, spirals, Gaussian mixtures,
-teacher–student regression and modular arithmetic.
+teacher–student regression, modular arithmetic and Chen's process (RID's ground truth).
 
 Each generator draws from its own ``np.random.Generator``; nothing touches the
 global RNG. Inputs are not standardised (their scale is part of the problem).
@@ -12,7 +12,7 @@ import numpy as np
 from engine.config import DatasetSpec
 from engine.data.dataset import SourceData, check_option
 
-__all__ = ["gaussians", "modular", "moons", "spirals", "teacher"]
+__all__ = ["gaussians", "modular", "moons", "rid_chen", "spirals", "teacher"]
 
 
 def _rng(seed: int, stream: int = 0) -> np.random.Generator:
@@ -148,3 +148,19 @@ def modular(spec: DatasetSpec, *, p: int = 97) -> SourceData:
         class_names=[str(c) for c in range(p)],
         vocab_size=p,
     )
+
+
+def rid_chen(spec: DatasetSpec, *, n_samples: int = 1000, n_features: int = 10) -> SourceData:
+    """Chen's data-generating process, a ground-truth check of variable importance in RID.
+
+    ``X_1 … X_D ~ U(−2.5, 2.5)`` independently and
+    ``Y = 1[−2 sin(X_1) + max(X_2, 0) + X_3 + exp(−X_4) ≥ 2.048]``: only the first four
+    features matter, the other ``D − 4`` are noise (as recalled from Donnelly et al.,
+    "The Rashomon Importance Distribution", NeurIPS 2023, §5, with D = 10).
+    """
+    _check_size("rid_chen", n_samples, 2)
+    check_option(4 <= n_features <= 1000, "rid_chen", "n_features", n_features, "between 4 and 1000")
+    x = _rng(spec.seed).uniform(-2.5, 2.5, size=(n_samples, n_features))  # (N, D)
+    score = -2 * np.sin(x[:, 0]) + np.maximum(x[:, 1], 0) + x[:, 2] + np.exp(-x[:, 3])
+    return SourceData(x=x, y=(score >= 2.048).astype(np.int64), task="classification",
+                      feature_names=[f"X{i + 1}" for i in range(n_features)])

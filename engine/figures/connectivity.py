@@ -147,8 +147,8 @@ def layerwise_figure(result, *, title: str | None = None) -> go.Figure:
     """Bars of each layer's barrier, with the other layers at A and at B."""
     fig = go.Figure()
     for i, (side, values) in enumerate((("rest at A", result.from_a), ("rest at B", result.from_b))):
-        members = ["<br>".join(m[:6]) + ("<br>…" if len(m) > 6 else "") for m in result.members]
-        fig.add_trace(go.Bar(x=list(result.groups), y=values, name=side, marker_color=PALETTE[i],
+        members = ["<br>".join(map(escape, m[:6])) + ("<br>…" if len(m) > 6 else "") for m in result.members]
+        fig.add_trace(go.Bar(x=[escape(g) for g in result.groups], y=values, name=side, marker_color=PALETTE[i],
                              customdata=members,
                              hovertemplate="%{x}<br>barrier=%{y:.4g}<br>%{customdata}<extra>" + side + "</extra>"))
     fig.update_layout(barmode="group")

@@ -35,6 +35,7 @@ __all__ = [
 _METRIC_TITLES = {
     "linear_cka": "linear CKA", "debiased_cka": "debiased CKA", "rbf_cka": "RBF CKA",
     "procrustes": "Procrustes distance", "svcca": "SVCCA", "pwcca": "PWCCA", "rsa": "RSA",
+    "trsa": "tRSA",
 }
 
 

@@ -24,8 +24,16 @@ def color_for(key: object, order: list | None = None) -> str:
 
 
 def escape(text: object) -> str:
-    """User text (run names, tags) as inert text inside Plotly hover labels and titles."""
-    return html.escape(str(text), quote=False)
+    """User text (run, zoo, layer, feature names, hyperparameter values) as inert text in a Plotly figure.
+
+    Plotly draws titles, axis and tick labels, legend entries, annotations and hover text from
+    a subset of HTML (``<a href>``, ``<b>``, ``<span style>``, ``<br>``, entities), and fills
+    ``%{…}`` in hover templates. ``<``, ``>`` and ``&`` become entities, which Plotly shows as
+    the characters themselves, and the ``{`` of a ``%{`` becomes ``&#123;``, so a name can neither
+    add markup nor pull a value into a hover template. Every figure passes user text through
+    this one function.
+    """
+    return html.escape(str(text), quote=False).replace("%{", "%&#123;")
 
 
 def finish(fig: go.Figure, *, title: str | None = None, height: int = 420) -> go.Figure:

@@ -24,7 +24,8 @@ def hparam_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def _label(col: str) -> str:
-    return col.removeprefix("hp_").removeprefix("final_").replace("_", " ")
+    """A column's name for axes and hover text (hyperparameter names come from users' files: escaped)."""
+    return escape(col.removeprefix("hp_").removeprefix("final_").replace("_", " "))
 
 
 def training_curves(metrics: pd.DataFrame, runs: pd.DataFrame, *, name: str = "loss",
@@ -46,7 +47,7 @@ def training_curves(metrics: pd.DataFrame, runs: pd.DataFrame, *, name: str = "l
     groups = sorted(df[key].dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
     for gi, value in enumerate(groups):
         color = PALETTE[gi % len(PALETTE)]  # by position: distinct for up to len(PALETTE) groups
-        label = f"{_label(key)}={value}" if key != "run_id" else escape(
+        label = f"{_label(key)}={escape(value)}" if key != "run_id" else escape(
             df.loc[df[key] == value, "run_name"].iloc[0] if "run_name" in df else value)
         for split in splits:
             part = df[(df[key] == value) & (df["split"] == split)]
@@ -105,7 +106,7 @@ def phase_diagram(runs: pd.DataFrame, x: str, y: str, metric: str, *, colorscale
         ids[i, j] = ",".join(row["run_ids"])
     text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.3g}")(z)
     fig = go.Figure(go.Heatmap(
-        z=z, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale=colorscale, text=text,
+        z=z, x=[escape(v) for v in xs], y=[escape(v) for v in ys], colorscale=colorscale, text=text,
         texttemplate="%{text}", customdata=np.dstack([sd, n, ids]),
         colorbar=dict(title=_label(metric)),
         hovertemplate=f"{_label(x)} %{{x}}<br>{_label(y)} %{{y}}<br>{_label(metric)} %{{z:.4g}}"
@@ -122,7 +123,7 @@ def parallel_coordinates(runs: pd.DataFrame, dims: list[str], color: str) -> go.
     dimensions = []
     for d in [*dims, color]:
         values = df[d]
-        if values.dtype == object:
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):  # object or str dtype
             cats = sorted(values.astype(str).unique())
             dimensions.append(dict(label=_label(d), values=values.astype(str).map(cats.index),
                                    tickvals=list(range(len(cats))), ticktext=[escape(c) for c in cats]))

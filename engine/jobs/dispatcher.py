@@ -104,14 +104,16 @@ class Dispatcher:
                      population: bool = True) -> tuple[str, str]:
         """Create a zoo with its runs (status ``queued``) and queue the job that trains them.
 
-        Returns ``(zoo_id, job_id)``. A sweep naming a dataset or architecture this
-        process has not registered raises :class:`~engine.config.ConfigError` first.
+        The zoo, its runs and the job are written in one transaction: a sweep that fails
+        (validation, or any insert) leaves nothing behind. Returns ``(zoo_id, job_id)``. A sweep
+        naming a dataset or architecture this process has not registered raises
+        :class:`~engine.config.ConfigError` first.
         """
         self.authorize(owner, "launch")
         sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
         check_registered(sweep)
         runs = sweep.expand()
-        with self._lock:
+        with self._lock, self.store.transaction():
             zoo_id = self.store.create_zoo(sweep.name, sweep.model_dump(mode="json"), owner=owner)
             rows = [{
                 "run_id": uuid4().hex, "zoo_id": zoo_id, "config": run.model_dump(mode="json"),

@@ -10,6 +10,11 @@ A probe kind is a function ``run(inputs: ProbeInputs, params, progress) -> Probe
 registered with :func:`register_probe`. It receives ready-to-use checkpoints (model,
 parameters, buffers, data) and returns JSON-able numbers plus named arrays, which are
 stored as one safetensors artifact.
+
+Each kind also declares its typed result (``register_probe(..., result=SpectrumResult)``):
+a class whose ``from_stored(ProbeResult)`` rebuilds the frozen dataclasses the probe
+computed. Readers call :meth:`ProbeStatus.typed` and never see the stored keys; the
+stored form is spelled once, by the result class (its ``to_stored``) and its loader.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 from uuid import uuid4
 
 import numpy as np
@@ -43,6 +48,7 @@ __all__ = [
     "ProbeResult",
     "ProbeService",
     "ProbeStatus",
+    "ResultLoader",
     "clear_caches",
     "get_probe_kind",
     "load_probe_result",
@@ -64,6 +70,30 @@ class ProbeResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
+    def decoded(self, loader: ResultLoader) -> Any:
+        """``loader.from_stored(self)``, built once per result (a stored result is decoded once per process).
+
+        The typed value shares this result's arrays, which are read-only once cached: do not change it.
+        """
+        memo = self.__dict__.setdefault("_decoded", {})  # not a field: equality and repr ignore it
+        if loader not in memo:
+            memo[loader] = loader.from_stored(self)
+        return memo[loader]
+
+
+class ResultLoader(Protocol):
+    """How a probe kind's stored result becomes its typed result (a class with a ``from_stored`` classmethod)."""
+
+    def from_stored(self, result: ProbeResult) -> Any: ...
+
+
+class _Untyped:
+    """The loader of a probe kind registered without ``result=``: the stored result itself."""
+
+    @staticmethod
+    def from_stored(result: ProbeResult) -> ProbeResult:
+        return result
+
 
 @dataclass(frozen=True)
 class ProbeKind:
@@ -73,18 +103,23 @@ class ProbeKind:
     code_version: str = "1"
     n_checkpoints: tuple[int, int | None] = (1, None)  # (min, max) input checkpoints
     description: str = ""
+    result: ResultLoader = _Untyped  # decodes a stored result (ProbeStatus.typed)
 
 
 PROBE_KINDS: Registry[ProbeKind] = Registry("probe", label=lambda kind: describe(kind.run))
 
 
 def register_probe(name: str, run, params: type[BaseModel], *, code_version: str = "1",
-                   n_checkpoints: tuple[int, int | None] = (1, None), description: str = "") -> None:
+                   n_checkpoints: tuple[int, int | None] = (1, None), description: str = "",
+                   result: ResultLoader | None = None) -> None:
     """Make ``run`` available as probe ``name`` (bump ``code_version`` when its results change).
 
+    ``result`` rebuilds the typed result from the stored one (``result.from_stored(ProbeResult)``);
+    without it, :meth:`ProbeStatus.typed` hands back the :class:`ProbeResult` itself.
     The same registration again is a no-op; another one under a taken name raises ValueError.
     """
-    PROBE_KINDS.register(name, ProbeKind(name, run, params, code_version, n_checkpoints, description))
+    PROBE_KINDS.register(name, ProbeKind(name, run, params, code_version, n_checkpoints, description,
+                                         result or _Untyped))
 
 
 def _load_builtin() -> None:
@@ -231,10 +266,24 @@ class ProbeStatus:
     job: dict[str, Any] | None = None
     result: ProbeResult | None = None
     probe: dict[str, Any] | None = None
+    kind: str | None = None  # the probe kind asked for
 
     @property
     def progress(self) -> float:
         return float((self.job or {}).get("progress") or 0.0)
+
+    def typed(self) -> Any:
+        """The result as the probe kind's typed result (e.g. a ``Surface``, a ``SpectrumResult``).
+
+        Decoded once per stored result and shared: treat it as read-only.
+        """
+        if self.result is None:
+            raise ValueError(f"probe {self.kind!r} ({self.key[:12]}) is {self.state}, not done: it has no result "
+                             "yet; check status.state == 'done' first")
+        kind = self.kind or (self.probe or {}).get("kind")
+        if kind is None:
+            raise ValueError(f"probe result {self.key[:12]} does not say its kind; make the status with kind=")
+        return self.result.decoded(get_probe_kind(kind).result)
 
 
 # Stored probe results kept decoded in this process, per dispatcher: at most this many bytes of arrays.
@@ -344,13 +393,13 @@ class ProbeService:
         done = self._cache.done(self.store, key)
         if done is not None:
             row, result = done
-            return ProbeStatus("done", key, result=result, probe=row)
+            return ProbeStatus("done", key, result=result, probe=row, kind=probe)
         for job in self.store.get_jobs(self._cache.job_ids(self.dispatcher, key)):
             if job["status"] in ("queued", "running"):
-                return ProbeStatus(job["status"], key, job=job)
+                return ProbeStatus(job["status"], key, job=job, kind=probe)
             if job["status"] == "failed":
-                return ProbeStatus("failed", key, job=job)
-        return ProbeStatus("missing", key)
+                return ProbeStatus("failed", key, job=job, kind=probe)
+        return ProbeStatus("missing", key, kind=probe)
 
     def request(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str], *,
                 owner: str = "local") -> ProbeStatus:
@@ -362,7 +411,7 @@ class ProbeService:
         refs = [self._ref(cid) for cid in checkpoint_ids]
         spec = {"probe": probe, "params": validated, "checkpoints": refs, "key": key}
         job_id = self.dispatcher.submit("probe", spec, owner=owner, zoo_id=None)
-        return ProbeStatus("queued", key, job=self.store.get_job(job_id))
+        return ProbeStatus("queued", key, job=self.store.get_job(job_id), kind=probe)
 
     def compute_here(self, probe: str, params: dict[str, Any], checkpoint_ids: list[str], *,
                      owner: str = "local") -> ProbeStatus:

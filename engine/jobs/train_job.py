@@ -11,6 +11,7 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import data as zdata
+from engine.bounds import MAX_RUNS
 from engine.config import SweepSpec
 from engine.train import RunResult, check_registered, population_groups, train_population, train_run
 
@@ -28,7 +29,7 @@ class TrainJobSpec(BaseModel):
     zoo_id: str
     run_ids: list[str]
     population: bool = True  # train groups of compatible runs at once with torch.func
-    max_population: int = Field(64, ge=1)  # split larger groups
+    max_population: int = Field(64, ge=1, le=MAX_RUNS)  # split larger groups
 
     @field_validator("sweep")
     @classmethod

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import html
-
 import streamlit as st
 
 from engine.figures import connectivity as cfig
-from engine.jobs.builtin_probes.connectivity import (
-    curves_from_result,
-    instability_from_result,
-    instability_steps,
-    singular_from_result,
-)
-from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.connectivity import BarrierMatrix, LayerwiseBarriers, MergeResult
+from engine.jobs.builtin_probes.connectivity import instability_steps
 
 from .pickers import checkpoints_of, probe_result
+from .reads import run_record
 from .report_draft import show_figure
 from .services import Services, cached_runs
 from .state import synced_multiselect, synced_selectbox
+from .text import literal
 from .view_cache import shared_view
 
 __all__ = ["instability_tab", "layerwise_tab", "matrix_tab", "merge_tab", "paths_tab", "singular_tab"]
@@ -37,9 +30,10 @@ def _need_pair(svc: Services, runs: list[str]) -> bool:
     if len(runs) != 2:
         st.info("Pick two runs (A and B) above.")
         return False
-    archs = [svc.store.get_run(r)["config"]["arch"] for r in runs]
+    archs = [run_record(svc, r)["config"]["arch"] for r in runs]
     if archs[0] != archs[1]:
-        st.warning(f"A and B have different architectures ({archs[0]} vs {archs[1]}); paths, alignment and "
+        a, b = (literal(arch, limit=200) for arch in archs)
+        st.warning(f"A and B have different architectures ({a} vs {b}); paths, alignment and "
                    "merging need the same architecture. Pick runs that differ only in seed or optimiser settings.")
         return False
     return True
@@ -63,11 +57,11 @@ def paths_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     fig = shared_view(("conn.paths", status.key, kind), lambda: cfig.interpolation_figure(
-        curves_from_result(status.result.summary, status.result.arrays), kind=kind))
+        list(status.typed().curves), kind=kind))
     show_figure(fig, key="paths_fig", title="Linear mode connectivity A → B",
                 params={"methods": methods, "bn": bn, "kind": kind}, checkpoint_ids=_finals(svc, runs), run_ids=runs,
                 probe_keys=[status.key])
-    checks = status.result.summary.get("check_max_diff", {})
+    checks = status.typed().check_max_diff
     if checks:
         st.caption("Function-preservation self-check passed before any barrier was drawn: largest output change "
                    + ", ".join(f"{m}: {v:.1e}" for m, v in checks.items()) + ".")
@@ -84,7 +78,7 @@ def layerwise_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     fig = shared_view(("conn.layerwise", status.key), lambda: cfig.layerwise_figure(
-        unpack(LayerwiseBarriers, status.result.summary, status.result.arrays)))
+        status.typed()))  # LayerwiseBarriers
     show_figure(fig, key="layerwise_fig", title="Layer-wise barriers",
                 params={"align": align, "cumulative": cumulative}, checkpoint_ids=_finals(svc, runs), run_ids=runs,
                 probe_keys=[status.key])
@@ -109,7 +103,7 @@ def matrix_tab(svc: Services, zoo_id: str) -> None:
     if status is None:
         return
     fig = shared_view(("conn.matrix", status.key), lambda: cfig.barrier_matrix_figure(
-        unpack(BarrierMatrix, status.result.summary, status.result.arrays)))
+        status.typed()))  # BarrierMatrix
     show_figure(fig, key="matrix_fig", title="Barrier matrix", params={"align": align},
                 run_ids=group["run_id"].tolist(), probe_keys=[status.key])
 
@@ -126,7 +120,7 @@ def merge_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     fig = shared_view(("conn.merge", status.key), lambda: cfig.merge_figure(
-        [unpack(MergeResult, status.result.summary, status.result.arrays)]))
+        [status.typed()]))  # MergeResult
     show_figure(fig, key="merge_fig", title=f"Merging ({method}, {align} alignment)",
                 params={"method": method, "align": align, "bn": bn}, run_ids=runs, probe_keys=[status.key])
 
@@ -136,13 +130,13 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
     if not runs:
         st.info("Pick a run above (A): its training is replayed and forked at several steps.")
         return
-    run = svc.store.get_run(runs[0])
+    run = run_record(svc, runs[0])
     c = st.columns(3)
     n_steps = int(synced_selectbox("Spawn steps", [4, 6, 8, 12], key="ins_n", container=c[0], default=6))
     metric = synced_selectbox("Barrier of", ["error", "loss"], key="ins_metric", container=c[1])
     log_x = c[2].toggle("log step axis", key="ins_log", value=True)
     total = int(run["config"]["steps"])
-    st.caption(f"Forks run **{html.escape(str(run.get('name') or runs[0]))}** at steps "
+    st.caption(f"Forks run **{literal(run.get('name') or runs[0])}** at steps "
                f"{instability_steps(total, n_steps)} of {total}; each fork trains two children to step {total} with "
                "data-order seeds 1 and 2 (same initialisation, optimiser state copied) and reports the barrier between "
                f"them: {KINDS['max_minus_mean'].split(' (')[0]} ({metric}, test split).")
@@ -152,7 +146,7 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
     if status is None:
         return
     fig = shared_view(("conn.instability", status.key, log_x), lambda: cfig.instability_figure(
-        instability_from_result(status.result.summary, status.result.arrays), log_x=log_x))
+        status.typed(), log_x=log_x))  # Instability
     show_figure(fig, key="instability_fig",
                 title="Instability against the spawn step", params={"n_steps": n_steps, "metric": metric},
                 checkpoint_ids=final, run_ids=runs[:1], probe_keys=[status.key])
@@ -171,8 +165,7 @@ def singular_tab(svc: Services, runs: list[str]) -> None:
                           label="Align and compare singular vectors")
     if status is None:
         return
-    result = shared_view(("conn.singular", status.key),
-                         lambda: singular_from_result(status.result.summary, status.result.arrays))
+    result = status.typed()  # SingularAlignment, decoded once per process
     params = {"align": align, "side": side}
     fig = shared_view(("conn.singular_fig", status.key, side),
                       lambda: cfig.singular_alignment_figure(result, side=side))

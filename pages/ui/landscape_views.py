@@ -5,8 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.figures import landscape as lfig
-from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.landscape import HessianEigs, IntrinsicDimension, Sharpness, SpectralDensity, Surface, TraceEstimate
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
@@ -43,9 +41,7 @@ def surface_tab(svc: Services, run_id: str, ckpt: dict) -> None:
                           label=f"Compute the {resolution}{'×' + str(resolution) if ndim == 2 else ''} surface")
     if status is None:
         return
-    surface = unpack(Surface, status.result.summary, status.result.arrays)
-    if surface.betas is not None and len(surface.betas) == 0:
-        surface = unpack(Surface, {**status.result.summary, "betas": None}, status.result.arrays)
+    surface = status.typed()  # Surface
     fig = shared_view(("landscape.surface", status.key, metric, log_scale), lambda: (
         lfig.surface_figure(surface, metric=metric, log_scale=log_scale) if surface.ndim == 2
         else lfig.slices_figure([surface], log_scale=log_scale)))
@@ -66,10 +62,8 @@ def spectrum_tab(svc: Services, ckpt: dict) -> None:
                           key="spectrum", label="Compute the Hessian spectrum")
     if status is None:
         return
-    s, a = status.result.summary, status.result.arrays
-    density = unpack(SpectralDensity, s, a, "density.")
-    top = unpack(HessianEigs, s, a, "top.")
-    trace = unpack(TraceEstimate, s, a, "trace.")
+    spectrum = status.typed()  # SpectrumResult
+    density, top, trace = spectrum.density, spectrum.top, spectrum.trace
     fig = shared_view(("landscape.spectrum", status.key, log_scale),
                       lambda: lfig.spectrum_figure(density, top=top, trace=trace, log_scale=log_scale))
     show_figure(fig, key="spectrum_fig",
@@ -89,7 +83,7 @@ def sharpness_tab(svc: Services, run_id: str) -> None:
                           label=f"Compute λ_max at all {len(ids)} checkpoints")
     if status is None:
         return
-    sharp = unpack(Sharpness, status.result.summary, status.result.arrays)
+    sharp = status.typed()  # Sharpness
     fig = shared_view(("landscape.sharpness", status.key), lambda: lfig.sharpness_figure(sharp))
     show_figure(fig, key="sharpness_fig", title="Sharpness over training", params={},
                 checkpoint_ids=ids, run_ids=[run_id], probe_keys=[status.key])
@@ -109,7 +103,7 @@ def intrinsic_tab(svc: Services, run_id: str) -> None:
                           label=f"Train in {len(dims)} random subspaces from the initialisation")
     if status is None:
         return
-    result = unpack(IntrinsicDimension, status.result.summary, status.result.arrays)
+    result = status.typed()  # IntrinsicDimension
     show_figure(shared_view(("landscape.intrinsic", status.key), lambda: lfig.intrinsic_dimension_figure(result)),
                 key="intrinsic_fig", title="Intrinsic dimension",
                 params={"dims": dims, "n_steps": steps}, checkpoint_ids=[init["checkpoint_id"]], run_ids=[run_id],

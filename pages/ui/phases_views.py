@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from urllib.parse import urlencode
 
@@ -22,9 +21,11 @@ from engine.probes.phases import (
 )
 
 from .pickers import checkpoints_of, probe_result
+from .reads import run_metrics
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
+from .text import literal
 from .view_cache import frame_key, shared_view
 
 __all__ = ["axes_picker", "cell_links", "grokking_section", "heatmaps_section", "phase_section",
@@ -72,7 +73,7 @@ def cells_panel(svc: Services, zoo_id: str, params: dict) -> list:
         try:
             probe_phase_cells(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
         except PermissionDenied as exc:  # the job layer decides, whatever the button showed
-            st.error(str(exc))
+            st.error(literal(exc))
         else:
             st.rerun()
     if counts.get("running", 0) + counts.get("queued", 0):
@@ -94,9 +95,9 @@ def cells_table(svc: Services, zoo_id: str, done: list) -> pd.DataFrame:
     """One row per probed run: the runs table (hyperparameters) joined with the probe's values."""
     rows = []
     for r in done:
-        s = r.status.result.summary
-        for i, (run_id, step) in enumerate(zip(s["run_ids"], s["steps"])):
-            rows.append({"run_id": run_id, "probe_step": step, **{k: v[i] for k, v in s["values"].items()}})
+        cell = r.status.typed()  # PhaseCellResult
+        for i, (run_id, step) in enumerate(zip(cell.run_ids, cell.steps)):
+            rows.append({"run_id": run_id, "probe_step": step, **{k: v[i] for k, v in cell.values.items()}})
     values = pd.DataFrame(rows).drop_duplicates("run_id", keep="last")
     runs = cached_runs(svc, zoo_id)
     runs = runs[[c for c in runs.columns if not c.startswith("probe_")]]
@@ -178,7 +179,7 @@ def phase_section(cells: pd.DataFrame, t: str, ld: str, ids: list[str]) -> pd.Da
     event = show_figure(fig, key="ph_map", title=f"Phase map over {t} × {ld}",
                         params={"temperature": t, "load": ld, "thresholds": json.loads(json.dumps(th.__dict__))},
                         checkpoint_ids=ids, on_select="rerun", selection_mode="points")
-    st.caption(text + " · click a cell to open it below")
+    st.caption(literal(text) + " · click a cell to open it below")
     _select_clicked(event, classified)
     return classified
 
@@ -209,11 +210,11 @@ def cell_links(classified: pd.DataFrame, zoo_id: str, t: str, ld: str) -> None:
         f"[Connectivity of two seeds]({_link('connectivity', zoo=zoo_id, runs=','.join(pair))})",
         f"[Representations of two seeds]({_link('representations', zoo=zoo_id, runs=','.join(pair), run=runs[0])})",
     ]))
-    st.caption(f"{len(runs)} runs: " + ", ".join(html.escape(r[:8]) for r in runs))
+    st.caption(f"{len(runs)} runs: " + ", ".join(literal(r[:8]) for r in runs))
 
 
 def _curves(svc: Services, run_id: str) -> pd.DataFrame:
-    m = svc.store.metrics([run_id], names=["acc"])
+    m = run_metrics(svc, run_id, ["acc"])
     wide = m[m["split"].isin(["train", "test"])].pivot_table(index="step", columns="split", values="value")
     return wide.dropna().reset_index()
 
@@ -230,11 +231,13 @@ def grokking_section(svc: Services, run_id: str) -> None:
     probes = {}
     norm = probe_result(svc, "weights.norm", {}, ids, key="ph_norm", auto=True)
     if norm is not None:
-        probes["weight norm"] = (norm.result.summary["steps"], norm.result.summary["norm"])
+        norms = norm.typed()  # WeightNorms
+        probes["weight norm"] = (list(norms.steps), list(norms.norm))
     sharp = probe_result(svc, "curvature.sharpness", {}, ids, key="ph_sharp",
                          label="Compute the top Hessian eigenvalue at every checkpoint") if len(ids) > 1 else None
     if sharp is not None:
-        probes["top Hessian eigenvalue"] = (sharp.result.arrays["steps"], sharp.result.arrays["eigenvalues"][:, 0])
+        sharpness = sharp.typed()  # Sharpness
+        probes["top Hessian eigenvalue"] = (sharpness.steps, sharpness.eigenvalues[:, 0])
     fig = pfig.grokking_figure(curves["step"], curves["train"], curves["test"], memorized_step=g.memorized_step,
                                generalized_step=g.generalized_step, probes=probes)
     show_figure(fig, key="ph_grok", title="Grokking: accuracy and probes over training",

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 
 from engine.auth import PermissionDenied
 from engine.jobs import ProbeService, ProbeStatus
 
+from .reads import run_checkpoints
 from .services import Services, cached_runs, current_user, may
 from .state import query_list, synced_selectbox
+from .text import literal
 
 __all__ = ["checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "probe_result"]
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def _checkpoints(_svc: Services, run_id: str, version: tuple) -> pd.DataFrame:
-    return _svc.store.list_checkpoints(run_id).sort_values("step").reset_index(drop=True)
-
-
 def checkpoints_of(svc: Services, run_id: str) -> pd.DataFrame:
-    """The run's checkpoints, by step (cached until a checkpoint or run row changes)."""
-    return _checkpoints(svc, run_id, svc.version("checkpoint", "run"))
+    """The run's checkpoints, by step (cached until the catalog changes)."""
+    return run_checkpoints(svc, run_id)
 
 
 def _run_label(runs: pd.DataFrame):
@@ -86,12 +81,12 @@ def probe_result(svc: Services, probe: str, params: dict, checkpoint_ids: list[s
     try:
         status = service.status(probe, params, checkpoint_ids)
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return None
     if status.state == "done":
         return status
     if status.state == "failed":
-        st.error(f"The last attempt failed: {html.escape(str(status.job.get('error') or ''))[:500]}")
+        st.error(f"The last attempt failed: {literal(status.job.get('error'), limit=500)}")
     if status.state in ("missing", "failed"):
         if not may("launch"):
             st.info("Not computed yet. Anyone with the editor role can compute it; the result is then shared.")
@@ -100,7 +95,7 @@ def probe_result(svc: Services, probe: str, params: dict, checkpoint_ids: list[s
             try:
                 service.request(probe, params, checkpoint_ids, owner=current_user())
             except PermissionDenied as exc:
-                st.error(str(exc))
+                st.error(literal(exc))
                 return None
             st.rerun()
         return None
@@ -114,5 +109,5 @@ def _wait(svc: Services, probe: str, params: dict, checkpoint_ids: list[str], ke
     status = ProbeService(svc.dispatcher).status(probe, params, checkpoint_ids)
     if status.state in ("done", "failed"):
         st.rerun(scope="app")
-    message = html.escape(str((status.job or {}).get("message") or status.state))
+    message = literal((status.job or {}).get("message") or status.state, limit=120)
     st.progress(status.progress, text=f"{message} — computed in a background worker; this updates by itself")

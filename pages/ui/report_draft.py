@@ -19,6 +19,7 @@ from engine.auth import AccessPolicy
 from engine.report import DraftBook, DraftNotYours, ReportDraft, ReportItem, figure_item, table_item
 
 from .services import Services, current_user, get_services
+from .text import literal
 
 __all__ = ["DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure"]
 
@@ -119,9 +120,10 @@ def pin_table(df: Any, *, title: str, params: dict, checkpoint_ids: list[str] | 
 
 def _pin_button(make: Callable[[str], ReportItem], *, key: str, what: str, container: Any) -> bool:
     name = draft_name()
+    shown = literal(name)
     if not container.button("Add to report", key=f"pin_{key}", icon=":material/push_pin:", type="tertiary",
                             help=f"Pin this {what}, its settings and its checkpoints to the report draft "
-                                 f"'{name}' (Reports page)"):
+                                 f"'{shown}' (Reports page)"):
         return False
     svc = get_services()
     who = current_user()
@@ -132,10 +134,10 @@ def _pin_button(make: Callable[[str], ReportItem], *, key: str, what: str, conta
         return False
     st.session_state[_COPY_KEY] = draft
     if added:
-        st.toast(f"Added to the report draft '{name}' ({len(draft.items)} item{'s' * (len(draft.items) != 1)}); "
+        st.toast(f"Added to the report draft '{shown}' ({len(draft.items)} item{'s' * (len(draft.items) != 1)}); "
                  "arrange and export it on the Reports page.", icon=":material/push_pin:")
     else:
-        st.toast(f"This {what}, with these settings, is already in the draft '{name}'.", icon=":material/info:")
+        st.toast(f"This {what}, with these settings, is already in the draft '{shown}'.", icon=":material/info:")
     return added
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import string
 from typing import Callable
 
 import pandas as pd
@@ -11,11 +10,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.figures.export import StaticExportError, chromium_path, to_image
-from engine.report import (DraftNotYours, Report, ReportDraft, ReportItem, build_report, list_stored_reports,
-                           load_report, render_html, save_report)
+from engine.report import (DraftNotYours, Report, ReportDraft, ReportItem, build_report, markdown_to_html,
+                           render_html, save_report)
 
+from . import reads
 from .report_draft import draft_book, draft_name, load_draft, set_draft_name
 from .services import Services, current_user
+from .text import literal
 
 __all__ = ["draft_editor", "export_panel", "stored_reports"]
 
@@ -98,16 +99,11 @@ def _not_yours(svc: Services, name: str) -> bool:
     book = draft_book(svc)
     if book.may_write(name, current_user()):
         return False
-    st.info(f"This draft belongs to **{_md(book.owner(name))}**: you can read and copy it, not change it.",
+    st.info(f"This draft belongs to **{literal(book.owner(name))}**: you can read and copy it, not change it.",
             icon=":material/lock:")
     st.button("Copy to my draft", key="report_copy", icon=":material/content_copy:", on_click=_copy, args=(svc,),
               help="Save a copy of this draft, title, notes and items, as a new draft of yours and switch to it")
     return True
-
-
-def _md(text: object) -> str:
-    """``text`` shown literally inside Markdown (every ASCII punctuation character backslash-escaped)."""
-    return "".join("\\" + c if c in string.punctuation else c for c in str(text))
 
 
 def draft_editor(svc: Services) -> ReportDraft:
@@ -123,10 +119,12 @@ def draft_editor(svc: Services) -> ReportDraft:
     st.text_input("Title", key="report_title", on_change=_set_text, args=(svc, "title", "report_title"),
                   disabled=locked)
     st.text_area("Notes (Markdown)", key="report_notes", height=120, on_change=_set_text, disabled=locked,
-                 args=(svc, "notes", "report_notes"), help="Shown under the title; raw HTML is shown as text.")
+                 args=(svc, "notes", "report_notes"),
+                 help="Shown under the title; raw HTML is shown as text and images are not loaded.")
     if draft.notes.strip():
         with st.container(border=True, key="report_notes_preview"):
-            st.markdown(draft.notes)
+            # the export's renderer: Markdown with raw HTML shown as text and images off (no fetches)
+            st.html(markdown_to_html(draft.notes))
     if not draft.items:
         st.info("Nothing pinned to this draft yet. Press **Add to report** under a figure on any page: the "
                 "figure, its settings and the checkpoints behind it land here, ready to order, annotate and "
@@ -172,7 +170,7 @@ def _sources(item: ReportItem) -> str:
         text += " · settings " + json.dumps(item.params, sort_keys=True, default=str)[:300]
     if item.checkpoint_ids:
         text += f" · {len(item.checkpoint_ids)} checkpoint{'s' * (len(item.checkpoint_ids) != 1)}"
-    return text.replace("$", "\\$")  # literal dollars, not LaTeX
+    return literal(text)
 
 
 def _image_buttons(item: ReportItem) -> None:
@@ -199,7 +197,7 @@ def _render_image(figure: dict, fmt: str) -> Callable[[], bytes]:
 # -- export and stored reports ------------------------------------------------------------------------------
 
 def _html_of(svc: Services, report_id: str) -> Callable[[], str]:
-    return lambda: render_html(load_report(svc.store, report_id))
+    return lambda: render_html(reads.stored_report(svc, report_id))
 
 
 def _file_name(title: str) -> str:
@@ -220,7 +218,7 @@ def export_panel(svc: Services, draft: ReportDraft) -> None:
     saved = st.session_state.get("report_saved")
     if saved:
         report_id, title = saved
-        st.success(f"Saved the report '{title}' ({report_id}). It is listed under *Stored reports*.",
+        st.success(f"Saved the report '{literal(title)}' ({literal(report_id)}). It is listed under *Stored reports*.",
                    icon=":material/check_circle:")
         st.download_button("Download HTML", data=_html_of(svc, report_id), file_name=_file_name(title),
                            mime="text/html", key="report_download_saved", icon=":material/download:",
@@ -240,7 +238,7 @@ def _reopen(svc: Services, report: Report) -> None:
 
 def stored_reports(svc: Services) -> None:
     """Stored reports with author and date; download one again (same figures), or reopen it as the draft."""
-    reports = list_stored_reports(svc.store)
+    reports = reads.stored_reports(svc)
     if reports.empty:
         st.info("No stored reports yet. Pin figures, then **Save report** on the Draft tab.")
         return
@@ -250,11 +248,12 @@ def stored_reports(svc: Services) -> None:
     labels = {r.report_id: f"{r.title} — {r.author or 'unknown'}, {r.created_at:%Y-%m-%d %H:%M}"
               for r in reports.itertuples()}
     report_id = st.selectbox("Report", list(labels), format_func=labels.get, key="report_pick")
-    report = load_report(svc.store, report_id)
+    report = reads.stored_report(svc, report_id)
     st.caption(f"{len(report.figures)} figures, {len(report.items) - len(report.figures)} tables · "
-               f"Zooscope {report.provenance.get('zooscope_version', '?')} · made {report.created_at}")
+               f"Zooscope {literal(report.provenance.get('zooscope_version', '?'))} · made "
+               f"{literal(report.created_at)}")
     c1, c2 = st.columns([1, 3])
     c1.download_button("Download HTML", data=_html_of(svc, report_id), file_name=_file_name(report.title),
                        mime="text/html", key="report_download", icon=":material/download:", on_click="ignore")
     c2.button("Reopen as the current draft", key="report_reopen", icon=":material/edit:", on_click=_reopen,
-              args=(svc, report), help=f"Replace the items of the draft '{draft_name()}' with this report's")
+              args=(svc, report), help=f"Replace the items of the draft '{literal(draft_name())}' with this report's")

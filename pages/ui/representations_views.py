@@ -8,10 +8,7 @@ import numpy as np
 import streamlit as st
 
 from engine.figures import representations as repfig
-from engine.jobs.builtin_probes.convert import unpack
-from engine.jobs.builtin_probes.representations import split_activations
 from engine.probes.representations import (
-    AlignedProjection,
     METRICS,
     aligned_projection,
     layer_dimensions,
@@ -20,17 +17,19 @@ from engine.probes.representations import (
     similarity_grid,
     similarity_over_training,
 )
+from engine.probes.representations.topological import DEFAULT_LOWER, DEFAULT_UPPER
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs
-from .state import synced_selectbox
+from .state import synced_range, synced_selectbox
 from .view_cache import shared_view
 
 __all__ = ["collapse_tab", "dimension_tab", "model_vs_model_tab", "projection_tab", "training_tab"]
 
 _METRIC_NAMES = {"linear_cka": "linear CKA", "debiased_cka": "debiased CKA", "rbf_cka": "RBF CKA",
-                 "procrustes": "Procrustes distance", "svcca": "SVCCA", "pwcca": "PWCCA", "rsa": "RSA"}
+                 "procrustes": "Procrustes distance", "svcca": "SVCCA", "pwcca": "PWCCA", "rsa": "RSA",
+                 "trsa": "tRSA (topological RSA)"}
 
 
 def _last_checkpoint(svc: Services, run_id: str) -> str:
@@ -38,16 +37,32 @@ def _last_checkpoint(svc: Services, run_id: str) -> str:
 
 
 def _activations(svc: Services, ids: list[str], key: str, label: str):
-    """``(activations per checkpoint, the stored result, its probe key)``, or Nones while not computed."""
+    """``(activations per checkpoint, the ActivationsResult, its probe key)``, or Nones while not computed."""
     status = probe_result(svc, "representations.activations", {}, ids, key=key, label=label, auto=True)
     if status is None:
         return None, None, None
-    return split_activations(status.result.summary, status.result.arrays), status.result, status.key
+    result = status.typed()  # ActivationsResult
+    return list(result.activations), result, status.key
 
 
-def _grid_view(acts_a, acts_b, metric: str, title: str, **heatmap):
-    grid = similarity_grid(acts_a, acts_b, metric) if acts_b is not None else similarity_over_training(acts_a, metric)
+def _grid_view(acts_a, acts_b, metric: str, title: str, params: tuple = (), **heatmap):
+    kw = dict(params)
+    grid = (similarity_grid(acts_a, acts_b, metric, **kw) if acts_b is not None
+            else similarity_over_training(acts_a, metric, **kw))
     return grid, repfig.similarity_heatmap(grid, title=title, **heatmap)
+
+
+def _measure_params(metric: str, key: str) -> tuple:
+    """The measure's own settings as ``((name, value), ...)``: tRSA's two quantile bounds (``?<key>=lo,hi``)."""
+    if metric != "trsa":
+        return ()
+    lower, upper = synced_range(
+        "tRSA bounds (quantiles of each layer's distances)", 0.0, 1.0, key=key, step=0.05,
+        default=(DEFAULT_LOWER, DEFAULT_UPPER),
+        help="Geo-topological transform (Lin & Kriegeskorte 2024): distances below the lower quantile count as 0 "
+             "(connected), above the upper as 1 (equally far), linear between. (0, 1) is plain RSA; "
+             "equal bounds keep only the graph of close pairs.")
+    return ("lower", lower), ("upper", upper)
 
 
 def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
@@ -55,13 +70,15 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
         st.info("Pick two runs (A and B) above to compare their layers.")
         return
     metric = synced_selectbox("Measure", list(METRICS), key="rep_metric", format_func=_METRIC_NAMES.get)
+    params = _measure_params(metric, "rep_trsa")
     acts, _, probe = _activations(svc, [_last_checkpoint(svc, r) for r in runs], "acts_ab", "Capture activations")
     if acts is None:
         return
     names = cached_runs(svc, None).set_index("run_id")["name"]
     title = f"{_METRIC_NAMES[metric]}: A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"
-    grid, fig = shared_view(("rep.grid_ab", probe, metric, title), lambda: _grid_view(acts[0], acts[1], metric, title))
-    show_figure(fig, key="grid_ab", title=title, params={"metric": metric}, run_ids=runs)
+    grid, fig = shared_view(("rep.grid_ab", probe, metric, params, title),
+                            lambda: _grid_view(acts[0], acts[1], metric, title, params))
+    show_figure(fig, key="grid_ab", title=title, params={"metric": metric, **dict(params)}, run_ids=runs)
     best = grid.best_match()
     share = float(np.mean(best == np.arange(len(best)))) if grid.values.shape[0] == grid.values.shape[1] else np.nan
     st.caption(f"{'Larger' if grid.larger_is_similar else 'Smaller'} means more similar. The best-matching layer "
@@ -72,13 +89,14 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
 def training_tab(svc: Services, run_id: str) -> None:
     ids = checkpoints_of(svc, run_id)["checkpoint_id"].tolist()
     metric = synced_selectbox("Measure", list(METRICS), key="rep_metric_t", format_func=_METRIC_NAMES.get)
+    params = _measure_params(metric, "rep_trsa_t")
     acts, res, probe = _activations(svc, ids, "acts_run", f"Capture activations at {len(ids)} checkpoints")
     if acts is None:
         return
-    labelled = {f"step {s}": a for s, a in zip(res.summary["steps"], acts)}
-    _, fig = shared_view(("rep.grid_t", probe, metric), lambda: _grid_view(
-        labelled, None, metric, "Each layer against itself at the final checkpoint", mark_best=False))
-    show_figure(fig, key="grid_t", title="Similarity through training", params={"metric": metric},
+    labelled = {f"step {s}": a for s, a in zip(res.steps, acts)}
+    _, fig = shared_view(("rep.grid_t", probe, metric, params), lambda: _grid_view(
+        labelled, None, metric, "Each layer against itself at the final checkpoint", params, mark_best=False))
+    show_figure(fig, key="grid_t", title="Similarity through training", params={"metric": metric, **dict(params)},
                 checkpoint_ids=ids, run_ids=[run_id])
 
 
@@ -87,11 +105,11 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, res, probe = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
-    layers = res.summary["layers"]
+    layers = list(res.layers)
     if "proj_layer" not in st.session_state and "proj_layer" not in st.query_params:
         st.session_state["proj_layer"] = layers[max(0, len(layers) - 2)]  # penultimate: the learned features
     layer = synced_selectbox("Layer", layers, key="proj_layer")
-    targets = res.arrays.get("targets")
+    targets = res.targets
     method = synced_selectbox("Method", ["pca", "umap"], key="proj_method",
                               format_func={"pca": "PCA (instant)", "umap": "UMAP (background job)"}.get)
     status = None
@@ -101,13 +119,14 @@ def projection_tab(svc: Services, run_id: str, runs: list[str]) -> None:
             st.caption("Showing PCA until UMAP is ready.")
     if status is None:
         source = probe
-        steps = [f"step {s}" for s in res.summary["steps"]]
+        steps = [f"step {s}" for s in res.steps]
         proj = shared_view(("rep.pca", probe, layer), lambda: aligned_projection(
             [a[layer] for a in acts], "pca", labels=targets, checkpoint_labels=steps))
     else:
         source = status.key
-        proj = unpack(AlignedProjection, status.result.summary, status.result.arrays)
-        targets = status.result.arrays.get("targets", targets)
+        stored = status.typed()  # ProjectionResult
+        proj = stored.projection
+        targets = stored.targets if stored.targets is not None else targets
     labels = targets[proj.indices] if targets is not None and len(targets) > max(proj.indices, default=0) else None
     fig = shared_view(("rep.proj_fig", source, layer),
                       lambda: repfig.projection_figure(proj, labels, title=f"{layer} through training"))
@@ -122,13 +141,13 @@ def collapse_tab(svc: Services, run_id: str, runs: list[str]) -> None:
     acts, res, probe = _activations(svc, ids, "acts_run", "Capture activations")
     if acts is None:
         return
-    if "targets" not in res.arrays or res.arrays["targets"].dtype.kind not in "iu":
+    if res.targets is None or res.targets.dtype.kind not in "iu":
         st.info("Neural collapse needs class labels (a classification data set).")
         return
-    penultimate = res.summary["layers"][-2] if len(res.summary["layers"]) > 1 else res.summary["layers"][-1]
+    penultimate = res.layers[-2] if len(res.layers) > 1 else res.layers[-1]
     features = [a[penultimate] for a in acts]
     fig = shared_view(("rep.collapse", probe, penultimate), lambda: repfig.neural_collapse_figure(
-        neural_collapse_over_training(features, res.arrays["targets"], steps=res.summary["steps"]),
+        neural_collapse_over_training(features, res.targets, steps=list(res.steps)),
         title=f"Neural collapse of {penultimate} (Papyan et al. 2020)"))
     st.plotly_chart(fig, key="nc_fig")
 

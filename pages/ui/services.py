@@ -21,6 +21,10 @@ from engine.jobs import Dispatcher, resident
 
 from .session import SESSION_USER, session_user
 from .signin import sign_in_gate
+from .text import literal
+
+__all__ = ["Services", "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos",
+           "current_role", "current_user", "may"]
 
 __all__ = ["METRICS_TABLES", "RUNS_TABLES", "SESSION_USER", "ZOOS_TABLES", "Services", "close_services",
            "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos", "current_role",
@@ -93,17 +97,17 @@ def get_services() -> Services:
     try:
         return resident.hold(f"owner-services:{key}", lambda: _open(key), _release)
     except store.StoreBusyError as exc:
-        st.error(f"**This dashboard cannot open its store.** {exc}")
+        st.error(f"**This dashboard cannot open its store.** {literal(exc)}")
         st.markdown(
             "Only one process may own a store. Stop the other process (or open its dashboard), "
             "or start this one on another store: `ZOOSCOPE_STORE=/path/to/other make run`."
         )
         st.stop()
     except store.StoreError as exc:
-        st.error(f"**The store at `{path}` cannot be used.** {exc}")
+        st.error(f"**The store at {literal(path)} cannot be used.** {literal(exc)}")
         st.stop()
     except ValueError as exc:  # a bad zooscope.toml or users file (ConfigError)
-        st.error(f"**The server settings cannot be used.** {exc}")
+        st.error(f"**The server settings cannot be used.** {literal(exc)}")
         st.stop()
     raise AssertionError("unreachable")
 

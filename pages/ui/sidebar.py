@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import html
 import time
 
 import pandas as pd
 import streamlit as st
 
+from .reads import job_overview, queue_positions
 from .services import Services, cached_zoos, current_user, store_path
 from .signin import account_box
 from .state import synced_selectbox
+from .text import literal
 
 __all__ = ["job_queue", "page_start", "sidebar", "zoo_label"]
 
@@ -34,7 +35,7 @@ def sidebar(svc: Services) -> str | None:
         if not zoos.empty:
             zoo_id = synced_selectbox("Zoo", zoos["zoo_id"].tolist(), key="zoo", format_func=zoo_label(zoos))
         job_queue(svc)
-        st.caption(f"Store: `{html.escape(str(store_path()))}`")
+        st.caption(f"Store: {literal(store_path())}")
         st.caption("Share a view: the address bar holds the zoo, runs and settings shown.")
     return zoo_id
 
@@ -68,7 +69,7 @@ def _catalog_news(svc: Services) -> bool:
 def job_queue(svc: Services) -> None:
     """Running and queued jobs with progress, and recent failures; refreshes itself every 2 s."""
     st.subheader("Jobs")
-    jobs = svc.store.job_overview(recent=3)
+    jobs = job_overview(svc, recent=3)
     if _catalog_news(svc):
         st.rerun(scope="app")
     if jobs.empty:
@@ -77,14 +78,14 @@ def job_queue(svc: Services) -> None:
     active = jobs[jobs["status"].isin(["running", "queued"])]
     recent = jobs[~jobs["status"].isin(["running", "queued"])].head(3)
     for job in active[active["status"] == "running"].sort_values("created_at").itertuples():
-        label = f"{_ICON[job.status]} {job.kind} · {html.escape(str(job.owner))}"
-        st.progress(float(job.progress or 0.0), text=f"{label} — {html.escape(str(job.message or ''))[:80]}")
+        label = f"{_ICON[job.status]} {literal(job.kind)} · {literal(job.owner)}"
+        st.progress(float(job.progress or 0.0), text=f"{label} — {literal(job.message, limit=80)}")
     queued = active[active["status"] == "queued"]
-    _queued(queued, svc.store.queue_positions() if not queued.empty else {}, current_user())
+    _queued(queued, queue_positions(svc) if not queued.empty else {}, current_user())
     for job in recent.itertuples():
-        text = f"{_ICON.get(job.status, '')} {job.kind} {job.status}"
+        text = f"{_ICON.get(job.status, '')} {literal(job.kind)} {literal(job.status)}"
         if job.status == "failed":
-            st.error(f"{text}: {job.error or ''}"[:300], icon=None)
+            st.error(f"{text}: {literal(job.error, limit=280)}", icon=None)
         else:
             st.caption(text)
 
@@ -97,9 +98,9 @@ def _queued(queued: pd.DataFrame, positions: dict[str, int], me: str) -> None:
     for job in queued.itertuples():
         where = f"position {int(job.position)} in the queue" if pd.notna(job.position) else "queued"
         if job.owner == me:
-            st.caption(f"{_ICON['queued']} **Your {job.kind} job** — {where}")
+            st.caption(f"{_ICON['queued']} **Your {literal(job.kind)} job** — {where}")
         else:
-            st.caption(f"{_ICON['queued']} {job.kind} · {html.escape(str(job.owner))} — {where}")
+            st.caption(f"{_ICON['queued']} {literal(job.kind)} · {literal(job.owner)} — {where}")
 
 
 def page_start(title: str) -> tuple[Services, str]:

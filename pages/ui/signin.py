@@ -13,7 +13,6 @@ This module takes the access policy as an argument and imports ``session`` only,
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Protocol
 
@@ -22,6 +21,7 @@ import streamlit as st
 from engine.auth import AccessPolicy, SignInLocked
 
 from .session import client_address, forget_sign_in, remember_sign_in, session_user
+from .text import literal
 
 __all__ = ["account_box", "sign_in_gate"]
 
@@ -84,7 +84,7 @@ def account_box(svc: _HasAccess) -> None:
     if user is None:
         return
     role = svc.access.role_of(user)
-    st.caption(f"Signed in as **{html.escape(user)}** · {role}")
+    st.caption(f"Signed in as **{literal(user)}** · {literal(role)}")
     st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out,
               args=(svc.access.mode,))
 

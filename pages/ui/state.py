@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-__all__ = ["query_list", "set_query", "synced_multiselect", "synced_selectbox"]
+__all__ = ["query_list", "set_query", "synced_multiselect", "synced_range", "synced_selectbox"]
 
 
 def set_query(**values: Any) -> None:
@@ -72,3 +72,29 @@ def synced_multiselect(label: str, options: Sequence, *, key: str, param: str | 
     st.session_state[_kept(key)] = value
     set_query(**{param: value})
     return value
+
+
+def synced_range(label: str, lo: float, hi: float, *, key: str, default: tuple[float, float], step: float,
+                 param: str | None = None, container=st, **kw) -> tuple[float, float]:
+    """A two-handle slider ``(low, high)`` mirrored in the query parameter ``param`` as ``low,high``.
+
+    It starts from the URL (when both values parse; clamped to ``[lo, hi]``), else the value last
+    chosen on any page, else ``default``.
+    """
+    param = param or key
+    if key not in st.session_state:
+        st.session_state[key] = _range_from(query_list(param)) or st.session_state.get(_kept(key)) or default
+    low, high = sorted(min(max(float(v), lo), hi) for v in st.session_state[key])
+    st.session_state[key] = (low, high)
+    value = container.slider(label, lo, hi, step=step, key=key, **kw)
+    st.session_state[_kept(key)] = value
+    set_query(**{param: [f"{v:g}" for v in value]})
+    return value
+
+
+def _range_from(values: list[str]) -> tuple[float, float] | None:
+    try:
+        pair = tuple(float(v) for v in values)
+    except ValueError:
+        return None
+    return pair if len(pair) == 2 else None

@@ -11,11 +11,14 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
-from engine.auth import PermissionDenied
+from engine.bounds import MAX_SWEEP_FILE_BYTES, short_repr
 from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
+
+from engine.auth import PermissionDenied
 from engine.train import check_registered
 
 from .services import Services, current_user, may
+from .text import literal
 
 __all__ = ["create_zoo_form", "import_form"]
 
@@ -49,8 +52,8 @@ def _field_errors(exc: ValidationError) -> dict[str, str]:
         else:
             key = loc[-1]
         value = err.get("input")
-        if not isinstance(value, dict) and repr(value) not in msg:
-            msg = f"{msg} (got {value!r})"
+        if not isinstance(value, dict) and short_repr(value) not in msg:
+            msg = f"{msg} (got {short_repr(value)})"
         errors[key] = msg
     return errors
 
@@ -71,7 +74,7 @@ def _grid_axis(msg: str) -> str:
 def _error(errors: dict[str, str], *keys: str, container=st) -> None:
     for k in keys:
         if k in errors:
-            container.error(errors[k], icon="⚠️")
+            container.error(literal(errors[k], limit=2000), icon="⚠️")
 
 
 def create_zoo_form(svc: Services) -> None:
@@ -120,16 +123,20 @@ def create_zoo_form(svc: Services) -> None:
         try:
             zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
         except PermissionDenied as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
             return
         st.session_state["zoo"] = zoo_id
         st.query_params["zoo"] = zoo_id
-        st.success(f"Queued zoo {sweep.name!r} ({sweep.n_runs} runs) as job {job_id}.")
+        st.success(f"Queued zoo {literal(repr(sweep.name))} ({sweep.n_runs} runs) as job {literal(job_id)}.")
         st.rerun()
 
 
 def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload) -> SweepSpec | None:
     if upload is not None:
+        if upload.size > MAX_SWEEP_FILE_BYTES:
+            st.session_state["zoo_form_errors"] = {"form": f"{short_repr(upload.name)} is {upload.size:,} bytes; a "
+                                                           f"sweep file may hold at most {MAX_SWEEP_FILE_BYTES:,}"}
+            return None
         suffix = Path(upload.name).suffix
         with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
             fh.write(upload.getvalue())
@@ -190,13 +197,13 @@ def import_form(svc: Services) -> None:
             imported = import_weights(path, ArchSpec(name=arch, width=int(width), depth=int(depth)),
                                       DatasetSpec(name=dataset))
         except ValueError as exc:
-            st.error(f"Nothing was imported: {exc}")
+            st.error(f"Nothing was imported: {literal(exc, limit=2000)}")
             return
     try:
         run_id = record_import(svc.store, zoo, imported, name=Path(upload.name).stem, owner=current_user(),
                                access=svc.access)
-    except PermissionDenied as exc:
-        st.error(str(exc))
+    except (PermissionDenied, ValueError) as exc:  # ValueError: a zoo or run name that is not a usable name
+        st.error(literal(exc))
         return
     svc.dispatcher.generation += 1
-    st.success(f"Imported as run {run_id} (test accuracy {imported.metrics['test_acc']:.3f}).")
+    st.success(f"Imported as run {literal(run_id)} (test accuracy {imported.metrics['test_acc']:.3f}).")

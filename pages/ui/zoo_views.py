@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 
@@ -12,8 +10,10 @@ from engine.figures import zoo as zfig
 from .report_draft import show_figure
 from engine.auth import PermissionDenied
 
+from .reads import live_zoo_runs, zoo_jobs
 from .services import METRICS_TABLES, Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
+from .text import literal
 from .view_cache import frame_key, shared_view
 
 __all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
@@ -44,26 +44,24 @@ def first_run_panel(svc: Services) -> None:
 @st.fragment(run_every=1.5)
 def live_runs(svc: Services, zoo_id: str) -> None:
     """Per-run status, step and current loss of this zoo's active jobs, with a cancel button."""
-    jobs = svc.store.list_jobs()
-    jobs = jobs[(jobs["zoo_id"] == zoo_id) & jobs["status"].isin(["running", "queued"])]
+    jobs = zoo_jobs(svc, zoo_id)
     if jobs.empty:
         return
     me = current_user()
     for job in jobs.itertuples():
         cols = st.columns([5, 1])
         cols[0].progress(float(job.progress or 0.0),
-                         text=f"{job.kind} job {job.status}: {html.escape(str(job.message or ''))[:120]}")
+                         text=f"{literal(job.kind)} job {literal(job.status)}: {literal(job.message, limit=120)}")
         if may("cancel" if job.owner == me else "cancel_any") and cols[1].button("Cancel", key=f"cancel_{job.job_id}"):
             try:
                 svc.dispatcher.cancel(job.job_id, user=me)
             except PermissionDenied as exc:
-                st.error(str(exc))
-    runs = svc.store.runs_table(zoo_id)
-    live = svc.store.latest_batch_loss(zoo_id)
+                st.error(literal(exc))
+    runs, live = live_zoo_runs(svc, zoo_id)
     view = runs[["run_id", "status", *[c for c in runs.columns if c.startswith("hp_")]]].merge(
         live, on="run_id", how="left")
     counts = runs["status"].value_counts().to_dict()
-    st.caption(" · ".join(f"{k}: {v}" for k, v in counts.items()))
+    st.caption(" · ".join(f"{literal(k)}: {v}" for k, v in counts.items()))
     st.dataframe(view.drop(columns=["run_id"]), hide_index=True, height=min(300, 38 + 35 * len(view)),
                  key="live_runs_table")
 
@@ -82,7 +80,7 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
             if col not in runs:
                 continue
             values = sorted(runs[col].dropna().unique().tolist(), key=str)
-            chosen = cols[i % len(cols)].multiselect(col.removeprefix("hp_"), values, key=f"filter_{col}")
+            chosen = cols[i % len(cols)].multiselect(literal(col.removeprefix("hp_")), values, key=f"filter_{col}")
             if chosen:
                 filt = filt[filt[col].isin(chosen)]
     shown = [c for c in ["name", *hp, "status", *METRICS, "steps", "wall_s", "owner", "run_id"] if c in filt]
@@ -92,7 +90,7 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
     if picked:
         set_query(runs=picked)
     selected = picked or [r for r in query_list("runs") if r in set(runs["run_id"])]
-    statuses = ", ".join(f"{n} {status}" for status, n in filt["status"].value_counts().items())
+    statuses = ", ".join(f"{n} {literal(status)}" for status, n in filt["status"].value_counts().items())
     st.caption(f"{len(filt)} of {len(runs)} runs shown ({statuses}) · {len(selected) or 'no'} selected "
                "(select rows to focus the curves and the other pages)")
     return runs, selected
@@ -142,7 +140,8 @@ def phase_section(runs: pd.DataFrame) -> list[str]:
     cells = zfig.phase_table(runs, x, y, metric)
     picked = []
     for p in points:
-        match = cells[(cells[x].astype(str) == str(p["x"])) & (cells[y].astype(str) == str(p["y"]))]
+        # the figure's categories are the escaped values (zfig.escape): compare like with like
+        match = cells[(cells[x].map(zfig.escape) == str(p["x"])) & (cells[y].map(zfig.escape) == str(p["y"]))]
         for ids in match["run_ids"]:
             picked.extend(ids)
     if picked:

@@ -132,6 +132,19 @@ def app(monkeypatch):
     release_services()
 
 
+def shown(markdown: str) -> str:
+    """What a reader sees of an element's Markdown source (``at.error[0].value`` and the like): the
+    text of its CommonMark rendering. Pages escape user text (pages.ui.text.literal), so the
+    source of an error about ``'fast'`` is ``\\'fast\\'``; the reader sees ``'fast'``."""
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").render(markdown)
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
+
+
 def current_services():
     """The owner services the app opened in this process (the instance it holds)."""
     from pages.ui.services import get_services

@@ -8,6 +8,7 @@ import importlib.util
 import re
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -16,6 +17,7 @@ import pytest
 
 import store
 from app_conftest import ARTIFACTS, PAGES, Server, zoo_counts
+from pages.ui.text import WORD_JOINER
 
 pytestmark = pytest.mark.browser
 
@@ -50,15 +52,21 @@ def shot(page, name: str) -> Path:
     return path
 
 
+def visible_text(locator) -> str:
+    """A locator's text as a reader sees it: without the invisible word joiners that keep user text's
+    URLs from becoming links (pages.ui.text.literal)."""
+    return locator.inner_text().replace(WORD_JOINER, "")
+
+
 def title(page) -> str:
-    return page.locator("h1").first.inner_text().strip()
+    return visible_text(page.locator("h1").first).strip()
 
 
 def wait_for_text(page, pattern: str, timeout: float, what: str) -> str:
     """Poll the page's text until ``pattern`` (a regex) appears; returns the match."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        match = re.search(pattern, page.locator("body").inner_text())
+        match = re.search(pattern, visible_text(page.locator("body")))
         if match:
             return match.group(0)
         assert not problems(page), problems(page)
@@ -233,3 +241,100 @@ def test_phase_diagram_and_a_cell_opened_on_another_page(phases_server, new_page
     assert not problems(cell), problems(cell)
     shot(cell, "10-phases-cell-on-connectivity")
     cell.close()
+
+
+# -- user text that looks like Markdown fetches nothing --------------------------------------------------
+
+class _Listener:
+    """A tiny HTTP server on 127.0.0.1 standing for an attacker's host: it records every request."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[str] = []
+        seen = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                seen.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener():
+    found = _Listener()
+    yield found
+    found.close()
+
+
+def test_names_written_as_markdown_images_fetch_nothing(trained_template, tmp_path, serve, new_page, listener):
+    """A zoo, runs, a job's owner and error, and report notes carry ``![…](http://127.0.0.1:PORT/…)``
+    (and the notes a raw ``<img>``): the Zoo page, the Instability tab and the Reports page show the
+    names as typed, and the listener at that address receives nothing."""
+    from engine.report import DraftBook
+
+    host = listener.url
+    zoo_name = f"![t]({host}/zoo.png)"
+    path = tmp_path / "store"
+    shutil.copytree(trained_template, path)
+    with store.open_store(path) as st_:
+        tiny = st_.get_zoo("tiny")["zoo_id"]
+        for i, run_id in enumerate(st_.list_runs(tiny)["run_id"]):
+            st_.update_run(run_id, name=f"![r{i}]({host}/run{i}.png) $x$")
+        named = st_.create_zoo(zoo_name, {}, owner=f"![o]({host}/owner.png)")
+        st_.add_runs([{"zoo_id": named, "name": f"![n]({host}/run.png)", "status": "done",
+                       "hparams": {"opt": f"<img src={host}/hp.png>", "seed": 0}, "owner": "x"}])
+        job = st_.submit_job("train", {}, owner=f"![o]({host}/owner.png)", zoo_id=named)
+        st_.update_job(job, status="failed", error=f"sweep ![e]({host}/error.png) failed")
+        book = DraftBook(st_)
+        book.save(book.load("lit").model_copy(update={
+            "title": f"![t]({host}/title.png)",
+            "notes": f"Notes **kept** ![n]({host}/notes.png)\n\n<img src={host}/raw.png>"}), author="lit")
+    server = serve(path)
+    page = new_page()
+
+    page.goto(f"{server.url}/?zoo={named}")
+    wait_idle(page)
+    assert title(page) == f"Zoo · {zoo_name}"  # shown as typed, readable
+    wait_for_text(page, re.escape(f"sweep ![e]({host}/error.png) failed"), 30, "the failed job in the sidebar")
+    page.locator("[data-testid=stSidebar] input[aria-label=Zoo]").click()  # the zoo list, opened
+    page.locator("[role=option]").first.wait_for(state="visible")
+    assert page.locator(f"a[href^='{host}']").count() == 0  # no URL in a name became a link
+    shot(page, "11-markdown-names-zoo")
+    page.keyboard.press("Escape")
+
+    page.goto(f"{server.url}/connectivity?zoo={tiny}")
+    wait_idle(page)
+    page.get_by_role("tab", name="Instability").click()
+    forks = wait_for_text(page, r"Forks run !\[r\d\]\(http://127\.0\.0\.1:\d+/run\d\.png\) \$x\$ at steps", 30,
+                          "the Instability tab naming run A")
+    assert host in forks
+    assert page.locator(f"a[href^='{host}']").count() == 0  # no URL in a name became a link
+    shot(page, "12-markdown-names-instability")
+
+    page.goto(f"{server.url}/reports?draft=lit")
+    wait_idle(page)
+    notes = page.locator(".st-key-report_notes_preview")
+    notes.wait_for(state="visible")
+    assert notes.locator("strong", has_text="kept").count() == 1  # notes are still Markdown
+    assert notes.locator("img").count() == 0
+    assert f"<img src={host}/raw.png>" in notes.inner_text()  # raw HTML shown as text
+    assert page.locator(f"a[href^='{host}']").count() == 1  # only the notes' own link
+    assert notes.locator(f"a[href='{host}/notes.png']").count() == 1  # (as in the export: "!" and a link)
+    shot(page, "13-markdown-names-reports")
+
+    time.sleep(2)  # anything the pages asked for has arrived by now
+    assert listener.requests == [], listener.requests

@@ -11,7 +11,8 @@ import streamlit as st
 from streamlit.testing.v1.element_tree import Block, Element
 
 import store
-from app_conftest import PAGES, TINY_CONFIG, current_services, release_services
+from app_conftest import PAGES, TINY_CONFIG, current_services, release_services, shown
+from pages.ui.text import literal
 
 XSS = "<script>alert(1)</script>"
 
@@ -42,7 +43,7 @@ def _errors_under(at, key: str) -> list[str]:
     """Error messages in the same block as widget ``key`` and after it: what a reader sees next to it."""
     children = list(_block_holding(at, key).children.values())
     index = [getattr(c, "key", None) for c in children].index(key)
-    return [c.value for c in children[index + 1:] if getattr(c, "type", None) == "error"]
+    return [shown(c.value) for c in children[index + 1:] if getattr(c, "type", None) == "error"]
 
 
 # -- every page ---------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def test_train_demo_button_queues_the_demo_zoo(app, empty_store):
     ("f_grid_depth", "two", r"depth.*valid integer.*'two'"),
     ("f_grid_seed", "0, 0", r"sweep axis 'seed' repeats a value"),
     ("f_ckpt", "bogus:3", r"checkpoint schedule must be .*'bogus:3'"),
-    ("f_name", "", r"at least 1 character"),
+    ("f_name", "", r"zoo name must not be blank"),
 ])
 def test_form_shows_validation_error_next_to_its_field_and_queues_nothing(app, empty_store, field, value,
                                                                           expected):
@@ -143,7 +144,7 @@ def test_uploaded_sweep_file_is_queued(app, empty_store):
 
 def test_bad_sweep_file_is_explained_by_its_name_and_queues_nothing(app, empty_store):
     at = _upload_sweep(app(empty_store), "mine.toml", 'name = "x"\n[base]\nstepz = 10\n')
-    assert [e.value for e in at.error] == ["mine.toml: base.stepz: Extra inputs are not permitted (got 10)"]
+    assert [shown(e.value) for e in at.error] == ["mine.toml: base.stepz: Extra inputs are not permitted (got 10)"]
     assert current_services().store.table_counts()["job"] == 0
 
 
@@ -200,7 +201,8 @@ def test_user_text_is_escaped_not_rendered(app, trained_store):
                        "owner": XSS}])
     at = app(trained_store, zoo=zoo_id)
     assert not at.exception, at.exception
-    assert at.title[0].value == f"Zoo · {XSS}"
+    assert at.title[0].value == f"Zoo · {literal(XSS)}"
+    assert shown(at.title[0].value) == f"Zoo · {XSS}"
     assert at.dataframe(key="runs_table").value["name"].tolist() == [XSS]  # data, drawn as text by the grid
     html_on = [e.value for e in _markdown_like(at) if "allow_html" in e.proto.DESCRIPTOR.fields_by_name and e.proto.allow_html]
     assert not [v for v in html_on if "<script" in v], html_on

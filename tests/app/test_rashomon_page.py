@@ -29,13 +29,14 @@ def seed_probe(path, probe: str, params: dict, ids=None) -> tuple[store.Store, d
     """
     from engine.jobs import Dispatcher, JobContext, ProbeService
     from engine.jobs.probe_job import run_probe
-    from pages.ui.rashomon_views import population_ids, zoo_checkpoints
+    from pages.ui.rashomon_model import population_ids
+    from pages.ui.reads import zoo_checkpoint_table
 
     with store.open_store(path) as st_:
         disp = Dispatcher(st_)
         if ids is None:
             zoo_id = st_.list_zoos()["zoo_id"].iloc[0]
-            ids = population_ids(zoo_checkpoints(st_, zoo_id), "final")["checkpoint_id"].tolist()
+            ids = population_ids(zoo_checkpoint_table(st_, zoo_id), "final")["checkpoint_id"].tolist()
         service = ProbeService(disp)
         key, validated = service.key(probe, params, ids)
         spec = {"probe": probe, "params": validated, "checkpoints": [service._ref(c) for c in ids], "key": key}

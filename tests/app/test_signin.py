@@ -15,6 +15,7 @@ from app_conftest import APP, current_services, release_services
 from engine.auth import User, hash_password, save_users
 from engine.jobs import LocalExecutor
 from engine.report import DraftBook, ReportDraft, build_report, save_report, table_item
+from pages.ui.text import literal
 
 PASSWORD = "correct horse"
 SCRIPT_NAME = "<script>alert(1)</script>"
@@ -110,7 +111,7 @@ def test_a_script_tag_user_name_is_shown_as_text(team_app):
     at = _sign_in(team_app().run(), SCRIPT_NAME)
     at.button(key="train_demo").click().run()
     shown = [c.value for c in at.sidebar.caption]
-    assert any("Signed in as **&lt;script&gt;alert(1)&lt;/script&gt;** · editor" in c for c in shown)
+    assert any(f"Signed in as **{literal(SCRIPT_NAME)}** · editor" in c for c in shown)
     assert not any("<script>" in text for text in _texts(at) + shown)
 
 

@@ -19,6 +19,7 @@ EXPECTED = {
     "gaussians": ((2,), "classification", 3, torch.float32),
     "teacher": ((10,), "regression", 1, torch.float32),
     "modular": ((2,), "classification", 97, torch.int64),
+    "rid_chen": ((10,), "classification", 2, torch.float32),
     "compas": ((12,), "classification", 2, torch.float32),
     "monk1": ((11,), "classification", 2, torch.float32),
     "monk2": ((11,), "classification", 2, torch.float32),

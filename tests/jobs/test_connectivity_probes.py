@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 
 from engine.jobs import ProbeService
-
-from engine.jobs.builtin_probes.connectivity import curves_from_result
-from engine.jobs.builtin_probes.convert import unpack
-from engine.probes.connectivity import BarrierMatrix, LayerwiseBarriers, barrier
+from engine.jobs.builtin_probes.connectivity import PathsResult
+from engine.probes.connectivity import BarrierMatrix, Instability, LayerwiseBarriers, SingularAlignment, barrier
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +18,30 @@ def trained(tmp_path_factory, trained_zoo):
         yield st, disp, ck[ck["step"] == 60]["checkpoint_id"].tolist(), st.runs_table(zoo_id)
 
 
-def _compute(disp, probe, params, ids):
-    """The probe job's code path in this process (no worker start), stored and read back."""
+def _done(disp, probe, params, ids):
+    """The probe job's code path in this process (no worker start), stored; its status read back."""
     done = ProbeService(disp).compute_here(probe, params, ids)
     assert done.state == "done", done
-    return done.result
+    return done
+
+
+def _compute(disp, probe, params, ids):
+    """The stored result (summary and arrays, as on disk)."""
+    return _done(disp, probe, params, ids).result
+
+
+def _typed(disp, probe, params, ids):
+    """The result as the probe kind's typed result (what the pages receive)."""
+    return _done(disp, probe, params, ids).typed()
 
 
 def test_paths_endpoints_equal_the_models_and_alignment_is_checked(trained):
     st, disp, ids, runs = trained
-    res = _compute(disp, "connectivity.paths", {"methods": ["none", "weight"], "alphas": 5}, ids[:2])
-    curves = curves_from_result(res.summary, res.arrays)
+    done = _done(disp, "connectivity.paths", {"methods": ["none", "weight"], "alphas": 5}, ids[:2])
+    res, paths = done.result, done.typed()
+    assert isinstance(paths, PathsResult) and paths.check_max_diff == res.summary["check_max_diff"]
+    assert len(res.summary["curves"]) == 4 and "curve03.loss" in res.arrays  # the keys on disk
+    curves = paths.curves
     assert len(curves) == 4  # 2 methods x 2 splits
     test = {c.label: c for c in curves if c.split == "test"}
     final_loss = runs.set_index("last_checkpoint_id").loc[ids[:2], "final_test_loss"].to_numpy()
@@ -43,23 +54,23 @@ def test_paths_endpoints_equal_the_models_and_alignment_is_checked(trained):
 
 def test_layerwise_and_matrix_results_rebuild(trained):
     st, disp, ids, runs = trained
-    lw = unpack(LayerwiseBarriers, *(lambda r: (r.summary, r.arrays))(
-        _compute(disp, "connectivity.layerwise", {"alphas": 5}, ids[:2])))
+    lw = _typed(disp, "connectivity.layerwise", {"alphas": 5}, ids[:2])
+    assert isinstance(lw, LayerwiseBarriers)
     assert len(lw.groups) == len(lw.from_a) == len(lw.from_b)
-    mat = unpack(BarrierMatrix, *(lambda r: (r.summary, r.arrays))(
-        _compute(disp, "connectivity.matrix", {"alphas": 5}, ids)))
+    mat = _typed(disp, "connectivity.matrix", {"alphas": 5}, ids)
+    assert isinstance(mat, BarrierMatrix)
     assert mat.naive.shape == (3, 3) and np.allclose(np.diag(mat.naive), 0.0, atol=1e-6)
     assert np.allclose(mat.naive, mat.naive.T, atol=1e-6)
 
 
 def test_instability_probe_replays_the_run_and_matches_the_engine(trained):
     from engine.config import TrainSpec
-    from engine.jobs.builtin_probes.connectivity import instability_from_result, instability_steps
+    from engine.jobs.builtin_probes.connectivity import instability_steps
     from engine.probes.connectivity import instability_analysis
 
     st, disp, ids, runs = trained
-    res = _compute(disp, "connectivity.instability", {"n_steps": 3, "alphas": 5}, ids[:1])
-    got = instability_from_result(res.summary, res.arrays)
+    got = _typed(disp, "connectivity.instability", {"n_steps": 3, "alphas": 5}, ids[:1])
+    assert isinstance(got, Instability)
     assert list(got.spawn_steps) == instability_steps(60, 3) == [0, 1, 30]
     spec = TrainSpec.model_validate(st.get_run(runs.set_index("last_checkpoint_id").loc[ids[0], "run_id"])["config"])
     direct = instability_analysis(spec, [0, 1, 30], seeds=(1, 2), alphas=5)
@@ -78,14 +89,13 @@ def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
 
 
 def test_singular_probe_rebuilds_the_engine_result(trained):
-    from engine.jobs.builtin_probes.connectivity import singular_from_result
     from engine.nets import permutation_spec
     from engine.probes.connectivity import align_models
     from engine.probes.connectivity import singular_vector_alignment
 
     st, disp, ids, runs = trained
-    res = _compute(disp, "connectivity.singular", {}, ids[:2])
-    got = singular_from_result(res.summary, res.arrays)
+    got = _typed(disp, "connectivity.singular", {}, ids[:2])
+    assert isinstance(got, SingularAlignment)
     from engine.jobs.probe_job import CheckpointRef, ProbeInputs
 
     inputs = ProbeInputs(st.path, [CheckpointRef.model_validate(ProbeService(disp)._ref(i)) for i in ids[:2]])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.jobs import ProbeService
-from engine.jobs.builtin_probes.convert import unpack
+from engine.jobs.builtin_probes.landscape import SpectrumResult
 from engine.probes.landscape import HessianEigs, Sharpness, Surface
 
 
@@ -16,18 +16,28 @@ def trained(tmp_path_factory, trained_zoo):
         yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values("step")
 
 
-def _compute(disp, probe, params, ids):
-    """The probe job's code path in this process (no worker start), stored and read back."""
+def _done(disp, probe, params, ids):
+    """The probe job's code path in this process (no worker start), stored; its status read back."""
     done = ProbeService(disp).compute_here(probe, params, ids)
     assert done.state == "done", done
-    return done.result
+    return done
+
+
+def _compute(disp, probe, params, ids):
+    """The stored result (summary and arrays, as on disk)."""
+    return _done(disp, probe, params, ids).result
+
+
+def _typed(disp, probe, params, ids):
+    """The result as the probe kind's typed result (what the pages receive)."""
+    return _done(disp, probe, params, ids).typed()
 
 
 def test_surface_probe_centre_is_the_checkpoint_loss(trained):
     st, disp, ckpts = trained
     last = ckpts["checkpoint_id"].iloc[-1]
-    res = _compute(disp, "landscape.surface", {"resolution": 5, "n_samples": None}, [last])
-    surface = unpack(Surface, res.summary, res.arrays)
+    surface = _typed(disp, "landscape.surface", {"resolution": 5, "n_samples": None}, [last])
+    assert isinstance(surface, Surface)
     assert surface.loss.shape == (5, 5) and surface.bn == "running"
     assert surface.loss[2, 2] == pytest.approx(surface.center_loss, rel=1e-5)
     evaluated = _compute(disp, "evaluate", {"split": "train"}, [last])
@@ -36,8 +46,7 @@ def test_surface_probe_centre_is_the_checkpoint_loss(trained):
 
 def test_pca_surface_carries_the_trajectory(trained):
     st, disp, ckpts = trained
-    res = _compute(disp, "landscape.surface", {"directions": "pca", "resolution": 5}, ckpts["checkpoint_id"].tolist())
-    surface = unpack(Surface, res.summary, res.arrays)
+    surface = _typed(disp, "landscape.surface", {"directions": "pca", "resolution": 5}, ckpts["checkpoint_id"].tolist())
     assert surface.trajectory.shape == (len(ckpts), 2)
     assert np.allclose(surface.trajectory[-1], 0.0, atol=1e-6)  # centred on the last checkpoint
 
@@ -45,11 +54,16 @@ def test_pca_surface_carries_the_trajectory(trained):
 def test_spectrum_and_sharpness_probes(trained):
     st, disp, ckpts = trained
     ids = ckpts["checkpoint_id"].tolist()
-    spec = _compute(disp, "curvature.spectrum", {"k": 2, "n_samples": 200, "n_probes": 8, "n_iter": 8,
-                                                 "n_runs": 1}, ids[-1:])
-    top = unpack(HessianEigs, spec.summary, spec.arrays, "top.")
+    done = _done(disp, "curvature.spectrum", {"k": 2, "n_samples": 200, "n_probes": 8, "n_iter": 8, "n_runs": 1},
+                 ids[-1:])
+    spec = done.typed()
+    assert isinstance(spec, SpectrumResult) and isinstance(spec.top, HessianEigs)
+    assert {k.split(".")[0] for k in done.result.arrays} == {"top", "trace", "density"}  # the keys on disk
+    assert "top.eigenvectors" not in done.result.arrays and spec.top.eigenvectors.size == 0
+    assert spec.trace.n_probes == 8 and len(spec.density.grid) > 0
+    top = spec.top
     assert len(top.eigenvalues) == 2 and top.eigenvalues[0] >= top.eigenvalues[1]
-    sharp = unpack(Sharpness, *(lambda r: (r.summary, r.arrays))(_compute(disp, "curvature.sharpness",
-                                                                            {"n_samples": 200}, ids)))
+    sharp = _typed(disp, "curvature.sharpness", {"n_samples": 200}, ids)
+    assert isinstance(sharp, Sharpness)
     assert list(sharp.steps) == ckpts["step"].tolist()
     assert sharp.eigenvalues[-1].max() == pytest.approx(top.eigenvalues.max(), rel=0.05)

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from engine.jobs import ProbeService
-from engine.jobs.builtin_probes.convert import unpack
-from engine.jobs.builtin_probes.rashomon import model_class
+from engine.jobs.builtin_probes.rashomon import PopulationResult, SampleResult, TreesResult
 from engine.probes.rashomon import (
     ImportanceCloud,
     InteractionCloud,
     RashomonSample,
     TreeRashomonSet,
     flat_losses,
+    model_class,
     predict_trees,
     predictive_multiplicity,
     rashomon_set,
@@ -33,11 +33,16 @@ def zoo(tmp_path_factory, trained_zoo):
         yield st, disp, ckpts.groupby("run_id").tail(1)["checkpoint_id"].tolist()
 
 
-def _compute(disp, probe, params, ids):
-    """The probe job's code path in this process (no worker start), stored and read back."""
+def _done(disp, probe, params, ids):
+    """The probe job's code path in this process (no worker start), stored; its status read back."""
     done = ProbeService(disp).compute_here(probe, params, ids)
     assert done.state == "done", done
-    return done.result
+    return done
+
+
+def _compute(disp, probe, params, ids):
+    """The stored result (summary and arrays, as on disk)."""
+    return _done(disp, probe, params, ids).result
 
 
 # -- a population of stored checkpoints -------------------------------------------------------------------
@@ -64,9 +69,13 @@ def test_population_losses_match_evaluate_and_membership_matches_rashomon_set(zo
 
 def test_population_clouds_rebuild_and_describe_every_model(zoo):
     st, disp, ids = zoo
-    res = _compute(disp, "rashomon.population", {"n_samples": 200, "n_repeats": 2}, ids)
-    vic = unpack(ImportanceCloud, res.summary, res.arrays, "vic.")
-    fis = unpack(InteractionCloud, res.summary, res.arrays, "fis.")
+    done = _done(disp, "rashomon.population", {"n_samples": 200, "n_repeats": 2}, ids)
+    res, typed = done.result, done.typed()
+    assert isinstance(typed, PopulationResult) and typed.labels == tuple(res.summary["labels"])
+    assert res.summary["source"] == "population" and "vic.mean" in res.arrays and "fis.pairs" in res.arrays
+    vic, fis = typed.importance, typed.interactions
+    assert isinstance(vic, ImportanceCloud) and isinstance(fis, InteractionCloud)
+    np.testing.assert_array_equal(typed.preds, res.arrays["probs"].argmax(-1))
     assert vic.mean.shape == (4, 2) and vic.importances.shape == (4, 2, 2)
     assert vic.feature_names == tuple(res.summary["feature_names"]) and vic.metric == "loss"
     np.testing.assert_array_equal(vic.mcr_min, vic.mean.min(0))
@@ -91,8 +100,11 @@ def test_sampled_members_are_exact_and_the_sample_rebuilds(zoo):
     from engine import data as zdata
 
     st, disp, _ = zoo
-    res = _compute(disp, "rashomon.sample", SAMPLE, [])
-    sample = unpack(RashomonSample, res.summary, res.arrays, "sample.")
+    done = _done(disp, "rashomon.sample", SAMPLE, [])
+    res, typed = done.result, done.typed()
+    assert isinstance(typed, SampleResult) and isinstance(typed.sample, RashomonSample)
+    assert res.summary["sample.threshold"] == typed.sample.threshold  # the keys on disk
+    sample = typed.sample
     objective = res.arrays["objective"]
     assert objective[0] == pytest.approx(sample.optimum_loss) and len(objective) == len(sample.thetas) + 1
     assert np.all(objective <= sample.threshold + 1e-12)
@@ -107,7 +119,7 @@ def test_sampled_members_are_exact_and_the_sample_rebuilds(zoo):
     assert probs.shape == (len(objective), len(ds.y_test), 2)
     pm = predictive_multiplicity(probs, probs[0].argmax(-1))
     assert 0 <= pm.discrepancy <= pm.ambiguity <= 1
-    vic = unpack(ImportanceCloud, res.summary, res.arrays, "vic.")
+    vic = typed.importance
     assert vic.mean.shape == (len(objective), 11) and len(res.arrays["fis.pairs"]) == 3
 
 
@@ -139,9 +151,12 @@ def test_tree_set_rebuilds_and_its_stored_predictions_are_the_trees(zoo):
     from engine import data as zdata
 
     st, disp, _ = zoo
-    res = _compute(disp, "rashomon.trees", {"dataset": "monk1", "regularization": 0.05,
-                                            "rashomon_multiplier": 0.05, "depth_budget": 3}, [])
-    trees = unpack(TreeRashomonSet, res.summary, res.arrays, "trees.")
+    done = _done(disp, "rashomon.trees", {"dataset": "monk1", "regularization": 0.05,
+                                          "rashomon_multiplier": 0.05, "depth_budget": 3}, [])
+    res, typed = done.result, done.typed()
+    assert isinstance(typed, TreesResult) and isinstance(typed.trees, TreeRashomonSet)
+    assert typed.probs is None and typed.importance is None and typed.preds is typed.pred
+    trees = typed.trees
     assert trees.size == res.summary["n_models"] > 0 and trees.depth_budget == 3
     assert np.all(trees.objective <= trees.bound * (1 + 1e-9)) and np.all(np.diff(trees.objective) >= 0)
     assert trees.feature_names == tuple(zdata.load("monk1").feature_names)

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 from engine.jobs import ProbeService
-
-from engine.jobs.builtin_probes.convert import unpack
-from engine.jobs.builtin_probes.representations import split_activations
+from engine.jobs.builtin_probes.representations import ActivationsResult, ProjectionResult
 from engine.probes.representations import AlignedProjection, linear_cka, similarity_grid
 
 
@@ -19,19 +17,34 @@ def trained(tmp_path_factory, trained_zoo):
         yield st, disp, st.list_checkpoints(zoo_id=zoo_id).sort_values(["run_id", "step"])
 
 
-def _compute(disp, probe, params, ids):
-    """The probe job's code path in this process (no worker start), stored and read back."""
+def _done(disp, probe, params, ids):
+    """The probe job's code path in this process (no worker start), stored; its status read back."""
     done = ProbeService(disp).compute_here(probe, params, ids)
     assert done.state == "done", done
-    return done.result
+    return done
+
+
+def _compute(disp, probe, params, ids):
+    """The stored result (summary and arrays, as on disk)."""
+    return _done(disp, probe, params, ids).result
+
+
+def _typed(disp, probe, params, ids):
+    """The result as the probe kind's typed result (what the pages receive)."""
+    return _done(disp, probe, params, ids).typed()
 
 
 def test_activations_are_stored_per_checkpoint_on_the_same_rows(trained):
     st, disp, ckpts = trained
     last = ckpts.groupby("run_id")["checkpoint_id"].last().tolist()
-    res = _compute(disp, "representations.activations", {"max_samples": 100}, last)
-    a, b = split_activations(res.summary, res.arrays)
+    done = _done(disp, "representations.activations", {"max_samples": 100}, last)
+    res, acts = done.result, done.typed()
+    assert isinstance(acts, ActivationsResult) and acts.steps == tuple(res.summary["steps"])
+    assert f"ckpt001/layer{len(acts.layers) - 1:03d}" in res.arrays  # the keys on disk
+    a, b = acts.activations
     assert list(a) == res.summary["layers"] and all(a[k].shape[0] == 100 for k in a)
+    np.testing.assert_array_equal(a[acts.layers[0]], res.arrays["ckpt000/layer000"])
+    assert acts.targets is not None and len(acts.targets) == len(acts.indices) == 100
     grid = similarity_grid(a, b, "linear_cka")
     assert grid.values[0, 0] == pytest.approx(linear_cka(a[res.summary["layers"][0]], b[res.summary["layers"][0]]))
     same = similarity_grid(a, a, "linear_cka")
@@ -43,8 +56,9 @@ def test_projection_probe_rebuilds_an_aligned_projection(trained):
     run = ckpts[ckpts["run_id"] == ckpts["run_id"].iloc[0]]["checkpoint_id"].tolist()
     acts = _compute(disp, "representations.activations", {"max_samples": 50}, run)
     layer = acts.summary["layers"][0]
-    res = _compute(disp, "representations.projection", {"layer": layer, "method": "pca", "max_samples": 50}, run)
-    proj = unpack(AlignedProjection, res.summary, res.arrays)
+    stored = _typed(disp, "representations.projection", {"layer": layer, "method": "pca", "max_samples": 50}, run)
+    assert isinstance(stored, ProjectionResult) and isinstance(stored.projection, AlignedProjection)
+    proj = stored.projection
     assert proj.coords.shape == (len(run), 50, 2) and proj.method == "pca"
     with pytest.raises(ValueError, match="layer 'nope' is not one of the model's layers"):
         _compute(disp, "representations.projection", {"layer": "nope", "method": "pca"}, run)

@@ -1,6 +1,8 @@
 """Rashomon figures: a set of networks (:mod:`.sets`: losses, size, multiplicity, importance,
-interactions) and a set of sparse trees (:mod:`.trees`)."""
+interactions), a set of sparse trees (:mod:`.trees`) and the Rashomon importance distribution
+(:mod:`.rid`)."""
 
+from .rid import rid_figure
 from .sets import (
     contested_samples_table,
     disagreement_histogram,
@@ -27,6 +29,7 @@ __all__ = [
     "rashomon_epsilon_slider",
     "rashomon_scatter",
     "rashomon_size_curve",
+    "rid_figure",
     "tree_diagram",
     "tree_feature_usage",
     "tree_list_table",

@@ -9,7 +9,6 @@ title or axis that shows ε says whether it is relative or absolute. Tree-set fi
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +25,8 @@ from engine.probes.rashomon import (
     rashomon_set,
     rashomon_threshold,
 )
+
+from ..style import escape
 
 __all__ = [
     "rashomon_scatter",
@@ -49,13 +50,13 @@ def _eps_word(mode: str) -> str:
 
 
 def _finish(fig: go.Figure, title: str | None, height: int = 420) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, height=height, title=html.escape(title) if title else None,
+    fig.update_layout(template=TEMPLATE, height=height, title=escape(title) if title else None,
                       margin=dict(l=60, r=20, t=60 if title else 20, b=50))
     return fig
 
 
 def _names(labels, n):
-    return [html.escape(str(s)) for s in labels] if labels is not None else [f"model {i}" for i in range(n)]
+    return [escape(str(s)) for s in labels] if labels is not None else [f"model {i}" for i in range(n)]
 
 
 def rashomon_scatter(losses, *, epsilon: float, mode: str = "relative", reference="best",
@@ -193,7 +194,7 @@ def contested_samples_table(result: PredictiveMultiplicity, x, feature_names: Se
     for c in range(result.class_shares.shape[1]):
         cols[f"share class {c}"] = np.round(result.class_shares[idx, c], 3)
     for j, name in enumerate(feature_names):
-        cols[html.escape(str(name))] = np.round(xs[:, j], 4)
+        cols[escape(str(name))] = np.round(xs[:, j], 4)
     fig = go.Figure(go.Table(header=dict(values=list(cols)), cells=dict(values=list(cols.values()))))
     return _finish(fig, f"{len(idx)} most contested samples", 60 + 28 * (len(idx) + 2))
 
@@ -216,7 +217,7 @@ def importance_cloud_figure(cloud: ImportanceCloud, *, kind: str = "strip", refe
     if kind not in ("strip", "violin", "box"):
         raise ValueError(f"kind must be 'strip', 'violin' or 'box'; got {kind!r}")
     mean = cloud.mean if selected is None else cloud.mean[np.asarray(selected)]
-    names = [html.escape(n) for n in cloud.feature_names]
+    names = [escape(n) for n in cloud.feature_names]
     key = {"mean": -mean.mean(0), "range": -(mean.max(0) - mean.min(0)),
            "input": np.arange(len(names))}[order]
     feats = np.argsort(key, kind="stable")
@@ -243,7 +244,7 @@ def importance_cloud_figure(cloud: ImportanceCloud, *, kind: str = "strip", refe
 def importance_pair_figure(cloud: ImportanceCloud, i: int, j: int, *, reference: int | None = None,
                            color=None, color_title: str = "loss") -> go.Figure:
     """Member importances of feature i against feature j (a 2-D slice of the cloud)."""
-    names = [html.escape(n) for n in cloud.feature_names]
+    names = [escape(n) for n in cloud.feature_names]
     marker = dict(size=6, color=MEMBER)
     if color is not None:
         marker.update(color=np.asarray(color), colorscale="Viridis", showscale=True,
@@ -268,7 +269,7 @@ def fis_swarm_figure(inter: InteractionCloud, *, top: int | None = 15, selected=
     """
     fis = inter.fis if selected is None else inter.fis[np.asarray(selected)]
     order = np.argsort(-np.abs(fis).mean(0), kind="stable")[: top or None]
-    labels = [html.escape(s) for s in inter.pair_labels()]
+    labels = [escape(s) for s in inter.pair_labels()]
     fig = go.Figure()
     for p in order[::-1]:
         fig.add_trace(go.Box(x=fis[:, p], name=labels[p], boxpoints="all", jitter=0.6, pointpos=0,
@@ -291,7 +292,7 @@ def fis_halo_figure(inter: InteractionCloud, pair: int, *, reference: int = 0) -
     Li, Wang, Deng & Barnard 2024 (halo plot).
     """
     i, j = inter.pairs[pair]
-    names = [html.escape(n) for n in inter.feature_names]
+    names = [escape(n) for n in inter.feature_names]
     fis = inter.fis[:, pair]
     lim = float(np.abs(fis).max()) or 1.0
     fig = go.Figure(go.Scattergl(

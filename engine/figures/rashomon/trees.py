@@ -8,13 +8,14 @@ References
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 
 import numpy as np
 import plotly.graph_objects as go
 
 from engine.probes.rashomon import TreeRashomonSet, tree_to_dict
+
+from ..style import escape
 
 __all__ = ["tree_sunburst", "tree_diagram", "tree_list_table", "tree_feature_usage", "tree_set_scatter",
            "filter_trees"]
@@ -24,7 +25,7 @@ SPLIT, LEAF0, LEAF1 = "#56B4E9", "#E69F00", "#009E73"
 
 
 def _finish(fig: go.Figure, title: str, height: int = 460) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, height=height, title=html.escape(title),
+    fig.update_layout(template=TEMPLATE, height=height, title=escape(title),
                       margin=dict(l=30, r=20, t=60, b=30))
     return fig
 
@@ -74,7 +75,7 @@ def tree_sunburst(trees: TreeRashomonSet, *, indices=None, max_trees: int = 5000
             counts[path] += 1
     ids = list(counts)
     parents = [p.rsplit("/", 1)[0] for p in ids]
-    labels = [html.escape(p.rsplit("/", 1)[1]) for p in ids]
+    labels = [escape(p.rsplit("/", 1)[1]) for p in ids]
     fig = go.Figure(go.Sunburst(ids=ids, parents=parents, labels=labels, values=[counts[i] for i in ids],
                                 branchvalues="total", maxdepth=4,
                                 hovertemplate="%{label}<br>%{value} trees<extra></extra>"))
@@ -115,10 +116,10 @@ def tree_diagram(trees: TreeRashomonSet, index: int) -> go.Figure:
         xs.append(x)
         ys.append(y)
         if "prediction" in node:
-            texts.append(f"class {html.escape(str(node['prediction']))}")
+            texts.append(f"class {escape(str(node['prediction']))}")
             colors.append(LEAF1 if str(node["prediction"]) not in ("0", "False") else LEAF0)
         else:
-            texts.append(html.escape(node["feature"]))
+            texts.append(escape(node["feature"]))
             colors.append(SPLIT)
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=texts, textposition="middle center",
                              marker=dict(symbol="square", size=38, color=colors, opacity=0.35),
@@ -139,7 +140,7 @@ def tree_list_table(trees: TreeRashomonSet, *, indices=None, order_by: str = "ob
         raise ValueError(f"order_by must be one of {sorted(keys)}; got {order_by!r}")
     idx = np.arange(trees.size) if indices is None else np.asarray(indices)
     idx = idx[np.argsort(keys[order_by][idx], kind="stable")][:limit]
-    used = [", ".join(html.escape(trees.feature_names[j]) for j in np.flatnonzero(trees.features_used[t]))
+    used = [", ".join(escape(trees.feature_names[j]) for j in np.flatnonzero(trees.features_used[t]))
             for t in idx]
     cells = [idx, np.round(trees.objective[idx], 5), np.round(trees.accuracy[idx], 4),
              trees.n_leaves[idx], trees.depth[idx], used]
@@ -155,7 +156,7 @@ def tree_feature_usage(trees: TreeRashomonSet, *, indices=None) -> go.Figure:
     idx = np.arange(trees.size) if indices is None else np.asarray(indices)
     share = trees.features_used[idx].mean(0) if len(idx) else np.zeros(len(trees.feature_names))
     order = np.argsort(-share, kind="stable")
-    names = [html.escape(trees.feature_names[j]) for j in order]
+    names = [escape(trees.feature_names[j]) for j in order]
     fig = go.Figure(go.Bar(x=names, y=share[order], marker_color=SPLIT,
                            hovertemplate="%{x}<br>%{y:.1%} of trees<extra></extra>"))
     fig.update_yaxes(title="share of trees using the feature", tickformat=".0%")

@@ -1,9 +1,10 @@
 """Built-in probe kinds; importing this package registers them.
 
 One module per domain, named as in ``engine.probes``: ``core`` (``evaluate``), ``landscape``
-(``landscape.*`` and ``curvature.*``), ``connectivity``, ``representations``, ``rashomon`` and
+(``landscape.*`` and ``curvature.*``), ``connectivity``, ``representations``, ``rashomon`` (and
+``rashomon_rid``, the importance distribution) and
 ``phases`` (``sweep.cell``, ``weights.norm``). Probe kind strings are stored with every result,
 so they never change when a module is renamed.
 """
 
-from . import connectivity, core, landscape, phases, rashomon, representations  # noqa: F401
+from . import connectivity, core, landscape, phases, rashomon, rashomon_rid, representations  # noqa: F401

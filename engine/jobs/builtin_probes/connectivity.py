@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.config import SPEC_CONFIG, Seed
 from engine.nets import permutation_spec
 from engine.probes.connectivity import (
+    BarrierMatrix,
     Instability,
     InterpolationCurve,
+    LayerwiseBarriers,
+    MergeResult,
     SingularAlignment,
     align_models,
     apply_alignment,
@@ -24,15 +29,15 @@ from engine.probes.connectivity import (
 )
 
 from ..probe_job import ProbeResult, register_probe
-from .convert import pack, unpack
+from .convert import Packed, pack, unpack
 
-__all__ = ["curves_from_result", "instability_from_result", "instability_steps", "singular_from_result"]
+__all__ = ["PathsResult", "SingularFormat", "instability_steps"]
 
 Align = Literal["none", "weight", "activation"]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 class PathsParams(_Params):
@@ -41,7 +46,7 @@ class PathsParams(_Params):
     methods: tuple[Align, ...] = ("none", "weight", "activation")
     bn: tuple[Literal["running", "reset"], ...] = ("running",)
     alphas: int = Field(25, ge=3, le=201)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_paths(inputs, p: PathsParams, progress) -> ProbeResult:
@@ -49,20 +54,38 @@ def run_paths(inputs, p: PathsParams, progress) -> ProbeResult:
     progress(0.1, f"aligning ({', '.join(p.methods)}) and interpolating")
     comparison = compare_paths(a.model, a.state, b.state, a.dataset, methods=p.methods, bn=p.bn,
                                splits=("train", "test"), alphas=p.alphas, seed=p.seed)
-    summary = {"curves": [], "check_max_diff": comparison.check_max_diff,
-               "alignments": {m: {"iterations": al.iterations, "objective": al.objective, "seconds": al.seconds}
-                              for m, al in comparison.alignments.items()}}
-    arrays = {}
-    for i, curve in enumerate(comparison.curves.values()):
-        s, arr = pack(curve, f"curve{i:02d}.")
-        summary["curves"].append(s)
-        arrays.update(arr)
-    return ProbeResult(summary, arrays)
+    alignments = {m: {"iterations": al.iterations, "objective": al.objective, "seconds": al.seconds}
+                  for m, al in comparison.alignments.items()}
+    return PathsResult(curves=tuple(comparison.curves.values()), check_max_diff=comparison.check_max_diff,
+                       alignments=alignments).to_stored()
 
 
-def curves_from_result(summary: dict, arrays: dict) -> list[InterpolationCurve]:
-    """The stored curves of a ``connectivity.paths`` result."""
-    return [unpack(InterpolationCurve, s, arrays, f"curve{i:02d}.") for i, s in enumerate(summary["curves"])]
+@dataclass(frozen=True)
+class PathsResult:
+    """``connectivity.paths``: the loss/error curves A → B per alignment method and split.
+
+    Stored as ``curves`` (one summary per curve) and arrays ``curveNN.<field>``.
+    """
+
+    curves: tuple[InterpolationCurve, ...]
+    check_max_diff: dict[str, float]  # alignment method -> largest output change of the permuted B
+    alignments: dict[str, dict[str, Any]]  # method -> iterations, objective, seconds
+
+    def to_stored(self) -> ProbeResult:
+        summary = {"curves": [], "check_max_diff": self.check_max_diff, "alignments": self.alignments}
+        arrays = {}
+        for i, curve in enumerate(self.curves):
+            s, arr = pack(curve, f"curve{i:02d}.")
+            summary["curves"].append(s)
+            arrays.update(arr)
+        return ProbeResult(summary, arrays)
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> PathsResult:
+        s, a = result.summary, result.arrays
+        curves = tuple(unpack(InterpolationCurve, c, a, f"curve{i:02d}.") for i, c in enumerate(s["curves"]))
+        return cls(curves=curves, check_max_diff=dict(s.get("check_max_diff", {})),
+                   alignments=dict(s.get("alignments", {})))
 
 
 class LayerwiseParams(_Params):
@@ -72,7 +95,7 @@ class LayerwiseParams(_Params):
     cumulative: bool = False
     split: Literal["train", "test"] = "train"
     alphas: int = Field(11, ge=3, le=101)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_layerwise(inputs, p: LayerwiseParams, progress) -> ProbeResult:
@@ -85,9 +108,12 @@ def run_layerwise(inputs, p: LayerwiseParams, progress) -> ProbeResult:
     progress(0.3, "layer by layer")
     result = layerwise_barriers(a.model, a.state, theta_b, a.dataset, cumulative=p.cumulative, alphas=p.alphas,
                                 split=p.split)
-    summary, arrays = pack(result)
-    summary["align"] = p.align
-    return ProbeResult(summary, arrays)
+    stored = LAYERWISE.to_stored(result)
+    stored.summary["align"] = p.align
+    return stored
+
+
+LAYERWISE = Packed(LayerwiseBarriers)
 
 
 class MatrixParams(_Params):
@@ -96,7 +122,7 @@ class MatrixParams(_Params):
     align: Align = "weight"
     split: Literal["train", "test"] = "test"
     alphas: int = Field(11, ge=3, le=101)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_matrix(inputs, p: MatrixParams, progress) -> ProbeResult:
@@ -106,8 +132,10 @@ def run_matrix(inputs, p: MatrixParams, progress) -> ProbeResult:
     states = dict(zip(names, (c.state for c in cks)))
     result = barrier_matrix(first.model, states, first.dataset, align=p.align, alphas=p.alphas, split=p.split,
                             seed=p.seed, on_progress=lambda i, n: progress(0.1 + 0.9 * i / max(n, 1), f"pair {i}/{n}"))
-    summary, arrays = pack(result)
-    return ProbeResult(summary, arrays)
+    return MATRIX.to_stored(result)
+
+
+MATRIX = Packed(BarrierMatrix)
 
 
 class MergeParams(_Params):
@@ -117,7 +145,7 @@ class MergeParams(_Params):
     align: Align = "weight"
     bn: Literal["average", "reset"] = "reset"
     split: Literal["train", "test"] = "test"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_merge(inputs, p: MergeParams, progress) -> ProbeResult:
@@ -125,8 +153,10 @@ def run_merge(inputs, p: MergeParams, progress) -> ProbeResult:
     progress(0.2, f"{p.method} merge after {p.align} alignment")
     result = merge_models(cks[0].model, [c.state for c in cks], cks[0].dataset, method=p.method, align=p.align,
                           bn=p.bn, split=p.split, seed=p.seed)
-    summary, arrays = pack(result, skip=("state", "alignments"))
-    return ProbeResult(summary, arrays)
+    return MERGE.to_stored(result)
+
+
+MERGE = Packed(MergeResult, skip=("state", "alignments"))  # the merged weights are not stored
 
 
 class InstabilityParams(_Params):
@@ -159,13 +189,10 @@ def run_instability(inputs, p: InstabilityParams, progress) -> ProbeResult:
     result = instability_analysis(ck.config, ks, seeds=p.seeds, dataset=ck.dataset, alphas=p.alphas, kind=p.kind,
                                   metric=p.metric, split=p.split,
                                   on_progress=lambda done, total: progress(done / total, f"spawned {done}/{total}"))
-    summary, arrays = pack(result, skip=("curves",))
-    return ProbeResult(summary, arrays)
+    return INSTABILITY.to_stored(result)
 
 
-def instability_from_result(summary: dict, arrays: dict) -> Instability:
-    """The stored result of a ``connectivity.instability`` probe (without the per-step curves)."""
-    return unpack(Instability, summary, arrays)
+INSTABILITY = Packed(Instability, skip=("curves",))  # the per-step curves are not stored
 
 
 class SingularParams(_Params):
@@ -173,7 +200,7 @@ class SingularParams(_Params):
 
     align: Literal["weight", "activation"] = "weight"
     top_k: int | None = Field(None, ge=1, le=4096)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 _RAGGED = ("singular_values_a", "singular_values_b", "cos_left_before", "cos_left_after", "cos_right_before",
@@ -189,28 +216,39 @@ def run_singular(inputs, p: SingularParams, progress) -> ProbeResult:
     layers = [k for k, v in a.model.state_dict().items() if v.ndim >= 2 and v.is_floating_point()]  # model order
     result = singular_vector_alignment(a.state, b.state, alignment, permutation_spec(a.model), layers=layers,
                                        top_k=p.top_k)
-    arrays = {f"{field}.{i:03d}": v for field in _RAGGED for i, v in enumerate(getattr(result, field))}
-    arrays.update(distance_before=result.distance_before, distance_after=result.distance_after)
-    return ProbeResult({"layers": list(result.layers)}, arrays)
+    return SingularFormat.to_stored(result)
 
 
-def singular_from_result(summary: dict, arrays: dict) -> SingularAlignment:
-    """The stored result of a ``connectivity.singular`` probe."""
-    n = len(summary["layers"])
-    ragged = {field: tuple(arrays[f"{field}.{i:03d}"] for i in range(n)) for field in _RAGGED}
-    return SingularAlignment(tuple(summary["layers"]), **ragged, distance_before=arrays["distance_before"],
-                             distance_after=arrays["distance_after"])
+class SingularFormat:
+    """The stored form of ``connectivity.singular``: a :class:`SingularAlignment`, one array per layer.
+
+    Arrays ``<field>.NNN`` (layer NNN) for the ragged fields, ``distance_before``/``distance_after``.
+    """
+
+    @staticmethod
+    def to_stored(value: SingularAlignment) -> ProbeResult:
+        arrays = {f"{field}.{i:03d}": v for field in _RAGGED for i, v in enumerate(getattr(value, field))}
+        arrays.update(distance_before=value.distance_before, distance_after=value.distance_after)
+        return ProbeResult({"layers": list(value.layers)}, arrays)
+
+    @staticmethod
+    def from_stored(result: ProbeResult) -> SingularAlignment:
+        summary, arrays = result.summary, result.arrays
+        n = len(summary["layers"])
+        ragged = {field: tuple(arrays[f"{field}.{i:03d}"] for i in range(n)) for field in _RAGGED}
+        return SingularAlignment(layers=tuple(summary["layers"]), **ragged, distance_before=arrays["distance_before"],
+                                 distance_after=arrays["distance_after"])
 
 
 register_probe("connectivity.paths", run_paths, PathsParams, n_checkpoints=(2, 2),
-               description="linear paths A→B before and after alignment")
+               description="linear paths A→B before and after alignment", result=PathsResult)
 register_probe("connectivity.layerwise", run_layerwise, LayerwiseParams, n_checkpoints=(2, 2),
-               description="layer-wise barriers")
+               description="layer-wise barriers", result=LAYERWISE)
 register_probe("connectivity.matrix", run_matrix, MatrixParams, n_checkpoints=(2, 24),
-               description="pairwise barrier matrix with basins")
+               description="pairwise barrier matrix with basins", result=MATRIX)
 register_probe("connectivity.merge", run_merge, MergeParams, n_checkpoints=(2, 16),
-               description="merge aligned models")
+               description="merge aligned models", result=MERGE)
 register_probe("connectivity.instability", run_instability, InstabilityParams, n_checkpoints=(1, 1),
-               description="instability to SGD noise against the spawn step (Frankle et al. 2020)")
+               description="instability to SGD noise against the spawn step (Frankle et al. 2020)", result=INSTABILITY)
 register_probe("connectivity.singular", run_singular, SingularParams, n_checkpoints=(2, 2),
-               description="singular-vector agreement of A and B before and after alignment")
+               description="singular-vector agreement of A and B before and after alignment", result=SingularFormat)

@@ -3,16 +3,23 @@
 NumPy fields become arrays, nested dataclasses are flattened with ``name.`` prefixes,
 everything else goes to the JSON summary; :func:`unpack` rebuilds the dataclass so
 stored results feed the same figure functions as fresh ones.
+
+These two are the probe kinds' own business: a kind whose result is one engine dataclass
+registers :class:`Packed` as its loader, a kind with a composite result registers its
+result class (``to_stored``/``from_stored``). Nothing above the probe kinds calls them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-__all__ = ["pack", "unpack"]
+from ..probe_job import ProbeResult
+
+__all__ = ["Packed", "pack", "unpack"]
 
 T = TypeVar("T")
 
@@ -56,3 +63,32 @@ def unpack(cls: type[T], summary: dict[str, Any], arrays: dict[str, np.ndarray],
         else:
             kwargs[f.name] = np.empty(0)
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Packed(Generic[T]):
+    """The stored form of a probe kind whose result is one engine dataclass, flattened by :func:`pack`.
+
+    Parameters
+    ----------
+    cls : type
+        The frozen result dataclass (e.g. ``Sharpness``).
+    skip : tuple of str
+        Fields not stored (they load as empty arrays), e.g. a merged model's state.
+    optional : tuple of str
+        Array fields that mean None when stored empty (a 1-D surface's ``betas`` in older stores).
+    """
+
+    cls: type[T]
+    skip: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    def to_stored(self, value: T) -> ProbeResult:
+        summary, arrays = pack(value, skip=self.skip)
+        return ProbeResult(summary, arrays)
+
+    def from_stored(self, result: ProbeResult) -> T:
+        value = unpack(self.cls, result.summary, result.arrays)
+        empty = {f: None for f in self.optional if isinstance(getattr(value, f), np.ndarray) and
+                 getattr(value, f).size == 0}
+        return dataclasses.replace(value, **empty) if empty else value

@@ -5,20 +5,22 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import flatten_params, evaluate_points, resolve_data
 
 from ..probe_job import ProbeResult, register_probe
 
 
 class EvaluateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     split: Literal["train", "test"] = "test"
-    n_samples: int | None = Field(None, ge=1)  # all samples of the split when None
+    n_samples: int | None = Field(None, ge=1, le=MAX_EVAL_SIZE)  # all samples of the split when None
     bn: Literal["running", "batch"] = "running"
-    seed: int = Field(0, ge=0)  # which subsample, when n_samples is set
+    seed: Seed = 0  # which subsample, when n_samples is set
 
 
 def run_evaluate(inputs, params: EvaluateParams, progress) -> ProbeResult:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import resolve_data
 from engine.probes.landscape import (
+    HessianEigs,
+    IntrinsicDimension,
+    Sharpness,
+    SpectralDensity,
+    Surface,
+    TraceEstimate,
     hessian_directions,
     hessian_spectral_density,
     hessian_top_eigs,
@@ -21,13 +30,13 @@ from engine.probes.landscape import (
 )
 
 from ..probe_job import ProbeResult, register_probe
-from .convert import pack
+from .convert import Packed, pack, unpack
 
-__all__ = ["IntrinsicDimensionParams", "SharpnessParams", "SpectrumParams", "SurfaceParams"]
+__all__ = ["IntrinsicDimensionParams", "SharpnessParams", "SpectrumParams", "SpectrumResult", "SurfaceParams"]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 class SurfaceParams(_Params):
@@ -38,9 +47,9 @@ class SurfaceParams(_Params):
     resolution: int = Field(21, ge=3, le=101)
     span: float = Field(1.0, gt=0.0, le=100.0)  # grid covers [-span, span] along each direction (random/Hessian)
     split: Literal["train", "test"] = "train"
-    n_samples: int | None = Field(2000, ge=1)  # data points the loss averages over (None: the whole split)
+    n_samples: int | None = Field(2000, ge=1, le=MAX_EVAL_SIZE)  # data points the loss averages over (None: the whole split)
     bn: Literal["running", "batch"] = "running"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def _data(ck, split: str, n_samples: int | None, seed: int):
@@ -75,20 +84,22 @@ def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
     else:
         surface = loss_surface_2d(ck.model, ck.params, data, d1, d2, span=span, resolution=p.resolution,
                                   trajectory=trajectory, **kw)
-    summary, arrays = pack(surface)
-    return ProbeResult(summary, arrays)
+    return SURFACE.to_stored(surface)
+
+
+SURFACE = Packed(Surface, optional=("betas",))  # a 1-D surface has no betas (stored empty in older stores)
 
 
 class SpectrumParams(_Params):
     """Hessian spectrum of one checkpoint: top eigenvalues (Lanczos), trace (Hutchinson), density (SLQ)."""
 
     k: int = Field(5, ge=1, le=50)
-    n_samples: int | None = Field(1000, ge=1)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)
     n_probes: int = Field(50, ge=2, le=2000)
     n_iter: int = Field(64, ge=4, le=500)
     n_runs: int = Field(4, ge=1, le=64)
     split: Literal["train", "test"] = "train"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_spectrum(inputs, p: SpectrumParams, progress) -> ProbeResult:
@@ -101,21 +112,44 @@ def run_spectrum(inputs, p: SpectrumParams, progress) -> ProbeResult:
     trace = hessian_trace(ck.model, ck.params, data, n_probes=p.n_probes, **kw)
     progress(0.7, f"density (SLQ, {p.n_runs} runs × {p.n_iter} steps)")
     density = hessian_spectral_density(ck.model, ck.params, data, n_iter=p.n_iter, n_runs=p.n_runs, **kw)
-    summary, arrays = {}, {}
-    for prefix, obj, skip in (("top.", top, ("eigenvectors",)), ("trace.", trace, ()), ("density.", density, ())):
-        s, a = pack(obj, prefix, skip=skip)
-        summary.update(s)
-        arrays.update(a)
-    return ProbeResult(summary, arrays)
+    return SpectrumResult(top=top, trace=trace, density=density).to_stored()
+
+
+@dataclass(frozen=True)
+class SpectrumResult:
+    """``curvature.spectrum``: top eigenvalues (Lanczos), trace (Hutchinson) and density (SLQ) of one Hessian.
+
+    Stored flat with the prefixes ``top.``, ``trace.``, ``density.``; the eigenvectors are not
+    stored (``top.eigenvectors`` loads empty).
+    """
+
+    top: HessianEigs
+    trace: TraceEstimate
+    density: SpectralDensity
+
+    _PARTS = (("top", HessianEigs, ("eigenvectors",)), ("trace", TraceEstimate, ()),
+              ("density", SpectralDensity, ()))
+
+    def to_stored(self) -> ProbeResult:
+        summary, arrays = {}, {}
+        for name, _, skip in self._PARTS:
+            s, a = pack(getattr(self, name), f"{name}.", skip=skip)
+            summary.update(s)
+            arrays.update(a)
+        return ProbeResult(summary, arrays)
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> SpectrumResult:
+        return cls(**{name: unpack(kind, result.summary, result.arrays, f"{name}.") for name, kind, _ in cls._PARTS})
 
 
 class SharpnessParams(_Params):
     """Top Hessian eigenvalue at every input checkpoint (a run's trajectory), warm-started."""
 
     k: int = Field(1, ge=1, le=10)
-    n_samples: int | None = Field(1000, ge=1)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)
     split: Literal["train", "test"] = "train"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
@@ -128,8 +162,10 @@ def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
     result = sharpness_over_training(
         first.model, [c.state for c in cks], data, steps=[c.ref.step for c in cks],
         lr=[c.lr for c in cks], k=p.k, seed=p.seed)
-    summary, arrays = pack(result)
-    return ProbeResult(summary, arrays)
+    return SHARPNESS.to_stored(result)
+
+
+SHARPNESS = Packed(Sharpness)
 
 
 class IntrinsicDimensionParams(_Params):
@@ -139,7 +175,7 @@ class IntrinsicDimensionParams(_Params):
     seeds: tuple[int, ...] = (0,)
     n_steps: int = Field(300, ge=1, le=100_000)
     lr: float = Field(0.01, gt=0.0, le=10.0)
-    n_samples: int | None = Field(2000, ge=1)
+    n_samples: int | None = Field(2000, ge=1, le=MAX_EVAL_SIZE)
 
     @model_validator(mode="after")
     def _dims_positive(self):
@@ -155,15 +191,17 @@ def run_intrinsic_dimension(inputs, p: IntrinsicDimensionParams, progress) -> Pr
     progress(0.05, f"training in {len(p.dims)} subspaces × {len(p.seeds)} seeds")
     result = intrinsic_dimension(ck.model, ck.params, train, dims=list(p.dims), seeds=list(p.seeds),
                                  n_steps=p.n_steps, lr=p.lr, eval_data=test)
-    summary, arrays = pack(result)
-    return ProbeResult(summary, arrays)
+    return INTRINSIC_DIMENSION.to_stored(result)
+
+
+INTRINSIC_DIMENSION = Packed(IntrinsicDimension)
 
 
 register_probe("landscape.surface", run_surface, SurfaceParams, n_checkpoints=(1, None),
-               description="1D/2D loss surface around the last checkpoint")
+               description="1D/2D loss surface around the last checkpoint", result=SURFACE)
 register_probe("curvature.spectrum", run_spectrum, SpectrumParams, n_checkpoints=(1, 1),
-               description="Hessian top eigenvalues, trace and spectral density")
+               description="Hessian top eigenvalues, trace and spectral density", result=SpectrumResult)
 register_probe("curvature.sharpness", run_sharpness, SharpnessParams, n_checkpoints=(2, None),
-               description="top Hessian eigenvalue over training")
+               description="top Hessian eigenvalue over training", result=SHARPNESS)
 register_probe("landscape.intrinsic_dimension", run_intrinsic_dimension, IntrinsicDimensionParams,
-               n_checkpoints=(1, 1), description="intrinsic dimension of the objective")
+               n_checkpoints=(1, 1), description="intrinsic dimension of the objective", result=INTRINSIC_DIMENSION)

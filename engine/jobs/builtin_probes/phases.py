@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.connectivity import barrier_matrix
 from engine.probes.core import evaluate_points, flatten_params, resolve_data
 from engine.probes.landscape import hessian_top_eigs, hessian_trace
@@ -41,7 +44,8 @@ from engine.probes.representations import OUTPUT, capture_activations, effective
 
 from ..probe_job import ProbeResult, register_probe
 
-__all__ = ["PhaseCellParams", "WeightNormParams", "run_phase_cell", "run_weight_norm"]
+__all__ = ["PhaseCellParams", "PhaseCellResult", "WeightNormParams", "WeightNorms", "run_phase_cell",
+           "run_weight_norm"]
 
 MetricGroup = Literal["evaluation", "curvature", "connectivity", "similarity", "dimension"]
 BARRIER_KIND = "max_minus_linear"
@@ -50,16 +54,16 @@ BARRIER_KIND = "max_minus_linear"
 class PhaseCellParams(BaseModel):
     """What to measure on each checkpoint of a cell, and on how much data."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     metrics: tuple[MetricGroup, ...] = ("evaluation", "curvature", "connectivity", "similarity")
-    n_samples: int = Field(1000, ge=16)  # training points for the Hessian and the barriers
+    n_samples: int = Field(1000, ge=16, le=MAX_EVAL_SIZE)  # training points for the Hessian and the barriers
     hessian_max_iter: int = Field(100, ge=4, le=500)  # Lanczos steps at most (tol 1e-3)
     trace_probes: int = Field(20, ge=2, le=2000)  # Hutchinson probes
     alphas: int = Field(25, ge=3, le=201)  # points on each straight path
     align: Literal["weight", "none"] = "weight"
     cka_samples: int = Field(1000, ge=16, le=20_000)  # test points for CKA and dimensions
-    seed: int = Field(0, ge=0)  # data subsets, Lanczos start, Hutchinson probes
+    seed: Seed = 0  # data subsets, Lanczos start, Hutchinson probes
 
 
 def _evaluation(ck) -> dict[str, float]:
@@ -166,20 +170,52 @@ def _json(values: list[float]) -> list[float | None]:
 
 def _result(cks, p: PhaseCellParams, values, layer_values) -> ProbeResult:
     refs = [ck.ref for ck in cks]
-    summary = {"checkpoint_ids": [r.checkpoint_id for r in refs], "run_ids": [r.run_id for r in refs],
-               "steps": [r.step for r in refs], "values": {k: _json(v) for k, v in values.items()},
-               "cka_layers": {k: _json(v) for k, v in layer_values.items()},
-               "barrier_kind": BARRIER_KIND, "align": p.align}
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
-    metrics = [{"run_id": r.run_id, "step": int(r.step), "split": "probe", "name": k, "value": float(v[i])}
-               for k, v in values.items() for i, r in enumerate(refs) if math.isfinite(v[i])]
-    return ProbeResult(summary, arrays, metrics=metrics)
+    return PhaseCellResult(checkpoint_ids=tuple(r.checkpoint_id for r in refs), run_ids=tuple(r.run_id for r in refs),
+                           steps=tuple(int(r.step) for r in refs), values=values, cka_layers=layer_values,
+                           barrier_kind=BARRIER_KIND, align=p.align).to_stored()
+
+
+@dataclass(frozen=True)
+class PhaseCellResult:
+    """``sweep.cell``: one value per metric per input checkpoint (NaN where not measured).
+
+    Stored as a summary (``values`` and ``cka_layers`` with None for NaN), one float64 array per
+    metric, and ``metric`` rows (split ``"probe"``) for the finite values.
+    """
+
+    checkpoint_ids: tuple[str, ...]
+    run_ids: tuple[str, ...]
+    steps: tuple[int, ...]
+    values: dict[str, list[float]]  # metric -> value per checkpoint
+    cka_layers: dict[str, list[float]]  # hidden layer -> mean CKA with the other seeds, per checkpoint
+    barrier_kind: str
+    align: str
+
+    def to_stored(self) -> ProbeResult:
+        summary = {"checkpoint_ids": list(self.checkpoint_ids), "run_ids": list(self.run_ids),
+                   "steps": list(self.steps), "values": {k: _json(v) for k, v in self.values.items()},
+                   "cka_layers": {k: _json(v) for k, v in self.cka_layers.items()},
+                   "barrier_kind": self.barrier_kind, "align": self.align}
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in self.values.items()}
+        metrics = [{"run_id": run_id, "step": step, "split": "probe", "name": k, "value": float(v[i])}
+                   for k, v in self.values.items() for i, (run_id, step) in enumerate(zip(self.run_ids, self.steps))
+                   if math.isfinite(v[i])]
+        return ProbeResult(summary, arrays, metrics=metrics)
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> PhaseCellResult:
+        s = result.summary
+        nan = lambda vs: [math.nan if v is None else float(v) for v in vs]  # noqa: E731
+        return cls(checkpoint_ids=tuple(s["checkpoint_ids"]), run_ids=tuple(s["run_ids"]), steps=tuple(s["steps"]),
+                   values={k: nan(v) for k, v in s["values"].items()},
+                   cka_layers={k: nan(v) for k, v in s.get("cka_layers", {}).items()},
+                   barrier_kind=s.get("barrier_kind", BARRIER_KIND), align=s.get("align", "weight"))
 
 
 class WeightNormParams(BaseModel):
     """No settings: the L2 norm of all parameters of every input checkpoint."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 def run_weight_norm(inputs, p: WeightNormParams, progress) -> ProbeResult:
@@ -188,11 +224,26 @@ def run_weight_norm(inputs, p: WeightNormParams, progress) -> ProbeResult:
         ck = inputs.load(i)
         norms.append(float(flatten_params(ck.params)[0].norm()))
         progress((i + 1) / len(inputs), f"checkpoint {i + 1}/{len(inputs)}")
-    steps = [r.step for r in inputs.refs]
-    return ProbeResult({"steps": steps, "norm": norms}, {"steps": np.asarray(steps), "norm": np.asarray(norms)})
+    return WeightNorms(steps=tuple(r.step for r in inputs.refs), norm=tuple(norms)).to_stored()
+
+
+@dataclass(frozen=True)
+class WeightNorms:
+    """``weights.norm``: the L2 norm of all parameters at each input checkpoint."""
+
+    steps: tuple[int, ...]
+    norm: tuple[float, ...]
+
+    def to_stored(self) -> ProbeResult:
+        return ProbeResult({"steps": list(self.steps), "norm": list(self.norm)},
+                           {"steps": np.asarray(self.steps), "norm": np.asarray(self.norm)})
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> WeightNorms:
+        return cls(steps=tuple(result.summary["steps"]), norm=tuple(result.summary["norm"]))
 
 
 register_probe("weights.norm", run_weight_norm, WeightNormParams, n_checkpoints=(1, None),
-               description="L2 norm of the parameters at each checkpoint")
+               description="L2 norm of the parameters at each checkpoint", result=WeightNorms)
 register_probe("sweep.cell", run_phase_cell, PhaseCellParams, n_checkpoints=(1, 256),
-               description="phase-diagram scalars for the seeds of one hyperparameter cell")
+               description="phase-diagram scalars for the seeds of one hyperparameter cell", result=PhaseCellResult)

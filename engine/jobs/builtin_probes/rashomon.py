@@ -22,92 +22,59 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from itertools import combinations
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+from pydantic import BaseModel, Field
 from torch.func import functional_call
 
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine import data as zdata
 from engine.data import DatasetName
 from engine.probes.core import functional_module, resolve_data
 from engine.probes.rashomon import (
     ImportanceCloud,
     InteractionCloud,
-    feature_interaction_cloud,
+    ModelGroup,
+    RashomonSample,
+    TreeRashomonSet,
+    explanation_clouds,
+    fit_optimum,
+    model_class,
+    model_scores,
     predict_trees,
     rashomon_trees,
     sample_rashomon_set,
     stacked_forward,
-    variable_importance_cloud,
 )
 
 from ..probe_job import ProbeResult, register_probe
-from .convert import pack
+from .convert import pack, unpack
 
-__all__ = ["PopulationParams", "SampleParams", "TreesParams", "model_class"]
+__all__ = ["PopulationParams", "PopulationResult", "SampleParams", "SampleResult", "TreesParams", "TreesResult"]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
 
 class _Explain(_Params):
     n_repeats: int = Field(3, ge=1, le=50)  # permutations per feature (importance) and per pair (FIS)
     fis_features: int = Field(6, ge=2, le=30)  # FIS for all pairs of this many most important features
-    seed: int = Field(0, ge=0)  # permutations (and subsample / sampling, where a probe has one)
+    seed: Seed = 0  # permutations (and subsample / sampling, where a probe has one)
 
 
-# -- shared: losses, predictions and explanation clouds ---------------------------------------------------
-
-def _scores(out: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Per-model loss, error and class probabilities from outputs (M, N, C) (or (M, N, D) for regression)."""
-    out = out.double()
-    if y.is_floating_point():
-        loss = (out - y.reshape(y.shape[0], -1).double()).pow(2).flatten(1).mean(-1)  # (M,)
-        return loss.cpu().numpy(), None, None
-    logp = torch.log_softmax(out, -1)  # (M, N, C)
-    loss = -logp.gather(-1, y.expand(out.shape[0], -1)[..., None]).squeeze(-1).mean(-1)
-    error = (out.argmax(-1) != y).double().mean(-1)
-    return loss.cpu().numpy(), error.cpu().numpy(), logp.exp().float().cpu().numpy()
-
+# -- shared: the explanation clouds and the stored form -------------------------------------------------------
 
 def _explain(groups, data, n_models: int, feature_names, p: _Explain, progress, start: float
              ) -> tuple[ImportanceCloud, InteractionCloud]:
-    """Importance and FIS clouds of all models, one vectorized pass per group of same-shaped models.
-
-    ``groups`` holds (module, stacked parameters name -> (G, ...), model indices (G,)).
-    FIS pairs are all pairs of the ``p.fis_features`` features with the largest mean importance.
-    """
-    x, y = data
-    d = x.shape[1]
-    imp = np.zeros((n_models, d, p.n_repeats))
-    base = np.zeros(n_models)
-    for g, (module, stacked, idx) in enumerate(groups):
-        progress(start + (1 - start) * 0.5 * g / len(groups), f"importance cloud, group {g + 1}/{len(groups)}")
-        cloud = variable_importance_cloud(module, stacked, data, n_repeats=p.n_repeats, seed=p.seed,
-                                          metric="loss", feature_names=feature_names)
-        imp[idx], base[idx] = cloud.importances, cloud.baseline
-    mean = imp.mean(-1)
-    vic = ImportanceCloud(importances=imp, mean=mean, baseline=base, mcr_min=mean.min(0), mcr_max=mean.max(0),
-                          feature_names=tuple(feature_names), metric="loss")
-    top = np.sort(np.argsort(-mean.mean(0), kind="stable")[: min(p.fis_features, d)])
-    pairs = np.array(list(combinations(top.tolist(), 2)), dtype=np.int64).reshape(-1, 2)
-    fis, joint, single = (np.zeros((n_models, len(pairs))), np.zeros((n_models, len(pairs))),
-                          np.zeros((n_models, d)))
-    for g, (module, stacked, idx) in enumerate(groups):
-        if not len(pairs):
-            break
-        progress(start + (1 - start) * (0.5 + 0.5 * g / len(groups)), f"interaction cloud, group {g + 1}/{len(groups)}")
-        inter = feature_interaction_cloud(module, stacked, data, pairs=pairs, n_repeats=p.n_repeats, seed=p.seed,
-                                          metric="loss", feature_names=feature_names)
-        fis[idx], joint[idx], single[idx] = inter.fis, inter.joint, inter.single
-    return vic, InteractionCloud(pairs=pairs, fis=fis, joint=joint, single=single,
-                                 feature_names=tuple(feature_names), metric="loss")
+    """Importance and FIS clouds of all models, reported as progress from ``start`` to 1."""
+    return explanation_clouds(groups, data, n_models=n_models, feature_names=feature_names, n_repeats=p.n_repeats,
+                              fis_features=p.fis_features, seed=p.seed,
+                              on_progress=lambda f, m: progress(start + (1 - start) * f, m))
 
 
 def _pack_into(summary: dict, arrays: dict, obj, prefix: str) -> None:
@@ -116,13 +83,43 @@ def _pack_into(summary: dict, arrays: dict, obj, prefix: str) -> None:
     arrays.update(a)
 
 
+_COMMON = ("task", "dataset", "split", "n_models", "n_eval", "feature_names", "class_names", "warnings")
+
+
+def _common(result: ProbeResult) -> dict:
+    """The summary fields every Rashomon result has (lists become tuples)."""
+    s = result.summary
+    return {k: tuple(s[k]) if isinstance(s[k], list) else s[k] for k in _COMMON} | {
+        "x": result.arrays["x"], "y": result.arrays["y"]}
+
+
+def _clouds(result: ProbeResult) -> dict:
+    """``importance``/``interactions`` (``vic.``/``fis.``): None when not computed, or with no pairs."""
+    s, a = result.summary, result.arrays
+    if "vic.mean" not in a:
+        return {"importance": None, "interactions": None}
+    fis = unpack(InteractionCloud, s, a, "fis.") if len(a.get("fis.pairs", ())) else None
+    return {"importance": unpack(ImportanceCloud, s, a, "vic."), "interactions": fis}
+
+
+def _json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _pack_clouds(summary: dict, arrays: dict, vic: ImportanceCloud | None, inter: InteractionCloud | None) -> None:
+    if vic is not None:
+        _pack_into(summary, arrays, vic, "vic.")
+    if inter is not None:
+        _pack_into(summary, arrays, inter, "fis.")
+
+
 # -- rashomon.population ----------------------------------------------------------------------------------
 
 class PopulationParams(_Explain):
     """Losses and held-out predictions of the input checkpoints (e.g. a zoo's final ones)."""
 
     split: Literal["train", "test"] = "test"  # the split the set is defined on (held-out by default)
-    n_samples: int | None = Field(1000, ge=1)  # random subset of the split (None: all of it)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)  # random subset of the split (None: all of it)
     importance: bool = True  # importance/FIS clouds (tabular inputs only)
 
 
@@ -156,31 +153,78 @@ def run_population(inputs, p: PopulationParams, progress) -> ProbeResult:
             sig = (ck.config.arch.to_json(), tuple((k, tuple(v.shape)) for k, v in ck.state.items()))
             groups.setdefault(sig, []).append((i, ck))
         progress(0.6 * (i + 1) / len(inputs), f"evaluated {i + 1}/{len(inputs)} checkpoints")
-    loss, error, probs = _scores(torch.stack(outs), y)
-    refs = inputs.refs
-    summary = {"source": "population", "task": first.dataset.task, "dataset": first.dataset.name,
-               "split": p.split, "n_models": len(inputs), "n_eval": int(len(x)),
-               "labels": [r.name or r.run_id[:8] for r in refs], "run_ids": [r.run_id for r in refs],
-               "steps": [r.step for r in refs], "feature_names": list(first.dataset.feature_names),
-               "class_names": list(first.dataset.class_names), "warnings": []}
+    scores = model_scores(torch.stack(outs), y)
+    notes = []
     if len(specs) > 1:
-        summary["warnings"].append(
-            f"the runs use {len(specs)} different data specs (e.g. split seeds); every model was evaluated on "
-            f"the {p.split} split of the first run's data, which some models may have trained on")
-    arrays = {"loss": loss, "x": x.reshape(len(x), -1).float().cpu().numpy(), "y": y.cpu().numpy()}
-    if error is not None:
-        arrays.update(error=error, probs=probs)
+        notes.append(f"the runs use {len(specs)} different data specs (e.g. split seeds); every model was evaluated "
+                     f"on the {p.split} split of the first run's data, which some models may have trained on")
+    vic = inter = None
     if tabular and p.importance:
-        stacks = [(functional_module(cks[0][1].model, "running"),
-                   {k: torch.stack([ck.state[k] for _, ck in cks]) for k in cks[0][1].state},
-                   np.array([i for i, _ in cks])) for cks in groups.values()]
+        stacks = [ModelGroup(functional_module(cks[0][1].model, "running"),
+                             {k: torch.stack([ck.state[k] for _, ck in cks]) for k in cks[0][1].state},
+                             np.array([i for i, _ in cks])) for cks in groups.values()]
         vic, inter = _explain(stacks, (x, y), len(inputs), first.dataset.feature_names, p, progress, 0.6)
-        _pack_into(summary, arrays, vic, "vic.")
-        _pack_into(summary, arrays, inter, "fis.")
     elif p.importance:
-        summary["warnings"].append(f"no importance clouds: they need tabular inputs (N, D); "
-                                   f"{first.dataset.name!r} has inputs {tuple(first.dataset.input_shape)}")
-    return ProbeResult(summary, arrays)
+        notes.append(f"no importance clouds: they need tabular inputs (N, D); "
+                     f"{first.dataset.name!r} has inputs {tuple(first.dataset.input_shape)}")
+    refs, ds = inputs.refs, first.dataset
+    return PopulationResult(
+        task=ds.task, dataset=ds.name, split=p.split, n_models=len(inputs), n_eval=int(len(x)),
+        feature_names=tuple(ds.feature_names), class_names=tuple(ds.class_names), warnings=tuple(notes),
+        x=x.reshape(len(x), -1).float().cpu().numpy(), y=y.cpu().numpy(),
+        labels=tuple(r.name or r.run_id[:8] for r in refs), run_ids=tuple(r.run_id for r in refs),
+        steps=tuple(r.step for r in refs), loss=scores.loss, error=scores.error, probs=scores.probs,
+        importance=vic, interactions=inter).to_stored()
+
+
+@dataclass(frozen=True)
+class PopulationResult:
+    """``rashomon.population``: the input checkpoints' held-out losses, predictions and explanation clouds.
+
+    Stored with the summary fields by name, arrays ``loss``, ``x``, ``y`` (and for classification
+    ``error``, ``probs``), and the clouds flattened under ``vic.`` and ``fis.``.
+    """
+
+    task: str
+    dataset: str
+    split: str
+    n_models: int
+    n_eval: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    warnings: tuple[str, ...]
+    x: np.ndarray  # the N evaluation samples' features (N, D)
+    y: np.ndarray  # their labels (N,) or targets
+    labels: tuple[str, ...]  # run name (or id) of each model
+    run_ids: tuple[str, ...]
+    steps: tuple[int, ...]
+    loss: np.ndarray  # (M,) held-out loss per model
+    error: np.ndarray | None = None  # (M,) 1 - accuracy; None for regression
+    probs: np.ndarray | None = None  # (M, N, C)
+    importance: ImportanceCloud | None = None
+    interactions: InteractionCloud | None = None  # None also when there is no pair of features
+
+    source = "population"
+
+    @property
+    def preds(self) -> np.ndarray | None:
+        """Hard labels (M, N), or None for regression."""
+        return None if self.probs is None else self.probs.argmax(-1)
+
+    def to_stored(self) -> ProbeResult:
+        summary = {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON},
+                   "labels": list(self.labels), "run_ids": list(self.run_ids), "steps": list(self.steps)}
+        arrays = {"loss": self.loss, "x": self.x, "y": self.y}
+        if self.error is not None:
+            arrays.update(error=self.error, probs=self.probs)
+        _pack_clouds(summary, arrays, self.importance, self.interactions)
+        return ProbeResult(summary, arrays)
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> PopulationResult:
+        s, a = result.summary, result.arrays
+        return cls(**_common(result), **_clouds(result), labels=tuple(s["labels"]), run_ids=tuple(s["run_ids"]),
+                   steps=tuple(s["steps"]), loss=a["loss"], error=a.get("error"), probs=a.get("probs"))
 
 
 # -- rashomon.sample ------------------------------------------------------------------------------------------
@@ -198,39 +242,6 @@ class SampleParams(_Explain):
     fit_steps: int = Field(500, ge=1, le=20_000)  # L-BFGS iterations to the optimum
 
 
-def model_class(kind: str, d: int, n_classes: int, *, width: int = 8, seed: int = 0) -> nn.Module:
-    """Logistic regression (``Linear(d, C)``) or a ``d-width-C`` tanh MLP, initialised from ``seed``.
-
-    Tanh, not ReLU: the ellipsoid needs curvature, and a ReLU network's Hessian is zero
-    along many directions.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if kind == "logistic":
-            return nn.Linear(d, n_classes)
-        if kind == "mlp":
-            return nn.Sequential(nn.Linear(d, width), nn.Tanh(), nn.Linear(width, n_classes))
-    raise ValueError(f"model must be 'logistic' or 'mlp'; got {kind!r}")
-
-
-def _fit_optimum(model: nn.Module, data, *, l2: float, steps: int) -> dict[str, torch.Tensor]:
-    """θ* minimising cross-entropy + l2·‖θ‖² by full-batch L-BFGS in float64 (the module is not mutated)."""
-    x, y = data
-    params = {k: v.detach().double().clone().requires_grad_(True) for k, v in model.named_parameters()}
-    opt = torch.optim.LBFGS(list(params.values()), lr=1.0, max_iter=steps, history_size=50,
-                            tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(functional_call(model, params, (x,)), y)
-        loss = loss + l2 * sum(v.pow(2).sum() for v in params.values())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return {k: v.detach() for k, v in params.items()}
-
-
 def _tabular(name: str) -> zdata.Dataset:
     ds = zdata.load(name)
     if ds.task != "classification" or ds.x_train.ndim != 2 or not ds.x_train.is_floating_point():
@@ -245,7 +256,7 @@ def run_sample(inputs, p: SampleParams, progress) -> ProbeResult:
     test = (ds.x_test.double(), ds.y_test)
     model = model_class(p.model, ds.x_train.shape[1], ds.n_outputs, width=p.width, seed=p.seed)
     progress(0.02, f"fitting the optimum ({p.model}, L-BFGS)")
-    optimum = _fit_optimum(model, train, l2=p.l2, steps=p.fit_steps)
+    optimum = fit_optimum(model, train, l2=p.l2, steps=p.fit_steps)
     progress(0.2, f"sampling {p.n_samples} candidates in the Hessian ellipsoid")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -256,19 +267,63 @@ def run_sample(inputs, p: SampleParams, progress) -> ProbeResult:
     stacked = members.stacked_params(torch.float64)
     progress(0.4, f"predictions of {len(members.thetas)} members")
     with torch.no_grad():
-        loss, error, probs = _scores(stacked_forward(model, stacked, test[0]), test[1])  # probs (K, N, C)
-    summary = {"source": "sample", "task": ds.task, "dataset": ds.name, "split": "test", "model": p.model,
-               "n_models": int(len(members.thetas)), "n_eval": int(len(test[0])),
-               "feature_names": list(ds.feature_names), "class_names": list(ds.class_names),
-               "warnings": [str(w.message) for w in caught]}
-    arrays = {"objective": np.concatenate([[sample.optimum_loss], sample.losses]), "loss": loss, "error": error,
-              "probs": probs, "x": test[0].float().numpy(), "y": test[1].numpy()}
-    _pack_into(summary, arrays, sample, "sample.")
-    vic, inter = _explain([(model, stacked, np.arange(len(members.thetas)))], test, len(members.thetas),
+        scores = model_scores(stacked_forward(model, stacked, test[0]), test[1])  # probs (K, N, C)
+    vic, inter = _explain([ModelGroup(model, stacked, np.arange(len(members.thetas)))], test, len(members.thetas),
                           ds.feature_names, p, progress, 0.5)
-    _pack_into(summary, arrays, vic, "vic.")
-    _pack_into(summary, arrays, inter, "fis.")
-    return ProbeResult(summary, arrays)
+    return SampleResult(
+        task=ds.task, dataset=ds.name, split="test", n_models=int(len(members.thetas)), n_eval=int(len(test[0])),
+        feature_names=tuple(ds.feature_names), class_names=tuple(ds.class_names),
+        warnings=tuple(str(w.message) for w in caught), x=test[0].float().numpy(), y=test[1].numpy(),
+        model=p.model, objective=np.concatenate([[sample.optimum_loss], sample.losses]), loss=scores.loss,
+        error=scores.error, probs=scores.probs, sample=sample, importance=vic, interactions=inter).to_stored()
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """``rashomon.sample``: the optimum (model 0) and the sampled members, on the test split.
+
+    Stored with the summary fields by name, arrays ``objective``, ``loss``, ``error``, ``probs``,
+    ``x``, ``y``, the sample flattened under ``sample.`` and the clouds under ``vic.``/``fis.``.
+    """
+
+    task: str
+    dataset: str
+    split: str
+    n_models: int
+    n_eval: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    warnings: tuple[str, ...]
+    x: np.ndarray
+    y: np.ndarray
+    model: str  # "logistic" or "mlp"
+    objective: np.ndarray  # (M,) training objective (CE + L2), the optimum first
+    loss: np.ndarray  # (M,) test cross-entropy
+    error: np.ndarray
+    probs: np.ndarray  # (M, N, C)
+    sample: RashomonSample  # the members drawn (without the optimum)
+    importance: ImportanceCloud | None = None
+    interactions: InteractionCloud | None = None
+
+    source = "sample"
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    def to_stored(self) -> ProbeResult:
+        summary = {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON}, "model": self.model}
+        arrays = {"objective": self.objective, "loss": self.loss, "error": self.error, "probs": self.probs,
+                  "x": self.x, "y": self.y}
+        _pack_into(summary, arrays, self.sample, "sample.")
+        _pack_clouds(summary, arrays, self.importance, self.interactions)
+        return ProbeResult(summary, arrays)
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> SampleResult:
+        s, a = result.summary, result.arrays
+        return cls(**_common(result), **_clouds(result), model=s["model"], objective=a["objective"], loss=a["loss"],
+                   error=a["error"], probs=a["probs"], sample=unpack(RashomonSample, s, a, "sample."))
 
 
 # -- rashomon.trees -------------------------------------------------------------------------------------------
@@ -283,7 +338,7 @@ class TreesParams(_Params):
     fit_on: Literal["train", "all"] = "train"  # "all": train + test rows, as in Xin et al.
     time_limit: float = Field(300.0, gt=0.0, le=3600.0)  # seconds for the search
     max_trees: int = Field(100_000, ge=1, le=2_000_000)  # refuse larger sets
-    max_predictions: int = Field(20_000_000, ge=1)  # store predictions of at most this many (tree, row) pairs
+    max_predictions: int = Field(20_000_000, ge=1, le=1_000_000_000)  # store predictions of at most this many (tree, row) pairs
 
 
 def run_trees(inputs, p: TreesParams, progress) -> ProbeResult:
@@ -305,19 +360,64 @@ def run_trees(inputs, p: TreesParams, progress) -> ProbeResult:
     n_pred = int(min(trees.size, max(1, p.max_predictions // max(len(x_eval), 1))))
     progress(0.92, f"predictions of {n_pred:,} trees on {len(x_eval):,} rows")
     pred = predict_trees(trees, x_eval, indices=np.arange(n_pred))  # trees are sorted by objective
-    summary = {"source": "trees", "task": "classification", "dataset": ds.name,
-               "split": "test" if p.fit_on == "train" else "all", "n_models": trees.size, "n_eval": int(len(x_eval)),
-               "n_predicted": n_pred, "feature_names": list(ds.feature_names), "class_names": list(ds.class_names),
-               "warnings": [str(w.message) for w in caught]}
-    arrays = {"pred": pred.astype(np.int16), "eval_accuracy": (pred == y_eval[None]).mean(1),
-              "x": x_eval.astype(np.float32), "y": y_eval}
-    _pack_into(summary, arrays, trees, "trees.")
-    return ProbeResult(summary, arrays)
+    return TreesResult(
+        task="classification", dataset=ds.name, split="test" if p.fit_on == "train" else "all", n_models=trees.size,
+        n_eval=int(len(x_eval)), feature_names=tuple(ds.feature_names), class_names=tuple(ds.class_names),
+        warnings=tuple(str(w.message) for w in caught), x=x_eval.astype(np.float32), y=y_eval, n_predicted=n_pred,
+        pred=pred.astype(np.int16), eval_accuracy=(pred == y_eval[None]).mean(1), trees=trees).to_stored()
+
+
+@dataclass(frozen=True)
+class TreesResult:
+    """``rashomon.trees``: the tree Rashomon set and the best trees' predictions on the evaluation rows.
+
+    Stored with the summary fields by name, arrays ``pred``, ``eval_accuracy``, ``x``, ``y``, and
+    the set flattened under ``trees.``.
+    """
+
+    task: str
+    dataset: str
+    split: str
+    n_models: int
+    n_eval: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    warnings: tuple[str, ...]
+    x: np.ndarray
+    y: np.ndarray
+    n_predicted: int  # predictions are stored for the first (best) n_predicted trees
+    pred: np.ndarray  # (n_predicted, N) int16
+    eval_accuracy: np.ndarray  # (n_predicted,)
+    trees: TreeRashomonSet
+
+    source = "trees"
+    probs = None  # trees give hard labels only
+    importance = None
+    interactions = None
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.pred
+
+    def to_stored(self) -> ProbeResult:
+        summary = {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON},
+                   "n_predicted": self.n_predicted}
+        arrays = {"pred": self.pred, "eval_accuracy": self.eval_accuracy, "x": self.x, "y": self.y}
+        _pack_into(summary, arrays, self.trees, "trees.")
+        return ProbeResult(summary, arrays)
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> TreesResult:
+        s, a = result.summary, result.arrays
+        return cls(**_common(result), n_predicted=int(s["n_predicted"]), pred=a["pred"],
+                   eval_accuracy=a["eval_accuracy"], trees=unpack(TreeRashomonSet, s, a, "trees."))
 
 
 register_probe("rashomon.population", run_population, PopulationParams, n_checkpoints=(2, None),
-               description="losses, held-out predictions and importance clouds of stored models")
+               description="losses, held-out predictions and importance clouds of stored models",
+               result=PopulationResult)
 register_probe("rashomon.sample", run_sample, SampleParams, n_checkpoints=(0, 0),
-               description="Hessian-ellipsoid sample of a tabular model class's Rashomon set")
+               description="Hessian-ellipsoid sample of a tabular model class's Rashomon set", result=SampleResult)
 register_probe("rashomon.trees", run_trees, TreesParams, n_checkpoints=(0, 0),
-               description="sparse decision tree Rashomon set (TreeFARMS), recounted against its bound")
+               description="sparse decision tree Rashomon set (TreeFARMS), recounted against its bound",
+               result=TreesResult)

@@ -18,7 +18,9 @@ What makes it fast, without changing the result of the algorithm:
 - each perm's assignment problem is solved exactly by Jonker-Volgenant starting from the
   optimal duals of that perm's previous solve (:class:`engine.probes.connectivity.lap.WarmAssignments`):
   after the first pass most solves take 1-2 ms instead of scipy's 6-18 ms (512 units);
-- cached scores are held and updated in float64, so increments do not drift.
+- weights are scored in float64, where a product of float32 numbers is exact: cached scores,
+  their increments and the objective history do not depend on the CPU's BLAS kernels, and the
+  objective never falls between passes (each accepted assignment raises it by its score gain).
 
 References
 ----------
@@ -120,7 +122,15 @@ class _Problem:
             if a[k].shape != b[k].shape:
                 raise ValueError(f"{k!r} has shape {tuple(a[k].shape)} in theta_a but {tuple(b[k].shape)} "
                                  "in theta_b; are they the same architecture?")
-        self.spec, self.a, self.b = spec, {k: a[k].detach() for k in keys}, {k: b[k].detach().to(a[k]) for k in keys}
+        # Scored in float64: a product of two float32 (or half) numbers is exact there, so a score
+        # is rounded only by float64 summation (relative ~1e-16 per term) whatever BLAS kernel or
+        # summation order the CPU uses. Scored in float32 (products cast to float64 afterwards),
+        # the CPU-dependent rounding (~1e-7 relative) could accept a "gain" that lowers the
+        # objective: the history then fell between passes (-6e-8 relative on an Intel Xeon).
+        # Costs ~25% more time than float32 on a 3x512 MLP (bench/alignment_weight_matching.py).
+        self.spec = spec
+        self.a = {k: a[k].detach().to(torch.float64) for k in keys}
+        self.b = {k: b[k].detach().to(self.a[k]) for k in keys}
         self.entries = {p: [(k, ax) for k, ax in axes if k in self.a] for p, axes in spec.perm_to_axes.items()}
         self.entries = {p: e for p, e in self.entries.items() if e}
         self.sizes = {p: self.a[e[0][0]].shape[e[0][1]] for p, e in self.entries.items()}
@@ -169,7 +179,7 @@ class _Problem:
         for j, q in others:
             wb = wb.index_select(j, perms[q].to(wb.device))
         n = self.sizes[p]
-        term = (self.wa[p][e] @ torch.movedim(wb, ax, 0).reshape(n, -1).T).double()  # (n, n)
+        term = self.wa[p][e] @ torch.movedim(wb, ax, 0).reshape(n, -1).T  # (n, n), float64
         total += term
         self.cache[(p, e)] = (term, {q: perms[q].clone() for _, q in others})
 
@@ -181,12 +191,11 @@ class _Problem:
         wa = torch.movedim(self.a[k], ax, 0).index_select(jj, rows.to(self.a[k].device))
         wb = torch.movedim(self.b[k], ax, 0)
         diff = wb.index_select(jj, new[rows].to(wb.device)) - wb.index_select(jj, old[rows].to(wb.device))
-        return (wa.reshape(n, -1) @ diff.reshape(n, -1).T).double()  # summed in float64: no drift
+        return wa.reshape(n, -1) @ diff.reshape(n, -1).T  # float64, as every score: no drift
 
     def objective(self, perms: Mapping[str, Tensor]) -> float:
         permuted = apply_permutation(self.spec, {p: perms[p] for p in self.entries}, self.b)
-        return float(sum(torch.vdot(self.a[k].reshape(-1).double(), permuted[k].reshape(-1).double())
-                         for k in self.a))
+        return float(sum(torch.vdot(self.a[k].reshape(-1), permuted[k].reshape(-1)) for k in self.a))
 
 
 def _initial_perms(problem: _Problem, init) -> dict[str, Tensor]:
@@ -274,8 +283,9 @@ def weight_matching(
         if not progress:
             break
     history[-1] = problem.objective(perms)  # recomputed from scratch at the end
-    return Alignment({p: t.numpy().copy() for p, t in perms.items()}, "weight_matching", passes,
-                     history[-1], np.asarray(history), seed, time.perf_counter() - t0)
+    return Alignment(perms={p: t.numpy().copy() for p, t in perms.items()}, method="weight_matching",
+                     iterations=passes, objective=history[-1], history=np.asarray(history), seed=seed,
+                     seconds=time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------- self-check

@@ -23,7 +23,7 @@ from .functional import (
     split_state,
     unflatten_params,
 )
-from .lanczos import LanczosResult, lanczos, ritz
+from .lanczos import LanczosResult, lanczos, ritz, ritz_converged
 from .path_eval import (
     check_bn,
     evaluate_states,
@@ -58,6 +58,7 @@ __all__ = [
     "functional_module",
     "has_batchnorm",
     "lanczos",
+    "ritz_converged",
     "lerp_buffers",
     "lerp_flat",
     "path_buffers",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LanczosResult", "lanczos", "ritz"]
+__all__ = ["LanczosResult", "lanczos", "ritz", "ritz_converged"]
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,28 @@ def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return values, vectors, np.abs(beta[m - 1] * vectors[m - 1])
 
 
+def ritz_converged(values: np.ndarray, residuals: np.ndarray, tol: float) -> np.ndarray:
+    """Which Ritz pairs of one run have converged (bool per pair, aligned with ``values``).
+
+    A pair converged when ``residual <= tol * max(|value|, 1e-3 * scale)``, ``scale`` the
+    largest ``|value|`` of the run (an estimate of the operator's norm): relative to the
+    eigenvalue itself down to a thousandth of the spectrum's scale, relative to that floor
+    below it. Without the floor an eigenvalue near 0 (a Hessian's null directions: the
+    softmax's shift invariance, dead units) could never converge, however small its
+    residual; the eigenvalue's error is at most its residual, so it is then within
+    ``tol * 1e-3 * scale`` of the spectrum. The one rule for stopping and for reporting
+    convergence (:func:`lanczos`, :func:`engine.probes.landscape.hessian_top_eigs`).
+    """
+    scale = max(float(np.abs(values).max(initial=0.0)), 1e-12)
+    return residuals <= tol * np.maximum(np.abs(values), 1e-3 * scale)
+
+
 def _converged(alpha, beta, k: int, which: str, tol: float) -> bool:
     values, _, res = ritz(alpha, beta)
     k = min(k, len(values))
     ends = {"LA": [slice(-k, None)], "SA": [slice(0, k)], "both": [slice(-k, None), slice(0, k)]}[which]
-    scale = max(np.abs(values).max(), 1e-12)
-    return all(np.all(res[s] <= tol * np.maximum(np.abs(values[s]), 1e-3 * scale)) for s in ends)
+    done = ritz_converged(values, res, tol)
+    return all(np.all(done[s]) for s in ends)
 
 
 def lanczos(
@@ -103,8 +119,8 @@ def lanczos(
     keep_basis : bool
         Return the Lanczos vectors (needed for eigenvectors).
     tol : float, optional
-        Stop once the ``k`` wanted Ritz pairs of every run have relative residual
-        below ``tol``; run all ``n_iter`` steps when None.
+        Stop once the ``k`` wanted Ritz pairs of every run pass :func:`ritz_converged`
+        with this ``tol``; run all ``n_iter`` steps when None.
     k : int
         Number of wanted Ritz pairs at each wanted end.
     which : {"LA", "SA", "both"}

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
-from engine.probes.core import BNMode, Evaluator, LossFn, ParamLayout, lanczos, resolve_data, ritz, split_state
+from engine.probes.core import (BNMode, Evaluator, LossFn, ParamLayout, lanczos, resolve_data, ritz, ritz_converged,
+                               split_state)
 
 __all__ = [
     "HessianEigs",
@@ -161,7 +162,7 @@ class HessianEigs:
     n_products : int
         Hessian-vector products used.
     converged : bool
-        Whether every residual reached ``tol * |lambda|``.
+        Whether every pair met the stopping rule of :func:`hessian_top_eigs` (its ``tol``).
     """
 
     eigenvalues: np.ndarray
@@ -189,7 +190,7 @@ def lanczos_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter:
     def pick(end: str):
         idx = (np.argsort(-values) if end == "LA" else np.argsort(values))[:k]
         x = (torch.as_tensor(vectors[:, idx].T, device=basis.device) @ basis).float().cpu().numpy()  # (k, P)
-        ok = bool(np.all(residuals[idx] <= tol * np.maximum(np.abs(values[idx]), 1e-12)))
+        ok = bool(ritz_converged(values, residuals, tol)[idx].all())  # the rule lanczos stopped on
         return values[idx], x, residuals[idx], ok
 
     return pick
@@ -220,8 +221,12 @@ def hessian_top_eigs(
     k : int
         Number of eigenpairs.
     tol : float
-        Stop when each residual ``|| H x - lambda x ||`` is below ``tol * |lambda|``; the
-        eigenvalue error is then about ``tol**2 * |lambda| * |lambda| / gap``.
+        Stop when each residual ``|| H x - lambda x ||`` is at most
+        ``tol * max(|lambda|, 1e-3 * lambda_max)``, ``lambda_max`` the largest ``|lambda|``
+        Lanczos has seen (:func:`engine.probes.core.lanczos.ritz_converged`); ``converged`` reports
+        the same test. The floor lets eigenvalues near 0 converge (a Hessian has exact null
+        directions); the eigenvalue error is then at most the residual, and about
+        ``residual**2 / gap``.
     max_iter : int
         Most Lanczos steps (Hessian-vector products).
     which : {"LA", "SA"}
@@ -242,8 +247,8 @@ def hessian_top_eigs(
     start = time.perf_counter()
     op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
     values, vectors, residuals, ok = _extreme_pairs(op, k, which, tol, max_iter, v0, seed)
-    return HessianEigs(values, vectors, residuals, op.n_products, ok, op.n_samples, op.bn,
-                       time.perf_counter() - start)
+    return HessianEigs(eigenvalues=values, eigenvectors=vectors, residuals=residuals, n_products=op.n_products,
+                       converged=ok, n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,7 @@ def sharpness_over_training(
             progress((i + 1) / len(checkpoints), f"checkpoint {i + 1}/{len(checkpoints)}: λ1 = {values[0]:.4g}")
     lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (len(checkpoints),)).copy()
     return Sharpness(
-        np.arange(len(checkpoints)) if steps is None else np.asarray(steps),
-        np.stack(eigs), lrs, None if lrs is None else 2.0 / lrs, np.asarray(counts),
-        op.n_samples, op.bn, time.perf_counter() - start,
+        steps=np.arange(len(checkpoints)) if steps is None else np.asarray(steps),
+        eigenvalues=np.stack(eigs), lr=lrs, threshold=None if lrs is None else 2.0 / lrs,
+        n_products=np.asarray(counts), n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start,
     )

@@ -1,5 +1,6 @@
 """Rashomon sets: the almost-equally-good models, their size, sampling, predictive
-multiplicity, variable importance / feature interaction across them, and sparse trees."""
+multiplicity, variable importance / feature interaction across them, sparse trees, and the
+Rashomon importance distribution (RID) over bootstrap resamples."""
 
 from .importance import (
     ImportanceCloud,
@@ -9,6 +10,7 @@ from .importance import (
     stacked_forward,
     variable_importance_cloud,
 )
+from .model_class import fit_optimum, model_class
 from .multiplicity import (
     MultiplicityCurve,
     PredictiveMultiplicity,
@@ -17,6 +19,21 @@ from .multiplicity import (
     multiplicity_curve,
     predictive_multiplicity,
 )
+from .rid import (
+    BootstrapSet,
+    ImportanceDistribution,
+    bootstrap_indices,
+    importance_distribution,
+    rashomon_importance_distribution,
+)
+from .rid_sets import (
+    PopulationSets,
+    SampledSets,
+    TreeSets,
+    quantile_thresholds,
+    tree_model_reliance,
+)
+from .population import ModelGroup, ModelScores, explanation_clouds, model_scores
 from .sampling import RashomonSample, flat_losses, rashomon_ratio, sample_rashomon_set
 from .sets import (
     RashomonCurve,
@@ -32,8 +49,21 @@ from .sets import (
 from .trees import TreeRashomonSet, predict_trees, rashomon_trees, tree_rules, tree_to_dict
 
 __all__ = [
+    "BootstrapSet",
+    "ImportanceDistribution",
+    "PopulationSets",
+    "SampledSets",
+    "TreeSets",
+    "bootstrap_indices",
+    "fit_optimum",
+    "importance_distribution",
+    "quantile_thresholds",
+    "rashomon_importance_distribution",
+    "tree_model_reliance",
     "ImportanceCloud",
     "InteractionCloud",
+    "ModelGroup",
+    "ModelScores",
     "MultiplicityCurve",
     "PredictiveMultiplicity",
     "RashomonCurve",
@@ -41,9 +71,13 @@ __all__ = [
     "RashomonSample",
     "RashomonSet",
     "TreeRashomonSet",
+    "explanation_clouds",
     "feature_interaction_cloud",
+    "fit_optimum",
     "flat_losses",
     "member_probabilities",
+    "model_class",
+    "model_scores",
     "most_contested",
     "multiplicity_curve",
     "pattern_rashomon_ratio",

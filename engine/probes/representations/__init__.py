@@ -1,5 +1,5 @@
-"""Representation geometry: captured activations, similarity (CKA, CCA, Procrustes, RSA)
-and its layer-by-layer grids, dimension and neural-collapse metrics, projections."""
+"""Representation geometry: captured activations, similarity (CKA, CCA, Procrustes, RSA,
+topological RSA) and its layer-by-layer grids, dimension and neural-collapse metrics, projections."""
 
 from .activations import (
     ACTIVATION_TYPES,
@@ -38,6 +38,7 @@ from .similarity import (
     svcca,
 )
 from .similarity_grid import METRICS, SimilarityGrid, similarity_grid, similarity_over_training
+from .topological import geo_topological_bounds, geo_topological_transform, topological_rsa
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -57,6 +58,8 @@ __all__ = [
     "debiased_cka",
     "default_layers",
     "effective_rank",
+    "geo_topological_bounds",
+    "geo_topological_transform",
     "hsic_unbiased",
     "layer_dimensions",
     "linear_cka",
@@ -77,6 +80,7 @@ __all__ = [
     "stratified_indices",
     "subsample_indices",
     "svcca",
+    "topological_rsa",
     "twonn_dimension",
     "warm_umap",
 ]

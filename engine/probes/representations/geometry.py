@@ -136,7 +136,8 @@ def neural_collapse(features, labels, classifier=None) -> NeuralCollapse:
     ncc = torch.cdist(h, means).argmin(1)
     ref = y if w is None else (h @ w.T + (b if b is not None else 0.0)).argmax(1)
     nc4 = float((ncc == ref).to(h.dtype).mean())
-    return NeuralCollapse(nc1, nc2_norm, float(off.std(unbiased=False)), nc2_etf, nc3, nc4)
+    return NeuralCollapse(nc1=nc1, nc2_equinorm=nc2_norm, nc2_equiangular=float(off.std(unbiased=False)),
+                          nc2_etf_error=nc2_etf, nc3=nc3, nc4=nc4)
 
 
 def neural_collapse_over_training(
@@ -165,12 +166,15 @@ def twonn_dimension(x, *, discard_fraction: float = 0.1) -> float:
     distance follows a Pareto law with exponent ``d``; ``d`` is the slope of
     ``-log(1 - F(mu))`` against ``log(mu)`` through the origin, fitted after
     dropping duplicate rows (``r1 = 0``) and the largest ``discard_fraction`` of ratios.
+    The largest ratio is always left out, even with ``discard_fraction=0``: its empirical
+    CDF is 1, so it would enter the fit as ``-log(0) = inf``.
 
     Parameters
     ----------
     x : array-like, shape (n, D)
     discard_fraction : float, default 0.1
-        Share of the largest ratios left out of the fit (they are noise-dominated).
+        Share of the largest ratios left out of the fit (they are noise-dominated); at
+        least one is.
     """
     if not 0.0 <= discard_fraction < 1.0:
         raise ValueError(f"discard_fraction must be in [0, 1); got {discard_fraction}")
@@ -180,7 +184,7 @@ def twonn_dimension(x, *, discard_fraction: float = 0.1) -> float:
     dist, _ = NearestNeighbors(n_neighbors=3).fit(pts).kneighbors(pts)
     mu = np.sort(dist[:, 2] / dist[:, 1])
     n = len(mu)
-    keep = max(2, int(math.floor(n * (1.0 - discard_fraction))))
+    keep = min(n - 1, max(2, int(math.floor(n * (1.0 - discard_fraction)))))  # F(mu[n-1]) = 1: never fitted
     f_emp = np.arange(1, n + 1, dtype=np.float64) / n  # empirical CDF
     xs, ys = np.log(mu[:keep]), -np.log(1.0 - f_emp[:keep])
     return float((xs @ ys) / (xs @ xs))
@@ -225,11 +229,11 @@ def layer_dimensions(acts: Mapping[str, object]) -> LayerDimensions:
     names = tuple(str(k) for k in acts)
     mats = [as_matrix(v) for v in acts.values()]
     return LayerDimensions(
-        names,
-        np.array([twonn_dimension(m) for m in mats]),
-        np.array([participation_ratio(m) for m in mats]),
-        np.array([effective_rank(m) for m in mats]),
-        np.array([m.shape[1] for m in mats]),
+        layers=names,
+        twonn=np.array([twonn_dimension(m) for m in mats]),
+        participation_ratio=np.array([participation_ratio(m) for m in mats]),
+        effective_rank=np.array([effective_rank(m) for m in mats]),
+        width=np.array([m.shape[1] for m in mats]),
     )
 
 

@@ -383,7 +383,12 @@ def rsa(x, y, metric: str = "correlation", compare: str = "spearman") -> float:
     a, b = _pair(x, y)
     if a.shape[0] < 3:
         raise ValueError(f"rsa needs at least 3 samples to correlate dissimilarities; got {a.shape[0]}")
-    da, db = rdm(a, metric), rdm(b, metric)
+    return compare_rdms(rdm(a, metric), rdm(b, metric), compare)
+
+
+def compare_rdms(da: np.ndarray, db: np.ndarray, compare: str = "spearman") -> float:
+    """RSA's comparator: the ``compare`` correlation ('spearman', 'pearson' or 'kendall') of two
+    condensed RDMs."""
     if compare == "spearman":
         return float(stats.spearmanr(da, db).statistic)
     if compare == "pearson":

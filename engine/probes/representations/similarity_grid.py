@@ -27,13 +27,14 @@ from scipy import stats
 from torch import Tensor
 
 import engine.probes.representations.similarity as sim
+from engine.probes.representations.topological import DEFAULT_LOWER, DEFAULT_UPPER, geo_topological_transform
 
 __all__ = ["METRICS", "SimilarityGrid", "similarity_grid", "similarity_over_training"]
 
 #: metric name -> whether larger values mean more similar
 METRICS: dict[str, bool] = {
     "linear_cka": True, "debiased_cka": True, "rbf_cka": True, "procrustes": False,
-    "svcca": True, "pwcca": True, "rsa": True,
+    "svcca": True, "pwcca": True, "rsa": True, "trsa": True,
 }
 _GRAM_BYTES_LIMIT = 2 * 1024**3
 
@@ -163,17 +164,24 @@ def _cca_grid(xa, xb, keep=0.99, weighted: bool = False) -> np.ndarray:
     return _pairwise(lambda x: sim.orthonormal_basis(x, keep), pair)(xa, xb)
 
 
-def _rsa_grid(xa, xb, metric: str = "correlation", compare: str = "spearman") -> np.ndarray:
+def _rsa_grid(xa, xb, metric: str = "correlation", compare: str = "spearman", transform=None) -> np.ndarray:
     if compare not in ("spearman", "pearson"):
         raise ValueError(f"similarity_grid supports rsa compare='spearman' or 'pearson'; got {compare!r}")
 
     def prep(x):
         v = sim.rdm(x, metric)
+        v = transform(v) if transform is not None else v
         v = stats.rankdata(v) if compare == "spearman" else v
         v = v - v.mean()
-        return v / np.linalg.norm(v)
+        norm = np.linalg.norm(v)
+        return v / norm if norm > 0 else np.full_like(v, np.nan)  # a constant RDM correlates with nothing
     za, zb = np.stack([prep(x) for x in xa]), np.stack([prep(y) for y in xb])
     return za @ zb.T
+
+
+def _trsa_grid(xa, xb, lower: float = DEFAULT_LOWER, upper: float = DEFAULT_UPPER, **kw) -> np.ndarray:
+    """tRSA: RSA of the geo-topologically transformed RDMs (each layer's own quantile bounds)."""
+    return _rsa_grid(xa, xb, transform=lambda v: geo_topological_transform(v, lower, upper), **kw)
 
 
 _GRIDS: dict[str, Callable] = {
@@ -184,6 +192,7 @@ _GRIDS: dict[str, Callable] = {
     "svcca": _cca_grid,
     "pwcca": lambda a, b, keep=None: _cca_grid(a, b, keep=keep, weighted=True),
     "rsa": _rsa_grid,
+    "trsa": _trsa_grid,
 }
 
 
@@ -207,7 +216,8 @@ def similarity_grid(
         One of :data:`METRICS`: ``'linear_cka'``, ``'debiased_cka'``, ``'rbf_cka'``
         (kwarg ``sigma``), ``'procrustes'`` (a distance; kwarg ``angular``), ``'svcca'``
         (kwarg ``keep``), ``'pwcca'`` (kwarg ``keep``), ``'rsa'`` (kwargs ``metric``
-        renamed ``rdm_metric``, ``compare``).
+        renamed ``rdm_metric``, ``compare``), ``'trsa'`` (topological RSA: kwargs ``lower``,
+        ``upper`` -- quantile bounds of the geo-topological transform -- and those of ``'rsa'``).
     device : optional
         Where to compute (float64 throughout); default: where the first layer lives.
 
@@ -223,7 +233,7 @@ def similarity_grid(
     if xa[0].shape[0] != xb[0].shape[0]:
         raise ValueError(f"models A and B must be evaluated on the same samples; got {xa[0].shape[0]} "
                          f"and {xb[0].shape[0]} rows")
-    if metric == "rsa" and "rdm_metric" in kwargs:
+    if metric in ("rsa", "trsa") and "rdm_metric" in kwargs:
         kwargs["metric"] = kwargs.pop("rdm_metric")
     values = _GRIDS[metric](xa, xb, **kwargs)
     return SimilarityGrid(values=values, rows=names_a, cols=names_b, metric=metric, larger_is_similar=METRICS[metric])

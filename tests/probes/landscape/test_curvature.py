@@ -86,6 +86,26 @@ def test_bottom_eigenvalue_and_determinism(tiny):
     np.testing.assert_array_equal(res.eigenvalues, again.eigenvalues)
 
 
+def test_bottom_eigenvalue_at_a_null_direction_converges():
+    # Softmax regression: shifting every class's weights and bias alike changes no loss, so
+    # the Hessian's smallest eigenvalue is exactly 0 (a 6-dimensional null space). A residual
+    # relative to |lambda| = 0 is unreachable; the rule's floor (1e-3 * lambda_max) is not,
+    # and Lanczos stops on the same rule it reports.
+    _, _, data = _problem()  # 5 features, 3 classes
+    model = nn.Linear(5, 3)
+    params = dict(model.named_parameters())
+    evals = torch.linalg.eigvalsh(_dense_hessian(model, params, data))
+    lam_max = evals[-1].item()
+    assert abs(evals[0].item()) < 1e-12 * lam_max
+    res = hessian_top_eigs(model, params, data, which="SA", tol=1e-3)
+    assert res.converged and res.n_products < len(evals)
+    assert res.residuals[0] <= 1e-3 * 1e-3 * lam_max
+    # |ritz value - nearest eigenvalue| <= residual; float32 products add ~1e-7 * lam_max
+    assert abs(res.eigenvalues[0] - evals[0].item()) <= res.residuals[0] + 1e-6 * lam_max
+    short = hessian_top_eigs(model, params, data, which="SA", tol=1e-3, max_iter=2)
+    assert not short.converged and short.n_products == 2
+
+
 def test_trace_within_error_bars(tiny):
     model, params, data, h, _ = tiny
     est = hessian_trace(model, params, data, n_probes=300, seed=0)

@@ -1,5 +1,7 @@
 """Neural collapse, intrinsic dimension, neuron matching."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,17 @@ def ball(n, dim, ambient, seed=0):
 
 def test_twonn_on_a_5_ball_in_r20():
     assert twonn_dimension(ball(2000, 5, 20)) == pytest.approx(5.0, abs=0.5)
+
+
+def test_twonn_without_discarding_leaves_out_only_the_point_whose_cdf_is_one():
+    x = ball(2000, 5, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no divide-by-zero from -log(1 - 1)
+        d = twonn_dimension(x, discard_fraction=0.0)
+    assert d == pytest.approx(5.0, abs=0.5)
+    # floor(2000 * (1 - 3e-4)) = 1999: the same fit, the largest ratio alone left out
+    assert d == twonn_dimension(x, discard_fraction=3e-4)
+    assert twonn_dimension(ball(3, 2, 4), discard_fraction=0.0) > 0  # fewest points: two fitted
 
 
 def test_twonn_drops_duplicates_and_validates():
