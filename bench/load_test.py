@@ -72,9 +72,23 @@ def _train_alone(store_path: Path, config: Path) -> float:
 class Server(conftest.Server):
     """The tests' server (``tests/app/conftest.py``) with this benchmark's settings and its CPU clock."""
 
-    def __init__(self, store_path: Path, log_path: Path, executor: str = "local"):
+    def __init__(self, store_path: Path, log_path: Path, executor: str = "local", profile: Path | None = None,
+                 cprofile: bool = False):
+        launcher = None
+        if profile is not None:
+            launcher = [sys.executable, str(REPO / "bench" / "profiled_serve.py"), str(profile)]
         super().__init__(store_path, log_path, env={"ZOOSCOPE_WORKERS": "1", "ZOOSCOPE_AUTH": "off",
-                                                    "ZOOSCOPE_EXECUTOR": executor, "RAY_USAGE_STATS_ENABLED": "0"})
+                                                    "ZOOSCOPE_EXECUTOR": executor, "RAY_USAGE_STATS_ENABLED": "0",
+                                                    "ZOOSCOPE_BENCH_CPROFILE": "1" if cprofile else "0"},
+                         launcher=launcher)
+        self.profile = profile
+
+    def mark(self) -> None:
+        """Ask a profiled server (``--profile``) to write a CPU snapshot: one at each end of the window."""
+        if self.profile is not None:
+            import signal
+
+            os.kill(self.proc.pid, signal.SIGUSR1)
 
     def cpu_s(self) -> float:
         """CPU seconds the server process has used (user + system; its job workers not included)."""
@@ -157,10 +171,12 @@ async def _scenario(server: Server, store_path: Path, folder: Path, args, tally:
         await _timed(first, "", tally)
     submitted: list[str] = []
     deadline = time.monotonic() + args.seconds
+    server.mark()
     cpu0, runs0 = server.cpu_s(), sum(map(len, tally.times.values()))
     await asyncio.gather(_feeder(store_path, folder, args.steps, deadline, submitted),
                          *(_user(server.url, i, deadline, args.think, tally) for i in range(args.sessions)))
     tally.server_cpu_s = server.cpu_s() - cpu0
+    server.mark()
     tally.window_runs = sum(map(len, tally.times.values())) - runs0
     return submitted
 
@@ -267,6 +283,27 @@ def report(args, tally: Tally, names, alone_s, rows, wall_s) -> str:
     return "\n".join(lines)
 
 
+def cpu_breakdown(folder: Path, runs: int) -> str:
+    """Where the server's CPU went in the window (bench/profiled_serve.py's two snapshots), per page run."""
+    try:
+        a, b = (json.loads((folder / f"cpu-{i}.json").read_text()) for i in (0, 1))
+    except OSError as exc:
+        return f"no CPU breakdown: {exc}"
+    total = b["process_cpu_s"] - a["process_cpu_s"]
+    script = b["script_threads_cpu_s"] - a["script_threads_cpu_s"]
+    threads = {name: cpu - a["live_threads_cpu_s"].get(name, 0.0) for name, cpu in b["live_threads_cpu_s"].items()}
+    loop = threads.get("MainThread", 0.0)
+    dispatcher = threads.get("zooscope-dispatcher", 0.0)
+    n = max(1, runs)
+    lines = [f"server CPU in the window: {total:.1f} CPU-s = {total / n:.3f} per page run ({runs} runs; "
+             f"{b['script_threads'] - a['script_threads']} script threads)",
+             f"  script threads   {script:6.1f} CPU-s  {script / n:.3f} per run",
+             f"  event loop       {loop:6.1f} CPU-s  {loop / n:.3f} per run",
+             f"  dispatcher       {dispatcher:6.1f} CPU-s",
+             f"  other            {total - script - loop - dispatcher:6.1f} CPU-s"]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=20)
@@ -275,6 +312,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each job's 4 runs")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="how the server runs jobs (ray: a local Ray instance the server starts)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run the server under bench/profiled_serve.py and print where its CPU went in the window")
+    parser.add_argument("--cprofile", action="store_true", help="with --profile: also keep cProfiles (DIR/*.prof)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     t_start = time.perf_counter()
@@ -283,7 +323,7 @@ def main() -> int:
         reference, served = folder / "reference", folder / "served"
         alone_s = _train_alone(reference, _sweep_file(folder, "load", args.steps))
         shutil.copytree(reference, served, ignore=shutil.ignore_patterns("owner.json"))
-        server = Server(served, folder / "server.log", args.executor)
+        server = Server(served, folder / "server.log", args.executor, args.profile, args.cprofile)
         tally = Tally()
         try:
             names = asyncio.run(_scenario(server, served, folder, args, tally))
@@ -295,6 +335,8 @@ def main() -> int:
             tally.errors.append("server log has a traceback:\n" + log[-3000:])
         rows = check_rows(reference, served, names)
     text = report(args, tally, names, alone_s, rows, time.perf_counter() - t_start)
+    if args.profile is not None:
+        text += "\n" + cpu_breakdown(args.profile, tally.window_runs)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")

@@ -10,7 +10,7 @@ from pages.ui.zoo_views import curves_section, first_run_panel, live_runs, phase
 
 svc = get_services()
 zoo_id = sidebar(svc)
-zoos = cached_zoos(svc, svc.generation)
+zoos = cached_zoos(svc)
 
 if zoo_id is None:
     first_run_panel(svc)

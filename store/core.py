@@ -38,6 +38,9 @@ log = logging.getLogger("zooscope.store")
 Conflict = Literal["error", "ignore", "update"]
 # Surrogate ids that stay with the first row when a row is updated on another key.
 _SURROGATE = {"probe": "probe_id", "checkpoint": "checkpoint_id"}
+# What a write transaction that names no table counts for (StoreCore.data_version).
+_ALL_VERSIONED = ("zoo", "run", "checkpoint", "metric", "metric.probe", "artifact", "probe", "job", "bundle",
+                  "report", "meta")
 
 
 class StoreCore:
@@ -52,6 +55,9 @@ class StoreCore:
         # not run two statements at once, so every access holds this lock.
         self._mutex = threading.RLock()
         self._tx_depth = 0
+        # Per-table data versions (see data_version): bumped after each commit that wrote the table.
+        self._versions: dict[str, int] = {}
+        self._touched: set[str] = set()
         # Durability (see store/durability.py): the catalog file this owner opened,
         # whether the WAL holds commits not yet checkpointed, and why writes stopped.
         self._db_identity = file_identity(layout.db) if owner else None
@@ -187,10 +193,12 @@ class StoreCore:
                 return
             con.execute("BEGIN TRANSACTION")
             self._tx_depth = 1
+            self._touched = set()
             try:
                 yield con
                 con.execute("COMMIT")
                 self._dirty = True
+                self._bump_versions()
             except BaseException:
                 try:
                     con.execute("ROLLBACK")
@@ -200,6 +208,44 @@ class StoreCore:
                 raise
             finally:
                 self._tx_depth = 0
+
+    # -- data versions ----------------------------------------------------------
+
+    def data_version(self, *tables: str) -> tuple[int, ...]:
+        """How many committed write transactions of this process touched each of ``tables``.
+
+        A key for cached reads that must change whenever what they read changes, and only then:
+        ``runs_table`` reads ``run``, ``checkpoint`` and probe metrics, so its cache need not be
+        dropped when a training job hands in metric rows. Names are catalog tables, plus
+        ``"metric.probe"`` for metric rows of split ``"probe"`` (a ``"metric"`` write that adds
+        such rows counts for both). No query: the owner is the only writer (single-writer rule),
+        so its own commits are every change. A write transaction that does not say which tables
+        it wrote (raw SQL) counts for every table. Read-only stores never change: always zeros.
+        """
+        return tuple(self._versions.get(table, 0) for table in tables)
+
+    def _touch(self, *tables: str) -> None:
+        """Inside a write transaction: it writes ``tables`` (see :meth:`data_version`)."""
+        self._touched.update(tables)
+
+    def _touch_rows(self, table: str, rows: "pa.Table") -> None:
+        self._touch(table)
+        if table == "metric" and rows.num_rows:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            try:
+                probe = bool(pc.any(pc.equal(rows.column("split"), "probe")).as_py())
+            except (KeyError, pa.ArrowException):  # no such column, or one compute cannot compare: assume so
+                probe = True
+            if probe:
+                self._touch("metric.probe")
+
+    def _bump_versions(self) -> None:
+        touched = self._touched or (*self._versions, *_ALL_VERSIONED)  # undeclared: every table
+        for table in set(touched):
+            self._versions[table] = self._versions.get(table, 0) + 1
+        self._touched = set()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -240,6 +286,7 @@ class StoreCore:
         tbl = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(encode_rows(table, rows))
         try:
             with self._tx() as con:
+                self._touch_rows(table, tbl)
                 insert_arrow(con, table, tbl, on_conflict)
         except duckdb.ConstraintException as exc:
             raise ValueError(f"cannot write {table} rows to store {self.path}: {exc}") from None
@@ -251,6 +298,7 @@ class StoreCore:
             return
         assignments = ", ".join(f"{column} = ?" for column in row)
         with self._tx() as con:
+            self._touch(table, *(("metric.probe",) if table == "metric" else ()))
             count = con.execute(
                 f"UPDATE {table} SET {assignments} WHERE {key} = ?", [*row.values(), key_value]
             ).fetchone()[0]

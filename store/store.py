@@ -150,7 +150,9 @@ class Store(RunsCatalog, JobsCatalog):
         with self._tx() as con:
             for name in BUNDLE_TABLES:
                 if name in tables:
+                    self._touch_rows(name, tables[name])
                     insert_arrow(con, name, tables[name], _INGEST_POLICY[name])
+            self._touch("bundle")
             con.execute("INSERT INTO bundle VALUES (?, ?, ?, ?)", [bundle_id, job_id, utcnow(), n_rows])
 
     def discard_bundles(self, job_id: str) -> list[str]:

@@ -85,7 +85,7 @@ def layerwise_tab(svc: Services, runs: list[str]) -> None:
 
 
 def matrix_tab(svc: Services, zoo_id: str) -> None:
-    runs = cached_runs(svc, zoo_id, svc.generation)
+    runs = cached_runs(svc, zoo_id)
     runs = runs[runs["status"] == "done"]
     hp = [h for h in runs.columns if h.startswith("hp_") and h != "hp_seed" and runs[h].nunique() > 1]
     group = runs

@@ -99,7 +99,7 @@ def cells_table(svc: Services, zoo_id: str, done: list) -> pd.DataFrame:
         for i, (run_id, step) in enumerate(zip(cell.run_ids, cell.steps)):
             rows.append({"run_id": run_id, "probe_step": step, **{k: v[i] for k, v in cell.values.items()}})
     values = pd.DataFrame(rows).drop_duplicates("run_id", keep="last")
-    runs = cached_runs(svc, zoo_id, svc.generation)
+    runs = cached_runs(svc, zoo_id)
     runs = runs[[c for c in runs.columns if not c.startswith("probe_")]]
     return runs.merge(values, on="run_id", how="inner")
 

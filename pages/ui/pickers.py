@@ -28,7 +28,7 @@ def _run_label(runs: pd.DataFrame):
 
 
 def _finished(svc: Services, zoo_id: str) -> pd.DataFrame:
-    runs = cached_runs(svc, zoo_id, svc.generation)
+    runs = cached_runs(svc, zoo_id)
     return runs[runs["status"].isin(["done", "diverged"]) & runs["last_checkpoint_id"].notna()]
 
 

@@ -2,7 +2,11 @@
 
 Pages never call the store themselves (no ``svc.store.…``, no SQL); they call these. Each read
 takes the services and returns a table or a dict the page only displays or filters. Cached
-reads take ``svc.generation`` as their key, so a job that hands in new rows invalidates them.
+reads take ``svc.version(*tables)`` of the tables they read as their key (``Store.data_version``:
+per-table write counters of the owner, the only writer), so a write to one of them invalidates
+them and nothing else does: the metric rows a training job hands in every second leave the
+checkpoint and run reads warm, and the polled job list is read once per job-table write, not
+once per session and refresh.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import streamlit as st
 
 from engine.report import Report, list_stored_reports, load_report
 
-from .services import Services
+from .services import RUNS_TABLES, Services
 
 __all__ = ["job_overview", "live_zoo_runs", "queue_positions", "run_checkpoints", "run_metrics", "run_record",
            "stored_report", "stored_reports", "zoo_checkpoint_table", "zoo_checkpoints", "zoo_jobs", "zoo_sweep"]
@@ -34,7 +38,7 @@ def zoo_checkpoint_table(store, zoo_id: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _cached_zoo_checkpoints(_svc: Services, zoo_id: str, generation: int) -> pd.DataFrame:
+def _cached_zoo_checkpoints(_svc: Services, zoo_id: str, version: tuple) -> pd.DataFrame:
     return zoo_checkpoint_table(_svc.store, zoo_id)
 
 
@@ -43,29 +47,29 @@ def zoo_checkpoints(svc: Services, zoo_id: str) -> pd.DataFrame:
 
     Columns ``checkpoint_id, run_id, step, name, dataset``, sorted by run name, run and step.
     """
-    return _cached_zoo_checkpoints(svc, zoo_id, svc.generation)
+    return _cached_zoo_checkpoints(svc, zoo_id, svc.version(*RUNS_TABLES))
 
 
 # -- runs and checkpoints ------------------------------------------------------------------------------------
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _run_checkpoints(_svc: Services, run_id: str, generation: int) -> pd.DataFrame:
+def _run_checkpoints(_svc: Services, run_id: str, version: tuple) -> pd.DataFrame:
     return _svc.store.list_checkpoints(run_id).sort_values("step").reset_index(drop=True)
 
 
 def run_checkpoints(svc: Services, run_id: str) -> pd.DataFrame:
-    """The run's checkpoints, by step (cached until the catalog changes)."""
-    return _run_checkpoints(svc, run_id, svc.generation)
+    """The run's checkpoints, by step (cached until a checkpoint or run row is written)."""
+    return _run_checkpoints(svc, run_id, svc.version("checkpoint", "run"))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _run_record(_svc: Services, run_id: str, generation: int) -> dict[str, Any]:
+def _run_record(_svc: Services, run_id: str, version: tuple) -> dict[str, Any]:
     return _svc.store.get_run(run_id)
 
 
 def run_record(svc: Services, run_id: str) -> dict[str, Any]:
-    """One run's row with its ``config`` (a dict), cached until the catalog changes; do not change it."""
-    return _run_record(svc, run_id, svc.generation)
+    """One run's row with its ``config`` (a dict), cached until a run row is written."""
+    return _run_record(svc, run_id, svc.version("run"))
 
 
 def run_metrics(svc: Services, run_id: str, names: list[str]) -> pd.DataFrame:
@@ -78,27 +82,47 @@ def zoo_sweep(svc: Services, zoo_id: str) -> dict[str, Any]:
     return svc.store.get_zoo(zoo_id).get("sweep") or {}
 
 
-# -- live state (never cached: these views poll) -------------------------------------------------------------
+# -- live state (polled: cached per write of the tables they read, so every session's poll shares one read) ------
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _jobs(_svc: Services, version: tuple) -> pd.DataFrame:
+    return _svc.store.list_jobs()
+
 
 def zoo_jobs(svc: Services, zoo_id: str, statuses: tuple[str, ...] = ("running", "queued")) -> pd.DataFrame:
-    """The zoo's jobs in these states, read now."""
-    jobs = svc.store.list_jobs()
+    """The zoo's jobs in these states, as of the last job-table write."""
+    jobs = _jobs(svc, svc.version("job"))
     return jobs[(jobs["zoo_id"] == zoo_id) & jobs["status"].isin(list(statuses))]
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _live_zoo_runs(_svc: Services, zoo_id: str, version: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return _svc.store.runs_table(zoo_id), _svc.store.latest_batch_loss(zoo_id)
+
+
 def live_zoo_runs(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(runs table, latest batch loss per run)`` of the zoo, read now (for the live-runs view)."""
-    return svc.store.runs_table(zoo_id), svc.store.latest_batch_loss(zoo_id)
+    """``(runs table, latest batch loss per run)`` of the zoo (for the live-runs view)."""
+    return _live_zoo_runs(svc, zoo_id, svc.version(*RUNS_TABLES, "metric"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _job_overview(_svc: Services, recent: int, version: tuple) -> pd.DataFrame:
+    return _svc.store.job_overview(recent=recent)
 
 
 def job_overview(svc: Services, recent: int = 3) -> pd.DataFrame:
     """Running and queued jobs, and the ``recent`` last finished ones (the sidebar's job list)."""
-    return svc.store.job_overview(recent=recent)
+    return _job_overview(svc, recent, svc.version("job"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _queue_positions(_svc: Services, version: tuple) -> dict[str, int]:
+    return _svc.store.queue_positions()
 
 
 def queue_positions(svc: Services) -> dict[str, int]:
     """Queued job id -> its place in the fair queue."""
-    return svc.store.queue_positions()
+    return _queue_positions(svc, svc.version("job"))
 
 
 # -- stored reports ------------------------------------------------------------------------------------------

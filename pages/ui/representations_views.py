@@ -74,7 +74,7 @@ def model_vs_model_tab(svc: Services, runs: list[str]) -> None:
     acts, _, probe = _activations(svc, [_last_checkpoint(svc, r) for r in runs], "acts_ab", "Capture activations")
     if acts is None:
         return
-    names = cached_runs(svc, None, svc.generation).set_index("run_id")["name"]
+    names = cached_runs(svc, None).set_index("run_id")["name"]
     title = f"{_METRIC_NAMES[metric]}: A = {names.get(runs[0], runs[0])}, B = {names.get(runs[1], runs[1])}"
     grid, fig = shared_view(("rep.grid_ab", probe, metric, params, title),
                             lambda: _grid_view(acts[0], acts[1], metric, title, params))

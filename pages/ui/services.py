@@ -26,8 +26,9 @@ from .text import literal
 __all__ = ["Services", "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos",
            "current_role", "current_user", "may"]
 
-__all__ = ["SESSION_USER", "Services", "close_services", "get_services", "cached_jobs", "cached_metrics",
-           "cached_runs", "cached_zoos", "current_role", "current_user", "may", "session_user"]
+__all__ = ["METRICS_TABLES", "RUNS_TABLES", "SESSION_USER", "ZOOS_TABLES", "Services", "close_services",
+           "get_services", "cached_jobs", "cached_metrics", "cached_runs", "cached_zoos", "current_role",
+           "current_user", "may", "session_user"]
 
 
 @dataclass
@@ -38,8 +39,17 @@ class Services:
 
     @property
     def generation(self) -> int:
-        """Changes whenever the catalog changes: the key that invalidates cached reads."""
+        """Changes whenever the catalog changes (any table): for what follows jobs and probes."""
         return self.dispatcher.generation
+
+    def version(self, *tables: str) -> tuple:
+        """The key of a cached read of ``tables``: this store, and how often each table was written.
+
+        It moves only when one of ``tables`` changes (:meth:`store.Store.data_version`), so the
+        metric rows a training job hands in every second or so leave the runs and zoos tables'
+        caches warm.
+        """
+        return (str(self.store.path), *self.store.data_version(*tables))
 
 
 def _release(svc: Services) -> None:
@@ -107,18 +117,39 @@ def close_services() -> None:
     resident.close_all()
 
 
+# The catalog tables each cached read depends on.
+ZOOS_TABLES = ("zoo", "run")  # list_zoos: zoo rows and their runs' statuses
+RUNS_TABLES = ("run", "checkpoint", "metric.probe")  # runs_table: runs, last checkpoints, probe metrics
+METRICS_TABLES = ("metric",)
+
+
+def cached_zoos(svc: Services) -> pd.DataFrame:
+    """Every zoo with its run counts, read again only when a zoo or run row changed."""
+    return _zoos(svc, svc.version(*ZOOS_TABLES))
+
+
+def cached_runs(svc: Services, zoo_id: str | None) -> pd.DataFrame:
+    """:meth:`store.Store.runs_table`, read again only when a run, checkpoint or probe metric changed."""
+    return _runs(svc, zoo_id, svc.version(*RUNS_TABLES))
+
+
+def cached_metrics(svc: Services, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    """The runs' metrics, read again only when metric rows were written."""
+    return _metrics(svc, tuple(run_ids), svc.version(*METRICS_TABLES))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_zoos(_svc: Services, generation: int) -> pd.DataFrame:
+def _zoos(_svc: Services, version: tuple) -> pd.DataFrame:
     return _svc.store.list_zoos()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_runs(_svc: Services, zoo_id: str | None, generation: int) -> pd.DataFrame:
+def _runs(_svc: Services, zoo_id: str | None, version: tuple) -> pd.DataFrame:
     return _svc.store.runs_table(zoo_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_metrics(_svc: Services, run_ids: tuple[str, ...], generation: int) -> pd.DataFrame:
+def _metrics(_svc: Services, run_ids: tuple[str, ...], version: tuple) -> pd.DataFrame:
     return _svc.store.metrics(list(run_ids))
 
 

@@ -28,7 +28,7 @@ def zoo_label(zoos: pd.DataFrame):
 
 def sidebar(svc: Services) -> str | None:
     """Draw the sidebar; returns the selected zoo id (kept in the URL as ``?zoo=``)."""
-    zoos = cached_zoos(svc, svc.generation)
+    zoos = cached_zoos(svc)
     with st.sidebar:
         account_box(svc)
         zoo_id = None

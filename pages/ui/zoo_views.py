@@ -11,10 +11,10 @@ from .report_draft import show_figure
 from engine.auth import PermissionDenied
 
 from .reads import live_zoo_runs, zoo_jobs
-from .services import Services, cached_metrics, cached_runs, current_user, demo_config, may
+from .services import METRICS_TABLES, Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
 from .text import literal
-from .view_cache import catalog_key, frame_key, shared_view
+from .view_cache import frame_key, shared_view
 
 __all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
 
@@ -68,7 +68,7 @@ def live_runs(svc: Services, zoo_id: str) -> None:
 
 def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
     """Filterable runs table; selected rows are the selection of every other view (``?runs=``)."""
-    runs = cached_runs(svc, zoo_id, svc.generation)
+    runs = cached_runs(svc, zoo_id)
     if runs.empty:
         st.info("This zoo has no runs.")
         return runs, []
@@ -107,8 +107,8 @@ def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> No
                                 default=hp[0] if hp and len(focus) > MAX_RUN_LINES else None)
     log_x = c3.toggle("log step axis", value=True, key="curve_logx")
     group = None if color_by == "(each run)" else color_by
-    fig = shared_view(("zoo.curves", catalog_key(svc.dispatcher), frame_key(focus), name, group, log_x),
-                      lambda: zfig.training_curves(cached_metrics(svc, tuple(focus["run_id"]), svc.generation),
+    fig = shared_view(("zoo.curves", svc.version(*METRICS_TABLES), frame_key(focus), name, group, log_x),
+                      lambda: zfig.training_curves(cached_metrics(svc, tuple(focus["run_id"])),
                                                    focus, name=name, color_by=group, log_x=log_x))
     show_figure(fig, key="curves_chart", title=f"Training curves ({name})",
                 params={"metric": name, "group_by": color_by, "log_x": log_x}, run_ids=focus["run_id"].tolist())

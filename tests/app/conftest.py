@@ -105,7 +105,7 @@ def release_services() -> None:
 
     close_services()
     st.cache_resource.clear()
-    st.cache_data.clear()  # cached reads are keyed by the catalog generation, not by store
+    st.cache_data.clear()  # views keyed by the catalog generation are per process, not per store
 
 
 @pytest.fixture
@@ -161,17 +161,20 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m engine.serve`` on a free port with its own store; ``url`` is its address."""
+    """``python -m engine.serve`` on a free port with its own store; ``url`` is its address.
 
-    def __init__(self, store_path: Path, log_path: Path, env: dict | None = None):
+    ``launcher`` replaces ``[python, -m, engine.serve]`` (bench/load_test.py --profile: a measuring launcher).
+    """
+
+    def __init__(self, store_path: Path, log_path: Path, env: dict | None = None, launcher: list[str] | None = None):
         self.store_path = store_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.serve", "--server.port", str(self.port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+            [*(launcher or [sys.executable, "-m", "engine.serve"]), "--server.port", str(self.port),
+             "--server.headless", "true", "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
             cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, store.STORE_ENV_VAR: str(store_path), **(env or {})})
         self._wait_healthy()
