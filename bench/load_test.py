@@ -39,6 +39,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "app")]
 RESULTS = REPO / "bench" / "results" / "load_test.txt"
 
 import conftest  # noqa: E402  (tests/app: the server the browser tests start)
+
 PAGES = ["", "landscape", "connectivity", "representations", "phases", "rashomon", "reports"]
 TINY = REPO / "configs" / "tiny.toml"
 

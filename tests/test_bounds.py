@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bounds import (MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_REPR, MAX_SWEEP_FILE_BYTES, SEED_MAX, check_name,
-                           printable, short_repr)
+from engine.bounds import (
+    MAX_CHECKPOINTS,
+    MAX_NAME_LENGTH,
+    MAX_REPR,
+    MAX_SWEEP_FILE_BYTES,
+    SEED_MAX,
+    check_name,
+    printable,
+    short_repr,
+)
 from engine.config import ArchSpec, ConfigError, DatasetSpec, OptimSpec, SweepSpec, TrainSpec, load_sweep
 from engine.jobs.builtin_probes.landscape import SurfaceParams
 from engine.train import train_run

@@ -16,8 +16,9 @@ import hashlib
 import html
 import json
 import math
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from .model import Report, ReportItem
 from .provenance import PACKAGES

@@ -10,7 +10,8 @@ change it. ``DraftBook`` checks that where the draft is written; the pages only 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import streamlit as st

@@ -11,8 +11,8 @@ from engine.figures import representations as repfig
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.representations import split_activations
 from engine.probes.representations import (
-    AlignedProjection,
     METRICS,
+    AlignedProjection,
     aligned_projection,
     layer_dimensions,
     neural_collapse_over_training,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.auth import PermissionDenied
 from engine.figures import zoo as zfig
 
 from .report_draft import show_figure
-from engine.auth import PermissionDenied
-
 from .services import Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
 from .text import literal

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from app_conftest import ARTIFACTS, PAGES, Server, zoo_counts
 
 import store
-from app_conftest import ARTIFACTS, PAGES, Server, zoo_counts
 from pages.ui.text import WORD_JOINER
 
 pytestmark = pytest.mark.browser

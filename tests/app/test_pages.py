@@ -8,10 +8,10 @@ import re
 
 import pytest
 import streamlit as st
+from app_conftest import PAGES, TINY_CONFIG, current_services, release_services, shown
 from streamlit.testing.v1.element_tree import Block, Element
 
 import store
-from app_conftest import PAGES, TINY_CONFIG, current_services, release_services, shown
 from pages.ui.text import literal
 
 XSS = "<script>alert(1)</script>"

@@ -31,7 +31,6 @@ from engine.probes.connectivity import (
     weight_matching,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 

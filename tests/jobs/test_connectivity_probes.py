@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from engine.jobs import ProbeService
-
 from engine.jobs.builtin_probes.connectivity import curves_from_result
 from engine.jobs.builtin_probes.convert import unpack
 from engine.probes.connectivity import BarrierMatrix, LayerwiseBarriers, barrier
@@ -80,8 +79,7 @@ def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
 def test_singular_probe_rebuilds_the_engine_result(trained):
     from engine.jobs.builtin_probes.connectivity import singular_from_result
     from engine.nets import permutation_spec
-    from engine.probes.connectivity import align_models
-    from engine.probes.connectivity import singular_vector_alignment
+    from engine.probes.connectivity import align_models, singular_vector_alignment
 
     st, disp, ids, runs = trained
     res = _compute(disp, "connectivity.singular", {}, ids[:2])

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from engine.jobs import ProbeService
-
 from engine.jobs.builtin_probes.convert import unpack
 from engine.jobs.builtin_probes.representations import split_activations
 from engine.probes.representations import AlignedProjection, linear_cka, similarity_grid

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
-import engine
-from engine.report import (DraftBook, build_report, figure_item, load_report, render_html, save_report,
-                           table_item)
 from report_helpers import XSS, zoo_figures
+
+import engine
+from engine.report import DraftBook, build_report, figure_item, load_report, render_html, save_report, table_item
 
 
 def _figure_blocks(text: str) -> list[dict]:
@@ -34,7 +34,7 @@ def test_provenance_names_the_zoo_runs_checkpoints_configs_versions_time_and_aut
     st, ids = small_store
     st.put_probe("k" * 64, "landscape.surface", params={"resolution": 21}, inputs=ids["checkpoint_ids"][1:3],
                  code_version="3", result={"big": list(range(100))})
-    now = datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
     report = build_report(st, _draft(st, ids), author="ann", now=now)
     p = report.provenance
     assert (p["generated_at"], p["author"], p["zooscope_version"]) == ("2026-05-01T12:30:00Z", "ann", engine.__version__)

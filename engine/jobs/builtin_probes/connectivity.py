@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
 from pydantic import BaseModel, Field
 
 from engine.config import SPEC_CONFIG, Seed

@@ -32,9 +32,9 @@ from pydantic import BaseModel, Field
 from torch import nn
 from torch.func import functional_call
 
+from engine import data as zdata
 from engine.bounds import MAX_EVAL_SIZE
 from engine.config import SPEC_CONFIG, Seed
-from engine import data as zdata
 from engine.data import DatasetName
 from engine.probes.core import functional_module, resolve_data
 from engine.probes.rashomon import (

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.nets import PermutationSpec, apply_permutation, permutation_spec
-from engine.probes.core import functional_module, resolve_data
 from engine.probes.connectivity.lap import WarmAssignments, solve_assignment
+from engine.probes.core import functional_module, resolve_data
 
 __all__ = [
     "Alignment",

@@ -24,9 +24,10 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 import torch

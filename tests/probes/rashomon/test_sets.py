@@ -18,7 +18,6 @@ from engine.probes.rashomon import (
     ridge_rashomon_ratio,
 )
 
-
 LOSSES = np.array([0.30, 0.20, 0.21, 0.25, 0.40])
 
 
