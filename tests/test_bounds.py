@@ -66,7 +66,8 @@ def test_sweep_files_past_the_size_cap_are_refused_unread(tmp_path):
 
 
 def test_deeply_nested_and_non_utf8_files_are_explained(tmp_path):
-    for deep, text in ((tmp_path / "deep.yaml", "name: " + "[" * 100_000), (tmp_path / "deep.toml", "a = " + "[" * 100_000)):
+    nested = ((tmp_path / "deep.yaml", "name: " + "[" * 100_000), (tmp_path / "deep.toml", "a = " + "[" * 100_000))
+    for deep, text in nested:
         deep.write_text(text)
         with pytest.raises(ConfigError, match=r"deep\.(yaml|toml) nests tables or lists too deeply to be a sweep file"):
             load_sweep(deep)

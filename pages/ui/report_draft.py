@@ -22,7 +22,9 @@ from engine.report import DraftBook, DraftNotYours, ReportDraft, ReportItem, fig
 from .services import Services, current_user, get_services
 from .text import literal
 
-__all__ = ["DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure"]
+__all__ = [
+    "DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure",
+]
 
 DRAFT_KEY = "report_draft_name"
 _COPY_KEY = "report_draft"

@@ -138,7 +138,9 @@ def test_add_to_report_pins_the_figure_once(app, monkeypatch, drafted_store):
     assert not at.exception, at.exception
     draft = DraftBook(current_services().store).load("pinner")
     assert [(i.title, i.params, i.checkpoint_ids, i.source, i.pinned_by) for i in draft.items] == [
-        ("A pinned figure", {"k": 1}, ["c1"], "test", "pinner"), ("A table", {}, [], "zoo", "pinner")]  # the root URL is the Zoo page
+        ("A pinned figure", {"k": 1}, ["c1"], "test", "pinner"),
+        ("A table", {}, [], "zoo", "pinner"),  # the root URL is the Zoo page
+    ]
     assert draft.items[0].figure["data"][0]["name"] == XSS
     assert draft.items[1].table == {"columns": ["run", "acc"], "rows": [["a", 0.5], ["b", 0.75]]}
     release_services()

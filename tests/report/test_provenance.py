@@ -37,7 +37,8 @@ def test_provenance_names_the_zoo_runs_checkpoints_configs_versions_time_and_aut
     now = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
     report = build_report(st, _draft(st, ids), author="ann", now=now)
     p = report.provenance
-    assert (p["generated_at"], p["author"], p["zooscope_version"]) == ("2026-05-01T12:30:00Z", "ann", engine.__version__)
+    assert (p["generated_at"], p["author"], p["zooscope_version"]) == (
+        "2026-05-01T12:30:00Z", "ann", engine.__version__)
     assert [z["zoo_id"] for z in p["zoos"]] == [ids["zoo_id"]] and p["zoos"][0]["sweep"]["name"] == "small"
     assert [c["checkpoint_id"] for c in p["checkpoints"]] == ids["checkpoint_ids"][1:3]
     assert sorted(r["run_id"] for r in p["runs"]) == sorted(ids["run_ids"])

@@ -41,7 +41,7 @@ def run_activations(inputs, p: ActivationsParams, progress) -> ProbeResult:
         acts = capture_activations(ck.model, ck.state, _inputs(ck, p.split), pool=p.pool,
                                    max_samples=p.max_samples, seed=p.seed)
         layers = list(acts)
-        for j, (name, t) in enumerate(acts.items()):
+        for j, t in enumerate(acts.values()):
             arrays[f"ckpt{i:03d}/layer{j:03d}"] = t.numpy()
         if i == 0:
             arrays["indices"] = acts.indices
