@@ -45,7 +45,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: install browser-deps
+test: install lint browser-deps
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-portable
 

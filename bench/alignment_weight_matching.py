@@ -98,7 +98,7 @@ def _trained_pair(steps: int):
         spec = TrainSpec(arch=ARCH, optim=OptimSpec(name="momentum", lr=0.05), batch_size=128, steps=steps,
                          seed=seed, checkpoints=[steps], device="cpu")
         out = {}
-        train_run(spec, dataset=ds, on_checkpoint=lambda run, step, epoch, state, metrics: out.update(state))
+        train_run(spec, dataset=ds, on_checkpoint=lambda run, step, epoch, state, metrics, out=out: out.update(state))
         states.append(out)
     return states
 
@@ -115,8 +115,8 @@ def _median_time(fn, repeats):
 def run_case(name, a, b, ps, seeds, repeats):
     rows = []
     for seed in seeds:
-        t_ours, ours = _median_time(lambda: weight_matching(a, b, ps, seed=seed), repeats)
-        t_ref, ref = _median_time(lambda: reference_weight_matching(ps, a, b, seed=seed), repeats)
+        t_ours, ours = _median_time(lambda seed=seed: weight_matching(a, b, ps, seed=seed), repeats)
+        t_ref, ref = _median_time(lambda seed=seed: reference_weight_matching(ps, a, b, seed=seed), repeats)
         same = all(np.array_equal(ours.perms[p], ref[p].numpy()) for p in ref)
         rows.append((t_ours, t_ref, same, ours.iterations, _objective(ps, a, b, ours.perms),
                      _objective(ps, a, b, {p: t.numpy() for p, t in ref.items()})))
@@ -152,7 +152,7 @@ def main() -> None:
         lines.append(f"-- torch threads {threads}; load average at start {os.getloadavg()[0]:.1f} "
                      f"(the machine is shared: timings move with it, ratios much less)")
         for name, (a, b) in (("trained", trained), ("init", init)):
-            _median_time(lambda: weight_matching(a, b, ps, seed=0, max_iter=1), 1)  # warm-up
+            _median_time(lambda a=a, b=b: weight_matching(a, b, ps, seed=0, max_iter=1), 1)  # warm-up
             lines += run_case(name, a, b, ps, seeds, args.repeats)
             print("\n".join(lines[-4:]), flush=True)
     text = "\n".join(lines)

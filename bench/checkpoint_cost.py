@@ -95,7 +95,8 @@ def main() -> None:
         counts = st.table_counts()
         size_mb = (path / "store.duckdb").stat().st_size / 2**20
         print(f"store: {counts['zoo']} zoos, {counts['run']} runs, {counts['checkpoint']} checkpoints, "
-              f"{counts['metric']} metric rows; store.duckdb {size_mb:.1f} MB (built in {time.perf_counter() - t0:.0f} s)")
+              f"{counts['metric']} metric rows; store.duckdb {size_mb:.1f} MB "
+              f"(built in {time.perf_counter() - t0:.0f} s)")
         job_id = st.submit_job("train", {"x": 1}, owner="bench")
         ingest, after_ingest, after_progress, idle, closing = [], [], [], [], []
         for i in range(args.repeat):

@@ -37,7 +37,7 @@ def train_pair(width: int, depth: int, steps: int, ds) -> list[dict]:
                          optim=OptimSpec(name="momentum", lr=0.05), batch_size=128, steps=steps, seed=seed,
                          checkpoints=[steps], device="cpu")
         out: dict = {}
-        train_run(spec, dataset=ds, on_checkpoint=lambda run, step, epoch, state, metrics: out.update(state))
+        train_run(spec, dataset=ds, on_checkpoint=lambda run, step, epoch, state, metrics, out=out: out.update(state))
         states.append(out)
     return states
 

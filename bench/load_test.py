@@ -39,6 +39,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "app")]
 RESULTS = REPO / "bench" / "results" / "load_test.txt"
 
 import conftest  # noqa: E402  (tests/app: the server the browser tests start)
+
 PAGES = ["", "landscape", "connectivity", "representations", "phases", "rashomon", "reports"]
 TINY = REPO / "configs" / "tiny.toml"
 
@@ -259,7 +260,8 @@ def report(args, tally: Tally, names, alone_s, rows, wall_s) -> str:
     every = [t for ts in tally.times.values() for t in ts]
     lines = [
         f"load test: {args.sessions} sessions x {args.seconds:.0f} s on one server (think {args.think} s), "
-        f"training jobs running throughout ({args.executor} executor); {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
+        f"training jobs running throughout ({args.executor} executor); {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}",
         f"script runs: {len(every)} ({tally.reruns} restarted by a catalog change); "
         f"errors: {len(tally.errors)}",
         f"page time (request -> script finished): median {statistics.median(every):.2f} s, "

@@ -120,9 +120,9 @@ def _click_compute_buttons(at) -> int:
 
 def prepare(store_path: Path) -> None:
     """Train the tiny zoo and compute every probe the pages' default views ask for."""
+    from conftest import release_services, train_with_cli
     from streamlit.testing.v1 import AppTest
 
-    from conftest import release_services, train_with_cli
     from pages.ui.services import get_services
 
     t0 = time.perf_counter()
@@ -152,9 +152,9 @@ def _services(get_services):
 
 def measure(store_path: Path, repeats: int, profile_pages: list[str]) -> list[tuple[str, float, float]]:
     import streamlit as st  # noqa: F401
+    from conftest import release_services
     from streamlit.testing.v1 import AppTest
 
-    from conftest import release_services
     from pages.ui.services import get_services
 
     clock = ScriptClock()

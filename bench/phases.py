@@ -161,7 +161,8 @@ def main() -> None:
     lines += [c_train.line("training" + (" (reused)" if args.reuse else "")), c_probe.line("probe sweep"),
               f"{'total':<22} wall {c_train.wall + c_probe.wall:7.1f} s   CPU {c_train.cpu + c_probe.cpu:7.1f} s",
               f"{len(requests)} cells probed (sweep.cell, default parameters: Hessian and barriers on 1000 training "
-              "points, barrier = max_minus_linear loss barrier over 25 alphas, weight matching; CKA on 1000 test points)"]
+              "points, barrier = max_minus_linear loss barrier over 25 alphas, weight matching; "
+              "CKA on 1000 test points)"]
     cells = cell_table(runs, "lr/batch_size", "width", METRICS, {"batch_size": sweep.base.batch_size})
     for m in METRICS:
         lines += ["", f"{m} (mean over seeds):", _pivot(cells, m)]

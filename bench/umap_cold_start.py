@@ -69,7 +69,7 @@ def child(mode: str, cache: str, n: int, d: int) -> dict:
     code = CHILD.format(root=str(ROOT), mode=mode, n=n, d=d)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    line = next(l for l in res.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
     out = json.loads(line[len("RESULT"):])
     out["process"] = [time.perf_counter() - t0, float("nan")]
     return out

@@ -43,10 +43,10 @@ def _timed_run(at) -> float:
 
 def measure(repeats: int) -> list[tuple[str, float]]:
     import streamlit as st
+    from fake_zoo import seed_fake_zoo
     from streamlit.testing.v1 import AppTest
 
     import store
-    from fake_zoo import seed_fake_zoo
 
     tmp = tempfile.TemporaryDirectory(prefix="zoo-page-load-")
     path = Path(tmp.name) / "store"

@@ -36,9 +36,9 @@ import os
 import secrets
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from engine.config import ConfigError
 from engine.signin_backoff import SignInBackoff, SignInLocked

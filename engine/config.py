@@ -138,7 +138,8 @@ _SCHEDULE = re.compile(r"^(linear|log):(\d+)$")
 def _check_schedule(value: str | list[int]) -> str | list[int]:
     if isinstance(value, list):
         if not value or any(s < 0 for s in value):
-            raise ValueError(f"explicit checkpoint steps must be a non-empty list of steps >= 0; got {short_repr(value)}")
+            raise ValueError("explicit checkpoint steps must be a non-empty list of steps >= 0; "
+                             f"got {short_repr(value)}")
         steps = sorted(set(value))
         if len(steps) > MAX_CHECKPOINTS:
             raise ValueError(f"{len(steps)} checkpoint steps are listed; at most {MAX_CHECKPOINTS} are allowed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -168,7 +168,7 @@ def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: 
         (run_id,) = st.add_runs([{
             "zoo_id": zoo_id, "config": imported.config.model_dump(mode="json"), "name": name, "seed": 0,
             "hparams": {"arch": arch.name, "width": arch.width, "depth": arch.depth}, "status": "done",
-            "owner": owner, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
+            "owner": owner, "finished_at": datetime.now(UTC).replace(tzinfo=None)}])
         st.add_checkpoint(run_id, 0, sha, epoch=0.0, **metrics)
     return run_id
 
@@ -176,7 +176,6 @@ def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: 
 def import_command(args, path: Path) -> int:
     """``zooscope import``: check the file, then record a run with one checkpoint."""
     import store
-
     from engine.auth import cli_policy
     from engine.settings import load_settings
 

@@ -21,8 +21,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["BackoffSchedule", "SignInBackoff", "SignInLocked"]
 

@@ -6,12 +6,12 @@ from engine.probes.phases import PHASE_METRICS, cell_table
 from pages.ui.phases_views import (
     axes_picker,
     cell_links,
+    cell_params,
+    cells_panel,
+    cells_table,
     grokking_section,
     heatmaps_section,
     phase_section,
-    cells_panel,
-    cell_params,
-    cells_table,
 )
 from pages.ui.pickers import pick_run
 from pages.ui.reads import zoo_sweep

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import warnings
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +81,7 @@ def artifact_path(store_path: str | os.PathLike[str] | StoreLayout, sha: str) ->
     return as_layout(store_path).artifacts / sha[:2] / f"{sha}.safetensors"
 
 
-def _cpu_tensors(tensors: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     import torch
 
     if not isinstance(tensors, Mapping) or not tensors:
@@ -105,7 +105,7 @@ def _cpu_tensors(tensors: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tens
     return out
 
 
-def serialise_tensors(tensors: Mapping[str, "torch.Tensor"]) -> bytes:
+def serialise_tensors(tensors: Mapping[str, torch.Tensor]) -> bytes:
     """The safetensors bytes for ``tensors`` (deterministic for equal tensors)."""
     from safetensors.torch import save
 
@@ -125,7 +125,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def put_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, tensors: Mapping[str, "torch.Tensor"]) -> str:
+def put_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, tensors: Mapping[str, torch.Tensor]) -> str:
     """Write ``tensors`` as a content-addressed safetensors file.
 
     Parameters
@@ -171,7 +171,7 @@ def _file_state(path: Path, sha: str, size: int) -> str:
     return "intact" if digest.hexdigest() == sha else "damaged"
 
 
-def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -> dict[str, "torch.Tensor"]:
+def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -> dict[str, torch.Tensor]:
     """Read the artifact ``sha`` back as CPU tensors, verifying its hash.
 
     The hash is computed on the first read in this process and again whenever the file's
@@ -208,7 +208,7 @@ def get_tensors_at(store_path: str | os.PathLike[str] | StoreLayout, sha: str) -
     return tensors
 
 
-def _load(data: bytes, sha: str, path: Path) -> dict[str, "torch.Tensor"]:
+def _load(data: bytes, sha: str, path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     try:

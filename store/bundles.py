@@ -106,7 +106,8 @@ def check_columns(table: str, names: Sequence[str]) -> None:
         raise ValueError(f"bundles may carry tables {list(BUNDLE_TABLES)}; got {table!r}")
     unknown = [n for n in names if n not in COLUMNS[table]]
     if unknown:
-        raise ValueError(f"bundle table {table!r} has unknown columns {unknown}; {table} columns are {list(COLUMNS[table])}")
+        raise ValueError(f"bundle table {table!r} has unknown columns {unknown}; "
+                         f"{table} columns are {list(COLUMNS[table])}")
     missing = [k for k in KEYS[table] if k not in names]
     if missing:
         raise ValueError(f"bundle table {table!r} lacks its key columns {missing}")
@@ -219,7 +220,8 @@ def _read_manifest(bundle: BundleDir) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("tables"), dict):
         raise BundleError("manifest.json must be an object with a 'tables' object (table -> row count)")
     if manifest.get("bundle_id") != bundle.bundle_id:
-        raise BundleError(f"manifest bundle_id {manifest.get('bundle_id')!r} does not match its folder {bundle.bundle_id!r}")
+        raise BundleError(f"manifest bundle_id {manifest.get('bundle_id')!r} "
+                          f"does not match its folder {bundle.bundle_id!r}")
     return manifest
 
 
@@ -228,7 +230,8 @@ def _check_json_columns(name: str, tbl) -> None:
 
     for column in tbl.column_names:
         kind = tbl.schema.field(column).type
-        if column.endswith("_json") and not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        is_text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+        if column.endswith("_json") and not is_text:
             raise BundleError(f"{name}.{column} must hold JSON text; got Arrow type {kind}")
 
 

@@ -62,7 +62,7 @@ class JobsCatalog(StoreCore):
         return self._get("job", "job_id", job_id)
 
     def list_jobs(self, status: str | Sequence[str] | None = None, *, kind: str | None = None,
-                  owner: str | None = None, zoo_id: str | None = None, limit: int | None = None) -> "pd.DataFrame":
+                  owner: str | None = None, zoo_id: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Jobs, newest first, filtered by status (one or several), kind, owner, zoo."""
         where, params = ["TRUE"], []
         if status is not None:
@@ -77,7 +77,7 @@ class JobsCatalog(StoreCore):
             sql += f" LIMIT {int(limit)}"
         return self._df(sql, params)
 
-    def job_overview(self, recent: int = 3) -> "pd.DataFrame":
+    def job_overview(self, recent: int = 3) -> pd.DataFrame:
         """Running and queued jobs plus the ``recent`` newest others, newest first, without their specs.
 
         What a live job list shows, read on every refresh of every open page: its cost does not
@@ -233,7 +233,7 @@ class JobsCatalog(StoreCore):
         rows = self._dicts("SELECT probe_id, artifact_sha, created_at FROM probe WHERE key = ?", [key])
         return (rows[0]["probe_id"], rows[0]["artifact_sha"], rows[0]["created_at"]) if rows else None
 
-    def list_probes(self, kind: str | None = None) -> "pd.DataFrame":
+    def list_probes(self, kind: str | None = None) -> pd.DataFrame:
         """Probe rows (JSON as text), newest first, optionally of one kind."""
         if kind is None:
             return self._df("SELECT * FROM probe ORDER BY created_at DESC, probe_id")
@@ -258,6 +258,6 @@ class JobsCatalog(StoreCore):
         """One report as a dict (``body`` parsed)."""
         return self._get("report", "report_id", report_id)
 
-    def list_reports(self) -> "pd.DataFrame":
+    def list_reports(self) -> pd.DataFrame:
         """Reports without their bodies, newest first."""
         return self._df("SELECT report_id, title, author, created_at FROM report ORDER BY created_at DESC")

@@ -58,7 +58,7 @@ class RunsCatalog(StoreCore):
             raise NotFoundError(f"no zoo with id or name {zoo!r} in store {self.path}; `zooscope ls zoos` lists them")
         return decode_row(rows[0])
 
-    def list_zoos(self) -> "pd.DataFrame":
+    def list_zoos(self) -> pd.DataFrame:
         """All zoos, newest first, with run counts (``n_runs``, ``n_done``, ``n_diverged``, ``n_failed``)."""
         return self._df("""
             SELECT z.zoo_id, z.name, z.created_at, z.owner,
@@ -118,7 +118,7 @@ class RunsCatalog(StoreCore):
         """One run as a dict (``config`` and ``hparams`` parsed)."""
         return self._get("run", "run_id", run_id)
 
-    def list_runs(self, zoo_id: str | None = None, *, status: str | Sequence[str] | None = None) -> "pd.DataFrame":
+    def list_runs(self, zoo_id: str | None = None, *, status: str | Sequence[str] | None = None) -> pd.DataFrame:
         """Runs (all columns, JSON as text), optionally of one zoo and/or with given statuses."""
         where, params = ["TRUE"], []
         if zoo_id is not None:
@@ -129,7 +129,7 @@ class RunsCatalog(StoreCore):
             params.append(as_list(status))
         return self._df(f"SELECT * FROM run WHERE {' AND '.join(where)} ORDER BY zoo_id, name, seed, run_id", params)
 
-    def runs_table(self, zoo_id: str | None = None) -> "pd.DataFrame":
+    def runs_table(self, zoo_id: str | None = None) -> pd.DataFrame:
         """One row per run (of a zoo, or of the whole store): hyperparameters and final metrics.
 
         Columns: ``run_id, zoo_id, name, status, seed, owner, device, diverged_step, wall_s``;
@@ -163,7 +163,7 @@ class RunsCatalog(StoreCore):
         table["final_gap"] = table["final_train_acc"] - table["final_test_acc"]
         return self._with_probe_columns(table, zoo_id)
 
-    def _with_probe_columns(self, table: "pd.DataFrame", zoo_id: str | None) -> "pd.DataFrame":
+    def _with_probe_columns(self, table: pd.DataFrame, zoo_id: str | None) -> pd.DataFrame:
         """``table`` plus a ``probe_<name>`` column per probe metric (latest step per run)."""
         probed = self._df("""
             SELECT m.run_id, m.name, m.value FROM metric m
@@ -175,7 +175,7 @@ class RunsCatalog(StoreCore):
         wide.columns = [f"probe_{c}" for c in wide.columns]
         return table.join(wide, on="run_id")
 
-    def latest_batch_loss(self, zoo_id: str) -> "pd.DataFrame":
+    def latest_batch_loss(self, zoo_id: str) -> pd.DataFrame:
         """Each run's most recent training-batch loss: ``run_id, step, loss`` (for live progress)."""
         return self._df("""
             SELECT m.run_id, m.step, m.value AS loss FROM metric m
@@ -217,7 +217,7 @@ class RunsCatalog(StoreCore):
         return rows[0] if rows else None
 
     def list_checkpoints(self, run_id: str | Sequence[str] | None = None, *,
-                         zoo_id: str | None = None) -> "pd.DataFrame":
+                         zoo_id: str | None = None) -> pd.DataFrame:
         """Checkpoints of some runs and/or one zoo (with ``zoo_id``), by run then step."""
         where, params = ["TRUE"], []
         if run_id is not None:
@@ -231,7 +231,7 @@ class RunsCatalog(StoreCore):
 
     # -- metrics --------------------------------------------------------------
 
-    def add_metrics(self, rows: "Iterable[Mapping[str, Any]] | pd.DataFrame") -> int:
+    def add_metrics(self, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> int:
         """Insert metric rows (``run_id, step, split, name, value``) in one transaction.
 
         Rows already recorded (same run, step, split, name) are kept.
@@ -244,7 +244,7 @@ class RunsCatalog(StoreCore):
         return self._insert("metric", list(rows), on_conflict="ignore")
 
     def metrics(self, run_ids: str | Sequence[str] | None = None, *, zoo_id: str | None = None,
-                names: str | Sequence[str] | None = None, split: str | None = None) -> "pd.DataFrame":
+                names: str | Sequence[str] | None = None, split: str | None = None) -> pd.DataFrame:
         """Metrics in long form: columns ``run_id, step, split, name, value``, sorted."""
         where, params = ["TRUE"], []
         for column, values in (("run_id", as_list(run_ids)), ("name", as_list(names))):

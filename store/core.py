@@ -228,7 +228,7 @@ class StoreCore:
         """Inside a write transaction: it writes ``tables`` (see :meth:`data_version`)."""
         self._touched.update(tables)
 
-    def _touch_rows(self, table: str, rows: "pa.Table") -> None:
+    def _touch_rows(self, table: str, rows: pa.Table) -> None:
         self._touch(table)
         if table == "metric" and rows.num_rows:
             import pyarrow as pa
@@ -258,7 +258,7 @@ class StoreCore:
         with self._tx():
             yield
 
-    def _df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> "pd.DataFrame":
+    def _df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
         with self._mutex:
             return self._connection().execute(sql, params).df()
 
@@ -279,7 +279,7 @@ class StoreCore:
             raise NotFoundError(f"no {what or table} with {column} {value!r} in store {self.path}")
         return decode_row(rows[0])
 
-    def _insert(self, table: str, rows: "Sequence[Mapping[str, Any]] | pa.Table", on_conflict: Conflict = "error") -> int:
+    def _insert(self, table: str, rows: Sequence[Mapping[str, Any]] | pa.Table, on_conflict: Conflict = "error") -> int:
         """Insert caller rows (encoded here) or an Arrow table; returns rows offered."""
         import pyarrow as pa
 
@@ -316,7 +316,7 @@ class StoreCore:
         return fields if current is not None else {**fields, stamp: utcnow()}
 
 
-def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: "pa.Table", on_conflict: Conflict) -> None:
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table, on_conflict: Conflict) -> None:
     """Insert an Arrow table into ``table`` inside the caller's transaction.
 
     Rows repeating a key within ``tbl`` keep the last one. ``on_conflict``:

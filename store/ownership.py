@@ -21,7 +21,7 @@ import shlex
 import socket
 import sys
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from store.errors import StoreBusyError
@@ -30,7 +30,7 @@ from store.processes import process_is_running, process_start_time
 
 __all__ = ["OwnerLock", "read_owner"]
 
-_LIVE_LOCKS: "weakref.WeakSet[OwnerLock]" = weakref.WeakSet()
+_LIVE_LOCKS: weakref.WeakSet[OwnerLock] = weakref.WeakSet()
 
 
 def _forget_locks_in_child() -> None:
@@ -57,7 +57,7 @@ class OwnerLock:
         _LIVE_LOCKS.add(self)
 
     @classmethod
-    def acquire(cls, layout: StoreLayout, *, exclusive: bool) -> "OwnerLock":
+    def acquire(cls, layout: StoreLayout, *, exclusive: bool) -> OwnerLock:
         """Take the lock without waiting.
 
         Parameters
@@ -115,7 +115,7 @@ def _write_owner_json(layout: StoreLayout) -> None:
         "pid_started": process_start_time(os.getpid()),
         "host": socket.gethostname(),
         "command": shlex.join(getattr(sys, "orig_argv", sys.argv))[:500],
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     tmp = layout.owner_json.with_name(f".owner.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info, indent=2))

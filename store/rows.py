@@ -11,7 +11,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -27,13 +27,13 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     """The current time as a naive UTC datetime (how the catalog stores times)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _to_naive_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _json_default(value: Any) -> Any:

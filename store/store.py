@@ -58,7 +58,7 @@ class Store(RunsCatalog, JobsCatalog):
 
     # -- artifacts --------------------------------------------------------------
 
-    def put_tensors(self, tensors: Mapping[str, "torch.Tensor"], kind: str = "weights") -> str:
+    def put_tensors(self, tensors: Mapping[str, torch.Tensor], kind: str = "weights") -> str:
         """Write tensors as a content-addressed safetensors artifact and record it.
 
         Returns the sha256 hex of the file; equal tensors give the same sha and
@@ -71,7 +71,7 @@ class Store(RunsCatalog, JobsCatalog):
                      on_conflict="ignore")
         return sha
 
-    def get_tensors(self, sha: str) -> dict[str, "torch.Tensor"]:
+    def get_tensors(self, sha: str) -> dict[str, torch.Tensor]:
         """Read an artifact back as CPU tensors; raises :class:`~store.CorruptArtifactError` if damaged."""
         return get_tensors_at(self._layout, sha)
 

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bounds import (MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_REPR, MAX_SWEEP_FILE_BYTES, SEED_MAX, check_name,
-                           printable, short_repr)
+from engine.bounds import (
+    MAX_CHECKPOINTS,
+    MAX_NAME_LENGTH,
+    MAX_REPR,
+    MAX_SWEEP_FILE_BYTES,
+    SEED_MAX,
+    check_name,
+    printable,
+    short_repr,
+)
 from engine.config import ArchSpec, ConfigError, DatasetSpec, OptimSpec, SweepSpec, TrainSpec, load_sweep
 from engine.jobs.builtin_probes.landscape import SurfaceParams
 from engine.train import train_run
@@ -58,7 +66,8 @@ def test_sweep_files_past_the_size_cap_are_refused_unread(tmp_path):
 
 
 def test_deeply_nested_and_non_utf8_files_are_explained(tmp_path):
-    for deep, text in ((tmp_path / "deep.yaml", "name: " + "[" * 100_000), (tmp_path / "deep.toml", "a = " + "[" * 100_000)):
+    nested = ((tmp_path / "deep.yaml", "name: " + "[" * 100_000), (tmp_path / "deep.toml", "a = " + "[" * 100_000))
+    for deep, text in nested:
         deep.write_text(text)
         with pytest.raises(ConfigError, match=r"deep\.(yaml|toml) nests tables or lists too deeply to be a sweep file"):
             load_sweep(deep)

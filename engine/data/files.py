@@ -223,8 +223,9 @@ def _check_parquet_size(path: Path, limit: int) -> None:
         raise DatasetError(f"{path} could not be read as Parquet: {exc}") from None
     cells = meta.num_rows * meta.num_columns
     if cells * 8 > limit:
-        raise DatasetError(f"{path} holds {meta.num_rows:,} rows x {meta.num_columns} columns, about {8 * cells:,} bytes "
-                           f"once loaded, larger than the {limit:,} bytes a data file may hold; use a subset, "
+        raise DatasetError(f"{path} holds {meta.num_rows:,} rows x {meta.num_columns} columns, "
+                           f"about {8 * cells:,} bytes once loaded, larger than the {limit:,} bytes "
+                           "a data file may hold; use a subset, "
                            f"or raise ${MAX_DATA_BYTES_ENV} on the server")
 
 

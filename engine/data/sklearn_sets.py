@@ -6,7 +6,7 @@ three tables are standardised with the statistics of the training split.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from engine.data.dataset import SourceData
 __all__ = ["breast_cancer", "digits", "iris", "wine"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bunch(which: str):
     from sklearn import datasets  # imported on first use: it is slow, and most callers never need it
 

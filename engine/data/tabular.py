@@ -8,7 +8,7 @@ GOSDT) take. Origins and licences are in the README beside the files.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ TABULAR_FILES: dict[str, tuple[str, str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(file: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
     path = TABULAR_DIR / file
     if not path.is_file():

@@ -244,7 +244,7 @@ def singular_cosine_figure(result, layer: str | None = None, *, title: str | Non
     fig = go.Figure()
     series = (("left", "before", result.cos_left_before), ("left", "after", result.cos_left_after),
               ("right", "before", result.cos_right_before), ("right", "after", result.cos_right_after))
-    for k, (side, when, values) in enumerate(series):
+    for side, when, values in series:
         fig.add_trace(go.Scatter(x=sv, y=values[i], mode="markers", name=f"{side}, {when} alignment",
                                  marker=dict(color=PALETTE[0 if when == "before" else 3],
                                              symbol="circle" if side == "left" else "diamond-open", size=7),

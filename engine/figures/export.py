@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["FORMATS", "StaticExportError", "chromium_path", "to_image", "to_images", "write_image"]
 

@@ -14,7 +14,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.figures.style import PALETTE, TEMPLATE, escape
-
 from engine.probes.representations import (
     AlignedProjection,
     LayerDimensions,

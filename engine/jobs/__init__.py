@@ -9,6 +9,7 @@ from .context import JobCancelled, JobContext, read_progress, request_cancel
 from .dispatcher import Dispatcher, TickReport
 from .executors import Executor, LocalExecutor
 from .kinds import get_kind, job_kinds, register_kind
+from .phases import PhaseCell, PhaseRequest, phase_cells, phase_cells_status, probe_phase_cells
 from .probe_job import (
     LoadedCheckpoint,
     ProbeInputs,
@@ -20,7 +21,6 @@ from .probe_job import (
     probe_kinds,
     register_probe,
 )
-from .phases import PhaseCell, PhaseRequest, phase_cells, phase_cells_status, probe_phase_cells
 from .train_job import TrainJobSpec, run_train
 
 __all__ = [

@@ -10,9 +10,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 from engine.auth import AccessPolicy
@@ -32,7 +33,7 @@ log = logging.getLogger("zooscope.jobs")
 
 def _now() -> datetime:
     """Naive UTC, as the catalog stores times."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass

@@ -6,8 +6,9 @@ that validates its spec at submission time, before anything is queued.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from engine.registry import Registry, describe
 

@@ -23,10 +23,11 @@ import json
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from uuid import uuid4
 
 import numpy as np
@@ -98,7 +99,7 @@ class _Untyped:
 @dataclass(frozen=True)
 class ProbeKind:
     name: str
-    run: Callable[["ProbeInputs", Any, Callable[[float, str], None]], ProbeResult]
+    run: Callable[[ProbeInputs, Any, Callable[[float, str], None]], ProbeResult]
     params: type[BaseModel]
     code_version: str = "1"
     n_checkpoints: tuple[int, int | None] = (1, None)  # (min, max) input checkpoints
@@ -211,7 +212,7 @@ class ProbeInputs:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def run_probe(spec: ProbeJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
@@ -349,7 +350,7 @@ class _ProbeCache:
         return dict(row), result
 
 
-_CACHES: "weakref.WeakKeyDictionary[Any, _ProbeCache]" = weakref.WeakKeyDictionary()
+_CACHES: weakref.WeakKeyDictionary[Any, _ProbeCache] = weakref.WeakKeyDictionary()
 _CACHES_LOCK = threading.Lock()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -40,7 +40,7 @@ class TrainJobSpec(BaseModel):
 
 def _now() -> datetime:
     """Naive UTC, as the catalog stores times."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _finite(v: float) -> float | None:

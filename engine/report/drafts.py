@@ -20,7 +20,8 @@ from __future__ import annotations
 import time
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from engine.auth import PermissionDenied
 
@@ -41,7 +42,7 @@ def is_stored_report(report_id: str) -> bool:
     return not str(report_id).startswith((DRAFT_PREFIX, PIN_PREFIX))
 
 
-def list_stored_reports(store: Any) -> "pd.DataFrame":
+def list_stored_reports(store: Any) -> pd.DataFrame:
     """Finished reports, newest first: ``report_id, title, author, created_at``."""
     reports = store.list_reports()
     return reports[reports["report_id"].map(is_stored_report)].reset_index(drop=True)
@@ -79,7 +80,7 @@ class DraftBook:
         self.reserved = reserved
         self._pins: dict[str, ReportItem] = {}
 
-    def list(self) -> "pd.DataFrame":
+    def list(self) -> pd.DataFrame:
         """One row per draft (its newest state): ``name, author, updated_at``, newest first."""
         rows = self.store.list_reports()
         rows = rows[rows["report_id"].str.startswith(DRAFT_PREFIX)].sort_values("report_id", ascending=False)

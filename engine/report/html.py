@@ -16,8 +16,9 @@ import hashlib
 import html
 import json
 import math
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from .model import Report, ReportItem
 from .provenance import PACKAGES
@@ -193,8 +194,11 @@ def _item(n: int, item: ReportItem, names: dict[str, str], steps: dict[str, Any]
     if item.params:
         meta.append(_kv(sorted(item.params.items())))
     if item.checkpoint_ids:
-        refs = ", ".join(f"<code>{_e(c)}</code>" + (f" ({_e(names.get(steps[c][0], steps[c][0]))}, step {_e(steps[c][1])})"
-                                                    if c in steps else "") for c in item.checkpoint_ids)
+        def ref(c: str) -> str:
+            where = f" ({_e(names.get(steps[c][0], steps[c][0]))}, step {_e(steps[c][1])})" if c in steps else ""
+            return f"<code>{_e(c)}</code>{where}"
+
+        refs = ", ".join(ref(c) for c in item.checkpoint_ids)
         meta.append(f'<p class="zs-ids">Checkpoints: {refs}</p>')
     if item.run_ids:
         refs = ", ".join(f"<code>{_e(r)}</code>" + (f" ({_e(names[r])})" if r in names else "") for r in item.run_ids)
@@ -277,7 +281,8 @@ def render_html(report: Report) -> str:
         f"<title>{_e(report.title)}</title><style>{_CSS}</style>",
         f"<script>{plotlyjs}</script></head><body><main>",
         f'<header class="zs-head"><h1>{_e(report.title)}</h1><p class="zs-byline">{byline}</p></header>',
-        f'<nav class="zs-toc"><strong>Contents</strong><ol>{toc}<li><a href="#provenance">Provenance</a></li></ol></nav>',
+        f'<nav class="zs-toc"><strong>Contents</strong><ol>{toc}'
+        '<li><a href="#provenance">Provenance</a></li></ol></nav>',
         f'<section class="zs-card zs-notes">{markdown_to_html(report.notes)}</section>' if report.notes.strip() else "",
         *cards,
         _provenance(report),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,9 +20,9 @@ REPORT_FORMAT = 1  # bump when the stored body changes shape; older bodies are r
 
 def utc_stamp(when: datetime | None = None) -> str:
     """An ISO-8601 UTC time stamp to the second, e.g. ``2026-05-01T12:00:00Z``."""
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc)
+        when = when.astimezone(UTC)
     return when.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
@@ -50,7 +50,7 @@ class ReportItem(BaseModel):
     pinned_by: str | None = None
 
     @model_validator(mode="after")
-    def _payload_matches_kind(self) -> "ReportItem":
+    def _payload_matches_kind(self) -> ReportItem:
         if (self.kind == "figure") != (self.figure is not None) or (self.kind == "table") != (self.table is not None):
             raise ValueError(f"a {self.kind!r} item needs exactly its '{self.kind}' payload; "
                              f"got figure={self.figure is not None}, table={self.table is not None}")
@@ -105,7 +105,7 @@ class Report(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "Report":
+    def from_body(cls, body: dict[str, Any]) -> Report:
         """A report from a stored ``report.body``; refuses bodies written by a newer Zooscope."""
         version = body.get("format")
         if not isinstance(version, int) or version > REPORT_FORMAT:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Iterable
 from datetime import date, datetime
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 from .model import ReportItem, utc_stamp
 
@@ -19,8 +20,9 @@ PACKAGES = ("torch", "numpy", "scipy", "pandas", "scikit-learn", "umap-learn", "
 
 def environment() -> dict[str, Any]:
     """Zooscope, Python, platform and package versions (None for a package not installed)."""
-    import engine
     from plotly.offline import get_plotlyjs_version
+
+    import engine
 
     packages = {}
     for name in PACKAGES:

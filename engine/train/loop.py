@@ -14,7 +14,15 @@ from engine import nets
 from engine.config import TrainSpec
 
 from .batches import BatchOrder
-from .common import CheckpointCallback, ProgressCallback, RunResult, eval_subset, resolve_device, task_loss, task_metrics
+from .common import (
+    CheckpointCallback,
+    ProgressCallback,
+    RunResult,
+    eval_subset,
+    resolve_device,
+    task_loss,
+    task_metrics,
+)
 from .optim import init_optim_state, optim_step
 
 __all__ = ["train_run"]

@@ -189,7 +189,7 @@ def _evaluate(base, params, buffers, groups: list[_DataGroup]) -> dict[str, Tens
         p = {k: v[g.runs] for k, v in params.items()}
         b = {k: v[g.runs] for k, v in buffers.items()}
         for split, (xs, ys) in g.evals.items():
-            logits = vmap(lambda pp, bb: functional_call(base, (pp, bb), (xs,)))(p, b)  # (k, n, C)
+            logits = vmap(lambda pp, bb, xs=xs: functional_call(base, (pp, bb), (xs,)))(p, b)  # (k, n, C)
             if ys.dtype == torch.int64:
                 ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ys.expand(len(g.run_list), -1),
                                                        reduction="none").mean(1)

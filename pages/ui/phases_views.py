@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
-from engine.figures import phases as pfig
 from engine.auth import PermissionDenied
-from engine.jobs import probe_phase_cells, phase_cells_status
+from engine.figures import phases as pfig
+from engine.jobs import phase_cells_status, probe_phase_cells
 from engine.jobs.builtin_probes.phases import PhaseCellParams
 from engine.probes.phases import (
     PHASE_METRICS,

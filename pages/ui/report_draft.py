@@ -10,7 +10,8 @@ change it. ``DraftBook`` checks that where the draft is written; the pages only 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import streamlit as st
@@ -21,7 +22,9 @@ from engine.report import DraftBook, DraftNotYours, ReportDraft, ReportItem, fig
 from .services import Services, current_user, get_services
 from .text import literal
 
-__all__ = ["DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure"]
+__all__ = [
+    "DRAFT_KEY", "draft_book", "draft_name", "load_draft", "pin_figure", "pin_table", "set_draft_name", "show_figure",
+]
 
 DRAFT_KEY = "report_draft_name"
 _COPY_KEY = "report_draft"

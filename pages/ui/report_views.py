@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from engine.figures.export import StaticExportError, chromium_path, to_image
-from engine.report import (DraftNotYours, Report, ReportDraft, ReportItem, build_report, markdown_to_html,
-                           render_html, save_report)
+from engine.report import (
+    DraftNotYours,
+    Report,
+    ReportDraft,
+    ReportItem,
+    build_report,
+    markdown_to_html,
+    render_html,
+    save_report,
+)
 
 from . import reads
 from .report_draft import draft_book, draft_name, load_draft, set_draft_name

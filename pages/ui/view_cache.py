@@ -60,7 +60,7 @@ def shared_view(key: tuple, build: Callable[[], T]) -> T:
     return value
 
 
-_OWNERS: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+_OWNERS: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 
 
 def catalog_key(dispatcher) -> tuple[str, int]:

@@ -11,10 +11,9 @@ from pydantic import ValidationError
 
 from engine import data as zdata
 from engine import nets
+from engine.auth import PermissionDenied
 from engine.bounds import MAX_SWEEP_FILE_BYTES, short_repr
 from engine.config import SWEEP_AXES, ConfigError, SweepSpec, load_sweep
-
-from engine.auth import PermissionDenied
 from engine.train import check_registered
 
 from .services import Services, current_user, may

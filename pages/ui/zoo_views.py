@@ -5,12 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.auth import PermissionDenied
 from engine.figures import zoo as zfig
 
-from .report_draft import show_figure
-from engine.auth import PermissionDenied
-
 from .reads import live_zoo_runs, zoo_jobs
+from .report_draft import show_figure
 from .services import METRICS_TABLES, Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
 from .text import literal

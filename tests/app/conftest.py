@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_zoo import seed_fake_zoo  # noqa: E402
 
 
-def train_with_cli(store_path: Path, config: Path = TINY_CONFIG, env: dict | None = None) -> subprocess.CompletedProcess:
+def train_with_cli(
+    store_path: Path, config: Path = TINY_CONFIG, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """``zooscope --store DIR train CONFIG`` in a subprocess; raises with its output if it fails."""
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "--store", str(store_path), "train", str(config)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,

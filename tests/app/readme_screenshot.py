@@ -41,7 +41,6 @@ OUT = REPO_ROOT / "assets" / "screenshot-zoo.png"
 
 def main() -> None:
     from playwright.sync_api import sync_playwright
-
     from test_browser import wait_idle
 
     with tempfile.TemporaryDirectory(prefix="zooscope-shot-") as tmp:

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from app_conftest import ARTIFACTS, PAGES, Server, zoo_counts
 
 import store
-from app_conftest import ARTIFACTS, PAGES, Server, zoo_counts
 from pages.ui.text import WORD_JOINER
 
 pytestmark = pytest.mark.browser
@@ -103,7 +103,7 @@ def test_first_run_pages_and_training_a_zoo(serve, empty_store, new_page):
     assert page.get_by_role("button", name="Train the demo zoo").is_visible()
     shot(page, "01-first-run")
 
-    for i, (label, source) in enumerate(NAV.items()):
+    for i, label in enumerate(NAV):
         page.locator("[data-testid=stSidebarNav] a", has_text=label).click()
         page.wait_for_url(re.compile(rf"/{label.lower()}" if label != "Zoo" else r"/(\?.*)?$"))
         wait_idle(page)

@@ -11,9 +11,10 @@ import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import store
 from app_conftest import TINY_CONFIG, train_with_cli, zoo_counts
 from ws_session import Run, Session
+
+import store
 
 PAGES = ["", "landscape", "connectivity", "representations", "phases", "rashomon", "reports"]
 N_SESSIONS = 8

@@ -14,9 +14,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import store
 from app_conftest import TINY_CONFIG, train_with_cli, zoo_counts
 from ws_session import Session
+
+import store
 
 DEADLINE_S = 240.0
 

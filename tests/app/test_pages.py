@@ -8,10 +8,10 @@ import re
 
 import pytest
 import streamlit as st
+from app_conftest import PAGES, TINY_CONFIG, current_services, release_services, shown
 from streamlit.testing.v1.element_tree import Block, Element
 
 import store
-from app_conftest import PAGES, TINY_CONFIG, current_services, release_services, shown
 from pages.ui.text import literal
 
 XSS = "<script>alert(1)</script>"
@@ -204,7 +204,8 @@ def test_user_text_is_escaped_not_rendered(app, trained_store):
     assert at.title[0].value == f"Zoo · {literal(XSS)}"
     assert shown(at.title[0].value) == f"Zoo · {XSS}"
     assert at.dataframe(key="runs_table").value["name"].tolist() == [XSS]  # data, drawn as text by the grid
-    html_on = [e.value for e in _markdown_like(at) if "allow_html" in e.proto.DESCRIPTOR.fields_by_name and e.proto.allow_html]
+    html_on = [e.value for e in _markdown_like(at)
+               if "allow_html" in e.proto.DESCRIPTOR.fields_by_name and e.proto.allow_html]
     assert not [v for v in html_on if "<script" in v], html_on
     assert not list(at.get("html"))
 

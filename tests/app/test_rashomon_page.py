@@ -6,9 +6,9 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
+from app_conftest import ARTIFACTS, current_services
 
 import store
-from app_conftest import ARTIFACTS, current_services
 
 PAGE = "pages/rashomon.py"
 SAMPLE_URL = {"rs_src": "sample", "rs_data": "monk1", "rs_model": "logistic", "rs_eps_s": "0.05", "rs_n": "500",

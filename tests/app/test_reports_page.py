@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from app_conftest import ARTIFACTS, REPO_ROOT, current_services, release_services
 from streamlit.testing.v1 import AppTest
 
 import store
-from app_conftest import ARTIFACTS, REPO_ROOT, current_services, release_services
 from engine.report import DraftBook, build_report, figure_item, list_stored_reports, table_item, write_html
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "report"))
@@ -119,9 +119,8 @@ def test_add_to_report_pins_the_figure_once(app, monkeypatch, drafted_store):
         import sys
 
         sys.path.insert(0, repo)
-        import plotly.graph_objects as go
-
         import pandas as pd
+        import plotly.graph_objects as go
 
         from pages.ui.report_draft import pin_figure, pin_table
 
@@ -139,7 +138,9 @@ def test_add_to_report_pins_the_figure_once(app, monkeypatch, drafted_store):
     assert not at.exception, at.exception
     draft = DraftBook(current_services().store).load("pinner")
     assert [(i.title, i.params, i.checkpoint_ids, i.source, i.pinned_by) for i in draft.items] == [
-        ("A pinned figure", {"k": 1}, ["c1"], "test", "pinner"), ("A table", {}, [], "zoo", "pinner")]  # the root URL is the Zoo page
+        ("A pinned figure", {"k": 1}, ["c1"], "test", "pinner"),
+        ("A table", {}, [], "zoo", "pinner"),  # the root URL is the Zoo page
+    ]
     assert draft.items[0].figure["data"][0]["name"] == XSS
     assert draft.items[1].table == {"columns": ["run", "acc"], "rows": [["a", 0.5], ["b", 0.75]]}
     release_services()

@@ -8,10 +8,10 @@ import os
 import pandas as pd
 import pytest
 import streamlit as st
+from app_conftest import APP, current_services, release_services
 from streamlit.testing.v1 import AppTest
 
 import store
-from app_conftest import APP, current_services, release_services
 from engine.auth import User, hash_password, save_users
 from engine.jobs import LocalExecutor
 from engine.report import DraftBook, ReportDraft, build_report, save_report, table_item

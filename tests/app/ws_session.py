@@ -42,7 +42,7 @@ class Session:
         self.timeout = timeout
         self._ws = None
 
-    async def __aenter__(self) -> "Session":
+    async def __aenter__(self) -> Session:
         self._ws = await websockets.connect(self.url, subprotocols=["streamlit"], max_size=None,
                                             open_timeout=self.timeout)
         return self

@@ -1,7 +1,16 @@
 import pytest
 
-from engine.auth import (ACTIONS, AccessPolicy, PermissionDenied, User, hash_password, is_loopback,
-                         oidc_configured, resolve_auth_mode, save_users)
+from engine.auth import (
+    ACTIONS,
+    AccessPolicy,
+    PermissionDenied,
+    User,
+    hash_password,
+    is_loopback,
+    oidc_configured,
+    resolve_auth_mode,
+    save_users,
+)
 
 HASH = hash_password("s3cret", n=16, r=1, p=1)
 

@@ -150,7 +150,8 @@ def test_npz_object_arrays_refused(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    _refused(tmp_path, DatasetSpec(name="csv", path=str(tmp_path / "nope.csv"), label="y"), r"nope\.csv' does not exist")
+    spec = DatasetSpec(name="csv", path=str(tmp_path / "nope.csv"), label="y")
+    _refused(tmp_path, spec, r"nope\.csv' does not exist")
 
 
 def test_path_required(tmp_path):

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from engine.config import DatasetSpec
-from engine.data import load
-from engine.data import mnist_1d
+from engine.data import load, mnist_1d
 
 
 def test_disk_cache_round_trip(tmp_path, monkeypatch):

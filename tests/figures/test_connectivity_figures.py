@@ -31,7 +31,6 @@ from engine.probes.connectivity import (
     weight_matching,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -91,7 +90,8 @@ def test_comparison_layerwise_singular_and_merge_figures():
     said = " ".join(a.text for a in fig.layout.annotations)
     assert ("every barrier is 0" in said) == bool((lw.from_a <= 1e-9).all() and (lw.from_b <= 1e-9).all())
     flat = dataclasses.replace(lw, from_a=np.zeros_like(lw.from_a), from_b=np.zeros_like(lw.from_b))
-    assert "every barrier is 0" in layerwise_figure(flat).layout.annotations[0].text  # an empty-looking chart explains itself
+    # an empty-looking chart explains itself
+    assert "every barrier is 0" in layerwise_figure(flat).layout.annotations[0].text
     sv = singular_vector_alignment(a, b, weight_matching(a, b, spec), spec)
     fig = singular_alignment_figure(sv, side="right")
     assert fig.data[0].z.shape == (3, 6)

@@ -36,8 +36,8 @@ from engine.probes.rashomon import (
     rashomon_curve,
     variable_importance_cloud,
 )
-from engine.probes.rashomon.trees import _recount
 from engine.probes.rashomon._tree_decode import decode_model_set
+from engine.probes.rashomon.trees import _recount
 
 RNG = np.random.default_rng(0)
 LOSSES = RNG.uniform(0.2, 0.5, size=40)

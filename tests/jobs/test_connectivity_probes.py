@@ -90,8 +90,7 @@ def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
 
 def test_singular_probe_rebuilds_the_engine_result(trained):
     from engine.nets import permutation_spec
-    from engine.probes.connectivity import align_models
-    from engine.probes.connectivity import singular_vector_alignment
+    from engine.probes.connectivity import align_models, singular_vector_alignment
 
     st, disp, ids, runs = trained
     got = _typed(disp, "connectivity.singular", {}, ids[:2])

@@ -8,7 +8,6 @@ import store
 from engine.jobs import Dispatcher
 
 
-
 def _wait_for(predicate, disp, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

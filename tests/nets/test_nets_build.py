@@ -58,18 +58,22 @@ def test_unknown_architecture():
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("mlp", {"dropout": 0.1}, r"unknown option\(s\) 'dropout' for architecture 'mlp'; allowed: activation, batchnorm"),
-        ("mlp", {"activation": "swish"}, r"option 'activation' of architecture 'mlp' must be one of relu, tanh, gelu; got 'swish'"),
+        ("mlp", {"dropout": 0.1},
+         r"unknown option\(s\) 'dropout' for architecture 'mlp'; allowed: activation, batchnorm"),
+        ("mlp", {"activation": "swish"},
+         r"option 'activation' of architecture 'mlp' must be one of relu, tanh, gelu; got 'swish'"),
         ("mlp", {"batchnorm": "yes"}, r"option 'batchnorm' of architecture 'mlp' must be true or false; got 'yes'"),
         ("cnn1d", {"kernel_size": 0}, r"option 'kernel_size' of architecture 'cnn1d' must be >= 1; got 0"),
-        ("cnn2d", {"kernel_size": 4}, r"option 'kernel_size' of architecture 'cnn2d' must be odd \('same' padding\); got 4"),
+        ("cnn2d", {"kernel_size": 4},
+         r"option 'kernel_size' of architecture 'cnn2d' must be odd \('same' padding\); got 4"),
         ("cnn1d", {"kernel_size": 2.5}, r"option 'kernel_size' of architecture 'cnn1d' must be an integer; got 2.5"),
         ("resnet", {"heads": 2}, r"unknown option\(s\) 'heads' for architecture 'resnet'; allowed: batchnorm$"),
         ("transformer", {"heads": 3}, r"width divisible by heads; got width=8, heads=3"),
     ],
 )
 def test_bad_options(name, options, message):
-    shapes = {"mlp": ((4,), None), "cnn1d": ((1, 8), None), "cnn2d": ((1, 8, 8), None), "resnet": ((1, 8, 8), None), "transformer": ((2,), 5)}
+    shapes = {"mlp": ((4,), None), "cnn1d": ((1, 8), None), "cnn2d": ((1, 8, 8), None), "resnet": ((1, 8, 8), None),
+              "transformer": ((2,), 5)}
     shape, vocab = shapes[name]
     with pytest.raises(ValueError, match=message):
         build(ArchSpec(name=name, width=8, options=options), shape, 2, vocab_size=vocab)
@@ -81,9 +85,12 @@ def test_bad_options(name, options, message):
         ("cnn2d", (1, 40), None, r"architecture 'cnn2d' needs image inputs \(C, H, W\); got input shape \(1, 40\)"),
         ("cnn1d", (1, 8, 8), None, r"architecture 'cnn1d' needs sequence inputs \(C, L\); got input shape \(1, 8, 8\)"),
         ("cnn1d", (2,), 5, r"needs sequence inputs \(C, L\); got token inputs \(2,\) with vocab_size=5"),
-        ("resnet", (10,), None, r"'resnet' needs image inputs \(C, H, W\) or sequence inputs \(C, L\); got input shape \(10,\)"),
-        ("transformer", (1, 40), None, r"'transformer' needs token inputs \(T,\) with a vocab_size; got input shape \(1, 40\)"),
-        ("transformer", (2,), None, r"'transformer' needs token inputs \(T,\) with a vocab_size; got input shape \(2,\)"),
+        ("resnet", (10,), None,
+         r"'resnet' needs image inputs \(C, H, W\) or sequence inputs \(C, L\); got input shape \(10,\)"),
+        ("transformer", (1, 40), None,
+         r"'transformer' needs token inputs \(T,\) with a vocab_size; got input shape \(1, 40\)"),
+        ("transformer", (2,), None,
+         r"'transformer' needs token inputs \(T,\) with a vocab_size; got input shape \(2,\)"),
         ("mlp", (0, 3), None, r"input_shape must be a non-empty tuple of positive integers; got \(0, 3\)"),
     ],
 )

@@ -139,14 +139,16 @@ def test_bad_permutations_are_explained():
     with pytest.raises(ValueError, match=r"perm 'layers.0' must be a 1-D integer tensor; got dtype torch.float32"):
         apply_permutation(pspec, {"layers.0": torch.arange(4.0)}, state)
     wrong = dict(state, **{"head.weight": state["head.weight"].flatten()})
-    with pytest.raises(ValueError, match=r"tensor 'head.weight' has shape \(8,\) but the permutation spec lists 2 axes"):
+    with pytest.raises(ValueError,
+                       match=r"tensor 'head.weight' has shape \(8,\) but the permutation spec lists 2 axes"):
         apply_permutation(pspec, {}, wrong)
 
 
 def test_spec_from_axes_and_inconsistent_sizes():
     pspec = PermutationSpec.from_axes({"a.weight": ("P", None), "b.weight": (None, "P"), "b.bias": (None,)})
     assert pspec.perm_to_axes == {"P": (("a.weight", 0), ("b.weight", 1))}
-    with pytest.raises(ValueError, match=r"perm 'P' acts on axes of different lengths: a.weight axis 0 has 3, b.weight axis 1 has 4"):
+    with pytest.raises(ValueError, match=r"perm 'P' acts on axes of different lengths: "
+                                         r"a.weight axis 0 has 3, b.weight axis 1 has 4"):
         pspec.perm_sizes({"a.weight": torch.zeros(3, 2), "b.weight": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match=r"perm 'P' acts on none of the given tensors"):
         random_permutation(pspec, {"b.bias": torch.zeros(2)}, seed=0)

@@ -67,7 +67,8 @@ def test_user_factory_builds_deterministically_and_permutes():
 def test_without_perm_spec_alignment_is_unavailable():
     register("plain", two_layer)
     model = build(ArchSpec(name="plain", width=4), (3,), 2)
-    with pytest.raises(ValueError, match=r"'plain' was registered without perm_spec, so permutation alignment is unavailable"):
+    with pytest.raises(ValueError,
+                       match=r"'plain' was registered without perm_spec, so permutation alignment is unavailable"):
         permutation_spec(model)
 
 
@@ -96,7 +97,8 @@ def test_reregistering_is_a_no_op_and_a_different_entry_is_refused():
 def test_perm_spec_naming_missing_tensors_is_caught():
     register("wrong", two_layer, perm_spec=lambda m: PermutationSpec.from_axes({"fc9.weight": ("h", None)}))
     model = build(ArchSpec(name="wrong", width=4), (3,), 2)
-    with pytest.raises(ValueError, match=r"permutation spec of architecture 'wrong' lists 'fc9.weight', which the model does not have"):
+    with pytest.raises(ValueError, match=r"permutation spec of architecture 'wrong' lists 'fc9.weight', "
+                                         r"which the model does not have"):
         permutation_spec(model)
 
 

@@ -8,7 +8,6 @@ gets its own copy, because a store has a single owner.
 from __future__ import annotations
 
 import shutil
-
 import sys
 
 import pytest

@@ -8,11 +8,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import streamlit as st
+from phases_conftest import copy_store
 from streamlit.testing.v1 import AppTest
 
 import store
-
-from phases_conftest import copy_store
 
 PAGE = Path(__file__).resolve().parents[2] / "pages" / "phases.py"
 

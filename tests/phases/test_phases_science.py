@@ -86,7 +86,8 @@ def test_thresholds_and_labels():
 
 
 def test_default_thresholds_are_medians():
-    cells = pd.DataFrame({"hessian_top": [1.0, 2.0, 9.0], "barrier_aligned": [0.1, 0.2, 0.3], "cka_mean": [0.5, 0.6, 1]})
+    cells = pd.DataFrame({"hessian_top": [1.0, 2.0, 9.0], "barrier_aligned": [0.1, 0.2, 0.3],
+                          "cka_mean": [0.5, 0.6, 1]})
     t = default_thresholds(cells)
     assert (t.sharpness, t.barrier, t.similarity) == (2.0, 0.2, 0.6)
     with pytest.raises(ValueError, match=r"cells have no column 'cka'"):

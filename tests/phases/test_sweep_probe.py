@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.jobs import ProbeService, probe_phase_cells, phase_cells, phase_cells_status
+from engine.jobs import ProbeService, phase_cells, phase_cells_status, probe_phase_cells
 from engine.jobs.probe_job import ProbeInputs
 from engine.probes.connectivity import align_models, apply_alignment, barrier, interpolate
 from engine.probes.core import resolve_data

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from report_helpers import XSS, zoo_figures
 
 import store
-from engine.report import (DRAFT_PREFIX, PIN_PREFIX, DraftBook, DraftNotYours, ReportDraft, build_report,
-                           figure_item, list_stored_reports, save_report)
-from report_helpers import XSS, zoo_figures
+from engine.report import (
+    DRAFT_PREFIX,
+    PIN_PREFIX,
+    DraftBook,
+    DraftNotYours,
+    ReportDraft,
+    build_report,
+    figure_item,
+    list_stored_reports,
+    save_report,
+)
 
 
 def _pins(st, ids):

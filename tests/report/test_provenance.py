@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
-import engine
-from engine.report import (DraftBook, build_report, figure_item, load_report, render_html, save_report,
-                           table_item)
 from report_helpers import XSS, zoo_figures
+
+import engine
+from engine.report import DraftBook, build_report, figure_item, load_report, render_html, save_report, table_item
 
 
 def _figure_blocks(text: str) -> list[dict]:
@@ -34,10 +34,11 @@ def test_provenance_names_the_zoo_runs_checkpoints_configs_versions_time_and_aut
     st, ids = small_store
     st.put_probe("k" * 64, "landscape.surface", params={"resolution": 21}, inputs=ids["checkpoint_ids"][1:3],
                  code_version="3", result={"big": list(range(100))})
-    now = datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
     report = build_report(st, _draft(st, ids), author="ann", now=now)
     p = report.provenance
-    assert (p["generated_at"], p["author"], p["zooscope_version"]) == ("2026-05-01T12:30:00Z", "ann", engine.__version__)
+    assert (p["generated_at"], p["author"], p["zooscope_version"]) == (
+        "2026-05-01T12:30:00Z", "ann", engine.__version__)
     assert [z["zoo_id"] for z in p["zoos"]] == [ids["zoo_id"]] and p["zoos"][0]["sweep"]["name"] == "small"
     assert [c["checkpoint_id"] for c in p["checkpoints"]] == ids["checkpoint_ids"][1:3]
     assert sorted(r["run_id"] for r in p["runs"]) == sorted(ids["run_ids"])

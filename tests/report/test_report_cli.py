@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from report_helpers import XSS, zoo_figures
 
 import store
 from engine.report import DraftBook, add_report_arguments, figure_item, list_stored_reports, report_command
-from report_helpers import XSS, zoo_figures
 
 
 def _run(path, *argv: str) -> int:

@@ -12,9 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs_version
+from report_helpers import XSS
 
 from engine.report import Report, ReportItem, figure_item, markdown_to_html, render_html, table_item
-from report_helpers import XSS
 
 BREAKOUT = "</script><script>alert(2)</script>"
 

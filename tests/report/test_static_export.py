@@ -8,11 +8,11 @@ import struct
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from report_helpers import CHROMIUM, zoo_figures
 
 import store
 from engine.figures.export import StaticExportError, chromium_path, to_images
 from engine.report import DraftBook, add_report_arguments, figure_item, report_command
-from report_helpers import CHROMIUM, zoo_figures
 
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.is_file(),

@@ -52,7 +52,8 @@ def test_flipped_byte_raises_corrupt_error_naming_sha(st):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(store.CorruptArtifactError, match=rf"artifact {sha} is corrupt: .*{sha}.safetensors hashes to") as info:
+    with pytest.raises(store.CorruptArtifactError,
+                       match=rf"artifact {sha} is corrupt: .*{sha}.safetensors hashes to") as info:
         st.get_tensors(sha)
     assert info.value.sha == sha and info.value.path == path
 

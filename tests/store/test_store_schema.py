@@ -60,7 +60,8 @@ def test_newer_schema_is_refused_with_both_versions(tmp_path):
     con = duckdb.connect(str(root / "store.duckdb"))
     con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 5)])
     con.close()
-    with pytest.raises(store.StoreVersionError, match=rf"version {SCHEMA_VERSION + 5}.*up to {SCHEMA_VERSION}.*upgrade Zooscope"):
+    with pytest.raises(store.StoreVersionError,
+                       match=rf"version {SCHEMA_VERSION + 5}.*up to {SCHEMA_VERSION}.*upgrade Zooscope"):
         store.open_store(root)
     with pytest.raises(store.StoreVersionError, match="upgrade Zooscope"):
         store.open_store(root, owner=False)

@@ -92,7 +92,8 @@ def test_regression_task_trains_with_mse():
 
 def test_cancellation_and_progress():
     seen = []
-    res = train_run(_spec(steps=100), on_progress=lambda s, t, l: seen.append(s), should_stop=lambda: len(seen) >= 3)
+    res = train_run(_spec(steps=100), on_progress=lambda step, total, loss: seen.append(step),
+                    should_stop=lambda: len(seen) >= 3)
     assert res.status == "cancelled" and res.steps == seen[-1] < 100
 
 

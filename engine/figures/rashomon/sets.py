@@ -300,7 +300,8 @@ def fis_halo_figure(inter: InteractionCloud, pair: int, *, reference: int = 0) -
         customdata=np.stack([np.arange(len(fis)), fis], 1),
         marker=dict(color=fis, colorscale="RdBu", cmin=-lim, cmax=lim, size=7, showscale=True,
                     colorbar=dict(title="FIS")),
-        hovertemplate="model %{customdata[0]}<br>φ_i %{x:.4g}, φ_j %{y:.4g}<br>FIS %{customdata[1]:.4g}<extra></extra>"))
+        hovertemplate="model %{customdata[0]}<br>φ_i %{x:.4g}, φ_j %{y:.4g}<br>"
+                      "FIS %{customdata[1]:.4g}<extra></extra>"))
     fig.add_trace(go.Scatter(x=[inter.single[reference, i]], y=[inter.single[reference, j]], mode="markers",
                              name=f"reference (FIS {fis[reference]:.3g})",
                              marker=dict(symbol="star", size=16, color=REFERENCE)))

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import BaseModel, Field
 
 from engine.config import SPEC_CONFIG, Seed

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from engine.bounds import MAX_EVAL_SIZE
 from engine.config import SPEC_CONFIG, Seed
-from engine.probes.core import flatten_params, evaluate_points, resolve_data
+from engine.probes.core import evaluate_points, flatten_params, resolve_data
 
 from ..probe_job import ProbeResult, register_probe
 

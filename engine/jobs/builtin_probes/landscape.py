@@ -47,7 +47,8 @@ class SurfaceParams(_Params):
     resolution: int = Field(21, ge=3, le=101)
     span: float = Field(1.0, gt=0.0, le=100.0)  # grid covers [-span, span] along each direction (random/Hessian)
     split: Literal["train", "test"] = "train"
-    n_samples: int | None = Field(2000, ge=1, le=MAX_EVAL_SIZE)  # data points the loss averages over (None: the whole split)
+    # data points the loss averages over (None: the whole split)
+    n_samples: int | None = Field(2000, ge=1, le=MAX_EVAL_SIZE)
     bn: Literal["running", "batch"] = "running"
     seed: Seed = 0
 

@@ -30,9 +30,9 @@ import torch
 from pydantic import BaseModel, Field
 from torch.func import functional_call
 
+from engine import data as zdata
 from engine.bounds import MAX_EVAL_SIZE
 from engine.config import SPEC_CONFIG, Seed
-from engine import data as zdata
 from engine.data import DatasetName
 from engine.probes.core import functional_module, resolve_data
 from engine.probes.rashomon import (
@@ -338,7 +338,8 @@ class TreesParams(_Params):
     fit_on: Literal["train", "all"] = "train"  # "all": train + test rows, as in Xin et al.
     time_limit: float = Field(300.0, gt=0.0, le=3600.0)  # seconds for the search
     max_trees: int = Field(100_000, ge=1, le=2_000_000)  # refuse larger sets
-    max_predictions: int = Field(20_000_000, ge=1, le=1_000_000_000)  # store predictions of at most this many (tree, row) pairs
+    # store predictions of at most this many (tree, row) pairs
+    max_predictions: int = Field(20_000_000, ge=1, le=1_000_000_000)
 
 
 def run_trees(inputs, p: TreesParams, progress) -> ProbeResult:

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.nets import PermutationSpec, apply_permutation, permutation_spec
-from engine.probes.core import functional_module, resolve_data
 from engine.probes.connectivity.lap import WarmAssignments, solve_assignment
+from engine.probes.core import functional_module, resolve_data
 
 __all__ = [
     "Alignment",
@@ -261,7 +261,8 @@ def weight_matching(
     solver = WarmAssignments()
     gen = torch.Generator().manual_seed(seed)
     history, passes, start, gain = [], 0, problem.objective(perms), 0.0
-    for passes in range(1, max_iter + 1):
+    for _ in range(max_iter):
+        passes += 1
         progress = False
         for i in torch.randperm(len(names), generator=gen).tolist():
             p = names[i]

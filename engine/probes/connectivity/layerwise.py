@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from engine.probes.connectivity.interpolation import BarrierKind, PathBN, barrier, resolve_alphas
 from engine.probes.core import (
     LossFn,
     ParamLayout,
@@ -47,7 +48,6 @@ from engine.probes.core import (
     resolve_data,
     split_name,
 )
-from engine.probes.connectivity.interpolation import BarrierKind, PathBN, barrier, resolve_alphas
 
 __all__ = ["LayerwiseBarriers", "layer_groups", "layerwise_barriers"]
 

@@ -37,6 +37,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from engine.nets import permutation_spec
 from engine.probes.connectivity.align import Alignment, apply_alignment
+from engine.probes.connectivity.lmc import align_models
 from engine.probes.core import (
     ParamLayout,
     bn_reset_batches,
@@ -47,7 +48,6 @@ from engine.probes.core import (
     resolve_data,
     split_state,
 )
-from engine.probes.connectivity.lmc import align_models
 
 __all__ = ["MergeResult", "average_states", "diagonal_fisher", "fisher_merge", "merge_models"]
 

@@ -27,8 +27,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
-from engine.probes.core import (BNMode, Evaluator, LossFn, ParamLayout, lanczos, resolve_data, ritz, ritz_converged,
-                               split_state)
+from engine.probes.core import (
+    BNMode,
+    Evaluator,
+    LossFn,
+    ParamLayout,
+    lanczos,
+    resolve_data,
+    ritz,
+    ritz_converged,
+    split_state,
+)
 
 __all__ = [
     "HessianEigs",

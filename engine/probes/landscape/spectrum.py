@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.probes.landscape.curvature import hessian_operator
 from engine.probes.core import lanczos, ritz
+from engine.probes.landscape.curvature import hessian_operator
 
 __all__ = ["SpectralDensity", "hessian_spectral_density"]
 

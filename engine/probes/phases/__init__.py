@@ -2,8 +2,8 @@
 grokking steps."""
 
 from .diagram import (
-    GrokkingSteps,
     PHASE_METRICS,
+    GrokkingSteps,
     PhaseThresholds,
     axis_values,
     cell_table,

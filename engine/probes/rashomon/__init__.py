@@ -19,6 +19,7 @@ from .multiplicity import (
     multiplicity_curve,
     predictive_multiplicity,
 )
+from .population import ModelGroup, ModelScores, explanation_clouds, model_scores
 from .rid import (
     BootstrapSet,
     ImportanceDistribution,
@@ -33,7 +34,6 @@ from .rid_sets import (
     quantile_thresholds,
     tree_model_reliance,
 )
-from .population import ModelGroup, ModelScores, explanation_clouds, model_scores
 from .sampling import RashomonSample, flat_losses, rashomon_ratio, sample_rashomon_set
 from .sets import (
     RashomonCurve,

@@ -24,9 +24,10 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 import torch
@@ -264,7 +265,8 @@ def feature_interaction_cloud(model: nn.Module, stacked_params: Mapping[str, Ten
     x, y, _ = _check(model, stacked_params, data, metric)
     d = x.shape[1]
     pr = np.array(list(combinations(range(d), 2)) if pairs is None else pairs, dtype=np.int64)
-    if pr.ndim != 2 or pr.shape[1] != 2 or pr.size == 0 or pr.min() < 0 or pr.max() >= d or np.any(pr[:, 0] == pr[:, 1]):
+    if (pr.ndim != 2 or pr.shape[1] != 2 or pr.size == 0 or pr.min() < 0 or pr.max() >= d
+            or np.any(pr[:, 0] == pr[:, 1])):
         raise ValueError(f"pairs must be distinct feature index pairs in [0, {d}); got {pr.tolist()}")
     perms = permutation_indices(x.shape[0], n_repeats, seed)
     masks = torch.zeros((d + len(pr), d), dtype=torch.bool)  # singles, then pairs

@@ -10,9 +10,8 @@ References
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

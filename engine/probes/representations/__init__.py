@@ -3,8 +3,8 @@ topological RSA) and its layer-by-layer grids, dimension and neural-collapse met
 
 from .activations import (
     ACTIVATION_TYPES,
-    Activations,
     OUTPUT,
+    Activations,
     capture_activations,
     capture_over_checkpoints,
     default_layers,

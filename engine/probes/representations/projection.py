@@ -24,8 +24,8 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.linalg import orthogonal_procrustes

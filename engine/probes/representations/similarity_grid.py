@@ -275,10 +275,10 @@ def similarity_over_training(
     ref = labels.index(str(reference)) if isinstance(reference, str) else reference
     ref_acts = acts[ref]
     layers = list(ref_acts)
-    missing = [(labels[t], l) for t, a in enumerate(acts) for l in layers if l not in a]
+    missing = [(labels[t], layer) for t, a in enumerate(acts) for layer in layers if layer not in a]
     if missing:
         raise ValueError(f"checkpoints lack layers of the reference: {missing[:5]}")
-    rows = [similarity_grid({l: ref_acts[l]}, {labels[t]: a[l] for t, a in enumerate(acts)}, metric,
-                            device=device, **kwargs).values[0] for l in layers]
+    rows = [similarity_grid({layer: ref_acts[layer]}, {labels[t]: a[layer] for t, a in enumerate(acts)}, metric,
+                            device=device, **kwargs).values[0] for layer in layers]
     return SimilarityGrid(values=np.stack(rows), rows=tuple(layers), cols=tuple(labels), metric=metric,
                           larger_is_similar=METRICS[metric], row_title="layer", col_title="checkpoint")

@@ -362,7 +362,8 @@ def test_reproduction_weight_matching_on_mnist1d_mlps():
             spec = TrainSpec(arch=ArchSpec(name="mlp", width=width, depth=3), optim=OptimSpec(name="momentum", lr=0.05),
                              batch_size=128, steps=1500, seed=seed, checkpoints=[1500], device="cpu")
             out = {}
-            train_run(spec, dataset=ds, on_checkpoint=lambda run, step, epoch, state, metrics: out.update(state))
+            train_run(spec, dataset=ds,
+                      on_checkpoint=lambda run, step, epoch, state, metrics, out=out: out.update(state))
             states.append(out)
         model = build(ArchSpec(name="mlp", width=width, depth=3), ds.input_shape, ds.n_outputs).eval()
         paths = compare_paths(model, *states, ds, methods=("none", "weight"), splits=("train",))

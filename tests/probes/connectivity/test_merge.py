@@ -9,8 +9,8 @@ from torch.func import functional_call
 
 from engine.config import ArchSpec
 from engine.nets import apply_permutation, build, permutation_spec, random_permutation
-from engine.probes.core import bn_reset_batches, reset_bn_stats
 from engine.probes.connectivity import average_states, diagonal_fisher, fisher_merge, merge_models
+from engine.probes.core import bn_reset_batches, reset_bn_stats
 
 
 def _mlp(seed=0, bn=False, width=6):

@@ -72,7 +72,7 @@ def test_fis_matches_explicit_definition_and_default_pairs():
     perms = permutation_indices(len(x), 2, seed=4)
     for m, model in enumerate(models):
         base = ((model(x) - y) ** 2).mean()
-        def phi(cols, perm):
+        def phi(cols, perm, model=model, base=base):
             xp = x.clone()
             xp[:, cols] = x[perm][:, cols]
             return float(((model(xp) - y) ** 2).mean() - base)

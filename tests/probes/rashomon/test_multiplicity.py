@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 import torch
 from torch import nn
 from torch.func import stack_module_state

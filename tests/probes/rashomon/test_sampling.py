@@ -10,7 +10,7 @@ from torch import nn
 from engine.probes.rashomon import flat_losses, sample_rashomon_set
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logistic_optimum(seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(120, 3, generator=gen)

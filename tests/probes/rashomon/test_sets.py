@@ -18,7 +18,6 @@ from engine.probes.rashomon import (
     ridge_rashomon_ratio,
 )
 
-
 LOSSES = np.array([0.30, 0.20, 0.21, 0.25, 0.40])
 
 
@@ -88,7 +87,8 @@ def test_monte_carlo_ratio_and_pattern_ratio_known_values():
 def _ridge_problem(p=2, n=200, seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, p, generator=gen, dtype=torch.float64)
-    y = x @ torch.tensor([0.5, -0.3][:p], dtype=torch.float64) + 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+    noise = 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+    y = x @ torch.tensor([0.5, -0.3][:p], dtype=torch.float64) + noise
     return x, y.unsqueeze(1)
 
 

@@ -3,7 +3,7 @@
 Reference figures (treefarms 0.2.4) are in assets/datasets/tabular/README.md.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from engine.probes.rashomon.trees import _recount, predict_trees, rashomon_trees
 pytest.importorskip("treefarms")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _full(name):
     """All rows of a bundled binarized set (train and test splits together)."""
     ds = load(name)
@@ -24,7 +24,7 @@ def _full(name):
     return x, y, tuple(ds.feature_names)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _set(name, reg, mult, depth=None):
     x, y, names = _full(name)
     return rashomon_trees(x, y, regularization=reg, rashomon_multiplier=mult,
