@@ -27,7 +27,7 @@ from engine.probes.connectivity import (
     singular_vector_alignment,
 )
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 from .convert import Packed, pack, unpack
 
 __all__ = ["PathsResult", "SingularFormat", "instability_steps"]

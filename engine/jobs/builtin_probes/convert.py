@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ..probe_job import ProbeResult
+from ..probe_kinds import ProbeResult
 
 __all__ = ["Packed", "pack", "unpack"]
 

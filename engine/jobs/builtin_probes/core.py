@@ -11,7 +11,7 @@ from engine.bounds import MAX_EVAL_SIZE
 from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import evaluate_points, flatten_params, resolve_data
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 
 
 class EvaluateParams(BaseModel):

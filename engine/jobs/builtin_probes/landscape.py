@@ -29,7 +29,7 @@ from engine.probes.landscape import (
     sharpness_over_training,
 )
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 from .convert import Packed, pack, unpack
 
 __all__ = ["IntrinsicDimensionParams", "SharpnessParams", "SpectrumParams", "SpectrumResult", "SurfaceParams"]

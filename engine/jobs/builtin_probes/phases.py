@@ -42,7 +42,7 @@ from engine.probes.core import evaluate_points, flatten_params, resolve_data
 from engine.probes.landscape import hessian_top_eigs, hessian_trace
 from engine.probes.representations import OUTPUT, capture_activations, effective_rank, linear_cka, twonn_dimension
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 
 __all__ = ["PhaseCellParams", "PhaseCellResult", "WeightNormParams", "WeightNorms", "run_phase_cell",
            "run_weight_norm"]

@@ -51,7 +51,7 @@ from engine.probes.rashomon import (
     stacked_forward,
 )
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 from .convert import pack, unpack
 
 __all__ = ["PopulationParams", "PopulationResult", "SampleParams", "SampleResult", "TreesParams", "TreesResult"]

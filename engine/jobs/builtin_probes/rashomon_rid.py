@@ -42,7 +42,7 @@ from engine.probes.rashomon import (
     rashomon_ratio,
 )
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 from .convert import pack, unpack
 
 __all__ = ["RidPopulationParams", "RidResult", "RidSampleParams", "RidTreesParams"]

@@ -13,7 +13,7 @@ from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import resolve_data
 from engine.probes.representations import AlignedProjection, aligned_projection, capture_activations
 
-from ..probe_job import ProbeResult, register_probe
+from ..probe_kinds import ProbeResult, register_probe
 from .convert import pack, unpack
 
 __all__ = ["ActivationsParams", "ActivationsResult", "ProjectionParams", "ProjectionResult"]
