@@ -242,16 +242,18 @@ class SampleParams(_Explain):
     fit_steps: int = Field(500, ge=1, le=20_000)  # L-BFGS iterations to the optimum
 
 
-def _tabular(name: str) -> zdata.Dataset:
+def tabular_dataset(name: str, purpose: str = "sampling") -> zdata.Dataset:
+    """The registered data set ``name``, refused unless it is tabular classification (inputs (N, D))."""
     ds = zdata.load(name)
     if ds.task != "classification" or ds.x_train.ndim != 2 or not ds.x_train.is_floating_point():
-        raise ValueError(f"sampling needs a tabular classification data set (inputs (N, D)); {name!r} is a "
-                         f"{ds.task} set with inputs {tuple(ds.input_shape)}: pick breast_cancer, wine, compas, ...")
+        raise ValueError(f"{purpose} needs a tabular classification data set (inputs (N, D)); {name!r} is a "
+                         f"{ds.task} set with inputs {tuple(ds.input_shape)}: pick breast_cancer, wine, compas, "
+                         "rid_chen, ...")
     return ds
 
 
 def run_sample(inputs, p: SampleParams, progress) -> ProbeResult:
-    ds = _tabular(p.dataset)
+    ds = tabular_dataset(p.dataset)
     train = (ds.x_train.double(), ds.y_train)
     test = (ds.x_test.double(), ds.y_test)
     model = model_class(p.model, ds.x_train.shape[1], ds.n_outputs, width=p.width, seed=p.seed)

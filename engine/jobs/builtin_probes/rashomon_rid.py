@@ -44,6 +44,7 @@ from engine.probes.rashomon import (
 
 from ..probe_kinds import ProbeResult, register_probe
 from .convert import pack, unpack
+from .rashomon import tabular_dataset
 
 __all__ = ["RidPopulationParams", "RidResult", "RidSampleParams", "RidTreesParams"]
 
@@ -144,16 +145,8 @@ def _ratio(model, params, data, p, epsilon, mode, optimum_loss, l2=0.0):
                           mode=mode, n_samples=p.ratio_samples, seed=p.seed, l2=l2), half
 
 
-def _tabular(name: str) -> zdata.Dataset:
-    ds = zdata.load(name)
-    if ds.task != "classification" or ds.x_train.ndim != 2 or not ds.x_train.is_floating_point():
-        raise ValueError(f"RID needs a tabular classification data set (inputs (N, D)); {name!r} is a "
-                         f"{ds.task} set with inputs {tuple(ds.input_shape)}: pick rid_chen, breast_cancer, wine, ...")
-    return ds
-
-
 def run_rid_sample(inputs, p: RidSampleParams, progress) -> ProbeResult:
-    ds = _tabular(p.dataset)
+    ds = tabular_dataset(p.dataset, "RID")
     x, y = ds.x_train.double(), ds.y_train
     model = model_class(p.model, x.shape[1], ds.n_outputs, width=p.width, seed=p.seed).double()
     progress(0.01, "fitting the optimum on the whole train split")
