@@ -19,6 +19,7 @@ from .pruning import (
     fine_tune,
     prunable_names,
     prune,
+    pruned_rows,
     pruning_regime,
     temperature_effect,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "grokking_steps",
     "prunable_names",
     "prune",
+    "pruned_rows",
     "pruning_regime",
     "temperature_effect",
     "yang_phase",

@@ -48,8 +48,8 @@ from torch.func import functional_call
 from engine.config import OptimSpec
 from engine.train import BatchOrder, init_optim_state, optim_step, task_loss
 
-__all__ = ["PRUNING_REGIMES", "Pruning", "classify_regimes", "fine_tune", "prunable_names", "prune", "pruning_regime",
-           "temperature_effect"]
+__all__ = ["PRUNING_REGIMES", "Pruning", "classify_regimes", "fine_tune", "prunable_names", "prune",
+           "pruned_rows", "pruning_regime", "temperature_effect"]
 
 Scope = Literal["global", "layerwise"]
 
@@ -255,7 +255,7 @@ def pruning_regime(poorly_connected: bool, similar: bool) -> str:
     return "II-B" if similar else "II-A"
 
 
-def classify_regimes(cells: pd.DataFrame, *, barrier_cut: float, similarity_cut: float,
+def classify_regimes(cells: pd.DataFrame, *, barrier_cut: float | None = None, similarity_cut: float | None = None,
                      barrier_metric: str = "barrier_aligned", similarity_metric: str = "cka_output") -> pd.DataFrame:
     """Label every (temperature, density) cell of pruned networks with Zhou et al.'s regime.
 
@@ -267,14 +267,18 @@ def classify_regimes(cells: pd.DataFrame, *, barrier_cut: float, similarity_cut:
     ----------
     cells : DataFrame
         From :func:`engine.probes.phases.cell_table` over the pruned networks (load = density).
-    barrier_cut, similarity_cut : float
+    barrier_cut : float, optional
+        Default: the median barrier over the cells.
+    similarity_cut : float, optional
+        Default: the median similarity over the well-connected cells.
     barrier_metric, similarity_metric : str
         Cell columns; the paper's similarity is between the seeds' outputs (``cka_output``).
 
     Returns
     -------
     DataFrame
-        ``cells`` with ``poorly_connected``, ``similar`` (bool, NaN where unknown) and ``regime``.
+        ``cells`` with ``poorly_connected``, ``similar`` (bool, NaN where unknown) and ``regime``;
+        ``attrs["barrier_cut"]`` and ``attrs["similarity_cut"]`` hold the cuts used.
     """
     for m in (barrier_metric, similarity_metric):
         if m not in cells.columns:
@@ -282,6 +286,12 @@ def classify_regimes(cells: pd.DataFrame, *, barrier_cut: float, similarity_cut:
     out = cells.copy()
     b = pd.to_numeric(out[barrier_metric], errors="coerce")
     c = pd.to_numeric(out[similarity_metric], errors="coerce")
+    if barrier_cut is None:
+        barrier_cut = float(b.median()) if b.notna().any() else math.nan
+    if similarity_cut is None:
+        well = c[b <= barrier_cut]
+        similarity_cut = float(well.median()) if well.notna().any() else math.nan
+    out.attrs.update(barrier_cut=barrier_cut, similarity_cut=similarity_cut)
     out["poorly_connected"] = (b > barrier_cut).where(b.notna())
     out["similar"] = (c >= similarity_cut).where(c.notna())
     out["regime"] = [None if pd.isna(bv) or (bv <= barrier_cut and pd.isna(cv))
@@ -320,3 +330,29 @@ def temperature_effect(cells: pd.DataFrame, metric: str = "test_error") -> pd.Da
         rows.append({"load": load, "n": len(g), "rho": rho, "slope": slope,
                      "hot_minus_cold": float(v[-1] - v[0]) if len(v) else math.nan, "effect": effect})
     return pd.DataFrame(rows, columns=["load", "n", "rho", "slope", "hot_minus_cold", "effect"])
+
+
+def pruned_rows(run_ids: Sequence[str], densities: Sequence[float],
+                values: Mapping[str, Sequence[Sequence[float | None]]]) -> pd.DataFrame:
+    """One row per (run, density) from a ``prune.cell`` result: ``run_id``, ``density`` and a column per metric.
+
+    Parameters
+    ----------
+    run_ids : sequence of str, shape (n,)
+    densities : sequence of float, shape (d,)
+    values : mapping of metric -> nested sequence, shape (n, d)
+        None (a metric that could not be computed) becomes NaN.
+
+    Raises
+    ------
+    ValueError
+        A metric whose shape is not (n, d).
+    """
+    n, d = len(run_ids), len(densities)
+    out = pd.DataFrame({"run_id": np.repeat(list(run_ids), d), "density": np.tile(np.asarray(densities, float), n)})
+    for name, v in values.items():
+        a = np.array([[np.nan if x is None else x for x in row] for row in v], dtype=float)
+        if a.shape != (n, d):
+            raise ValueError(f"values[{name!r}] has shape {a.shape}; expected (runs, densities) = ({n}, {d})")
+        out[name] = a.reshape(-1)
+    return out
