@@ -31,7 +31,7 @@ import pandas as pd
 import store
 from engine.config import load_sweep
 from engine.jobs import Dispatcher, probe_phase_cells
-from engine.probes.phases import cell_table, classify_regimes, pruned_rows, temperature_effect
+from engine.probes.phases import classify_regimes, pruned_cell_table, pruned_rows, temperature_effect
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "pruning.toml"
@@ -87,7 +87,7 @@ def pruned_runs(st, zoo_id: str, requests) -> pd.DataFrame:
                                   r.status.result.summary["values"]) for r in requests], ignore_index=True)
     runs = st.runs_table(zoo_id)
     runs = runs[[c for c in runs.columns if not c.startswith("probe_")]].merge(rows, on="run_id")
-    return runs.assign(hp_density=runs["density"])
+    return runs
 
 
 def _pivot(cells: pd.DataFrame, metric: str) -> str:
@@ -161,7 +161,7 @@ def main() -> None:
         st.close()
     lines += [c_train.line("training" + (" (reused)" if args.reuse else "")), c_probe.line("prune + probe"),
               f"{'total':<22} wall {c_train.wall + c_probe.wall:7.1f} s   CPU {c_train.cpu + c_probe.cpu:7.1f} s"]
-    cells = cell_table(runs, "lr/batch_size", "density", METRICS, {"batch_size": sweep.base.batch_size})
+    cells = pruned_cell_table(runs, "lr/batch_size", METRICS, {"batch_size": sweep.base.batch_size})
     for m in METRICS:
         lines += ["", f"{m} (mean over seeds):", _pivot(cells, m)]
     classified = classify_regimes(cells[cells["load"] < 1.0].reset_index(drop=True))

@@ -1,4 +1,4 @@
-"""Phases page: landscape metrics across a zoo's hyperparameters -- heatmaps, the phase map, grokking."""
+"""Phases page: landscape metrics across a zoo's hyperparameters -- heatmaps, the phase map, grokking, pruning."""
 
 import streamlit as st
 
@@ -14,11 +14,12 @@ from pages.ui.phases_views import (
     cells_table,
 )
 from pages.ui.pickers import pick_run
+from pages.ui.pruning_views import pruning_section
 from pages.ui.sidebar import page_start
 
 svc, zoo_id = page_start("Phase diagrams")
 sweep = svc.store.get_zoo(zoo_id).get("sweep") or {}
-tabs = st.tabs(["Phase diagram", "Grokking"])
+tabs = st.tabs(["Phase diagram", "Grokking", "Pruning"])
 with tabs[0]:
     params = cell_params()
     done = cells_panel(svc, zoo_id, params)
@@ -48,3 +49,5 @@ with tabs[1]:
             st.info("No finished runs yet.")
         else:
             grokking_section(svc, run_id)
+with tabs[2]:
+    pruning_section(svc, zoo_id, sweep)

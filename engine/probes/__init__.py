@@ -35,7 +35,7 @@ from engine.probes.landscape import (
 from engine.probes.phases import (
     PHASE_METRICS, PRUNING_REGIMES, GrokkingSteps, PhaseThresholds, Pruning, axis_values, cell_table,
     classify_phases, classify_regimes, default_thresholds, fine_tune, grokking_steps, prunable_names, prune,
-    pruned_rows, pruning_regime, temperature_effect, yang_phase,
+    pruned_cell_table, pruned_rows, pruning_regime, temperature_effect, yang_phase,
 )
 from engine.probes.rashomon import (
     ImportanceCloud, InteractionCloud, MultiplicityCurve, PredictiveMultiplicity, RashomonCurve,
@@ -57,7 +57,7 @@ from engine.probes.representations import (
 
 __all__ = [
     "ACTIVATION_TYPES", "ALIGN_METHODS", "BARRIER_DEFINITIONS", "METRICS", "OUTPUT", "PHASE_METRICS",
-    "PRUNING_REGIMES", "Pruning", "classify_regimes", "fine_tune", "prunable_names", "prune", "pruned_rows",
+    "PRUNING_REGIMES", "Pruning", "classify_regimes", "fine_tune", "prunable_names", "prune", "pruned_cell_table", "pruned_rows",
     "pruning_regime",
     "Activations", "AlignedProjection", "Alignment", "BNMode", "Barrier", "BarrierMatrix", "Direction",
     "FeatureSite", "FunctionNotPreservedError", "GrokkingSteps", "HessianEigs", "HessianOperator",

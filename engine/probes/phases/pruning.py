@@ -48,8 +48,10 @@ from torch.func import functional_call
 from engine.config import OptimSpec
 from engine.train import BatchOrder, init_optim_state, optim_step, task_loss
 
+from .diagram import cell_table
+
 __all__ = ["PRUNING_REGIMES", "Pruning", "classify_regimes", "fine_tune", "prunable_names", "prune",
-           "pruned_rows", "pruning_regime", "temperature_effect"]
+           "pruned_cell_table", "pruned_rows", "pruning_regime", "temperature_effect"]
 
 Scope = Literal["global", "layerwise"]
 
@@ -356,3 +358,34 @@ def pruned_rows(run_ids: Sequence[str], densities: Sequence[float],
             raise ValueError(f"values[{name!r}] has shape {a.shape}; expected (runs, densities) = ({n}, {d})")
         out[name] = a.reshape(-1)
     return out
+
+
+def pruned_cell_table(runs: pd.DataFrame, temperature: str, metrics: Sequence[str],
+                      constants: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """:func:`~engine.probes.phases.cell_table` of pruned networks: cells over temperature x density.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        One row per (run, density): ``run_id``, ``hp_*`` columns, ``density`` and the metrics
+        (the runs table merged with :func:`pruned_rows`).
+    temperature : str
+        Axis expression of the dense training (see :func:`~engine.probes.phases.axis_values`).
+    metrics, constants
+        As for ``cell_table``.
+
+    Returns
+    -------
+    DataFrame
+        ``cell_table``'s columns with ``load`` = the density, sorted by density then temperature.
+    """
+    if "density" not in runs.columns:
+        raise ValueError(f"runs have no 'density' column (one row per run and density, from pruned_rows); "
+                         f"columns: {sorted(runs.columns)[:12]}")
+    parts = []
+    for density, group in runs.groupby("density", sort=True):
+        # the density is not a sweep axis: summarise each density's runs over temperature alone
+        cells = cell_table(group, temperature, temperature, metrics, constants)
+        parts.append(cells.assign(load=float(density)))
+    columns = ["temperature", "load", "n_runs", "run_ids"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

@@ -161,3 +161,16 @@ def test_regimes_and_temperature_effect():
     with pytest.raises(ValueError, match="cells have no column 'cka_mean'"):
         classify_regimes(cells, barrier_cut=0.1, similarity_cut=0.5, similarity_metric="cka_mean")
     assert np.isnan(temperature_effect(cells.iloc[:1])["slope"].iloc[0])
+
+
+def test_pruned_cell_table_groups_seeds_by_temperature_and_density():
+    from engine.probes import pruned_cell_table, pruned_rows
+
+    rows = pd.concat([pruned_rows([f"r{lr}{s}"], [0.1, 0.5], {"test_error": [[0.5 + lr + s / 10, 0.2 + lr]]})
+                      .assign(hp_lr=lr) for lr in (0.1, 0.2) for s in (0, 1)], ignore_index=True)
+    cells = pruned_cell_table(rows, "lr/batch_size", ["test_error"], {"batch_size": 10})
+    assert cells[["temperature", "load"]].values.tolist() == [[0.01, 0.1], [0.02, 0.1], [0.01, 0.5], [0.02, 0.5]]
+    assert cells["n_runs"].tolist() == [2, 2, 2, 2]
+    assert cells["test_error"].tolist() == pytest.approx([0.65, 0.75, 0.3, 0.4])
+    with pytest.raises(ValueError, match="runs have no 'density' column"):
+        pruned_cell_table(rows.drop(columns="density"), "lr", ["test_error"])
