@@ -227,9 +227,9 @@ def temperature_effect_figure(cells: pd.DataFrame, metric: str = "test_error", *
 def pruning_overview(cells: pd.DataFrame, classified: pd.DataFrame, *, temperature: str, metric: str = "test_error",
                      label: str = "test error", title: str = "") -> go.Figure:
     """The README figure: ``metric`` over temperature x density, its change with temperature, and the regimes."""
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=[
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.12, subplot_titles=[
         escape(f"{label} of the pruned networks"), escape(f"{label} minus at the coldest training"), "regime"])
-    fig.add_trace(_heatmap_trace(cells, metric, label, colorbar_x=0.25).update(
+    fig.add_trace(_heatmap_trace(cells, metric, label, colorbar_x=0.265).update(
         colorbar=dict(len=0.9, thickness=10)), row=1, col=1)
     for tr in _effect_traces(cells, metric):
         fig.add_trace(tr, row=1, col=2)
@@ -239,4 +239,4 @@ def pruning_overview(cells: pd.DataFrame, classified: pd.DataFrame, *, temperatu
         fig.update_xaxes(title=escape(temperature), type="category", row=1, col=c)
     fig.update_yaxes(title="density", type="category", row=1, col=1)
     fig.update_yaxes(type="category", row=1, col=3)
-    return finish(fig, title=title or None, height=440).update_layout(width=1500, legend=dict(x=0.62, y=1.0))
+    return finish(fig, title=title or None, height=440).update_layout(width=1500, legend=dict(x=0.635, y=1.0))
