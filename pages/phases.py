@@ -1,4 +1,4 @@
-"""Phases page: landscape metrics across a zoo's hyperparameters -- heatmaps, the phase map, grokking."""
+"""Phases page: landscape metrics across a zoo's hyperparameters -- heatmaps, the phase map, grokking, pruning."""
 
 import streamlit as st
 
@@ -14,13 +14,14 @@ from pages.ui.phases_views import (
     phase_section,
 )
 from pages.ui.pickers import pick_run
+from pages.ui.pruning_views import pruning_section
 from pages.ui.reads import zoo_sweep
 from pages.ui.sidebar import page_start
 from pages.ui.text import literal
 
 svc, zoo_id = page_start("Phase diagrams")
 sweep = zoo_sweep(svc, zoo_id)
-tabs = st.tabs(["Phase diagram", "Grokking"])
+tabs = st.tabs(["Phase diagram", "Grokking", "Pruning"])
 with tabs[0]:
     params = cell_params()
     done = cells_panel(svc, zoo_id, params)
@@ -50,3 +51,5 @@ with tabs[1]:
             st.info("No finished runs yet.")
         else:
             grokking_section(svc, run_id)
+with tabs[2]:
+    pruning_section(svc, zoo_id, sweep)

@@ -11,8 +11,8 @@ from plotly.subplots import make_subplots
 
 from .style import PALETTE, escape, finish
 
-__all__ = ["PHASE_COLORS", "grokking_figure", "metric_heatmap", "phase_map", "phase_overview", "tick_label",
-           "trend_figure"]
+__all__ = ["PHASE_COLORS", "REGIME_COLORS", "grokking_figure", "metric_heatmap", "phase_map", "phase_overview",
+           "pruning_overview", "regime_map", "temperature_effect_figure", "tick_label", "trend_figure"]
 
 #: One colour per phase of Yang et al. (2021); "?" marks a cell with a missing metric.
 PHASE_COLORS = {"I": "#D55E00", "II": "#E69F00", "III": "#CC79A7", "IV-A": "#56B4E9", "IV-B": "#009E73",
@@ -159,3 +159,84 @@ def grokking_figure(steps: Sequence[int], train_acc: Sequence[float], test_acc: 
     if not log_x and len(steps):
         fig.update_xaxes(range=[min(steps), max(steps)])  # the step lines' labels must not widen the axis
     return finish(fig, height=320 + 180 * len(probes))
+
+
+#: One colour per regime of Zhou et al. (2023); "?" marks a cell with a missing metric.
+REGIME_COLORS = {"I": "#D55E00", "II-A": "#56B4E9", "II-B": "#009E73", "?": "#BBBBBB"}
+
+
+def _regime_trace(classified: pd.DataFrame) -> go.Heatmap:
+    ts, ls, regimes = _grid(classified.assign(regime=classified["regime"].fillna("?")), "regime")
+    names = list(REGIME_COLORS)
+    empty = np.vectorize(lambda r: r is None)(regimes)
+    z = np.vectorize(lambda r: np.nan if r is None else float(names.index(r if r in REGIME_COLORS else "?")))(regimes)
+    scale = []
+    for i, name in enumerate(names):
+        scale += [[i / len(names), REGIME_COLORS[name]], [(i + 1) / len(names), REGIME_COLORS[name]]]
+    return go.Heatmap(z=z, x=[tick_label(t) for t in ts], y=[tick_label(v) for v in ls], zmin=-0.5,
+                      zmax=len(names) - 0.5, colorscale=scale, text=np.where(empty, "", regimes),
+                      texttemplate="%{text}", showscale=False,
+                      hovertemplate="temperature %{x}<br>density %{y}<br>regime %{text}<extra></extra>")
+
+
+def regime_map(classified: pd.DataFrame, *, temperature: str = "temperature", load: str = "density",
+               rule_text: str = "") -> go.Figure:
+    """Zhou et al.'s regime (I, II-A, II-B) of every (temperature, density) cell of pruned networks."""
+    fig = go.Figure(_regime_trace(classified))
+    fig.update_xaxes(title=escape(temperature), type="category")
+    fig.update_yaxes(title=escape(load), type="category")
+    if rule_text:
+        fig.add_annotation(text=escape(rule_text), xref="paper", yref="paper", x=0, y=-0.28, showarrow=False,
+                           xanchor="left", font=dict(size=11))
+    return finish(fig, height=400)
+
+
+def _relative(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` minus its value at the coldest temperature of the same load (0 at the left end)."""
+    cold = cells.sort_values("temperature").groupby("load")[metric].transform("first")
+    return cells.assign(**{f"{metric}_rel": cells[metric] - cold})
+
+
+def _effect_traces(cells: pd.DataFrame, metric: str) -> list[go.Scatter]:
+    rel = _relative(cells, metric)
+    traces = []
+    for i, (value, g) in enumerate(rel.sort_values("temperature").groupby("load", sort=True)):
+        traces.append(go.Scatter(
+            x=[tick_label(t) for t in g["temperature"]], y=g[f"{metric}_rel"], mode="lines+markers",
+            name=f"density {tick_label(value)}", line=dict(color=PALETTE[i % len(PALETTE)]),
+            error_y=dict(type="data", array=g.get(f"{metric}_std"), visible=True, thickness=1),
+            hovertemplate=f"temperature %{{x}}<br>{escape(metric)} change %{{y:+.3f}}<extra>density "
+                          f"{tick_label(value)}</extra>"))
+    return traces
+
+
+def temperature_effect_figure(cells: pd.DataFrame, metric: str = "test_error", *, temperature: str = "temperature",
+                              label: str | None = None) -> go.Figure:
+    """Per density, ``metric`` of the pruned networks relative to the coldest dense training (error bars: s.d.).
+
+    A line going down means a hotter dense training pruned better at that density; Zhou et al.'s
+    sharp transition is the density at which the lines turn from falling to rising.
+    """
+    fig = go.Figure(_effect_traces(cells, metric))
+    fig.add_hline(y=0, line=dict(color="#888", dash="dot"))
+    fig.update_xaxes(title=escape(temperature), type="category")
+    fig.update_yaxes(title=escape(f"{label or metric} minus at the coldest"))
+    return finish(fig, height=380)
+
+
+def pruning_overview(cells: pd.DataFrame, classified: pd.DataFrame, *, temperature: str, metric: str = "test_error",
+                     label: str = "test error", title: str = "") -> go.Figure:
+    """The README figure: ``metric`` over temperature x density, its change with temperature, and the regimes."""
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.12, subplot_titles=[
+        escape(f"{label} of the pruned networks"), escape(f"{label} minus at the coldest training"), "regime"])
+    fig.add_trace(_heatmap_trace(cells, metric, label, colorbar_x=0.265).update(
+        colorbar=dict(len=0.9, thickness=10)), row=1, col=1)
+    for tr in _effect_traces(cells, metric):
+        fig.add_trace(tr, row=1, col=2)
+    fig.add_hline(y=0, line=dict(color="#888", dash="dot"), row=1, col=2)
+    fig.add_trace(_regime_trace(classified), row=1, col=3)
+    for c in (1, 2, 3):
+        fig.update_xaxes(title=escape(temperature), type="category", row=1, col=c)
+    fig.update_yaxes(title="density", type="category", row=1, col=1)
+    fig.update_yaxes(type="category", row=1, col=3)
+    return finish(fig, title=title or None, height=440).update_layout(width=1500, legend=dict(x=0.635, y=1.0))

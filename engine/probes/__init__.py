@@ -103,13 +103,23 @@ from engine.probes.landscape import (
 )
 from engine.probes.phases import (
     PHASE_METRICS,
+    PRUNING_REGIMES,
     GrokkingSteps,
     PhaseThresholds,
+    Pruning,
     axis_values,
     cell_table,
     classify_phases,
+    classify_regimes,
     default_thresholds,
+    fine_tune,
     grokking_steps,
+    prunable_names,
+    prune,
+    pruned_cell_table,
+    pruned_rows,
+    pruning_regime,
+    temperature_effect,
     yang_phase,
 )
 from engine.probes.rashomon import (
@@ -210,6 +220,8 @@ __all__ = [
     "importance_distribution", "quantile_thresholds", "rashomon_importance_distribution",
     "tree_model_reliance",
     "ACTIVATION_TYPES", "ALIGN_METHODS", "BARRIER_DEFINITIONS", "METRICS", "OUTPUT", "PHASE_METRICS",
+    "PRUNING_REGIMES", "Pruning", "classify_regimes", "fine_tune", "prunable_names", "prune", "pruned_cell_table", "pruned_rows",
+    "pruning_regime",
     "Activations", "AlignedProjection", "Alignment", "BNMode", "Barrier", "BarrierMatrix", "Direction",
     "FeatureSite", "FunctionNotPreservedError", "GrokkingSteps", "HessianEigs", "HessianOperator",
     "ImportanceCloud", "Instability", "InteractionCloud", "InterpolationCurve", "IntrinsicDimension",
@@ -242,6 +254,7 @@ __all__ = [
     "sample_rashomon_set", "shallow_copy", "sharpness_over_training", "similarity_grid",
     "similarity_over_training", "singular_vector_alignment", "solve_assignment", "spawn", "split_state",
     "stacked_forward", "ste_matching", "stratified_indices", "subsample_indices", "subspace_projection",
-    "svcca", "topological_rsa", "train_steps", "tree_rules", "tree_to_dict", "twonn_dimension", "unflatten_params",
+    "svcca", "temperature_effect", "topological_rsa", "train_steps", "tree_rules", "tree_to_dict", "twonn_dimension",
+    "unflatten_params",
     "variable_importance_cloud", "warm_umap", "weight_matching", "yang_phase",
 ]

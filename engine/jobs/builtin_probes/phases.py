@@ -27,24 +27,27 @@ its own probe result, while the ``probe_*`` columns keep the first ones computed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from engine.bounds import MAX_EVAL_SIZE
 from engine.config import SPEC_CONFIG, Seed
 from engine.probes.connectivity import barrier_matrix
 from engine.probes.core import evaluate_points, flatten_params, resolve_data
 from engine.probes.landscape import hessian_top_eigs, hessian_trace
+from engine.probes.phases import fine_tune, prune
 from engine.probes.representations import OUTPUT, capture_activations, effective_rank, linear_cka, twonn_dimension
 
 from ..probe_kinds import ProbeResult, register_probe
 
-__all__ = ["PhaseCellParams", "PhaseCellResult", "WeightNormParams", "WeightNorms", "run_phase_cell",
+__all__ = ["PhaseCellParams", "PhaseCellResult", "PruneCellParams", "PruneCellResult", "WeightNormParams", "WeightNorms",
+           "run_phase_cell", "run_prune_cell",
            "run_weight_norm"]
 
 MetricGroup = Literal["evaluation", "curvature", "connectivity", "similarity", "dimension"]
@@ -247,3 +250,137 @@ register_probe("weights.norm", run_weight_norm, WeightNormParams, n_checkpoints=
                description="L2 norm of the parameters at each checkpoint", result=WeightNorms)
 register_probe("sweep.cell", run_phase_cell, PhaseCellParams, n_checkpoints=(1, 256),
                description="phase-diagram scalars for the seeds of one hyperparameter cell", result=PhaseCellResult)
+
+
+# --- prune.cell: the three-regime model of pruning (Zhou et al. 2023) --------------------------------------------
+# Each checkpoint of a cell is magnitude-pruned to every density (optionally fine-tuned with its run's optimiser),
+# and the pruned seeds are measured exactly as ``sweep.cell`` measures dense ones: run_phase_cell on them.
+
+
+class PruneCellParams(BaseModel):
+    """Densities to prune the cell's checkpoints to, how, and what to measure on the pruned networks."""
+
+    model_config = SPEC_CONFIG
+
+    densities: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)  # fractions of Linear/Conv weights kept
+    scope: Literal["global", "layerwise"] = "global"
+    fine_tune_steps: int = Field(0, ge=0, le=100_000)  # steps of the run's own optimiser after pruning (0: none)
+    metrics: tuple[Literal["evaluation", "curvature", "connectivity", "similarity"], ...] = (
+        "evaluation", "curvature", "connectivity", "similarity")
+    n_samples: int = Field(1000, ge=16)  # as PhaseCellParams
+    hessian_max_iter: int = Field(100, ge=4, le=500)
+    trace_probes: int = Field(20, ge=2, le=2000)
+    alphas: int = Field(25, ge=3, le=201)
+    align: Literal["weight", "none"] = "weight"
+    cka_samples: int = Field(1000, ge=16, le=20_000)
+    seed: Seed = 0
+
+    @field_validator("densities")
+    @classmethod
+    def _densities(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0.0 < d <= 1.0 for d in v):
+            raise ValueError(f"densities must be fractions in (0, 1] (0.1 keeps 10% of the weights); got {list(v)}")
+        return tuple(sorted(set(v)))
+
+    def cell_params(self) -> PhaseCellParams:
+        return PhaseCellParams(**self.model_dump(include=set(PhaseCellParams.model_fields) - {"metrics"}),
+                               metrics=self.metrics)
+
+
+class _PrunedInputs:
+    """What run_phase_cell reads: ``all``, the pruned checkpoints."""
+
+    def __init__(self, cks):
+        self.all = cks
+
+
+def _pruned_checkpoints(cks, density: float, p: PruneCellParams) -> tuple[list, list[float]]:
+    out, achieved = [], []
+    for ck in cks:
+        pr = prune(ck.model, ck.params, 1.0 - density, scope=p.scope)
+        buffers = ck.buffers
+        if p.fine_tune_steps:
+            pr, buffers = fine_tune(ck.model, pr, _train_data(ck), ck.config.optim, steps=p.fine_tune_steps,
+                                    batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed)
+        out.append(dataclasses.replace(ck, params=pr.params, buffers=buffers))
+        achieved.append(pr.density)
+    return out, achieved
+
+
+def _train_data(ck):
+    device = next(iter(ck.params.values())).device
+    return ck.dataset.x_train.to(device), ck.dataset.y_train.to(device)
+
+
+def _output_cka(cks, p: PruneCellParams) -> list[float]:
+    """Mean linear CKA of each checkpoint's outputs (logits) with the other seeds' of the same step."""
+    outs = []
+    for ck in cks:
+        x, y = resolve_data(ck.dataset, "test")
+        outs.append(capture_activations(ck.model, ck.state, (x, y), max_samples=p.cka_samples, seed=p.seed)[OUTPUT])
+    values = [math.nan] * len(cks)
+    for group in _same_step_groups(cks):
+        for i in group:
+            values[i] = float(np.mean([linear_cka(outs[i], outs[j]) for j in group if j != i]))
+    return values
+
+
+def run_prune_cell(inputs, p: PruneCellParams, progress) -> ProbeResult:
+    cks = inputs.all
+    n, d = len(cks), len(p.densities)
+    table: dict[str, np.ndarray] = defaultdict(lambda: np.full((n, d), np.nan))
+    for j, density in enumerate(p.densities):
+        pruned, achieved = _pruned_checkpoints(cks, density, p)
+        table["density_achieved"][:, j] = achieved
+        r = run_phase_cell(_PrunedInputs(pruned), p.cell_params(),
+                           lambda f, m, j=j, at=density: progress((j + 0.95 * f) / d, f"density {at:g}: {m}"))
+        for k, v in r.summary["values"].items():
+            table[k][:, j] = [math.nan if x is None else x for x in v]
+        if "similarity" in p.metrics:
+            table["cka_output"][:, j] = _output_cka(pruned, p)
+    refs = [ck.ref for ck in cks]
+    return PruneCellResult(checkpoint_ids=tuple(r.checkpoint_id for r in refs), run_ids=tuple(r.run_id for r in refs),
+                           steps=tuple(r.step for r in refs), densities=tuple(p.densities), scope=p.scope,
+                           fine_tune_steps=p.fine_tune_steps, barrier_kind=BARRIER_KIND, align=p.align,
+                           values={k: v.astype(np.float64) for k, v in table.items()}).to_stored()
+
+
+@dataclass(frozen=True)
+class PruneCellResult:
+    """``prune.cell``: one value per metric per (input checkpoint, density), NaN where not measured.
+
+    Stored as a summary (``values`` as nested lists with None for NaN, the densities, scope and
+    fine-tuning steps) and one float64 array (checkpoints, densities) per metric.
+    """
+
+    checkpoint_ids: tuple[str, ...]
+    run_ids: tuple[str, ...]
+    steps: tuple[int, ...]
+    densities: tuple[float, ...]
+    scope: str
+    fine_tune_steps: int
+    barrier_kind: str
+    align: str
+    values: dict[str, np.ndarray]  # metric -> (checkpoints, densities)
+
+    def to_stored(self) -> ProbeResult:
+        summary = {"checkpoint_ids": list(self.checkpoint_ids), "run_ids": list(self.run_ids),
+                   "steps": list(self.steps), "densities": list(self.densities), "scope": self.scope,
+                   "fine_tune_steps": self.fine_tune_steps, "barrier_kind": self.barrier_kind, "align": self.align,
+                   "values": {k: [_json(list(row)) for row in v] for k, v in self.values.items()}}
+        return ProbeResult(summary, {k: np.asarray(v, dtype=np.float64) for k, v in self.values.items()})
+
+    @classmethod
+    def from_stored(cls, result: ProbeResult) -> PruneCellResult:
+        s = result.summary
+        values = {k: np.array([[np.nan if x is None else x for x in row] for row in v], dtype=np.float64)
+                  for k, v in s["values"].items()}
+        return cls(checkpoint_ids=tuple(s["checkpoint_ids"]), run_ids=tuple(s["run_ids"]), steps=tuple(s["steps"]),
+                   densities=tuple(float(d) for d in s["densities"]), scope=s["scope"],
+                   fine_tune_steps=int(s["fine_tune_steps"]), barrier_kind=s["barrier_kind"], align=s["align"],
+                   values=values)
+
+
+register_probe("prune.cell", run_prune_cell, PruneCellParams, n_checkpoints=(1, 256), result=PruneCellResult,
+               description="magnitude-prune the seeds of one cell to several densities and measure the pruned "
+                           "networks as sweep.cell does (Zhou et al. 2023)")
