@@ -46,9 +46,8 @@ from engine.probes.representations import OUTPUT, capture_activations, effective
 
 from ..probe_kinds import ProbeResult, register_probe
 
-__all__ = ["PhaseCellParams", "PhaseCellResult", "PruneCellParams", "PruneCellResult", "WeightNormParams", "WeightNorms",
-           "run_phase_cell", "run_prune_cell",
-           "run_weight_norm"]
+__all__ = ["PhaseCellParams", "PhaseCellResult", "PruneCellParams", "PruneCellResult", "WeightNormParams",
+           "WeightNorms", "run_phase_cell", "run_prune_cell", "run_weight_norm"]
 
 MetricGroup = Literal["evaluation", "curvature", "connectivity", "similarity", "dimension"]
 BARRIER_KIND = "max_minus_linear"
