@@ -26,11 +26,12 @@ from engine.probes.core import (
     reset_bn_stats, resolve_data, ritz, shallow_copy, split_state, unflatten_params,
 )
 from engine.probes.landscape import (
-    Direction, HessianEigs, HessianOperator, IntrinsicDimension, PCADirections, Plane, Sharpness,
-    SpectralDensity, Surface, TraceEstimate, direction_between, hessian_directions, hessian_operator,
+    Direction, FunctionalDimension, FunctionalDimensionCurve, HessianEigs, HessianOperator, IntrinsicDimension,
+    PCADirections, Plane, Sharpness, SpectralDensity, Surface, TraceEstimate, direction_between,
+    functional_dimension, functional_dimension_over_training, hessian_directions, hessian_operator,
     hessian_spectral_density, hessian_top_eigs, hessian_trace, intrinsic_dimension, loss_surface_1d,
-    loss_surface_2d, pca_directions, plane_through, random_direction, sharpness_over_training,
-    subspace_projection,
+    loss_surface_2d, parameter_jacobian, pca_directions, plane_through, random_direction, scaling_symmetries,
+    sharpness_over_training, subspace_projection,
 )
 from engine.probes.phases import (
     PHASE_METRICS, GrokkingSteps, PhaseThresholds, axis_values, cell_table, classify_phases,
@@ -86,4 +87,7 @@ __all__ = [
     "stacked_forward", "ste_matching", "stratified_indices", "subsample_indices", "subspace_projection",
     "svcca", "train_steps", "tree_rules", "tree_to_dict", "twonn_dimension", "unflatten_params",
     "variable_importance_cloud", "warm_umap", "weight_matching", "yang_phase",
+    # landscape: functional dimension (issue 18)
+    "FunctionalDimension", "FunctionalDimensionCurve", "functional_dimension", "functional_dimension_over_training",
+    "parameter_jacobian", "scaling_symmetries",
 ]
