@@ -6,4 +6,4 @@ One module per domain, named as in ``engine.probes``: ``core`` (``evaluate``), `
 so they never change when a module is renamed.
 """
 
-from . import connectivity, core, landscape, phases, rashomon, representations  # noqa: F401
+from . import connectivity, core, functional_dimension, landscape, phases, rashomon, representations  # noqa: F401
