@@ -40,8 +40,11 @@ def scree_figure(result, *, title: str | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(x=index[mask], y=np.maximum(sv[mask], floor), mode="markers", name=name,
                                  marker=dict(color=color, size=5),
                                  hovertemplate="#%{x}<br>σ=%{y:.3e}<extra></extra>"))
-    fig.add_hline(y=max(result.tolerance, floor), line=dict(color="black", dash="dash"),
-                  annotation_text=f"tolerance {result.tolerance:.2e}", annotation_position="top right")
+    level = max(result.tolerance, floor)
+    fig.add_hline(y=level, line=dict(color="black", dash="dash"))
+    # on a log axis an annotation's y is log10 of the value (add_hline's own annotation lands at the top)
+    fig.add_annotation(x=0.01, xref="paper", y=float(np.log10(level)), yref="y", text=f"tolerance {level:.2e}",
+                       showarrow=False, xanchor="left", yanchor="bottom")
     fig.add_vline(x=result.bound + 0.5, line=dict(color=PALETTE[2], dash="dot"),
                   annotation_text=f"bound {result.bound}", annotation_position="top left")
     if result.rank != result.bound:
@@ -49,7 +52,8 @@ def scree_figure(result, *, title: str | None = None) -> go.Figure:
                       annotation_text=f"rank {result.rank}", annotation_position="bottom left")
     fig.update_xaxes(title_text="singular value index")
     fig.update_yaxes(title_text="singular value", type="log")
-    verdict = (f"{result.deficit} hidden" if result.has_hidden_symmetries else "no hidden symmetries")
+    verdict = (f"deficit {result.deficit}: hidden symmetries" if result.has_hidden_symmetries
+               else "no hidden symmetries")
     return finish(fig, title=title or f"Jacobian scree: rank {result.rank} of {result.bound} ({verdict}), "
                                       f"{result.n_params} parameters")
 

@@ -34,7 +34,7 @@ def test_scree_splits_counted_values_at_the_tolerance_and_marks_rank_and_bound(d
     shapes = fig.layout.shapes
     assert any(s.y0 == pytest.approx(result.tolerance) for s in shapes)
     assert {s.x0 for s in shapes if s.x0 is not None} >= {result.bound + 0.5, result.rank + 0.5}
-    assert f"rank {result.rank} of {result.bound}" in fig.layout.title.text and "3 hidden" in fig.layout.title.text
+    assert f"rank {result.rank} of {result.bound}" in fig.layout.title.text and "deficit 3: hidden" in fig.layout.title.text
 
 
 def test_over_training_draws_the_ranks_and_the_bound(dead):
