@@ -154,4 +154,5 @@ def hidden_symmetry_probability_figure(table: pd.DataFrame, panels: dict[str, st
                               "<br>%{customdata[0]:.0f} of %{customdata[1]:.0f} nets<extra></extra>"), 1, col)
         fig.update_xaxes(title_text=escape(x), dtick=1, row=1, col=col)
     fig.update_yaxes(title_text="P(no hidden symmetries)", range=[-0.03, 1.03], row=1, col=1)
-    return finish(fig, title=title or "Probability of no hidden symmetries at random initialisation", height=440)
+    finish(fig, title=title or "Probability of no hidden symmetries at random initialisation", height=440)
+    return fig.update_layout(margin=dict(t=90))  # room for the title above the panel titles

@@ -27,8 +27,8 @@ def _params() -> dict:
     inputs = synced_selectbox("Inputs", ["gaussian", "data"], key="fd_inputs", container=c[0],
                               format_func={"gaussian": "standard normal points (as the paper)",
                                            "data": "the run's training data"}.get)
-    oversample = synced_selectbox("Inputs per parameter ÷ outputs", [1.0, 2.0, 4.0], key="fd_over", container=c[1],
-                                  default=2.0)
+    oversample = synced_selectbox("Inputs per parameter ÷ outputs", [1.0, 2.0, 4.0, 8.0, 16.0], key="fd_over",
+                                  container=c[1], default=2.0)
     return {"inputs": inputs, "oversample": float(oversample)}
 
 

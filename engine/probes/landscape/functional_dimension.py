@@ -277,9 +277,11 @@ def functional_dimension(
     params : dict
         Parameter dict or state dict of ``model``.
     inputs : Tensor, shape (m, *input_shape)
-        The batch ``Z``. Use at least ``symmetry_bound / n_outputs`` inputs, better twice
-        the number of parameters over the outputs (the Landscape probe's default), drawn so
-        that every neuron is active on some and inactive on others; fewer warns.
+        The batch ``Z``. Use at least ``symmetry_bound / n_outputs`` inputs (fewer warns),
+        better twice the number of parameters over the outputs (the Landscape probe's
+        default), drawn so that every neuron is active on some and inactive on others. Where
+        kinks crowd together (few input dimensions) even that undercounts: grow the batch
+        until the rank stops rising, as ``bench/functional_dimension.py`` does.
     n_hidden_neurons : int, optional
         Continuous positive-scaling symmetries; :func:`scaling_symmetries` of ``model`` when None.
     rtol : float, optional
