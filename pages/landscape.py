@@ -1,7 +1,8 @@
-"""Landscape page: loss surfaces, Hessian spectrum, sharpness over training, intrinsic dimension."""
+"""Landscape page: loss surfaces, Hessian spectrum, sharpness over training, intrinsic and functional dimension."""
 
 import streamlit as st
 
+from pages.ui.functional_dimension_views import functional_dimension_tab
 from pages.ui.landscape_views import intrinsic_tab, sharpness_tab, spectrum_tab, surface_tab
 from pages.ui.pickers import pick_checkpoint, pick_run
 from pages.ui.sidebar import page_start
@@ -13,7 +14,8 @@ if run_id is None:
     st.info("This zoo has no finished runs yet; results appear here as runs finish.")
     st.stop()
 ckpt = pick_checkpoint(svc, run_id, container=c2)
-tabs = st.tabs(["Surface", "Hessian spectrum", "Sharpness over training", "Intrinsic dimension"])
+tabs = st.tabs(["Surface", "Hessian spectrum", "Sharpness over training", "Intrinsic dimension",
+               "Functional dimension"])
 with tabs[0]:
     surface_tab(svc, run_id, ckpt)
 with tabs[1]:
@@ -22,3 +24,5 @@ with tabs[2]:
     sharpness_tab(svc, run_id)
 with tabs[3]:
     intrinsic_tab(svc, run_id)
+with tabs[4]:
+    functional_dimension_tab(svc, zoo_id, run_id, ckpt)

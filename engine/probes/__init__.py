@@ -77,6 +77,8 @@ from engine.probes.core import (
 )
 from engine.probes.landscape import (
     Direction,
+    FunctionalDimension,
+    FunctionalDimensionCurve,
     HessianEigs,
     HessianOperator,
     IntrinsicDimension,
@@ -87,6 +89,8 @@ from engine.probes.landscape import (
     Surface,
     TraceEstimate,
     direction_between,
+    functional_dimension,
+    functional_dimension_over_training,
     hessian_directions,
     hessian_operator,
     hessian_spectral_density,
@@ -95,9 +99,11 @@ from engine.probes.landscape import (
     intrinsic_dimension,
     loss_surface_1d,
     loss_surface_2d,
+    parameter_jacobian,
     pca_directions,
     plane_through,
     random_direction,
+    scaling_symmetries,
     sharpness_over_training,
     subspace_projection,
 )
@@ -258,4 +264,7 @@ __all__ = [
     "svcca", "temperature_effect", "topological_rsa", "train_steps", "tree_rules", "tree_to_dict", "twonn_dimension",
     "unflatten_params",
     "variable_importance_cloud", "warm_umap", "weight_matching", "yang_phase",
+    # landscape: functional dimension (issue 18)
+    "FunctionalDimension", "FunctionalDimensionCurve", "functional_dimension", "functional_dimension_over_training",
+    "parameter_jacobian", "scaling_symmetries",
 ]

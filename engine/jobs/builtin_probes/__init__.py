@@ -7,4 +7,13 @@ One module per domain, named as in ``engine.probes``: ``core`` (``evaluate``), `
 so they never change when a module is renamed.
 """
 
-from . import connectivity, core, landscape, phases, rashomon, rashomon_rid, representations  # noqa: F401
+from . import (  # noqa: F401  (each registers its probe kinds)
+    connectivity,
+    core,
+    functional_dimension,
+    landscape,
+    phases,
+    rashomon,
+    rashomon_rid,
+    representations,
+)

@@ -1,5 +1,6 @@
 """Loss landscapes: surfaces along directions, curvature (Hessian eigenvalues, spectral
-density, trace, sharpness) and the intrinsic dimension of the objective."""
+density, trace, sharpness), the intrinsic dimension of the objective and the functional
+dimension of the parameter-to-function map (hidden symmetries)."""
 
 from .curvature import (
     HessianEigs,
@@ -19,6 +20,14 @@ from .directions import (
     plane_through,
     random_direction,
 )
+from .functional_dimension import (
+    FunctionalDimension,
+    FunctionalDimensionCurve,
+    functional_dimension,
+    functional_dimension_over_training,
+    parameter_jacobian,
+    scaling_symmetries,
+)
 from .spectrum import SpectralDensity, hessian_spectral_density
 from .subspace import IntrinsicDimension, intrinsic_dimension, subspace_projection
 from .surface import Surface, loss_surface_1d, loss_surface_2d
@@ -26,6 +35,8 @@ from .trace import TraceEstimate, hessian_trace
 
 __all__ = [
     "Direction",
+    "FunctionalDimension",
+    "FunctionalDimensionCurve",
     "HessianEigs",
     "HessianOperator",
     "IntrinsicDimension",
@@ -36,6 +47,8 @@ __all__ = [
     "Surface",
     "TraceEstimate",
     "direction_between",
+    "functional_dimension",
+    "functional_dimension_over_training",
     "hessian_directions",
     "hessian_operator",
     "hessian_spectral_density",
@@ -44,9 +57,11 @@ __all__ = [
     "intrinsic_dimension",
     "loss_surface_1d",
     "loss_surface_2d",
+    "parameter_jacobian",
     "pca_directions",
     "plane_through",
     "random_direction",
+    "scaling_symmetries",
     "sharpness_over_training",
     "subspace_projection",
 ]
