@@ -22,6 +22,7 @@ from engine.probes.phases import PRUNING_REGIMES, classify_regimes, pruned_cell_
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_multiselect, synced_selectbox
+from .text import literal
 from .view_cache import frame_key, shared_view
 
 __all__ = ["pruning_section"]
@@ -66,7 +67,7 @@ def _panel(svc: Services, zoo_id: str, params: dict) -> list:
         try:
             probe_phase_cells(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
         except PermissionDenied as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
         else:
             st.rerun()
     if busy:
