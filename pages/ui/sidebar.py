@@ -31,6 +31,9 @@ def sidebar(svc: Services) -> str | None:
     zoos = cached_zoos(svc)
     with st.sidebar:
         account_box(svc)
+        if svc.dispatcher.fault:  # the owner refuses writes until restarted (a catalog file vanished under it)
+            st.error(f"The store refuses new work: {literal(svc.dispatcher.fault)} Restart the server; "
+                     "nothing committed is lost.")
         zoo_id = None
         if not zoos.empty:
             zoo_id = synced_selectbox("Zoo", zoos["zoo_id"].tolist(), key="zoo", format_func=zoo_label(zoos))

@@ -314,3 +314,15 @@ def test_singular_vectors_tab_queues_its_probe_for_a_and_b(app, trained_store):
     specs = [json.loads(s) for s in current_services().store.list_jobs(kind="probe")["spec_json"]]
     assert [s["probe"] for s in specs] == ["connectivity.singular"]
     assert len(specs[0]["checkpoints"]) == 2 and specs[0]["params"]["align"] == "weight"
+
+
+def test_sidebar_says_when_the_store_refuses_writes(app, empty_store):
+    """A catalog file vanished under the owner (Dispatcher.fault): every page says so, literally."""
+    at = app(empty_store)
+    assert not [e for e in at.sidebar.error]
+    current_services().dispatcher.fault = "store.duckdb.wal was deleted ![x](http://127.0.0.1:9/x.png)"
+    at.run()
+    assert not at.exception, at.exception
+    (error,) = [shown(e.value).replace("\u2060", "") for e in at.sidebar.error]  # literal() breaks bare URLs
+    assert "The store refuses new work: store.duckdb.wal was deleted ![x](http://127.0.0.1:9/x.png)" in error
+    assert "Restart the server" in error
