@@ -170,3 +170,52 @@ def test_printable_escapes_what_a_terminal_would_act_on():
     assert printable("a\x1b[2J\u202eb\x00") == "a\\x1b[2J\\u202eb\\x00"
     assert printable("plain ünïcode") == "plain ünïcode"
     assert printable("x" * 1000, limit=10) == "x" * 10 + "…"
+
+
+def _int_fields_without_upper_bound(model) -> list[str]:
+    """Integer fields of a pydantic model that accept any size (no ``le``/``lt`` in their metadata)."""
+    import annotated_types
+
+    out = []
+    for name, field in model.model_fields.items():
+        if field.annotation not in (int, int | None):
+            continue
+        if not any(isinstance(m, (annotated_types.Le, annotated_types.Lt)) for m in field.metadata):
+            out.append(name)
+    return out
+
+
+def test_every_probe_kind_refuses_non_finite_floats_and_huge_seeds():
+    """Every registered probe kind's parameters share SPEC_CONFIG (no NaN/inf) and the bounded Seed: a
+    kind added later cannot slip past the rule the older ones follow."""
+    from pydantic import ValidationError
+
+    from engine.jobs.probe_job import get_probe_kind, probe_kinds
+
+    for kind in probe_kinds():
+        params = get_probe_kind(kind).params
+        assert params.model_config.get("allow_inf_nan") is False, f"{kind}: parameters accept NaN/inf"
+        if "seed" in params.model_fields:
+            with pytest.raises(ValidationError, match="less than or equal to 4294967295"):
+                params(seed=2**80)
+
+
+@pytest.mark.parametrize(("kind", "fields"), [
+    ("rashomon.rid_population", ["n_samples", "ratio_max_params"]),
+    ("prune.cell", ["n_samples"]),
+    ("sweep.cell", ["n_samples"]),
+])
+def test_probe_sizes_have_upper_bounds(kind, fields):
+    from engine.jobs.probe_job import get_probe_kind
+
+    unbounded = _int_fields_without_upper_bound(get_probe_kind(kind).params)
+    assert not set(fields) & set(unbounded), f"{kind}: {sorted(set(fields) & set(unbounded))} have no upper bound"
+
+
+def test_prune_cell_refuses_more_densities_than_it_can_measure():
+    from pydantic import ValidationError
+
+    from engine.jobs.builtin_probes.phases import MAX_DENSITIES, PruneCellParams
+
+    with pytest.raises(ValidationError, match=rf"at most {MAX_DENSITIES} densities .*; got 100000"):
+        PruneCellParams(densities=tuple(i / 1e5 for i in range(1, 100_001)))

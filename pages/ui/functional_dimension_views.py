@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.auth import PermissionDenied
 from engine.figures import functional_dimension as ffig
 from engine.jobs import ProbeService
 
@@ -13,6 +14,7 @@ from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services, cached_runs, current_user, may
 from .state import synced_selectbox
+from .text import literal
 from .view_cache import shared_view
 
 __all__ = ["functional_dimension_tab"]
@@ -65,11 +67,17 @@ def _zoo_view(svc: Services, zoo_id: str, params: dict) -> None:
     have = runs[RANK].notna() if RANK in runs.columns else pd.Series(False, index=runs.index)
     missing = runs.loc[~have, "run_id"].tolist()
     if missing and may("launch") and st.button(f"Compute for the other {len(missing)} runs", key="fdim_zoo_go"):
-        service = ProbeService(svc.dispatcher)
+        service, refused = ProbeService(svc.dispatcher), []
         for run_id in missing:
-            service.request(PROBE, params, checkpoints_of(svc, run_id)["checkpoint_id"].tolist(),
-                            owner=current_user())
-        st.rerun()
+            try:
+                service.request(PROBE, params, checkpoints_of(svc, run_id)["checkpoint_id"].tolist(),
+                                owner=current_user())
+            except (PermissionDenied, ValueError) as exc:  # ValueError: a checkpoint without stored weights
+                refused.append(str(exc))
+        if refused:
+            st.error(literal(f"{len(refused)} of {len(missing)} runs were not queued: {refused[0]}"))
+        else:
+            st.rerun()
     if not have.any():
         st.info("No run of this zoo has a stored functional dimension yet.")
         return

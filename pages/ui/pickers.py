@@ -94,7 +94,7 @@ def probe_result(svc: Services, probe: str, params: dict, checkpoint_ids: list[s
         if auto or st.button(label, key=f"{key}_go", type="primary"):
             try:
                 service.request(probe, params, checkpoint_ids, owner=current_user())
-            except PermissionDenied as exc:
+            except (PermissionDenied, ValueError) as exc:  # ValueError: e.g. a checkpoint without stored weights
                 st.error(literal(exc))
                 return None
             st.rerun()

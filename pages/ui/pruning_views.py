@@ -66,7 +66,7 @@ def _panel(svc: Services, zoo_id: str, params: dict) -> list:
             help="One background job per cell: prune, fine-tune if asked, then evaluation, Hessian, barriers, CKA"):
         try:
             probe_phase_cells(svc.dispatcher, zoo_id, PROBE, params, owner=current_user())
-        except PermissionDenied as exc:
+        except (PermissionDenied, ValueError) as exc:  # ValueError: a checkpoint without stored weights
             st.error(literal(exc))
         else:
             st.rerun()

@@ -14,8 +14,9 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from engine.config import SPEC_CONFIG, Seed
 from engine.probes.core import resolve_data
 from engine.probes.landscape import FunctionalDimensionCurve, functional_dimension_over_training, scaling_symmetries
 
@@ -31,12 +32,12 @@ MAX_JACOBIAN_ENTRIES = 40_000_000
 class FunctionalDimensionParams(BaseModel):
     """Rank of the parameter-to-output Jacobian at every input checkpoint (Grigsby, Lindsey & Rolnick 2023)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     inputs: Literal["gaussian", "data"] = "gaussian"  # standard normal points (the paper's choice) or the run's data
     split: Literal["train", "test"] = "train"  # which split, for inputs="data"
     oversample: float = Field(2.0, ge=0.1, le=64.0)  # inputs = ceil(oversample * parameters / outputs)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def _inputs(ck, p: FunctionalDimensionParams, n: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
-from engine.bounds import MAX_EVAL_SIZE
+from engine.bounds import MAX_EVAL_SIZE, short_repr
 from engine.config import SPEC_CONFIG, Seed
 from engine.probes.connectivity import barrier_matrix
 from engine.probes.core import evaluate_points, flatten_params, resolve_data
@@ -256,6 +256,9 @@ register_probe("sweep.cell", run_phase_cell, PhaseCellParams, n_checkpoints=(1, 
 # and the pruned seeds are measured exactly as ``sweep.cell`` measures dense ones: run_phase_cell on them.
 
 
+MAX_DENSITIES = 16  # densities one prune.cell job measures
+
+
 class PruneCellParams(BaseModel):
     """Densities to prune the cell's checkpoints to, how, and what to measure on the pruned networks."""
 
@@ -266,7 +269,7 @@ class PruneCellParams(BaseModel):
     fine_tune_steps: int = Field(0, ge=0, le=100_000)  # steps of the run's own optimiser after pruning (0: none)
     metrics: tuple[Literal["evaluation", "curvature", "connectivity", "similarity"], ...] = (
         "evaluation", "curvature", "connectivity", "similarity")
-    n_samples: int = Field(1000, ge=16)  # as PhaseCellParams
+    n_samples: int = Field(1000, ge=16, le=MAX_EVAL_SIZE)  # as PhaseCellParams
     hessian_max_iter: int = Field(100, ge=4, le=500)
     trace_probes: int = Field(20, ge=2, le=2000)
     alphas: int = Field(25, ge=3, le=201)
@@ -278,7 +281,11 @@ class PruneCellParams(BaseModel):
     @classmethod
     def _densities(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if not v or any(not 0.0 < d <= 1.0 for d in v):
-            raise ValueError(f"densities must be fractions in (0, 1] (0.1 keeps 10% of the weights); got {list(v)}")
+            raise ValueError("densities must be fractions in (0, 1] (0.1 keeps 10% of the weights); "
+                             f"got {short_repr(list(v))}")
+        if len(set(v)) > MAX_DENSITIES:
+            raise ValueError(f"at most {MAX_DENSITIES} densities (each is a full phase-cell measurement); "
+                             f"got {len(set(v))}")
         return tuple(sorted(set(v)))
 
     def cell_params(self) -> PhaseCellParams:

@@ -24,9 +24,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from engine import data as zdata
+from engine.bounds import MAX_EVAL_SIZE
+from engine.config import SPEC_CONFIG, Seed
 from engine.data import DatasetName
 from engine.probes.core import functional_module, resolve_data
 from engine.probes.rashomon import (
@@ -50,12 +52,12 @@ __all__ = ["RidPopulationParams", "RidResult", "RidSampleParams", "RidTreesParam
 
 
 class _Rid(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SPEC_CONFIG
 
     n_bootstraps: int = Field(10, ge=1, le=200)  # B resamples with replacement
     n_repeats: int = Field(3, ge=1, le=50)  # permutations per feature (model reliance)
     importance_threshold: float = 0.0  # P(importance > this) is reported per feature
-    seed: int = Field(0, ge=0)  # resamples, and per resample: sampling, permutations
+    seed: Seed = 0  # resamples, and per resample: sampling, permutations
 
 
 class RidSampleParams(_Rid):
@@ -89,12 +91,13 @@ class RidPopulationParams(_Rid):
     """RID over the input checkpoints (e.g. a zoo's final ones), on resamples of one split."""
 
     split: Literal["train", "test"] = "test"
-    n_samples: int | None = Field(1000, ge=1)  # random subset of the split (None: all of it)
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)  # random subset of the split (None: all of it)
     epsilon: float = Field(0.05, gt=0.0, le=10.0)  # Rashomon ε on each resample's loss
     mode: Literal["relative", "absolute"] = "relative"
     ratio_samples: int = Field(10_000, ge=0, le=1_000_000)  # Monte-Carlo ratio of the best model's class
     ratio_half_width: float | None = Field(None, gt=0.0)
-    ratio_max_params: int = Field(5_000, ge=1)  # skip the ratio for larger models (it would be ~0)
+    # skip the ratio for larger models (uniform samples of a box that size are ~never in the set)
+    ratio_max_params: int = Field(5_000, ge=1, le=100_000)
 
 
 @dataclass(frozen=True)
