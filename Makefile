@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[test,export,ray]"
+	$(PY) -m pip install -q -e ".[test,export,ray,hf]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -79,6 +79,41 @@ Options = Annotated[dict[Annotated[str, Field(max_length=100)], OptionValue], Fi
 SPEC_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+_FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+MAX_KWARGS_BYTES = 16 * 1024  # a factory's kwargs, as JSON (a transformers config fits in ~2 KiB)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON object of finite numbers, strings, bools, None, lists and objects, at most 16 KiB as JSON."""
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table of keyword arguments; got {short_repr(value)}")
+
+    def walk(v: Any, depth: int) -> None:
+        if depth > 16:
+            raise ValueError("is nested more than 16 levels deep")
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise ValueError(f"has a non-string key {short_repr(k)}")
+                walk(item, depth + 1)
+        elif isinstance(v, list | tuple):
+            for item in v:
+                walk(item, depth + 1)
+        elif isinstance(v, float):
+            _finite(v)
+        elif v is not None and not isinstance(v, str | int | bool):
+            raise ValueError(f"holds {type(v).__name__} {short_repr(v)}; only JSON values are allowed")
+
+    walk(value, 0)
+    size = len(json.dumps(value))
+    if size > MAX_KWARGS_BYTES:
+        raise ValueError(f"is {size} bytes as JSON; at most {MAX_KWARGS_BYTES} are allowed")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+
+
 class ConfigError(ValueError):
     """A spec or config file that cannot be used, with a message a person can act on."""
 
@@ -111,6 +146,13 @@ class ArchSpec(_Spec):
     depth: int = Field(2, ge=1, le=MAX_DEPTH)  # hidden layers / blocks
     init_scale: float = Field(1.0, gt=0.0, le=100.0)  # multiplies the default initialisation
     options: Options = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
+    # A user architecture by import path ("package.module:callable"), called as factory(**kwargs);
+    # name is then a label only. Where the code may come from: [plugins] in zooscope.toml (engine.nets).
+    factory: str | None = Field(None, max_length=MAX_OPTION_TEXT, pattern=_FACTORY_PATTERN)
+    kwargs: JsonObject = Field(default_factory=dict)  # keyword arguments of the factory (JSON values)
+    # How to get logits from what forward returns: None (a tensor), "logits" (an attribute or key)
+    # or "0" (an index into a tuple).
+    output: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^[0-9]{1,3}$")
 
 
 class OptimSpec(_Spec):
@@ -162,6 +204,9 @@ class TrainSpec(_Spec):
     seed: Seed = 0  # initialisation and data order
     checkpoints: str | list[int] = "log:8"  # 'linear:N', 'log:N' or explicit steps
     eval_size: int = Field(2048, ge=1, le=MAX_EVAL_SIZE)  # at most this many samples per split for checkpoint metrics
+    # The training objective, used by every probe: "auto" is cross-entropy for classification and
+    # mean squared error for regression; "token_cross_entropy" averages over every position of a sequence.
+    loss: Literal["auto", "cross_entropy", "mse", "token_cross_entropy"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     _v_checkpoints = field_validator("checkpoints")(classmethod(lambda cls, v: _check_schedule(v)))

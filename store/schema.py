@@ -85,9 +85,22 @@ def _v2_bundles_reports_indexes(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _v3_provenance_datasets(con: duckdb.DuckDBPyConnection) -> None:
+    """Where a run came from and what built it; datasets registered once by name."""
+    con.execute("""
+        ALTER TABLE run ADD COLUMN origin TEXT DEFAULT 'trained';
+        ALTER TABLE run ADD COLUMN built_by_json TEXT;
+        UPDATE run SET origin = 'trained' WHERE origin IS NULL;
+        CREATE TABLE dataset (
+            name TEXT PRIMARY KEY, spec_json TEXT NOT NULL, info_json TEXT, owner TEXT,
+            created_at TIMESTAMP);
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _v1_core_catalog,
     _v2_bundles_reports_indexes,
+    _v3_provenance_datasets,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -99,6 +112,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "run": (
         "run_id", "zoo_id", "config_json", "hparams_json", "seed", "status", "device",
         "diverged_step", "started_at", "finished_at", "wall_s", "owner", "name",
+        "origin",  # 'trained' (here), 'logged' (engine.tracking from a script) or 'imported'
+        "built_by_json",  # what code built the model: factory import path, kwargs, source hash
     ),
     "checkpoint": (
         "checkpoint_id", "run_id", "step", "epoch", "artifact_sha", "train_loss", "train_acc",
@@ -116,6 +131,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "bundle": ("bundle_id", "job_id", "ingested_at", "n_rows"),
     "report": ("report_id", "title", "author", "created_at", "body_json"),
+    "dataset": ("name", "spec_json", "info_json", "owner", "created_at"),
 }
 
 # The identity of a row: what a re-delivered row collides on.
@@ -129,6 +145,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "job": ("job_id",),
     "bundle": ("bundle_id",),
     "report": ("report_id",),
+    "dataset": ("name",),
 }
 
 

@@ -199,7 +199,8 @@ def test_export_parquet_writes_every_table(st, tmp_path):
     files = st.export_parquet(tmp_path / "out dir's")
     names = {f.name for f in files}
     assert {"zoo.parquet", "run.parquet", "checkpoint.parquet", "metric.parquet", "artifact.parquet",
-            "probe.parquet", "job.parquet", "bundle.parquet", "report.parquet", "meta.parquet"} == names
+            "probe.parquet", "job.parquet", "bundle.parquet", "report.parquet", "dataset.parquet",
+            "meta.parquet"} == names
     assert pq.read_table(tmp_path / "out dir's" / "run.parquet").num_rows == 2
     assert pq.read_table(tmp_path / "out dir's" / "zoo.parquet").column("zoo_id").to_pylist() == [zoo]
 
