@@ -25,7 +25,9 @@ __all__ = [
     "schema_version",
 ]
 
-RUN_STATUSES = ("queued", "running", "done", "diverged", "failed", "cancelled")
+# "stopped": a run logged from a user's script whose process ended without closing the run.
+RUN_STATUSES = ("queued", "running", "done", "diverged", "failed", "cancelled", "stopped")
+_V1_RUN_STATUSES = ("queued", "running", "done", "diverged", "failed", "cancelled")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -42,7 +44,7 @@ def _v1_core_catalog(con: duckdb.DuckDBPyConnection) -> None:
         CREATE TABLE run (
             run_id TEXT PRIMARY KEY, zoo_id TEXT, config_json TEXT, hparams_json TEXT,
             seed BIGINT,
-            status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN {_in(RUN_STATUSES)}),
+            status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN {_in(_V1_RUN_STATUSES)}),
             device TEXT, diverged_step BIGINT, started_at TIMESTAMP, finished_at TIMESTAMP,
             wall_s DOUBLE, owner TEXT);
         CREATE TABLE checkpoint (
@@ -86,11 +88,23 @@ def _v2_bundles_reports_indexes(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _v3_provenance_datasets(con: duckdb.DuckDBPyConnection) -> None:
-    """Where a run came from and what built it; datasets registered once by name."""
-    con.execute("""
-        ALTER TABLE run ADD COLUMN origin TEXT DEFAULT 'trained';
-        ALTER TABLE run ADD COLUMN built_by_json TEXT;
-        UPDATE run SET origin = 'trained' WHERE origin IS NULL;
+    """Where a run came from and what built it, the 'stopped' run status; datasets registered by name.
+
+    DuckDB cannot alter a CHECK constraint, so the run table is rebuilt with every row copied.
+    """
+    con.execute(f"""
+        CREATE TABLE run_v3 (
+            run_id TEXT PRIMARY KEY, zoo_id TEXT, config_json TEXT, hparams_json TEXT,
+            seed BIGINT,
+            status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN {_in(RUN_STATUSES)}),
+            device TEXT, diverged_step BIGINT, started_at TIMESTAMP, finished_at TIMESTAMP,
+            wall_s DOUBLE, owner TEXT, name TEXT, origin TEXT DEFAULT 'trained', built_by_json TEXT);
+        INSERT INTO run_v3 SELECT run_id, zoo_id, config_json, hparams_json, seed, status, device,
+            diverged_step, started_at, finished_at, wall_s, owner, name, 'trained', NULL FROM run;
+        DROP INDEX run_zoo_idx;
+        DROP TABLE run;
+        ALTER TABLE run_v3 RENAME TO run;
+        CREATE INDEX run_zoo_idx ON run (zoo_id);
         CREATE TABLE dataset (
             name TEXT PRIMARY KEY, spec_json TEXT NOT NULL, info_json TEXT, owner TEXT,
             created_at TIMESTAMP);

@@ -99,3 +99,20 @@ def test_closed_store_says_how_to_reopen(tmp_path):
     st.close()  # idempotent
     with pytest.raises(store.StoreError, match="is closed; open it again"):
         st.list_zoos()
+
+
+def test_v3_keeps_every_run_and_adds_provenance_and_the_stopped_status():
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    migrate(con, target=2)
+    con.execute("INSERT INTO run (run_id, zoo_id, status, name, seed) VALUES ('r1', 'z', 'done', 'n', 7)")
+    assert migrate(con) == SCHEMA_VERSION
+    assert con.execute("SELECT run_id, status, name, seed, origin, built_by_json FROM run").fetchall() == [
+        ("r1", "done", "n", 7, "trained", None)]
+    cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = 'run' ORDER BY ordinal_position").fetchall()]
+    assert tuple(cols) == COLUMNS["run"]
+    con.execute("UPDATE run SET status = 'stopped'")
+    with pytest.raises(duckdb.ConstraintException, match="CHECK"):
+        con.execute("UPDATE run SET status = 'vanished'")
