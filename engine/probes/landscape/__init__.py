@@ -28,12 +28,24 @@ from .functional_dimension import (
     parameter_jacobian,
     scaling_symmetries,
 )
+from .per_layer import (
+    BLOCK_LEVELS,
+    PerLayerHessian,
+    parameter_blocks,
+    per_layer_hessian,
+    per_layer_hessian_over_training,
+)
 from .spectrum import SpectralDensity, hessian_spectral_density
 from .subspace import IntrinsicDimension, intrinsic_dimension, subspace_projection
 from .surface import Surface, loss_surface_1d, loss_surface_2d
 from .trace import TraceEstimate, hessian_trace
 
 __all__ = [
+    "BLOCK_LEVELS",
+    "PerLayerHessian",
+    "parameter_blocks",
+    "per_layer_hessian",
+    "per_layer_hessian_over_training",
     "Direction",
     "FunctionalDimension",
     "FunctionalDimensionCurve",
