@@ -38,6 +38,7 @@ from .per_layer import (
 from .spectrum import SpectralDensity, hessian_spectral_density
 from .subspace import IntrinsicDimension, intrinsic_dimension, subspace_projection
 from .surface import Surface, loss_surface_1d, loss_surface_2d
+from .topology import SurfacePersistence, gudhi_diagram, surface_persistence
 from .trace import TraceEstimate, hessian_trace
 
 __all__ = [
@@ -57,9 +58,11 @@ __all__ = [
     "Sharpness",
     "SpectralDensity",
     "Surface",
+    "SurfacePersistence",
     "TraceEstimate",
     "direction_between",
     "functional_dimension",
+    "gudhi_diagram",
     "functional_dimension_over_training",
     "hessian_directions",
     "hessian_operator",
@@ -76,4 +79,5 @@ __all__ = [
     "scaling_symmetries",
     "sharpness_over_training",
     "subspace_projection",
+    "surface_persistence",
 ]
