@@ -40,6 +40,7 @@ from .subspace import IntrinsicDimension, intrinsic_dimension, subspace_projecti
 from .surface import Surface, loss_surface_1d, loss_surface_2d
 from .topology import SurfacePersistence, gudhi_diagram, surface_persistence
 from .trace import TraceEstimate, hessian_trace
+from .trajectory_plane import TrajectoryPlane, trajectory_plane
 
 __all__ = [
     "BLOCK_LEVELS",
@@ -60,6 +61,7 @@ __all__ = [
     "Surface",
     "SurfacePersistence",
     "TraceEstimate",
+    "TrajectoryPlane",
     "direction_between",
     "functional_dimension",
     "gudhi_diagram",
@@ -80,4 +82,5 @@ __all__ = [
     "sharpness_over_training",
     "subspace_projection",
     "surface_persistence",
+    "trajectory_plane",
 ]
