@@ -59,25 +59,23 @@ def surface_tab(svc: Services, run_id: str, ckpt: dict) -> None:
     st.caption(f"Centre loss {surface.center_loss:.4g}, accuracy {surface.center_accuracy:.3f} · "
                f"{surface.n_samples} {surface.split} samples · BatchNorm: {surface.bn} statistics · "
                f"{surface.strategy} evaluation in {surface.seconds:.1f} s")
-    if surface.ndim == 2 and surface.trajectory is not None:
+    if surface.ndim == 2 and surface.off_plane is not None:  # PCA directions: the trajectory and its distances
         _plane_panel(surface, status.key, ckpts[ckpts["checkpoint_id"].isin(ids)]["step"].tolist())
     if surface.ndim == 2:
         _topology_panel(surface, status.key)
 
 
 def _plane_panel(surface, key: str, steps: list[int]) -> None:
-    if surface.off_plane is None:
-        st.info("This surface was stored before distances off the plane were recorded; recompute it to see them.")
-        return
     steps = steps if len(steps) == len(surface.off_plane) else None
     show_figure(shared_view(("landscape.plane", key), lambda: lfig.plane_distance_figure(surface, steps=steps)),
                 key="plane_fig", title="Trajectory vs the plane", params={}, probe_keys=[key])
-    share = surface.off_plane / max(float(surface.trajectory_distance.max()), 1e-300)
+    dist = surface.trajectory_distance
+    share = np.divide(surface.off_plane, dist, out=np.zeros_like(dist), where=dist > 0)
     st.caption(f"The plane explains {surface.plane_explained:.1%} of the trajectory's variance. The path on the "
                "contours is each checkpoint's projection: the loss drawn under it is the loss of the projected "
-               f"point, not of the checkpoint. The farthest checkpoint lies {surface.off_plane.max():.3g} off the "
-               f"plane ({share.max():.0%} of the largest distance from the centre); hover a point on the contours "
-               "for its own distance.")
+               f"point, not of the checkpoint. Off the plane: up to {surface.off_plane.max():.3g} (parameter units, "
+               f"as the axes), up to {share.max():.0%} of a checkpoint's distance from the centre; hover a point on "
+               "the contours for its own.")
 
 
 _DEPTHS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
