@@ -293,7 +293,7 @@ def _block_labels(result) -> list[str]:
     return [escape(f"{b} ({n:,})") for b, n in zip(result.blocks, result.sizes)]
 
 
-def per_layer_bars_figure(result, *, index: int = -1, title: str | None = None) -> go.Figure:
+def per_layer_bars_figure(result, *, index: int = -1, log_y: bool = False, title: str | None = None) -> go.Figure:
     """Top eigenvalue and trace of each block's diagonal Hessian block at one checkpoint, as bars.
 
     Parameters
@@ -301,6 +301,8 @@ def per_layer_bars_figure(result, *, index: int = -1, title: str | None = None) 
     result : engine.probes.landscape.per_layer.PerLayerHessian
     index : int
         Which checkpoint (row) to draw.
+    log_y : bool
+        Logarithmic eigenvalue axis (``2 / η`` is often far above the blocks' eigenvalues).
     """
     n = len(result.steps)
     if not -n <= index < n:
@@ -322,7 +324,7 @@ def per_layer_bars_figure(result, *, index: int = -1, title: str | None = None) 
         eos = float(result.threshold[index])
         fig.add_hline(y=eos, line=dict(color="black", dash="dash"), row=1, col=1,
                       annotation_text=f"2/η = {eos:.4g}", annotation_position="top left")
-    fig.update_yaxes(title_text="eigenvalue", row=1, col=1)
+    fig.update_yaxes(title_text="eigenvalue", type="log" if log_y else "linear", row=1, col=1)
     fig.update_yaxes(title_text="trace", row=1, col=2)
     fig.update_layout(showlegend=False)
     step = result.steps[index]

@@ -120,6 +120,7 @@ def per_layer_tab(svc: Services, run_id: str, ckpt: dict) -> None:
     n_samples = _int_choice("Samples", [256, 1000, 4000], "pl_n", c[1], default=1000)
     quantity = synced_selectbox("Through training", ["top", "trace"], key="pl_q", container=c[2],
                                 format_func={"top": "top eigenvalue", "trace": "trace"}.get)
+    log_y = st.toggle("log eigenvalue axis", key="pl_log")
     params = {"level": level, "n_samples": n_samples}
     status = probe_result(svc, "curvature.per_layer", params, ids, key="per_layer",
                           label=f"Compute the curvature per {level} at all {len(ids)} checkpoints")
@@ -127,12 +128,12 @@ def per_layer_tab(svc: Services, run_id: str, ckpt: dict) -> None:
         return
     res = status.typed()  # PerLayerHessian
     index = ids.index(ckpt["checkpoint_id"]) if ckpt["checkpoint_id"] in ids else len(ids) - 1
-    show_figure(shared_view(("landscape.per_layer.bars", status.key, index),
-                            lambda: lfig.per_layer_bars_figure(res, index=index)),
+    show_figure(shared_view(("landscape.per_layer.bars", status.key, index, log_y),
+                            lambda: lfig.per_layer_bars_figure(res, index=index, log_y=log_y)),
                 key="per_layer_bars", title=f"Curvature per {level}", params={**params, "step": int(res.steps[index])},
                 checkpoint_ids=[ids[index]], run_ids=[run_id], probe_keys=[status.key])
-    show_figure(shared_view(("landscape.per_layer.lines", status.key, quantity),
-                            lambda: lfig.per_layer_training_figure(res, quantity=quantity)),
+    show_figure(shared_view(("landscape.per_layer.lines", status.key, quantity, log_y),
+                            lambda: lfig.per_layer_training_figure(res, quantity=quantity, log_y=log_y)),
                 key="per_layer_lines", title=f"Curvature per {level} over training",
                 params={**params, "show": quantity},
                 checkpoint_ids=ids, run_ids=[run_id], probe_keys=[status.key])

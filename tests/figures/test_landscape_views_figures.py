@@ -48,6 +48,7 @@ def test_per_layer_figures_mark_two_over_eta(setup):
     assert list(bars.data[0].x) == ["0 (20)", "2 (12)"]  # block name and its parameter count
     assert any("2/η = 40" in a.text for a in bars.layout.annotations)
     assert bars.layout.title.text == "Curvature per layer at step 5"
+    assert per_layer_bars_figure(res, log_y=True).layout.yaxis.type == "log"
     lines = per_layer_training_figure(res)
     assert _names(lines)[-1] == "2 / η (edge of stability)" and list(lines.data[-1].y) == [40.0] * 3
     assert per_layer_training_figure(res, quantity="trace").layout.title.text == "Trace per layer over training"
