@@ -1,9 +1,13 @@
 """Per-block Hessian curvature against the dense Hessian's diagonal blocks on a tiny model."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
-from test_curvature import _dense_hessian, _problem
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 from engine.probes.core import ParamLayout
 from engine.probes.landscape import (
@@ -13,6 +17,28 @@ from engine.probes.landscape import (
     per_layer_hessian,
     per_layer_hessian_over_training,
 )
+
+
+def _problem(seed=0, n=64):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(n, 5, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return model, dict(model.named_parameters()), (x, y)
+
+
+def _dense_hessian(model, params, data):
+    """The whole Hessian in float64 by autograd: the reference the blocks are cut from."""
+    layout = ParamLayout.from_module(model)
+    theta = layout.flatten(params).double()
+    x, y = data
+    model = copy.deepcopy(model).double()
+
+    def loss(t):
+        return F.cross_entropy(functional_call(model, layout.unflatten(t), (x.double(),)), y)
+
+    return torch.autograd.functional.hessian(loss, theta)
 
 
 @pytest.fixture(scope="module")
