@@ -133,7 +133,10 @@ def _train(args, path: Path) -> int:
     from engine.jobs import Dispatcher
     from engine.train import check_registered
 
+    from engine.settings import apply_plugins
+
     sweep = load_sweep(args.config)  # validate before touching the store
+    apply_plugins(_settings(path))  # a factory may come from [plugins] paths
     check_registered(sweep)
     try:
         st = store.open_store(path)

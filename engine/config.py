@@ -80,6 +80,8 @@ SPEC_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 _FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+_OUTPUT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$|^[0-9]{1,3}$"
+MAX_FACTORY_LENGTH = 200  # "package.module:callable"
 MAX_KWARGS_BYTES = 16 * 1024  # a factory's kwargs, as JSON (a transformers config fits in ~2 KiB)
 
 
@@ -148,11 +150,35 @@ class ArchSpec(_Spec):
     options: Options = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
     # A user architecture by import path ("package.module:callable"), called as factory(**kwargs);
     # name is then a label only. Where the code may come from: [plugins] in zooscope.toml (engine.nets).
-    factory: str | None = Field(None, max_length=MAX_OPTION_TEXT, pattern=_FACTORY_PATTERN)
+    factory: str | None = None
     kwargs: JsonObject = Field(default_factory=dict)  # keyword arguments of the factory (JSON values)
     # How to get logits from what forward returns: None (a tensor), "logits" (an attribute or key)
     # or "0" (an index into a tuple).
-    output: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^[0-9]{1,3}$")
+    output: str | None = None
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_is_import_path(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > MAX_FACTORY_LENGTH or not re.match(_FACTORY_PATTERN, v)):
+            raise ValueError(f"factory must be an import path 'package.module:callable' such as "
+                             f"'my_models:WideNet' (dotted Python names, at most {MAX_FACTORY_LENGTH} characters; "
+                             f"a module name, not a file path); got {short_repr(v)}")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output_is_name_or_index(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(_OUTPUT_PATTERN, v):
+            raise ValueError("output must be an attribute or key name such as 'logits', or a tuple index such as "
+                             f"'0', that picks the logits out of what forward returns; got {short_repr(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _kwargs_need_factory(self) -> ArchSpec:
+        if self.factory is None and (self.kwargs or self.output is not None):
+            raise ValueError("kwargs and output belong to a factory: set factory = 'package.module:callable', "
+                             "or use options for a built-in architecture")
+        return self
 
 
 class OptimSpec(_Spec):
