@@ -79,7 +79,8 @@ Options = Annotated[dict[Annotated[str, Field(max_length=100)], OptionValue], Fi
 SPEC_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-_FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+_DOTTED_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_FACTORY_PATTERN = rf"^{_DOTTED_NAME}:{_DOTTED_NAME}$"
 _OUTPUT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$|^[0-9]{1,3}$"
 MAX_FACTORY_LENGTH = 200  # "package.module:callable"
 MAX_KWARGS_BYTES = 16 * 1024  # a factory's kwargs, as JSON (a transformers config fits in ~2 KiB)
@@ -159,7 +160,7 @@ class ArchSpec(_Spec):
     @field_validator("factory")
     @classmethod
     def _factory_is_import_path(cls, v: str | None) -> str | None:
-        if v is not None and (len(v) > MAX_FACTORY_LENGTH or not re.match(_FACTORY_PATTERN, v)):
+        if v is not None and (len(v) > MAX_FACTORY_LENGTH or not re.fullmatch(_FACTORY_PATTERN, v)):
             raise ValueError(f"factory must be an import path 'package.module:callable' such as "
                              f"'my_models:WideNet' (dotted Python names, at most {MAX_FACTORY_LENGTH} characters; "
                              f"a module name, not a file path); got {short_repr(v)}")
@@ -168,7 +169,7 @@ class ArchSpec(_Spec):
     @field_validator("output")
     @classmethod
     def _output_is_name_or_index(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(_OUTPUT_PATTERN, v):
+        if v is not None and not re.fullmatch(_OUTPUT_PATTERN, v):
             raise ValueError("output must be an attribute or key name such as 'logits', or a tuple index such as "
                              f"'0', that picks the logits out of what forward returns; got {short_repr(v)}")
         return v

@@ -19,7 +19,7 @@ without either, the defaults below hold (one user on localhost, local worker pro
     default_role = "viewer"   # the role of an OIDC user not named in users_file
 
     [plugins]
-    paths = ["models/"]       # folders of your own model code (ArchSpec.factory = "my_models:Net"); relative to this file
+    paths = ["models/"]       # folders of your model code (factory = "my_models:Net"), relative to this file
     packages = ["torchvision", "transformers", "timm"]  # installed packages factories may come from
 
 Importing a factory runs its code: only these folders and packages are allowed (docs/deploy.md,
@@ -33,11 +33,12 @@ Environment variables override single values: ``ZOOSCOPE_WORKERS``, ``ZOOSCOPE_E
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.config import ConfigError
 
@@ -72,8 +73,16 @@ class PluginSettings(BaseModel):
     # Folders holding the user's model modules, relative to the settings file.
     paths: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(default_factory=list, max_length=32)
     # Installed top-level packages factories may be imported from.
-    packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]] = Field(
-        default_factory=lambda: ["torchvision", "transformers", "timm"], max_length=256)
+    packages: list[str] = Field(default_factory=lambda: ["torchvision", "transformers", "timm"], max_length=256)
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name):
+                raise ValueError(f"each entry is the top-level name of an installed package, such as 'transformers' "
+                                 f"(no dots, no paths); got {name!r}")
+        return names
 
 
 class Settings(BaseModel):
@@ -132,7 +141,8 @@ def load_settings(store_path: Path | None = None) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"settings{f' ({path})' if path else ''}: {where}: {err['msg']} "
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"settings{f' ({path})' if path else ''}: {where}: {msg} "
                           f"(got {err.get('input')!r})") from None
     return settings
 

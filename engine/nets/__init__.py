@@ -14,9 +14,9 @@ BatchNorm running statistics stacked as buffers are updated in place under ``vma
 
 from engine.nets.factory import IMPORT_RUN_COMMAND, FactoryError, check_factory, load_factory
 from engine.nets.options import Option, resolve_options
+from engine.nets.permutation import PermutationSpec, apply_permutation, random_permutation
 from engine.nets.plugins import PluginConfig, plugin_config, use_plugins
 from engine.nets.provenance import describe_built_by, provenance
-from engine.nets.permutation import PermutationSpec, apply_permutation, random_permutation
 from engine.nets.registry import (
     Factory,
     PermSpecFn,

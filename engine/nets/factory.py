@@ -50,7 +50,8 @@ __all__ = [
 
 IMPORT_RUN_COMMAND = "zooscope import-run DIR --factory module:callable"
 MAX_FACTORY_LENGTH = 200  # "package.module:callable", as ArchSpec bounds it
-_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_FACTORY = re.compile(rf"^{_DOTTED}:{_DOTTED}$")  # a module name and an attribute path: never a file path
 # Keyword arguments that fetch weights in torchvision, timm and transformers.
 _WEIGHT_KWARGS = ("pretrained", "weights", "weights_backbone", "pretrained_backbone", "pretrained_model_name_or_path",
                   "pretrained_cfg", "pretrained_cfg_overlay")
@@ -58,7 +59,7 @@ _WEIGHT_ATTRS = ("from_pretrained", "load_state_dict_from_url", "load_from_hub")
 
 
 def _parts(factory: str) -> tuple[str, list[str]]:
-    if not isinstance(factory, str) or len(factory) > MAX_FACTORY_LENGTH or not _FACTORY.match(factory):
+    if not isinstance(factory, str) or len(factory) > MAX_FACTORY_LENGTH or not _FACTORY.fullmatch(factory):
         raise FactoryError(f"factory must be an import path 'package.module:callable' of at most {MAX_FACTORY_LENGTH} "
                            f"characters (dotted Python names: no file paths, no '..'); got {short_repr(factory)}")
     module_name, attr = factory.split(":")

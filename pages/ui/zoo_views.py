@@ -100,7 +100,8 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
     statuses = ", ".join(f"{n} {literal(status)}" for status, n in filt["status"].value_counts().items())
     st.caption(f"{len(filt)} of {len(runs)} runs shown ({statuses}) · {len(selected) or 'no'} selected "
                "(select rows to focus the curves and the other pages)")
-    built = filt.loc[filt["run_id"].isin(selected), "built_by_json"].dropna().unique() if "built_by_json" in filt else []
+    built = filt.loc[filt["run_id"].isin(selected), "built_by_json"].dropna().unique() if "built_by_json" in filt \
+        else []
     if len(built):
         with st.expander("What built the selected runs", expanded=False):
             for record in built[:5]:

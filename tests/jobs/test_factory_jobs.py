@@ -14,7 +14,10 @@ from engine.config import ConfigError, load_sweep
 from engine.jobs import Dispatcher
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "nets"))
-from plugin_fixtures import clean_plugins, write_plugins  # noqa: E402,F401
+import plugin_fixtures  # noqa: E402
+
+clean_plugins = plugin_fixtures.clean_plugins  # a fixture of this module too
+write_plugins = plugin_fixtures.write_plugins
 
 TINY_RESNET = {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 

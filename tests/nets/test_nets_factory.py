@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +10,6 @@ import torch
 from engine.config import ArchSpec, ConfigError, SweepSpec
 from engine.nets import FactoryError, build, check_factory, plugins, use_plugins
 from engine.nets.factory import adapt_output
-
-sys.path.insert(0, str(Path(__file__).parent))
-from plugin_fixtures import clean_plugins, plugin_dir  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -196,7 +191,7 @@ def test_reexported_objects_from_other_modules_are_refused(plugin_dir):
 
 
 @pytest.mark.parametrize("bad", ["../models/x.py:f", "/abs/my_models:Net", "my_models", "my_models:Net;rm",
-                                 "a" * 300 + ".b:Net"])
+                                 "my_models:Net\n", "a" * 300 + ".b:Net"])
 def test_factory_must_be_a_module_path(bad):
     with pytest.raises(ValueError, match=r"factory must be an import path 'package.module:callable'"):
         ArchSpec(factory=bad)

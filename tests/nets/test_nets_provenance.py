@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from engine.config import ArchSpec
 from engine.nets import FactoryError, describe_built_by, provenance
-
-sys.path.insert(0, str(Path(__file__).parent))
-from plugin_fixtures import clean_plugins, plugin_dir  # noqa: E402,F401
 
 
 def test_builtin_record():

@@ -23,7 +23,8 @@ def _spec(seed: int = 0) -> TrainSpec:
 
 def _train(spec: TrainSpec):
     states = {}
-    result = train_run(spec, on_checkpoint=lambda run, step, epoch, state, metrics: states.update({step: (state, metrics)}))
+    result = train_run(spec, on_checkpoint=lambda run, step, epoch, state, metrics:
+                       states.update({step: (state, metrics)}))
     return result, states
 
 
