@@ -219,3 +219,16 @@ def test_sweep_with_factory_checks_before_queueing(plugin_dir):
                                                "arch": {"factory": "my_models:raises"}}})
     with pytest.raises(ConfigError, match=r"^base.arch.factory: factory 'my_models:raises' raised RuntimeError"):
         check_registered(sweep)
+
+
+def test_token_model_returns_per_position_logits():
+    gpt2 = {"vocab_size": 7, "n_positions": 8, "n_embd": 8, "n_layer": 1, "n_head": 2}
+    spec = ArchSpec(factory="transformers:GPT2LMHeadModel", output="logits", kwargs={"config": gpt2})
+    model = build(spec, (4,), 7, vocab_size=7, seed=0)
+    tokens = torch.randint(0, 7, (3, 4))
+    assert model(tokens).shape == (3, 4, 7)
+    wrong = ArchSpec(factory="transformers:GPT2LMHeadModel", output="logits",
+                     kwargs={"config": {**gpt2, "vocab_size": 9}})
+    with pytest.raises(FactoryError, match=r"shape \(2, 4, 9\) for a batch of 2; the dataset needs \(2, 7\) or "
+                                           r"\(2, 4, 7\)"):
+        build(wrong, (4,), 7, vocab_size=7)
