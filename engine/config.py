@@ -179,6 +179,9 @@ class ArchSpec(_Spec):
         if self.factory is None and (self.kwargs or self.output is not None):
             raise ValueError("kwargs and output belong to a factory: set factory = 'package.module:callable', "
                              "or use options for a built-in architecture")
+        if self.factory is not None and self.options:
+            raise ValueError(f"options {short_repr(sorted(self.options))} belong to the built-in architectures; "
+                             f"pass the arguments of factory {self.factory!r} in kwargs")
         return self
 
 
@@ -361,6 +364,10 @@ class SweepSpec(_Spec):
                 if not any(name in self.grid for name in self.phases.names(which)):
                     raise ValueError(f"phases.{which} = {getattr(self.phases, which)!r} names no swept axis; "
                                      f"the grid sweeps {sorted(self.grid)}")
+        ignored = [axis for axis in ("width", "depth") if axis in self.grid]
+        if self.base.arch.factory is not None and ignored:
+            raise ValueError(f"sweep axes {ignored} set arch.{ignored[0]}, which factory {self.base.arch.factory!r} "
+                             "does not take (its size is in kwargs); sweep seed, lr and the other axes instead")
         if self.n_runs > MAX_RUNS:
             raise ValueError(f"the sweep has {self.n_runs} runs; at most {MAX_RUNS} are allowed")
         self.expand()  # every grid value must make a valid TrainSpec

@@ -232,3 +232,12 @@ def test_token_model_returns_per_position_logits():
     with pytest.raises(FactoryError, match=r"shape \(2, 4, 9\) for a batch of 2; the dataset needs \(2, 7\) or "
                                            r"\(2, 4, 7\)"):
         build(wrong, (4,), 7, vocab_size=7)
+
+
+def test_builtin_knobs_are_refused_with_a_factory():
+    with pytest.raises(ValueError, match=r"options \['batchnorm'\] belong to the built-in architectures; pass the "
+                                         r"arguments of factory 'my_models:WideNet' in kwargs"):
+        ArchSpec(factory="my_models:WideNet", options={"batchnorm": True})
+    with pytest.raises(ValueError, match=r"sweep axes \['width'\] set arch.width, which factory 'my_models:WideNet' "
+                                         r"does not take"):
+        SweepSpec.model_validate({"base": {"arch": {"factory": "my_models:WideNet"}}, "grid": {"width": [8, 16]}})
