@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -95,6 +96,9 @@ def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Calla
     module_name, attrs = _parts(factory)
     _refuse_pretrained(factory, attrs, kwargs or {})
     module_source(module_name, factory)
+    # Belt and braces for "no code path downloads weights": the Hugging Face hub reads this when it is
+    # first imported, which in a worker is here. An owner who wants the hub online sets it to 0.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # user code: any error it raises on import is the user's to read

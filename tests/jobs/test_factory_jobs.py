@@ -145,3 +145,18 @@ def test_plugin_factory_trains_in_a_ray_task(tmp_path, clean_plugins):
         st.close()
         if started:
             ray.shutdown()
+
+
+def test_a_worker_loads_factories_with_the_hub_offline(tmp_path, clean_plugins):
+    import os
+    import subprocess
+
+    code = ("import os; from engine.config import ArchSpec; from engine.nets import check_factory; "
+            "check_factory(ArchSpec(factory='transformers:ResNetForImageClassification', output='logits', "
+            "kwargs={'config': {'num_labels': 2}})); import huggingface_hub.constants as c; "
+            "print(os.environ['HF_HUB_OFFLINE'], c.HF_HUB_OFFLINE)")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True"]
