@@ -1,0 +1,503 @@
+"""Permutation symmetries inferred from a model's traced graph, and verified on it.
+
+:func:`infer_perm_spec` traces a model with ``torch.export`` (non-strict: an ATen-level
+``torch.fx`` graph), gives every axis of every tensor a label of permutation classes
+(:mod:`engine.nets.infer_labels`), lets each operation constrain them
+(:mod:`engine.nets.infer_rules`) and reads off, for every ``state_dict`` tensor, which
+perm acts on which axis -- in the :class:`~engine.nets.PermutationSpec` the alignment
+code uses. Model inputs and outputs stay fixed; so does anything an operation cannot
+carry a permutation through, and those hidden axes are listed in ``spec.fixed``.
+
+Why ``torch.export`` and not ``torch.fx.symbolic_trace``: symbolic tracing stops at the
+first Python branch on a traced value, which Hugging Face models take everywhere
+(measured with transformers 5.2: ``ResNetForImageClassification``,
+``ViTForImageClassification`` and ``GPT2LMHeadModel`` all fail to symbolic_trace, and
+transformers 5 no longer ships its own fx tracer); ``torch.export`` runs the Python
+code on fake tensors, traces all three, and yields a small, normalised set of ATen
+operations (``aten.linear``, ``aten.conv2d``, ``aten.view``...) instead of every
+spelling of them.
+
+Then every spec is verified at once (:func:`check_perm_spec`): a random permutation
+under it, applied to a copy of the model with perturbed weights in float64 and eval
+mode, must leave every output unchanged up to rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+
+from engine.nets.infer_labels import Classes
+from engine.nets.infer_rules import Ctx, apply_rule, op_name
+from engine.nets.permutation import BlockPerm, PermutationSpec, apply_permutation, random_permutation
+
+__all__ = ["PermutationSpecError", "check_perm_spec", "infer_perm_spec"]
+
+#: Allowed output change, in units of eps(dtype) * max|output| per graph node (see check_perm_spec).
+_ROUNDING_PER_NODE = 64
+
+
+class PermutationSpecError(ValueError):
+    """A permutation spec that does not describe a symmetry of the model, or a model that cannot be traced."""
+
+
+def infer_perm_spec(model: nn.Module, example_input, *, check: bool = True, seed: int = 0) -> PermutationSpec:
+    """The permutation symmetries of ``model``, inferred from its traced graph.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module ``torch.export`` can trace; traced in eval mode (its mode is restored).
+    example_input : Tensor, tuple of Tensors or dict of keyword Tensors
+        One valid input (a batch of 2 is enough); only shapes and dtypes matter for the
+        trace, the self-check runs the model on it.
+    check : bool, default True
+        Verify the spec with :func:`check_perm_spec` before returning it.
+    seed : int
+        Seeds the self-check's random permutation and weight perturbation.
+
+    Returns
+    -------
+    PermutationSpec
+        Every ``state_dict`` key, each axis mapped to a perm (a name, a :class:`BlockPerm`
+        for heads and flattened channels, or a tuple of them for a concatenation) or
+        ``None``. Perms are named after the module whose output they reorder.
+        ``spec.fixed`` lists hidden axes kept in place, with the operation that pinned them.
+
+    Raises
+    ------
+    PermutationSpecError
+        If the model cannot be traced (naming the module that stopped the trace), or the
+        inferred spec fails the self-check (naming the perm and its layers).
+    """
+    program = _trace(model, example_input)
+    spec = _Inference(model, program).spec()
+    if check:
+        check_perm_spec(model, spec, example_input, seed=seed)
+    return spec
+
+
+# ---------------------------------------------------------------- tracing
+
+
+def _as_args(example_input) -> tuple[tuple, dict]:
+    if isinstance(example_input, Mapping):
+        return (), dict(example_input)
+    if isinstance(example_input, tuple | list):
+        return tuple(example_input), {}
+    return (example_input,), {}
+
+
+def _trace(model: nn.Module, example_input):
+    """``torch.export`` in eval mode; a failure names the innermost module being run."""
+    args, kwargs = _as_args(example_input)
+    stack: list[str] = []
+    names = {id(m): name for name, m in model.named_modules()}
+    hooks = []
+    for m in model.modules():
+        hooks.append(m.register_forward_pre_hook(lambda mod, _: _push(stack, names.get(id(mod), "?"))))
+        hooks.append(m.register_forward_hook(lambda mod, _a, _o: _pop(stack)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, args, kwargs, strict=False)
+    except Exception as err:  # noqa: BLE001 -- any trace failure becomes one clear message
+        where = stack[-1] if stack else ""
+        module = dict(model.named_modules()).get(where, model)
+        label = f"module {where!r} ({type(module).__name__})" if where else f"the top-level {type(model).__name__}"
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise PermutationSpecError(
+            f"cannot infer the permutation symmetries of {type(model).__name__}: tracing it with torch.export "
+            f"stopped in {label}: {type(err).__name__}: {first}. Python control flow on a tensor's values "
+            "cannot be traced; write it with torch.where / torch.cond, or give the architecture a hand-written "
+            "perm_spec (engine.nets.register(name, factory, perm_spec=...))"
+        ) from err
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
+def _push(stack: list, name: str) -> None:
+    stack.append(name)  # a hook must return None, or it replaces the module's input
+
+
+def _pop(stack: list) -> None:
+    if stack:
+        stack.pop()
+
+
+# ---------------------------------------------------------------- the graph walk
+
+
+class _Inference:
+    """Walks an exported graph once, labelling every tensor's axes, then reads off the spec."""
+
+    def __init__(self, model: nn.Module, program):
+        self.model = model
+        self.program = program
+        self.k = Classes()
+        self.env: dict = {}
+        self.shapes: dict = {}
+        self.keys = _state_keys(model)  # id(tensor) -> every state_dict key naming it
+        self.labels: dict[str, tuple] = {}  # state_dict key -> labels of its axes
+        self.mha = _attention_regions(model, program.graph)
+
+    def spec(self) -> PermutationSpec:
+        sig = self.program.graph_signature
+        sources = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+        for node in self.program.graph.nodes:
+            if node.op == "placeholder":
+                self._placeholder(node, sources.get(node.name))
+            elif node.op == "call_function":
+                self._call(node)
+            elif node.op == "output":
+                for leaf in pytree.tree_leaves(node.args[0]):
+                    if isinstance(leaf, torch.fx.Node) and isinstance(self.env.get(leaf), tuple):
+                        for label in self.env[leaf]:
+                            self.k.fix_label(label, "model output", False)
+        self._finish_attention()
+        return self._read_spec()
+
+    def _placeholder(self, node, fqn: str | None) -> None:
+        val = node.meta.get("val")
+        if not isinstance(val, Tensor):
+            self.env[node] = None
+            return
+        shape = tuple(val.shape)
+        self.shapes[node] = shape
+        tensor = _get_tensor(self.model, fqn) if fqn else None
+        keys = self.keys.get(id(tensor), []) if tensor is not None else []
+        if keys and val.is_floating_point():
+            labels = tuple(self.k.fresh_label(n) for n in shape)
+            for key in keys:
+                self.labels[key] = labels
+        else:  # model inputs, non-persistent buffers and constants cannot be permuted
+            labels = tuple(self.k.fixed_label(n) for n in shape)
+        self.env[node] = labels
+
+    def _call(self, node) -> None:
+        if node in self.mha.inner:
+            self.env[node] = self.mha.output_labels(self, node)
+            return
+        args = _full_args(node)
+        vals = [self._value(a) for a in args]
+        shapes = [self._shape(a) for a in args]
+        out_shape = _meta_shape(node)
+        where = _where(node)
+        ctx = Ctx(self.k, out_shape, where)
+        self.env[node] = apply_rule(node.target, ctx, vals, shapes)
+        self.shapes[node] = out_shape
+
+    def _value(self, a):
+        if isinstance(a, torch.fx.Node):
+            return self.env.get(a)
+        if isinstance(a, list | tuple) and any(isinstance(x, torch.fx.Node) for x in a):
+            return [self.env.get(x) if isinstance(x, torch.fx.Node) else x for x in a]
+        return a
+
+    def _shape(self, a):
+        if isinstance(a, torch.fx.Node):
+            return _meta_shape(a)
+        if isinstance(a, list | tuple) and any(isinstance(x, torch.fx.Node) for x in a):
+            return [_meta_shape(x) if isinstance(x, torch.fx.Node) else None for x in a]
+        return None
+
+    def _finish_attention(self) -> None:
+        self.mha.finish(self)
+
+    # ------------------------------------------------------------ reading the spec
+    def _read_spec(self) -> PermutationSpec:
+        state = self.model.state_dict(keep_vars=True)
+        names = self._perm_names(state)
+        axes, fixed = {}, {}
+        for key, tensor in state.items():
+            labels = self.labels.get(key)
+            if labels is None:
+                axes[key] = (None,) * tensor.ndim
+                continue
+            axes[key] = tuple(self._entry(label, n, names) for label, n in zip(labels, tensor.shape))
+            for axis, label in enumerate(labels):
+                reasons = self.k.fixed_reasons(label)
+                if reasons and tensor.shape[axis] > 1:
+                    fixed[f"{key} axis {axis}"] = reasons[0]
+        return PermutationSpec.from_axes(axes, fixed=fixed)
+
+    def _perm_names(self, state) -> dict[int, str]:
+        """A name per class: the module whose output axis (axis 0 of its weight) it is, else ``key:axis``."""
+        found: dict[int, list[tuple[int, str]]] = {}
+        for key in state:
+            for axis, label in enumerate(self.labels.get(key, ())):
+                for seg in self.k.normalize(label):
+                    if seg.kind == "c":
+                        rank = 0 if axis == 0 and key.endswith(".weight") else 1
+                        module = key.rsplit(".", 1)[0] if rank == 0 else f"{key}:{axis}"
+                        found.setdefault(seg.cls, []).append((rank, module))
+        names, taken = {}, set()
+        for cls, options in found.items():
+            if self.k.length[cls] // self.k.unit[cls] < 2:
+                continue  # a perm of one unit moves nothing
+            name = min(options, key=lambda o: o[0])[1]
+            base, i = name, 1
+            while name in taken:
+                i += 1
+                name = f"{base}#{i}"
+            taken.add(name)
+            names[cls] = name
+        return names
+
+    def _entry(self, label, length: int, names: dict[int, str]):
+        parts, pos = [], 0
+        for seg in self.k.normalize(label):
+            n = self.k.seg_len(seg)
+            if seg.kind == "c" and seg.cls in names:
+                unit = self.k.unit[seg.cls]
+                block = unit * seg.scale
+                assert block.denominator == 1, (seg, unit)
+                parts.append(BlockPerm(names[seg.cls], int(block), pos, self.k.length[seg.cls] // unit))
+            pos += n
+        if not parts:
+            return None
+        if len(parts) == 1 and parts[0].offset == 0 and parts[0].units * parts[0].block == length:
+            return parts[0].perm if parts[0].block == 1 else BlockPerm(parts[0].perm, parts[0].block)
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _state_keys(model: nn.Module) -> dict[int, list[str]]:
+    keys: dict[int, list[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        keys.setdefault(id(tensor), []).append(key)
+    return keys
+
+
+def _get_tensor(model: nn.Module, fqn: str):
+    module_name, _, attr = fqn.rpartition(".")
+    try:
+        return getattr(model.get_submodule(module_name), attr)
+    except AttributeError:
+        return None
+
+
+def _full_args(node) -> list:
+    """Positional arguments with keyword arguments filled in by the op's schema."""
+    args = list(node.args)
+    schema = getattr(node.target, "_schema", None)
+    if schema is None or not node.kwargs:
+        return args
+    for i, arg in enumerate(schema.arguments):
+        if arg.name in node.kwargs:
+            while len(args) <= i:
+                args.append(schema.arguments[len(args)].default_value if schema.arguments[len(args)].has_default_value() else None)
+            args[i] = node.kwargs[arg.name]
+    return args
+
+
+def _meta_shape(node):
+    val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    if isinstance(val, Tensor):
+        return tuple(int(n) for n in val.shape)
+    if isinstance(val, list | tuple):
+        return [tuple(int(n) for n in v.shape) if isinstance(v, Tensor) else None for v in val]
+    return None
+
+
+def _where(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    module = list(stack.values())[-1][0] if stack else ""
+    module = module.replace("L['self'].", "").replace("L__self__.", "")
+    return f"aten.{op_name(node.target)} in module {module!r}" if module else f"aten.{op_name(node.target)}"
+
+
+# ---------------------------------------------------------------- nn.MultiheadAttention
+
+
+class _Attention:
+    """``nn.MultiheadAttention`` modules, handled as one operation each.
+
+    Traced, the packed in-projection is unflattened to ``(3, embed_dim)`` and read with
+    ``select`` -- which the per-op rules must treat as positional. As one operation the
+    symmetry is clear: a head perm ``H`` (blocks of ``head_dim``) acts on each of the q,
+    k and v thirds of ``in_proj_weight``'s rows and on ``out_proj.weight``'s columns; the
+    embedding axis follows the inputs and the output projection's rows.
+    """
+
+    def __init__(self, model: nn.Module, graph):
+        self.regions: dict[str, list] = {}
+        self.inner: set = set()
+        self.done: set[str] = set()
+        self.out_nodes: dict = {}
+        modules = {name: m for name, m in model.named_modules()
+                   if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim and m.bias_k is None}
+        for node in graph.nodes:
+            stack = [v[0].replace("L['self'].", "") for v in (node.meta.get("nn_module_stack") or {}).values()]
+            path = next((p for p in stack if p in modules), None)
+            if node.op == "call_function" and path is not None:
+                self.regions.setdefault(path, []).append(node)
+                self.inner.add(node)
+        self.modules = modules
+
+    def output_labels(self, inf: _Inference, node):
+        path = next(p for p, nodes in self.regions.items() if node in nodes)
+        if path not in self.done:
+            self.done.add(path)
+            self._constrain(inf, path)
+        shape = _meta_shape(node)
+        if node in self.out_nodes:
+            return self.out_nodes[node]
+        return [inf.k.fixed_label(0) for _ in ()] if shape is None else _fixed_like(inf.k, shape)
+
+    def _constrain(self, inf: _Inference, path: str) -> None:
+        m, k, nodes = self.modules[path], inf.k, self.regions[path]
+        prefix = f"{path}." if path else ""
+        d, hd = m.embed_dim, m.head_dim
+        w_in, w_out = inf.labels.get(prefix + "in_proj_weight"), inf.labels.get(prefix + "out_proj.weight")
+        if w_in is None or w_out is None:
+            return
+        heads = k.new(d)
+        k.coarsen(heads, hd, f"heads of {path}")
+        from engine.nets.infer_labels import Seg  # noqa: PLC0415 -- local: only this rule builds segments
+
+        three = (Seg("c", cls=heads),) * 3
+        reason = f"the heads of nn.MultiheadAttention {path!r}"
+        k.unify(w_in[0], three, reason)
+        k.unify(w_out[1], (Seg("c", cls=heads),), reason)
+        for key, axis, other in (("in_proj_bias", 0, w_in[0]), ("out_proj.bias", 0, w_out[0])):
+            if prefix + key in inf.labels:
+                k.unify(inf.labels[prefix + key][axis], other, reason)
+        inside = set(nodes)
+        for node in nodes:
+            for a in node.all_input_nodes:
+                if a not in inside and a.op != "placeholder" or (a.op == "placeholder" and a.name not in
+                                                                  inf.program.graph_signature.inputs_to_parameters):
+                    labels, shape = inf.env.get(a), _meta_shape(a)
+                    if isinstance(labels, tuple) and shape and shape[-1] == d:
+                        k.unify(labels[-1], w_in[1], f"the inputs of nn.MultiheadAttention {path!r}")
+        after_proj = _descendants(nodes, next(n for n in nodes if any(
+            inf.program.graph_signature.inputs_to_parameters.get(a.name) == prefix + "out_proj.weight"
+            for a in n.all_input_nodes)))
+        for node in nodes:
+            shape = _meta_shape(node)
+            if node in after_proj and isinstance(shape, tuple) and shape and shape[-1] == d:
+                self.out_nodes[node] = _fixed_like(k, shape[:-1]) + (w_out[0],)
+
+    def finish(self, inf: _Inference) -> None:
+        for path, nodes in self.regions.items():
+            for node in nodes:
+                for user in node.users:
+                    if user not in self.inner and node not in self.out_nodes and isinstance(inf.env.get(node), tuple):
+                        pass  # region outputs other than the attention output are fixed (see output_labels)
+
+
+def _fixed_like(k: Classes, shape) -> tuple:
+    return tuple(k.fixed_label(n) for n in shape)
+
+
+def _descendants(nodes: list, start) -> set:
+    inside, out = set(nodes), {start}
+    for node in nodes:
+        if any(a in out for a in node.all_input_nodes) and node in inside:
+            out.add(node)
+    return out
+
+
+def _attention_regions(model: nn.Module, graph) -> _Attention:
+    return _Attention(model, graph)
+
+
+# ---------------------------------------------------------------- the self-check
+
+
+@torch.no_grad()
+def check_perm_spec(model: nn.Module, spec: PermutationSpec, example_input, *, seed: int = 0) -> float:
+    """Verify that ``spec`` is a symmetry of ``model``: permuting it changes no output.
+
+    A copy of the model, in eval mode and float64 where it converts, gets every floating
+    state tensor perturbed (so that BatchNorm statistics and LayerNorm gains at their
+    initial values cannot hide a missing entry), and a random permutation under ``spec``
+    in which no perm is the identity. Its outputs on ``example_input`` before and after
+    must agree within ``64 * eps * nodes * max|output|``: reordering a sum of float numbers
+    changes it by at most a few ulps of its largest partial sum, and errors grow at most
+    about linearly with the number of operations ``nodes`` between input and output (the
+    number of parameterised tensors here, an upper bound on depth). In float64 that is
+    ~1e-12 relative; a wrong spec changes outputs by ~1e-1 relative.
+
+    Returns
+    -------
+    float
+        The largest output change.
+
+    Raises
+    ------
+    PermutationSpecError
+        Naming the perm (and the first tensors it acts on) whose permutation alone
+        changes the outputs.
+    """
+    twin, x = _float64_twin(model, example_input, seed)
+    state = twin.state_dict()
+    perms = _moving_permutation(spec, state, seed)
+    nodes = max(1, len(state))
+    before = _outputs(twin, state, x)
+    diff, limit = _compare(before, _outputs(twin, apply_permutation(spec, perms, state), x), nodes, twin)
+    if diff <= limit:
+        return diff
+    culprits = []
+    for name in sorted(perms):
+        one = apply_permutation(spec, {name: perms[name]}, state)
+        d, lim = _compare(before, _outputs(twin, one, x), nodes, twin)
+        if d > lim:
+            where = ", ".join(f"{k} axis {a}" for k, a in spec.perm_to_axes[name][:4])
+            culprits.append(f"perm {name!r} (on {where}) changes them by {d:.3g}")
+    raise PermutationSpecError(
+        f"the permutation spec is not a symmetry of {type(model).__name__}: permuting it changes the outputs "
+        f"by up to {diff:.3g} (allowed {limit:.3g}); " + ("; ".join(culprits) or "no single perm does it alone")
+        + ". Remove that perm from the spec or fix its axes"
+    )
+
+
+def _float64_twin(model: nn.Module, example_input, seed: int):
+    twin = copy.deepcopy(model).eval()
+    args, kwargs = _as_args(example_input)
+    try:
+        twin = twin.double()
+        cast = [a.double() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
+        kw = {k: v.double() if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in kwargs.items()}
+        twin(*cast, **kw)
+        args, kwargs = cast, kw
+    except (RuntimeError, TypeError):
+        twin = copy.deepcopy(model).eval()
+    gen = torch.Generator().manual_seed(seed)
+    seen = set()
+    for name, t in twin.state_dict(keep_vars=True).items():
+        if id(t) in seen or not t.is_floating_point():
+            continue
+        seen.add(id(t))
+        noise = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t)
+        if name.endswith("running_var"):
+            t.data.copy_(0.5 + noise.abs())
+        else:
+            t.data.add_(noise * (0.1 * float(t.detach().abs().mean()) + 0.05))
+    return twin, (tuple(args), kwargs)
+
+
+def _moving_permutation(spec: PermutationSpec, state, seed: int) -> dict[str, Tensor]:
+    perms = random_permutation(spec, state, seed)
+    return {name: (p.roll(1) if torch.equal(p, torch.arange(len(p))) else p) for name, p in perms.items()}
+
+
+def _outputs(model: nn.Module, state, x) -> list[Tensor]:
+    args, kwargs = x
+    out = torch.func.functional_call(model, dict(state), tuple(args), dict(kwargs))
+    return [t for t in pytree.tree_leaves(out) if isinstance(t, Tensor) and t.is_floating_point()]
+
+
+def _compare(before: list[Tensor], after: list[Tensor], nodes: int, model) -> tuple[float, float]:
+    eps = max(torch.finfo(t.dtype).eps for t in before) if before else 0.0
+    scale = max((float(t.abs().max()) for t in before if t.numel()), default=1.0)
+    diff = max((float((a - b).abs().max()) for a, b in zip(before, after) if a.numel()), default=0.0)
+    return diff, _ROUNDING_PER_NODE * eps * nodes * max(scale, 1.0) + math.ulp(1.0)

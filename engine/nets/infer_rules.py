@@ -1,0 +1,448 @@
+"""How each ATen operation of a traced graph constrains the permutation classes of its axes.
+
+A rule gets the labels of its tensor arguments (one :data:`~engine.nets.infer_labels.Label`
+per axis) and returns the labels of its output, after constraining the classes in
+:class:`~engine.nets.infer_labels.Classes`. The rules encode why an operation commutes with
+permutations: an elementwise op with any perm applied alike to its inputs' axes, a linear
+layer with a perm of its input features applied to the columns of its weight, a
+reduction with any perm of the reduced axis, and so on. An operation without a rule
+fixes every class it touches -- unknown means not permutable, never a guess.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+
+import torch
+
+from engine.nets.infer_labels import Classes, Label
+
+__all__ = ["Labels", "RULES", "apply_rule"]
+
+Labels = tuple[Label, ...]  # one label per axis of a tensor
+
+#: Ops that return their first argument's values unchanged in layout.
+_IDENTITY = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy", "_to_copy", "to", "type_as", "dropout",
+             "feature_dropout", "alpha_dropout", "softmax", "_softmax", "log_softmax", "_log_softmax",
+             "_safe_softmax", "view_as", "identity", "_native_batch_norm_legit_no_training_out"}
+#: Reductions that do not care about the order of the reduced entries.
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "var", "std", "logsumexp", "prod", "norm", "linalg_vector_norm"}
+#: Tensors made from nothing: constant along every axis, or not.
+_CONSTANT = {"zeros", "ones", "full", "new_ones", "new_zeros", "new_full", "zeros_like", "ones_like",
+             "full_like", "scalar_tensor", "empty_like", "new_empty"}
+_FRESH = {"arange", "randn", "rand", "randint", "empty", "randn_like", "rand_like", "linspace", "eye", "tensor"}
+_NO_OUTPUT = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_assert_async",
+              "sym_size", "sym_numel", "sym_stride"}
+
+
+class Ctx:
+    """What a rule sees: the classes, the node's output shape(s) and a description of where it is."""
+
+    def __init__(self, k: Classes, shapes, where: str):
+        self.k, self.shapes, self.where = k, shapes, where
+
+    def reason(self, what: str) -> str:
+        return f"{what} ({self.where})"
+
+    def fixed(self, shape) -> Labels:
+        return tuple(self.k.fixed_label(n) for n in shape)
+
+    def any(self, shape) -> Labels:
+        return tuple(self.k.any_label(n) for n in shape)
+
+    def unify(self, a: Label, b: Label, what: str) -> Label:
+        return self.k.unify(a, b, self.reason(what))
+
+    def fix(self, labels: Labels, what: str, listed: bool = True) -> None:
+        for label in labels:
+            self.k.fix_label(label, self.reason(what), listed)
+
+
+def _dim(d: int, ndim: int) -> int:
+    return d + ndim if d < 0 else d
+
+
+# ---------------------------------------------------------------- elementwise and layout
+
+
+def broadcast(ctx: Ctx, inputs: list[tuple[Labels, tuple]], out_shape, what: str) -> Labels:
+    """Elementwise: axes aligned from the right share their perm; size-1 axes broadcast freely."""
+    out = []
+    for i in range(1, len(out_shape) + 1):
+        label = None
+        for labels, shape in inputs:
+            if len(shape) >= i and shape[-i] == out_shape[-i]:
+                label = labels[-i] if label is None else ctx.unify(label, labels[-i], what)
+        out.append(label if label is not None else ctx.k.any_label(out_shape[-i]))
+    return tuple(reversed(out))
+
+
+def reshape(ctx: Ctx, labels: Labels, shape_in, shape_out) -> Labels:
+    """A view: groups of input axes become groups of output axes with the same product. A
+    group's leading axis keeps the perm (inner axes become block positions); splitting an
+    axis coarsens its perm to whole blocks of the inner axes' size."""
+    k = ctx.k
+    src = [(label, n) for label, n in zip(labels, shape_in) if n != 1]
+    dst = [i for i, n in enumerate(shape_out) if n != 1]
+    out: list[Label] = [k.any_label(1) for _ in shape_out]
+    i = j = 0
+    while i < len(src) or j < len(dst):
+        gi, gj, pi, pj = [i], [j], src[i][1], shape_out[dst[j]]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                gi.append(i); pi *= src[i][1]; i += 1  # noqa: E702
+            else:
+                gj.append(j); pj *= shape_out[dst[j]]; j += 1  # noqa: E702
+        inner = 1
+        for a in gi[1:]:
+            inner *= src[a][1]
+        if len(gi) > 1:
+            ctx.fix(tuple(src[a][0] for a in gi[1:]), "a reshape folds this axis into the blocks of another")
+        flat = k.scale(src[gi[0]][0], inner) if len(gi) > 1 else src[gi[0]][0]
+        rest = 1
+        for b in gj[1:]:
+            rest *= shape_out[dst[b]]
+        out[dst[gj[0]]] = k.divide(flat, rest, ctx.reason("a reshape splits this axis")) if rest > 1 else flat
+        plain = "a" if k.is_plain(flat, "a") else "f"
+        for b in gj[1:]:
+            n = shape_out[dst[b]]
+            out[dst[b]] = k.any_label(n) if plain == "a" else k.fixed_label(n)
+    return tuple(out)
+
+
+def _reduce(ctx: Ctx, x: Labels, dims, keepdim: bool) -> Labels:
+    dims = range(len(x)) if dims is None or dims == [] else dims
+    dims = {_dim(d, len(x)) for d in ([dims] if isinstance(dims, int) else dims)}
+    return tuple(ctx.k.any_label(1) if i in dims else label for i, label in enumerate(x)
+                 if keepdim or i not in dims)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def linear(ctx, x, w, b=None):
+    ctx.unify(x[-1], w[1], "the input features of a linear layer")
+    if b is not None:
+        ctx.unify(b[0], w[0], "a linear layer's bias")
+    return x[:-1] + (w[0],)
+
+
+def mm(ctx, a, b):
+    ctx.unify(a[1], b[0], "a matrix product's inner axis")
+    return (a[0], b[1])
+
+
+def matmul(ctx, a, b, shapes):
+    sa, sb = shapes
+    if len(sa) < 2 or len(sb) < 2:
+        ctx.fix(a + b, "aten.matmul with a vector operand")
+        return ctx.fixed(ctx.shapes)
+    ctx.unify(a[-1], b[-2], "a matrix product's inner axis")
+    batch = broadcast(ctx, [(a[:-2], sa[:-2]), (b[:-2], sb[:-2])], tuple(ctx.shapes[:-2]), "batched matmul")
+    return batch + (a[-2], b[-1])
+
+
+def conv(ctx, x, w, b, groups: int, transposed: bool):
+    """Output channels follow the weight's axis 0; input channels its axis 1. A depthwise conv
+    (one input channel per group) keeps each channel's perm, scaled by its channel multiplier;
+    other grouped convs are kept fixed (a perm must keep every channel in its group)."""
+    spatial = len(w) - 2
+    ctx.fix(w[2:], "convolution kernel taps", listed=False)
+    c_in = ctx.k.length_of(x[-spatial - 1])
+    if groups == 1 and not transposed:
+        ctx.unify(x[-spatial - 1], w[1], "a convolution's input channels")
+        out_ch = w[0]
+    elif groups == 1:
+        ctx.unify(x[-spatial - 1], w[0], "a transposed convolution's input channels")
+        out_ch = w[1]
+    elif groups == c_in and not transposed:
+        c_out = ctx.k.length_of(w[0])
+        out_ch = ctx.k.scale(x[-spatial - 1], c_out // c_in)
+        ctx.unify(w[0], out_ch, "a depthwise convolution's channels")
+    else:
+        ctx.fix((x[-spatial - 1],) + w[:2], f"a grouped convolution (groups={groups}) mixes channels within groups")
+        out_ch = ctx.k.fixed_label(ctx.shapes[-spatial - 1])
+    if b is not None:
+        ctx.unify(b[0], out_ch, "a convolution's bias")
+    return x[:-spatial - 1] + (out_ch,) + ctx.fixed(ctx.shapes[-spatial:])
+
+
+def norm_channels(ctx, x, params, axis: int, what: str):
+    for p in params:
+        if p is not None:
+            ctx.unify(x[axis], p[0], what)
+    return x
+
+
+def layer_norm(ctx, x, shape, w=None, b=None):
+    """LayerNorm over the last axes is equivariant to any perm of them (the mean and
+    variance do not depend on the order); its affine parameters follow."""
+    for p in (w, b):
+        if p is not None:
+            for i in range(len(shape)):
+                ctx.unify(x[len(x) - len(shape) + i], p[i], "a LayerNorm's parameters")
+    return x
+
+
+def group_norm(ctx, x, groups: int, w=None, b=None):
+    """GroupNorm: with one group (or one channel per group) any channel perm commutes;
+    otherwise channels may move only as whole groups (a block perm of the groups)."""
+    c = ctx.k.length_of(x[1])
+    channels = x[1]
+    if 1 < groups < c:
+        channels = ctx.k.scale(ctx.k.divide(x[1], c // groups, ctx.reason("GroupNorm groups")), c // groups)
+    return norm_channels(ctx, x[:1] + (channels,) + x[2:], (w, b), 1, "a GroupNorm's parameters")
+
+
+def embedding(ctx, w, idx):
+    ctx.fix((w[0],), "embedding rows are looked up by token id", listed=False)
+    return idx + (w[1],)
+
+
+def sdpa(ctx, q, k, v, mask=None, shapes=()):
+    ctx.unify(q[-1], k[-1], "attention's query/key features")
+    ctx.unify(k[-2], v[-2], "attention's key/value positions")
+    for a in (k, v):
+        for i in range(1, len(q) - 1):
+            if len(a) > i + 1 and shapes[0][-i - 2] == shapes[1 if a is k else 2][-i - 2]:
+                ctx.unify(q[-i - 2], a[-i - 2], "attention heads")
+    out = q[:-1] + (v[-1],)
+    if mask is not None:
+        scores = q[:-1] + (k[-2],)
+        broadcast(ctx, [(mask, shapes[3]), (scores, tuple(shapes[0][:-1]) + (shapes[1][-2],))],
+                  tuple(shapes[0][:-1]) + (shapes[1][-2],), "an attention mask")
+    return out
+
+
+def einsum(ctx, equation: str, operands, shapes):
+    """Every index letter is one perm across all operands (a contraction sums over it, so any
+    perm applied alike to both sides leaves the sum unchanged)."""
+    lhs, _, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if "..." in equation:
+        ctx.fix(tuple(label for labels in operands for label in labels), "aten.einsum with '...'")
+        return ctx.fixed(ctx.shapes)
+    if "->" not in equation:
+        rhs = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
+    letters: dict[str, Label] = {}
+    for term, labels, shape in zip(terms, operands, shapes):
+        for c, label, n in zip(term, labels, shape):
+            if n == 1:
+                continue
+            letters[c] = ctx.unify(letters[c], label, "an einsum index") if c in letters else label
+    return tuple(letters.get(c, ctx.k.any_label(n)) for c, n in zip(rhs, ctx.shapes))
+
+
+def pool(ctx, x, spatial: int):
+    return x[:-spatial] + ctx.fixed(ctx.shapes[-spatial:])
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def _cut_along(ctx, x, dim, bounds):
+    dim = _dim(dim, len(x))
+    pieces = []
+    for lo, hi in bounds:
+        label = ctx.k.cut(x[dim], lo, hi, ctx.reason("a slice"))
+        pieces.append(x[:dim] + (label,) + x[dim + 1:])
+    return pieces
+
+
+def _slice(ctx, x, shape, dim=0, start=None, end=None, step=1):
+    dim = _dim(dim, len(x))
+    n = shape[dim]
+    lo, hi = slice(start, end).indices(n)[:2]
+    if step != 1:
+        ctx.fix((x[dim],), f"a strided slice (step {step})")
+        return x[:dim] + (ctx.k.fixed_label(ctx.shapes[dim]),) + x[dim + 1:]
+    if lo == 0 and hi >= n:
+        return x
+    return _cut_along(ctx, x, dim, [(lo, hi)])[0]
+
+
+def _split(ctx, x, shape, sizes, dim=0):
+    dim = _dim(dim, len(x))
+    n = shape[dim]
+    if isinstance(sizes, int):
+        sizes = [min(sizes, n - lo) for lo in range(0, n, sizes)]
+    bounds, lo = [], 0
+    for s in sizes:
+        bounds.append((lo, lo + s))
+        lo += s
+    return _cut_along(ctx, x, dim, bounds)
+
+
+def _chunk(ctx, x, shape, chunks, dim=0):
+    n = shape[_dim(dim, len(x))]
+    size = -(-n // chunks)
+    return _split(ctx, x, shape, size, dim)
+
+
+def _select(ctx, x, dim, index):
+    dim = _dim(dim, len(x))
+    ctx.fix((x[dim],), f"aten.select reads entry {index} of this axis by position")
+    return x[:dim] + x[dim + 1:]
+
+
+def _permute(x, dims):
+    return tuple(x[_dim(d, len(x))] for d in dims)
+
+
+def _transpose(x, a, b):
+    a, b = _dim(a, len(x)), _dim(b, len(x))
+    out = list(x)
+    out[a], out[b] = out[b], out[a]
+    return tuple(out)
+
+
+def _squeeze(ctx, x, shape, dims=None):
+    dims = range(len(x)) if dims is None else [dims] if isinstance(dims, int) else dims
+    drop = {_dim(d, len(x)) for d in dims if shape[_dim(d, len(x))] == 1}
+    return tuple(label for i, label in enumerate(x) if i not in drop)
+
+
+def _expand(ctx, x, shape, sizes):
+    out = list(ctx.any(ctx.shapes))
+    for i in range(1, len(x) + 1):
+        if shape[-i] == ctx.shapes[-i]:
+            out[-i] = x[-i]
+    return tuple(out)
+
+
+def _cat(ctx, tensors, shapes, dim=0):
+    live = [(t, s) for t, s in zip(tensors, shapes) if any(s)]
+    dim = _dim(dim, len(live[0][0]))
+    first = live[0][0]
+    for t, _ in live[1:]:
+        for i in range(len(first)):
+            if i != dim:
+                ctx.unify(first[i], t[i], "a concatenation's other axes")
+    joined = tuple(seg for t, _ in live for seg in ctx.k.normalize(t[dim]))
+    return first[:dim] + (joined,) + first[dim + 1:]
+
+
+def _stack(ctx, tensors, shapes, dim=0):
+    first = tensors[0]
+    for t in tensors[1:]:
+        for i in range(len(first)):
+            ctx.unify(first[i], t[i], "a stack's axes")
+    d = _dim(dim, len(first) + 1)
+    return first[:d] + (ctx.k.fixed_label(len(tensors)),) + first[d:]
+
+
+def _bn(ctx, x, w, b, rm, rv, *_):
+    return norm_channels(ctx, x, (w, b, rm, rv), 1, "a BatchNorm's parameters and running statistics")
+
+
+RuleFn = Callable[..., object]
+
+#: op name (overload packet, without "aten.") -> rule(ctx, args, shapes) returning labels
+RULES: dict[str, RuleFn] = {
+    "linear": lambda c, a, s: linear(c, a[0], a[1], a[2] if len(a) > 2 else None),
+    "mm": lambda c, a, s: mm(c, a[0], a[1]),
+    "addmm": lambda c, a, s: broadcast(c, [(a[0], s[0]), (mm(c, a[1], a[2]), tuple(c.shapes))], c.shapes, "addmm"),
+    "bmm": lambda c, a, s: matmul(c, a[0], a[1], s[:2]),
+    "matmul": lambda c, a, s: matmul(c, a[0], a[1], s[:2]),
+    "baddbmm": lambda c, a, s: broadcast(c, [(a[0], s[0]), (matmul(c, a[1], a[2], s[1:3]), tuple(c.shapes))],
+                                         c.shapes, "baddbmm"),
+    "conv1d": lambda c, a, s: conv(c, a[0], a[1], _at(a, 2), _at(a, 6, 1), False),
+    "conv2d": lambda c, a, s: conv(c, a[0], a[1], _at(a, 2), _at(a, 6, 1), False),
+    "conv3d": lambda c, a, s: conv(c, a[0], a[1], _at(a, 2), _at(a, 6, 1), False),
+    "convolution": lambda c, a, s: conv(c, a[0], a[1], a[2], a[8], a[6]),
+    "batch_norm": lambda c, a, s: _bn(c, *a[:5]),
+    "_native_batch_norm_legit_no_training": lambda c, a, s: [_bn(c, *a[:5])] + [c.any(sh) for sh in c.shapes[1:]],
+    "layer_norm": lambda c, a, s: layer_norm(c, a[0], a[1], _at(a, 2), _at(a, 3)),
+    "native_layer_norm": lambda c, a, s: [layer_norm(c, a[0], a[1], a[2], a[3])] + [c.any(sh) for sh in c.shapes[1:]],
+    "rms_norm": lambda c, a, s: layer_norm(c, a[0], a[1], _at(a, 2)),
+    "group_norm": lambda c, a, s: group_norm(c, a[0], a[1], _at(a, 2), _at(a, 3)),
+    "embedding": lambda c, a, s: embedding(c, a[0], a[1]),
+    "scaled_dot_product_attention": lambda c, a, s: sdpa(c, a[0], a[1], a[2], _at(a, 3), s),
+    "einsum": lambda c, a, s: einsum(c, a[0], a[1], s[1]),
+    "view": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
+    "reshape": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
+    "_unsafe_view": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
+    "flatten": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
+    "unflatten": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
+    "t": lambda c, a, s: tuple(reversed(a[0])),
+    "transpose": lambda c, a, s: _transpose(a[0], a[1], a[2]),
+    "permute": lambda c, a, s: _permute(a[0], a[1]),
+    "unsqueeze": lambda c, a, s: a[0][:_dim(a[1], len(a[0]) + 1)] + (c.k.any_label(1),) + a[0][_dim(a[1], len(a[0]) + 1):],
+    "squeeze": lambda c, a, s: _squeeze(c, a[0], s[0], _at(a, 1)),
+    "expand": lambda c, a, s: _expand(c, a[0], s[0], a[1]),
+    "select": lambda c, a, s: _select(c, a[0], a[1], a[2]),
+    "slice": lambda c, a, s: _slice(c, a[0], s[0], *a[1:]),
+    "split": lambda c, a, s: _split(c, a[0], s[0], a[1], _at(a, 2, 0)),
+    "split_with_sizes": lambda c, a, s: _split(c, a[0], s[0], a[1], _at(a, 2, 0)),
+    "chunk": lambda c, a, s: _chunk(c, a[0], s[0], a[1], _at(a, 2, 0)),
+    "cat": lambda c, a, s: _cat(c, a[0], s[0], _at(a, 1, 0)),
+    "concat": lambda c, a, s: _cat(c, a[0], s[0], _at(a, 1, 0)),
+    "stack": lambda c, a, s: _stack(c, a[0], s[0], _at(a, 1, 0)),
+    "max_pool1d": lambda c, a, s: pool(c, a[0], 1),
+    "max_pool2d": lambda c, a, s: pool(c, a[0], 2),
+    "avg_pool1d": lambda c, a, s: pool(c, a[0], 1),
+    "avg_pool2d": lambda c, a, s: pool(c, a[0], 2),
+    "adaptive_avg_pool1d": lambda c, a, s: pool(c, a[0], 1),
+    "adaptive_avg_pool2d": lambda c, a, s: pool(c, a[0], 2),
+    "adaptive_max_pool2d": lambda c, a, s: [pool(c, a[0], 2)] * 2,
+    "max_pool2d_with_indices": lambda c, a, s: [pool(c, a[0], 2)] * 2,
+    "native_dropout": lambda c, a, s: [a[0], a[0]],
+    "mean": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
+    "sum": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
+    "amax": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
+    "amin": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
+    "logsumexp": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
+    "var": lambda c, a, s: _reduce(c, a[0], _at(a, 1), c.shapes != () and len(c.shapes) == len(s[0])),
+    "std": lambda c, a, s: _reduce(c, a[0], _at(a, 1), c.shapes != () and len(c.shapes) == len(s[0])),
+}
+
+
+def _at(args, i, default=None):
+    return args[i] if len(args) > i and args[i] is not None else default
+
+
+def op_name(target) -> str:
+    """``aten.linear.default`` -> ``linear``; ``operator.getitem`` -> ``getitem``."""
+    if target is operator.getitem:
+        return "getitem"
+    packet = getattr(target, "overloadpacket", None)
+    name = getattr(packet, "__name__", None) or getattr(target, "__name__", str(target))
+    return re.sub(r"^aten\.", "", name)
+
+
+def apply_rule(target, ctx: Ctx, args, shapes):
+    """Labels of a node's output(s); ``args`` hold labels for tensors, plain values otherwise."""
+    name = op_name(target)
+    base = name[:-1] if name.endswith("_") and not name.startswith("_") else name  # in-place variants
+    tensors = [(a, s) for a, s in zip(args, shapes) if isinstance(s, tuple)]
+    if base in _NO_OUTPUT:
+        return None
+    if base in RULES:
+        return RULES[base](ctx, args, shapes)
+    if base in _IDENTITY:
+        return args[0]
+    if base in _CONSTANT:
+        return _constant(ctx, ctx.any)
+    if base in _FRESH:
+        return _constant(ctx, ctx.fixed)
+    if base in _REDUCTIONS:
+        return _reduce(ctx, args[0], None, False)
+    if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags:
+        if not isinstance(ctx.shapes, tuple) or (ctx.shapes and not isinstance(ctx.shapes[0], int)):
+            return None
+        return broadcast(ctx, tensors, ctx.shapes, f"elementwise {name}")
+    for labels, _ in tensors:
+        ctx.fix(labels, f"aten.{name} is not known to commute with permutations")
+    for items in (a for a, s in zip(args, shapes) if isinstance(s, list)):
+        for labels in items:
+            ctx.fix(labels, f"aten.{name} is not known to commute with permutations")
+    return _constant(ctx, ctx.fixed)
+
+
+def _constant(ctx: Ctx, make):
+    if isinstance(ctx.shapes, list):
+        return [make(s) if s is not None else None for s in ctx.shapes]
+    return make(ctx.shapes) if ctx.shapes is not None else None
