@@ -232,13 +232,19 @@ class _Inference:
     def _perm_names(self, state) -> dict[int, str]:
         """A name per class: the module whose output axis (axis 0 of its weight) it is, else ``key:axis``."""
         found: dict[int, list[tuple[int, str]]] = {}
-        for key in state:
+        for key, tensor in state.items():
+            module, _, leaf = key.rpartition(".")
+            weight = state.get(f"{module}.weight" if module else "weight")
             for axis, label in enumerate(self.labels.get(key, ())):
                 for seg in self.k.normalize(label):
                     if seg.kind == "c":
-                        rank = 0 if axis == 0 and key.endswith(".weight") else 1
-                        module = key.rsplit(".", 1)[0] if rank == 0 else f"{key}:{axis}"
-                        found.setdefault(seg.cls, []).append((rank, module))
+                        if leaf == "bias" and weight is not None and weight.ndim >= 2:
+                            rank = 0  # a layer's bias: its output units, whatever the weight layout
+                        elif leaf == "weight" and axis == 0 and tensor.ndim >= 2:
+                            rank = 1
+                        else:
+                            rank = 2
+                        found.setdefault(seg.cls, []).append((rank, module if rank < 2 else f"{key}:{axis}"))
         names, taken = {}, set()
         for cls, options in found.items():
             if self.k.length[cls] // self.k.unit[cls] < 2:
@@ -440,6 +446,8 @@ def check_perm_spec(model: nn.Module, spec: PermutationSpec, example_input, *, s
     """
     twin, x = _float64_twin(model, example_input, seed)
     state = twin.state_dict()
+    unique = [keys[0] for keys in _state_keys(twin).values()]  # tied weights: functional_call takes one key
+    state = {key: state[key] for key in unique}
     perms = _moving_permutation(spec, state, seed)
     nodes = max(1, len(state))
     before = _outputs(twin, state, x)

@@ -342,6 +342,7 @@ RuleFn = Callable[..., object]
 
 #: op name (overload packet, without "aten.") -> rule(ctx, args, shapes) returning labels
 RULES: dict[str, RuleFn] = {
+    "getitem": lambda c, a, s: a[0][a[1]],
     "linear": lambda c, a, s: linear(c, a[0], a[1], a[2] if len(a) > 2 else None),
     "mm": lambda c, a, s: mm(c, a[0], a[1]),
     "addmm": lambda c, a, s: broadcast(c, [(a[0], s[0]), (mm(c, a[1], a[2]), tuple(c.shapes))], c.shapes, "addmm"),
