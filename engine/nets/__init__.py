@@ -7,13 +7,19 @@
 >>> state = model.state_dict()
 >>> permuted = apply_permutation(pspec, random_permutation(pspec, state, seed=1), state)
 
+Architectures that declare no spec (user factories, Hugging Face models) get one
+inferred from their traced graph, checked by the function-preservation self-check:
+``infer_perm_spec(model, example_input)``; :func:`permutation_spec` does it for models
+made by :func:`build`.
+
 Every model runs under ``torch.func.functional_call`` + ``vmap`` over parameters and
 buffers stacked with ``torch.func.stack_module_state``, in train and eval mode;
 BatchNorm running statistics stacked as buffers are updated in place under ``vmap``.
 """
 
+from engine.nets.infer import PermutationSpecError, check_perm_spec, infer_perm_spec
 from engine.nets.options import Option, resolve_options
-from engine.nets.permutation import PermutationSpec, apply_permutation, random_permutation
+from engine.nets.permutation import BlockPerm, PermutationSpec, apply_permutation, random_permutation
 from engine.nets.registry import (
     Factory,
     PermSpecFn,
@@ -25,14 +31,18 @@ from engine.nets.registry import (
 )
 
 __all__ = [
+    "BlockPerm",
     "Factory",
     "Option",
     "PermSpecFn",
     "PermutationSpec",
+    "PermutationSpecError",
     "apply_permutation",
     "available",
     "build",
     "check_architecture_name",
+    "check_perm_spec",
+    "infer_perm_spec",
     "permutation_spec",
     "random_permutation",
     "register",

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from engine.nets.infer_labels import Classes
+from engine.nets.infer_labels import Classes, Seg
 from engine.nets.infer_rules import Ctx, apply_rule, op_name
 from engine.nets.permutation import BlockPerm, PermutationSpec, apply_permutation, random_permutation
 
@@ -162,7 +162,6 @@ class _Inference:
                     if isinstance(leaf, torch.fx.Node) and isinstance(self.env.get(leaf), tuple):
                         for label in self.env[leaf]:
                             self.k.fix_label(label, "model output", False)
-        self._finish_attention()
         return self._read_spec()
 
     def _placeholder(self, node, fqn: str | None) -> None:
@@ -208,9 +207,6 @@ class _Inference:
         if isinstance(a, list | tuple) and any(isinstance(x, torch.fx.Node) for x in a):
             return [_meta_shape(x) if isinstance(x, torch.fx.Node) else None for x in a]
         return None
-
-    def _finish_attention(self) -> None:
-        self.mha.finish(self)
 
     # ------------------------------------------------------------ reading the spec
     def _read_spec(self) -> PermutationSpec:
@@ -299,7 +295,8 @@ def _full_args(node) -> list:
     for i, arg in enumerate(schema.arguments):
         if arg.name in node.kwargs:
             while len(args) <= i:
-                args.append(schema.arguments[len(args)].default_value if schema.arguments[len(args)].has_default_value() else None)
+                missing = schema.arguments[len(args)]
+                args.append(missing.default_value if missing.has_default_value() else None)
             args[i] = node.kwargs[arg.name]
     return args
 
@@ -353,10 +350,12 @@ class _Attention:
         if path not in self.done:
             self.done.add(path)
             self._constrain(inf, path)
-        shape = _meta_shape(node)
         if node in self.out_nodes:
             return self.out_nodes[node]
-        return [inf.k.fixed_label(0) for _ in ()] if shape is None else _fixed_like(inf.k, shape)
+        shape = _meta_shape(node)  # anything else leaving the module (attention weights) stays fixed
+        if isinstance(shape, list):
+            return [None if sh is None else _fixed_like(inf.k, sh) for sh in shape]
+        return None if shape is None else _fixed_like(inf.k, shape)
 
     def _constrain(self, inf: _Inference, path: str) -> None:
         m, k, nodes = self.modules[path], inf.k, self.regions[path]
@@ -367,8 +366,6 @@ class _Attention:
             return
         heads = k.new(d)
         k.coarsen(heads, hd, f"heads of {path}")
-        from engine.nets.infer_labels import Seg  # noqa: PLC0415 -- local: only this rule builds segments
-
         three = (Seg("c", cls=heads),) * 3
         reason = f"the heads of nn.MultiheadAttention {path!r}"
         k.unify(w_in[0], three, reason)
@@ -391,13 +388,6 @@ class _Attention:
             shape = _meta_shape(node)
             if node in after_proj and isinstance(shape, tuple) and shape and shape[-1] == d:
                 self.out_nodes[node] = _fixed_like(k, shape[:-1]) + (w_out[0],)
-
-    def finish(self, inf: _Inference) -> None:
-        for path, nodes in self.regions.items():
-            for node in nodes:
-                for user in node.users:
-                    if user not in self.inner and node not in self.out_nodes and isinstance(inf.env.get(node), tuple):
-                        pass  # region outputs other than the attention output are fixed (see output_labels)
 
 
 def _fixed_like(k: Classes, shape) -> tuple:

@@ -51,6 +51,7 @@ class Classes:
         self.unit: list[int] = []
         self.children: list[list[int] | None] = []
         self.fixed: list[tuple[str, bool] | None] = []  # (reason, listed)
+        self.rel: list[Fraction] = []  # base elements of a class per base element of its parent
 
     # ------------------------------------------------------------ classes
     def new(self, length: int) -> int:
@@ -59,13 +60,23 @@ class Classes:
         self.unit.append(1)
         self.children.append(None)
         self.fixed.append(None)
+        self.rel.append(Fraction(1))
         return len(self.parent) - 1
 
     def find(self, c: int) -> int:
+        return self.resolve(c)[0]
+
+    def resolve(self, c: int) -> tuple[int, Fraction]:
+        """The root of ``c`` and how many of ``c``'s base elements one root element holds."""
+        path = []
         while self.parent[c] != c:
-            self.parent[c] = self.parent[self.parent[c]]
+            path.append(c)
             c = self.parent[c]
-        return c
+        rel = Fraction(1)
+        for node in reversed(path):  # compress: every node on the path now points at the root
+            rel *= self.rel[node]
+            self.parent[node], self.rel[node] = c, rel
+        return c, (self.rel[path[0]] if path else Fraction(1))
 
     def fix(self, c: int, reason: str, listed: bool) -> None:
         """Keep class ``c`` (every part of it) in place; the first reason is kept."""
@@ -76,18 +87,23 @@ class Classes:
         elif self.fixed[r] is None:
             self.fixed[r] = (reason, listed)
 
-    def merge(self, c1: int, c2: int, reason: str) -> None:
-        """Two leaf classes of equal length become one perm."""
+    def merge(self, c1: int, c2: int, reason: str, ratio: Fraction = Fraction(1)) -> None:
+        """Two leaf root classes become one perm; ``ratio`` = elements of ``c2`` per element of ``c1``
+        (16 when a linear layer's inputs are the 4x4 positions of each channel of a conv)."""
         r1, r2 = self.find(c1), self.find(c2)
         if r1 == r2:
+            if ratio != 1:
+                self.fix(r1, f"{reason}: the same units at two block sizes", True)
             return
-        if self.length[r1] != self.length[r2]:  # cannot happen for equal axes and scales
+        if self.length[r2] != self.length[r1] * ratio:  # cannot happen for axes of equal length
             self.fix(r1, reason, True)
             self.fix(r2, reason, True)
             return
-        self.parent[r2] = r1
+        self.parent[r2], self.rel[r2] = r1, ratio
         self.fixed[r1] = self.fixed[r1] or self.fixed[r2]
-        unit = math.lcm(self.unit[r1], self.unit[r2])
+        # r1's blocks of u1 elements are u1 * ratio elements of r2, which must be whole blocks of r2
+        need = (ratio / self.unit[r2]).denominator
+        unit = math.lcm(self.unit[r1], need)
         self.unit[r1] = unit
         if self.length[r1] % unit:
             self.fix(r1, f"{reason}: the blocks of its parts do not tile the axis", True)
@@ -125,7 +141,7 @@ class Classes:
     def seg_len(self, s: Seg) -> int:
         if s.kind != "c":
             return s.n
-        n = self.length[self.find(s.cls)] * s.scale
+        n = self.length[s.cls] * s.scale
         assert n.denominator == 1, (s, n)
         return int(n)
 
@@ -146,7 +162,8 @@ class Classes:
     def _leaves(self, s: Seg) -> list[Seg]:
         if s.kind != "c":
             return [s]
-        r = self.find(s.cls)
+        r, rel = self.resolve(s.cls)
+        s = Seg("c", cls=r, scale=s.scale * rel)
         if self.children[r] is not None:
             return [leaf for child in self.children[r] for leaf in self._leaves(Seg("c", cls=child, scale=s.scale))]
         if self.fixed[r] is not None:
@@ -194,11 +211,8 @@ class Classes:
             sb = next(s for start, end, s in spans_b if start <= lo and hi <= end)
             if sb.kind == "f":
                 self.fix(sa.cls, *(sb.why if sb.why and sb.why[1] else (reason, False)))
-            elif sb.kind == "c" and sb.scale == sa.scale:
-                self.merge(sa.cls, sb.cls, reason)
             elif sb.kind == "c":
-                self.fix(sa.cls, f"{reason}: one axis holds blocks of the other's units", True)
-                self.fix(sb.cls, f"{reason}: one axis holds blocks of the other's units", True)
+                self.merge(sa.cls, sb.cls, reason, sa.scale / sb.scale)
 
     def _first_cut(self, a: Label, b: Label, reason: str) -> bool:
         """Cut a class segment of ``a`` at the first boundary of ``b`` inside it; True if one was cut."""

@@ -299,6 +299,11 @@ def _transpose(x, a, b):
     return tuple(out)
 
 
+def _unsqueeze(ctx, x, dim):
+    d = _dim(dim, len(x) + 1)
+    return x[:d] + (ctx.k.any_label(1),) + x[d:]
+
+
 def _squeeze(ctx, x, shape, dims=None):
     dims = range(len(x)) if dims is None else [dims] if isinstance(dims, int) else dims
     drop = {_dim(d, len(x)) for d in dims if shape[_dim(d, len(x))] == 1}
@@ -371,7 +376,7 @@ RULES: dict[str, RuleFn] = {
     "t": lambda c, a, s: tuple(reversed(a[0])),
     "transpose": lambda c, a, s: _transpose(a[0], a[1], a[2]),
     "permute": lambda c, a, s: _permute(a[0], a[1]),
-    "unsqueeze": lambda c, a, s: a[0][:_dim(a[1], len(a[0]) + 1)] + (c.k.any_label(1),) + a[0][_dim(a[1], len(a[0]) + 1):],
+    "unsqueeze": lambda c, a, s: _unsqueeze(c, a[0], a[1]),
     "squeeze": lambda c, a, s: _squeeze(c, a[0], s[0], _at(a, 1)),
     "expand": lambda c, a, s: _expand(c, a[0], s[0], a[1]),
     "select": lambda c, a, s: _select(c, a[0], a[1], a[2]),

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["AxisEntry", "BlockPerm", "PermutationSpec", "apply_permutation", "axis_index", "axis_parts", "random_permutation"]
+__all__ = [
+    "AxisEntry", "BlockPerm", "PermutationSpec", "apply_permutation", "axis_index", "axis_parts", "random_permutation",
+]
 
 
 @dataclass(frozen=True)
