@@ -340,7 +340,8 @@ def test_a_wrong_spec_is_refused_naming_the_perm():
     model = ReadsOneUnit()
     wrong = PermutationSpec.from_axes({"fc0.weight": ("h0", None), "fc0.bias": ("h0",), "fc1.weight": ("h1", "h0"),
                                        "fc1.bias": ("h1",), "fc2.weight": (None, "h1")})
-    with pytest.raises(PermutationSpecError, match=r"not a symmetry of ReadsOneUnit.*perm 'h1' \(on fc1\.weight axis 0"):
+    with pytest.raises(PermutationSpecError,
+                       match=r"not a symmetry of ReadsOneUnit.*perm 'h1' \(on fc1\.weight axis 0"):
         check_perm_spec(model, wrong, torch.randn(2, 4))
 
 
