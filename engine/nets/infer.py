@@ -25,6 +25,7 @@ mode, must leave every output unchanged up to rounding.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Mapping
 
@@ -32,7 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
+from engine.nets.infer_attention import AttentionRegions
 from engine.nets.infer_labels import Classes, Seg
+from engine.nets.infer_layout import meta_shape
 from engine.nets.infer_rules import Ctx, apply_rule, op_name
 from engine.nets.permutation import BlockPerm, PermutationSpec, apply_permutation, random_permutation
 
@@ -75,11 +78,27 @@ def infer_perm_spec(model: nn.Module, example_input, *, check: bool = True, seed
         If the model cannot be traced (naming the module that stopped the trace), or the
         inferred spec fails the self-check (naming the perm and its layers).
     """
+    example_input = _without_cache(model, example_input)
     program = _trace(model, example_input)
     spec = _Inference(model, program).spec()
     if check:
         check_perm_spec(model, spec, example_input, seed=seed)
     return spec
+
+
+def _without_cache(model: nn.Module, example_input):
+    """Hugging Face models return a key/value cache by default (an object torch.export cannot
+    output, and head axes that would pin every head); it changes no logits, so it is turned off."""
+    config = getattr(model, "config", None)
+    if not getattr(config, "use_cache", False):
+        return example_input
+    args, kwargs = _as_args(example_input)
+    if "use_cache" in kwargs or "use_cache" not in inspect.signature(model.forward).parameters:
+        return example_input
+    if args:
+        names = [n for n in inspect.signature(model.forward).parameters if n != "self"]
+        kwargs |= dict(zip(names, args))
+    return {**kwargs, "use_cache": False}
 
 
 # ---------------------------------------------------------------- tracing
@@ -147,7 +166,7 @@ class _Inference:
         self.shapes: dict = {}
         self.keys = _state_keys(model)  # id(tensor) -> every state_dict key naming it
         self.labels: dict[str, tuple] = {}  # state_dict key -> labels of its axes
-        self.mha = _attention_regions(model, program.graph)
+        self.mha = AttentionRegions(model, program.graph, program.graph_signature.inputs_to_parameters)
 
     def spec(self) -> PermutationSpec:
         sig = self.program.graph_signature
@@ -177,18 +196,21 @@ class _Inference:
             labels = tuple(self.k.fresh_label(n) for n in shape)
             for key in keys:
                 self.labels[key] = labels
-        else:  # model inputs, non-persistent buffers and constants cannot be permuted
-            labels = tuple(self.k.fixed_label(n) for n in shape)
+        elif fqn is None and node.name in self.program.graph_signature.user_inputs:
+            labels = tuple(self.k.fixed_label(n) for n in shape)  # model inputs
+        else:  # non-persistent buffers and constants: not in the state_dict, so never permuted
+            why = (f"combined with {fqn or node.name!r}, a tensor outside the state_dict that cannot be permuted", True)
+            labels = tuple((Seg("f", n, why=why),) if n else () for n in shape)
         self.env[node] = labels
 
     def _call(self, node) -> None:
         if node in self.mha.inner:
-            self.env[node] = self.mha.output_labels(self, node)
+            self.env[node] = self.mha.output_labels(self.k, self.env, self.labels, node)
             return
         args = _full_args(node)
         vals = [self._value(a) for a in args]
         shapes = [self._shape(a) for a in args]
-        out_shape = _meta_shape(node)
+        out_shape = meta_shape(node)
         where = _where(node)
         ctx = Ctx(self.k, out_shape, where)
         self.env[node] = apply_rule(node.target, ctx, vals, shapes)
@@ -203,9 +225,9 @@ class _Inference:
 
     def _shape(self, a):
         if isinstance(a, torch.fx.Node):
-            return _meta_shape(a)
+            return meta_shape(a)
         if isinstance(a, list | tuple) and any(isinstance(x, torch.fx.Node) for x in a):
-            return [_meta_shape(x) if isinstance(x, torch.fx.Node) else None for x in a]
+            return [meta_shape(x) if isinstance(x, torch.fx.Node) else None for x in a]
         return None
 
     # ------------------------------------------------------------ reading the spec
@@ -301,109 +323,11 @@ def _full_args(node) -> list:
     return args
 
 
-def _meta_shape(node):
-    val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
-    if isinstance(val, Tensor):
-        return tuple(int(n) for n in val.shape)
-    if isinstance(val, list | tuple):
-        return [tuple(int(n) for n in v.shape) if isinstance(v, Tensor) else None for v in val]
-    return None
-
-
 def _where(node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     module = list(stack.values())[-1][0] if stack else ""
     module = module.replace("L['self'].", "").replace("L__self__.", "")
     return f"aten.{op_name(node.target)} in module {module!r}" if module else f"aten.{op_name(node.target)}"
-
-
-# ---------------------------------------------------------------- nn.MultiheadAttention
-
-
-class _Attention:
-    """``nn.MultiheadAttention`` modules, handled as one operation each.
-
-    Traced, the packed in-projection is unflattened to ``(3, embed_dim)`` and read with
-    ``select`` -- which the per-op rules must treat as positional. As one operation the
-    symmetry is clear: a head perm ``H`` (blocks of ``head_dim``) acts on each of the q,
-    k and v thirds of ``in_proj_weight``'s rows and on ``out_proj.weight``'s columns; the
-    embedding axis follows the inputs and the output projection's rows.
-    """
-
-    def __init__(self, model: nn.Module, graph):
-        self.regions: dict[str, list] = {}
-        self.inner: set = set()
-        self.done: set[str] = set()
-        self.out_nodes: dict = {}
-        modules = {name: m for name, m in model.named_modules()
-                   if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim and m.bias_k is None}
-        for node in graph.nodes:
-            stack = [v[0].replace("L['self'].", "") for v in (node.meta.get("nn_module_stack") or {}).values()]
-            path = next((p for p in stack if p in modules), None)
-            if node.op == "call_function" and path is not None:
-                self.regions.setdefault(path, []).append(node)
-                self.inner.add(node)
-        self.modules = modules
-
-    def output_labels(self, inf: _Inference, node):
-        path = next(p for p, nodes in self.regions.items() if node in nodes)
-        if path not in self.done:
-            self.done.add(path)
-            self._constrain(inf, path)
-        if node in self.out_nodes:
-            return self.out_nodes[node]
-        shape = _meta_shape(node)  # anything else leaving the module (attention weights) stays fixed
-        if isinstance(shape, list):
-            return [None if sh is None else _fixed_like(inf.k, sh) for sh in shape]
-        return None if shape is None else _fixed_like(inf.k, shape)
-
-    def _constrain(self, inf: _Inference, path: str) -> None:
-        m, k, nodes = self.modules[path], inf.k, self.regions[path]
-        prefix = f"{path}." if path else ""
-        d, hd = m.embed_dim, m.head_dim
-        w_in, w_out = inf.labels.get(prefix + "in_proj_weight"), inf.labels.get(prefix + "out_proj.weight")
-        if w_in is None or w_out is None:
-            return
-        heads = k.new(d)
-        k.coarsen(heads, hd, f"heads of {path}")
-        three = (Seg("c", cls=heads),) * 3
-        reason = f"the heads of nn.MultiheadAttention {path!r}"
-        k.unify(w_in[0], three, reason)
-        k.unify(w_out[1], (Seg("c", cls=heads),), reason)
-        for key, axis, other in (("in_proj_bias", 0, w_in[0]), ("out_proj.bias", 0, w_out[0])):
-            if prefix + key in inf.labels:
-                k.unify(inf.labels[prefix + key][axis], other, reason)
-        inside = set(nodes)
-        for node in nodes:
-            for a in node.all_input_nodes:
-                if a not in inside and a.op != "placeholder" or (a.op == "placeholder" and a.name not in
-                                                                  inf.program.graph_signature.inputs_to_parameters):
-                    labels, shape = inf.env.get(a), _meta_shape(a)
-                    if isinstance(labels, tuple) and shape and shape[-1] == d:
-                        k.unify(labels[-1], w_in[1], f"the inputs of nn.MultiheadAttention {path!r}")
-        after_proj = _descendants(nodes, next(n for n in nodes if any(
-            inf.program.graph_signature.inputs_to_parameters.get(a.name) == prefix + "out_proj.weight"
-            for a in n.all_input_nodes)))
-        for node in nodes:
-            shape = _meta_shape(node)
-            if node in after_proj and isinstance(shape, tuple) and shape and shape[-1] == d:
-                self.out_nodes[node] = _fixed_like(k, shape[:-1]) + (w_out[0],)
-
-
-def _fixed_like(k: Classes, shape) -> tuple:
-    return tuple(k.fixed_label(n) for n in shape)
-
-
-def _descendants(nodes: list, start) -> set:
-    inside, out = set(nodes), {start}
-    for node in nodes:
-        if any(a in out for a in node.all_input_nodes) and node in inside:
-            out.add(node)
-    return out
-
-
-def _attention_regions(model: nn.Module, graph) -> _Attention:
-    return _Attention(model, graph)
 
 
 # ---------------------------------------------------------------- the self-check

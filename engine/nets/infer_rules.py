@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import torch
 
-from engine.nets.infer_labels import Classes, Label
+from engine.nets import infer_layout as L
+from engine.nets.infer_labels import Label
+from engine.nets.infer_layout import Ctx, Labels, broadcast, reshape
 
-__all__ = ["Labels", "RULES", "apply_rule"]
-
-Labels = tuple[Label, ...]  # one label per axis of a tensor
+__all__ = ["RULES", "apply_rule", "op_name"]
 
 #: Ops that return their first argument's values unchanged in layout.
 _IDENTITY = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy", "_to_copy", "to", "type_as", "dropout",
@@ -37,85 +37,9 @@ _NO_OUTPUT = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_
               "sym_size", "sym_numel", "sym_stride"}
 
 
-class Ctx:
-    """What a rule sees: the classes, the node's output shape(s) and a description of where it is."""
-
-    def __init__(self, k: Classes, shapes, where: str):
-        self.k, self.shapes, self.where = k, shapes, where
-
-    def reason(self, what: str) -> str:
-        return f"{what} ({self.where})"
-
-    def fixed(self, shape) -> Labels:
-        return tuple(self.k.fixed_label(n) for n in shape)
-
-    def any(self, shape) -> Labels:
-        return tuple(self.k.any_label(n) for n in shape)
-
-    def unify(self, a: Label, b: Label, what: str) -> Label:
-        return self.k.unify(a, b, self.reason(what))
-
-    def fix(self, labels: Labels, what: str, listed: bool = True) -> None:
-        for label in labels:
-            self.k.fix_label(label, self.reason(what), listed)
-
-
-def _dim(d: int, ndim: int) -> int:
-    return d + ndim if d < 0 else d
-
-
-# ---------------------------------------------------------------- elementwise and layout
-
-
-def broadcast(ctx: Ctx, inputs: list[tuple[Labels, tuple]], out_shape, what: str) -> Labels:
-    """Elementwise: axes aligned from the right share their perm; size-1 axes broadcast freely."""
-    out = []
-    for i in range(1, len(out_shape) + 1):
-        label = None
-        for labels, shape in inputs:
-            if len(shape) >= i and shape[-i] == out_shape[-i]:
-                label = labels[-i] if label is None else ctx.unify(label, labels[-i], what)
-        out.append(label if label is not None else ctx.k.any_label(out_shape[-i]))
-    return tuple(reversed(out))
-
-
-def reshape(ctx: Ctx, labels: Labels, shape_in, shape_out) -> Labels:
-    """A view: groups of input axes become groups of output axes with the same product. A
-    group's leading axis keeps the perm (inner axes become block positions); splitting an
-    axis coarsens its perm to whole blocks of the inner axes' size."""
-    k = ctx.k
-    src = [(label, n) for label, n in zip(labels, shape_in) if n != 1]
-    dst = [i for i, n in enumerate(shape_out) if n != 1]
-    out: list[Label] = [k.any_label(1) for _ in shape_out]
-    i = j = 0
-    while i < len(src) or j < len(dst):
-        gi, gj, pi, pj = [i], [j], src[i][1], shape_out[dst[j]]
-        i, j = i + 1, j + 1
-        while pi != pj:
-            if pi < pj:
-                gi.append(i); pi *= src[i][1]; i += 1  # noqa: E702
-            else:
-                gj.append(j); pj *= shape_out[dst[j]]; j += 1  # noqa: E702
-        inner = 1
-        for a in gi[1:]:
-            inner *= src[a][1]
-        if len(gi) > 1:
-            ctx.fix(tuple(src[a][0] for a in gi[1:]), "a reshape folds this axis into the blocks of another")
-        flat = k.scale(src[gi[0]][0], inner) if len(gi) > 1 else src[gi[0]][0]
-        rest = 1
-        for b in gj[1:]:
-            rest *= shape_out[dst[b]]
-        out[dst[gj[0]]] = k.divide(flat, rest, ctx.reason("a reshape splits this axis")) if rest > 1 else flat
-        plain = "a" if k.is_plain(flat, "a") else "f"
-        for b in gj[1:]:
-            n = shape_out[dst[b]]
-            out[dst[b]] = k.any_label(n) if plain == "a" else k.fixed_label(n)
-    return tuple(out)
-
-
 def _reduce(ctx: Ctx, x: Labels, dims, keepdim: bool) -> Labels:
     dims = range(len(x)) if dims is None or dims == [] else dims
-    dims = {_dim(d, len(x)) for d in ([dims] if isinstance(dims, int) else dims)}
+    dims = {L.axis_of(d, len(x)) for d in ([dims] if isinstance(dims, int) else dims)}
     return tuple(ctx.k.any_label(1) if i in dims else label for i, label in enumerate(x)
                  if keepdim or i not in dims)
 
@@ -237,106 +161,18 @@ def einsum(ctx, equation: str, operands, shapes):
 
 
 def pool(ctx, x, spatial: int):
+    """Pooling, resampling: each channel on its own, the spatial axes rearranged (and fixed)."""
     return x[:-spatial] + ctx.fixed(ctx.shapes[-spatial:])
 
 
+def _pad(ctx, x, pad):
+    """Padding the last ``len(pad) // 2`` axes: those become fixed, the others keep their perm."""
+    padded = len(pad) // 2
+    ctx.fix(x[len(x) - padded:], "padding adds entries at fixed positions")
+    return x[:len(x) - padded] + ctx.fixed(ctx.shapes[len(x) - padded:])
+
+
 # ---------------------------------------------------------------- dispatch
-
-
-def _cut_along(ctx, x, dim, bounds):
-    dim = _dim(dim, len(x))
-    pieces = []
-    for lo, hi in bounds:
-        label = ctx.k.cut(x[dim], lo, hi, ctx.reason("a slice"))
-        pieces.append(x[:dim] + (label,) + x[dim + 1:])
-    return pieces
-
-
-def _slice(ctx, x, shape, dim=0, start=None, end=None, step=1):
-    dim = _dim(dim, len(x))
-    n = shape[dim]
-    lo, hi = slice(start, end).indices(n)[:2]
-    if step != 1:
-        ctx.fix((x[dim],), f"a strided slice (step {step})")
-        return x[:dim] + (ctx.k.fixed_label(ctx.shapes[dim]),) + x[dim + 1:]
-    if lo == 0 and hi >= n:
-        return x
-    return _cut_along(ctx, x, dim, [(lo, hi)])[0]
-
-
-def _split(ctx, x, shape, sizes, dim=0):
-    dim = _dim(dim, len(x))
-    n = shape[dim]
-    if isinstance(sizes, int):
-        sizes = [min(sizes, n - lo) for lo in range(0, n, sizes)]
-    bounds, lo = [], 0
-    for s in sizes:
-        bounds.append((lo, lo + s))
-        lo += s
-    return _cut_along(ctx, x, dim, bounds)
-
-
-def _chunk(ctx, x, shape, chunks, dim=0):
-    n = shape[_dim(dim, len(x))]
-    size = -(-n // chunks)
-    return _split(ctx, x, shape, size, dim)
-
-
-def _select(ctx, x, dim, index):
-    dim = _dim(dim, len(x))
-    ctx.fix((x[dim],), f"aten.select reads entry {index} of this axis by position")
-    return x[:dim] + x[dim + 1:]
-
-
-def _permute(x, dims):
-    return tuple(x[_dim(d, len(x))] for d in dims)
-
-
-def _transpose(x, a, b):
-    a, b = _dim(a, len(x)), _dim(b, len(x))
-    out = list(x)
-    out[a], out[b] = out[b], out[a]
-    return tuple(out)
-
-
-def _unsqueeze(ctx, x, dim):
-    d = _dim(dim, len(x) + 1)
-    return x[:d] + (ctx.k.any_label(1),) + x[d:]
-
-
-def _squeeze(ctx, x, shape, dims=None):
-    dims = range(len(x)) if dims is None else [dims] if isinstance(dims, int) else dims
-    drop = {_dim(d, len(x)) for d in dims if shape[_dim(d, len(x))] == 1}
-    return tuple(label for i, label in enumerate(x) if i not in drop)
-
-
-def _expand(ctx, x, shape, sizes):
-    out = list(ctx.any(ctx.shapes))
-    for i in range(1, len(x) + 1):
-        if shape[-i] == ctx.shapes[-i]:
-            out[-i] = x[-i]
-    return tuple(out)
-
-
-def _cat(ctx, tensors, shapes, dim=0):
-    live = [(t, s) for t, s in zip(tensors, shapes) if any(s)]
-    dim = _dim(dim, len(live[0][0]))
-    first = live[0][0]
-    for t, _ in live[1:]:
-        for i in range(len(first)):
-            if i != dim:
-                ctx.unify(first[i], t[i], "a concatenation's other axes")
-    joined = tuple(seg for t, _ in live for seg in ctx.k.normalize(t[dim]))
-    return first[:dim] + (joined,) + first[dim + 1:]
-
-
-def _stack(ctx, tensors, shapes, dim=0):
-    first = tensors[0]
-    for t in tensors[1:]:
-        for i in range(len(first)):
-            ctx.unify(first[i], t[i], "a stack's axes")
-    d = _dim(dim, len(first) + 1)
-    return first[:d] + (ctx.k.fixed_label(len(tensors)),) + first[d:]
 
 
 def _bn(ctx, x, w, b, rm, rv, *_):
@@ -374,19 +210,19 @@ RULES: dict[str, RuleFn] = {
     "flatten": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
     "unflatten": lambda c, a, s: reshape(c, a[0], s[0], c.shapes),
     "t": lambda c, a, s: tuple(reversed(a[0])),
-    "transpose": lambda c, a, s: _transpose(a[0], a[1], a[2]),
-    "permute": lambda c, a, s: _permute(a[0], a[1]),
-    "unsqueeze": lambda c, a, s: _unsqueeze(c, a[0], a[1]),
-    "squeeze": lambda c, a, s: _squeeze(c, a[0], s[0], _at(a, 1)),
-    "expand": lambda c, a, s: _expand(c, a[0], s[0], a[1]),
-    "select": lambda c, a, s: _select(c, a[0], a[1], a[2]),
-    "slice": lambda c, a, s: _slice(c, a[0], s[0], *a[1:]),
-    "split": lambda c, a, s: _split(c, a[0], s[0], a[1], _at(a, 2, 0)),
-    "split_with_sizes": lambda c, a, s: _split(c, a[0], s[0], a[1], _at(a, 2, 0)),
-    "chunk": lambda c, a, s: _chunk(c, a[0], s[0], a[1], _at(a, 2, 0)),
-    "cat": lambda c, a, s: _cat(c, a[0], s[0], _at(a, 1, 0)),
-    "concat": lambda c, a, s: _cat(c, a[0], s[0], _at(a, 1, 0)),
-    "stack": lambda c, a, s: _stack(c, a[0], s[0], _at(a, 1, 0)),
+    "transpose": lambda c, a, s: L.transpose(a[0], a[1], a[2]),
+    "permute": lambda c, a, s: L.permute(a[0], a[1]),
+    "unsqueeze": lambda c, a, s: L.unsqueeze(c, a[0], a[1]),
+    "squeeze": lambda c, a, s: L.squeeze(c, a[0], s[0], _at(a, 1)),
+    "expand": lambda c, a, s: L.expand(c, a[0], s[0], a[1]),
+    "select": lambda c, a, s: L.select(c, a[0], a[1], a[2]),
+    "slice": lambda c, a, s: L.slice_axis(c, a[0], s[0], *a[1:]),
+    "split": lambda c, a, s: L.split(c, a[0], s[0], a[1], _at(a, 2, 0)),
+    "split_with_sizes": lambda c, a, s: L.split(c, a[0], s[0], a[1], _at(a, 2, 0)),
+    "chunk": lambda c, a, s: L.chunk(c, a[0], s[0], a[1], _at(a, 2, 0)),
+    "cat": lambda c, a, s: L.cat(c, a[0], s[0], _at(a, 1, 0)),
+    "concat": lambda c, a, s: L.cat(c, a[0], s[0], _at(a, 1, 0)),
+    "stack": lambda c, a, s: L.stack(c, a[0], s[0], _at(a, 1, 0)),
     "max_pool1d": lambda c, a, s: pool(c, a[0], 1),
     "max_pool2d": lambda c, a, s: pool(c, a[0], 2),
     "avg_pool1d": lambda c, a, s: pool(c, a[0], 1),
@@ -396,6 +232,15 @@ RULES: dict[str, RuleFn] = {
     "adaptive_max_pool2d": lambda c, a, s: [pool(c, a[0], 2)] * 2,
     "max_pool2d_with_indices": lambda c, a, s: [pool(c, a[0], 2)] * 2,
     "native_dropout": lambda c, a, s: [a[0], a[0]],
+    "constant_pad_nd": lambda c, a, s: _pad(c, a[0], a[1]),
+    "pad": lambda c, a, s: _pad(c, a[0], a[1]),
+    "reflection_pad1d": lambda c, a, s: _pad(c, a[0], a[1]),
+    "reflection_pad2d": lambda c, a, s: _pad(c, a[0], a[1]),
+    "replication_pad1d": lambda c, a, s: _pad(c, a[0], a[1]),
+    "replication_pad2d": lambda c, a, s: _pad(c, a[0], a[1]),
+    "upsample_nearest2d": lambda c, a, s: pool(c, a[0], 2),
+    "upsample_bilinear2d": lambda c, a, s: pool(c, a[0], 2),
+    "upsample_nearest1d": lambda c, a, s: pool(c, a[0], 1),
     "mean": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
     "sum": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
     "amax": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),

@@ -314,6 +314,27 @@ def test_an_op_reading_units_by_position_keeps_that_layer_fixed_and_lists_it():
     assert_recovers_planted_permutation(model, spec)
 
 
+class ScaledByABuffer(nn.Module):
+    """Hidden units multiplied by a non-persistent buffer: not in the state_dict, so it cannot follow a perm."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+        self.register_buffer("scale", torch.arange(4.0) + 1, persistent=False)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)) * self.scale)
+
+
+def test_a_tensor_outside_the_state_dict_pins_what_it_touches():
+    spec = infer_perm_spec(ScaledByABuffer(), torch.randn(2, 3))
+    assert spec.perm_to_axes == {}
+    assert spec.fixed["fc1.weight axis 0"] == ("combined with 'scale', a tensor outside the state_dict that cannot "
+                                               "be permuted")
+    assert spec.fixed["fc2.weight axis 1"] == spec.fixed["fc1.weight axis 0"]
+
+
 class Gate(nn.Module):
     def forward(self, x):
         if x.sum() > 0:  # data-dependent control flow
@@ -361,7 +382,7 @@ def hf():
 def test_hf_resnet18_shaped_resnet_for_image_classification(hf):
     torch.manual_seed(0)
     config = hf.ResNetConfig(hidden_sizes=[8, 16, 32, 64], depths=[2, 2, 2, 2], layer_type="basic",
-                                       embedding_size=8, num_labels=10, downsample_in_first_stage=False)
+                             embedding_size=8, num_labels=10, downsample_in_first_stage=False)
     model = hf.ResNetForImageClassification(config)
     x = torch.randn(2, 3, 32, 32)
     spec = infer_perm_spec(model, x)
@@ -379,7 +400,7 @@ def test_hf_resnet18_shaped_resnet_for_image_classification(hf):
 def test_hf_small_vit_heads_and_layernorm(hf):
     torch.manual_seed(0)
     config = hf.ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=2,
-                                    num_attention_heads=4, intermediate_size=32, num_labels=10)
+                          num_attention_heads=4, intermediate_size=32, num_labels=10)
     model = hf.ViTForImageClassification(config)
     x = torch.randn(2, 3, 16, 16)
     spec = infer_perm_spec(model, x)
@@ -402,7 +423,7 @@ def test_hf_small_vit_heads_and_layernorm(hf):
 def test_hf_tiny_gpt2_fused_heads_and_tied_embeddings(hf):
     torch.manual_seed(0)
     config = hf.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=4,
-                                     use_cache=False, bos_token_id=0, eos_token_id=0)
+                           bos_token_id=0, eos_token_id=0)  # use_cache=True: inference turns the cache off
     model = hf.GPT2LMHeadModel(config)
     x = torch.randint(0, 50, (2, 8))
     spec = infer_perm_spec(model, x)
@@ -416,5 +437,6 @@ def test_hf_tiny_gpt2_fused_heads_and_tied_embeddings(hf):
     assert [(p.perm, p.block, p.offset, p.units) for p in parts] == [(heads, 4, o, 4) for o in (0, 16, 32)]
     assert spec.axes_to_perm["transformer.h.1.attn.c_proj.weight"] == (BlockPerm(heads, block=4), stream)
     assert spec.axes_to_perm["transformer.h.1.ln_2.bias"] == (stream,)
-    assert_verified(model, spec, {"input_ids": x})
+    assert spec.fixed == {}
+    assert_verified(model, spec, {"input_ids": x, "use_cache": False})
     assert_recovers_planted_permutation(model, spec)
