@@ -133,9 +133,9 @@ def _trace(model: nn.Module, example_input):
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise PermutationSpecError(
             f"cannot infer the permutation symmetries of {type(model).__name__}: tracing it with torch.export "
-            f"stopped in {label}: {type(err).__name__}: {first}. Python control flow on a tensor's values "
-            "cannot be traced; write it with torch.where / torch.cond, or give the architecture a hand-written "
-            "perm_spec (engine.nets.register(name, factory, perm_spec=...))"
+            f"stopped in {label}: {type(err).__name__}: {first}. If that is Python control flow on a tensor's "
+            "values (if x.sum() > 0: ...), write it with torch.where or torch.cond; or give the architecture a "
+            "hand-written perm_spec (engine.nets.register(name, factory, perm_spec=...))"
         ) from err
     finally:
         for h in hooks:
@@ -163,7 +163,6 @@ class _Inference:
         self.program = program
         self.k = Classes()
         self.env: dict = {}
-        self.shapes: dict = {}
         self.keys = _state_keys(model)  # id(tensor) -> every state_dict key naming it
         self.labels: dict[str, tuple] = {}  # state_dict key -> labels of its axes
         self.mha = AttentionRegions(model, program.graph, program.graph_signature.inputs_to_parameters)
@@ -189,10 +188,9 @@ class _Inference:
             self.env[node] = None
             return
         shape = tuple(val.shape)
-        self.shapes[node] = shape
         tensor = _get_tensor(self.model, fqn) if fqn else None
         keys = self.keys.get(id(tensor), []) if tensor is not None else []
-        if keys and val.is_floating_point():
+        if keys:
             labels = tuple(self.k.fresh_label(n) for n in shape)
             for key in keys:
                 self.labels[key] = labels
@@ -211,10 +209,7 @@ class _Inference:
         vals = [self._value(a) for a in args]
         shapes = [self._shape(a) for a in args]
         out_shape = meta_shape(node)
-        where = _where(node)
-        ctx = Ctx(self.k, out_shape, where)
-        self.env[node] = apply_rule(node.target, ctx, vals, shapes)
-        self.shapes[node] = out_shape
+        self.env[node] = apply_rule(node.target, Ctx(self.k, out_shape, _where(node)), vals, shapes)
 
     def _value(self, a):
         if isinstance(a, torch.fx.Node):

@@ -262,7 +262,9 @@ class Classes:
             if s.kind == "c":
                 step = Fraction(factor) / s.scale
                 self.coarsen(s.cls, step.numerator, reason)
-                out.append(Seg("c", cls=s.cls, scale=s.scale / factor))
+                why = self.fixed[self.find(s.cls)]
+                kept = Seg("c", cls=s.cls, scale=s.scale / factor)
+                out.append(kept if why is None else Seg("f", n // factor, why=why))
             else:
                 out.append(Seg(s.kind, n // factor))
             pos += n

@@ -176,16 +176,20 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         )
     cached = _INFERRED.get(model)
     if cached is None:
-        cached = _INFERRED[model] = infer_perm_spec(model, _example_input(*recorded))
+        cached = _INFERRED[model] = infer_perm_spec(model, _example_input(model, *recorded))
     return cached
 
 
-def _example_input(shape: tuple[int, ...], vocab_size: int | None) -> torch.Tensor:
-    """Two samples of the recorded input shape (tokens when there is a vocabulary), from a fixed seed."""
+def _example_input(model: nn.Module, shape: tuple[int, ...], vocab_size: int | None) -> torch.Tensor:
+    """Two samples of the recorded input shape (tokens when there is a vocabulary), from a fixed
+    seed, on the model's device."""
     generator = torch.Generator().manual_seed(0)
     if vocab_size is not None:
-        return torch.randint(0, vocab_size, (2, *shape), generator=generator)
-    return torch.randn((2, *shape), generator=generator)
+        x = torch.randint(0, vocab_size, (2, *shape), generator=generator)
+    else:
+        x = torch.randn((2, *shape), generator=generator)
+    first = next(model.parameters(), None)
+    return x if first is None else x.to(first.device)
 
 
 def _check_against_model(name: str, pspec: PermutationSpec, model: nn.Module) -> None:

@@ -215,6 +215,22 @@ def test_grouped_convolution_is_kept_fixed_and_listed():
     assert spec.axes_to_perm["4.weight"][0] == "4"  # the layer after it still permutes
 
 
+def test_groupnorm_moves_channels_in_whole_groups_and_layernorm_over_channels_follows_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 6, 1),
+                          nn.GroupNorm(1, 6), nn.LayerNorm([6, 4, 4]), nn.Flatten(), nn.Linear(6 * 16, 2))
+    x = torch.randn(2, 3, 4, 4)
+    spec = infer_perm_spec(model, x)
+    assert spec.axes_to_perm["0.weight"][0] == BlockPerm("0", block=4)  # 2 groups of 4 channels
+    assert spec.axes_to_perm["1.weight"] == (BlockPerm("0", block=4),)
+    assert spec.axes_to_perm["3.weight"][:2] == ("3", BlockPerm("0", block=4))
+    assert spec.axes_to_perm["4.bias"] == ("3",)  # one group: any channel perm
+    assert spec.axes_to_perm["5.weight"] == ("3", None, None)
+    assert spec.axes_to_perm["7.weight"] == (None, BlockPerm("3", block=16))
+    assert_verified(model, spec, x)
+    assert_recovers_planted_permutation(model, spec)
+
+
 # ---------------------------------------------------------------- DenseNet-style concatenation
 
 
