@@ -341,8 +341,9 @@ def check_function_preserved(
     """
     module = functional_module(model, "running")
     buffers = dict(model.named_buffers())
-    out_a = functional_call(module, {**buffers, **original}, (inputs,))
-    out_b = functional_call(module, {**buffers, **permuted}, (inputs,))
+    tied = _tied_aliases(model)  # functional_call takes one name per shared tensor (GPT-2's lm_head is wte)
+    out_a = functional_call(module, {k: v for k, v in {**buffers, **original}.items() if k not in tied}, (inputs,))
+    out_b = functional_call(module, {k: v for k, v in {**buffers, **permuted}.items() if k not in tied}, (inputs,))
     diff = float((out_a - out_b).abs().max())
     limit = atol + rtol * float(out_a.abs().max())
     if not diff <= limit:
@@ -352,6 +353,16 @@ def check_function_preserved(
             "symmetries (a tensor or BatchNorm buffer is missing from it, or an axis is wrong)"
         )
     return diff
+
+
+def _tied_aliases(model: nn.Module) -> set[str]:
+    """State keys naming a tensor that an earlier key already names (tied weights)."""
+    seen, aliases = set(), set()
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases.add(key)
+        seen.add(id(tensor))
+    return aliases
 
 
 def apply_alignment(

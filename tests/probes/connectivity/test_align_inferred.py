@@ -1,7 +1,8 @@
 """Alignment with an inferred spec, end to end: a user architecture registered without a
 perm_spec (a Hugging Face ResNet-18 layout) is built, two copies trained briefly, and
 weight matching under the spec :func:`engine.nets.permutation_spec` infers lowers the
-interpolation barrier between them."""
+interpolation barrier between them; the alignment self-check also runs on a model with tied
+weights (GPT-2)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ import torch
 from torch import nn
 
 from engine.config import ArchSpec
-from engine.nets import build, permutation_spec, register, registry
-from engine.probes.connectivity import compare_paths
+from engine.nets import (
+    apply_permutation,
+    build,
+    infer_perm_spec,
+    permutation_spec,
+    random_permutation,
+    register,
+    registry,
+)
+from engine.probes.connectivity import apply_alignment, compare_paths, weight_matching
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,3 +87,26 @@ def test_matching_under_the_inferred_spec_lowers_the_barrier_of_two_resnet18s():
     matched = result.curves[("weight", "reset", "given")].barrier().value
     assert result.check_max_diff["weight"] < 1e-4  # the permuted B computes what B computed
     assert matched < naive  # measured: 2.37 naive, 2.02 matched (mid-point loss; endpoints < 0.01)
+
+
+class LastTokenLogits(nn.Module):
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, tokens):
+        return self.lm(tokens, use_cache=False).logits[:, -1]
+
+
+def test_the_self_check_of_an_alignment_handles_tied_weights():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=4,
+                                     bos_token_id=0, eos_token_id=0)
+    model = LastTokenLogits(transformers.GPT2LMHeadModel(config))  # lm_head.weight is wte.weight
+    tokens = torch.randint(0, 50, (4, 8))
+    spec = infer_perm_spec(model, tokens)
+    state = model.state_dict()
+    planted = apply_permutation(spec, random_permutation(spec, state, seed=1), state)
+    alignment = weight_matching(state, planted, spec)
+    aligned = apply_alignment(model, planted, alignment, tokens, spec=spec)  # runs the function-preservation check
+    assert all(torch.equal(aligned[k], state[k]) for k in state)
