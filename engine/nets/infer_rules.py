@@ -37,6 +37,13 @@ _NO_OUTPUT = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_
               "sym_size", "sym_numel", "sym_stride"}
 
 
+def _reduction(ctx: Ctx, args, shapes) -> Labels:
+    """``sum``/``mean``/``amax``... over ``args[1]`` (an axis, a list, or all axes when absent);
+    keepdim is read off the output's rank."""
+    dims = args[1] if len(args) > 1 and isinstance(args[1], int | list | tuple) else None
+    return _reduce(ctx, args[0], dims, len(ctx.shapes) == len(shapes[0]) and len(ctx.shapes) > 0)
+
+
 def _reduce(ctx: Ctx, x: Labels, dims, keepdim: bool) -> Labels:
     dims = range(len(x)) if dims is None or dims == [] else dims
     dims = {L.axis_of(d, len(x)) for d in ([dims] if isinstance(dims, int) else dims)}
@@ -241,13 +248,6 @@ RULES: dict[str, RuleFn] = {
     "upsample_nearest2d": lambda c, a, s: pool(c, a[0], 2),
     "upsample_bilinear2d": lambda c, a, s: pool(c, a[0], 2),
     "upsample_nearest1d": lambda c, a, s: pool(c, a[0], 1),
-    "mean": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
-    "sum": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
-    "amax": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
-    "amin": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
-    "logsumexp": lambda c, a, s: _reduce(c, a[0], _at(a, 1), _at(a, 2, False)),
-    "var": lambda c, a, s: _reduce(c, a[0], _at(a, 1), c.shapes != () and len(c.shapes) == len(s[0])),
-    "std": lambda c, a, s: _reduce(c, a[0], _at(a, 1), c.shapes != () and len(c.shapes) == len(s[0])),
 }
 
 
@@ -265,10 +265,26 @@ def op_name(target) -> str:
 
 
 def apply_rule(target, ctx: Ctx, args, shapes):
-    """Labels of a node's output(s); ``args`` hold labels for tensors, plain values otherwise."""
+    """Labels of a node's output(s); ``args`` hold labels for tensors, plain values otherwise.
+
+    An op without a rule, or whose rule does not fit the arguments it got, fixes every
+    class it touches.
+    """
     name = op_name(target)
     base = name[:-1] if name.endswith("_") and not name.startswith("_") else name  # in-place variants
-    tensors = [(a, s) for a, s in zip(args, shapes) if isinstance(s, tuple)]
+    try:
+        out = _dispatch(target, base, ctx, args, shapes)
+    except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError, AssertionError):
+        out = None if ctx.shapes is None else _MISFIT
+    if out is _MISFIT or not _fits(out, ctx.shapes, ctx.k):
+        return unknown(ctx, name, args, shapes)
+    return out
+
+
+_MISFIT = object()
+
+
+def _dispatch(target, base: str, ctx: Ctx, args, shapes):
     if base in _NO_OUTPUT:
         return None
     if base in RULES:
@@ -280,16 +296,31 @@ def apply_rule(target, ctx: Ctx, args, shapes):
     if base in _FRESH:
         return _constant(ctx, ctx.fixed)
     if base in _REDUCTIONS:
-        return _reduce(ctx, args[0], None, False)
-    if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags:
-        if not isinstance(ctx.shapes, tuple) or (ctx.shapes and not isinstance(ctx.shapes[0], int)):
-            return None
-        return broadcast(ctx, tensors, ctx.shapes, f"elementwise {name}")
-    for labels, _ in tensors:
-        ctx.fix(labels, f"aten.{name} is not known to commute with permutations")
-    for items in (a for a, s in zip(args, shapes) if isinstance(s, list)):
-        for labels in items:
-            ctx.fix(labels, f"aten.{name} is not known to commute with permutations")
+        return _reduction(ctx, args, shapes)
+    if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags \
+            and isinstance(ctx.shapes, tuple):
+        tensors = [(a, s) for a, s in zip(args, shapes) if isinstance(s, tuple)]
+        return broadcast(ctx, tensors, ctx.shapes, f"elementwise {op_name(target)}")
+    return _MISFIT
+
+
+def _fits(out, shapes, k) -> bool:
+    """Whether a rule's labels match the traced output: one label per axis, each as long as the axis."""
+    if shapes is None:
+        return True
+    if isinstance(shapes, list):
+        return isinstance(out, list) and len(out) == len(shapes) and all(
+            _fits(o, s, k) for o, s in zip(out, shapes) if s is not None)
+    return isinstance(out, tuple) and len(out) == len(shapes) and all(
+        k.length_of(label) == n for label, n in zip(out, shapes))
+
+
+def unknown(ctx: Ctx, name: str, args, shapes):
+    """An op no rule covers: every class it touches is fixed (and listed), its outputs are fixed."""
+    for a, s in zip(args, shapes):
+        for labels in (a if isinstance(s, list) else [a] if isinstance(s, tuple) else []):
+            if isinstance(labels, tuple):
+                ctx.fix(labels, f"aten.{name} is not known to commute with permutations")
     return _constant(ctx, ctx.fixed)
 
 

@@ -330,6 +330,24 @@ def test_an_op_reading_units_by_position_keeps_that_layer_fixed_and_lists_it():
     assert_recovers_planted_permutation(model, spec)
 
 
+class CumulativeHidden(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 4)
+        self.fc3 = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        return self.fc3(torch.relu(self.fc2(h)).cumsum(1).prod(0, keepdim=True).expand(len(x), -1))
+
+
+def test_an_op_without_a_rule_fixes_what_it_touches():
+    spec = infer_perm_spec(CumulativeHidden(), torch.randn(2, 3))
+    assert set(spec.perm_to_axes) == {"fc1"}  # prod over the batch is fine; cumsum over units is not
+    assert "aten.cumsum is not known to commute with permutations" in spec.fixed["fc2.weight axis 0"]
+
+
 class ScaledByABuffer(nn.Module):
     """Hidden units multiplied by a non-persistent buffer: not in the state_dict, so it cannot follow a perm."""
 
