@@ -262,7 +262,7 @@ class _Inference:
         for cls, options in found.items():
             if self.k.length[cls] // self.k.unit[cls] < 2:
                 continue  # a perm of one unit moves nothing
-            name = min(options, key=lambda o: o[0])[1]
+            name = self.k.hints.get(cls) or min(options, key=lambda o: o[0])[1]
             base, i = name, 1
             while name in taken:
                 i += 1

@@ -58,6 +58,7 @@ class AttentionRegions:
         if w_in is None or w_out is None:
             return
         heads = k.new(m.embed_dim)
+        k.hints[heads] = f"{prefix}heads"
         k.coarsen(heads, m.head_dim, f"heads of {path}")
         reason = f"the heads of nn.MultiheadAttention {path!r}"
         k.unify(w_in[0], (Seg("c", cls=heads),) * 3, reason)

@@ -52,6 +52,7 @@ class Classes:
         self.children: list[list[int] | None] = []
         self.fixed: list[tuple[str, bool] | None] = []  # (reason, listed)
         self.rel: list[Fraction] = []  # base elements of a class per base element of its parent
+        self.hints: dict[int, str] = {}  # preferred perm names (e.g. "attn.heads"), by class
 
     # ------------------------------------------------------------ classes
     def new(self, length: int) -> int:
@@ -101,6 +102,8 @@ class Classes:
             return
         self.parent[r2], self.rel[r2] = r1, ratio
         self.fixed[r1] = self.fixed[r1] or self.fixed[r2]
+        if r2 in self.hints:
+            self.hints.setdefault(r1, self.hints[r2])
         # r1's blocks of u1 elements are u1 * ratio elements of r2, which must be whole blocks of r2
         need = (ratio / self.unit[r2]).denominator
         unit = math.lcm(self.unit[r1], need)

@@ -292,7 +292,7 @@ def test_multihead_attention_heads_are_block_perms():
     x = torch.randn(2, 5, 3)
     spec = infer_perm_spec(model, x)
     parts = axis_parts(spec.axes_to_perm["attn.in_proj_weight"][0])
-    heads = parts[0].perm
+    heads = "attn.heads"
     assert [(p.perm, p.block, p.offset) for p in parts] == [(heads, 4, 0), (heads, 4, 8), (heads, 4, 16)]
     assert spec.axes_to_perm["attn.out_proj.weight"] == ("embed", BlockPerm(heads, block=4))
     assert spec.axes_to_perm["attn.in_proj_weight"][1] == "embed"

@@ -20,7 +20,7 @@ from engine.nets import (
     register,
     registry,
 )
-from engine.probes.connectivity import apply_alignment, compare_paths, weight_matching
+from engine.probes.connectivity import activation_matching, apply_alignment, compare_paths, weight_matching
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,3 +110,31 @@ def test_the_self_check_of_an_alignment_handles_tied_weights():
     alignment = weight_matching(state, planted, spec)
     aligned = apply_alignment(model, planted, alignment, tokens, spec=spec)  # runs the function-preservation check
     assert all(torch.equal(aligned[k], state[k]) for k in state)
+
+
+class AttentionEncoder(nn.Module):
+    def __init__(self, d: int = 8, heads: int = 2):
+        super().__init__()
+        self.embed = nn.Linear(3, d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.norm = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):  # (B, T, 3)
+        h = self.embed(x)
+        a, _ = self.attn(h, h, h)
+        return self.head(torch.relu(self.fc(self.norm(h + a))).mean(1))
+
+
+def test_activation_matching_leaves_head_perms_to_weight_matching():
+    torch.manual_seed(0)
+    model = AttentionEncoder()
+    x = torch.randn(64, 5, 3)
+    spec = infer_perm_spec(model, x[:2])
+    state = model.state_dict()
+    planted = apply_permutation(spec, random_permutation(spec, state, seed=2), state)
+    with pytest.warns(UserWarning, match=r"no features for perms \['attn.heads'\]; they were weight-matched"):
+        alignment = activation_matching(model, state, planted, x, spec)
+    recovered = alignment.apply(spec, planted)
+    assert all(torch.equal(recovered[k], state[k]) for k in state)
