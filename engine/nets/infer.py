@@ -10,7 +10,7 @@ carry a permutation through, and those hidden axes are listed in ``spec.fixed``.
 
 Why ``torch.export`` and not ``torch.fx.symbolic_trace``: symbolic tracing stops at the
 first Python branch on a traced value, which Hugging Face models take everywhere
-(measured with transformers 5.2: ``ResNetForImageClassification``,
+(measured with transformers 5.24 and torch 2.13: ``ResNetForImageClassification``,
 ``ViTForImageClassification`` and ``GPT2LMHeadModel`` all fail to symbolic_trace, and
 transformers 5 no longer ships its own fx tracer); ``torch.export`` runs the Python
 code on fake tensors, traces all three, and yields a small, normalised set of ATen
