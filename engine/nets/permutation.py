@@ -10,6 +10,16 @@ activation matching) work on any architecture without per-model code.
 Convention: applying permutation ``p`` to axis ``a`` of tensor ``w`` gives
 ``w.index_select(a, p)``, i.e. new unit ``i`` is old unit ``p[i]`` (as in Git Re-Basin).
 
+Block perms: some symmetries move whole slices of an axis rather than single entries --
+attention heads (a head is ``head_dim`` consecutive features of the projection), a
+flatten from conv to linear (a channel is ``H*W`` consecutive inputs of the linear
+layer), a concatenation (each part of the axis has its own perm). An axis entry is then
+a :class:`BlockPerm` -- perm ``p`` of ``n`` units acting on the slice
+``[offset, offset + n*block)``, unit ``i`` being ``[offset + i*block, offset + (i+1)*block)``
+-- or a tuple of them (a concatenation; positions no part covers stay fixed). A plain
+string ``"p"`` is the same as ``BlockPerm("p")`` over the whole axis, so existing specs
+and stored results are unchanged.
+
 References
 ----------
 Ainsworth, Hayase & Srinivasa, "Git Re-Basin: Merging Models modulo Permutation
@@ -19,12 +29,62 @@ Symmetries", ICLR 2023.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-__all__ = ["PermutationSpec", "apply_permutation", "random_permutation"]
+__all__ = [
+    "AxisEntry", "BlockPerm", "PermutationSpec", "apply_permutation", "axis_index", "axis_parts", "random_permutation",
+]
+
+
+@dataclass(frozen=True)
+class BlockPerm:
+    """Perm ``perm`` acting on contiguous blocks of one tensor axis.
+
+    Unit ``i`` of the perm is the slice ``[offset + i*block, offset + (i+1)*block)``;
+    ``units`` is the number of units, ``None`` meaning "up to the end of the axis"
+    (then ``(length - offset)`` must be a multiple of ``block``).
+    """
+
+    perm: str
+    block: int = 1
+    offset: int = 0
+    units: int | None = None
+
+    def __post_init__(self):
+        if self.block < 1 or self.offset < 0 or (self.units is not None and self.units < 1):
+            raise ValueError(f"a BlockPerm needs block >= 1, offset >= 0 and units >= 1 or None; got {self!r}")
+
+    def span(self, length: int) -> tuple[int, int]:
+        """``(units, end)`` of this part on an axis of ``length`` entries; raises if it does not fit."""
+        rest = length - self.offset
+        units = self.units if self.units is not None else rest // self.block
+        end = self.offset + units * self.block
+        if units < 1 or end > length or (self.units is None and rest % self.block):
+            raise ValueError(f"{self!r} does not fit an axis of length {length}")
+        return units, end
+
+
+#: One axis of a tensor: not permuted, one perm (plain or block), or a concatenation of block perms.
+AxisEntry = str | BlockPerm | tuple[BlockPerm, ...] | None
+
+
+def axis_parts(entry: AxisEntry) -> tuple[BlockPerm, ...]:
+    """The block perms of one axis entry (empty when the axis is not permuted)."""
+    if entry is None:
+        return ()
+    if isinstance(entry, str):
+        return (BlockPerm(entry),)
+    if isinstance(entry, BlockPerm):
+        return (entry,)
+    return tuple(entry)
+
+
+def _entry_perms(entry: AxisEntry) -> list[str]:
+    return list(dict.fromkeys(part.perm for part in axis_parts(entry)))
+
 
 
 @dataclass(frozen=True)
@@ -44,20 +104,35 @@ class PermutationSpec:
     """
 
     perm_to_axes: dict[str, tuple[tuple[str, int], ...]]
-    axes_to_perm: dict[str, tuple[str | None, ...]]
+    axes_to_perm: dict[str, tuple[AxisEntry, ...]]
+    #: ``"key axis N"`` -> why that axis was kept fixed although it holds hidden units
+    #: (inferred specs only: an operation the inference cannot permute through).
+    fixed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_axes(cls, axes_to_perm: Mapping[str, tuple[str | None, ...]]) -> PermutationSpec:
+    def from_axes(cls, axes_to_perm: Mapping[str, tuple[AxisEntry, ...]],
+                  fixed: Mapping[str, str] | None = None) -> PermutationSpec:
         """Build a spec from ``axes_to_perm`` alone; ``perm_to_axes`` is derived from it."""
         perm_to_axes: dict[str, list[tuple[str, int]]] = {}
         for key, axes in axes_to_perm.items():
-            for axis, perm in enumerate(axes):
-                if perm is not None:
+            for axis, entry in enumerate(axes):
+                for perm in _entry_perms(entry):
                     perm_to_axes.setdefault(perm, []).append((key, axis))
         return cls(
             perm_to_axes={perm: tuple(axes) for perm, axes in perm_to_axes.items()},
             axes_to_perm={key: tuple(axes) for key, axes in axes_to_perm.items()},
+            fixed=dict(fixed or {}),
         )
+
+    def parts(self, key: str, axis: int, perm: str | None = None) -> tuple[BlockPerm, ...]:
+        """The block perms on ``axis`` of tensor ``key`` (only those of ``perm`` when given)."""
+        parts = axis_parts(self.axes_to_perm[key][axis])
+        return parts if perm is None else tuple(p for p in parts if p.perm == perm)
+
+    @property
+    def has_blocks(self) -> bool:
+        """Whether some axis holds a block perm or a concatenation (not a plain perm name)."""
+        return any(e is not None and not isinstance(e, str) for axes in self.axes_to_perm.values() for e in axes)
 
     def perm_sizes(self, state: Mapping[str, Tensor]) -> dict[str, int]:
         """Length of every perm, read from the tensors of ``state`` it acts on.
@@ -69,7 +144,9 @@ class PermutationSpec:
         """
         sizes = {}
         for perm, axes in self.perm_to_axes.items():
-            seen = {f"{key} axis {axis}": state[key].shape[axis] for key, axis in axes if key in state}
+            seen = {f"{key} axis {axis}" + (f" {part}" if part != BlockPerm(perm) else ""):
+                    part.span(state[key].shape[axis])[0]
+                    for key, axis in axes if key in state for part in self.parts(key, axis, perm)}
             if not seen:
                 raise ValueError(
                     f"perm {perm!r} acts on none of the given tensors; expected one of "
@@ -102,7 +179,8 @@ def apply_permutation(
     -------
     dict[str, Tensor]
         A new dict; ``state`` is not modified. For every permuted axis ``a`` of a
-        tensor ``w``: ``out[key] = w.index_select(a, perms[perm])``.
+        tensor ``w``: ``out[key] = w.index_select(a, perms[perm])`` (block perms: the
+        index of :func:`axis_index`, which moves whole blocks).
     """
     unknown = sorted(set(perms) - set(pspec.perm_to_axes))
     if unknown:
@@ -118,11 +196,35 @@ def apply_permutation(
     checked = {name: _check_perm(name, perm, sizes[name]) for name, perm in perms.items()}
     out = {}
     for key, tensor in state.items():
-        for axis, name in enumerate(pspec.axes_to_perm.get(key, ())):
-            if name in checked:
-                tensor = tensor.index_select(axis, checked[name].to(tensor.device))
+        for axis, entry in enumerate(pspec.axes_to_perm.get(key, ())):
+            if isinstance(entry, str):
+                if entry in checked:
+                    tensor = tensor.index_select(axis, checked[entry].to(tensor.device))
+            elif any(part.perm in checked for part in axis_parts(entry)):
+                index = axis_index(entry, checked, tensor.shape[axis])
+                tensor = tensor.index_select(axis, index.to(tensor.device))
         out[key] = tensor
     return out
+
+
+def axis_index(entry: AxisEntry, perms: Mapping[str, Tensor], length: int) -> Tensor:
+    """The index that applies ``perms`` to one axis of ``length`` entries: ``index_select`` with it.
+
+    Perms missing from ``perms`` are the identity; positions no part covers stay put.
+    A block part of perm ``p`` sends block ``i`` to where block ``p[i]`` was:
+    ``index[offset + i*block + j] = offset + p[i]*block + j``.
+    """
+    index = torch.arange(length)
+    for part in axis_parts(entry):
+        if part.perm not in perms:
+            continue
+        units, end = part.span(length)
+        perm = torch.as_tensor(perms[part.perm]).long().cpu()
+        if len(perm) != units:
+            raise ValueError(f"perm {part.perm!r} has length {len(perm)} but {part!r} spans {units} units")
+        blocks = perm[:, None] * part.block + torch.arange(part.block)  # (units, block)
+        index[part.offset:end] = part.offset + blocks.reshape(-1)
+    return index
 
 
 def random_permutation(pspec: PermutationSpec, state: Mapping[str, Tensor], seed: int) -> dict[str, Tensor]:

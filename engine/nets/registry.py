@@ -6,6 +6,7 @@ own ``nn.Module`` factories with :func:`register`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from torch import nn
 from engine.config import ArchSpec
 from engine.nets.cnn import build_cnn1d, build_cnn2d, cnn_permutation_spec
 from engine.nets.factory import build_from_factory
+from engine.nets.infer import infer_perm_spec
 from engine.nets.inputs import check_build_args
 from engine.nets.mlp import build_mlp, mlp_permutation_spec
 from engine.nets.permutation import PermutationSpec
@@ -31,6 +33,10 @@ PermSpecFn = Callable[[nn.Module], PermutationSpec]
 # permutation_spec(model) can find the right entry (it survives deepcopy and .to()).
 _ARCH_ATTR = "_zooscope_arch"
 _FACTORY_ATTR = "_zooscope_factory"  # the import path of a factory's model (None for the built-ins)
+# ... and the input shape and vocabulary it was built for, the example input of infer_perm_spec.
+_INPUT_ATTR = "_zooscope_input"
+# Inferred specs, per model object: tracing costs ~0.5-3 s, and pages ask for the spec often.
+_INFERRED: weakref.WeakKeyDictionary[nn.Module, PermutationSpec] = weakref.WeakKeyDictionary()
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -83,8 +89,8 @@ def register(name: str, factory: Factory, perm_spec: PermSpecFn | None = None) -
         passed as given (the factory validates them); ``spec.init_scale`` is applied
         by :func:`build`, not by the factory. Registration lives in this process only.
     perm_spec : callable, optional
-        ``perm_spec(model) -> PermutationSpec``. Without it, permutation alignment is
-        unavailable for this architecture and :func:`permutation_spec` says so.
+        ``perm_spec(model) -> PermutationSpec``. Without it, :func:`permutation_spec`
+        infers the spec from the traced graph (:func:`engine.nets.infer_perm_spec`).
     """
     if not callable(factory):
         raise TypeError(
@@ -143,35 +149,55 @@ def build(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, *,
     # A factory's model is known by its import path; its name is a label that may equal a built-in's.
     setattr(model, _ARCH_ATTR, spec.name if spec.factory is None else None)
     setattr(model, _FACTORY_ATTR, spec.factory)
+    setattr(model, _INPUT_ATTR, (shape, vocab_size))  # an example input for infer_perm_spec
     return model
 
 
 def permutation_spec(model: nn.Module) -> PermutationSpec:
     """The permutation symmetries of a model made by :func:`build`.
 
+    The architecture's hand-written spec when it declares one (the built-ins and
+    ``register(..., perm_spec=...)``); otherwise the spec inferred from the traced graph
+    by :func:`engine.nets.infer_perm_spec` on an example input of the shape ``build``
+    recorded, verified by its self-check and cached for the model's lifetime.
+
     Raises
     ------
     ValueError
-        If the model was not made by :func:`build`, its architecture was registered
-        without ``perm_spec``, or the spec names tensors the model does not have.
+        If the model was not made by :func:`build` and declares no spec (call
+        ``infer_perm_spec(model, example_input)`` instead), or the spec names tensors the
+        model does not have; :class:`~engine.nets.infer.PermutationSpecError` if the model
+        cannot be traced or the inferred spec fails the self-check.
     """
     name = getattr(model, _ARCH_ATTR, None)
-    if name is None:
+    entry = ARCHITECTURES.get(name) if name is not None and name in ARCHITECTURES else None
+    if entry is not None and entry.perm_spec is not None:
+        pspec = entry.perm_spec(model)
+        _check_against_model(name, pspec, model)
+        return pspec
+    recorded = getattr(model, _INPUT_ATTR, None)
+    if recorded is None:
         raise ValueError(
-            f"permutation_spec needs a model made by engine.nets.build (which records its architecture); "
-            f"got a {type(model).__name__} that was not"
+            f"permutation_spec needs a model made by engine.nets.build (which records its architecture and "
+            f"input shape); got a {type(model).__name__} that was not: call "
+            f"engine.nets.infer_perm_spec(model, example_input) with one batch of its inputs"
         )
-    if name not in ARCHITECTURES:
-        raise ValueError(f"architecture {name!r} is no longer registered in this process; register it again")
-    entry = ARCHITECTURES.get(name)
-    if entry.perm_spec is None:
-        raise ValueError(
-            f"architecture {name!r} was registered without perm_spec, so permutation alignment is "
-            f"unavailable for it; pass perm_spec=<callable model -> PermutationSpec> to engine.nets.register"
-        )
-    pspec = entry.perm_spec(model)
-    _check_against_model(name, pspec, model)
-    return pspec
+    cached = _INFERRED.get(model)
+    if cached is None:
+        cached = _INFERRED[model] = infer_perm_spec(model, _example_input(model, *recorded))
+    return cached
+
+
+def _example_input(model: nn.Module, shape: tuple[int, ...], vocab_size: int | None) -> torch.Tensor:
+    """Two samples of the recorded input shape (tokens when there is a vocabulary), from a fixed
+    seed, on the model's device."""
+    generator = torch.Generator().manual_seed(0)
+    if vocab_size is not None:
+        x = torch.randint(0, vocab_size, (2, *shape), generator=generator)
+    else:
+        x = torch.randn((2, *shape), generator=generator)
+    first = next(model.parameters(), None)
+    return x if first is None else x.to(first.device)
 
 
 def _check_against_model(name: str, pspec: PermutationSpec, model: nn.Module) -> None:

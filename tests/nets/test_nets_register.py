@@ -64,12 +64,13 @@ def test_user_factory_builds_deterministically_and_permutes():
     assert model(x).shape == (5, 4)
 
 
-def test_without_perm_spec_alignment_is_unavailable():
+def test_without_perm_spec_the_spec_is_inferred_from_the_graph():
     register("plain", two_layer)
     model = build(ArchSpec(name="plain", width=4), (3,), 2)
-    with pytest.raises(ValueError,
-                       match=r"'plain' was registered without perm_spec, so permutation alignment is unavailable"):
-        permutation_spec(model)
+    inferred = permutation_spec(model)
+    assert sorted(map(sorted, inferred.perm_to_axes.values())) == sorted(
+        map(sorted, two_layer_perm_spec(model).perm_to_axes.values()))
+    assert permutation_spec(model) is inferred  # cached per model
 
 
 def test_registration_errors():
@@ -103,7 +104,8 @@ def test_perm_spec_naming_missing_tensors_is_caught():
 
 
 def test_model_not_made_by_build():
-    with pytest.raises(ValueError, match=r"permutation_spec needs a model made by engine.nets.build .* got a TwoLayer"):
+    with pytest.raises(ValueError, match=r"permutation_spec needs a model made by engine.nets.build .* got a TwoLayer "
+                                         r"that was not: call engine.nets.infer_perm_spec\(model, example_input\)"):
         permutation_spec(TwoLayer(3, 4, 2))
 
 

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.nets import PermutationSpec, apply_permutation, permutation_spec
+from engine.nets.permutation import BlockPerm, axis_index, axis_parts
 from engine.probes.connectivity.lap import WarmAssignments, solve_assignment
 from engine.probes.core import functional_module, resolve_data
 
@@ -113,7 +114,13 @@ class FunctionNotPreservedError(ValueError):
 
 
 class _Problem:
-    """The weight-matching problem: A-side matrices per perm and B's tensors, permuted lazily."""
+    """The weight-matching problem: A-side matrices per perm and B's tensors, permuted lazily.
+
+    An entry of perm ``p`` is one ``(key, axis, part)``: the slice of that axis the part
+    covers, viewed as ``(units, block * rest)`` -- a block perm's unit is its whole block
+    of rows, so heads, flattened channels and the parts of a concatenation are matched
+    as wholes.
+    """
 
     def __init__(self, a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: PermutationSpec):
         keys = [k for k in spec.axes_to_perm if k in a and k in b and not k.endswith(_STAT_SUFFIXES)
@@ -131,18 +138,25 @@ class _Problem:
         self.spec = spec
         self.a = {k: a[k].detach().to(torch.float64) for k in keys}
         self.b = {k: b[k].detach().to(self.a[k]) for k in keys}
-        self.entries = {p: [(k, ax) for k, ax in axes if k in self.a] for p, axes in spec.perm_to_axes.items()}
+        self.entries = {p: [(k, ax, part) for k, ax in axes if k in self.a for part in spec.parts(k, ax, p)]
+                        for p, axes in spec.perm_to_axes.items()}
         self.entries = {p: e for p, e in self.entries.items() if e}
-        self.sizes = {p: self.a[e[0][0]].shape[e[0][1]] for p, e in self.entries.items()}
-        self.neighbours = {p: sorted({q for k, ax in e for j, q in enumerate(spec.axes_to_perm[k])
-                                      if q is not None and j != ax}) for p, e in self.entries.items()}
-        self.wa = {p: [torch.movedim(self.a[k], ax, 0).reshape(self.sizes[p], -1) for k, ax in e]
+        self.spans = {(k, ax, part): part.span(self.a[k].shape[ax]) for e in self.entries.values()
+                      for k, ax, part in e}
+        self.sizes = {p: self.spans[e[0]][0] for p, e in self.entries.items()}
+        self.neighbours = {p: sorted({q for k, ax, _ in e for j, entry in enumerate(spec.axes_to_perm[k])
+                                      if j != ax for q in _perms_of(entry)}) for p, e in self.entries.items()}
+        self.wa = {p: [self._rows(self.a[k], k, ax, part).reshape(self.sizes[p], -1) for k, ax, part in e]
                    for p, e in self.entries.items()}
         self.cache: dict[tuple[str, int], tuple[Tensor, dict[str, Tensor]]] = {}
         self.totals: dict[str, Tensor] = {}
 
+    def _rows(self, w: Tensor, k: str, ax: int, part: BlockPerm) -> Tensor:
+        """``w`` with axis ``ax`` first, cut to the rows ``part`` covers."""
+        return torch.movedim(w, ax, 0)[part.offset:self.spans[(k, ax, part)][1]]
+
     def score(self, p: str, perms: Mapping[str, Tensor]) -> np.ndarray:
-        """``A[i, j] = sum_k <row i of W_k^A, row j of W_k^B with the other axes permuted>``, float64.
+        """``A[i, j] = sum_k <unit i of W_k^A, unit j of W_k^B with the other axes permuted>``, float64.
 
         A view of the running total, valid until the next call for ``p``.
         """
@@ -150,52 +164,60 @@ class _Problem:
         if total is None:
             total = self.totals[p] = torch.zeros(self.sizes[p], self.sizes[p], dtype=torch.float64,
                                                  device=self.wa[p][0].device)
-        for e, (k, ax) in enumerate(self.entries[p]):
-            self._update(total, p, e, k, ax, perms)
+        for e, (k, ax, part) in enumerate(self.entries[p]):
+            self._update(total, p, e, k, ax, part, perms)
         return total.cpu().numpy()
 
-    def _update(self, total: Tensor, p: str, e: int, k: str, ax: int, perms: Mapping[str, Tensor]) -> None:
+    def _update(self, total: Tensor, p: str, e: int, k: str, ax: int, part: BlockPerm,
+                perms: Mapping[str, Tensor]) -> None:
         """Bring tensor ``k``'s contribution to ``total`` up to date with ``perms``: nothing when the
         other perms on its axes are as last time, the changed slices alone when one of them
         moved a few units, else recomputed."""
-        others = [(j, q) for j, q in enumerate(self.spec.axes_to_perm[k]) if j != ax and q is not None]
+        others = [(j, entry) for j, entry in enumerate(self.spec.axes_to_perm[k]) if j != ax and entry is not None]
+        names = sorted({q for _, entry in others for q in _perms_of(entry)})
         cached = self.cache.get((p, e))
         if cached is not None:
             term, seen = cached
-            moved = [(j, q) for j, q in others if not torch.equal(seen[q], perms[q])]
-            if not moved:
+            if all(torch.equal(seen[q], perms[q]) for q in names):
                 return
             if len(others) == 1:
-                j, q = moved[0]
-                rows = torch.nonzero(seen[q] != perms[q]).reshape(-1)
-                if len(rows) <= _INCREMENTAL * len(perms[q]):
-                    delta = self._delta(k, ax, j, rows, seen[q], perms[q])
+                j, entry = others[0]
+                length = self.b[k].shape[j]
+                old, new = axis_index(entry, seen, length), axis_index(entry, perms, length)
+                rows = torch.nonzero(old != new).reshape(-1)
+                if len(rows) <= _INCREMENTAL * length:
+                    delta = self._delta(k, ax, part, j, rows, old, new)
                     term += delta
                     total += delta
-                    self.cache[(p, e)] = (term, {q: perms[q].clone()})
+                    self.cache[(p, e)] = (term, {q: perms[q].clone() for q in names})
                     return
             total -= term
         wb = self.b[k]
-        for j, q in others:
-            wb = wb.index_select(j, perms[q].to(wb.device))
+        for j, entry in others:
+            wb = wb.index_select(j, axis_index(entry, perms, wb.shape[j]).to(wb.device))
         n = self.sizes[p]
-        term = self.wa[p][e] @ torch.movedim(wb, ax, 0).reshape(n, -1).T  # (n, n), float64
+        term = self.wa[p][e] @ self._rows(wb, k, ax, part).reshape(n, -1).T  # (n, n), float64
         total += term
-        self.cache[(p, e)] = (term, {q: perms[q].clone() for _, q in others})
+        self.cache[(p, e)] = (term, {q: perms[q].clone() for q in names})
 
-    def _delta(self, k: str, ax: int, j: int, rows: Tensor, old: Tensor, new: Tensor) -> Tensor:
-        """Change of ``W_A W_B'^T`` when axis ``j`` of ``W_B`` is re-permuted at positions ``rows``:
-        only those slices of the sum differ, so this costs ``len(rows) / n`` of a full product."""
-        n = self.a[k].shape[ax]
+    def _delta(self, k: str, ax: int, part: BlockPerm, j: int, rows: Tensor, old: Tensor, new: Tensor) -> Tensor:
+        """Change of ``W_A W_B'^T`` when axis ``j`` of ``W_B`` is re-indexed at positions ``rows``
+        (``old`` -> ``new``): only those slices of the sum differ, so this costs ``len(rows) / n``
+        of a full product."""
+        n = self.sizes[part.perm]
         jj = j + 1 if j < ax else j  # axis j after moving axis ``ax`` to the front
-        wa = torch.movedim(self.a[k], ax, 0).index_select(jj, rows.to(self.a[k].device))
-        wb = torch.movedim(self.b[k], ax, 0)
+        wa = self._rows(self.a[k], k, ax, part).index_select(jj, rows.to(self.a[k].device))
+        wb = self._rows(self.b[k], k, ax, part)
         diff = wb.index_select(jj, new[rows].to(wb.device)) - wb.index_select(jj, old[rows].to(wb.device))
         return wa.reshape(n, -1) @ diff.reshape(n, -1).T  # float64, as every score: no drift
 
     def objective(self, perms: Mapping[str, Tensor]) -> float:
         permuted = apply_permutation(self.spec, {p: perms[p] for p in self.entries}, self.b)
         return float(sum(torch.vdot(self.a[k].reshape(-1), permuted[k].reshape(-1)) for k in self.a))
+
+
+def _perms_of(entry) -> list[str]:
+    return list(dict.fromkeys(part.perm for part in axis_parts(entry)))
 
 
 def _initial_perms(problem: _Problem, init) -> dict[str, Tensor]:
@@ -319,8 +341,9 @@ def check_function_preserved(
     """
     module = functional_module(model, "running")
     buffers = dict(model.named_buffers())
-    out_a = functional_call(module, {**buffers, **original}, (inputs,))
-    out_b = functional_call(module, {**buffers, **permuted}, (inputs,))
+    tied = _tied_aliases(model)  # functional_call takes one name per shared tensor (GPT-2's lm_head is wte)
+    out_a = functional_call(module, {k: v for k, v in {**buffers, **original}.items() if k not in tied}, (inputs,))
+    out_b = functional_call(module, {k: v for k, v in {**buffers, **permuted}.items() if k not in tied}, (inputs,))
     diff = float((out_a - out_b).abs().max())
     limit = atol + rtol * float(out_a.abs().max())
     if not diff <= limit:
@@ -330,6 +353,16 @@ def check_function_preserved(
             "symmetries (a tensor or BatchNorm buffer is missing from it, or an axis is wrong)"
         )
     return diff
+
+
+def _tied_aliases(model: nn.Module) -> set[str]:
+    """State keys naming a tensor that an earlier key already names (tied weights)."""
+    seen, aliases = set(), set()
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases.add(key)
+        seen.add(id(tensor))
+    return aliases
 
 
 def apply_alignment(

@@ -34,6 +34,7 @@ from torch.func import functional_call
 from engine.nets import PermutationSpec, permutation_spec
 from engine.nets.cnn import ConvNet
 from engine.nets.mlp import MLP
+from engine.nets.permutation import axis_parts
 from engine.nets.resnet import ResNet
 from engine.nets.transformer import Transformer
 from engine.probes.connectivity.align import Alignment, solve_assignment, weight_matching
@@ -89,10 +90,19 @@ def feature_sites(model: nn.Module, spec: PermutationSpec) -> dict[str, list[Fea
                  + [FeatureSite(f"blocks.{i}", axis=-1) for i in range(len(model.blocks))]}
         sites |= {f"blocks.{i}.mlp.hidden": [FeatureSite(f"blocks.{i}.mlp.act", axis=-1)]
                   for i in range(len(model.blocks))}
-    else:
+    else:  # e.g. an inferred spec: perms are named after the layer whose outputs they reorder
         modules = dict(model.named_modules())
-        sites = {p: [FeatureSite(p, axis=1)] for p in spec.perm_to_axes if p in modules}
+        sites = {p: [FeatureSite(p, axis=-1 if isinstance(modules[p], nn.Linear) else 1)]
+                 for p in _plain_perms(spec) if p in modules}
     return {p: s for p, s in sites.items() if p in spec.perm_to_axes}
+
+
+def _plain_perms(spec: PermutationSpec) -> list[str]:
+    """Perms that act on whole axes one entry at a time: a block perm (heads, flattened channels,
+    parts of a concatenation) has no single feature axis, so it is weight-matched instead."""
+    block = {part.perm for axes in spec.axes_to_perm.values() for entry in axes
+             if entry is not None and not isinstance(entry, str) for part in axis_parts(entry)}
+    return [p for p in spec.perm_to_axes if p not in block]
 
 
 class _Correlation:
@@ -211,6 +221,11 @@ def activation_matching(
         for i, (fa, fb) in enumerate(zip(feats_a, feats_b)):
             stats[i] = stats[i] or _Correlation(fa.shape[1], fa.device)
             stats[i].add(fa, fb)
+    sizes = spec.perm_sizes(theta_a)
+    for (p, site), st in zip(flat, stats):
+        if st is not None and len(st.sa) != sizes[p]:
+            raise ValueError(f"feature site {site} has {len(st.sa)} channels but perm {p!r} reorders {sizes[p]} "
+                             "units; pass sites= with the module and axis that hold its features")
     return _solve(flat, stats, spec, theta_a, theta_b, seed, t0)
 
 
