@@ -474,3 +474,18 @@ def test_hf_tiny_gpt2_fused_heads_and_tied_embeddings(hf):
     assert spec.fixed == {}
     assert_verified(model, spec, {"input_ids": x, "use_cache": False})
     assert_recovers_planted_permutation(model, spec)
+
+
+def test_a_factory_model_behind_an_output_adapter_gets_the_inferred_spec_through_permutation_spec(hf):
+    """The route every page takes: ArchSpec(factory=...) with output="logits" -> build -> permutation_spec."""
+    from engine.config import ArchSpec
+    from engine.nets import build
+
+    spec = ArchSpec(factory="transformers:ResNetForImageClassification", output="logits", kwargs={"config": {
+        "num_channels": 3, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}})
+    model = build(spec, (3, 16, 16), 10, seed=0)
+    pspec = permutation_spec(model)
+    assert permutation_spec(model) is pspec  # cached for the model's lifetime
+    assert pspec.fixed == {} and pspec.perm_to_axes
+    assert_verified(model, pspec, torch.randn(2, 3, 16, 16))
+    assert_recovers_planted_permutation(model, pspec)
