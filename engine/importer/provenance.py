@@ -1,0 +1,60 @@
+"""What built an imported run: the architecture (a built-in or a factory) and the files it came from.
+
+Recorded as ``run.built_by_json``. The factory helper's provenance record (with the
+factory's source hash) replaces :func:`import_provenance`'s architecture part when it
+lands; the import-specific keys (``imported_from``, ``files_sha256``) stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from engine.bounds import MAX_OPTION_TEXT, printable
+from engine.config import ArchSpec
+
+__all__ = ["arch_label", "file_sha256", "import_provenance"]
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def arch_label(spec: ArchSpec) -> str:
+    """How an architecture is named in messages: ``mlp(width=16, depth=2)`` or ``pkg.mod:fn(**kwargs)``."""
+    if spec.factory:
+        return f"{spec.factory}(**{printable(spec.kwargs, limit=120)})"
+    return f"{spec.name}(width={spec.width}, depth={spec.depth})"
+
+
+def import_provenance(arch: ArchSpec, source: str | Path, files_sha256: dict[str, str]) -> dict[str, Any]:
+    """``built_by`` of an imported run.
+
+    Parameters
+    ----------
+    arch : ArchSpec
+        What builds the model: ``{"factory": "mod:fn", "kwargs": {...}}`` for a factory,
+        ``{"builtin": name, "width", "depth", "options"}`` for a built-in architecture.
+    source : str or Path
+        The folder or file imported (recorded as an absolute path, printable, cut to
+        :data:`~engine.bounds.MAX_OPTION_TEXT` characters).
+    files_sha256 : dict
+        The sha256 of every imported file's bytes, by its path relative to ``source``,
+        so the run can be traced back to (and checked against) the files.
+    """
+    if arch.factory:
+        built = {"factory": arch.factory, "kwargs": dict(arch.kwargs)}
+        if arch.output is not None:
+            built["output"] = arch.output
+    else:
+        built = {"builtin": arch.name, "width": arch.width, "depth": arch.depth, "options": dict(arch.options)}
+    shown = printable(str(Path(source).resolve()), limit=MAX_OPTION_TEXT)
+    return {**built, "imported_from": shown, "files_sha256": dict(sorted(files_sha256.items()))}
