@@ -159,8 +159,9 @@ def _listed(items: list[str], quote: bool = True, limit: int = 8) -> str:
 # -- manifest --------------------------------------------------------------------------------------
 
 
-def read_side_json(path: Path, what: str, limit: int = MAX_IMPORT_SIDE_FILE_BYTES):
+def read_side_json(path: Path, what: str):
     """A small JSON file (a manifest, a trial's params.json), size-checked before it is read."""
+    limit = MAX_IMPORT_SIDE_FILE_BYTES
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist")
     size = path.stat().st_size

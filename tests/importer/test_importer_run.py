@@ -197,3 +197,15 @@ def test_a_factory_built_model_is_imported_with_its_provenance(tmp_path):
     built_by = json.loads(run["built_by_json"])
     assert built_by["factory"] == "importer_factories:tiny_mlp" and built_by["kwargs"] == {"hidden": 4}
     assert json.loads(run["config_json"])["arch"]["factory"] == "importer_factories:tiny_mlp"
+
+
+def test_a_single_file_import_records_its_origin_and_provenance(tmp_path, run_folder):
+    """`zooscope import FILE` (one checkpoint) is an imported run too, with the file's hash."""
+    s = tmp_path / "store"
+    w = run_folder / "step_30.safetensors"
+    assert main(["--store", str(s), "import", str(w), *ARGS]) == 0
+    with store.open_store(s, owner=False) as st:
+        (run,) = st.list_runs().to_dict("records")
+    built_by = json.loads(run["built_by_json"])
+    assert run["origin"] == "imported" and built_by["builtin"] == "mlp" and built_by["imported_from"] == str(w)
+    assert built_by["files_sha256"] == {w.name: hashlib.sha256(w.read_bytes()).hexdigest()}
