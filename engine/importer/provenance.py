@@ -8,6 +8,7 @@ lands; the import-specific keys (``imported_from``, ``files_sha256``) stay.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def file_sha256(path: str | Path) -> str:
 def arch_label(spec: ArchSpec) -> str:
     """How an architecture is named in messages: ``mlp(width=16, depth=2)`` or ``pkg.mod:fn(**kwargs)``."""
     if spec.factory:
-        return f"{spec.factory}(**{printable(spec.kwargs, limit=120)})"
+        return f"{spec.factory}(**{printable(json.dumps(spec.kwargs, sort_keys=True), limit=120)})"
     return f"{spec.name}(width={spec.width}, depth={spec.depth})"
 
 
