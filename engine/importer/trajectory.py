@@ -121,7 +121,7 @@ def check_trajectory(name: str, files: list[CheckpointFile], arch: ArchSpec, dat
         except ValueError as exc:
             problems.append(f"{f.name}: {_without_path(str(exc), f.path)}")
             continue
-        hashes[f.name] = file_sha256(f.path)
+        hashes[_relative(f.path, source)] = file_sha256(f.path)
     if problems:
         shown = problems[:_MAX_PROBLEMS_SHOWN]
         more = len(problems) - len(shown)
@@ -130,6 +130,14 @@ def check_trajectory(name: str, files: list[CheckpointFile], arch: ArchSpec, dat
                          + (f"\n  - … and {more} more" if more else ""))
     table = _with_manifest_metrics(table, files, source)
     return Trajectory(name, arch, dataset, files, table, source, hashes, dict(hparams or {}), seed)
+
+
+def _relative(path: Path, source: Path) -> str:
+    """``path`` relative to the imported folder (the key of its hash in ``built_by``)."""
+    try:
+        return path.resolve().relative_to(Path(source).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _without_path(message: str, path: Path) -> str:
