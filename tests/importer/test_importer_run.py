@@ -233,3 +233,35 @@ def test_a_single_file_import_records_its_origin_and_provenance(tmp_path, run_fo
     built_by = json.loads(run["built_by_json"])
     assert run["origin"] == "imported" and built_by["builtin"] == "mlp" and built_by["imported_from"] == str(w)
     assert built_by["files_sha256"] == {w.name: hashlib.sha256(w.read_bytes()).hexdigest()}
+
+
+def test_a_handed_over_import_is_checked_against_the_owners_role(tmp_path, run_folder):
+    """The owner records a request as the named user: a viewer's import is refused and nothing is written."""
+    from engine.auth import AccessPolicy, PermissionDenied, User, save_users
+    from engine.config import DatasetSpec
+    from engine.importer import (
+        build_for,
+        check_trajectory,
+        discover_checkpoints,
+        hand_over_runs,
+        record_runs_request,
+        write_trajectory,
+    )
+
+    save_users(tmp_path / "users.toml", {"val": User("val", "viewer"), "ed": User("ed", "editor")})
+    access = AccessPolicy("password", tmp_path / "users.toml")
+    arch, dataset = ArchSpec(name="mlp", width=8, depth=2), DatasetSpec(name="moons")
+    ds, model = build_for(arch, dataset)
+    tr = check_trajectory("r", discover_checkpoints(run_folder), arch, dataset, source=run_folder, model=model)
+    s = tmp_path / "store"
+    with store.open_store(s) as st:
+        before = st.table_counts()
+        run = write_trajectory(tr, s, ds=ds, model=model)
+        for owner in ("val", "ed"):
+            hand_over_runs(s, "z", [run], owner=owner)
+        val, ed = st.take_requests()
+        with pytest.raises(PermissionDenied, match="'val' may not import checkpoints"):
+            record_runs_request(st, val["payload"], access=access)
+        assert st.table_counts() == before
+        (run_id,) = record_runs_request(st, ed["payload"], access=access)
+        assert st.get_run(run_id)["owner"] == "ed" and len(st.list_checkpoints(run_id)) == 4
