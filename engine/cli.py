@@ -166,9 +166,11 @@ def _sign_in_problem(mode: str, path: Path) -> str | None:
 
 def _train(args, path: Path) -> int:
     from engine.jobs import Dispatcher
+    from engine.settings import apply_plugins
     from engine.train import check_registered
 
     sweep = load_sweep(args.config)  # validate before touching the store
+    apply_plugins(_settings(path))  # a factory may come from [plugins] paths
     check_registered(sweep)
     try:
         st = store.open_store(path)

@@ -79,7 +79,10 @@ Options = Annotated[dict[Annotated[str, Field(max_length=100)], OptionValue], Fi
 SPEC_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-_FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+_DOTTED_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_FACTORY_PATTERN = rf"^{_DOTTED_NAME}:{_DOTTED_NAME}$"
+_OUTPUT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$|^[0-9]{1,3}$"
+MAX_FACTORY_LENGTH = 200  # "package.module:callable"
 MAX_KWARGS_BYTES = 16 * 1024  # a factory's kwargs, as JSON (a transformers config fits in ~2 KiB)
 
 
@@ -148,11 +151,38 @@ class ArchSpec(_Spec):
     options: Options = Field(default_factory=dict)  # e.g. batchnorm=true, heads=4
     # A user architecture by import path ("package.module:callable"), called as factory(**kwargs);
     # name is then a label only. Where the code may come from: [plugins] in zooscope.toml (engine.nets).
-    factory: str | None = Field(None, max_length=MAX_OPTION_TEXT, pattern=_FACTORY_PATTERN)
+    factory: str | None = None
     kwargs: JsonObject = Field(default_factory=dict)  # keyword arguments of the factory (JSON values)
     # How to get logits from what forward returns: None (a tensor), "logits" (an attribute or key)
     # or "0" (an index into a tuple).
-    output: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^[0-9]{1,3}$")
+    output: str | None = None
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_is_import_path(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > MAX_FACTORY_LENGTH or not re.fullmatch(_FACTORY_PATTERN, v)):
+            raise ValueError(f"factory must be an import path 'package.module:callable' such as "
+                             f"'my_models:WideNet' (dotted Python names, at most {MAX_FACTORY_LENGTH} characters; "
+                             f"a module name, not a file path); got {short_repr(v)}")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output_is_name_or_index(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(_OUTPUT_PATTERN, v):
+            raise ValueError("output must be an attribute or key name such as 'logits', or a tuple index such as "
+                             f"'0', that picks the logits out of what forward returns; got {short_repr(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _kwargs_need_factory(self) -> ArchSpec:
+        if self.factory is None and (self.kwargs or self.output is not None):
+            raise ValueError("kwargs and output belong to a factory: set factory = 'package.module:callable', "
+                             "or use options for a built-in architecture")
+        if self.factory is not None and self.options:
+            raise ValueError(f"options {short_repr(sorted(self.options))} belong to the built-in architectures; "
+                             f"pass the arguments of factory {self.factory!r} in kwargs")
+        return self
 
 
 class OptimSpec(_Spec):
@@ -334,6 +364,10 @@ class SweepSpec(_Spec):
                 if not any(name in self.grid for name in self.phases.names(which)):
                     raise ValueError(f"phases.{which} = {getattr(self.phases, which)!r} names no swept axis; "
                                      f"the grid sweeps {sorted(self.grid)}")
+        ignored = [axis for axis in ("width", "depth") if axis in self.grid]
+        if self.base.arch.factory is not None and ignored:
+            raise ValueError(f"sweep axes {ignored} set arch.{ignored[0]}, which factory {self.base.arch.factory!r} "
+                             "does not take (its size is in kwargs); sweep seed, lr and the other axes instead")
         if self.n_runs > MAX_RUNS:
             raise ValueError(f"the sweep has {self.n_runs} runs; at most {MAX_RUNS} are allowed")
         self.expand()  # every grid value must make a valid TrainSpec

@@ -18,6 +18,14 @@ without either, the defaults below hold (one user on localhost, local worker pro
     users_file = "users.toml" # built-in accounts (hashed passwords, roles); relative to this file
     default_role = "viewer"   # the role of an OIDC user not named in users_file
 
+    [plugins]
+    paths = ["models/"]       # folders of your model code (factory = "my_models:Net"), relative to this file
+    packages = ["torchvision", "transformers", "timm"]  # installed packages factories may come from
+
+Importing a factory runs its code: only these folders and packages are allowed (docs/deploy.md,
+"Trust model for user code"). :func:`apply_plugins` puts them in force for this process and the
+workers it starts.
+
 Environment variables override single values: ``ZOOSCOPE_WORKERS``, ``ZOOSCOPE_EXECUTOR``,
 ``ZOOSCOPE_RAY_ADDRESS``, ``ZOOSCOPE_AUTH``.
 """
@@ -25,15 +33,17 @@ Environment variables override single values: ``ZOOSCOPE_WORKERS``, ``ZOOSCOPE_E
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.config import ConfigError
 
-__all__ = ["AuthSettings", "JobSettings", "Settings", "load_settings", "settings_path"]
+__all__ = ["AuthSettings", "JobSettings", "PluginSettings", "Settings", "apply_plugins", "load_settings",
+           "settings_path"]
 
 CONFIG_ENV_VAR = "ZOOSCOPE_CONFIG"
 
@@ -57,12 +67,35 @@ class AuthSettings(BaseModel):
     default_role: Literal["viewer", "editor", "admin"] = "viewer"
 
 
+class PluginSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Folders holding the user's model modules, relative to the settings file.
+    paths: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(default_factory=list, max_length=32)
+    # Installed top-level packages factories may be imported from.
+    packages: list[str] = Field(default_factory=lambda: ["torchvision", "transformers", "timm"], max_length=256)
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name):
+                raise ValueError(f"each entry is the top-level name of an installed package, such as 'transformers' "
+                                 f"(no dots, no paths); got {name!r}")
+        return names
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: JobSettings = JobSettings()
     auth: AuthSettings = AuthSettings()
+    plugins: PluginSettings = PluginSettings()
     source: str | None = None  # the file these came from, for messages
+
+    def plugin_paths(self) -> list[Path]:
+        """``[plugins] paths`` as absolute folders (relative ones are relative to the settings file)."""
+        return [self.resolve(p).absolute() for p in self.plugins.paths]
 
     def resolve(self, relative: str) -> Path:
         """A path named in the settings, relative to the settings file (or the working folder)."""
@@ -108,6 +141,20 @@ def load_settings(store_path: Path | None = None) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"settings{f' ({path})' if path else ''}: {where}: {err['msg']} "
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"settings{f' ({path})' if path else ''}: {where}: {msg} "
                           f"(got {err.get('input')!r})") from None
     return settings
+
+
+def apply_plugins(settings: Settings) -> None:
+    """Put ``[plugins]`` in force in this process and the workers it starts (:func:`engine.nets.use_plugins`).
+
+    Raises ConfigError naming the settings file when a plugin folder does not exist.
+    """
+    from engine.nets import use_plugins
+
+    try:
+        use_plugins(settings.plugin_paths(), settings.plugins.packages)
+    except ConfigError as exc:
+        raise ConfigError(f"settings{f' ({settings.source})' if settings.source else ''}: {exc}") from None

@@ -136,7 +136,9 @@ class RunsCatalog(StoreCore):
         one ``hp_<key>`` column per key of ``hparams`` (nested keys joined with '.');
         then from the run's last checkpoint ``steps, final_epoch, final_train_loss,
         final_train_acc, final_test_loss, final_test_acc, last_checkpoint_id`` (NaN if
-        none) and ``final_gap`` = train accuracy − test accuracy; then one ``probe_<name>``
+        none), ``origin`` ('trained', 'logged' or 'imported') and ``built_by_json`` (what code
+        built the model, JSON text or None) and ``final_gap`` = train accuracy − test accuracy;
+        then one ``probe_<name>``
         column per metric a probe wrote for the run (``metric`` rows with split ``"probe"``,
         e.g. by the ``sweep.cell`` probe), the value at the highest step it was measured at.
         """
@@ -148,7 +150,7 @@ class RunsCatalog(StoreCore):
             SELECT r.run_id, r.zoo_id, r.name, r.status, r.seed, r.owner, r.device, r.diverged_step, r.wall_s,
                    r.hparams_json, c.step AS steps, c.epoch AS final_epoch, c.train_loss AS final_train_loss,
                    c.train_acc AS final_train_acc, c.test_loss AS final_test_loss, c.test_acc AS final_test_acc,
-                   c.checkpoint_id AS last_checkpoint_id
+                   c.checkpoint_id AS last_checkpoint_id, r.origin, r.built_by_json
             FROM run r LEFT JOIN (
                 SELECT * FROM checkpoint
                 WHERE $zoo IS NULL OR run_id IN (SELECT run_id FROM run WHERE zoo_id = $zoo)

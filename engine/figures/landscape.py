@@ -16,6 +16,9 @@ from engine.figures.style import PALETTE, escape, finish
 
 __all__ = [
     "intrinsic_dimension_figure",
+    "per_layer_bars_figure",
+    "per_layer_training_figure",
+    "plane_distance_figure",
     "sharpness_figure",
     "slices_figure",
     "spectrum_figure",
@@ -84,11 +87,9 @@ def surface_figure(
                                            f"acc={surface.center_accuracy:.3f}<extra></extra>"), 1, 2)
     traj = surface.trajectory if trajectory is None else np.asarray(trajectory, dtype=float)
     if traj is not None and len(traj):
-        steps = np.arange(len(traj))
+        custom, hover = _trajectory_hover(surface, len(traj), trajectory is None)
         fig.add_trace(go.Scatter(x=traj[:, 0], y=traj[:, 1], mode="lines+markers", name="trajectory",
-                                 line=dict(color=PALETTE[3]), customdata=steps,
-                                 hovertemplate="checkpoint %{customdata}<br>a=%{x:.3f}<br>b=%{y:.3f}<extra></extra>"),
-                      1, 2)
+                                 line=dict(color=PALETTE[3]), customdata=custom, hovertemplate=hover), 1, 2)
         fig.add_trace(go.Scatter3d(x=traj[:, 0], y=traj[:, 1], z=_trajectory_z(surface, traj, z),
                                    mode="lines+markers", name="trajectory (3D)", showlegend=False,
                                    line=dict(color=PALETTE[3], width=4), marker=dict(size=3)), 1, 1)
@@ -98,6 +99,18 @@ def surface_figure(
     fig.update_scenes(xaxis_title="a", yaxis_title="b", zaxis_title=zlabel)
     default = f"{metric} surface ({surface.split}, {surface.n_samples} samples, BN: {surface.bn})"
     return finish(fig, title=title or default, height=520)
+
+
+def _trajectory_hover(surface, n: int, stored: bool) -> tuple[np.ndarray, str]:
+    """Checkpoint index, and for a stored PCA trajectory its distance off the plane and that share."""
+    hover = "checkpoint %{customdata[0]}<br>a=%{x:.3f}<br>b=%{y:.3f}"
+    off = getattr(surface, "off_plane", None)
+    if not stored or off is None or len(off) != n:
+        return np.arange(n)[:, None], hover + "<extra></extra>"
+    dist = surface.trajectory_distance
+    share = np.divide(off, dist, out=np.zeros_like(off), where=dist > 0)
+    hover += "<br>off the plane: %{customdata[1]:.4g} (%{customdata[2]:.1%} of its distance from the centre)"
+    return np.stack([np.arange(n), off, share], 1), hover + "<extra></extra>"
 
 
 def _center_slices(surface) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -237,3 +250,112 @@ def intrinsic_dimension_figure(result, *, log_x: bool = True, title: str | None 
     fig.update_yaxes(title_text=result.metric)
     label = f"d_int90 = {d90}" if d90 is not None else "90% not reached"
     return finish(fig, title=title or f"Intrinsic dimension ({result.n_params} parameters), {label}")
+
+
+def plane_distance_figure(surface, *, steps: Sequence[int] | None = None, title: str | None = None) -> go.Figure:
+    """Each trajectory checkpoint's distance off the surface's plane, beside its distance in it.
+
+    Parameters
+    ----------
+    surface : engine.probes.landscape.surface.Surface
+        A 2D surface with a stored trajectory and ``off_plane`` (PCA directions).
+    steps : sequence of int, optional
+        Training step of each checkpoint (x axis); checkpoint indices otherwise.
+    """
+    if surface.trajectory is None or surface.off_plane is None:
+        raise ValueError("plane_distance_figure needs a surface with a trajectory and its distances off the plane "
+                         "(a PCA-directions surface); got one without")
+    off, dist = np.asarray(surface.off_plane), np.asarray(surface.trajectory_distance)
+    x = np.arange(len(off)) if steps is None else np.asarray(steps)
+    if len(x) != len(off):
+        raise ValueError(f"got {len(x)} steps for {len(off)} trajectory checkpoints")
+    share = np.divide(off, dist, out=np.zeros_like(off), where=dist > 0)
+    inplane = np.linalg.norm(surface.trajectory, axis=1)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=x, y=off, mode="lines+markers", name="off the plane", line=dict(color=PALETTE[3]),
+                             customdata=share, hovertemplate="step %{x}<br>off the plane %{y:.4g}"
+                             "<br>%{customdata:.1%} of the distance from the centre<extra></extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=x, y=inplane, mode="lines+markers", name="in the plane (‖(a, b)‖)",
+                             line=dict(color=PALETTE[0], dash="dot"),
+                             hovertemplate="step %{x}<br>in the plane %{y:.4g}<extra></extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=x, y=share, mode="lines", name="share off the plane", line=dict(color=PALETTE[1]),
+                             hovertemplate="step %{x}<br>%{y:.1%} off the plane<extra></extra>"), secondary_y=True)
+    fig.update_xaxes(title_text="step" if steps is not None else "checkpoint")
+    fig.update_yaxes(title_text="distance (parameter units)", secondary_y=False)
+    fig.update_yaxes(title_text="off-plane share", range=[0, 1.05], tickformat=".0%", secondary_y=True)
+    explained = surface.plane_explained
+    default = "Trajectory vs the plane" + (f": the plane explains {explained:.1%} of its variance"
+                                            if explained is not None else "")
+    return finish(fig, title=title or default, height=340)
+
+
+def _block_labels(result) -> list[str]:
+    return [escape(f"{b} ({n:,})") for b, n in zip(result.blocks, result.sizes)]
+
+
+def per_layer_bars_figure(result, *, index: int = -1, log_y: bool = False, title: str | None = None) -> go.Figure:
+    """Top eigenvalue and trace of each block's diagonal Hessian block at one checkpoint, as bars.
+
+    Parameters
+    ----------
+    result : engine.probes.landscape.per_layer.PerLayerHessian
+    index : int
+        Which checkpoint (row) to draw.
+    log_y : bool
+        Logarithmic eigenvalue axis (``2 / η`` is often far above the blocks' eigenvalues).
+    """
+    n = len(result.steps)
+    if not -n <= index < n:
+        raise ValueError(f"index must be in [{-n}, {n - 1}] for {n} checkpoints; got {index}")
+    labels = _block_labels(result)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("top eigenvalue of the block", "trace of the block"),
+                        horizontal_spacing=0.12)
+    ok = np.where(result.converged[index], "converged", "not converged")
+    fig.add_trace(go.Bar(x=labels, y=result.top[index], name="λ_max", marker_color=PALETTE[0],
+                         customdata=list(zip(result.residuals[index].tolist(), ok.tolist())),
+                         hovertemplate="%{x}<br>λ_max=%{y:.5g}<br>residual %{customdata[0]:.2g} "
+                                       "(%{customdata[1]})<extra></extra>"), 1, 1)
+    exact = result.trace_stderr[index] == 0
+    fig.add_trace(go.Bar(x=labels, y=result.trace[index], name="trace", marker_color=PALETTE[2],
+                         error_y=dict(type="data", array=2 * result.trace_stderr[index], visible=not exact.all()),
+                         customdata=np.where(exact, "exact", "Hutchinson ± 2 s.e."),
+                         hovertemplate="%{x}<br>trace=%{y:.5g} (%{customdata})<extra></extra>"), 1, 2)
+    if result.threshold is not None:
+        eos = float(result.threshold[index])
+        fig.add_hline(y=eos, line=dict(color="black", dash="dash"), row=1, col=1,
+                      annotation_text=f"2/η = {eos:.4g}", annotation_position="top left")
+    fig.update_yaxes(title_text="eigenvalue", type="log" if log_y else "linear", row=1, col=1)
+    fig.update_yaxes(title_text="trace", row=1, col=2)
+    fig.update_layout(showlegend=False)
+    step = result.steps[index]
+    return finish(fig, title=title or f"Curvature per {result.level} at step {step}", height=400)
+
+
+def per_layer_training_figure(result, *, quantity: str = "top", log_y: bool = False,
+                              title: str | None = None) -> go.Figure:
+    """Each block's top eigenvalue (or trace) through training, with the ``2 / η`` line.
+
+    Parameters
+    ----------
+    result : engine.probes.landscape.per_layer.PerLayerHessian
+    quantity : {"top", "trace"}
+    log_y : bool
+        Logarithmic value axis (non-positive values are dropped from view).
+    """
+    if quantity not in ("top", "trace"):
+        raise ValueError(f"quantity must be 'top' or 'trace'; got {quantity!r}")
+    values = result.top if quantity == "top" else result.trace
+    name = "λ_max" if quantity == "top" else "trace"
+    fig = go.Figure()
+    for b, label in enumerate(_block_labels(result)):
+        fig.add_trace(go.Scatter(x=result.steps, y=values[:, b], mode="lines+markers", name=label,
+                                 line=dict(color=PALETTE[b % len(PALETTE)]),
+                                 hovertemplate="step %{x}<br>" + name + "=%{y:.5g}<extra>" + label + "</extra>"))
+    if quantity == "top" and result.threshold is not None:
+        fig.add_trace(go.Scatter(x=result.steps, y=result.threshold, mode="lines", name="2 / η (edge of stability)",
+                                 line=dict(color="black", dash="dash"), customdata=result.lr,
+                                 hovertemplate="step %{x}<br>2/η=%{y:.4g}<br>η=%{customdata:.3g}<extra></extra>"))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text=f"{name} of the block", type="log" if log_y else "linear")
+    what = "Top eigenvalue" if quantity == "top" else "Trace"
+    return finish(fig, title=title or f"{what} per {result.level} over training")

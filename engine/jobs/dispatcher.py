@@ -61,16 +61,20 @@ class Dispatcher:
     per_user : int, optional
         Jobs one owner may have running at once (0: no cap); ``[jobs] per_user`` by default.
     settings : engine.settings.Settings, optional
-        Already loaded settings (read from the store folder otherwise).
+        Already loaded settings (read from the store folder otherwise). Their ``[plugins]``
+        are put in force for this process and every worker it starts.
     """
 
     def __init__(self, store, executor: Executor | None = None, access: AccessPolicy | None = None,
                  per_user: int | None = None, settings=None):
         self.store = store
-        if executor is None or per_user is None:
-            from engine.settings import load_settings
+        from engine.settings import apply_plugins, load_settings
 
-            settings = settings or load_settings(store.path)
+        if settings is None and (executor is None or per_user is None):
+            settings = load_settings(store.path)
+        if settings is not None:
+            apply_plugins(settings)  # before the executor starts: workers inherit [plugins] through the environment
+        if executor is None or per_user is None:
             executor = executor or make_executor(store.path, settings)
             per_user = settings.jobs.per_user if per_user is None else per_user
         self.executor = executor

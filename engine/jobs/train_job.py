@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -11,8 +12,9 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import data as zdata
+from engine import nets
 from engine.bounds import MAX_RUNS
-from engine.config import SweepSpec
+from engine.config import SweepSpec, TrainSpec
 from engine.train import RunResult, check_registered, population_groups, train_population, train_run
 
 from .context import JobCancelled, JobContext
@@ -96,13 +98,15 @@ def run_train(spec: TrainJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
     groups = [g[i : i + spec.max_population] for g in groups for i in range(0, len(g), spec.max_population)]
     total_steps = sum(runs[g[0]].steps for g in groups)
     datasets: dict[str, zdata.Dataset] = {}
+    built_by: dict[str, str] = {}  # arch spec JSON -> its provenance record (JSON), computed once
     done_steps, counts = 0, {"done": 0, "diverged": 0}
     for gi, group in enumerate(groups):
         ctx.check_cancelled()
         specs = [runs[i] for i in group]
         rec = _RunRecorder(ctx, [spec.run_ids[i] for i in group])
-        for k in range(len(group)):
-            rec.set_status(k, status="running", started_at=_now())
+        for k, run_spec in enumerate(specs):
+            rec.set_status(k, status="running", started_at=_now(), origin="trained",
+                           built_by_json=_built_by(run_spec, built_by))
         rec.emit(force=True)
 
         n_runs = len(group)
@@ -128,6 +132,14 @@ def run_train(spec: TrainJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
             raise JobCancelled(f"job {ctx.job_id} was cancelled")
     ctx.progress(1.0, f"trained {len(runs)} runs", force=True)
     return {"runs": len(runs), **counts}
+
+
+def _built_by(run: TrainSpec, cache: dict[str, str]) -> str:
+    """What code builds ``run``'s model (:func:`engine.nets.provenance`), as this worker sees it now."""
+    key = run.arch.to_json()
+    if key not in cache:
+        cache[key] = json.dumps(nets.provenance(run.arch), sort_keys=True)
+    return cache[key]
 
 
 def _train_group(specs, rec: _RunRecorder, progress, ctx: JobContext, datasets) -> list[RunResult]:

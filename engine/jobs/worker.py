@@ -8,9 +8,12 @@ never opens the catalog.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
+
+from engine.nets.plugins import PLUGIN_PACKAGES_ENV, PLUGIN_PATHS_ENV, plugin_config
 
 from .context import JobCancelled, JobContext, job_dir, write_json_atomic
 from .kinds import get_kind
@@ -18,11 +21,22 @@ from .kinds import get_kind
 EXIT_CANCELLED = 3
 
 
+def _plugins(store_path: Path) -> None:
+    """The owner's ``[plugins]``: from the environment it hands down, else from the store's settings file."""
+    if PLUGIN_PATHS_ENV in os.environ or PLUGIN_PACKAGES_ENV in os.environ:
+        plugin_config()
+    else:  # started by hand (python -m engine.jobs.worker) rather than by an executor
+        from engine.settings import apply_plugins, load_settings
+
+        apply_plugins(load_settings(store_path))
+
+
 def run_job(store_path: Path, job_id: str) -> int:
     d = job_dir(store_path, job_id)
     request = json.loads((d / "spec.json").read_text())
     ctx = JobContext(store_path, job_id, owner=request.get("owner", "local"))
     try:
+        _plugins(store_path)  # user model code: the same folders and packages as the owner's
         result = get_kind(request["kind"]).run(request["spec"], ctx) or {}
     except JobCancelled as exc:
         write_json_atomic(d / "error.json", {"status": "cancelled", "error": str(exc)})

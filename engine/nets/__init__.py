@@ -12,8 +12,11 @@ buffers stacked with ``torch.func.stack_module_state``, in train and eval mode;
 BatchNorm running statistics stacked as buffers are updated in place under ``vmap``.
 """
 
+from engine.nets.factory import IMPORT_RUN_COMMAND, FactoryError, check_factory, load_factory
 from engine.nets.options import Option, resolve_options
 from engine.nets.permutation import PermutationSpec, apply_permutation, random_permutation
+from engine.nets.plugins import PluginConfig, plugin_config, use_plugins
+from engine.nets.provenance import describe_built_by, provenance
 from engine.nets.registry import (
     Factory,
     PermSpecFn,
@@ -25,16 +28,25 @@ from engine.nets.registry import (
 )
 
 __all__ = [
+    "IMPORT_RUN_COMMAND",
     "Factory",
+    "FactoryError",
     "Option",
     "PermSpecFn",
     "PermutationSpec",
+    "PluginConfig",
     "apply_permutation",
     "available",
     "build",
     "check_architecture_name",
+    "check_factory",
+    "describe_built_by",
+    "load_factory",
+    "plugin_config",
+    "provenance",
     "permutation_spec",
     "random_permutation",
     "register",
     "resolve_options",
+    "use_plugins",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 
 from engine.config import ArchSpec
 from engine.nets.cnn import build_cnn1d, build_cnn2d, cnn_permutation_spec
+from engine.nets.factory import build_from_factory
 from engine.nets.inputs import check_build_args
 from engine.nets.mlp import build_mlp, mlp_permutation_spec
 from engine.nets.permutation import PermutationSpec
@@ -29,6 +30,7 @@ PermSpecFn = Callable[[nn.Module], PermutationSpec]
 # build() records the architecture name on the model under this attribute, so that
 # permutation_spec(model) can find the right entry (it survives deepcopy and .to()).
 _ARCH_ATTR = "_zooscope_arch"
+_FACTORY_ATTR = "_zooscope_factory"  # the import path of a factory's model (None for the built-ins)
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -100,7 +102,9 @@ def build(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, *,
     Parameters
     ----------
     spec : ArchSpec
-        Architecture name, ``width``, ``depth``, ``init_scale`` and ``options``.
+        Architecture name, ``width``, ``depth``, ``init_scale`` and ``options``; or a
+        ``factory`` import path with ``kwargs`` and ``output`` (:mod:`engine.nets.factory`),
+        whose name is then a label only.
     input_shape : tuple of int
         One sample's shape, without the batch axis: ``(D,)``, ``(C, L)``, ``(C, H, W)``
         or ``(T,)`` for tokens.
@@ -120,21 +124,25 @@ def build(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, *,
     Raises
     ------
     ValueError
-        Unknown architecture or option, or an input shape the architecture cannot take.
+        Unknown architecture or option, or an input shape the architecture cannot take;
+        for a factory, :class:`engine.nets.factory.FactoryError` (a ValueError) naming the
+        spec and the cause, including logits of the wrong shape for the data.
     """
     if not isinstance(spec, ArchSpec):
         raise TypeError(f"build needs an engine.config.ArchSpec; got {type(spec).__name__}")
-    entry = ARCHITECTURES.get(spec.name)
+    make = (build_from_factory if spec.factory is not None else ARCHITECTURES.get(spec.name).factory)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     shape = check_build_args(input_shape, n_outputs, vocab_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = entry.factory(spec, shape, n_outputs, vocab_size)
+        model = make(spec, shape, n_outputs, vocab_size)
     if not isinstance(model, nn.Module):
         raise TypeError(f"the factory of architecture {spec.name!r} returned {type(model).__name__}, not an nn.Module")
     _scale_initial_weights(model, spec.init_scale)
-    setattr(model, _ARCH_ATTR, spec.name)
+    # A factory's model is known by its import path; its name is a label that may equal a built-in's.
+    setattr(model, _ARCH_ATTR, spec.name if spec.factory is None else None)
+    setattr(model, _FACTORY_ATTR, spec.factory)
     return model
 
 

@@ -76,6 +76,7 @@ from engine.probes.core import (
     unflatten_params,
 )
 from engine.probes.landscape import (
+    BLOCK_LEVELS,
     Direction,
     FunctionalDimension,
     FunctionalDimensionCurve,
@@ -83,14 +84,18 @@ from engine.probes.landscape import (
     HessianOperator,
     IntrinsicDimension,
     PCADirections,
+    PerLayerHessian,
     Plane,
     Sharpness,
     SpectralDensity,
     Surface,
+    SurfacePersistence,
     TraceEstimate,
+    TrajectoryPlane,
     direction_between,
     functional_dimension,
     functional_dimension_over_training,
+    gudhi_diagram,
     hessian_directions,
     hessian_operator,
     hessian_spectral_density,
@@ -99,13 +104,18 @@ from engine.probes.landscape import (
     intrinsic_dimension,
     loss_surface_1d,
     loss_surface_2d,
+    parameter_blocks,
     parameter_jacobian,
     pca_directions,
+    per_layer_hessian,
+    per_layer_hessian_over_training,
     plane_through,
     random_direction,
     scaling_symmetries,
     sharpness_over_training,
     subspace_projection,
+    surface_persistence,
+    trajectory_plane,
 )
 from engine.probes.phases import (
     PHASE_METRICS,
@@ -267,4 +277,7 @@ __all__ = [
     # landscape: functional dimension (issue 18)
     "FunctionalDimension", "FunctionalDimensionCurve", "functional_dimension", "functional_dimension_over_training",
     "parameter_jacobian", "scaling_symmetries",
+    # landscape: curvature per layer, trajectory planes, surface topology (issue 17)
+    "BLOCK_LEVELS", "PerLayerHessian", "SurfacePersistence", "TrajectoryPlane", "gudhi_diagram", "parameter_blocks",
+    "per_layer_hessian", "per_layer_hessian_over_training", "surface_persistence", "trajectory_plane",
 ]

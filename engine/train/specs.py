@@ -1,4 +1,9 @@
-"""Is a run buildable in this process? Its dataset and architecture names, checked against the registries.
+"""Is a run buildable in this process? Its dataset and architecture, checked against the registries.
+
+A built-in architecture is checked by name; a factory (``arch.factory``) is imported from an
+allowed place and called once (:func:`engine.nets.check_factory`), so a missing module, a
+factory that raises or returns no ``nn.Module``, kwargs that do not fit, or a request for
+pretrained weights is refused before anything is queued.
 
 :mod:`engine.config` keeps specs pure (it imports no registry); the boundaries that
 queue work (the CLI, the dashboard's form, the dispatcher) call :func:`check_registered`
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 from engine.config import ConfigError, SweepSpec, TrainSpec
 from engine.data import check_dataset_name
-from engine.nets import check_architecture_name
+from engine.nets import check_architecture_name, check_factory
 
 __all__ = ["check_registered"]
 
@@ -27,7 +32,8 @@ def check_registered(spec: TrainSpec | SweepSpec) -> None:
     ------
     ConfigError
         ``base.dataset.name: unknown dataset 'imagenet'; available: ...`` (the field, then
-        the registry's own message with the registered names).
+        the registry's own message with the registered names), or
+        ``base.arch.factory: factory 'my_models:Net' raised ...``.
     """
     if isinstance(spec, SweepSpec):
         run, where = spec.base, "base."
@@ -35,9 +41,13 @@ def check_registered(spec: TrainSpec | SweepSpec) -> None:
         run, where = spec, ""
     else:
         raise TypeError(f"check_registered takes a TrainSpec or a SweepSpec; got {type(spec).__name__}")
-    for field, check, name in (("dataset", check_dataset_name, run.dataset.name),
-                               ("arch", check_architecture_name, run.arch.name)):
+    checks = [("dataset.name", check_dataset_name, run.dataset.name)]
+    if run.arch.factory is None:
+        checks.append(("arch.name", check_architecture_name, run.arch.name))
+    else:
+        checks.append(("arch.factory", check_factory, run.arch))  # the grid never changes factory or kwargs
+    for field, check, value in checks:
         try:
-            check(name)
+            check(value)
         except ValueError as exc:
-            raise ConfigError(f"{where}{field}.name: {exc}") from None
+            raise ConfigError(f"{where}{field}: {exc}") from None

@@ -1,18 +1,26 @@
-"""Landscape page tabs: each picks probe parameters (kept in the URL), fetches or queues the probe, draws."""
+"""Landscape page tabs: each picks probe parameters (kept in the URL), fetches or queues the probe, draws.
+
+A 2D surface also shows its topology (basins, persistence diagram, merge tree: a cheap engine call on the
+stored grid) and, drawn in PCA directions, how far the trajectory is from the plane.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from engine.figures import landscape as lfig
+from engine.figures import landscape_topology as tfig
+from engine.probes.landscape import surface_persistence
 
 from .pickers import checkpoints_of, probe_result
 from .report_draft import show_figure
 from .services import Services
-from .state import synced_selectbox
+from .state import set_query, synced_selectbox
+from .text import literal
 from .view_cache import shared_view
 
-__all__ = ["intrinsic_tab", "sharpness_tab", "spectrum_tab", "surface_tab"]
+__all__ = ["intrinsic_tab", "per_layer_tab", "sharpness_tab", "spectrum_tab", "surface_tab"]
 
 
 def _int_choice(label, options, key, container=st, default=None):
@@ -33,8 +41,8 @@ def surface_tab(svc: Services, run_id: str, ckpt: dict) -> None:
     metric = synced_selectbox("Show", ["loss", "accuracy"], key="ls_metric", container=c[5])
     log_scale = st.toggle("log scale", key="ls_log")
     ids = [ckpt["checkpoint_id"]]
+    ckpts = checkpoints_of(svc, run_id)
     if directions == "pca":
-        ckpts = checkpoints_of(svc, run_id)
         ids = ckpts[ckpts["step"] <= ckpt["step"]]["checkpoint_id"].tolist()
     params = {"directions": directions, "ndim": ndim, "resolution": resolution, "span": span, "split": split}
     status = probe_result(svc, "landscape.surface", params, ids, key="surface",
@@ -51,6 +59,94 @@ def surface_tab(svc: Services, run_id: str, ckpt: dict) -> None:
     st.caption(f"Centre loss {surface.center_loss:.4g}, accuracy {surface.center_accuracy:.3f} · "
                f"{surface.n_samples} {surface.split} samples · BatchNorm: {surface.bn} statistics · "
                f"{surface.strategy} evaluation in {surface.seconds:.1f} s")
+    if surface.ndim == 2 and surface.off_plane is not None:  # PCA directions: the trajectory and its distances
+        _plane_panel(surface, status.key, ckpts[ckpts["checkpoint_id"].isin(ids)]["step"].tolist())
+    if surface.ndim == 2:
+        _topology_panel(surface, status.key)
+
+
+def _plane_panel(surface, key: str, steps: list[int]) -> None:
+    steps = steps if len(steps) == len(surface.off_plane) else None
+    show_figure(shared_view(("landscape.plane", key), lambda: lfig.plane_distance_figure(surface, steps=steps)),
+                key="plane_fig", title="Trajectory vs the plane", params={}, probe_keys=[key])
+    dist = surface.trajectory_distance
+    share = np.divide(surface.off_plane, dist, out=np.zeros_like(dist), where=dist > 0)
+    st.caption(f"The plane explains {surface.plane_explained:.1%} of the trajectory's variance. The path on the "
+               "contours is each checkpoint's projection: the loss drawn under it is the loss of the projected "
+               f"point, not of the checkpoint. Off the plane: up to {surface.off_plane.max():.3g} (parameter units, "
+               f"as the axes), up to {share.max():.0%} of a checkpoint's distance from the centre; hover a point on "
+               "the contours for its own.")
+
+
+_DEPTHS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+
+def _depth_slider(key: str) -> float:
+    """A select-slider over shares of the loss range, mirrored in the URL."""
+    if key not in st.session_state:
+        try:
+            wanted = float(st.query_params.get(key, 0.02))
+        except ValueError:
+            wanted = 0.02
+        st.session_state[key] = wanted if wanted in _DEPTHS else 0.02
+    value = st.select_slider("Outline basins deeper than (share of the loss range)", options=_DEPTHS, key=key,
+                             format_func=lambda v: f"{v:.0%}")
+    set_query(**{key: value})
+    return value
+
+
+def _topology_panel(surface, key: str) -> None:
+    share = _depth_slider("ls_basin")
+    finite = surface.loss[np.isfinite(surface.loss)]
+    threshold = share * float(finite.max() - finite.min()) if finite.size else 0.0
+    p = shared_view(("landscape.persistence", key), lambda: surface_persistence(surface))
+    fig = shared_view(("landscape.topology", key, share), lambda: tfig.persistence_figure(p, threshold=threshold))
+    show_figure(fig, key="topology_fig", title="Topology of the surface", params={"basin_depth_share": share},
+                probe_keys=[key])
+    st.caption(f"Sublevel-set persistence of the loss grid (4-connected): {len(p.birth)} local minima; "
+               f"{len(p.kept(threshold))} basin(s) deeper than {threshold:.3g}. A basin's depth is the loss climb "
+               "from its minimum to the saddle where it merges into a lower basin (death − birth in the diagram); "
+               "shallower basins are merged into the one that absorbs them. The grid's resolution bounds what "
+               "can be seen: a basin narrower than a grid step is not there.")
+
+
+def per_layer_tab(svc: Services, run_id: str, ckpt: dict) -> None:
+    ckpts = checkpoints_of(svc, run_id)
+    ids = ckpts["checkpoint_id"].tolist()
+    c = st.columns(3)
+    level = synced_selectbox("Group parameters", ["layer", "block", "tensor"], key="pl_level", container=c[0],
+                             format_func={"layer": "per layer (module)", "block": "per block",
+                                          "tensor": "per parameter tensor"}.get)
+    n_samples = _int_choice("Samples", [256, 1000, 4000], "pl_n", c[1], default=1000)
+    quantity = synced_selectbox("Through training", ["top", "trace"], key="pl_q", container=c[2],
+                                format_func={"top": "top eigenvalue", "trace": "trace"}.get)
+    log_y = st.toggle("log eigenvalue axis", key="pl_log")
+    params = {"level": level, "n_samples": n_samples}
+    status = probe_result(svc, "curvature.per_layer", params, ids, key="per_layer",
+                          label=f"Compute the curvature per {level} at all {len(ids)} checkpoints")
+    if status is None:
+        return
+    res = status.typed()  # PerLayerHessian
+    index = ids.index(ckpt["checkpoint_id"]) if ckpt["checkpoint_id"] in ids else len(ids) - 1
+    show_figure(shared_view(("landscape.per_layer.bars", status.key, index, log_y),
+                            lambda: lfig.per_layer_bars_figure(res, index=index, log_y=log_y)),
+                key="per_layer_bars", title=f"Curvature per {level}", params={**params, "step": int(res.steps[index])},
+                checkpoint_ids=[ids[index]], run_ids=[run_id], probe_keys=[status.key])
+    show_figure(shared_view(("landscape.per_layer.lines", status.key, quantity, log_y),
+                            lambda: lfig.per_layer_training_figure(res, quantity=quantity, log_y=log_y)),
+                key="per_layer_lines", title=f"Curvature per {level} over training",
+                params={**params, "show": quantity},
+                checkpoint_ids=ids, run_ids=[run_id], probe_keys=[status.key])
+    stuck = [b for b, ok in zip(res.blocks, res.converged[index]) if not ok]
+    if stuck:
+        st.warning(f"Lanczos did not converge for {len(stuck)} block(s) at this checkpoint "
+                   f"({literal(', '.join(stuck), limit=200)}); their bars are lower bounds.")
+    st.caption("Each block is the Hessian of the loss in that block's parameters alone, the rest held fixed: "
+               "the top eigenvalue λ₁ by Lanczos on Hessian-vector products with vectors zero outside the block, "
+               "the trace exact (unit vectors) for blocks with no more parameters than probes, else by Hutchinson "
+               "with Rademacher probes (± 2 standard errors). The whole Hessian's λ₁ is at least every block's. "
+               "The dashed line is 2/η for the run's learning rate: gradient descent on a quadratic is stable "
+               f"only below it (Cohen et al. 2021). {res.n_samples} samples, {res.n_products} Hessian-vector products.")
 
 
 def spectrum_tab(svc: Services, ckpt: dict) -> None:

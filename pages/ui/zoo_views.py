@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
 from engine.auth import PermissionDenied
 from engine.figures import zoo as zfig
+from engine.nets import describe_built_by
 
 from .reads import live_zoo_runs, zoo_jobs
 from .report_draft import show_figure
@@ -15,8 +18,10 @@ from .state import query_list, set_query, synced_selectbox
 from .text import literal
 from .view_cache import frame_key, shared_view
 
-__all__ = ["curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section"]
+__all__ = ["ORIGINS", "curves_section", "first_run_panel", "live_runs", "phase_section", "runs_section",
+           "with_provenance"]
 
+ORIGINS = {"trained": "trained here", "logged": "logged from a script", "imported": "imported"}
 MAX_RUN_LINES = 40  # beyond this many runs, curves default to grouping by a hyperparameter
 METRICS = ["final_test_acc", "final_train_acc", "final_test_loss", "final_train_loss", "final_gap"]
 
@@ -82,9 +87,12 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
             chosen = cols[i % len(cols)].multiselect(literal(col.removeprefix("hp_")), values, key=f"filter_{col}")
             if chosen:
                 filt = filt[filt[col].isin(chosen)]
-    shown = [c for c in ["name", *hp, "status", *METRICS, "steps", "wall_s", "owner", "run_id"] if c in filt]
+    filt = with_provenance(filt)
+    shown = [c for c in ["name", *hp, "status", *METRICS, "steps", "wall_s", "origin", "built by", "owner", "run_id"]
+             if c in filt]
     event = st.dataframe(filt[shown], hide_index=True, on_select="rerun", selection_mode="multi-row",
-                         key="runs_table", column_config={"run_id": st.column_config.TextColumn("run id")})
+                         key="runs_table", column_config={"run_id": st.column_config.TextColumn("run id"),
+                                                          "built by": st.column_config.TextColumn("built by")})
     picked = [filt["run_id"].iloc[i] for i in event.selection.rows] if event.selection.rows else []
     if picked:
         set_query(runs=picked)
@@ -92,7 +100,24 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
     statuses = ", ".join(f"{n} {literal(status)}" for status, n in filt["status"].value_counts().items())
     st.caption(f"{len(filt)} of {len(runs)} runs shown ({statuses}) · {len(selected) or 'no'} selected "
                "(select rows to focus the curves and the other pages)")
+    built = filt.loc[filt["run_id"].isin(selected), "built_by_json"].dropna().unique() if "built_by_json" in filt \
+        else []
+    if len(built):
+        with st.expander("What built the selected runs", expanded=False):
+            for record in built[:5]:
+                st.json(json.loads(record), expanded=False)
     return runs, selected
+
+
+def with_provenance(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``origin`` in words and a ``built by`` column (factory, kwargs, short source hash)."""
+    if "origin" not in runs:
+        return runs
+    out = runs.copy()
+    out["origin"] = [ORIGINS.get(o, o) if isinstance(o, str) else "" for o in runs["origin"]]
+    out["built by"] = [describe_built_by(json.loads(b)) if isinstance(b, str) and b else ""
+                       for b in runs.get("built_by_json", pd.Series([None] * len(runs), index=runs.index))]
+    return out
 
 
 def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> None:

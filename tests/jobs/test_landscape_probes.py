@@ -5,7 +5,7 @@ import pytest
 
 from engine.jobs import ProbeService
 from engine.jobs.builtin_probes.landscape import SpectrumResult
-from engine.probes.landscape import HessianEigs, Sharpness, Surface
+from engine.probes.landscape import HessianEigs, PerLayerHessian, Sharpness, Surface
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,31 @@ def test_pca_surface_carries_the_trajectory(trained):
     surface = _typed(disp, "landscape.surface", {"directions": "pca", "resolution": 5}, ckpts["checkpoint_id"].tolist())
     assert surface.trajectory.shape == (len(ckpts), 2)
     assert np.allclose(surface.trajectory[-1], 0.0, atol=1e-6)  # centred on the last checkpoint
+    # each checkpoint's distance off the plane: 0 at the centre, never more than its distance from it
+    assert surface.off_plane.shape == surface.trajectory_distance.shape == (len(ckpts),)
+    assert surface.off_plane[-1] == 0.0 and np.all(surface.off_plane <= surface.trajectory_distance + 1e-9)
+    in_plane = np.sqrt(np.maximum(surface.trajectory_distance**2 - surface.off_plane**2, 0))
+    np.testing.assert_allclose(in_plane, np.linalg.norm(surface.trajectory, axis=1), rtol=1e-4, atol=1e-6)
+    assert 0.0 < surface.plane_explained <= 1.0
+
+
+def test_random_direction_surfaces_have_no_plane_distances(trained):
+    st, disp, ckpts = trained
+    last = ckpts["checkpoint_id"].tolist()[-1:]
+    surface = _typed(disp, "landscape.surface", {"resolution": 3, "n_samples": 50}, last)
+    assert surface.off_plane is None and surface.plane_explained is None
+
+
+def test_per_layer_probe_over_the_run_beside_two_over_lr(trained):
+    st, disp, ckpts = trained
+    ids = ckpts["checkpoint_id"].tolist()
+    res = _typed(disp, "curvature.per_layer", {"n_samples": 100, "n_probes": 4, "max_iter": 8}, ids)
+    assert isinstance(res, PerLayerHessian)
+    assert res.blocks == ("layers.0.linear", "layers.1.linear", "head") and res.level == "layer"
+    assert res.top.shape == res.trace.shape == res.converged.shape == (len(ids), 3)
+    assert res.converged.dtype == bool and list(res.steps) == ckpts["step"].tolist()
+    np.testing.assert_allclose(res.threshold, 2.0 / res.lr)
+    assert np.all(res.lr > 0)
 
 
 def test_spectrum_and_sharpness_probes(trained):

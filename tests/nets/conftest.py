@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+# Plugin folders written by the tests (my_models.py, a torchvision stand-in), as fixtures of this folder.
+from plugin_fixtures import clean_plugins, plugin_dir  # noqa: E402,F401,I001
+
 from engine.config import ArchSpec
 from engine.nets import build
 

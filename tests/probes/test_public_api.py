@@ -104,3 +104,11 @@ def test_the_evaluator_is_public_inside_the_engine():
 
     hint = HessianOperator.__init__.__annotations__["ev"]
     assert hint in ("Evaluator", Evaluator)
+
+
+def test_issue_17_landscape_names_are_callable_from_engine_probes():
+    """The names issue 17 fixes for scripts: per-layer curvature and a surface's topology (plus their helpers)."""
+    from engine.probes import landscape
+
+    for name in ("per_layer_hessian", "per_layer_hessian_over_training", "surface_persistence", "trajectory_plane"):
+        assert callable(getattr(probes, name)) and getattr(probes, name) is getattr(landscape, name)

@@ -1,7 +1,9 @@
-"""Loss-landscape and curvature probes: surfaces, Hessian spectrum, sharpness, intrinsic dimension."""
+"""Loss-landscape and curvature probes: surfaces, Hessian spectrum, sharpness, intrinsic dimension,
+curvature per layer."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +15,7 @@ from engine.probes.core import resolve_data
 from engine.probes.landscape import (
     HessianEigs,
     IntrinsicDimension,
+    PerLayerHessian,
     Sharpness,
     SpectralDensity,
     Surface,
@@ -25,14 +28,17 @@ from engine.probes.landscape import (
     loss_surface_1d,
     loss_surface_2d,
     pca_directions,
+    per_layer_hessian_over_training,
     random_direction,
     sharpness_over_training,
+    trajectory_plane,
 )
 
 from ..probe_kinds import ProbeResult, register_probe
 from .convert import Packed, pack, unpack
 
-__all__ = ["IntrinsicDimensionParams", "SharpnessParams", "SpectrumParams", "SpectrumResult", "SurfaceParams"]
+__all__ = ["IntrinsicDimensionParams", "PerLayerParams", "SharpnessParams", "SpectrumParams", "SpectrumResult",
+           "SurfaceParams"]
 
 
 class _Params(BaseModel):
@@ -62,7 +68,7 @@ def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
     data = _data(ck, p.split, p.n_samples, p.seed)
     kw = dict(split=p.split, bn=p.bn, buffers=ck.buffers)
     span: tuple = (-p.span, p.span)
-    trajectory = None
+    trajectory = plane = None
     progress(0.05, "directions")
     if p.directions == "filter":
         d1 = random_direction(ck.params, seed=p.seed)
@@ -72,8 +78,10 @@ def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
     else:
         if len(inputs) < 3:
             raise ValueError("PCA directions need at least 3 checkpoints of the run's trajectory")
-        pca = pca_directions([inputs.load(i).params for i in range(len(inputs))], model=ck.model)
+        path = [inputs.load(i).params for i in range(len(inputs))]
+        pca = pca_directions(path, model=ck.model)
         d1, d2 = pca.d1, pca.d2
+        plane = trajectory_plane(path, d1, d2, model=ck.model)  # how far each checkpoint is off the plane
         trajectory = pca.coords
         lo, hi = trajectory.min(0), trajectory.max(0)
         pad = 0.25 * float((hi - lo).max() or 1.0)
@@ -85,6 +93,9 @@ def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
     else:
         surface = loss_surface_2d(ck.model, ck.params, data, d1, d2, span=span, resolution=p.resolution,
                                   trajectory=trajectory, **kw)
+    if plane is not None:
+        surface = dataclasses.replace(surface, off_plane=plane.off_plane, trajectory_distance=plane.distance,
+                                      plane_explained=plane.explained)
     return SURFACE.to_stored(surface)
 
 
@@ -198,7 +209,7 @@ def run_intrinsic_dimension(inputs, p: IntrinsicDimensionParams, progress) -> Pr
 INTRINSIC_DIMENSION = Packed(IntrinsicDimension)
 
 
-register_probe("landscape.surface", run_surface, SurfaceParams, n_checkpoints=(1, None),
+register_probe("landscape.surface", run_surface, SurfaceParams, n_checkpoints=(1, None), code_version="2",
                description="1D/2D loss surface around the last checkpoint", result=SURFACE)
 register_probe("curvature.spectrum", run_spectrum, SpectrumParams, n_checkpoints=(1, 1),
                description="Hessian top eigenvalues, trace and spectral density", result=SpectrumResult)
@@ -206,3 +217,38 @@ register_probe("curvature.sharpness", run_sharpness, SharpnessParams, n_checkpoi
                description="top Hessian eigenvalue over training", result=SHARPNESS)
 register_probe("landscape.intrinsic_dimension", run_intrinsic_dimension, IntrinsicDimensionParams,
                n_checkpoints=(1, 1), description="intrinsic dimension of the objective", result=INTRINSIC_DIMENSION)
+
+
+class PerLayerParams(_Params):
+    """Top eigenvalue and trace of each layer's diagonal Hessian block at every input checkpoint."""
+
+    level: Literal["tensor", "layer", "block"] = "layer"  # group parameters per tensor, per layer (module) or per block
+    n_samples: int | None = Field(1000, ge=1, le=MAX_EVAL_SIZE)
+    n_probes: int = Field(32, ge=2, le=1000)  # Hutchinson probes per block (exact trace for smaller blocks)
+    max_iter: int = Field(64, ge=2, le=500)  # Lanczos steps per block at most
+    split: Literal["train", "test"] = "train"
+    seed: Seed = 0
+
+
+def run_per_layer(inputs, p: PerLayerParams, progress) -> ProbeResult:
+    cks = []
+    for i in range(len(inputs)):
+        cks.append(inputs.load(i))
+        progress(0.1 * (i + 1) / len(inputs), f"loading checkpoint {i + 1}/{len(inputs)}")
+    first = cks[0]
+    data = _data(first, p.split, p.n_samples, p.seed)
+
+    def report(fraction: float, message: str) -> None:
+        progress(0.1 + 0.9 * fraction, message)
+
+    result = per_layer_hessian_over_training(
+        first.model, [c.state for c in cks], data, level=p.level, steps=[c.ref.step for c in cks],
+        lr=[c.lr for c in cks], n_probes=p.n_probes, max_iter=p.max_iter, seed=p.seed,
+        progress=report)
+    return PER_LAYER.to_stored(result)
+
+
+PER_LAYER = Packed(PerLayerHessian)
+
+register_probe("curvature.per_layer", run_per_layer, PerLayerParams, n_checkpoints=(1, None),
+               description="top eigenvalue and trace of each layer's diagonal Hessian block", result=PER_LAYER)

@@ -28,12 +28,26 @@ from .functional_dimension import (
     parameter_jacobian,
     scaling_symmetries,
 )
+from .per_layer import (
+    BLOCK_LEVELS,
+    PerLayerHessian,
+    parameter_blocks,
+    per_layer_hessian,
+    per_layer_hessian_over_training,
+)
 from .spectrum import SpectralDensity, hessian_spectral_density
 from .subspace import IntrinsicDimension, intrinsic_dimension, subspace_projection
 from .surface import Surface, loss_surface_1d, loss_surface_2d
+from .topology import SurfacePersistence, gudhi_diagram, surface_persistence
 from .trace import TraceEstimate, hessian_trace
+from .trajectory_plane import TrajectoryPlane, trajectory_plane
 
 __all__ = [
+    "BLOCK_LEVELS",
+    "PerLayerHessian",
+    "parameter_blocks",
+    "per_layer_hessian",
+    "per_layer_hessian_over_training",
     "Direction",
     "FunctionalDimension",
     "FunctionalDimensionCurve",
@@ -45,9 +59,12 @@ __all__ = [
     "Sharpness",
     "SpectralDensity",
     "Surface",
+    "SurfacePersistence",
     "TraceEstimate",
+    "TrajectoryPlane",
     "direction_between",
     "functional_dimension",
+    "gudhi_diagram",
     "functional_dimension_over_training",
     "hessian_directions",
     "hessian_operator",
@@ -64,4 +81,6 @@ __all__ = [
     "scaling_symmetries",
     "sharpness_over_training",
     "subspace_projection",
+    "surface_persistence",
+    "trajectory_plane",
 ]

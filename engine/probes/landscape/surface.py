@@ -70,6 +70,13 @@ class Surface:
         Checkpoint coordinates in the plane (PCA directions), to overlay.
     seconds : float
         Wall time.
+    off_plane : np.ndarray or None, shape (n,)
+        Each trajectory checkpoint's distance from the plane
+        (:class:`~engine.probes.landscape.trajectory_plane.TrajectoryPlane`).
+    trajectory_distance : np.ndarray or None, shape (n,)
+        Each checkpoint's distance from the centre, ``|| theta_t - theta_c ||``.
+    plane_explained : float or None
+        Share of the trajectory's variance in the plane.
     """
 
     alphas: np.ndarray
@@ -85,6 +92,9 @@ class Surface:
     strategy: str
     trajectory: np.ndarray | None = None
     seconds: float = 0.0
+    off_plane: np.ndarray | None = None
+    trajectory_distance: np.ndarray | None = None
+    plane_explained: float | None = None
 
     @property
     def ndim(self) -> int:
