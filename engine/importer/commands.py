@@ -52,11 +52,15 @@ def _metrics_path(args, folder: Path) -> Path | None:
     return next((folder / n for n in METRICS_FILES if (folder / n).is_file()), None)
 
 
-def _policy(path: Path, owner: str):
+def _settings_in_force(path: Path, owner: str):
+    """The store's settings applied: ``[plugins]`` (a factory may come from there) and the access policy,
+    checked for ``owner`` before anything is read."""
     from engine.auth import cli_policy
-    from engine.settings import load_settings
+    from engine.settings import apply_plugins, load_settings
 
-    access = cli_policy(load_settings(path), path)
+    settings = load_settings(path)
+    apply_plugins(settings)
+    access = cli_policy(settings, path)
     if access is not None:
         access.require(owner, "import")
     return access
@@ -64,7 +68,7 @@ def _policy(path: Path, owner: str):
 
 def import_run_command(args, path: Path) -> int:
     """``zooscope import-run``: a folder of checkpoints (and logged metrics) as one run."""
-    access = _policy(path, args.owner)
+    access = _settings_in_force(path, args.owner)
     folder = Path(args.folder)
     zoo = check_name(args.zoo, "zoo name")
     name = check_name(args.name or folder.resolve().name, "run name")
@@ -80,7 +84,7 @@ def import_run_command(args, path: Path) -> int:
 
 def import_zoo_command(args, path: Path) -> int:
     """``zooscope import-zoo``: every trial of a model zoo as a run of one new zoo."""
-    access = _policy(path, args.owner)
+    access = _settings_in_force(path, args.owner)
     folder = Path(args.folder)
     zoo = check_name(args.zoo or folder.resolve().name, "zoo name")
     arch, dataset = arch_from_args(args), DatasetSpec(name=args.dataset)

@@ -1,8 +1,7 @@
 """What built an imported run: the architecture (a built-in or a factory) and the files it came from.
 
-Recorded as ``run.built_by_json``. The factory helper's provenance record (with the
-factory's source hash) replaces :func:`import_provenance`'s architecture part when it
-lands; the import-specific keys (``imported_from``, ``files_sha256``) stay.
+Recorded as ``run.built_by_json``: the same record as a run trained here
+(:func:`engine.nets.provenance`), plus the folder it came from and the hash of every file.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine import nets
 from engine.bounds import MAX_OPTION_TEXT, printable
 from engine.config import ArchSpec
 
@@ -37,25 +37,19 @@ def arch_label(spec: ArchSpec) -> str:
 
 
 def import_provenance(arch: ArchSpec, source: str | Path, files_sha256: dict[str, str]) -> dict[str, Any]:
-    """``built_by`` of an imported run.
+    """``built_by`` of an imported run: :func:`engine.nets.provenance` of ``arch`` plus where it came from.
 
     Parameters
     ----------
     arch : ArchSpec
-        What builds the model: ``{"factory": "mod:fn", "kwargs": {...}}`` for a factory,
-        ``{"builtin": name, "width", "depth", "options"}`` for a built-in architecture.
+        What builds the model: a built-in, or a factory (its import path, kwargs and the
+        SHA-256 of its source file, as for a run trained here).
     source : str or Path
         The folder or file imported (recorded as an absolute path, printable, cut to
-        :data:`~engine.bounds.MAX_OPTION_TEXT` characters).
+        :data:`~engine.bounds.MAX_OPTION_TEXT` characters): ``imported_from``.
     files_sha256 : dict
-        The sha256 of every imported file's bytes, by its path relative to ``source``,
-        so the run can be traced back to (and checked against) the files.
+        The sha256 of every imported file's bytes, by its path relative to ``source``
+        (``files_sha256``), so the run can be traced back to, and checked against, the files.
     """
-    if arch.factory:
-        built = {"factory": arch.factory, "kwargs": dict(arch.kwargs)}
-        if arch.output is not None:
-            built["output"] = arch.output
-    else:
-        built = {"builtin": arch.name, "width": arch.width, "depth": arch.depth, "options": dict(arch.options)}
     shown = printable(str(Path(source).resolve()), limit=MAX_OPTION_TEXT)
-    return {**built, "imported_from": shown, "files_sha256": dict(sorted(files_sha256.items()))}
+    return {**nets.provenance(arch), "imported_from": shown, "files_sha256": dict(sorted(files_sha256.items()))}

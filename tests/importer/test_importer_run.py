@@ -171,56 +171,81 @@ def test_while_the_dashboard_owns_the_store_the_import_is_handed_over(tmp_path, 
     assert all(torch.equal(loaded[k], original[k]) for k in original)
 
 
-LINEAR = {"factory": "torch.nn:Linear", "kwargs": {"in_features": 2, "out_features": 2}}  # moons: 2 in, 2 classes
+TINY_NET = '''
+from torch import nn
 
 
-def _factory_builds() -> bool:
-    try:
-        nets.build(ArchSpec(name="Linear", **LINEAR), (2,), 2)
-        return True
-    except Exception:  # noqa: BLE001 - the factory helper's loader has not landed on this branch yet
-        return False
+class TinyNet(nn.Module):
+    """Two inputs (moons), two classes."""
+
+    def __init__(self, hidden=4):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(2, hidden), nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x).relu())
+'''
 
 
-def _stand_in_build(real):
-    """``engine.nets.build`` that also calls ``spec.factory(**spec.kwargs)``: a stand-in for the factory
-    helper's loader where it has not landed (after the merge the real one is used)."""
-    import importlib
+@pytest.fixture
+def plugin_store(tmp_path, monkeypatch):
+    """A store whose zooscope.toml allows factories from a plugin folder holding imported_models.py;
+    the plugin configuration, sys.path and the module are restored afterwards."""
+    from engine.nets import plugins
 
-    def build(spec, *args, **kwargs):
-        if spec.factory is None:
-            return real(spec, *args, **kwargs)
-        module, _, name = spec.factory.partition(":")
-        return getattr(importlib.import_module(module), name)(**spec.kwargs)
+    for var in (plugins.PLUGIN_PATHS_ENV, plugins.PLUGIN_PACKAGES_ENV):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(plugins, "_configured", None)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "imported_models", raising=False)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "imported_models.py").write_text(TINY_NET)
+    s = tmp_path / "store"
+    s.mkdir()
+    (s / "zooscope.toml").write_text(f'[plugins]\npaths = ["{folder}"]\n')
+    return s
 
-    return build
 
-
-def test_a_factory_built_model_is_imported_with_its_provenance(tmp_path, monkeypatch):
-    if not _factory_builds():
-        monkeypatch.setattr(nets, "build", _stand_in_build(nets.build))
+def test_a_factory_built_model_is_imported_with_its_provenance(tmp_path, plugin_store):
+    s = plugin_store
     folder = tmp_path / "fac"
     folder.mkdir()
+    exec(compile(TINY_NET, "imported_models.py", "exec"), space := {})
     for step in (0, 1):
-        layer = torch.nn.Linear(2, 2)
-        save_file({k: v.detach().contiguous() for k, v in layer.state_dict().items()},
+        model = space["TinyNet"](hidden=4)
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
                   str(folder / f"step_{step}.safetensors"))
-    s = tmp_path / "store"
-    args = cli_args("--store", str(s), "import-run", str(folder), "--factory", LINEAR["factory"],
-                    "--kwargs", json.dumps(LINEAR["kwargs"]), "--dataset", "moons")
+    args = cli_args("--store", str(s), "import-run", str(folder), "--factory", "imported_models:TinyNet",
+                    "--kwargs", '{"hidden": 4}', "--dataset", "moons")
     assert import_run_command(args, s) == 0
     with store.open_store(s, owner=False) as st:
         (run,) = st.list_runs().to_dict("records")
     built_by = json.loads(run["built_by_json"])
-    assert built_by["factory"] == "torch.nn:Linear" and built_by["kwargs"] == LINEAR["kwargs"]
-    assert json.loads(run["config_json"])["arch"]["factory"] == "torch.nn:Linear"
-    assert json.loads(run["hparams_json"]) == {"arch": "torch.nn:Linear", "kwargs": LINEAR["kwargs"]}
-    wide = torch.nn.Linear(2, 3)
+    source = (tmp_path / "models" / "imported_models.py").read_bytes()
+    assert built_by["factory"] == "imported_models:TinyNet" and built_by["kwargs"] == {"hidden": 4}
+    assert built_by["source"] == "plugin" and built_by["source_sha256"] == hashlib.sha256(source).hexdigest()
+    assert built_by["imported_from"] == str(folder) and sorted(built_by["files_sha256"]) == [
+        "step_0.safetensors", "step_1.safetensors"]
+    assert json.loads(run["config_json"])["arch"]["factory"] == "imported_models:TinyNet"
+    assert json.loads(run["hparams_json"]) == {"arch": "imported_models:TinyNet", "kwargs": {"hidden": 4}}
+    wide = space["TinyNet"](hidden=5)
     save_file({k: v.detach().contiguous() for k, v in wide.state_dict().items()}, str(folder / "step_2.safetensors"))
-    label = re.escape('''torch.nn:Linear(**{"in_features": 2, "out_features": 2})''')
-    with pytest.raises(ValueError, match=rf"step_2.safetensors: 'bias' has shape \(3,\) in the checkpoint but \(2,\) "
-                                         rf"in '{label}'.*pass the --kwargs \(and --dataset\) it was built with"):
+    label = re.escape('imported_models:TinyNet(**{"hidden": 4})')
+    with pytest.raises(ValueError, match=rf"step_2.safetensors: 'fc1.bias' has shape \(5,\) in the checkpoint "
+                                         rf"but \(4,\) in '{label}'.*pass the --kwargs \(and --dataset\) it was "
+                                         r"built with"):
         import_run_command(args, s)
+
+
+def test_a_factory_outside_the_plugin_folders_is_refused_before_anything_is_read(tmp_path, run_folder):
+    args = cli_args("--store", str(tmp_path / "s"), "import-run", str(run_folder), "--factory", "torch.nn:Linear",
+                    "--kwargs", '{"in_features": 2, "out_features": 2}', "--dataset", "moons")
+    with pytest.raises(ValueError, match=r"factory 'torch.nn:Linear': module 'torch' .* is neither under a plugin "
+                                         r"folder"):
+        import_run_command(args, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_single_file_import_records_its_origin_and_provenance(tmp_path, run_folder):
