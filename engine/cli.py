@@ -1,4 +1,4 @@
-"""The ``zooscope`` command: serve, train, ls, import, export-parquet, report, users."""
+"""The ``zooscope`` command: serve, train, ls, import, import-run, import-zoo, export-parquet, report, users."""
 
 from __future__ import annotations
 
@@ -44,6 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--name", help="run name (default: the file name)")
     im.add_argument("--owner", default=os.environ.get("USER", "local"))
 
+    ir = sub.add_parser("import-run", help="import a folder of checkpoints (and logged metrics) as one run with "
+                                           "its whole trajectory")
+    ir.add_argument("folder", help="folder of checkpoint files named like step_500.safetensors, ckpt-1200.pt, "
+                                   "epoch_3.pt (see docs/importing.md)")
+    _model_arguments(ir)
+    ir.add_argument("--zoo", default="imported", help="zoo to add the run to (created if new)")
+    ir.add_argument("--name", help="run name (default: the folder's name)")
+    ir.add_argument("--manifest", help="JSON listing each checkpoint's file, step, epoch, metrics "
+                                       "(default: FOLDER/manifest.json if present)")
+    ir.add_argument("--metrics", help="CSV or JSON-lines file of logged metrics with a 'step' column "
+                                      "(default: FOLDER/metrics.csv, metrics.jsonl or metrics.json if present)")
+
+    iz = sub.add_parser("import-zoo", help="import a published model zoo (one trial folder per model) as a new zoo")
+    iz.add_argument("folder", help="the zoo's folder: one trial folder per model")
+    iz.add_argument("--format", required=True, choices=["modelzoo"],
+                    help="modelzoo: the Ray Tune layout of the model zoos of Schürholt et al. (2022)")
+    _model_arguments(iz)
+    iz.add_argument("--zoo", help="name of the new zoo (default: the folder's name)")
+
     ex = sub.add_parser("export-parquet", help="export every catalog table as Parquet")
     ex.add_argument("dir")
 
@@ -56,6 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     add_report_arguments(sub.add_parser("report", help="export a report draft or a stored report as one offline "
                                                        "HTML file"))
     return p
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """What builds the imported models (a built-in, or the user's factory), and the data to evaluate them on."""
+    g = p.add_argument_group("what builds the model: a built-in architecture, or your factory")
+    g.add_argument("--arch", help="built-in architecture (mlp, cnn1d, cnn2d, resnet, transformer); a label with "
+                                  "--factory")
+    g.add_argument("--width", type=int, default=64)
+    g.add_argument("--depth", type=int, default=2)
+    g.add_argument("--options", default="{}", help='architecture options, a JSON object: \'{"batchnorm": true}\'')
+    g.add_argument("--factory", help="module:callable returning the nn.Module, e.g. my_models:WideNet")
+    g.add_argument("--kwargs", default="{}", help="keyword arguments of --factory, a JSON object")
+    g.add_argument("--output", help="with --factory: how to get logits from forward's result ('logits' or '0')")
+    p.add_argument("--dataset", required=True, help="dataset the models were trained on; every checkpoint is "
+                                                    "evaluated on it")
+    p.add_argument("--owner", default=os.environ.get("USER", "local"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +269,18 @@ def _import(args, path: Path) -> int:
     return import_command(args, path)
 
 
+def _import_run(args, path: Path) -> int:
+    from engine.importer import import_run_command
+
+    return import_run_command(args, path)
+
+
+def _import_zoo(args, path: Path) -> int:
+    from engine.importer import import_zoo_command
+
+    return import_zoo_command(args, path)
+
+
 def _report(args, path: Path) -> int:
     from engine.report import report_command
 
@@ -253,8 +300,8 @@ def _export(args, path: Path) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "export-parquet": _export,
-             "report": _report, "users": _users}
+_COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "import-run": _import_run,
+             "import-zoo": _import_zoo, "export-parquet": _export, "report": _report, "users": _users}
 
 if __name__ == "__main__":
     sys.exit(main())

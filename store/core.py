@@ -269,9 +269,9 @@ class StoreCore:
             return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     def _scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        with self._mutex:
-            row = self._connection().execute(sql, params).fetchone()
-        return None if row is None else row[0]
+        with self._mutex:  # fetch every row: an unfinished result blocks the connection's next register()
+            rows = self._connection().execute(sql, params).fetchall()
+        return rows[0][0] if rows else None
 
     def _get(self, table: str, column: str, value: Any, *, what: str | None = None) -> dict[str, Any]:
         rows = self._dicts(f"SELECT * FROM {table} WHERE {column} = ?", [value])

@@ -248,6 +248,11 @@ class Dispatcher:
 
                     record_import_request(self.store, req["payload"], access=self.access)
                     self.generation += 1
+                elif req["kind"] == "import_trajectory":  # `zooscope import-run` / `import-zoo`: artifacts written
+                    from engine.importer import record_runs_request
+
+                    record_runs_request(self.store, req["payload"], access=self.access)
+                    self.generation += 1
                 else:
                     self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
             except Exception as exc:  # PermissionDenied included: the server log says who and why

@@ -75,7 +75,7 @@ def phase_cells(store, zoo_id: str, *, checkpoints: Which = "final") -> list[Pha
     if runs.empty:
         return []
     hp = _hp_columns(runs)
-    keys = runs[hp].astype(str).agg("\x1f".join, axis=1) if hp else pd.Series("", index=runs.index)
+    keys = runs[hp].map(str).agg("\x1f".join, axis=1) if hp else pd.Series("", index=runs.index)
     every = store.list_checkpoints(runs["run_id"].tolist()) if checkpoints == "all" else None
     cells = []
     for _, group in runs.assign(_key=keys).groupby("_key", sort=False):

@@ -90,9 +90,9 @@ def matrix_tab(svc: Services, zoo_id: str) -> None:
     hp = [h for h in runs.columns if h.startswith("hp_") and h != "hp_seed" and runs[h].nunique() > 1]
     group = runs
     if hp:
-        cfg = synced_selectbox("Configuration", sorted(runs[hp].drop_duplicates().astype(str).agg(" ".join, axis=1)),
+        cfg = synced_selectbox("Configuration", sorted(runs[hp].drop_duplicates().map(str).agg(" ".join, axis=1)),
                                key="mat_cfg")
-        group = runs[runs[hp].astype(str).agg(" ".join, axis=1) == cfg]
+        group = runs[runs[hp].map(str).agg(" ".join, axis=1) == cfg]
     group = group.head(12)
     if len(group) < 2:
         st.info("A barrier matrix needs at least two finished runs of one configuration (e.g. several seeds).")

@@ -17,12 +17,16 @@ from torch import Tensor
 
 from engine import data as zdata
 from engine import nets
-from engine.bounds import check_name
+from engine.bounds import MAX_IMPORT_WEIGHTS_BYTES, check_name
 from engine.config import ArchSpec, DatasetSpec, TrainSpec
 from engine.train import task_metrics
 
-__all__ = ["ImportedWeights", "check_weight_values", "import_weights", "load_weights", "match_state_dict",
-           "record_import", "record_import_request"]
+from .provenance import arch_label, file_sha256, import_provenance
+
+__all__ = ["ImportedWeights", "check_weight_values", "evaluate_state", "import_weights", "load_weights",
+           "match_state_dict", "record_import", "record_import_request"]
+
+EVAL_SAMPLES = 2048  # first samples of each split that an imported checkpoint is evaluated on
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
@@ -30,6 +34,10 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_IMPORT_WEIGHTS_BYTES:
+        raise ValueError(f"{path} has {size:,} bytes; a weights file may have at most {MAX_IMPORT_WEIGHTS_BYTES:,} "
+                         "(engine.bounds.MAX_IMPORT_WEIGHTS_BYTES)")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -52,10 +60,6 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def _arch_label(spec: ArchSpec) -> str:
-    return f"{spec.name}(width={spec.width}, depth={spec.depth})"
-
-
 def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: str) -> None:
     """Raise ``ValueError`` explaining every key and shape mismatch between ``state`` and ``model``."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -73,7 +77,8 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: st
     if problems:
         hint = _depth_hint(extra, missing)
         raise ValueError("; ".join(problems) + (f"; {hint}" if hint else "")
-                         + "; pass the --width/--depth (and --dataset) it was trained with")
+                         + ("; pass the --kwargs (and --dataset) it was built with" if "(**" in label
+                            else "; pass the --width/--depth (and --dataset) it was trained with"))
 
 
 def check_weight_values(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
@@ -119,10 +124,26 @@ def _depth_hint(extra: list[str], missing: list[str]) -> str:
 
 
 class ImportedWeights:
-    """A checked state dict with its run config and headline metrics."""
+    """A checked state dict with its run config, headline metrics and provenance (``built_by``)."""
 
-    def __init__(self, config: TrainSpec, state: dict[str, Tensor], metrics: dict[str, float]):
-        self.config, self.state, self.metrics = config, state, metrics
+    def __init__(self, config: TrainSpec, state: dict[str, Tensor], metrics: dict[str, float],
+                 built_by: dict | None = None):
+        self.config, self.state, self.metrics, self.built_by = config, state, metrics, built_by
+
+
+def evaluate_state(model: torch.nn.Module, state: dict[str, Tensor], ds) -> dict[str, float]:
+    """``train_loss, train_acc, test_loss, test_acc`` of ``state`` loaded into ``model`` on the first
+    :data:`EVAL_SAMPLES` samples of each split of ``ds`` (an ``engine.data`` dataset); the model is
+    left holding ``state`` in eval mode."""
+    model.load_state_dict(state)
+    model.eval()
+    metrics = {}
+    with torch.no_grad():
+        for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+            x, y = x[:EVAL_SAMPLES], y[:EVAL_SAMPLES]
+            loss, acc = task_metrics(model(x.float() if x.is_floating_point() else x), y)
+            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+    return metrics
 
 
 def import_weights(path: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> ImportedWeights:
@@ -130,17 +151,12 @@ def import_weights(path: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> Im
     state = load_weights(path)
     ds = zdata.load(dataset)
     model = nets.build(arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size)
-    match_state_dict(model, state, _arch_label(arch))
+    match_state_dict(model, state, arch_label(arch))
     check_weight_values(model, state)
-    model.load_state_dict(state)
-    model.eval()
-    metrics = {}
-    with torch.no_grad():
-        for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-            loss, acc = task_metrics(model(x[:2048].float() if x.is_floating_point() else x[:2048]), y[:2048])
-            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+    metrics = evaluate_state(model, state, ds)
     config = TrainSpec(dataset=dataset, arch=arch, steps=1, checkpoints=[1])
-    return ImportedWeights(config, {k: v.contiguous() for k, v in state.items()}, metrics)
+    built_by = import_provenance(arch, path, {Path(path).name: file_sha256(path)})
+    return ImportedWeights(config, {k: v.contiguous() for k, v in state.items()}, metrics, built_by)
 
 
 def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: str, access=None) -> str:
@@ -157,18 +173,19 @@ def record_import(st, zoo: str, imported: ImportedWeights, *, name: str, owner: 
     if access is not None:
         access.require(owner, "import")
     zoo, name = check_name(zoo, "zoo name"), check_name(name, "run name")
-    sha = st.put_tensors(imported.state)  # content-addressed: an unused file is collected by gc_artifacts
     arch = imported.config.arch
     metrics = {k: (v if math.isfinite(v) else None) for k, v in imported.metrics.items()}
     with st.transaction():
+        sha = st.put_tensors(imported.state)  # the artifact row rolls back with the rest; the file is gc'd
         try:
             zoo_id = st.get_zoo(zoo)["zoo_id"]
         except store.NotFoundError:
             zoo_id = st.create_zoo(zoo, owner=owner)
         (run_id,) = st.add_runs([{
             "zoo_id": zoo_id, "config": imported.config.model_dump(mode="json"), "name": name, "seed": 0,
-            "hparams": {"arch": arch.name, "width": arch.width, "depth": arch.depth}, "status": "done",
-            "owner": owner, "finished_at": datetime.now(UTC).replace(tzinfo=None)}])
+            "hparams": {"arch": arch.factory or arch.name, "width": arch.width, "depth": arch.depth},
+            "status": "done", "owner": owner, "finished_at": datetime.now(UTC).replace(tzinfo=None),
+            "origin": "imported", "built_by": imported.built_by}])
         st.add_checkpoint(run_id, 0, sha, epoch=0.0, **metrics)
     return run_id
 
@@ -203,7 +220,7 @@ def _hand_over_import(path: Path, busy, imported: ImportedWeights, *, zoo: str, 
     sha = store.put_tensors_at(path, imported.state)  # artifacts need no catalog
     req = store.drop_request(path, "import_run", {
         "zoo": zoo, "name": name, "owner": owner, "artifact_sha": sha,
-        "config": imported.config.model_dump(mode="json"),
+        "config": imported.config.model_dump(mode="json"), "built_by": imported.built_by,
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in imported.metrics.items()}})
     print(f"{busy}\nYour import was handed to that process instead ({req.name}): run {name!r} appears in zoo "
           f"{zoo!r} once it takes the request (within a second while it runs).")
@@ -217,6 +234,6 @@ def record_import_request(st, payload: dict, *, access=None) -> str:
     """
     metrics = {k: (float("nan") if v is None else float(v)) for k, v in payload["metrics"].items()}
     imported = ImportedWeights(TrainSpec.model_validate(payload["config"]), st.get_tensors(payload["artifact_sha"]),
-                               metrics)
+                               metrics, payload.get("built_by"))
     return record_import(st, payload["zoo"], imported, name=payload["name"], owner=payload.get("owner", "local"),
                          access=access)
