@@ -2,7 +2,8 @@
 
 Built in: scikit-learn's ``digits``, ``breast_cancer``, ``wine``, ``iris``; ``mnist1d``
 generated locally; synthetic ``moons``, ``spirals``, ``gaussians``, ``teacher``
-(teacher–student regression) and ``modular`` (a + b mod p); the binarized tabular
+(teacher–student regression), ``modular`` (a + b mod p) and ``markov`` (next-token
+sequences for tiny language models); the binarized tabular
 benchmarks ``compas``, ``monk1``–``monk3``, ``car_evaluation``, ``bar7``; and user files
 ``npz`` / ``csv`` / ``parquet`` (``spec.path``, ``spec.label``). ``available()`` lists
 them, ``options_of(name)`` gives each one's options and defaults, ``register`` adds
@@ -39,6 +40,7 @@ _BUILTINS = {
     "gaussians": (synthetic.gaussians, "Mixture of isotropic Gaussians, one per class"),
     "teacher": (synthetic.teacher, "Teacher-student regression: random linear or MLP teacher plus noise"),
     "modular": (synthetic.modular, "Modular addition (a + b) mod p as token pairs, for grokking (option p)"),
+    "markov": (synthetic.markov, "Next-token sequences (N, T) of a random Markov chain, for tiny language models"),
     "rid_chen": (synthetic.rid_chen, "Chen's process: 10 features in U(-2.5, 2.5), the label depends on X1-X4 only"),
 }
 

@@ -73,7 +73,8 @@ def _evaluation(ck) -> dict[str, float]:
     out = {}
     for split in ("train", "test"):
         xy = resolve_data(ck.dataset, split)
-        loss, acc = evaluate_points(ck.model, theta[None], xy, buffers=ck.buffers, layout=layout)
+        loss, acc = evaluate_points(ck.model, theta[None], xy, buffers=ck.buffers, layout=layout,
+                                    loss_fn=ck.loss_fn)
         out[f"{split}_loss"], out[f"{split}_error"] = float(loss[0]), 1.0 - float(acc[0])
     out["gap"] = out["test_error"] - out["train_error"]  # = train acc - test acc
     return out
@@ -307,7 +308,8 @@ def _pruned_checkpoints(cks, density: float, p: PruneCellParams) -> tuple[list, 
         buffers = ck.buffers
         if p.fine_tune_steps:
             pr, buffers = fine_tune(ck.model, pr, _train_data(ck), ck.config.optim, steps=p.fine_tune_steps,
-                                    batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed)
+                                    batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed,
+                                    loss_fn=ck.loss_fn)
         out.append(dataclasses.replace(ck, params=pr.params, buffers=buffers))
         achieved.append(pr.density)
     return out, achieved
