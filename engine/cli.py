@@ -1,4 +1,4 @@
-"""The ``zooscope`` command: serve, train, ls, import, export-parquet, report, users."""
+"""The ``zooscope`` command: serve, train, ls, import, export-parquet, report, users, datasets."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_users_arguments(sub.add_parser("users", help="manage the accounts of a team server (add, passwd, "
                                                      "set-role, rm, ls)"))
+
+    from engine.datasets import add_datasets_arguments
+
+    add_datasets_arguments(sub.add_parser("datasets", help="register a data set (image folder, NPZ/Parquet images, "
+                                                           "tables) in the store by name (add, ls, rm)"))
 
     add_report_arguments(sub.add_parser("report", help="export a report draft or a stored report as one offline "
                                                        "HTML file"))
@@ -130,10 +135,13 @@ def _sign_in_problem(mode: str, path: Path) -> str | None:
 
 
 def _train(args, path: Path) -> int:
+    from engine.data import use_registered_folder
     from engine.jobs import Dispatcher
     from engine.train import check_registered
+    from store.paths import StoreLayout
 
     sweep = load_sweep(args.config)  # validate before touching the store
+    use_registered_folder(StoreLayout(path).datasets)  # data sets registered in this store count
     check_registered(sweep)
     try:
         st = store.open_store(path)
@@ -244,6 +252,12 @@ def _users(args, path: Path) -> int:
     return users_command(args, path)
 
 
+def _datasets(args, path: Path) -> int:
+    from engine.datasets import datasets_command
+
+    return datasets_command(args, path)
+
+
 def _export(args, path: Path) -> int:
     with store.open_store(path) as st:
         st.export_parquet(Path(args.dir))
@@ -252,7 +266,7 @@ def _export(args, path: Path) -> int:
 
 
 _COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "export-parquet": _export,
-             "report": _report, "users": _users}
+             "report": _report, "users": _users, "datasets": _datasets}
 
 if __name__ == "__main__":
     sys.exit(main())

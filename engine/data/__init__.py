@@ -5,28 +5,42 @@ generated locally; synthetic ``moons``, ``spirals``, ``gaussians``, ``teacher``
 (teacher–student regression), ``modular`` (a + b mod p) and ``markov`` (next-token
 sequences for tiny language models); the binarized tabular
 benchmarks ``compas``, ``monk1``–``monk3``, ``car_evaluation``, ``bar7``; and user files
-``npz`` / ``csv`` / ``parquet`` (``spec.path``, ``spec.label``). ``available()`` lists
+``npz`` / ``csv`` / ``parquet`` (``spec.path``, ``spec.label``) and images: ``imagefolder``
+(one subfolder per class) and ``images`` (NPZ / Parquet arrays), normalised per channel. ``available()`` lists
 them, ``options_of(name)`` gives each one's options and defaults, ``register`` adds
 your own.
 """
 
-from engine.data import files, mnist_1d, sklearn_sets, synthetic, tabular
+from engine.data import files, images, mnist_1d, sklearn_sets, synthetic, tabular
 from engine.data.dataset import Dataset, DatasetError, SourceData
 from engine.data.files import inspect_table
-from engine.data.registry import DatasetName, available, check_dataset_name, kind_of, load, options_of, register
+from engine.data.registered import REGISTERED_KINDS, use_registered_folder
+from engine.data.registry import (
+    DatasetName,
+    available,
+    check_dataset_name,
+    describe_registration,
+    kind_of,
+    load,
+    options_of,
+    register,
+)
 
 __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetName",
+    "REGISTERED_KINDS",
     "SourceData",
     "available",
     "check_dataset_name",
+    "describe_registration",
     "inspect_table",
     "kind_of",
     "load",
     "options_of",
     "register",
+    "use_registered_folder",
 ]
 
 _BUILTINS = {
@@ -51,3 +65,7 @@ for _name, (_file, _description) in tabular.TABULAR_FILES.items():
 register("npz", files.load_npz, description="Your NPZ file: x, y or x_train, y_train, x_test, y_test", kind="file")
 register("csv", files.load_csv, description="Your CSV table with a label column", kind="file")
 register("parquet", files.load_parquet, description="Your Parquet table with a label column", kind="file")
+register("imagefolder", images.load_imagefolder, kind="file",
+         description="Your folder of images, one subfolder per class (as torchvision's ImageFolder)")
+register("images", images.load_images, kind="file",
+         description="Your images as arrays: NPZ (N, C, H, W) or (N, H, W, C), or Parquet of PNG/JPEG bytes")

@@ -12,6 +12,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from engine.data import use_registered_folder
+from store.paths import StoreLayout
+
 from .context import JobCancelled, JobContext, job_dir, write_json_atomic
 from .kinds import get_kind
 
@@ -21,6 +24,7 @@ EXIT_CANCELLED = 3
 def run_job(store_path: Path, job_id: str) -> int:
     d = job_dir(store_path, job_id)
     request = json.loads((d / "spec.json").read_text())
+    use_registered_folder(StoreLayout(Path(store_path).absolute()).datasets)  # the owner's mirror of its data sets
     ctx = JobContext(store_path, job_id, owner=request.get("owner", "local"))
     try:
         result = get_kind(request["kind"]).run(request["spec"], ctx) or {}

@@ -32,7 +32,7 @@ EXPECTED = {
 
 def test_every_builtin_is_tested():
     assert set(available(kind="builtin")) | set(available(kind="tabular")) == set(EXPECTED)
-    assert set(available(kind="file")) == {"npz", "csv", "parquet"}
+    assert set(available(kind="file")) == {"npz", "csv", "parquet", "imagefolder", "images"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
