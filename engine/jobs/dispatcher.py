@@ -115,6 +115,10 @@ class Dispatcher:
         sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
         check_registered(sweep)
         runs = sweep.expand()
+        if any(run.dataset.path is not None for run in runs):
+            # a path is file access on this machine: admins only when sign-in is on; everyone else
+            # trains on data sets an admin registered by name (`zooscope datasets add`)
+            self.authorize(owner, "register_dataset")
         with self._lock, self.store.transaction():
             zoo_id = self.store.create_zoo(sweep.name, sweep.model_dump(mode="json"), owner=owner)
             rows = [{

@@ -129,3 +129,22 @@ def test_registering_needs_the_admin_role_when_sign_in_is_on(tmp_path):
         register_dataset(st, {"name": "bugs", "kind": "imagefolder", "path": str(root), "owner": "ada"},
                          access=policy)
         assert st.get_dataset("bugs")["owner"] == "ada"
+
+
+def test_a_sweep_reading_a_server_path_needs_the_admin_role(tmp_path):
+    from engine.auth import AccessPolicy, PermissionDenied, User, hash_password, save_users
+    from engine.jobs import LocalExecutor
+
+    users = tmp_path / "users.toml"
+    pw = hash_password("pw", n=16, r=1, p=1)
+    save_users(users, {"ed": User("ed", "editor", pw), "ada": User("ada", "admin", pw)})
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 3)), y=np.arange(10) % 2)
+    sweep = load_sweep({"name": "p", "base": {"dataset": {"name": "npz", "path": str(tmp_path / "d.npz")},
+                                              "steps": 5, "batch_size": 4}})
+    with store.open_store(tmp_path / "store") as st:
+        disp = Dispatcher(st, executor=LocalExecutor(st.path, max_workers=1), access=AccessPolicy("password", users))
+        with pytest.raises(PermissionDenied, match=r"user 'ed' may not register data sets \(server-side paths\)"):
+            disp.submit_sweep(sweep, owner="ed")
+        assert st.list_zoos().empty
+        disp.submit_sweep(sweep, owner="ada")  # queued, never started here
+        assert len(st.list_zoos()) == 1

@@ -153,3 +153,38 @@ def test_population_training_of_language_models_matches_single_runs():
         single = train_run(spec)
         assert res.metrics["train_loss"] == pytest.approx(single.metrics["train_loss"], rel=1e-3)
         assert res.metrics["test_acc"] == pytest.approx(single.metrics["test_acc"], abs=1e-3)
+
+
+def test_a_tiny_gpt2_from_transformers_trains_and_its_surface_is_token_cross_entropy():
+    transformers = pytest.importorskip("transformers")
+    from engine.probes import loss_surface_1d
+
+    config = transformers.GPT2Config(vocab_size=6, n_positions=8, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+
+    class GPT2Logits(nn.Module):  # the local wrapper: logits (B, T, V) from the output object
+        def __init__(self):
+            super().__init__()
+            self.lm = transformers.GPT2LMHeadModel(config)
+
+        def forward(self, tokens):
+            return self.lm(input_ids=tokens).logits
+
+    try:
+        nets.register("test_tiny_gpt2", lambda spec, shape, n_out, vocab: GPT2Logits())
+    except ValueError:
+        pass
+    seen: list[dict] = []
+    spec = _lm_spec().model_copy(update={"arch": _lm_spec().arch.model_copy(update={"name": "test_tiny_gpt2"})})
+    assert train_run(spec, on_checkpoint=lambda r, s, e, st, m: seen.append(m)).status == "done"
+    assert seen[-1]["train_loss"] < seen[0]["train_loss"] - 0.2
+    torch.manual_seed(0)
+    model = GPT2Logits().eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    ds = zdata.load(spec.dataset)
+    surface = loss_surface_1d(model, params, ds, random_direction(params, seed=0), resolution=3,
+                              loss_fn=run_loss(spec.loss, ds.task))
+    with torch.no_grad():
+        logits = model(ds.x_train)
+    by_hand = sum(float(F.cross_entropy(logits[:, t], ds.y_train[:, t])) for t in range(8)) / 8  # every position
+    assert surface.center_loss == pytest.approx(by_hand, rel=1e-5)
