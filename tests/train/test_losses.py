@@ -188,3 +188,24 @@ def test_a_tiny_gpt2_from_transformers_trains_and_its_surface_is_token_cross_ent
         logits = model(ds.x_train)
     by_hand = sum(float(F.cross_entropy(logits[:, t], ds.y_train[:, t])) for t in range(8)) / 8  # every position
     assert surface.center_loss == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_diagonal_fisher_of_a_language_model_averages_over_positions():
+    from engine.probes.connectivity.merge import diagonal_fisher
+
+    torch.manual_seed(0)
+    model = TinyCausalLM(5, d=4, length=3).eval()
+    x = torch.randint(0, 5, (4, 3), generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 5, (4, 3), generator=torch.Generator().manual_seed(2))
+    fisher = diagonal_fisher(model, dict(model.named_parameters()), (x, y))
+    want = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    for n in range(4):
+        for t in range(3):
+            p = torch.softmax(model(x[n : n + 1])[0, t], -1).detach()
+            for c in range(5):
+                model.zero_grad()
+                torch.log_softmax(model(x[n : n + 1])[0, t], -1)[c].backward()
+                for k, v in model.named_parameters():
+                    want[k] += p[c] * v.grad**2 / 12
+    for k in want:
+        torch.testing.assert_close(fisher[k], want[k], atol=1e-6, rtol=1e-4)
