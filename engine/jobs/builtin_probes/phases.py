@@ -83,8 +83,9 @@ def _evaluation(ck) -> dict[str, float]:
 def _curvature(ck, p: PhaseCellParams) -> dict[str, float]:
     data = resolve_data(ck.dataset, "train", n_samples=p.n_samples, seed=p.seed)
     top = hessian_top_eigs(ck.model, ck.params, data, k=1, max_iter=p.hessian_max_iter, seed=p.seed,
-                           buffers=ck.buffers)
-    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.trace_probes, seed=p.seed, buffers=ck.buffers)
+                           buffers=ck.buffers, loss_fn=ck.loss_fn)
+    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.trace_probes, seed=p.seed, buffers=ck.buffers,
+                          loss_fn=ck.loss_fn)
     return {"hessian_top": float(top.eigenvalues[0]), "hessian_trace": float(trace.trace)}
 
 
@@ -101,7 +102,7 @@ def _connectivity(cks, p: PhaseCellParams, values: dict[str, list[float]], progr
         first = cks[group[0]]
         data = resolve_data(first.dataset, "train", n_samples=p.n_samples, seed=p.seed)
         m = barrier_matrix(first.model, [cks[i].state for i in group], data, align=p.align, kind=BARRIER_KIND,
-                           alphas=p.alphas, seed=p.seed,
+                           alphas=p.alphas, seed=p.seed, loss_fn=first.loss_fn,
                            on_progress=lambda i, n: progress(0.5 + 0.3 * i / max(n, 1), f"barrier pair {i}/{n}"))
         off = ~np.eye(len(group), dtype=bool)
         for row, i in enumerate(group):
