@@ -14,7 +14,7 @@ your own.
 from engine.data import files, images, mnist_1d, sklearn_sets, synthetic, tabular
 from engine.data.dataset import Dataset, DatasetError, SourceData
 from engine.data.files import inspect_table
-from engine.data.registered import REGISTERED_KINDS, use_registered_folder
+from engine.data.registered import REGISTERED_KINDS, registered_info, use_registered_folder
 from engine.data.registry import (
     DatasetName,
     available,
@@ -40,6 +40,7 @@ __all__ = [
     "load",
     "options_of",
     "register",
+    "registered_info",
     "use_registered_folder",
 ]
 

@@ -34,6 +34,7 @@ __all__ = [
     "REGISTERED_KINDS",
     "describe_registration",
     "lookup",
+    "registered_info",
     "registered_names",
     "resolve",
     "use_registered_folder",
@@ -80,6 +81,12 @@ def lookup(name: str) -> dict[str, Any] | None:
                 raise DatasetError(f"registered data set {name!r}: {f} is unreadable ({exc}); register it again "
                                    "with `zooscope datasets add`") from None
     return None
+
+
+def registered_info(name: str) -> dict[str, Any] | None:
+    """What was recorded about registered data set ``name`` (task, shapes, classes, ...), or None."""
+    entry = lookup(name)
+    return None if entry is None else dict(entry.get("info") or {})
 
 
 def registered_names() -> list[str]:

@@ -1,4 +1,5 @@
-"""Is a run buildable in this process? Its dataset and architecture names, checked against the registries.
+"""Is a run buildable in this process? Its dataset and architecture names, checked against the registries
+(and its loss against the task of a data set registered in the store).
 
 :mod:`engine.config` keeps specs pure (it imports no registry); the boundaries that
 queue work (the CLI, the dashboard's form, the dispatcher) call :func:`check_registered`
@@ -8,8 +9,10 @@ before anything is written.
 from __future__ import annotations
 
 from engine.config import ConfigError, SweepSpec, TrainSpec
-from engine.data import check_dataset_name
+from engine.data import check_dataset_name, registered_info
 from engine.nets import check_architecture_name
+
+from .losses import check_loss
 
 __all__ = ["check_registered"]
 
@@ -41,3 +44,9 @@ def check_registered(spec: TrainSpec | SweepSpec) -> None:
             check(name)
         except ValueError as exc:
             raise ConfigError(f"{where}{field}.name: {exc}") from None
+    info = registered_info(run.dataset.name)  # a registered data set's task is known without loading it
+    if info is not None:
+        try:
+            check_loss(run.loss, info.get("task"), repr(run.dataset.name))
+        except ValueError as exc:
+            raise ConfigError(f"{where}loss: {exc}") from None

@@ -147,3 +147,17 @@ def test_a_sweep_reading_a_server_path_needs_the_admin_role(tmp_path):
         assert st.list_zoos().empty
         disp.submit_sweep(sweep, owner="ada")  # queued, never started here
         assert len(st.list_zoos()) == 1
+
+
+def test_a_loss_that_does_not_fit_a_registered_task_is_refused_before_queueing(tmp_path):
+    from engine.config import ConfigError
+    from engine.train import check_registered
+
+    root = _folder(tmp_path / "imgs", n=2)
+    with store.open_store(tmp_path / "store") as st:
+        register_dataset(st, {"name": "bugs", "kind": "imagefolder", "path": str(root)})
+    use_registered_folder(tmp_path / "store" / "datasets")
+    sweep = load_sweep({"name": "x", "base": {"dataset": {"name": "bugs"}, "loss": "mse"}})
+    with pytest.raises(ConfigError, match=r"base.loss: loss 'mse' is for regression but 'bugs' is a classification "
+                                          r"data set; use loss='auto' \(here 'cross_entropy'\)"):
+        check_registered(sweep)
