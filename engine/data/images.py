@@ -8,8 +8,9 @@
 ``images`` reads arrays of images: an NPZ with ``x, y`` (or ``x_train, y_train, x_test,
 y_test``) whose ``x`` is ``(N, C, H, W)`` (``layout="nchw"``, the default), ``(N, H, W, C)``
 (``layout="nhwc"``) or ``(N, H, W)`` (one channel); or a Parquet table with a column of
-encoded images (PNG/JPEG bytes, or Hugging Face's ``{"bytes": ..., "path": ...}`` structs;
-option ``image_column``) and a label column (``spec.label``, default ``"label"``).
+encoded images (PNG/JPEG bytes, or Hugging Face's ``{"bytes": ..., "path": ...}`` structs) or
+of pixel arrays (nested lists in ``layout``, or flat lists with the option ``shape``), named by
+the option ``image_column``, and a label column (``spec.label``, default ``"label"``).
 
 Every image becomes float32 ``(C, H, W)`` in ``[0, 1]`` (8-bit pixels divided by 255), and
 by default each channel is normalised with its mean and standard deviation over the training
@@ -262,9 +263,11 @@ def _read(path: Path) -> bytes:
 
 
 def load_images(spec: DatasetSpec, *, layout: str = "nchw", channels: str = "auto", size: str = "",
-                image_column: str = "image", normalize: bool = True) -> SourceData:
+                image_column: str = "image", shape: str = "", normalize: bool = True) -> SourceData:
     """Arrays of images from ``spec.path``: an NPZ (``layout`` says ``nchw`` or ``nhwc``) or a
-    Parquet table of encoded images (``image_column``, labels in ``spec.label`` or ``"label"``)."""
+    Parquet table whose ``image_column`` holds encoded images (PNG/JPEG bytes) or pixel arrays
+    (nested lists in ``layout``, or flat lists with ``shape``, e.g. "3x32x32" for nchw), with
+    labels in ``spec.label`` (default ``"label"``)."""
     target = _check_options("images", layout, channels, size)
     if spec.path is None:
         raise DatasetError("dataset 'images' reads an NPZ or Parquet file: set path, e.g. "
@@ -279,7 +282,7 @@ def load_images(spec: DatasetSpec, *, layout: str = "nchw", channels: str = "aut
                                "an NPZ's arrays are used as they are")
         return _npz_images(spec, path, layout, normalize)
     if suffix == ".parquet":
-        return _parquet_images(spec, path, channels, target, image_column, normalize)
+        return _parquet_images(spec, path, channels, target, image_column, normalize, layout, shape)
     raise DatasetError(f"{path}: dataset 'images' reads .npz or .parquet files; got {suffix or 'no suffix'!r}. "
                        "For a folder of image files use name='imagefolder'")
 
@@ -314,7 +317,7 @@ def _npz_images(spec: DatasetSpec, path: Path, layout: str, normalize: bool) -> 
 
 
 def _parquet_images(spec: DatasetSpec, path: Path, channels: str, target, image_column: str,
-                    normalize: bool) -> SourceData:
+                    normalize: bool, layout: str = "nchw", shape: str = "") -> SourceData:
     import pyarrow.parquet as pq
 
     limit = max_data_bytes()
@@ -333,8 +336,22 @@ def _parquet_images(spec: DatasetSpec, path: Path, channels: str, target, image_
                            "image_column and the dataset's label to the columns of images and labels")
     if meta.num_rows > MAX_IMAGE_FILES:
         raise DatasetError(f"{path} holds {meta.num_rows:,} images; at most {MAX_IMAGE_FILES:,} are read")
+    unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if unpacked > limit:
+        raise DatasetError(f"{path} holds {unpacked:,} bytes once decompressed, more than the {limit:,} bytes a data "
+                           f"file may hold; use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
     table = pq.read_table(path, columns=[image_column, label])
-    cells = table.column(image_column).to_pylist()
+    y, _, class_names, task = encode_labels(table.column(label).to_numpy(zero_copy_only=False))
+    if task != "classification":
+        raise DatasetError(f"{path}: image labels in {label!r} must be integers or strings (class ids); got floats")
+    column = table.column(image_column).combine_chunks()
+    if _is_list(column.type):
+        if target is not None or channels != "auto":
+            raise DatasetError(f"{path}: the options size and channels apply to encoded images; pixel arrays in "
+                               f"{image_column!r} are used as they are")
+        x = _pixel_arrays(path, column, image_column, layout, shape, limit)
+        return SourceData(x=x, y=y, task="classification", class_names=class_names, channel_norm=normalize)
+    cells = column.to_pylist()
     raw = [c.get("bytes") if isinstance(c, dict) else c for c in cells]
     bad = next((i for i, b in enumerate(raw) if not isinstance(b, bytes | bytearray)), None)
     if bad is not None:
@@ -346,10 +363,54 @@ def _parquet_images(spec: DatasetSpec, path: Path, channels: str, target, image_
     if not images:
         raise DatasetError(f"{path} holds no rows")
     x = _stack(images, where, limit)
-    y, _, class_names, task = encode_labels(table.column(label).to_numpy(zero_copy_only=False))
-    if task != "classification":
-        raise DatasetError(f"{path}: image labels in {label!r} must be integers or strings (class ids); got floats")
     return SourceData(x=x, y=y, task="classification", class_names=class_names, channel_norm=normalize)
+
+
+def _is_list(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _pixel_arrays(path: Path, column, name: str, layout: str, shape: str, limit: int) -> np.ndarray:
+    """``(N, C, H, W)`` float32 from a column of (nested) pixel lists, every row of one shape."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n, dims, values = len(column), [], column
+    while _is_list(values.type):
+        lengths = pc.list_value_length(values)
+        if lengths.null_count or pc.min_max(lengths)["min"] != pc.min_max(lengths)["max"]:
+            raise DatasetError(f"{path}: the pixel lists in {name!r} differ in length (or some are empty); every "
+                               "image needs the same shape")
+        dims.append(int(pc.min_max(lengths)["min"].as_py() or 0))
+        values = values.flatten()
+    if values.null_count or not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+        raise DatasetError(f"{path}: {name!r} holds {values.type} pixels, {values.null_count} of them null; pixels "
+                           "must be numbers")
+    if n * int(np.prod(dims)) * 4 > limit:
+        raise DatasetError(f"{path}: {n:,} images of {dims} pixels take more than the {limit:,} bytes a data set may "
+                           f"take as float32; use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
+    pixels = values.to_numpy(zero_copy_only=False)
+    if len(dims) == 1:
+        if not shape:
+            raise DatasetError(f"{path}: {name!r} holds flat pixel lists of {dims[0]}; set the option shape, e.g. "
+                               "'3x32x32' with layout='nchw' or '32x32x3' with layout='nhwc'")
+        try:
+            dims = [int(v) for v in shape.lower().split("x")]
+        except ValueError:
+            dims = []
+        if len(dims) not in (2, 3) or int(np.prod(dims)) != len(pixels) // max(n, 1):
+            raise DatasetError(f"{path}: option shape={shape!r} does not hold the {len(pixels) // max(n, 1)} pixels "
+                               f"of each row of {name!r}; give 'CxHxW' (nchw), 'HxWxC' (nhwc) or 'HxW'")
+    x = pixels.reshape(n, *dims)
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
+    if x.ndim != 4 or x.shape[1] > 4:
+        other = "nchw" if layout == "nhwc" else "nhwc"
+        raise DatasetError(f"{path}: {name!r} read as layout={layout!r} gives images of shape {tuple(x.shape[1:])} "
+                           f"(C, H, W); is it layout={other!r}?")
+    return np.ascontiguousarray(x / np.float32(scale), dtype=np.float32)
 
 
 def _bytes_mode(raw: list, path: Path) -> str:

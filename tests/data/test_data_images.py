@@ -156,3 +156,30 @@ def test_parquet_of_encoded_images(tmp_path):
     assert ds.n_train + ds.n_test == 20
     with pytest.raises(DatasetError, match=r"has no column 'image' \(columns are \['png', 'y'\]\)"):
         load({"name": "images", "path": str(tmp_path / "plain.parquet"), "label": "y"})
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_parquet_of_pixel_arrays_nested_or_flat(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    x = (rng.random((12, 3, 4, 5)) * 255).astype(np.uint8)  # (N, C, H, W)
+    stored = x if layout == "nchw" else x.transpose(0, 2, 3, 1)
+    y = np.arange(12) % 3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    nested = pa.array([a.tolist() for a in stored], type=pa.list_(pa.list_(pa.list_(pa.uint8()))))
+    pq.write_table(pa.table({"image": nested, "label": y}), tmp_path / "nested.parquet")
+    ds = load({"name": "images", "path": str(tmp_path / "nested.parquet"),
+               "options": {"layout": layout, "normalize": False}})
+    assert ds.input_shape == (3, 4, 5)
+    both = torch.cat([ds.x_train, ds.x_test])
+    assert sorted(map(tuple, (both * 255).round().int().flatten(1).tolist())) == \
+        sorted(map(tuple, x.reshape(12, -1).tolist()))
+    flat = pa.array([a.reshape(-1).tolist() for a in stored], type=pa.list_(pa.uint8()))
+    pq.write_table(pa.table({"image": flat, "label": y}), tmp_path / "flat.parquet")
+    with pytest.raises(DatasetError, match=r"holds flat pixel lists of 60; set the option shape, e.g. '3x32x32'"):
+        load({"name": "images", "path": str(tmp_path / "flat.parquet"), "options": {"layout": layout}})
+    shape = "3x4x5" if layout == "nchw" else "4x5x3"
+    ds = load({"name": "images", "path": str(tmp_path / "flat.parquet"),
+               "options": {"layout": layout, "shape": shape, "normalize": False}})
+    assert torch.equal(torch.cat([ds.x_train, ds.x_test]).sort(0).values, both.sort(0).values)
