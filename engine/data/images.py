@@ -39,6 +39,7 @@ from engine.bounds import MAX_NAME_LENGTH, check_name, short_repr
 from engine.config import DatasetSpec
 from engine.data.dataset import DatasetError, SourceData, check_option
 from engine.data.files import (
+    MAX_CLASSES,
     MAX_DATA_BYTES_ENV,
     encode_labels,
     max_data_bytes,
@@ -61,7 +62,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_IMAGE_FILES = 200_000  # images of one data set (a folder, or rows of a Parquet table)
 MAX_IMAGE_FILE_BYTES = 32 << 20  # one encoded image (32 MiB)
 MAX_IMAGE_PIXELS = 4096 * 4096  # one image's width x height, from its header (PIL's own bomb limit is 89 M)
-MAX_CLASSES = 10_000
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 

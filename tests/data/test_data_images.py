@@ -183,3 +183,17 @@ def test_parquet_of_pixel_arrays_nested_or_flat(tmp_path, layout):
     ds = load({"name": "images", "path": str(tmp_path / "flat.parquet"),
                "options": {"layout": layout, "shape": shape, "normalize": False}})
     assert torch.equal(torch.cat([ds.x_train, ds.x_test]).sort(0).values, both.sort(0).values)
+
+
+def test_label_count_and_label_length_are_bounded(tmp_path):
+    np.savez(tmp_path / "many.npz", x=np.zeros((20_002, 1, 1, 1), np.uint8), y=np.arange(20_002))
+    with pytest.raises(DatasetError, match=r"the labels take 20,002 distinct values"):
+        load({"name": "images", "path": str(tmp_path / "many.npz")})
+    np.savez(tmp_path / "many_str.npz", x=np.zeros((10_002, 1, 1, 1), np.uint8),
+             y=np.array([f"c{i}" for i in range(10_002)]))
+    with pytest.raises(DatasetError, match=r"the labels take 10,002 distinct values; a classification data set has "
+                                           r"at most 10,000 classes"):
+        load({"name": "images", "path": str(tmp_path / "many_str.npz")})
+    np.savez(tmp_path / "long.npz", x=np.zeros((4, 1, 2, 2), np.uint8), y=np.array(["a", "b", "a", "x" * 101]))
+    with pytest.raises(DatasetError, match=r"has 101 characters; class names have at most 100"):
+        load({"name": "images", "path": str(tmp_path / "long.npz")})
