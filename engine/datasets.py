@@ -68,6 +68,8 @@ def register_dataset(st, request: dict[str, Any], *, access=None) -> dict[str, A
     owner = request.get("owner", "local")
     if access is not None:
         access.require(owner, "register_dataset")
+    if not request.get("replace"):
+        st.require_free_dataset_name(request["name"])  # before loading anything
     spec, info = describe_registration(request["name"], request["kind"], request["path"], label=request.get("label"),
                                        options=request.get("options") or {},
                                        test_size=request.get("test_size", 0.25), seed=request.get("seed", 0))

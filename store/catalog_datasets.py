@@ -29,13 +29,17 @@ class DatasetsCatalog(StoreCore):
     def put_dataset(self, name: str, spec: Mapping[str, Any], info: Mapping[str, Any], *,
                     owner: str | None = None, replace: bool = False) -> None:
         """Record data set ``name`` (refused if it exists, unless ``replace``) and refresh the mirror."""
-        exists = bool(self._scalar("SELECT count(*) FROM dataset WHERE name = ?", [name]))
-        if exists and not replace:
-            raise ValueError(f"a data set named {name!r} is already registered in {self.path}; pick another name, "
-                             "or pass --replace to register the new files under it")
+        if not replace:
+            self.require_free_dataset_name(name)
         self._insert("dataset", [{"name": name, "spec": dict(spec), "info": dict(info), "owner": owner,
                                   "created_at": utcnow()}], on_conflict="update" if replace else "error")
         self.sync_dataset_mirror()
+
+    def require_free_dataset_name(self, name: str) -> None:
+        """Raise ``ValueError`` if a data set is registered as ``name``."""
+        if self._scalar("SELECT count(*) FROM dataset WHERE name = ?", [name]):
+            raise ValueError(f"a data set named {name!r} is already registered in {self.path}; pick another name, "
+                             "or pass --replace to register the new files under it")
 
     def get_dataset(self, name: str) -> dict[str, Any]:
         """One registered data set (``spec`` and ``info`` parsed)."""
