@@ -76,6 +76,7 @@ ACTIONS: dict[str, str] = {  # action -> the least role that may do it
     "cancel_any": "admin",  # cancel someone else's jobs
     "delete_zoo": "admin",
     "manage_users": "admin",
+    "register_dataset": "admin",  # a path is file access on the server machine (`zooscope datasets add`)
 }
 
 log = logging.getLogger(__name__)
@@ -446,7 +447,8 @@ def users_path(settings, store_path: str | os.PathLike[str] | None = None) -> Pa
 
 _VERB = {"browse": "browse this server", "export": "export reports", "launch": "launch jobs",
          "import": "import checkpoints", "cancel": "cancel jobs", "cancel_any": "cancel other users' jobs",
-         "delete_zoo": "delete zoos", "manage_users": "manage users"}
+         "delete_zoo": "delete zoos", "manage_users": "manage users",
+         "register_dataset": "register data sets (server-side paths)"}
 
 
 def _least_role(action: str) -> str:

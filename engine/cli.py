@@ -1,4 +1,5 @@
-"""The ``zooscope`` command: serve, train, ls, import, import-run, import-zoo, export-parquet, report, users."""
+"""The ``zooscope`` command: serve, train, ls, import, import-run, import-zoo, export-parquet, report, users,
+datasets."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_users_arguments(sub.add_parser("users", help="manage the accounts of a team server (add, passwd, "
                                                      "set-role, rm, ls)"))
+
+    from engine.datasets import add_datasets_arguments
+
+    add_datasets_arguments(sub.add_parser("datasets", help="register a data set (image folder, NPZ/Parquet images, "
+                                                           "tables) in the store by name (add, ls, rm)"))
 
     add_report_arguments(sub.add_parser("report", help="export a report draft or a stored report as one offline "
                                                        "HTML file"))
@@ -165,12 +171,15 @@ def _sign_in_problem(mode: str, path: Path) -> str | None:
 
 
 def _train(args, path: Path) -> int:
+    from engine.data import use_registered_folder
     from engine.jobs import Dispatcher
     from engine.settings import apply_plugins
     from engine.train import check_registered
+    from store.paths import StoreLayout
 
     sweep = load_sweep(args.config)  # validate before touching the store
     apply_plugins(_settings(path))  # a factory may come from [plugins] paths
+    use_registered_folder(StoreLayout(path).datasets)  # data sets registered in this store count
     check_registered(sweep)
     try:
         st = store.open_store(path)
@@ -293,6 +302,12 @@ def _users(args, path: Path) -> int:
     return users_command(args, path)
 
 
+def _datasets(args, path: Path) -> int:
+    from engine.datasets import datasets_command
+
+    return datasets_command(args, path)
+
+
 def _export(args, path: Path) -> int:
     with store.open_store(path) as st:
         st.export_parquet(Path(args.dir))
@@ -301,7 +316,8 @@ def _export(args, path: Path) -> int:
 
 
 _COMMANDS = {"serve": _serve, "train": _train, "ls": _ls, "import": _import, "import-run": _import_run,
-             "import-zoo": _import_zoo, "export-parquet": _export, "report": _report, "users": _users}
+             "import-zoo": _import_zoo, "export-parquet": _export, "report": _report, "users": _users,
+             "datasets": _datasets}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,12 +131,14 @@ class _Spec(BaseModel):
 class DatasetSpec(_Spec):
     """Which data, how much of it and how it is corrupted."""
 
-    name: str = "mnist1d"  # a registered dataset (engine.data), or "npz" / "csv" / "parquet" for user files
+    # a built-in dataset (engine.data), one registered in the store (`zooscope datasets add`), or a user
+    # file read from path: "npz" / "csv" / "parquet" tables, "imagefolder" / "images" images
+    name: str = "mnist1d"
     seed: Seed = 0  # generation, split and label-noise seed
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)  # keep this share of the training split
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)  # share of training labels replaced at random
     test_size: float = Field(0.25, gt=0.0, lt=1.0)  # held-out share when the source has no split
-    path: str | None = Field(None, max_length=MAX_OPTION_TEXT)  # user file (npz/csv/parquet)
+    path: str | None = Field(None, max_length=MAX_OPTION_TEXT)  # user file or image folder (admins, with sign-in on)
     label: str | None = Field(None, max_length=MAX_OPTION_TEXT)  # label column of a user table
     options: Options = Field(default_factory=dict)  # dataset-specific knobs (e.g. p for modular)
 

@@ -9,6 +9,7 @@
         artifacts/ab/<sha>.safetensors
         inbox/<job_id>/part-000000/   result bundles written by workers
         requests/<time>-<uuid>.json   requests dropped by CLI commands
+        datasets/<name>.json          registered data sets, mirrored from the catalog for workers
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class StoreLayout:
     @property
     def requests(self) -> Path:
         return self.root / "requests"
+
+    @property
+    def datasets(self) -> Path:
+        """Mirror of the ``dataset`` table, one ``<name>.json`` per registered data set (for workers)."""
+        return self.root / "datasets"
 
     def create(self) -> None:
         """Create the folder and its sub-folders (idempotent)."""

@@ -14,6 +14,7 @@ import duckdb
 
 from store.artifacts import artifact_path, get_tensors_at, put_tensors_at
 from store.bundles import BUNDLE_TABLES, IngestReport, list_bundles, read_bundle
+from store.catalog_datasets import DatasetsCatalog
 from store.catalog_jobs import JobsCatalog
 from store.catalog_runs import RunsCatalog
 from store.core import insert_arrow
@@ -36,7 +37,7 @@ _INGEST_POLICY = {"zoo": "ignore", "run": "update", "artifact": "ignore", "check
                   "metric": "ignore", "probe": "update", "job": "update"}
 
 
-class Store(RunsCatalog, JobsCatalog):
+class Store(RunsCatalog, JobsCatalog, DatasetsCatalog):
     """An open store: the DuckDB catalog plus the artifact, inbox and request folders.
 
     Get one with :func:`open_store`; use it as a context manager or call

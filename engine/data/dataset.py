@@ -17,7 +17,7 @@ from engine.config import DatasetSpec
 
 __all__ = ["Dataset", "DatasetError", "SourceData", "check_option"]
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "sequence"]
 
 
 class DatasetError(ValueError):
@@ -32,8 +32,9 @@ class SourceData:
     ----------
     x, y : np.ndarray
         Inputs ``(N, *input_shape)`` and targets: int class ids ``(N,)`` for
-        classification, floats ``(N,)`` or ``(N, D)`` for regression.
-    task : {"classification", "regression"}
+        classification, floats ``(N,)`` or ``(N, D)`` for regression, int token ids
+        ``(N, T)`` in ``[0, vocab_size)`` for sequences (the next token at every position).
+    task : {"classification", "regression", "sequence"}
     x_test, y_test : np.ndarray or None
         A test split the source defines itself; when absent, ``load`` holds out
         ``spec.test_size`` of the samples (stratified for classification).
@@ -47,6 +48,13 @@ class SourceData:
         Centre and scale every feature with the statistics of the full training
         split (before ``train_fraction``), so every run of a sweep sees the same
         test inputs.
+    channel_norm : bool
+        Images ``(N, C, H, W)``: centre and scale every channel with its mean and
+        standard deviation over the training split (before ``train_fraction``), or
+        with ``channel_stats`` when given.
+    channel_stats : tuple of two lists, optional
+        Fixed per-channel ``(mean, std)`` (a registered data set's, from its info), so
+        every worker and probe normalises identically whatever its split seed.
     """
 
     x: np.ndarray
@@ -58,6 +66,8 @@ class SourceData:
     class_names: list[str] | None = None
     vocab_size: int | None = None
     standardize: bool = False
+    channel_norm: bool = False
+    channel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,8 +75,10 @@ class Dataset:
     """A loaded dataset: train/test tensors plus what a model needs to know about them.
 
     ``x_*`` are float32 ``(N, *input_shape)`` (int64 tokens when ``vocab_size`` is
-    set); ``y_*`` are int64 ``(N,)`` for classification and float32 ``(N, D)`` for
-    regression. ``spec`` is the spec it was loaded from, so it can be reloaded.
+    set); ``y_*`` are int64 ``(N,)`` for classification, float32 ``(N, D)`` for
+    regression and int64 ``(N, T)`` for sequences (``n_outputs`` is then the vocabulary).
+    ``spec`` is the spec it was loaded from, so it can be reloaded. ``normalization``
+    is the per-channel ``{"mean": [...], "std": [...]}`` applied to image inputs, if any.
     """
 
     name: str
@@ -81,6 +93,7 @@ class Dataset:
     class_names: list[str] = field(default_factory=list)
     vocab_size: int | None = None
     spec: DatasetSpec = field(default_factory=DatasetSpec)
+    normalization: dict | None = None
 
     @property
     def n_train(self) -> int:
@@ -94,6 +107,8 @@ class Dataset:
         """One line for logs and the dashboard, e.g. ``mnist1d: classification, 10 classes, ...``."""
         if self.task == "classification":
             what = f"classification, {self.n_outputs} classes"
+        elif self.task == "sequence":
+            what = f"next-token sequences of length {self.y_train.shape[-1]}, {self.n_outputs} token classes"
         else:
             what = f"regression, {self.n_outputs} target{'s' if self.n_outputs > 1 else ''}"
         tokens = f", tokens of vocab {self.vocab_size}" if self.vocab_size is not None else ""

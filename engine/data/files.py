@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.bounds import MAX_NAME_LENGTH, short_repr
 from engine.config import DatasetSpec
 from engine.data.dataset import DatasetError, SourceData
 
-__all__ = ["DEFAULT_MAX_DATA_BYTES", "MAX_DATA_BYTES_ENV", "encode_labels", "inspect_table", "load_csv", "load_npz",
-           "load_parquet", "max_data_bytes", "npz_headers"]
+__all__ = ["DEFAULT_MAX_DATA_BYTES", "MAX_CLASSES", "MAX_DATA_BYTES_ENV", "encode_labels", "inspect_table",
+           "load_csv", "load_npz", "load_parquet", "max_data_bytes", "npz_headers"]
 
 _NPZ_LAYOUTS = (("x", "y"), ("x_train", "y_train", "x_test", "y_test"))
 MAX_DATA_BYTES_ENV = "ZOOSCOPE_MAX_DATA_BYTES"
@@ -141,15 +142,32 @@ def encode_labels(y: np.ndarray, y_test: np.ndarray | None = None):
         return y, y_test, [], "regression"
     if both.dtype.kind in "iub":
         values = np.unique(both)
+        _check_classes(values)
         if both.dtype.kind != "b" and np.array_equal(values, np.arange(len(values))):
             ids_test = None if y_test is None else y_test.astype(np.int64)
             return y.astype(np.int64), ids_test, [str(v) for v in values], "classification"
     else:
         both = both.astype(str)
         values = np.unique(both)
+    _check_classes(values)
     ids = np.searchsorted(values, both).astype(np.int64)
     n = len(y)
     return ids[:n], None if y_test is None else ids[n:], [str(v) for v in values], "classification"
+
+
+MAX_CLASSES = 10_000  # distinct labels of a classification data set (a model head of that many outputs)
+
+
+def _check_classes(values: np.ndarray) -> None:
+    """Refuse more than :data:`MAX_CLASSES` labels, or label texts longer than a name may be."""
+    if len(values) > MAX_CLASSES:
+        raise DatasetError(f"the labels take {len(values):,} distinct values; a classification data set has at most "
+                           f"{MAX_CLASSES:,} classes. Are they regression targets? Store them as floats")
+    if values.dtype.kind in "US" and len(values):
+        longest = max(values.tolist(), key=len)
+        if len(longest) > MAX_NAME_LENGTH:
+            raise DatasetError(f"label {short_repr(longest)} has {len(longest)} characters; class names have at "
+                               f"most {MAX_NAME_LENGTH}")
 
 
 def load_npz(spec: DatasetSpec, *, standardize: bool = False) -> SourceData:

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ValidationError
 
 from engine.config import ConfigError, DatasetSpec, format_validation_error
+from engine.data import registered
 from engine.data.dataset import Dataset, DatasetError, SourceData
 from engine.data.transforms import assemble
 from engine.registry import Registry, describe
 
-__all__ = ["DatasetName", "available", "check_dataset_name", "kind_of", "load", "options_of", "register"]
+__all__ = ["DatasetName", "available", "check_dataset_name", "describe_registration", "kind_of", "load", "options_of",
+           "register"]
 
-FILE_DATASETS = ("npz", "csv", "parquet")  # the only names that read spec.path / spec.label
+# the only names that read spec.path / spec.label
+FILE_DATASETS = ("npz", "csv", "parquet", "imagefolder", "images")
 
 Loader = Callable[..., SourceData]
 
@@ -47,7 +50,11 @@ def check_dataset_name(name: str) -> str:
 
     The one check of dataset names: :func:`load`, :data:`DatasetName` fields and
     :func:`engine.train.check_registered` (specs before they are queued) all use it.
+    Names registered in a store (:mod:`engine.data.registered`) count once this process
+    uses the store's mirror folder.
     """
+    if name not in DATASETS and registered.lookup(name) is not None:
+        return name
     return DATASETS.check(name)
 
 
@@ -82,8 +89,15 @@ def register(name: str, loader: Loader, *, description: str = "", kind: str = "b
 
 
 def available(kind: str | None = None) -> dict[str, str]:
-    """Registered datasets as ``{name: description}``, optionally only those of one ``kind``."""
-    return {n: e.description for n, e in DATASETS.items() if kind is None or e.kind == kind}
+    """Registered datasets as ``{name: description}``, optionally only those of one ``kind``
+    (``"registered"``: the ones registered in a store this process uses)."""
+    out = {n: e.description for n, e in DATASETS.items() if kind is None or e.kind == kind}
+    if kind in (None, "registered"):
+        for name in registered.registered_names():
+            if name not in DATASETS:
+                entry = registered.lookup(name)
+                out[name] = (entry or {}).get("info", {}).get("describe", name)
+    return out
 
 
 def kind_of(name: str) -> str:
@@ -139,7 +153,30 @@ def _as_spec(spec_or_name: DatasetSpec | str | Mapping[str, Any]) -> DatasetSpec
 
 
 def _entry(name: str) -> _Entry:
+    if name not in DATASETS:
+        entry = registered.lookup(name)
+        if entry is not None:
+            loader = _registered_loader(name)
+            return _Entry(loader, entry.get("info", {}).get("describe", name), "registered", {})
     return DATASETS.get(name)
+
+
+def _registered_loader(name: str) -> Loader:
+    def load_registered(spec: DatasetSpec) -> SourceData:
+        file_spec, stats = registered.resolve(name, spec)
+        entry = DATASETS.get(file_spec.name)
+        source = entry.loader(file_spec, **_checked_options(file_spec.name, entry.options, file_spec.options))
+        if stats is not None:  # the recorded numbers, whatever this run's split
+            source = replace(source, channel_norm=True, channel_stats=stats)
+        return source
+
+    return load_registered
+
+
+def describe_registration(name: str, kind: str, path: str, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(spec, info)`` for registering a user data set under ``name`` in a store; see
+    :func:`engine.data.registered.describe_registration` (it is loaded once, here)."""
+    return registered.describe_registration(name, kind, path, load=load, taken=lambda n: n in DATASETS, **kwargs)
 
 
 def _signature_options(name: str, loader: Loader) -> dict[str, Any]:

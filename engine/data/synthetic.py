@@ -1,5 +1,6 @@
 """Synthetic datasets generated from ``spec.seed``: moons, spirals, Gaussian mixtures,
-teacher–student regression, modular arithmetic and Chen's process (RID's ground truth).
+teacher–student regression, modular arithmetic, Chen's process (RID's ground truth) and
+next-token sequences of a Markov chain (for tiny language models).
 
 Each generator draws from its own ``np.random.Generator``; nothing touches the
 global RNG. Inputs are not standardised (their scale is part of the problem).
@@ -12,7 +13,7 @@ import numpy as np
 from engine.config import DatasetSpec
 from engine.data.dataset import SourceData, check_option
 
-__all__ = ["gaussians", "modular", "moons", "rid_chen", "spirals", "teacher"]
+__all__ = ["gaussians", "markov", "modular", "moons", "rid_chen", "spirals", "teacher"]
 
 
 def _rng(seed: int, stream: int = 0) -> np.random.Generator:
@@ -164,3 +165,34 @@ def rid_chen(spec: DatasetSpec, *, n_samples: int = 1000, n_features: int = 10) 
     score = -2 * np.sin(x[:, 0]) + np.maximum(x[:, 1], 0) + x[:, 2] + np.exp(-x[:, 3])
     return SourceData(x=x, y=(score >= 2.048).astype(np.int64), task="classification",
                       feature_names=[f"X{i + 1}" for i in range(n_features)])
+
+
+def markov(spec: DatasetSpec, *, n_samples: int = 1000, length: int = 16, vocab: int = 16,
+           concentration: float = 0.2) -> SourceData:
+    """Next-token prediction on sequences of a random first-order Markov chain.
+
+    A transition matrix with rows drawn from ``Dirichlet(concentration)`` over ``vocab``
+    tokens (small concentrations make a few successors likely: a learnable chain) generates
+    ``n_samples`` sequences of ``length + 1`` tokens from a uniform start. Inputs are the
+    first ``length`` tokens ``(N, T)``, targets the next token at every position ``(N, T)``:
+    a causal language model's logits ``(N, T, vocab)`` against them give the token-level
+    cross-entropy (``TrainSpec.loss = "token_cross_entropy"``, or ``"auto"``), whose floor is
+    the chain's entropy rate.
+    """
+    _check_size("markov", n_samples)
+    check_option(2 <= length <= 1024, "markov", "length", length, "between 2 and 1024")
+    check_option(2 <= vocab <= 4096, "markov", "vocab", vocab, "between 2 and 4096")
+    check_option(0 < concentration <= 100, "markov", "concentration", concentration, "in (0, 100]")
+    check_option(n_samples * (length + 1) <= 20_000_000, "markov", "n_samples", n_samples,
+                 f"at most {20_000_000 // (length + 1)} for length {length} (20M tokens)")
+    rng = _rng(spec.seed)
+    transition = rng.dirichlet(np.full(vocab, concentration), size=vocab)  # (V, V), rows sum to 1
+    cumulative = np.cumsum(transition, axis=1)
+    cumulative[:, -1] = 1.0  # no token past the end from rounding
+    tokens = np.empty((n_samples, length + 1), dtype=np.int64)
+    tokens[:, 0] = rng.integers(0, vocab, size=n_samples)
+    u = rng.random((n_samples, length))
+    for t in range(length):  # (N,) per step: inverse-CDF sampling of each row's successor
+        tokens[:, t + 1] = (u[:, t, None] > cumulative[tokens[:, t]]).sum(axis=1)
+    return SourceData(x=tokens[:, :-1], y=tokens[:, 1:], task="sequence", vocab_size=vocab,
+                      feature_names=[f"t{i}" for i in range(length)])

@@ -96,17 +96,20 @@ def assemble(name: str, spec: DatasetSpec, source: SourceData) -> Dataset:
         x, y, x_test, y_test = x[train], y[train], x[test], y[test]
     if source.standardize:
         x, x_test = _standardize(x, x_test)
+    normalization = None
+    if source.channel_norm:
+        x, x_test, normalization = _normalize_channels(name, x, x_test, source.channel_stats)
     if spec.train_fraction < 1.0:
         keep = subsample_indices(len(y), spec.train_fraction, stage_rng(spec.seed, "train_fraction"))
         x, y = x[keep], y[keep]
     if spec.label_noise > 0.0:
         if source.task != "classification":
             raise DatasetError(
-                f"label_noise={spec.label_noise} needs a classification dataset; {name!r} is a regression "
+                f"label_noise={spec.label_noise} needs a classification dataset; {name!r} is a {source.task} "
                 "dataset. Set label_noise=0 (or add target noise with the dataset's own 'noise' option)."
             )
         y, _ = flip_labels(y, spec.label_noise, n_classes, stage_rng(spec.seed, "label_noise"))
-    return _to_dataset(name, spec, source, n_classes, (x, y, x_test, y_test))
+    return _to_dataset(name, spec, source, n_classes, (x, y, x_test, y_test), normalization)
 
 
 def _checked_arrays(name: str, source: SourceData):
@@ -116,8 +119,9 @@ def _checked_arrays(name: str, source: SourceData):
         raise DatasetError(f"loader of {name!r} returned only one of x_test / y_test; give both or neither")
     x_test = np.asarray(source.x_test) if has_test else None
     y_test = np.asarray(source.y_test) if has_test else None
-    if source.task not in ("classification", "regression"):
-        raise DatasetError(f"loader of {name!r}: task must be 'classification' or 'regression'; got {source.task!r}")
+    if source.task not in ("classification", "regression", "sequence"):
+        raise DatasetError(f"loader of {name!r}: task must be 'classification', 'regression' or 'sequence'; "
+                           f"got {source.task!r}")
     for part, (xs, ys) in {"train": (x, y), "test": (x_test, y_test)}.items():
         if xs is None:
             continue
@@ -127,6 +131,11 @@ def _checked_arrays(name: str, source: SourceData):
             raise DatasetError(
                 f"{name!r} {part} labels must be a 1-D integer array of class ids; got {ys.dtype} of shape {ys.shape}"
             )
+        if source.task == "sequence" and (ys.ndim != 2 or not np.issubdtype(ys.dtype, np.integer)
+                                          or source.vocab_size is None):
+            raise DatasetError(f"{name!r} {part} targets of a sequence data set must be integer token ids (N, T) "
+                               f"with vocab_size set; got {ys.dtype} of shape {ys.shape}, vocab_size "
+                               f"{source.vocab_size}")
     for part, arr in {"x": x, "x_test": x_test}.items():
         if arr is not None and arr.dtype.kind not in "biuf":
             raise DatasetError(f"{name!r}: {part} must be numeric; got dtype {arr.dtype}")
@@ -147,6 +156,9 @@ def _checked_arrays(name: str, source: SourceData):
 
 
 def _n_classes(name: str, source: SourceData, y: np.ndarray, y_test: np.ndarray | None) -> int:
+    if source.task == "sequence":
+        _check_tokens(name, source.vocab_size, (y,) if y_test is None else (y, y_test))
+        return int(source.vocab_size)
     if source.task != "classification":
         return int(1 if y.ndim == 1 else y.shape[1])
     labels = y if y_test is None else np.concatenate([y, y_test])
@@ -167,14 +179,35 @@ def _standardize(x: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndar
     return (x - mean) / std, (x_test - mean) / std
 
 
+def _normalize_channels(name, x, x_test, stats):
+    """Per-channel ``(x - mean) / std`` over axis 1 of ``(N, C, ...)`` inputs, with the training
+    split's statistics unless fixed ``stats`` are given; returns the arrays and the record."""
+    if x.ndim < 3:
+        raise DatasetError(f"{name!r}: per-channel normalisation needs images (N, C, H, W); got shape {x.shape}")
+    axes = (0, *range(2, x.ndim))
+    if stats is None:
+        mean = x.mean(axis=axes, dtype=np.float64)
+        std = x.std(axis=axes, dtype=np.float64)
+    else:
+        mean, std = np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
+        if mean.shape != (x.shape[1],) or std.shape != (x.shape[1],):
+            raise DatasetError(f"{name!r}: the recorded normalisation has {mean.size} channels but the images "
+                               f"have {x.shape[1]}; register the data set again")
+    std = np.where(std > 0, std, 1.0)  # a constant channel stays constant (0) instead of NaN
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m, s = mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32)
+    record = {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "axis": 1}
+    return (x - m) / s, (x_test - m) / s, record
+
+
 def _x_tensor(a: np.ndarray, tokens: bool) -> torch.Tensor:
     # torch.tensor copies: loaders may hand out views of cached arrays, which must stay intact
     return torch.tensor(a, dtype=torch.int64 if tokens else torch.float32)
 
 
 def _y_tensor(a: np.ndarray, task: str) -> torch.Tensor:
-    if task == "classification":
-        return torch.tensor(a, dtype=torch.int64)  # (N,)
+    if task in ("classification", "sequence"):
+        return torch.tensor(a, dtype=torch.int64)  # (N,) class ids or (N, T) token ids
     return torch.tensor(a.reshape(len(a), -1), dtype=torch.float32)  # (N, D)
 
 
@@ -186,7 +219,7 @@ def _check_tokens(name: str, vocab_size: int, parts: tuple[np.ndarray, ...]) -> 
             raise DatasetError(f"{name!r}: tokens must lie in [0, {vocab_size}); got {part.min()}..{part.max()}")
 
 
-def _to_dataset(name, spec, source, n_classes, arrays) -> Dataset:
+def _to_dataset(name, spec, source, n_classes, arrays, normalization=None) -> Dataset:
     x, y, x_test, y_test = arrays
     tokens = source.vocab_size is not None
     if tokens:
@@ -214,4 +247,5 @@ def _to_dataset(name, spec, source, n_classes, arrays) -> Dataset:
         class_names=class_names,
         vocab_size=source.vocab_size,
         spec=spec,
+        normalization=normalization,
     )

@@ -56,10 +56,13 @@ def _settings_in_force(path: Path, owner: str):
     """The store's settings applied: ``[plugins]`` (a factory may come from there) and the access policy,
     checked for ``owner`` before anything is read."""
     from engine.auth import cli_policy
+    from engine.data import use_registered_folder
     from engine.settings import apply_plugins, load_settings
+    from store.paths import StoreLayout
 
     settings = load_settings(path)
     apply_plugins(settings)
+    use_registered_folder(StoreLayout(Path(path).absolute()).datasets)  # --dataset may name a registered set
     access = cli_policy(settings, path)
     if access is not None:
         access.require(owner, "import")

@@ -194,8 +194,11 @@ def import_command(args, path: Path) -> int:
     """``zooscope import``: check the file, then record a run with one checkpoint."""
     import store
     from engine.auth import cli_policy
+    from engine.data import use_registered_folder
     from engine.settings import load_settings
+    from store.paths import StoreLayout
 
+    use_registered_folder(StoreLayout(Path(path).absolute()).datasets)  # --dataset may name a registered set
     access = cli_policy(load_settings(path), path)
     if access is not None:
         access.require(args.owner, "import")

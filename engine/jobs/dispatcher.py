@@ -86,6 +86,7 @@ class Dispatcher:
         self.generation = 0  # bumped on every catalog change: readers key their caches on it
         self.job_generation = 0  # bumped when a job is queued, starts, ends or is cancelled
         self.fault: str | None = None  # why the background loop stopped for good (a catalog file vanished)
+        self._use_registered_datasets()
         self._recover_orphans()
 
     # -- submission -------------------------------------------------------------------
@@ -118,6 +119,10 @@ class Dispatcher:
         sweep = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
         check_registered(sweep)
         runs = sweep.expand()
+        if any(run.dataset.path is not None for run in runs):
+            # a path is file access on this machine: admins only when sign-in is on; everyone else
+            # trains on data sets an admin registered by name (`zooscope datasets add`)
+            self.authorize(owner, "register_dataset")
         with self._lock, self.store.transaction():
             zoo_id = self.store.create_zoo(sweep.name, sweep.model_dump(mode="json"), owner=owner)
             rows = [{
@@ -232,6 +237,13 @@ class Dispatcher:
             self.executor.shutdown()
 
     # -- internals --------------------------------------------------------------------
+    def _use_registered_datasets(self) -> None:
+        """Mirror the ``dataset`` table for workers, and resolve its names in this process too."""
+        from engine.data import use_registered_folder
+
+        folder = self.store.sync_dataset_mirror() if self.store.is_owner else self.store.layout.datasets
+        use_registered_folder(folder)
+
     def _take_requests(self) -> None:
         """Queue requests dropped in ``requests/`` by CLI commands.
 
@@ -252,6 +264,11 @@ class Dispatcher:
                     from engine.importer import record_runs_request
 
                     record_runs_request(self.store, req["payload"], access=self.access)
+                    self.generation += 1
+                elif req["kind"] == "register_dataset":  # `zooscope datasets add`: loaded and checked again here
+                    from engine.datasets import record_dataset_request
+
+                    record_dataset_request(self.store, req["payload"], access=self.access)
                     self.generation += 1
                 else:
                     self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))

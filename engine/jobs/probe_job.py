@@ -113,6 +113,13 @@ class LoadedCheckpoint:
     def lr(self) -> float:
         return self.config.optim.lr
 
+    @property
+    def loss_fn(self):
+        """The run's loss (``TrainSpec.loss`` on its data's task), as every probe of it uses it."""
+        from engine.probes.core import run_loss
+
+        return run_loss(self.config.loss, self.dataset.task)
+
 
 class ProbeInputs:
     """The input checkpoints of one probe request, loaded lazily and sharing data sets."""

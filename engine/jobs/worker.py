@@ -13,7 +13,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from engine.data import use_registered_folder
 from engine.nets.plugins import PLUGIN_PACKAGES_ENV, PLUGIN_PATHS_ENV, plugin_config
+from store.paths import StoreLayout
 
 from .context import JobCancelled, JobContext, job_dir, write_json_atomic
 from .kinds import get_kind
@@ -34,6 +36,7 @@ def _plugins(store_path: Path) -> None:
 def run_job(store_path: Path, job_id: str) -> int:
     d = job_dir(store_path, job_id)
     request = json.loads((d / "spec.json").read_text())
+    use_registered_folder(StoreLayout(Path(store_path).absolute()).datasets)  # the owner's mirror of its data sets
     ctx = JobContext(store_path, job_id, owner=request.get("owner", "local"))
     try:
         _plugins(store_path)  # user model code: the same folders and packages as the owner's

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .losses import LossFn, auto_loss, score
 
 __all__ = [
     "CheckpointCallback",
@@ -58,18 +58,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def task_loss(out: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy for integer targets, mean squared error for float targets."""
-    if y.dtype in (torch.int64, torch.int32):
-        return F.cross_entropy(out, y)
-    return F.mse_loss(out, y.view_as(out))
+    """The loss the targets imply (:func:`engine.train.losses.auto_loss`): mean cross-entropy for
+    integer targets (per token for logits ``(B, T, V)``), mean squared error for float targets."""
+    return auto_loss(out, y)
 
 
-def task_metrics(out: Tensor, y: Tensor) -> tuple[float, float]:
-    """(loss, accuracy) of one evaluation; accuracy is NaN for regression."""
-    loss = float(task_loss(out, y))
-    if y.dtype in (torch.int64, torch.int32):
-        return loss, float((out.argmax(-1) == y).float().mean())
-    return loss, math.nan
+def task_metrics(out: Tensor, y: Tensor, fn: LossFn = auto_loss) -> tuple[float, float]:
+    """(loss, accuracy) of one evaluation with loss ``fn``; accuracy is per token for sequences,
+    NaN for regression."""
+    return score(out, y, fn)
 
 
 def eval_subset(x: Tensor, y: Tensor, size: int) -> tuple[Tensor, Tensor]:

@@ -20,9 +20,9 @@ from .common import (
     RunResult,
     eval_subset,
     resolve_device,
-    task_loss,
     task_metrics,
 )
+from .losses import loss_fn
 from .optim import init_optim_state, optim_step
 
 __all__ = ["train_run"]
@@ -55,6 +55,7 @@ def train_run(
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
     ds = dataset if dataset is not None else zdata.load(spec.dataset)
+    lossf = loss_fn(spec.loss, ds.task)
     model = nets.build(spec.arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size, seed=spec.seed)
     model = model.to(device)
     x, y = ds.x_train.to(device), ds.y_train.to(device)
@@ -71,7 +72,7 @@ def train_run(
 
     def checkpoint(step: int) -> None:
         nonlocal metrics
-        metrics = _evaluate(model, params, buffers, evals)
+        metrics = _evaluate(model, params, buffers, evals, lossf)
         if on_checkpoint is not None:
             full = {**params, **buffers}
             on_checkpoint(0, step, order.epoch(step), {k: v.detach().cpu().clone() for k, v in full.items()}, metrics)
@@ -83,7 +84,7 @@ def train_run(
         for p in params.values():
             p.requires_grad_(True)
         out = functional_call(model, (params, buffers), (x[idx],))
-        loss = task_loss(out, y[idx])
+        loss = lossf(out, y[idx])
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -112,10 +113,10 @@ def _eval_sets(ds: zdata.Dataset, size: int, device: torch.device) -> dict[str, 
 
 
 @torch.no_grad()
-def _evaluate(model, params, buffers, evals) -> dict[str, float]:
+def _evaluate(model, params, buffers, evals, lossf) -> dict[str, float]:
     model.eval()
     out = {}
     for split, (xs, ys) in evals.items():
-        loss, acc = task_metrics(functional_call(model, (params, buffers), (xs,)), ys)
+        loss, acc = task_metrics(functional_call(model, (params, buffers), (xs,)), ys, lossf)
         out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
     return out

@@ -21,7 +21,8 @@ from engine import nets
 from engine.config import TrainSpec
 
 from .batches import BatchOrder
-from .common import CheckpointCallback, ProgressCallback, RunResult, eval_subset, resolve_device, task_loss
+from .common import CheckpointCallback, ProgressCallback, RunResult, eval_subset, resolve_device
+from .losses import loss_fn
 from .optim import init_optim_state, optim_step, stack_hparams
 
 __all__ = ["population_groups", "train_population"]
@@ -29,13 +30,14 @@ __all__ = ["population_groups", "train_population"]
 
 def _group_key(spec: TrainSpec) -> str:
     # init_scale only changes the initial values, so runs that differ in it still stack.
-    shared = spec.model_dump(mode="json", include={"arch", "batch_size", "steps", "checkpoints", "eval_size", "device"})
+    shared = spec.model_dump(mode="json", include={"arch", "batch_size", "steps", "checkpoints", "eval_size", "device",
+                                                  "loss"})
     shared["arch"].pop("init_scale")
     return f"{shared}|{spec.optim.name}"
 
 
 def population_groups(specs: list[TrainSpec]) -> list[list[int]]:
-    """Indices of ``specs`` that can train together (same architecture, batch size, schedule, optimiser)."""
+    """Indices of ``specs`` that can train together (same architecture, batch size, schedule, optimiser, loss)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(specs):
         groups[_group_key(s)].append(i)
@@ -59,8 +61,8 @@ def train_population(
         raise ValueError("train_population: expected at least one spec, got 0")
     if len(population_groups(specs)) != 1:
         raise ValueError(
-            "train_population: specs must share architecture, batch size, steps, checkpoint schedule "
-            "and optimiser; split them with population_groups(specs)"
+            "train_population: specs must share architecture, batch size, steps, checkpoint schedule, "
+            "optimiser and loss; split them with population_groups(specs)"
         )
     t0 = time.perf_counter()
     first = specs[0]
@@ -73,6 +75,11 @@ def train_population(
         if key not in cache:
             cache[key] = zdata.load(s.dataset)
         ds.append(cache[key])
+    tasks = {d.task for d in ds}
+    if len(tasks) != 1:
+        raise ValueError(f"train_population: the runs' data sets mix tasks {sorted(tasks)}; one loss needs one task. "
+                         "Train them as separate populations")
+    lossf = loss_fn(first.loss, ds[0].task)
     by_data = _data_groups(specs, ds, device, first.eval_size)
 
     models = [nets.build(s.arch, ds[0].input_shape, ds[0].n_outputs, vocab_size=ds[0].vocab_size, seed=s.seed)
@@ -91,10 +98,10 @@ def train_population(
     report_every = max(1, min(first.steps // 100, 25))
 
     def loss_one(p, b, xb, yb):
-        return task_loss(functional_call(base, (p, b), (xb,)), yb)
+        return lossf(functional_call(base, (p, b), (xb,)), yb)
 
     def checkpoint(step: int) -> None:
-        evals = _evaluate(base, params, buffers, by_data)
+        evals = _evaluate(base, params, buffers, by_data, lossf)
         for k in range(K):
             if diverged[k] is not None:
                 continue
@@ -180,7 +187,7 @@ def _gather(groups: list[_DataGroup], orders: list[BatchOrder], K: int) -> tuple
 
 
 @torch.no_grad()
-def _evaluate(base, params, buffers, groups: list[_DataGroup]) -> dict[str, Tensor]:
+def _evaluate(base, params, buffers, groups: list[_DataGroup], lossf) -> dict[str, Tensor]:
     """Per-run loss and accuracy on the fixed evaluation subsets: name -> (K,) tensor."""
     base.eval()
     K = next(iter(params.values())).shape[0]
@@ -189,14 +196,12 @@ def _evaluate(base, params, buffers, groups: list[_DataGroup]) -> dict[str, Tens
         p = {k: v[g.runs] for k, v in params.items()}
         b = {k: v[g.runs] for k, v in buffers.items()}
         for split, (xs, ys) in g.evals.items():
-            logits = vmap(lambda pp, bb, xs=xs: functional_call(base, (pp, bb), (xs,)))(p, b)  # (k, n, C)
-            if ys.dtype == torch.int64:
-                ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ys.expand(len(g.run_list), -1),
-                                                       reduction="none").mean(1)
-                acc = (logits.argmax(-1) == ys).float().mean(1)
-            else:
-                ce = ((logits - ys.view(1, *ys.shape).expand_as(logits)) ** 2).flatten(1).mean(1)
+            logits = vmap(lambda pp, bb, xs=xs: functional_call(base, (pp, bb), (xs,)))(p, b)  # (k, n, C...)
+            ce = vmap(lambda out, ys=ys: lossf(out, ys))(logits)  # (k,)
+            if ys.is_floating_point():
                 acc = torch.full_like(ce, math.nan)
+            else:  # per sample, or per token for sequences
+                acc = (logits.argmax(-1) == ys).float().flatten(1).mean(1)
             for name, v in ((f"{split}_loss", ce), (f"{split}_acc", acc)):
                 out.setdefault(name, torch.full((K,), math.nan, device=ce.device))[g.runs] = v
     return out

@@ -4,6 +4,7 @@ A built-in architecture is checked by name; a factory (``arch.factory``) is impo
 allowed place and called once (:func:`engine.nets.check_factory`), so a missing module, a
 factory that raises or returns no ``nn.Module``, kwargs that do not fit, or a request for
 pretrained weights is refused before anything is queued.
+The run's loss is checked against the task of a data set registered in the store.
 
 :mod:`engine.config` keeps specs pure (it imports no registry); the boundaries that
 queue work (the CLI, the dashboard's form, the dispatcher) call :func:`check_registered`
@@ -13,8 +14,10 @@ before anything is written.
 from __future__ import annotations
 
 from engine.config import ConfigError, SweepSpec, TrainSpec
-from engine.data import check_dataset_name
+from engine.data import check_dataset_name, registered_info
 from engine.nets import check_architecture_name, check_factory
+
+from .losses import check_loss
 
 __all__ = ["check_registered"]
 
@@ -51,3 +54,9 @@ def check_registered(spec: TrainSpec | SweepSpec) -> None:
             check(value)
         except ValueError as exc:
             raise ConfigError(f"{where}{field}: {exc}") from None
+    info = registered_info(run.dataset.name)  # a registered data set's task is known without loading it
+    if info is not None:
+        try:
+            check_loss(run.loss, info.get("task"), repr(run.dataset.name))
+        except ValueError as exc:
+            raise ConfigError(f"{where}loss: {exc}") from None

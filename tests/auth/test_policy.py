@@ -24,6 +24,7 @@ TABLE = {
     "cancel_any": (False, False, True),
     "delete_zoo": (False, False, True),
     "manage_users": (False, False, True),
+    "register_dataset": (False, False, True),  # a server path: `zooscope datasets add`
 }
 
 

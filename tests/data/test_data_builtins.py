@@ -20,6 +20,7 @@ EXPECTED = {
     "teacher": ((10,), "regression", 1, torch.float32),
     "modular": ((2,), "classification", 97, torch.int64),
     "rid_chen": ((10,), "classification", 2, torch.float32),
+    "markov": ((16,), "sequence", 16, torch.int64),
     "compas": ((12,), "classification", 2, torch.float32),
     "monk1": ((11,), "classification", 2, torch.float32),
     "monk2": ((11,), "classification", 2, torch.float32),
@@ -31,7 +32,7 @@ EXPECTED = {
 
 def test_every_builtin_is_tested():
     assert set(available(kind="builtin")) | set(available(kind="tabular")) == set(EXPECTED)
-    assert set(available(kind="file")) == {"npz", "csv", "parquet"}
+    assert set(available(kind="file")) == {"npz", "csv", "parquet", "imagefolder", "images"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -46,12 +47,15 @@ def test_builtin_shapes_dtypes_task(name):
         if task == "classification":
             assert y.dtype == torch.int64 and y.ndim == 1
             assert 0 <= int(y.min()) and int(y.max()) < n_outputs
+        elif task == "sequence":  # next-token targets: the inputs shifted by one position
+            assert y.dtype == torch.int64 and y.shape == x.shape
+            assert torch.equal(x[:, 1:], y[:, :-1]) and int(y.max()) < n_outputs
         else:
             assert y.dtype == torch.float32 and tuple(y.shape[1:]) == (n_outputs,)
         if x_dtype == torch.float32:
             assert torch.isfinite(x).all()
     assert len(ds.feature_names) == int(np.prod(shape))
-    assert len(ds.class_names) == (n_outputs if task == "classification" else 0)
+    assert len(ds.class_names) == (n_outputs if task == "classification" else 0)  # tokens have no class names
     assert name in ds.describe() and f"{ds.n_train} train" in ds.describe()
 
 

@@ -49,7 +49,8 @@ def test_option_values_checked(name, options, match):
 
 
 def test_path_on_builtin_refused():
-    with pytest.raises(DatasetError, match=r"only read by the file datasets npz, csv, parquet; 'moons' got path="):
+    with pytest.raises(DatasetError, match=r"only read by the file datasets npz, csv, parquet, imagefolder, "
+                                          r"images; 'moons' got path="):
         load(DatasetSpec(name="moons", path="x.csv"))
 
 

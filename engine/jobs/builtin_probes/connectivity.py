@@ -52,7 +52,7 @@ def run_paths(inputs, p: PathsParams, progress) -> ProbeResult:
     a, b = inputs.load(0), inputs.load(1)
     progress(0.1, f"aligning ({', '.join(p.methods)}) and interpolating")
     comparison = compare_paths(a.model, a.state, b.state, a.dataset, methods=p.methods, bn=p.bn,
-                               splits=("train", "test"), alphas=p.alphas, seed=p.seed)
+                               splits=("train", "test"), alphas=p.alphas, seed=p.seed, loss_fn=a.loss_fn)
     alignments = {m: {"iterations": al.iterations, "objective": al.objective, "seconds": al.seconds}
                   for m, al in comparison.alignments.items()}
     return PathsResult(curves=tuple(comparison.curves.values()), check_max_diff=comparison.check_max_diff,
@@ -106,7 +106,7 @@ def run_layerwise(inputs, p: LayerwiseParams, progress) -> ProbeResult:
         theta_b = apply_alignment(a.model, b.state, alignment, a.dataset)  # raises if the function changed
     progress(0.3, "layer by layer")
     result = layerwise_barriers(a.model, a.state, theta_b, a.dataset, cumulative=p.cumulative, alphas=p.alphas,
-                                split=p.split)
+                                split=p.split, loss_fn=a.loss_fn)
     stored = LAYERWISE.to_stored(result)
     stored.summary["align"] = p.align
     return stored
@@ -130,7 +130,8 @@ def run_matrix(inputs, p: MatrixParams, progress) -> ProbeResult:
     names = [c.ref.name or c.ref.run_id[:8] for c in cks]
     states = dict(zip(names, (c.state for c in cks)))
     result = barrier_matrix(first.model, states, first.dataset, align=p.align, alphas=p.alphas, split=p.split,
-                            seed=p.seed, on_progress=lambda i, n: progress(0.1 + 0.9 * i / max(n, 1), f"pair {i}/{n}"))
+                            seed=p.seed, on_progress=lambda i, n: progress(0.1 + 0.9 * i / max(n, 1), f"pair {i}/{n}"),
+                            loss_fn=first.loss_fn)
     return MATRIX.to_stored(result)
 
 

@@ -29,7 +29,8 @@ def run_evaluate(inputs, params: EvaluateParams, progress) -> ProbeResult:
         ck = inputs.load(i)
         xy = resolve_data(ck.dataset, params.split, n_samples=params.n_samples, seed=params.seed)
         theta, layout = flatten_params(ck.params)
-        loss, acc = evaluate_points(ck.model, theta[None], xy, bn=params.bn, buffers=ck.buffers, layout=layout)
+        loss, acc = evaluate_points(ck.model, theta[None], xy, bn=params.bn, buffers=ck.buffers, layout=layout,
+                                    loss_fn=ck.loss_fn)
         losses.append(float(loss[0]))
         accs.append(float(acc[0]))
         progress((i + 1) / len(inputs), f"checkpoint {i + 1}/{len(inputs)}")

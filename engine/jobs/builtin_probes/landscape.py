@@ -66,7 +66,7 @@ def _data(ck, split: str, n_samples: int | None, seed: int):
 def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
     ck = inputs.load(len(inputs) - 1)
     data = _data(ck, p.split, p.n_samples, p.seed)
-    kw = dict(split=p.split, bn=p.bn, buffers=ck.buffers)
+    kw = dict(split=p.split, bn=p.bn, buffers=ck.buffers, loss_fn=ck.loss_fn)
     span: tuple = (-p.span, p.span)
     trajectory = plane = None
     progress(0.05, "directions")
@@ -74,7 +74,8 @@ def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
         d1 = random_direction(ck.params, seed=p.seed)
         d2 = random_direction(ck.params, seed=p.seed + 1)
     elif p.directions == "hessian":
-        d1, d2 = hessian_directions(ck.model, ck.params, data, seed=p.seed, buffers=ck.buffers)
+        d1, d2 = hessian_directions(ck.model, ck.params, data, seed=p.seed, buffers=ck.buffers,
+                                    loss_fn=ck.loss_fn)
     else:
         if len(inputs) < 3:
             raise ValueError("PCA directions need at least 3 checkpoints of the run's trajectory")
@@ -117,7 +118,7 @@ class SpectrumParams(_Params):
 def run_spectrum(inputs, p: SpectrumParams, progress) -> ProbeResult:
     ck = inputs.load(len(inputs) - 1)
     data = _data(ck, p.split, p.n_samples, p.seed)
-    kw = dict(buffers=ck.buffers, seed=p.seed)
+    kw = dict(buffers=ck.buffers, seed=p.seed, loss_fn=ck.loss_fn)
     progress(0.05, f"top {p.k} eigenvalues (Lanczos)")
     top = hessian_top_eigs(ck.model, ck.params, data, k=p.k, **kw)
     progress(0.4, f"trace ({p.n_probes} Hutchinson probes)")
@@ -202,7 +203,7 @@ def run_intrinsic_dimension(inputs, p: IntrinsicDimensionParams, progress) -> Pr
     test = _data(ck, "test", p.n_samples, 0)
     progress(0.05, f"training in {len(p.dims)} subspaces × {len(p.seeds)} seeds")
     result = intrinsic_dimension(ck.model, ck.params, train, dims=list(p.dims), seeds=list(p.seeds),
-                                 n_steps=p.n_steps, lr=p.lr, eval_data=test)
+                                 n_steps=p.n_steps, lr=p.lr, eval_data=test, loss_fn=ck.loss_fn)
     return INTRINSIC_DIMENSION.to_stored(result)
 
 

@@ -73,7 +73,8 @@ def _evaluation(ck) -> dict[str, float]:
     out = {}
     for split in ("train", "test"):
         xy = resolve_data(ck.dataset, split)
-        loss, acc = evaluate_points(ck.model, theta[None], xy, buffers=ck.buffers, layout=layout)
+        loss, acc = evaluate_points(ck.model, theta[None], xy, buffers=ck.buffers, layout=layout,
+                                    loss_fn=ck.loss_fn)
         out[f"{split}_loss"], out[f"{split}_error"] = float(loss[0]), 1.0 - float(acc[0])
     out["gap"] = out["test_error"] - out["train_error"]  # = train acc - test acc
     return out
@@ -82,8 +83,9 @@ def _evaluation(ck) -> dict[str, float]:
 def _curvature(ck, p: PhaseCellParams) -> dict[str, float]:
     data = resolve_data(ck.dataset, "train", n_samples=p.n_samples, seed=p.seed)
     top = hessian_top_eigs(ck.model, ck.params, data, k=1, max_iter=p.hessian_max_iter, seed=p.seed,
-                           buffers=ck.buffers)
-    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.trace_probes, seed=p.seed, buffers=ck.buffers)
+                           buffers=ck.buffers, loss_fn=ck.loss_fn)
+    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.trace_probes, seed=p.seed, buffers=ck.buffers,
+                          loss_fn=ck.loss_fn)
     return {"hessian_top": float(top.eigenvalues[0]), "hessian_trace": float(trace.trace)}
 
 
@@ -100,7 +102,7 @@ def _connectivity(cks, p: PhaseCellParams, values: dict[str, list[float]], progr
         first = cks[group[0]]
         data = resolve_data(first.dataset, "train", n_samples=p.n_samples, seed=p.seed)
         m = barrier_matrix(first.model, [cks[i].state for i in group], data, align=p.align, kind=BARRIER_KIND,
-                           alphas=p.alphas, seed=p.seed,
+                           alphas=p.alphas, seed=p.seed, loss_fn=first.loss_fn,
                            on_progress=lambda i, n: progress(0.5 + 0.3 * i / max(n, 1), f"barrier pair {i}/{n}"))
         off = ~np.eye(len(group), dtype=bool)
         for row, i in enumerate(group):
@@ -307,7 +309,8 @@ def _pruned_checkpoints(cks, density: float, p: PruneCellParams) -> tuple[list, 
         buffers = ck.buffers
         if p.fine_tune_steps:
             pr, buffers = fine_tune(ck.model, pr, _train_data(ck), ck.config.optim, steps=p.fine_tune_steps,
-                                    batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed)
+                                    batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed,
+                                    loss_fn=ck.loss_fn)
         out.append(dataclasses.replace(ck, params=pr.params, buffers=buffers))
         achieved.append(pr.density)
     return out, achieved

@@ -30,6 +30,7 @@ from engine.nets import permutation_spec
 from engine.probes.connectivity.align import apply_alignment
 from engine.probes.connectivity.interpolation import BarrierKind, barrier, interpolate
 from engine.probes.connectivity.lmc import ALIGN_METHODS, align_models
+from engine.probes.core import LossFn
 
 __all__ = ["BarrierMatrix", "barrier_matrix", "find_basins"]
 
@@ -112,6 +113,7 @@ def barrier_matrix(
     threshold: float | None = None,
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> BarrierMatrix:
     """Naive and aligned barrier of every pair of runs, and the basins they form.
 
@@ -131,6 +133,8 @@ def barrier_matrix(
     seed : int
     on_progress : callable, optional
         ``(pairs done, pairs)``.
+    loss_fn : callable, optional
+        The runs' loss (:func:`engine.probes.core.run_loss`); the one the targets imply by default.
 
     Returns
     -------
@@ -148,7 +152,7 @@ def barrier_matrix(
     naive = np.zeros((n, n))
     aligned = np.zeros((n, n)) if align != "none" else None
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    kw = dict(alphas=alphas, split=split, bn=bn, seed=seed)
+    kw = dict(alphas=alphas, split=split, bn=bn, seed=seed, loss_fn=loss_fn)
     for done, (i, j) in enumerate(pairs, start=1):
         curve = interpolate(model, runs[i], runs[j], data, **kw)
         naive[i, j] = naive[j, i] = barrier(curve, kind=kind, metric=metric).value

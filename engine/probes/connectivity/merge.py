@@ -87,10 +87,15 @@ def _fisher_batch(module, params, buffers, xb: Tensor, classification: bool) -> 
     def logits(p, x1):
         return functional_call(module, {**p, **buffers}, (x1[None],))[0]  # (C,)
 
-    jac = vmap(jacrev(logits), in_dims=(None, 0))(params, xb)  # name -> (B, C, *shape)
+    jac = vmap(jacrev(logits), in_dims=(None, 0))(params, xb)  # name -> (B, C, *shape) or (B, T, V, *shape)
     if not classification:
         return {k: (j**2).sum((0, 1)) for k, j in jac.items()}
-    probs = torch.softmax(vmap(logits, in_dims=(None, 0))(params, xb), -1)  # (B, C)
+    probs = torch.softmax(vmap(logits, in_dims=(None, 0))(params, xb), -1)  # (B, C) or (B, T, V)
+    if probs.ndim == 3:  # a sequence model: every position is a sample, averaged as the token loss is
+        n_pos = probs.shape[1]
+        names = [k for k in params]
+        jac = {k: jac[k].flatten(0, 1) / n_pos**0.5 for k in names}  # (B*T, V, *shape)
+        probs = probs.flatten(0, 1)  # (B*T, V)
     out = {}
     for k, j in jac.items():
         flat = j.reshape(*j.shape[:2], -1)  # (B, C, S)

@@ -39,7 +39,7 @@ from engine import data as zdata
 from engine import nets
 from engine.config import TrainSpec
 from engine.probes.connectivity.interpolation import BarrierKind, InterpolationCurve, barrier, interpolate
-from engine.train import BatchOrder, OptimState, init_optim_state, optim_step, resolve_device, task_loss
+from engine.train import BatchOrder, OptimState, init_optim_state, loss_fn, optim_step, resolve_device
 
 __all__ = ["Instability", "TrainState", "instability_analysis", "spawn", "train_steps"]
 
@@ -77,12 +77,13 @@ def train_steps(model, state: TrainState, x: Tensor, y: Tensor, spec: TrainSpec,
         If the loss becomes NaN/inf (the run diverged).
     """
     hp = _hparams(spec)
+    lossf = loss_fn(spec.loss)  # the run's loss, checked against the targets' shapes
     model.train()
     for _ in range(n_steps):
         idx = order.next().to(x.device)
         for p in state.params.values():
             p.requires_grad_(True)
-        loss = task_loss(functional_call(model, (state.params, state.buffers), (x[idx],)), y[idx])
+        loss = lossf(functional_call(model, (state.params, state.buffers), (x[idx],)), y[idx])
         grads = dict(zip(state.params, torch.autograd.grad(loss, list(state.params.values()))))
         for p in state.params.values():
             p.requires_grad_(False)

@@ -15,8 +15,10 @@ Conventions
 - ``data`` is an ``(inputs, targets)`` pair, an iterable of such batches (a
   ``DataLoader``), or any object with ``x_train, y_train, x_test, y_test`` (an
   ``engine.data.Dataset``), from which ``split`` picks.
-- The loss is cross-entropy for integer targets and mean squared error for float
-  targets. Accuracy is the argmax accuracy for integer targets and NaN for regression.
+- The loss is the run's (:func:`engine.train.loss_fn`); by default the one the targets
+  imply: cross-entropy for integer targets (per token for logits ``(B, T, V)`` and
+  targets ``(B, T)``), mean squared error for float targets. Accuracy is the argmax
+  accuracy (per token for sequences) for integer targets and NaN for regression.
 - ``bn="running"`` evaluates BatchNorm with its running statistics (the model in
   eval mode); ``bn="batch"`` uses the statistics of the evaluated batch, never
   updating the running ones. Dropout is always off.
@@ -26,13 +28,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from engine.train.losses import LossFn, auto_loss, check_loss, loss_fn, loss_name
 
 __all__ = [
     "BNMode",
@@ -44,12 +47,12 @@ __all__ = [
     "flatten_params",
     "functional_module",
     "resolve_data",
+    "run_loss",
     "shallow_copy",
     "split_state",
     "unflatten_params",
 ]
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
 BNMode = Literal["running", "batch"]
 Strategy = Literal["auto", "loop", "vmap"]
 
@@ -148,10 +151,9 @@ def split_state(model: nn.Module, state: Mapping[str, Tensor]) -> tuple[dict[str
 
 
 def default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy for integer targets, mean squared error for float targets."""
-    if targets.is_floating_point():
-        return F.mse_loss(outputs, targets.reshape(outputs.shape))
-    return F.cross_entropy(outputs, targets)
+    """The loss the targets imply (``engine.train.loss_fn("auto")``): mean cross-entropy for
+    integer targets (over every token for logits ``(B, T, V)``), mean squared error for float ones."""
+    return auto_loss(outputs, targets)
 
 
 def fast_default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -165,6 +167,20 @@ def fast_default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     if targets.is_floating_point() or outputs.ndim != 2:
         return default_loss(outputs, targets)
     return (torch.logsumexp(outputs, 1) - outputs.gather(1, targets[:, None])[:, 0]).mean()
+
+
+def run_loss(name: str = "auto", task: str | None = None) -> LossFn:
+    """The loss a probe uses for a run trained with ``TrainSpec.loss = name`` on data of ``task``.
+
+    :func:`engine.train.loss_fn`, the function the run was trained with, except that
+    classification cross-entropy is :func:`fast_default_loss` (the same loss, computed faster).
+    The probe jobs take it from every checkpoint (``LoadedCheckpoint.loss_fn``), so surfaces,
+    paths, barriers and Hessians measure the objective the run was trained on.
+    """
+    if loss_name(name, task) == "cross_entropy":
+        check_loss(name, task)
+        return fast_default_loss
+    return loss_fn(name, task)
 
 
 def resolve_data(data, split: str = "train", *, n_samples: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.config import OptimSpec
-from engine.train import BatchOrder, init_optim_state, optim_step, task_loss
+from engine.train import BatchOrder, LossFn, init_optim_state, optim_step, task_loss
 
 from .diagram import cell_table
 
@@ -184,8 +184,8 @@ def prune(model: nn.Module, params: Mapping[str, Tensor], sparsity: float, *, sc
 
 
 def fine_tune(model: nn.Module, pruning: Pruning, data: tuple[Tensor, Tensor], optim: OptimSpec, *, steps: int,
-              batch_size: int, buffers: Mapping[str, Tensor] | None = None, seed: int = 0
-              ) -> tuple[Pruning, dict[str, Tensor]]:
+              batch_size: int, buffers: Mapping[str, Tensor] | None = None, seed: int = 0,
+              loss_fn: LossFn | None = None) -> tuple[Pruning, dict[str, Tensor]]:
     """Train a pruned network for ``steps`` more steps with ``optim``; pruned weights stay exactly zero.
 
     The update is :func:`engine.train.optim_step` (the arithmetic of the run's own training) from a
@@ -208,6 +208,8 @@ def fine_tune(model: nn.Module, pruning: Pruning, data: tuple[Tensor, Tensor], o
         BatchNorm running statistics; updated copies are returned.
     seed : int
         Data order.
+    loss_fn : callable, optional
+        The run's loss (:func:`engine.train.loss_fn`); the one the targets imply by default.
 
     Returns
     -------
@@ -233,7 +235,7 @@ def fine_tune(model: nn.Module, pruning: Pruning, data: tuple[Tensor, Tensor], o
         idx = order.next().to(x.device)
         for p in params.values():
             p.requires_grad_(True)
-        loss = task_loss(functional_call(model, (params, bufs), (x[idx],)), y[idx])
+        loss = (loss_fn or task_loss)(functional_call(model, (params, bufs), (x[idx],)), y[idx])
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
         for p in params.values():
             p.requires_grad_(False)

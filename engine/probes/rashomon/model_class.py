@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from engine.probes.core import default_loss
 
 __all__ = ["fit_optimum", "model_class"]
 
@@ -91,8 +92,7 @@ def fit_optimum(model: nn.Module, data: tuple[Tensor, Tensor], *, start: Mapping
     def closure():
         opt.zero_grad()
         out = functional_call(model, params, (x,))
-        loss = F.mse_loss(out, y.double().reshape(out.shape)) if y.is_floating_point() else F.cross_entropy(out, y)
-        loss = loss + l2 * sum(v.pow(2).sum() for v in params.values())
+        loss = default_loss(out, y) + l2 * sum(v.pow(2).sum() for v in params.values())
         loss.backward()
         return loss
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
+from engine.probes.core import default_loss
 from engine.probes.rashomon.sets import Mode, RashomonRatio, rashomon_ratio_from_losses, rashomon_threshold
 
 __all__ = ["RashomonSample", "sample_rashomon_set", "rashomon_ratio", "flat_losses"]
@@ -97,9 +97,8 @@ def _unflatten(theta: Tensor, names, shapes) -> dict[str, Tensor]:
 
 
 def _loss(out: Tensor, y: Tensor) -> Tensor:
-    if y.is_floating_point():
-        return F.mse_loss(out, y.reshape(out.shape).to(out.dtype))
-    return F.cross_entropy(out, y)
+    """The loss the targets imply (the runs' loss on tabular data): MSE for floats, cross-entropy for ids."""
+    return default_loss(out, y)
 
 
 def flat_losses(model: nn.Module, thetas: Tensor, names, shapes, data, *, l2: float = 0.0,
