@@ -129,12 +129,14 @@ class LoggedRunsCatalog(StoreCore):
             raise BundleError("a tracking bundle's manifest needs 'tracking': {'zoo_name': str, 'zoo_id': str, "
                               f"'zoo_owner': str or null}}; got {str(info)[:80]!r}")
         run_ids = run.column("run_id").to_pylist()
-        row = con.execute("SELECT zoo_id FROM run WHERE list_contains(?, run_id) AND zoo_id IS NOT NULL LIMIT 1",
-                          [run_ids]).fetchone()
-        if row is None:
-            row = con.execute(
+        # fetchall, not fetchone: a result left unread blocks the connection's next statement
+        rows = con.execute("SELECT zoo_id FROM run WHERE list_contains(?, run_id) AND zoo_id IS NOT NULL LIMIT 1",
+                           [run_ids]).fetchall()
+        if not rows:
+            rows = con.execute(
                 "SELECT zoo_id FROM zoo WHERE name = ? AND owner IS NOT DISTINCT FROM ? "
-                "ORDER BY created_at DESC, zoo_id LIMIT 1", [info["zoo_name"], info.get("zoo_owner")]).fetchone()
+                "ORDER BY created_at DESC, zoo_id LIMIT 1", [info["zoo_name"], info.get("zoo_owner")]).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             con.execute("INSERT INTO zoo (zoo_id, name, sweep_json, created_at, owner) VALUES (?, ?, NULL, ?, ?)",
                         [info["zoo_id"], info["zoo_name"], utcnow(), info.get("zoo_owner")])
