@@ -90,9 +90,9 @@ class Run:
         self.status: str = "running"
         store.record_logged_writer(store_path, self.run_id, heartbeat_s=heartbeat_s)
         self._pending["run"].append({
-            "run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config(), "hparams": hparams, "seed": self._seed_column(),
-            "status": "running", "started_at": _now(), "owner": owner, "name": name, "origin": "logged",
-            "built_by": built_by(arch)})
+            "run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config(), "hparams": hparams,
+            "seed": self._seed_column(), "status": "running", "started_at": _now(), "owner": owner, "name": name,
+            "origin": "logged", "built_by": built_by(arch)})
         self.flush()
         self._stop_beat = threading.Event()
         self._beat = threading.Thread(target=_heartbeat, args=(store_path, self.run_id, heartbeat_s, self._stop_beat),
@@ -208,9 +208,9 @@ class Run:
         self.status = status
         self._stop_beat.set()
         self._pending["run"].append({
-            "run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config(), "status": status, "finished_at": _now(),
-            "wall_s": time.perf_counter() - self._t0, "message": None if message is None else message[:_MAX_MESSAGE],
-            "device": self._device})
+            "run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config(), "status": status,
+            "finished_at": _now(), "wall_s": time.perf_counter() - self._t0, "device": self._device,
+            "message": None if message is None else message[:_MAX_MESSAGE]})
         try:
             self.flush()
         finally:
