@@ -146,6 +146,16 @@ class LoggedRunsCatalog(StoreCore):
         tables["run"] = run.set_column(index, "zoo_id", pa.array([row[0]] * run.num_rows, pa.string()))
         return tables
 
+    def registered_dataset_names(self) -> list[str]:
+        """Names in the store's ``dataset`` table (datasets registered once by name), sorted."""
+        return [row["name"] for row in self._dicts("SELECT name FROM dataset ORDER BY name")]
+
+    def logged_run_datasets(self, zoo_id: str) -> list[dict[str, Any]]:
+        """``run_id, name, dataset`` of the zoo's logged runs (the dataset name from their config)."""
+        rows = self._dicts("SELECT run_id, name, json_extract_string(config_json, '$.dataset.name') AS dataset "
+                           "FROM run WHERE zoo_id = ? AND origin = 'logged' ORDER BY name, run_id", [zoo_id])
+        return rows
+
     def stop_dead_logged_runs(self) -> list[str]:
         """Mark ``stopped`` every logged run left ``running`` whose script is gone; returns their ids.
 

@@ -8,7 +8,7 @@ import streamlit as st
 from engine.auth import PermissionDenied
 from engine.figures import zoo as zfig
 
-from .reads import live_zoo_runs, zoo_jobs
+from .reads import live_zoo_runs, logged_runs_without_data, zoo_jobs
 from .report_draft import show_figure
 from .services import METRICS_TABLES, Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
@@ -82,7 +82,10 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
             chosen = cols[i % len(cols)].multiselect(literal(col.removeprefix("hp_")), values, key=f"filter_{col}")
             if chosen:
                 filt = filt[filt[col].isin(chosen)]
-    shown = [c for c in ["name", *hp, "status", *METRICS, "steps", "wall_s", "owner", "run_id"] if c in filt]
+    filt = _with_provenance(filt)
+    notes = ["message"] if "message" in filt and filt["message"].notna().any() else []
+    shown = [c for c in ["name", *hp, "status", *notes, *METRICS, "steps", "wall_s", "origin", "built by", "owner",
+                         "run_id"] if c in filt]
     event = st.dataframe(filt[shown], hide_index=True, on_select="rerun", selection_mode="multi-row",
                          key="runs_table", column_config={"run_id": st.column_config.TextColumn("run id")})
     picked = [filt["run_id"].iloc[i] for i in event.selection.rows] if event.selection.rows else []
@@ -92,7 +95,33 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
     statuses = ", ".join(f"{n} {literal(status)}" for status, n in filt["status"].value_counts().items())
     st.caption(f"{len(filt)} of {len(runs)} runs shown ({statuses}) · {len(selected) or 'no'} selected "
                "(select rows to focus the curves and the other pages)")
+    _unloadable_data_note(svc, zoo_id)
     return runs, selected
+
+
+_ORIGIN = {"trained": "trained here", "logged": "logged from a script", "imported": "imported"}
+
+
+def _with_provenance(runs: pd.DataFrame) -> pd.DataFrame:
+    """``origin`` in words and a ``built by`` column (the factory, or the built-in architecture)."""
+    import json
+
+    if "origin" not in runs:
+        return runs
+    built = [json.loads(b) if isinstance(b, str) else {} for b in runs.get("built_by_json", [None] * len(runs))]
+    return runs.assign(origin=runs["origin"].map(lambda o: _ORIGIN.get(o, o)),
+                       **{"built by": [b.get("factory") or b.get("builtin") for b in built]})
+
+
+def _unloadable_data_note(svc: Services, zoo_id: str) -> None:
+    """Logged runs name their dataset; say which ones this server cannot load (probes need the data)."""
+    missing = logged_runs_without_data(svc, zoo_id)
+    if missing:
+        names = ", ".join(sorted({f"'{literal(r['dataset'])}'" for r in missing}))
+        st.warning(f"{len(missing)} logged run(s) name dataset {names}, which is neither built in nor registered "
+                   "in this store: probes that evaluate on data (landscape, connectivity, representations) cannot "
+                   "run on them until it is registered under that name. Their curves and checkpoints are shown.",
+                   icon=":material/database:")
 
 
 def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> None:
