@@ -30,6 +30,7 @@ from engine.bounds import check_name, short_repr
 from engine.config import ArchSpec, DatasetSpec
 
 from .spec import built_by, check_config, logged_arch, logged_dataset, logged_train_spec, metric_key
+from .writer import BundleWriter, Snapshot
 
 __all__ = ["NoOpRun", "Run", "start_run"]
 
@@ -81,15 +82,16 @@ class Run:
         self._steps: list[int] = []
         self._names: list[tuple[str, str]] = []
         self._values: list[float] = []
-        self._pending: dict[str, list[dict[str, Any]]] = {"run": [], "checkpoint": [], "artifact": []}
+        self._runs: list[dict[str, Any]] = []  # run rows (status changes) for the next bundle
+        self._snapshots: list[Snapshot] = []  # checkpoints for the next bundle
         self._checkpoint_steps: list[int] = []
         self._max_step = 0
-        self._part = 0
         self._t0 = time.perf_counter()
         self._device: str | None = None
         self.status: str = "running"
         store.record_logged_writer(store_path, self.run_id, heartbeat_s=heartbeat_s)
-        self._pending["run"].append({
+        self._writer = BundleWriter(store_path, self._job_id, self._manifest)
+        self._runs.append({
             "run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config(), "hparams": hparams,
             "seed": self._seed_column(), "status": "running", "started_at": _now(), "owner": owner, "name": name,
             "origin": "logged", "built_by": built_by(arch)})
@@ -147,7 +149,8 @@ class Run:
         The weights go to the store as a safetensors artifact; every floating-point tensor must
         be finite. ``train_loss``, ``train_acc``, ``test_loss`` and ``test_acc`` fill the
         checkpoint's columns (the runs table's final metrics); every metric is also logged at
-        ``step``. The checkpoint is written to the inbox at once.
+        ``step``. The loop pays for the check and a copy of the weights; the background writer
+        hashes and writes the artifact and the bundle (at once, before later rows).
         """
         from .weights import state_of
 
@@ -158,45 +161,35 @@ class Run:
         if metrics:
             self.log(step, **metrics)
         self._max_step = max(self._max_step, step)
-        sha = store.put_tensors_at(self.store_path, state)
         self._device = self._device or str(next(iter(state.values())).device)
-        self._pending["artifact"].append(store.artifact_row(self.store_path, sha))
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}  # the loop goes on training
         checkpoint_id = uuid4().hex
         row = {"checkpoint_id": checkpoint_id, "run_id": self.run_id, "step": step,
-               "epoch": None if epoch is None else float(epoch), "artifact_sha": sha, "created_at": _now()}
+               "epoch": None if epoch is None else float(epoch), "created_at": _now()}
         for column in _CHECKPOINT_COLUMNS:
             value = metrics.get(column)
             row[column] = float(value) if value is not None and math.isfinite(float(value)) else None
-        self._pending["checkpoint"].append(row)
+        self._snapshots.append(Snapshot(row, snapshot))
         self._checkpoint_steps.append(step)
         self.flush()
         return checkpoint_id
 
     # -- bundles ------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write what is buffered as one bundle now (also done on a timer, at checkpoints and at the end)."""
-        tables: dict[str, Any] = {name: rows for name, rows in self._pending.items() if rows}
-        if self._values:
-            tables["metric"] = self._metric_table()
+    def flush(self, *, wait: bool = False) -> None:
+        """Hand what is buffered to the writer as one bundle (also done on a timer, at checkpoints and at the end).
+
+        ``wait=True`` returns only once every bundle handed over so far is in the inbox.
+        """
         self._due = time.monotonic() + self._flush_every_s
-        if not tables:
-            return
-        store.write_bundle(self.store_path, self._job_id, tables, self._manifest, part=self._part)
-        self._part += 1
-        self._pending = {"run": [], "checkpoint": [], "artifact": []}
-        self._steps, self._names, self._values = [], [], []
-
-    def _metric_table(self):
-        import pyarrow as pa
-
-        n = len(self._values)
-        return pa.table({
-            "run_id": pa.array([self.run_id] * n, pa.string()),
-            "step": pa.array(self._steps, pa.int64()),
-            "split": pa.array([s for s, _ in self._names], pa.string()),
-            "name": pa.array([m for _, m in self._names], pa.string()),
-            "value": pa.array(self._values, pa.float64()),
-        })
+        if self._values or self._runs or self._snapshots:
+            tables: dict[str, Any] = {"run": self._runs}
+            if self._values:
+                tables["metric"] = _metric_rows(self.run_id, self._steps, self._names, self._values)
+            self._writer.submit(tables, self._snapshots)
+            self._runs, self._snapshots = [], []
+            self._steps, self._names, self._values = [], [], []
+        if wait:
+            self._writer.drain()
 
     # -- the end ------------------------------------------------------------------------
     def finish(self, status: str = "done", message: str | None = None) -> None:
@@ -207,13 +200,14 @@ class Run:
             raise ValueError(f"status must be 'done', 'failed', 'cancelled' or 'stopped'; got {status!r}")
         self.status = status
         self._stop_beat.set()
-        self._pending["run"].append({
+        self._runs.append({
             "run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config(), "status": status,
             "finished_at": _now(), "wall_s": time.perf_counter() - self._t0, "device": self._device,
             "message": None if message is None else message[:_MAX_MESSAGE]})
         try:
             self.flush()
-        finally:
+            self._writer.close()
+        finally:  # without a writer record the owner marks a run it never saw closed 'stopped'
             store.release_logged_writer(self.store_path, self.run_id)
             _OPEN.pop(self.run_id, None)
 
@@ -252,6 +246,23 @@ class Run:
         return f"Run({self.name!r}, zoo={self.zoo!r}, run_id={self.run_id!r}, {self.status})"
 
 
+def _metric_rows(run_id: str, steps: list[int], names: list[tuple[str, str]], values: list[float]):
+    """A callable making the metric table (built by the writer thread, off the training loop)."""
+
+    def build():
+        import pyarrow as pa
+
+        return pa.table({
+            "run_id": pa.array([run_id] * len(values), pa.string()),
+            "step": pa.array(steps, pa.int64()),
+            "split": pa.array([s for s, _ in names], pa.string()),
+            "name": pa.array([m for _, m in names], pa.string()),
+            "value": pa.array(values, pa.float64()),
+        })
+
+    return build
+
+
 class NoOpRun:
     """What ranks other than 0 get under ``torch.distributed``: the same methods, writing nothing."""
 
@@ -267,7 +278,7 @@ class NoOpRun:
     def checkpoint(self, model: Any, step: int, *, epoch: float | None = None, **metrics: Any) -> None:
         return None
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = False) -> None:
         pass
 
     def finish(self, status: str = "done", message: str | None = None) -> None:

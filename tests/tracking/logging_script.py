@@ -51,6 +51,7 @@ with start_run(store_path, **kwargs) as run:
     run.checkpoint(model, 30, train_loss=0.5, test_acc=0.25)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{store_path}/{run.run_id}.safetensors")
     if mode == "kill":
+        run.flush(wait=True)  # both checkpoints are in the inbox before the test kills the script
         print(f"READY {run.run_id}", flush=True)
         step = 30
         while True:

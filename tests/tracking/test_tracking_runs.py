@@ -147,7 +147,7 @@ def test_a_writer_on_another_host_is_stopped_only_after_its_heartbeat_goes_quiet
     path, st = owned
     run = start_run(path, zoo="z", arch="mlp", dataset="mnist1d", heartbeat_s=1.0)
     run._stop_beat.set()  # the script's heartbeat thread, as if the script were elsewhere
-    run.flush()
+    run.flush(wait=True)
     st.ingest_bundles()
     writer = path / "inbox" / f"track-{run.run_id}" / "writer.json"
     record = json.loads(writer.read_text())
