@@ -79,9 +79,7 @@ class Run:
         self._flush_every_s, self._max_buffered = float(flush_every_s), int(max_buffered)
         self._due = time.monotonic() + self._flush_every_s
         self._keys: dict[str, tuple[str, str]] = {}
-        self._steps: list[int] = []
-        self._names: list[tuple[str, str]] = []
-        self._values: list[float] = []
+        self._rows: list[tuple[int, tuple[str, str], float]] = []  # (step, (split, name), value)
         self._runs: list[dict[str, Any]] = []  # run rows (status changes) for the next bundle
         self._snapshots: list[Snapshot] = []  # checkpoints for the next bundle
         self._checkpoint_steps: list[int] = []
@@ -112,26 +110,23 @@ class Run:
         one-element tensor is read with ``float``); NaN/inf are skipped with a warning.
         Rows are buffered and written every ``flush_every_s`` seconds.
         """
+        # Called every step: a few microseconds, so the checks take the fast path for plain ints and floats.
         if self.status != "running":
             raise RuntimeError(f"run {self.name!r} is {self.status}; log before it ends")
-        step = _step(step)
+        if type(step) is not int or step < 0:
+            step = _step(step)
         if step > self._max_step:
             self._max_step = step
-        keys = self._keys
+        keys, rows, isfinite = self._keys, self._rows, math.isfinite
         for key, value in metrics.items():
             split_name = keys.get(key) or self._new_key(key)
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"run.log: metric {key!r} must be a number; got {type(value).__name__} "
-                                 f"{short_repr(value)}") from None
-            if not math.isfinite(value):
+            if type(value) is not float:
+                value = _number(key, value)
+            if not isfinite(value):
                 self._non_finite(key, step, value)
                 continue
-            self._steps.append(step)
-            self._names.append(split_name)
-            self._values.append(value)
-        if len(self._values) >= self._max_buffered or time.monotonic() >= self._due:
+            rows.append((step, split_name, value))
+        if len(rows) >= self._max_buffered or time.monotonic() >= self._due:
             self.flush()
 
     def _new_key(self, key: str) -> tuple[str, str]:
@@ -181,13 +176,12 @@ class Run:
         ``wait=True`` returns only once every bundle handed over so far is in the inbox.
         """
         self._due = time.monotonic() + self._flush_every_s
-        if self._values or self._runs or self._snapshots:
+        if self._rows or self._runs or self._snapshots:
             tables: dict[str, Any] = {"run": self._runs}
-            if self._values:
-                tables["metric"] = _metric_rows(self.run_id, self._steps, self._names, self._values)
+            if self._rows:
+                tables["metric"] = _metric_rows(self.run_id, self._rows)
             self._writer.submit(tables, self._snapshots)
-            self._runs, self._snapshots = [], []
-            self._steps, self._names, self._values = [], [], []
+            self._runs, self._snapshots, self._rows = [], [], []
         if wait:
             self._writer.drain()
 
@@ -246,18 +240,26 @@ class Run:
         return f"Run({self.name!r}, zoo={self.zoo!r}, run_id={self.run_id!r}, {self.status})"
 
 
-def _metric_rows(run_id: str, steps: list[int], names: list[tuple[str, str]], values: list[float]):
+def _number(key: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"run.log: metric {key!r} must be a number; got {type(value).__name__} "
+                         f"{short_repr(value)}") from None
+
+
+def _metric_rows(run_id: str, rows: list[tuple[int, tuple[str, str], float]]):
     """A callable making the metric table (built by the writer thread, off the training loop)."""
 
     def build():
         import pyarrow as pa
 
         return pa.table({
-            "run_id": pa.array([run_id] * len(values), pa.string()),
-            "step": pa.array(steps, pa.int64()),
-            "split": pa.array([s for s, _ in names], pa.string()),
-            "name": pa.array([m for _, m in names], pa.string()),
-            "value": pa.array(values, pa.float64()),
+            "run_id": pa.array([run_id] * len(rows), pa.string()),
+            "step": pa.array([r[0] for r in rows], pa.int64()),
+            "split": pa.array([r[1][0] for r in rows], pa.string()),
+            "name": pa.array([r[1][1] for r in rows], pa.string()),
+            "value": pa.array([r[2] for r in rows], pa.float64()),
         })
 
     return build

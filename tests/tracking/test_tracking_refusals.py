@@ -74,7 +74,7 @@ def test_log_refuses_non_numbers_and_bad_steps(run):
         run.log(-1, train_loss=1.0)
     with pytest.warns(RuntimeWarning, match=r"metric 'train_loss' is inf at step 2; not recorded"):
         run.log(2, train_loss=math.inf)
-    assert run._values == []
+    assert run._rows == []
 
 
 @pytest.mark.parametrize("weights, match", [
