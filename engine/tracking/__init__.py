@@ -13,7 +13,8 @@ The script writes artifacts and result bundles only (never the catalog); the sto
 owner ingests them. See :mod:`engine.tracking.run` and :mod:`store.logged_runs`.
 """
 
-from .run import NoOpRun, Run, start_run
+from .run import NoOpRun, Run, ingest_pending, start_run
 from .spec import MAX_CONFIG_BYTES, built_by, check_config, logged_arch, metric_key
 
-__all__ = ["MAX_CONFIG_BYTES", "NoOpRun", "Run", "built_by", "check_config", "logged_arch", "metric_key", "start_run"]
+__all__ = ["MAX_CONFIG_BYTES", "NoOpRun", "Run", "built_by", "check_config", "ingest_pending", "logged_arch",
+           "metric_key", "start_run"]

@@ -32,7 +32,7 @@ from engine.config import ArchSpec, DatasetSpec
 from .spec import built_by, check_config, logged_arch, logged_dataset, logged_train_spec, metric_key
 from .writer import BundleWriter, Snapshot
 
-__all__ = ["NoOpRun", "Run", "start_run"]
+__all__ = ["NoOpRun", "Run", "ingest_pending", "start_run"]
 
 _CHECKPOINT_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc")
 _MAX_MESSAGE = 4000  # characters of an error kept on the run
@@ -386,3 +386,14 @@ def _store_folder(path: str | os.PathLike[str] | None) -> Path:
     layout = StoreLayout(store.resolve_store_path(path))
     layout.create()  # folders only: the catalog is created by its first owner
     return layout.root
+
+
+def ingest_pending(store_path: str | os.PathLike[str] | None = None) -> store.IngestReport:
+    """Take in the bundles of logged runs now, when no dashboard owns the store (it does so by itself).
+
+    Opens the store as its owner for a moment: ingests every complete bundle waiting in
+    ``inbox/`` and marks ``stopped`` the logged runs whose script is gone. Raises
+    :class:`store.StoreBusyError` naming the owner when another process holds the store.
+    """
+    with store.open_store(store.resolve_store_path(store_path)) as st:
+        return st.ingest_bundles()

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import store
-from engine.tracking import NoOpRun, start_run
+from engine.tracking import NoOpRun, ingest_pending, start_run
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("logging_script.py")
@@ -119,9 +119,15 @@ def test_bundles_wait_for_the_next_owner_when_nobody_owns_the_store(tmp_path):
     with start_run(path, zoo="z", name="r", arch="mlp", dataset="mnist1d") as run:
         run.log(1, train_loss=0.5)
     assert not (path / "store.duckdb").exists()  # the script never creates or opens the catalog
-    with store.open_store(path) as st:
-        assert len(st.ingest_bundles().ingested) == 2
+    assert len(ingest_pending(path).ingested) == 2
+    with store.open_store(path, owner=False) as st:
         assert st.get_run(run.run_id)["status"] == "done"
+
+
+def test_ingest_pending_names_the_owner_when_the_store_is_owned(owned):
+    path, _ = owned
+    with pytest.raises(store.StoreBusyError, match=rf"pid {os.getpid()}"):
+        ingest_pending(path)
 
 
 # -- zoos by name ----------------------------------------------------------------------------------------
