@@ -189,3 +189,15 @@ def test_torchrun_rank_before_init_is_read_from_the_environment(tmp_path, monkey
     monkeypatch.setenv("RANK", "3")
     assert isinstance(start_run(tmp_path / "s", zoo="z", arch="mlp", dataset="mnist1d"), NoOpRun)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_gloo_group_of_two_writes_one_run_from_rank_0(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT.with_name("ddp_script.py")), str(tmp_path)], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(proc.stdout.split("\n")[:2]) == ["rank 0: Run", "rank 1: NoOpRun"]
+    assert len(ingest_pending(tmp_path / "store").ingested) == 2
+    with store.open_store(tmp_path / "store", owner=False) as st:
+        runs = st.list_runs()
+        assert len(runs) == 1 and runs["status"].tolist() == ["done"]
+        assert st.metrics(runs["run_id"].tolist())["value"].tolist() == [0.0]  # rank 0's value only
