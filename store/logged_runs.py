@@ -130,6 +130,11 @@ class LoggedRunsCatalog(StoreCore):
                               f"'zoo_owner': str or null}}; got {str(info)[:80]!r}")
         run_ids = run.column("run_id").to_pylist()
         # fetchall, not fetchone: a result left unread blocks the connection's next statement
+        others = con.execute("SELECT run_id FROM run WHERE list_contains(?, run_id) AND origin IS DISTINCT FROM "
+                             "'logged'", [run_ids]).fetchall()
+        if others:
+            raise BundleError(f"run {others[0][0]} exists and was not logged from a script; a tracking bundle "
+                              "may only write logged runs")
         rows = con.execute("SELECT zoo_id FROM run WHERE list_contains(?, run_id) AND zoo_id IS NOT NULL LIMIT 1",
                            [run_ids]).fetchall()
         if not rows:

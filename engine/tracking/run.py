@@ -82,7 +82,7 @@ class Run:
         self._rows: list[tuple[int, tuple[str, str], float]] = []  # (step, (split, name), value)
         self._runs: list[dict[str, Any]] = []  # run rows (status changes) for the next bundle
         self._snapshots: list[Snapshot] = []  # checkpoints for the next bundle
-        self._checkpoint_steps: list[int] = []
+        self._checkpoint_steps: list[int] = []  # in order; a second checkpoint at a step is refused
         self._max_step = 0
         self._t0 = time.perf_counter()
         self._device: str | None = None
@@ -138,8 +138,10 @@ class Run:
                       RuntimeWarning, stacklevel=3)
 
     # -- checkpoints --------------------------------------------------------------------
-    def checkpoint(self, model: Any, step: int, *, epoch: float | None = None, **metrics: Any) -> str:
+    def checkpoint(self, model: Any, step: int, *, epoch: float | None = None, **metrics: Any) -> str | None:
         """Store the weights at ``step`` (a module or a state_dict) with headline metrics; returns the checkpoint id.
+
+        A second checkpoint at a step already checkpointed is not stored (a warning says so; None).
 
         The weights go to the store as a safetensors artifact; every floating-point tensor must
         be finite. ``train_loss``, ``train_acc``, ``test_loss`` and ``test_acc`` fill the
@@ -152,6 +154,10 @@ class Run:
         if self.status != "running":
             raise RuntimeError(f"run {self.name!r} is {self.status}; checkpoint before it ends")
         step = _step(step)
+        if step in self._checkpoint_steps:
+            warnings.warn(f"run {self.name!r}: a checkpoint at step {step} is already recorded; this one is not "
+                          "stored (one checkpoint per step)", RuntimeWarning, stacklevel=2)
+            return None
         state = state_of(model)
         if metrics:
             self.log(step, **metrics)
@@ -166,6 +172,8 @@ class Run:
             row[column] = float(value) if value is not None and math.isfinite(float(value)) else None
         self._snapshots.append(Snapshot(row, snapshot))
         self._checkpoint_steps.append(step)
+        # the TrainSpec-shaped config follows the run (steps so far, checkpoint steps) for pages and probes
+        self._runs.append({"run_id": self.run_id, "zoo_id": self._zoo_id, "config": self._config()})
         self.flush()
         return checkpoint_id
 

@@ -106,3 +106,25 @@ def test_a_finished_run_refuses_more_rows(tmp_path):
     r.finish()
     with pytest.raises(RuntimeError, match=r"run 'r' is done; log before it ends"):
         r.log(1, train_loss=1.0)
+
+
+def test_a_second_checkpoint_at_a_step_is_refused_with_a_warning(run):
+    assert run.checkpoint(torch.nn.Linear(2, 2), 3)
+    with pytest.warns(RuntimeWarning, match=r"a checkpoint at step 3 is already recorded; this one is not stored"):
+        assert run.checkpoint(torch.nn.Linear(2, 2), 3) is None
+
+
+def test_a_tracking_bundle_cannot_rewrite_a_run_trained_here(tmp_path):
+    path = tmp_path / "store"
+    with store.open_store(path) as st:
+        zoo = st.create_zoo("z")
+        (trained,) = st.add_runs([{"zoo_id": zoo, "status": "done", "name": "trained"}])
+        r = start_run(path, **GOOD)
+        r.flush(wait=True)
+        forged = store.logged_run_job_id("forged")
+        store.write_bundle(path, forged, {"run": [{"run_id": trained, "zoo_id": "x", "status": "failed"}]},
+                           {"tracking": {"zoo_name": "z", "zoo_id": "x", "zoo_owner": None}})
+        report = st.ingest_bundles()
+        assert "exists and was not logged from a script" in report.failed[f"{forged}/000000"]
+        assert st.get_run(trained)["status"] == "done"
+        r.finish()
