@@ -18,7 +18,6 @@ import os
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,8 +305,9 @@ def _heartbeat(store_path: Path, run_id: str, period_s: float, stop: threading.E
         store.touch_logged_writer(store_path, run_id)
 
 
-# Runs still open at interpreter exit (no `with`, no finish()) end as 'stopped', saying why.
-_OPEN: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+# Runs still open at interpreter exit (no `with`, no finish()) end as 'stopped', saying why. Held
+# strongly: a run whose object the script dropped is still open until then.
+_OPEN: dict[str, Run] = {}
 
 
 @atexit.register
