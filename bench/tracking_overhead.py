@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -73,19 +74,43 @@ def logging_overhead(store_path: Path, threads: int, steps: int, block: int, bat
     _loop(ds, model, opt, 200, 0, None, batch, gen)  # warm-up
     plain: list[float] = []
     logged: list[float] = []
+    paired: list[float] = []  # per adjacent pair of blocks: robust to the machine's load drifting
     with start_run(store_path, zoo="bench", name=f"overhead-t{threads}", arch="mlp", dataset="mnist1d",
                    config={"threads": threads}) as run:
         step = 0
         while len(plain) < steps:
-            plain += _loop(ds, model, opt, block, step, None, batch, gen)
+            a = _loop(ds, model, opt, block, step, None, batch, gen)
             step += block
-            logged += _loop(ds, model, opt, block, step, run, batch, gen)
+            b = _loop(ds, model, opt, block, step, run, batch, gen)
             step += block
+            plain, logged = plain + a, logged + b
+            paired.append(statistics.median(b) / statistics.median(a))
     med_p, med_l = statistics.median(plain), statistics.median(logged)
     mean_p, mean_l = statistics.fmean(plain), statistics.fmean(logged)
     return {"threads": threads, "median_plain_us": med_p * 1e6, "median_logged_us": med_l * 1e6,
             "median_ratio": med_l / med_p, "mean_plain_us": mean_p * 1e6, "mean_logged_us": mean_l * 1e6,
-            "mean_ratio": mean_l / mean_p}
+            "mean_ratio": mean_l / mean_p, "paired_ratio": statistics.median(paired)}
+
+
+def log_call_cost(store_path: Path, calls: int = 100_000) -> tuple[float, float]:
+    """Microseconds per ``run.log(step, train_loss=..., train_acc=...)``, and per empty call of the same shape."""
+
+    def empty(step, **metrics):
+        for _ in metrics.items():
+            pass
+
+    best_log, best_empty = math.inf, math.inf
+    with start_run(store_path, zoo="bench", name="log-call", arch="mlp", dataset="mnist1d") as run:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for s in range(calls):
+                empty(s, train_loss=0.5, train_acc=0.5)
+            best_empty = min(best_empty, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for s in range(calls):
+                run.log(s, train_loss=0.5, train_acc=0.5)
+            best_log = min(best_log, time.perf_counter() - t0)
+    return best_log / calls * 1e6, best_empty / calls * 1e6
 
 
 def _save_fsynced(state: dict, path: Path) -> None:
@@ -129,16 +154,21 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=250, help="steps per alternating block")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--ckpt-repeat", type=int, default=10)
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store_path = Path(tmp) / "store"
         print(f"run.log every step, K=1 MLP (width 64, depth 2) on MNIST-1D, batch {args.batch}, "
               f"{args.steps} steps per variant in blocks of {args.block}")
-        for threads in (2, 1):
+        for threads in args.threads:
             r = logging_overhead(store_path, threads, args.steps, args.block, args.batch)
             print(f"  {threads} thread(s): median step {r['median_plain_us']:7.1f} us plain, "
-                  f"{r['median_logged_us']:7.1f} us with run.log -> ratio {r['median_ratio']:.3f}; "
+                  f"{r['median_logged_us']:7.1f} us with run.log -> ratio {r['median_ratio']:.3f} "
+                  f"(median of paired blocks {r['paired_ratio']:.3f}); "
                   f"mean {r['mean_plain_us']:7.1f} / {r['mean_logged_us']:7.1f} us -> ratio {r['mean_ratio']:.3f}")
+        per_log, per_empty = log_call_cost(store_path)
+        print(f"  one run.log call with 2 metrics: {per_log:.2f} us (an empty Python call of that shape: "
+              f"{per_empty:.2f} us)")
         print("run.checkpoint vs safetensors save_file + fsync of the same state_dict (medians, 1 thread)")
         for width, depth in ((64, 2), (1024, 4)):
             c = checkpoint_cost(store_path, width, depth, args.ckpt_repeat)
