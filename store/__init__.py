@@ -18,6 +18,13 @@ from store.errors import (
     StoreFilesChangedError,
     StoreVersionError,
 )
+from store.logged_runs import (
+    logged_run_inbox,
+    logged_run_job_id,
+    record_logged_writer,
+    release_logged_writer,
+    touch_logged_writer,
+)
 from store.paths import DEFAULT_STORE, STORE_ENV_VAR, resolve_store_path
 from store.requests import drop_request
 from store.schema import JOB_STATUSES, RUN_STATUSES, SCHEMA_VERSION
@@ -48,4 +55,9 @@ __all__ = [
     "NotFoundError",
     "BundleError",
     "StoreFilesChangedError",
+    "logged_run_inbox",
+    "logged_run_job_id",
+    "record_logged_writer",
+    "release_logged_writer",
+    "touch_logged_writer",
 ]

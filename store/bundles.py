@@ -50,6 +50,9 @@ class IngestReport:
         Bundle id -> reason: bundles of a job that had already ended (done,
         failed or cancelled), e.g. from a worker that outlived its owner;
         nothing of them was written, folders renamed ``refused-part-*`` and kept.
+    stopped : list[str]
+        Runs logged from a script (``engine.tracking``) that were left running by a
+        script that is gone, marked ``stopped`` after the bundles went in.
     """
 
     ingested: list[str] = field(default_factory=list)
@@ -57,6 +60,7 @@ class IngestReport:
     failed: dict[str, str] = field(default_factory=dict)
     duplicate: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,13 @@ class RunsCatalog(StoreCore):
 
         Columns: ``run_id, zoo_id, name, status, seed, owner, device, diverged_step, wall_s``;
         one ``hp_<key>`` column per key of ``hparams`` (nested keys joined with '.');
-        then from the run's last checkpoint ``steps, final_epoch, final_train_loss,
-        final_train_acc, final_test_loss, final_test_acc, last_checkpoint_id`` (NaN if
-        none), ``origin`` ('trained', 'logged' or 'imported') and ``built_by_json`` (what code
-        built the model, JSON text or None) and ``final_gap`` = train accuracy − test accuracy;
-        then one ``probe_<name>``
-        column per metric a probe wrote for the run (``metric`` rows with split ``"probe"``,
-        e.g. by the ``sweep.cell`` probe), the value at the highest step it was measured at.
+        ``origin`` ('trained', 'logged', 'imported'), ``built_by_json`` (the code that built the
+        model, JSON text or None) and ``message`` (why a run ended as it did, or None); then from
+        the run's last checkpoint ``steps, final_epoch, final_train_loss, final_train_acc,
+        final_test_loss, final_test_acc, last_checkpoint_id`` (NaN if none) and ``final_gap`` =
+        train accuracy − test accuracy; then one ``probe_<name>`` column per metric a probe
+        wrote for the run (``metric`` rows with split ``"probe"``, e.g. by the ``sweep.cell``
+        probe), the value at the highest step it was measured at.
         """
         import json
 
@@ -148,9 +148,10 @@ class RunsCatalog(StoreCore):
 
         base = self._df("""
             SELECT r.run_id, r.zoo_id, r.name, r.status, r.seed, r.owner, r.device, r.diverged_step, r.wall_s,
-                   r.hparams_json, c.step AS steps, c.epoch AS final_epoch, c.train_loss AS final_train_loss,
+                   r.hparams_json, r.origin, r.built_by_json, r.message,
+                   c.step AS steps, c.epoch AS final_epoch, c.train_loss AS final_train_loss,
                    c.train_acc AS final_train_acc, c.test_loss AS final_test_loss, c.test_acc AS final_test_acc,
-                   c.checkpoint_id AS last_checkpoint_id, r.origin, r.built_by_json
+                   c.checkpoint_id AS last_checkpoint_id
             FROM run r LEFT JOIN (
                 SELECT * FROM checkpoint
                 WHERE $zoo IS NULL OR run_id IN (SELECT run_id FROM run WHERE zoo_id = $zoo)

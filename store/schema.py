@@ -111,10 +111,16 @@ def _v3_provenance_datasets(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _v4_run_message(con: duckdb.DuckDBPyConnection) -> None:
+    """Why a run ended as it did: the error of a logged run that failed, how a stopped one was found."""
+    con.execute("ALTER TABLE run ADD COLUMN message TEXT")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _v1_core_catalog,
     _v2_bundles_reports_indexes,
     _v3_provenance_datasets,
+    _v4_run_message,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -128,6 +134,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "diverged_step", "started_at", "finished_at", "wall_s", "owner", "name",
         "origin",  # 'trained' (here), 'logged' (engine.tracking from a script) or 'imported'
         "built_by_json",  # what code built the model: factory import path, kwargs, source hash
+        "message",  # why it ended so: a logged run's error text, or how a stopped one was found
     ),
     "checkpoint": (
         "checkpoint_id", "run_id", "step", "epoch", "artifact_sha", "train_loss", "train_acc",

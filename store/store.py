@@ -19,6 +19,7 @@ from store.catalog_jobs import JobsCatalog
 from store.catalog_runs import RunsCatalog
 from store.core import insert_arrow
 from store.errors import BundleError, StoreError, StoreVersionError
+from store.logged_runs import LoggedRunsCatalog
 from store.ownership import OwnerLock, busy_error
 from store.paths import StoreLayout, as_layout
 from store.requests import take_requests_at
@@ -37,7 +38,7 @@ _INGEST_POLICY = {"zoo": "ignore", "run": "update", "artifact": "ignore", "check
                   "metric": "ignore", "probe": "update", "job": "update"}
 
 
-class Store(RunsCatalog, JobsCatalog, DatasetsCatalog):
+class Store(RunsCatalog, JobsCatalog, DatasetsCatalog, LoggedRunsCatalog):
     """An open store: the DuckDB catalog plus the artifact, inbox and request folders.
 
     Get one with :func:`open_store`; use it as a context manager or call
@@ -116,7 +117,10 @@ class Store(RunsCatalog, JobsCatalog, DatasetsCatalog):
         bundles ingested before are skipped (``duplicate``) and removed. When
         any was ingested and ``checkpoint`` is true, the batch ends with a
         :meth:`checkpoint`, so its rows are in ``store.duckdb`` itself, not
-        only in the WAL.
+        only in the WAL. A bundle whose manifest has a ``tracking`` object (a run
+        logged from a script, no job row) has its run placed in its zoo by name
+        (:mod:`store.logged_runs`). Last, logged runs whose script is gone are
+        marked ``stopped`` (:meth:`stop_dead_logged_runs`; ``stopped`` in the report).
         """
         self._require_owner("ingest bundles")
         self.check_files()
@@ -135,20 +139,23 @@ class Store(RunsCatalog, JobsCatalog, DatasetsCatalog):
                 report.refused[bundle_id] = _refuse_bundle(bundle, job_status)
                 continue
             try:
-                _, tables = read_bundle(bundle)
-                self._ingest_tables(bundle_id, bundle.job_id, tables)
+                manifest, tables = read_bundle(bundle)
+                self._ingest_tables(bundle_id, bundle.job_id, tables, manifest.get("tracking"))
             except (BundleError, duckdb.Error, ValueError) as exc:
                 report.failed[bundle_id] = f"{type(exc).__name__}: {exc}"
                 continue
             _remove_bundle(bundle.path)
             report.ingested.append(bundle_id)
-        if report.ingested and checkpoint:
+        report.stopped = self.stop_dead_logged_runs()
+        if (report.ingested or report.stopped) and checkpoint:
             self.checkpoint()
         return report
 
-    def _ingest_tables(self, bundle_id: str, job_id: str, tables: Mapping[str, Any]) -> None:
+    def _ingest_tables(self, bundle_id: str, job_id: str, tables: Mapping[str, Any], tracking: Any = None) -> None:
         n_rows = sum(tbl.num_rows for tbl in tables.values())
         with self._tx() as con:
+            if tracking is not None:
+                tables = self._place_logged_run(con, tracking, tables)
             for name in BUNDLE_TABLES:
                 if name in tables:
                     self._touch_rows(name, tables[name])

@@ -187,8 +187,8 @@ class Dispatcher:
                     break
                 self._start(job)
                 report.started.append(job["job_id"])
-            if report.ingested or report.started or report.finished or report.refused:
-                self.generation += 1
+            if report.ingested or report.started or report.finished or report.refused or ing.stopped:
+                self.generation += 1  # ing.stopped: logged runs whose script died (store.logged_runs)
             if report.started or report.finished:
                 self.job_generation += 1
             # Everything this tick (and the pages since the last one) committed goes from the

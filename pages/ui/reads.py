@@ -21,8 +21,9 @@ from engine.report import Report, list_stored_reports, load_report
 
 from .services import RUNS_TABLES, Services
 
-__all__ = ["job_overview", "live_zoo_runs", "queue_positions", "run_checkpoints", "run_metrics", "run_record",
-           "stored_report", "stored_reports", "zoo_checkpoint_table", "zoo_checkpoints", "zoo_jobs", "zoo_sweep"]
+__all__ = ["job_overview", "live_zoo_runs", "logged_runs_without_data", "queue_positions", "run_checkpoints",
+           "run_metrics", "run_record", "stored_report", "stored_reports", "zoo_checkpoint_table", "zoo_checkpoints",
+           "zoo_jobs", "zoo_sweep"]
 
 
 def zoo_checkpoint_table(store, zoo_id: str) -> pd.DataFrame:
@@ -75,6 +76,19 @@ def run_record(svc: Services, run_id: str) -> dict[str, Any]:
 def run_metrics(svc: Services, run_id: str, names: list[str]) -> pd.DataFrame:
     """The run's ``metric`` rows of these names (``step, split, name, value``)."""
     return svc.store.metrics([run_id], names=names)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _logged_runs_without_data(_svc: Services, zoo_id: str, version: tuple) -> list[dict[str, Any]]:
+    from engine.data import available
+
+    known = set(available()) | set(_svc.store.registered_dataset_names())
+    return [row for row in _svc.store.logged_run_datasets(zoo_id) if row["dataset"] not in known]
+
+
+def logged_runs_without_data(svc: Services, zoo_id: str) -> list[dict[str, Any]]:
+    """The zoo's runs logged from a script whose dataset this server cannot load (``run_id, name, dataset``)."""
+    return _logged_runs_without_data(svc, zoo_id, svc.version("run", "dataset"))
 
 
 def zoo_sweep(svc: Services, zoo_id: str) -> dict[str, Any]:

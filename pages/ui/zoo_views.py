@@ -11,7 +11,7 @@ from engine.auth import PermissionDenied
 from engine.figures import zoo as zfig
 from engine.nets import describe_built_by
 
-from .reads import live_zoo_runs, zoo_jobs
+from .reads import live_zoo_runs, logged_runs_without_data, zoo_jobs
 from .report_draft import show_figure
 from .services import METRICS_TABLES, Services, cached_metrics, cached_runs, current_user, demo_config, may
 from .state import query_list, set_query, synced_selectbox
@@ -88,8 +88,9 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
             if chosen:
                 filt = filt[filt[col].isin(chosen)]
     filt = with_provenance(filt)
-    shown = [c for c in ["name", *hp, "status", *METRICS, "steps", "wall_s", "origin", "built by", "owner", "run_id"]
-             if c in filt]
+    notes = ["message"] if "message" in filt and filt["message"].notna().any() else []
+    shown = [c for c in ["name", *hp, "status", *notes, *METRICS, "steps", "wall_s", "origin", "built by", "owner",
+                         "run_id"] if c in filt]
     event = st.dataframe(filt[shown], hide_index=True, on_select="rerun", selection_mode="multi-row",
                          key="runs_table", column_config={"run_id": st.column_config.TextColumn("run id"),
                                                           "built by": st.column_config.TextColumn("built by")})
@@ -106,6 +107,7 @@ def runs_section(svc: Services, zoo_id: str) -> tuple[pd.DataFrame, list[str]]:
         with st.expander("What built the selected runs", expanded=False):
             for record in built[:5]:
                 st.json(json.loads(record), expanded=False)
+    _unloadable_data_note(svc, zoo_id)
     return runs, selected
 
 
@@ -118,6 +120,17 @@ def with_provenance(runs: pd.DataFrame) -> pd.DataFrame:
     out["built by"] = [describe_built_by(json.loads(b)) if isinstance(b, str) and b else ""
                        for b in runs.get("built_by_json", pd.Series([None] * len(runs), index=runs.index))]
     return out
+
+
+def _unloadable_data_note(svc: Services, zoo_id: str) -> None:
+    """Logged runs name their dataset; say which ones this server cannot load (probes need the data)."""
+    missing = logged_runs_without_data(svc, zoo_id)
+    if missing:
+        names = ", ".join(sorted({f"'{literal(r['dataset'])}'" for r in missing}))
+        st.warning(f"{len(missing)} logged run(s) name dataset {names}, which is neither built in nor registered "
+                   "in this store: probes that evaluate on data (landscape, connectivity, representations) cannot "
+                   "run on them until it is registered under that name. Their curves and checkpoints are shown.",
+                   icon=":material/database:")
 
 
 def curves_section(svc: Services, runs: pd.DataFrame, selected: list[str]) -> None:
