@@ -86,6 +86,7 @@ def test_log_refuses_non_numbers_and_bad_steps(run):
     (lambda: _nan_linear(), r"'weight' \(1 of 4\) holds NaN/inf values"),
 ])
 def test_checkpoint_refuses_unusable_weights_and_writes_nothing(run, weights, match):
+    run.flush(wait=True)  # the run's first bundle is written in the background: count after it
     before = _parts(run)
     artifacts = run.store_path / "artifacts"
     n_files = len(list(artifacts.rglob("*.safetensors")))
