@@ -46,8 +46,8 @@ def test_logged_runs_show_on_the_zoo_page_while_the_server_owns_the_store(app, e
     assert table.loc["lr1.0-seed0", "status"] == "failed"
     assert table.loc["lr1.0-seed0", "message"] == "ValueError: loss exploded <script>alert(1)</script>"
     assert set(table["origin"]) == {"logged from a script"}
-    assert table.loc["lr1.0-seed0", "built by"] == "my_models:ResNet18"
-    assert table.loc["lr0.1-seed0", "built by"] == "mlp"
+    assert table.loc["lr1.0-seed0", "built by"] == "my_models:ResNet18(num_classes=10)"
+    assert table.loc["lr0.1-seed0", "built by"].startswith("built-in mlp")
     assert table["hp_lr"].tolist() == [0.1, 1.0]
     warning = " ".join(shown(w.value) for w in at.warning)
     assert "1 logged run(s) name dataset 'my-cifar-npz', which is neither built in nor registered" in warning
