@@ -29,6 +29,11 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# one BLAS/OpenMP thread in this process and the workers it starts: on a shared 2-core machine torch's
+# default threads spin against each other on these tiny MLPs (a population of 3 took 30x the wall time)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 import resource
 import tempfile
 import time
