@@ -12,15 +12,28 @@ sign of the least-squares slope of the pruned networks' test error against log t
 Zhou et al. find that a hotter dense training helps at low density (Regime I, poorly connected)
 and hurts at high density (Regime II, well connected); the script says whether that happens here.
 
-Writes bench/results/pruning.txt and the README figure assets/pruning.png.
+``--config configs/pruning_converged.toml --fine-tune 3000 --fine-tune-batch 64 --no-curvature
+--densities 0.03 0.06 0.12 0.25 0.5`` is the converged design: the temperature is the batch size at
+one learning rate and one step count long enough that every run fits its training set (the
+paper's batch-size protocol), and every pruned network is fine-tuned alike (same steps, learning
+rate and batch size), so neither the dense nor the fine-tuning training length follows the
+temperature. The dense networks' own errors (before pruning) are listed too.
 
-    .venv/bin/python bench/pruning.py [--store DIR] [--reuse] [--fine-tune STEPS]
+Writes bench/results/pruning.txt and the README figure assets/pruning.png (or --out / --png).
+
+    .venv/bin/python bench/pruning.py [--config TOML] [--store DIR] [--reuse] [--fine-tune STEPS]
+        [--fine-tune-batch N] [--densities D ...] [--no-curvature]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+# one BLAS/OpenMP thread in this process and the workers it starts: on a shared 2-core machine torch's
+# default threads spin against each other on these tiny MLPs (a population of 3 took 30x the wall time)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 import resource
 import tempfile
 import time
@@ -93,7 +106,19 @@ def pruned_runs(st, zoo_id: str, requests) -> pd.DataFrame:
 def _pivot(cells: pd.DataFrame, metric: str) -> str:
     t = cells.pivot(index="load", columns="temperature", values=metric).sort_index(ascending=False)
     t.index = [f"density {v:g}" for v in t.index]
-    t.columns = [f"lr/bs {v:.3g}" for v in t.columns]
+    t.columns = [f"T {v:.3g}" for v in t.columns]
+    return t.to_string(float_format=lambda v: f"{v:.4g}")
+
+
+def _dense(runs: pd.DataFrame, temperature: str, constants: dict) -> str:
+    """Train and test error of the dense networks per temperature (mean over seeds), from their last checkpoint."""
+    from engine.probes.phases import axis_values
+
+    t = pd.DataFrame({"temperature": axis_values(runs, temperature, constants).to_numpy(),
+                      "train_error": 1.0 - runs["final_train_acc"].to_numpy(float),
+                      "test_error": 1.0 - runs["final_test_acc"].to_numpy(float)})
+    t = t.groupby("temperature").mean().T
+    t.columns = [f"{temperature} {v:.3g}" for v in t.columns]
     return t.to_string(float_format=lambda v: f"{v:.4g}")
 
 
@@ -121,13 +146,15 @@ def findings(cells: pd.DataFrame, classified: pd.DataFrame) -> list[str]:
     return lines
 
 
-def figure(cells: pd.DataFrame, classified: pd.DataFrame, out: Path, ft: int) -> None:
+def figure(cells: pd.DataFrame, classified: pd.DataFrame, out: Path, ft: int, config, temperature: str,
+           ft_batch: int | None) -> None:
     from engine.figures.export import write_image
     from engine.figures.phases import pruning_overview
 
-    fig = pruning_overview(cells, classified, temperature="lr / batch size (dense training)",
-                           title=f"MNIST-1D MLPs (configs/pruning.toml), global magnitude pruning + {ft} fine-tuning "
-                                 "steps: mean over 3 seeds")
+    batch = f" at batch {ft_batch}" if ft_batch else ""
+    fig = pruning_overview(cells, classified, temperature=f"{temperature} (dense training)",
+                           title=f"MNIST-1D MLPs ({config}), global magnitude pruning + {ft} fine-tuning "
+                                 f"steps{batch}: mean over seeds")
     write_image(fig, out, scale=1.3)
 
 
@@ -137,39 +164,58 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="store folder (default: a fresh temporary one)")
     ap.add_argument("--reuse", action="store_true", help="probe the newest 'pruning' zoo of --store, no training")
     ap.add_argument("--fine-tune", type=int, default=300, help="fine-tuning steps after pruning (0: none)")
+    ap.add_argument("--fine-tune-batch", type=int, default=None,
+                    help="one fine-tuning batch size for every run (default: each run's own)")
+    ap.add_argument("--densities", type=float, nargs="+", default=DENSITIES)
+    ap.add_argument("--no-curvature", action="store_true",
+                    help="skip the Hessian metrics (test error decides the transition; barriers and CKA "
+                         "still label the regimes)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pruning.txt"))
     ap.add_argument("--png", default=str(ROOT / "assets" / "pruning.png"))
     args = ap.parse_args()
     path = Path(args.store or tempfile.mkdtemp(prefix="zooscope-pruning-")) / ("" if args.store else "store")
     sweep = load_sweep(args.config)
-    params = {**PROBE, "fine_tune_steps": args.fine_tune}
+    params = {**PROBE, "densities": sorted(args.densities), "fine_tune_steps": args.fine_tune,
+              "fine_tune_batch_size": args.fine_tune_batch}
+    if args.no_curvature:
+        params["metrics"] = ["evaluation", "connectivity", "similarity"]
+    metrics = [m for m in METRICS if not (args.no_curvature and m == "hessian_top")]
+    temperature = sweep.phases.temperature if sweep.phases else "lr/batch_size"
+    constants = {"lr": sweep.base.optim.lr, "batch_size": sweep.base.batch_size}
+    cfg = Path(args.config).resolve()
+    name = cfg.relative_to(ROOT) if cfg.is_relative_to(ROOT) else cfg
     st = store.open_store(path)
     disp = Dispatcher(st)
-    lines = [f"configs/pruning.toml: {sweep.n_runs} runs ({', '.join(f'{k} {v}' for k, v in sweep.grid.items())}), "
+    lines = [f"{name}: {sweep.n_runs} runs ({', '.join(f'{k} {v}' for k, v in sweep.grid.items())}), "
              f"width {sweep.base.arch.width}, {sweep.base.steps} steps, batch {sweep.base.batch_size}, "
-             f"{sweep.base.optim.name}; {os.cpu_count()} CPU cores, shared with other work",
-             f"prune.cell: densities {DENSITIES}, global magnitude pruning, {args.fine_tune} fine-tuning steps with "
-             f"each run's optimiser; {PROBE}"]
+             f"{sweep.base.optim.name} lr {sweep.base.optim.lr} (swept axes replace these); temperature "
+             f"{temperature}; {os.cpu_count()} CPU cores, shared with other work",
+             f"prune.cell: densities {params['densities']}, global magnitude pruning, {args.fine_tune} fine-tuning "
+             f"steps with each run's optimiser at batch size "
+             f"{args.fine_tune_batch or 'of the run'}; {params}"]
     try:
         with Clock() as c_train:
-            zoo_id = st.get_zoo("pruning")["zoo_id"] if args.reuse else train(disp, sweep)
+            zoo_id = st.get_zoo(sweep.name)["zoo_id"] if args.reuse else train(disp, sweep)
         with Clock() as c_probe:
             requests = probe(disp, zoo_id, params)
         runs = pruned_runs(st, zoo_id, requests)
+        dense_runs = st.runs_table(zoo_id)
     finally:
         disp.stop(kill_workers=True)
         st.close()
     lines += [c_train.line("training" + (" (reused)" if args.reuse else "")), c_probe.line("prune + probe"),
               f"{'total':<22} wall {c_train.wall + c_probe.wall:7.1f} s   CPU {c_train.cpu + c_probe.cpu:7.1f} s"]
-    cells = pruned_cell_table(runs, "lr/batch_size", METRICS, {"batch_size": sweep.base.batch_size})
-    for m in METRICS:
+    lines += ["", "dense networks before pruning (last checkpoint, at most eval_size samples per split; "
+                  "mean over seeds):", _dense(dense_runs, temperature, constants)]
+    cells = pruned_cell_table(runs, temperature, metrics, constants)
+    for m in metrics:
         lines += ["", f"{m} (mean over seeds):", _pivot(cells, m)]
     classified = classify_regimes(cells[cells["load"] < 1.0].reset_index(drop=True))
     lines += ["", "regime:", _pivot(classified, "regime"), "", *findings(cells, classified)]
     text = "\n".join(lines)
     print(text)
     Path(args.out).write_text(text + "\n")
-    figure(cells, classified, Path(args.png), args.fine_tune)
+    figure(cells, classified, Path(args.png), args.fine_tune, name, temperature, args.fine_tune_batch)
     print(f"wrote {args.out} and {args.png}")
 
 

@@ -32,7 +32,9 @@ def pruned(zoo):
     requests = probe_phase_cells(disp, zoo_id, "prune.cell", P, compute_here=True)
     tuned = probe_phase_cells(disp, zoo_id, "prune.cell", {**P, "fine_tune_steps": 5, "metrics": ["evaluation"]},
                               compute_here=True)
-    return st, requests, tuned
+    fixed = probe_phase_cells(disp, zoo_id, "prune.cell", {**P, "fine_tune_steps": 5, "fine_tune_batch_size": 3,
+                                                            "metrics": ["evaluation"]}, compute_here=True)
+    return st, requests, tuned, fixed
 
 
 def _loaded(st, checkpoint_ids):
@@ -49,7 +51,7 @@ def _test_error(ck, params):
 
 
 def test_values_match_direct_engine_calls_on_pruned_networks(pruned):
-    st, requests, _ = pruned
+    st, requests, *_ = pruned
     assert [r.status.state for r in requests] == ["done", "done"]
     s = requests[1].status.result.summary
     assert s["densities"] == [0.2, 0.5]  # sorted
@@ -70,7 +72,7 @@ def test_values_match_direct_engine_calls_on_pruned_networks(pruned):
 
 
 def test_fine_tuned_values_equal_a_direct_fine_tune(pruned):
-    st, _, tuned = pruned
+    st, _, tuned, _ = pruned
     s = tuned[0].status.result.summary
     assert s["fine_tune_steps"] == 5 and set(s["values"]) >= {"test_error", "density_achieved"}
     assert "hessian_top" not in s["values"]
@@ -82,8 +84,24 @@ def test_fine_tuned_values_equal_a_direct_fine_tune(pruned):
     assert s["values"]["test_error"][0][1] == pytest.approx(_test_error(ck, ft.params), abs=1e-9)
 
 
+def test_a_fixed_fine_tuning_batch_size_replaces_the_runs_own(pruned):
+    # Zhou et al. retrain every temperature alike when the dense batch size is the temperature
+    st, _, tuned, fixed = pruned
+    (ck, _) = _loaded(st, fixed[0].checkpoint_ids)
+    assert ck.config.batch_size != 3
+    pr = prune(ck.model, ck.params, 0.5)
+    ft, _ = fine_tune(ck.model, pr, (ck.dataset.x_train, ck.dataset.y_train), ck.config.optim, steps=5,
+                      batch_size=3, buffers=ck.buffers, seed=ck.config.seed)
+    got = fixed[0].status.result.summary["values"]["test_error"][0][1]
+    assert got == pytest.approx(_test_error(ck, ft.params), abs=1e-9)
+    own = tuned[0].status.result.summary["values"]["test_error"][0][1]
+    own_ft, _ = fine_tune(ck.model, pr, (ck.dataset.x_train, ck.dataset.y_train), ck.config.optim, steps=5,
+                          batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed)
+    assert own == pytest.approx(_test_error(ck, own_ft.params), abs=1e-9)  # the default is still the run's own
+
+
 def test_rows_join_runs_and_densities(pruned):
-    _, requests, _ = pruned
+    _, requests, *_ = pruned
     s = requests[0].status.result.summary
     rows = pruned_rows(s["run_ids"], s["densities"], s["values"])
     assert len(rows) == 4 and set(rows["density"]) == {0.2, 0.5}
@@ -96,3 +114,6 @@ def test_params_are_checked():
         PruneCellParams(densities=[0.0, 0.5])
     with pytest.raises(ValidationError, match="fine_tune_steps"):
         PruneCellParams(fine_tune_steps=-1)
+    assert PruneCellParams().fine_tune_batch_size is None
+    with pytest.raises(ValidationError, match="fine_tune_batch_size"):
+        PruneCellParams(fine_tune_batch_size=0)

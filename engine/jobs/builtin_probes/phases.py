@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
-from engine.bounds import MAX_EVAL_SIZE, short_repr
+from engine.bounds import MAX_BATCH_SIZE, MAX_EVAL_SIZE, short_repr
 from engine.config import SPEC_CONFIG, Seed
 from engine.probes.connectivity import barrier_matrix
 from engine.probes.core import evaluate_points, flatten_params, resolve_data
@@ -269,6 +269,9 @@ class PruneCellParams(BaseModel):
     densities: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)  # fractions of Linear/Conv weights kept
     scope: Literal["global", "layerwise"] = "global"
     fine_tune_steps: int = Field(0, ge=0, le=100_000)  # steps of the run's own optimiser after pruning (0: none)
+    # batch size of the fine-tuning: None is each run's own; a number retrains every temperature alike
+    # (Zhou et al. retrain every pruned model with one batch size when the dense batch size is the temperature)
+    fine_tune_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
     metrics: tuple[Literal["evaluation", "curvature", "connectivity", "similarity"], ...] = (
         "evaluation", "curvature", "connectivity", "similarity")
     n_samples: int = Field(1000, ge=16, le=MAX_EVAL_SIZE)  # as PhaseCellParams
@@ -309,8 +312,8 @@ def _pruned_checkpoints(cks, density: float, p: PruneCellParams) -> tuple[list, 
         buffers = ck.buffers
         if p.fine_tune_steps:
             pr, buffers = fine_tune(ck.model, pr, _train_data(ck), ck.config.optim, steps=p.fine_tune_steps,
-                                    batch_size=ck.config.batch_size, buffers=ck.buffers, seed=ck.config.seed,
-                                    loss_fn=ck.loss_fn)
+                                    batch_size=p.fine_tune_batch_size or ck.config.batch_size, buffers=ck.buffers,
+                                    seed=ck.config.seed, loss_fn=ck.loss_fn)
         out.append(dataclasses.replace(ck, params=pr.params, buffers=buffers))
         achieved.append(pr.density)
     return out, achieved
