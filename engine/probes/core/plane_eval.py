@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from engine.probes.core.evaluator import Evaluator
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
+from engine.probes.core.mlp_plane import mlp_plane_point
 from engine.probes.core.point_parallel import thread_module  # points may run on worker threads
 
 __all__ = ["FirstLayer", "evaluate_plane", "evaluate_plane_with_strategy", "find_first_layer"]
@@ -254,6 +255,9 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
         z = torch.add(z_a, zs[2], alpha=b_val)
         return _rest(ev, first, theta, lambda lo, hi: z[lo:hi])
 
+    if first is not None and how != "vmap":  # an MLP: a plain chain of products (engine/probes/core/mlp_plane.py)
+        point_loop = mlp_plane_point(ev, first.path, theta0, d1, d2, zs, coords) or point_loop
+
     def point_vmap(ai, bi):
         theta = theta0 + ai * d1 + bi * d2
         if first is None:
@@ -295,3 +299,4 @@ def _first_layer(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: 
     ends = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
     ok = _agrees(first, ev.module, ev.layout, ev.buffers, theta0, d1, d2, ev.x, ends)
     return first if ok else None
+
