@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.probes.core import Evaluator, evaluate_plane, evaluate_points
-from engine.probes.core.mlp_plane import mlp_plane_point
+from engine.probes.core.mlp_plane import _bias_as_column, _chain, mlp_plane_point  # noqa: PLC2701
 from engine.probes.core.plane_eval import _first_layer  # noqa: PLC2701 - the split the chain builds on
 
 
@@ -67,10 +67,15 @@ def _close(a, b, n):
 
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh, nn.GELU], ids=["relu", "tanh", "gelu"])
 @pytest.mark.parametrize("rows", [None, 64], ids=["all-rows", "row-chunks"])
-def test_chain_equals_generic_evaluation(act, rows):
-    model, data = _mlp(act), _data()
+@pytest.mark.parametrize("width", [24, 40], ids=["narrow-hidden", "wide-hidden"])
+def test_chain_equals_generic_evaluation(act, rows, width):
+    # width 40 > NARROW_OUT: after a ReLU the hidden layer's bias runs as a weight column
+    model, data = _mlp(act, width=width), _data()
     theta0, d1, d2, coords = _plane(model)
     assert _chain_used(model, data, theta0, d1, d2, coords)
+    ev = Evaluator(model, data)
+    steps = _chain(ev, "1", theta0)
+    assert _bias_as_column(steps) == (act is nn.ReLU and width == 40)
     fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop", rows=rows)
     thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
     generic = evaluate_points(model, thetas, data, strategy="loop", rows=rows)
