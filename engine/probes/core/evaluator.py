@@ -38,7 +38,7 @@ from engine.probes.core.functional import (
     functional_module,
     resolve_data,
 )
-from engine.probes.core.point_parallel import parallel_loop, thread_module  # points on worker threads
+from engine.probes.core.point_parallel import as_point_worker, parallel_loop, thread_module  # points on workers
 
 __all__ = ["Evaluator"]
 
@@ -127,7 +127,7 @@ class Evaluator:
         """Set and return :attr:`rows`, the data rows per forward pass: ``rows`` if given;
         all on a GPU or with batch statistics; on a CPU, cache-sized chunks when they
         measure faster at the point ``theta`` (once per process and kind of model and data)."""
-        self.rows = _data_rows(self, theta, rows)
+        self.rows = as_point_worker(lambda: _data_rows(self, theta, rows), device=self.device)  # as points run
         return self.rows
 
     def resolve_strategy(self, strategy: Strategy) -> str:

@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from engine.probes.core import evaluate_plane, evaluate_points
-from engine.probes.core.point_parallel import parallel_loop, parallel_map, point_workers, thread_module
+from engine.probes.core.point_parallel import (
+    as_point_worker,
+    parallel_loop,
+    parallel_map,
+    point_workers,
+    thread_module,
+)
 
 
 def _mlp():
@@ -149,3 +155,12 @@ def test_worker_count(monkeypatch):
     monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "0")
     with pytest.raises(ValueError, match="positive integer; got '0'"):
         point_workers("cpu", 10)
+
+
+def test_measurements_run_where_the_points_will(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    assert as_point_worker(torch.get_num_threads) == 1  # on a one-thread worker, as the loop's points
+    with torch.no_grad():
+        assert as_point_worker(torch.is_grad_enabled) is False
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
+    assert as_point_worker(threading.get_ident) == threading.get_ident()  # no workers: right here
