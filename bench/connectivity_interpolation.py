@@ -131,10 +131,17 @@ def main() -> None:
     n = len(ds.x_train)
     lines = [f"interpolation, 25 alphas, MNIST-1D train set ({n} samples); medians over {args.repeats} repeats; "
              f"{os.cpu_count()} CPUs (a shared machine: timings move with its load, ratios much less)"]
+    shown = 0
+
+    def show():
+        nonlocal shown
+        print("\n".join(lines[shown:]), flush=True)
+        shown = len(lines)
+
     for threads in args.threads:
         torch.set_num_threads(threads)
         lines.append(f"-- torch threads {threads}; load average at start {os.getloadavg()[0]:.1f}")
-        print(lines[-1], flush=True)
+        show()
         mlp = ArchSpec(name="mlp", width=512, depth=3)
         t_mlp = run_case("mlp 3x512", mlp, ds, args, lines)
         rate = matmul_rate(n, 512, args.repeats)
@@ -142,12 +149,12 @@ def main() -> None:
         lines.append(f"{'mlp 3x512':<16} achieved {achieved / 1e9:.1f} GFLOP/s vs measured matmul rate "
                      f"{rate / 1e9:.1f} GFLOP/s ({n}x512 @ 512x512) = {100 * achieved / rate:.0f}% "
                      f"(target >= 70%: {'yes' if achieved >= 0.7 * rate else 'NO'})")
-        print("\n".join(lines[-6:]), flush=True)
+        show()
         cnn = ArchSpec(name="cnn1d", width=64, depth=3, options={"batchnorm": True})
         run_case("cnn1d w64 + BN", cnn, ds, args, lines)
         run_case("mlp 2x64", ArchSpec(name="mlp", width=64, depth=2), ds, args, lines)
-        print("\n".join(lines[-10:]), flush=True)
         lines.append(f"-- load average at the end of the {threads}-thread run: {os.getloadavg()[0]:.1f}")
+        show()
     text = "\n".join(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
