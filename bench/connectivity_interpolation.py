@@ -17,8 +17,10 @@ On a CPU the compute-bound case cannot reach 3x: the reference's batch-128 matri
 products already run at roughly half the machine's matmul rate, so the ratio is
 bounded by about (our share of peak) / (its share of peak); the table shows both.
 
-Zooscope runs ``interpolate`` with its automatic strategy (a loop over points with the
-whole set as one batch on a CPU) and, for the record, with ``vmap``. Prints medians,
+Zooscope runs ``interpolate`` with its automatic strategy (on a CPU a loop over points,
+two at a time on one-thread workers when torch has 2 threads) and, for the record, with
+``vmap`` and (at 2+ threads) with every point on the caller's thread
+(``ZOOSCOPE_POINT_THREADS=1``). Prints medians,
 ratios and the largest loss difference between the methods.
 
     .venv/bin/python bench/connectivity_interpolation.py [--threads 2 1] [--repeats 3] [--batch 128]
@@ -93,14 +95,24 @@ def run_case(name, arch, ds, args, lines):
     b = {k: v.clone() for k, v in build(arch, ds.input_shape, ds.n_outputs, seed=1).state_dict().items()}
     x, y = ds.x_train, ds.y_train
     interpolate(model, a, b, (x[:64], y[:64]), alphas=3)  # warm-up
+    interpolate(model, a, b, (x, y), alphas=3)  # the row-chunk choice is measured once per process and shape
     t_auto, curve = timed(lambda: interpolate(model, a, b, (x, y), alphas=25), args.repeats)
     t_vmap, vcurve = timed(lambda: interpolate(model, a, b, (x, y), alphas=25, strategy="vmap"), args.repeats)
+    t_one = None
+    if torch.get_num_threads() > 1:  # the points on the caller's thread with all its threads, not on workers
+        os.environ["ZOOSCOPE_POINT_THREADS"] = "1"
+        try:
+            t_one, _ = timed(lambda: interpolate(model, a, b, (x, y), alphas=25), args.repeats)
+        finally:
+            del os.environ["ZOOSCOPE_POINT_THREADS"]
     ref_model = build(arch, ds.input_shape, ds.n_outputs, seed=0)
     t_ref, (ref_loss, ref_err) = timed(lambda: loader_loop(ref_model, a, b, x, y, args.batch), args.repeats)
     diff = max(abs(curve.loss - ref_loss.numpy()).max(), abs(vcurve.loss - ref_loss.numpy()).max())
     lines += [
         f"{name:<16} zooscope interpolate (auto: loop, measured chunks)   {t_auto * 1e3:9.1f} ms",
         f"{name:<16} zooscope interpolate (vmap, whole batch)             {t_vmap * 1e3:9.1f} ms",
+        *([f"{name:<16} zooscope interpolate, one point at a time (no workers) {t_one * 1e3:9.1f} ms"]
+          if t_one is not None else []),
         f"{name:<16} per-point DataLoader loop (batch {args.batch:<4})              {t_ref * 1e3:9.1f} ms",
         f"{name:<16} ratio loop / zooscope = {t_ref / t_auto:.2f}x (target >= 3x: "
         f"{'yes' if t_ref / t_auto >= 3 else 'NO'}); max |loss difference| {diff:.2e}",
@@ -119,9 +131,17 @@ def main() -> None:
     n = len(ds.x_train)
     lines = [f"interpolation, 25 alphas, MNIST-1D train set ({n} samples); medians over {args.repeats} repeats; "
              f"{os.cpu_count()} CPUs (a shared machine: timings move with its load, ratios much less)"]
+    shown = 0
+
+    def show():
+        nonlocal shown
+        print("\n".join(lines[shown:]), flush=True)
+        shown = len(lines)
+
     for threads in args.threads:
         torch.set_num_threads(threads)
         lines.append(f"-- torch threads {threads}; load average at start {os.getloadavg()[0]:.1f}")
+        show()
         mlp = ArchSpec(name="mlp", width=512, depth=3)
         t_mlp = run_case("mlp 3x512", mlp, ds, args, lines)
         rate = matmul_rate(n, 512, args.repeats)
@@ -129,11 +149,12 @@ def main() -> None:
         lines.append(f"{'mlp 3x512':<16} achieved {achieved / 1e9:.1f} GFLOP/s vs measured matmul rate "
                      f"{rate / 1e9:.1f} GFLOP/s ({n}x512 @ 512x512) = {100 * achieved / rate:.0f}% "
                      f"(target >= 70%: {'yes' if achieved >= 0.7 * rate else 'NO'})")
-        print("\n".join(lines[-6:]), flush=True)
+        show()
         cnn = ArchSpec(name="cnn1d", width=64, depth=3, options={"batchnorm": True})
         run_case("cnn1d w64 + BN", cnn, ds, args, lines)
         run_case("mlp 2x64", ArchSpec(name="mlp", width=64, depth=2), ds, args, lines)
-        print("\n".join(lines[-8:]), flush=True)
+        lines.append(f"-- load average at the end of the {threads}-thread run: {os.getloadavg()[0]:.1f}")
+        show()
     text = "\n".join(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")

@@ -22,8 +22,8 @@ if [ "$DEVICE" = cpu ]; then SMALL=1; else SMALL=0; fi
 
 # name | share of the budget (%) | command (run from the repository root, bench/ on the path)
 ROWS=(
-  "surface_41x41|25|bench/landscape_surface.py --res $([ $SMALL = 1 ] && echo 11 || echo 41) --repeats 2 --li-rows 1"
-  "hessian_top|20|bench/hessian_top.py --repeats 2 --models $([ $SMALL = 1 ] && echo mlp100 || echo mlp100,mlp512,cnn)"
+  "surface_41x41|25|bench/landscape_surface.py --threads 2 --res $([ $SMALL = 1 ] && echo 11 || echo 41) --repeats 2 --li-rows 1"
+  "hessian_top|20|bench/hessian_top.py --threads 2 --repeats 2 --models $([ $SMALL = 1 ] && echo mlp100 || echo mlp100,mlp512,cnn)"
   "interpolation|15|bench/connectivity_interpolation.py --threads 2 --repeats 2 --out $OUT/connectivity_interpolation.txt"
   "population_K32|20|bench/population_training.py --k 32 --steps $([ $SMALL = 1 ] && echo 20 || echo 200) --repeats 2"
   "real_models|20|bench/real_models.py --quick"

@@ -1,6 +1,6 @@
 """Top Hessian eigenvalue and trace: Zooscope (Lanczos, Hutchinson, Hutch++) against PyHessian.
 
-Run: .venv/bin/python bench/hessian_top.py [--n 1000] [--models mlp100,mlp512,cnn] [--probes 100]
+Run: .venv/bin/python bench/hessian_top.py [--n 1000] [--models mlp100,mlp512,cnn] [--probes 100] [--threads 2 1]
 
 Both run in this one process on the same briefly trained MNIST-1D model and the same
 batch. PyHessian (Yao et al. 2020) computes the top eigenvalue by power iteration
@@ -152,12 +152,12 @@ def main():
     parser.add_argument("--batch", type=int, default=10, help="zooscope probes per vmap batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                        help="torch thread counts, each a full run in this process (default: 2 then 1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dev = common.device()
-    out = common.Report(f"hessian_top_{dev.type}" + (f"_t{args.threads}" if args.threads else ""))
+    threads = args.threads if dev.type == "cpu" else [torch.get_num_threads()]
+    out = common.Report(f"hessian_top_{dev.type}" + "".join(f"_t{t}" for t in threads))
     x, y = common.mnist1d(args.n, dev)
     try:
         counter = Counter()
@@ -165,14 +165,19 @@ def main():
         out(f"pyhessian is not installed ({err}); install with .venv/bin/pip install --no-deps pyhessian")
         out.save()
         return
-    out(f"# Hessian benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
-        f"medians of {args.repeats} interleaved rounds, {time.strftime('%Y-%m-%d %H:%M')}")
-    summary = {name: bench_model(name, MODELS[name], x, y, args, dev, out, counter) for name in args.models.split(",")}
-    out("\n## summary (wall-time ratios, PyHessian / Zooscope)")
-    for name, (s_top, s_top2, s_tr, s_eq, rel_top, s_top_eq) in summary.items():
-        out(f"{name:8s} top eig {s_top:5.2f}x at tol 1e-3, {s_top2:5.2f}x at tol 1e-2, {s_top_eq:5.2f}x at PyHessian's "
-            f"accuracy (values differ by {rel_top:.1e}); trace, same probes {s_tr:5.2f}x; trace at equal error "
-            f"(Hutch++) ~{s_eq:.1f}x")
+    summary = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        out(f"\n# Hessian benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
+            f"medians of {args.repeats} interleaved rounds, {time.strftime('%Y-%m-%d %H:%M')}; "
+            f"load average {common.load_average()}")
+        for name in args.models.split(","):
+            summary[name, t] = bench_model(name, MODELS[name], x, y, args, dev, out, counter)
+    out("\n## summary (wall-time ratios, PyHessian / Zooscope), by thread count")
+    for (name, t), (s_top, s_top2, s_tr, s_eq, rel_top, s_top_eq) in summary.items():
+        out(f"{name:8s} {t} thr  top eig {s_top:5.2f}x at tol 1e-3, {s_top2:5.2f}x at tol 1e-2, {s_top_eq:5.2f}x at "
+            f"PyHessian's accuracy (values differ by {rel_top:.1e}); trace, same probes {s_tr:5.2f}x; trace at equal "
+            f"error (Hutch++) ~{s_eq:.1f}x")
     print(f"saved {out.save()}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -25,6 +26,14 @@ def mnist1d(n: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
     ds = load("mnist1d")
     return ds.x_train[:n].to(dev), ds.y_train[:n].to(dev)
+
+
+def load_average() -> str:
+    """The 1-minute load average, for the record (wall times on a shared machine depend on it)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
 
 
 def sync(dev: torch.device) -> None:

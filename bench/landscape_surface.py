@@ -1,6 +1,9 @@
 """41x41 loss surface on MNIST-1D: Zooscope against Li et al.'s loop and `loss-landscapes`.
 
-Run: .venv/bin/python bench/landscape_surface.py [--res 41] [--n 4000] [--models mlp100,mlp512,cnn]
+Run: .venv/bin/python bench/landscape_surface.py [--res 41] [--n 4000] [--models mlp100,mlp512,cnn] [--threads 2 1]
+
+Each thread count of ``--threads`` (default 2, then 1) is a full run in this process; the
+summary at the end has one line per model and thread count.
 
 All contenders run in this one process on the same model, data and filter-normalised
 directions, and evaluate the same grid theta0 + a*d1 + b*d2 (a, b in [-1, 1]):
@@ -8,7 +11,7 @@ directions, and evaluate the same grid theta0 + a*d1 + b*d2 (a, b in [-1, 1]):
 - zooscope surface: ``loss_surface_2d`` (strategy chosen by device; on a CPU a loop over
   points with the whole dataset as one batch, reusing the first layer along the plane);
 - zooscope loop: ``evaluate_points`` on the stacked vectors (no first-layer reuse);
-- zooscope vmap: ``evaluate_points(strategy="vmap", chunk=32)`` on a subset, extrapolated;
+- with ``--extras``: zooscope vmap: ``evaluate_points(strategy="vmap", chunk=32)`` on a subset, extrapolated;
 - Li et al. loop: the reference code's way (``set_weights`` writes ``p.data`` in place, then
   ``eval_loss`` runs a DataLoader with batch 128), written here after
   github.com/tomgoldstein/loss-landscape; timed on ``--li-rows`` grid rows, extrapolated;
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 
 import landscape_common as common
@@ -103,18 +107,18 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     thetas = theta0 + coords[:, :1] * f1 + coords[:, 1:] * f2
     n_v = min(len(coords), args.vmap_points)
     n_li = min(len(coords), args.li_rows * res)
-    fns = {
-        "zooscope surface":
-            lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res),
-        "zooscope loop (evaluate_points)":
-            lambda: evaluate_points(model, thetas, (x, y), strategy="loop")[0].numpy(),
-        f"zooscope vmap chunk 32 ({n_v} pts, extrapolated)":
-            lambda: evaluate_points(model, thetas[:n_v], (x, y), strategy="vmap", chunk=32)[0].numpy(),
-        f"Li et al. loop ({n_li} pts, extrapolated)":
-            lambda: li_style(model, params, d1, d2, coords[:n_li].cpu(), x, y),
-        "loss-landscapes planar_interpolation":
-            lambda: loss_landscapes_plane(model, theta0, f1, f2, res, x, y)[0::2],
-    }
+    fns = {"zooscope surface": lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res)}
+    if torch.get_num_threads() > 1 and dev.type == "cpu":
+        fns["zooscope surface, one point at a time"] = lambda: one_point_at_a_time(
+            lambda: loss_surface_2d(model, params, (x, y), d1, d2, resolution=res))
+    if args.extras:
+        fns["zooscope loop (evaluate_points)"] = \
+            lambda: evaluate_points(model, thetas, (x, y), strategy="loop")[0].numpy()
+        fns[f"zooscope vmap chunk 32 ({n_v} pts, extrapolated)"] = \
+            lambda: evaluate_points(model, thetas[:n_v], (x, y), strategy="vmap", chunk=32)[0].numpy()
+    fns[f"Li et al. loop ({n_li} pts, extrapolated)"] = \
+        lambda: li_style(model, params, d1, d2, coords[:n_li].cpu(), x, y)
+    fns["loss-landscapes planar_interpolation"] = lambda: loss_landscapes_plane(model, theta0, f1, f2, res, x, y)[0::2]
     scale = {k: (len(coords) / n_v if "vmap" in k else len(coords) / n_li if k.startswith("Li") else 1.0) for k in fns}
     warm = max(1, min(4, len(coords)))  # first calls pay one-off costs (oneDNN kernels); not timed
     evaluate_points(model, thetas[:warm], (x, y), strategy="vmap", chunk=2)
@@ -123,6 +127,9 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     times, cpu, results = common.rounds(fns, dev, args.repeats, skip_after_first=slow)
     surface = results["zooscope surface"]
     results["zooscope surface"] = ours = surface.loss.reshape(-1)
+    for k in fns:
+        if k.startswith("zooscope surface,") and not isinstance(results[k], Exception):
+            results[k] = results[k].loss.reshape(-1)
     grid = surface.loss
     out(f"zooscope surface chose strategy {surface.strategy!r} (auto: measured on the first points)")
     rows = {}
@@ -142,7 +149,20 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     for label, (t, c, diff) in rows.items():
         out(f"{label:46s} {t:8.3f} {c:8.3f} {t / t_zoo:14.2f}x {c / c_zoo:5.2f}x {flops / t / 1e9:8.1f} "
             f"{flops / t / peak_wall:7.1%} {flops / c / peak_cpu:6.1%} {diff:10.2e}")
-    return {label: (t, c) for label, (t, c, _) in rows.items()}, (t_zoo, c_zoo)
+    return {label: (t, c) for label, (t, c, _) in rows.items()}, (t_zoo, c_zoo), flops
+
+
+def one_point_at_a_time(fn):
+    """``fn()`` with every point on the caller's thread (all its threads), not on workers."""
+    before = os.environ.get("ZOOSCOPE_POINT_THREADS")
+    os.environ["ZOOSCOPE_POINT_THREADS"] = "1"
+    try:
+        return fn()
+    finally:
+        if before is None:
+            del os.environ["ZOOSCOPE_POINT_THREADS"]
+        else:
+            os.environ["ZOOSCOPE_POINT_THREADS"] = before
 
 
 def main():
@@ -153,38 +173,44 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--li-rows", type=int, default=4, help="grid rows timed for Li et al.'s loop")
     parser.add_argument("--vmap-points", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                        help="torch thread counts, each a full run in this process (default: 2 then 1)")
+    parser.add_argument("--extras", action="store_true", help="also time evaluate_points as a loop and as vmap")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dev = common.device()
+    thread_counts = args.threads if dev.type == "cpu" else [torch.get_num_threads()]
     tag = "" if args.models == parser.get_default("models") else "_" + args.models.replace(",", "_")
-    threads = f"_t{args.threads}" if args.threads else ""
+    threads = "".join(f"_t{t}" for t in thread_counts)
     out = common.Report(f"landscape_surface_{dev.type}{tag}_{args.res}x{args.res}{threads}")
     x, y = common.mnist1d(args.n, dev)
-    peak = common.matmul_flops(dev)
-    out(f"# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d %H:%M')}; zooscope: medians of {args.repeats} interleaved rounds, references: 1")
-    out(f"dense 2048^2 float32 matmul: {peak[0] / 1e9:.1f} GFLOP per wall second, {peak[1] / 1e9:.1f} per CPU "
-        "second (median of 7); 'of peak' columns divide by these")
     summary = []
-    for name in args.models.split(","):
-        times, t_zoo = bench_model(name, MODELS[name], x, y, args, dev, peak, out)
-        summary.append((name, times, t_zoo))
-    after = common.matmul_flops(dev)
-    out(f"\ndense matmul re-measured at the end: {after[0] / 1e9:.1f} GFLOP per wall second, {after[1] / 1e9:.1f} "
-        "per CPU second (a shared machine: wall times are noisy, CPU times less so)")
-    out("\n## summary: zooscope surface speed-up (reference time / zooscope time; wall, then CPU)")
-    for name, times, t_zoo in summary:
-        parts = []
+    for t in thread_counts:
+        torch.set_num_threads(t)
+        peak = common.matmul_flops(dev)
+        out(f"\n# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+            f"{time.strftime('%Y-%m-%d %H:%M')}, load average {common.load_average()}; zooscope: medians of "
+            f"{args.repeats} interleaved rounds, references: 1")
+        out(f"dense 2048^2 float32 matmul: {peak[0] / 1e9:.1f} GFLOP per wall second, {peak[1] / 1e9:.1f} per CPU "
+            "second (median of 7); 'of peak' columns divide by these")
+        for name in args.models.split(","):
+            times, t_zoo, flops = bench_model(name, MODELS[name], x, y, args, dev, peak, out)
+            summary.append((name, t, times, t_zoo, flops, peak))
+        after = common.matmul_flops(dev)
+        out(f"\ndense matmul re-measured at the end: {after[0] / 1e9:.1f} GFLOP per wall second, {after[1] / 1e9:.1f} "
+            f"per CPU second; load average {common.load_average()} (a shared machine: wall times are noisy, CPU "
+            "times less so)")
+    out("\n## summary: zooscope surface (wall s, share of the matmul peak) and its speed-up "
+        "(reference time / zooscope time; wall, then CPU)")
+    for name, t, times, (tz, cz), flops, (peak_wall, _) in summary:
+        parts = [f"{tz:7.2f} s {flops / tz / peak_wall:5.0%} of peak"]
         for ref in ("Li", "loss-landscapes"):
             key = next((k for k in times if k.startswith(ref)), None)
             if key is None:
                 parts.append(f"vs {ref}: n/a")
                 continue
-            (t, c), (tz, cz) = times[key], t_zoo
-            parts.append(f"vs {ref}: {t / tz:5.1f}x wall, {c / cz:5.1f}x cpu")
-        out(f"{name:8s} " + "   ".join(parts))
+            tr, cr = times[key]
+            parts.append(f"vs {ref}: {tr / tz:5.1f}x wall, {cr / cz:5.1f}x cpu")
+        out(f"{name:8s} {t} thr  " + "   ".join(parts))
     print(f"saved {out.save()}")
 
 

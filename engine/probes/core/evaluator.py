@@ -38,6 +38,7 @@ from engine.probes.core.functional import (
     functional_module,
     resolve_data,
 )
+from engine.probes.core.point_parallel import as_point_worker, parallel_loop, thread_module  # points on workers
 
 __all__ = ["Evaluator"]
 
@@ -95,7 +96,7 @@ class Evaluator:
         self.rows = len(self.x) if rows is None else max(1, min(int(rows), len(self.x)))
 
     def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.module, {**params, **self.buffers}, (x,))
+        return functional_call(thread_module(self.module), {**params, **self.buffers}, (x,))
 
     def score(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Mean loss and accuracy of outputs ``out`` against targets ``y``."""
@@ -126,7 +127,7 @@ class Evaluator:
         """Set and return :attr:`rows`, the data rows per forward pass: ``rows`` if given;
         all on a GPU or with batch statistics; on a CPU, cache-sized chunks when they
         measure faster at the point ``theta`` (once per process and kind of model and data)."""
-        self.rows = _data_rows(self, theta, rows)
+        self.rows = as_point_worker(lambda: _data_rows(self, theta, rows), device=self.device)  # as points run
         return self.rows
 
     def resolve_strategy(self, strategy: Strategy) -> str:
@@ -275,8 +276,7 @@ def _activation_floats(ev: Evaluator, theta: Tensor) -> int:
 
 
 def _loop(fn, args: tuple[Tensor, ...], lo: int, hi: int) -> tuple[Tensor, Tensor]:
-    out = [fn(*(a[g] for a in args)) for g in range(lo, hi)]
-    return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+    return parallel_loop(fn, args, lo, hi)  # on a CPU, points side by side on one-thread workers
 
 
 def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ the full model's output at three points of the plane.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from torch.func import functional_call
 
 from engine.probes.core.evaluator import Evaluator
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
+from engine.probes.core.mlp_plane import mlp_plane_point
+from engine.probes.core.point_parallel import thread_module  # points may run on worker threads
 
 __all__ = ["FirstLayer", "evaluate_plane", "evaluate_plane_with_strategy", "find_first_layer"]
 
@@ -111,15 +114,16 @@ class FirstLayer:
     def output(self, params: Mapping[str, Tensor]) -> Tensor:
         """The layer's output for all samples with the model-level parameters ``params``."""
         local = {inner: params[outer] for inner, outer in self.names}
-        return functional_call(self.layer, local, (self.inputs,))
+        return functional_call(thread_module(self.layer), local, (self.inputs,))
 
     def run_rest(self, z: Tensor, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
         """Model output when the first layer outputs ``z``; ``state`` is parameters + buffers."""
         skip = {outer for _, outer in self.names}
-        stub = self.rest.get_submodule(self.path)
+        rest = thread_module(self.rest)
+        stub = rest.get_submodule(self.path)
         stub.value = z
         try:
-            return functional_call(self.rest, {k: v for k, v in state.items() if k not in skip}, (x,))
+            return functional_call(rest, {k: v for k, v in state.items() if k not in skip}, (x,))
         finally:
             stub.value = None
 
@@ -251,6 +255,9 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
         z = torch.add(z_a, zs[2], alpha=b_val)
         return _rest(ev, first, theta, lambda lo, hi: z[lo:hi])
 
+    if first is not None and how != "vmap":  # an MLP: a plain chain of products (engine/probes/core/mlp_plane.py)
+        point_loop = mlp_plane_point(ev, first.path, theta0, d1, d2, zs, coords) or point_loop
+
     def point_vmap(ai, bi):
         theta = theta0 + ai * d1 + bi * d2
         if first is None:
@@ -260,8 +267,8 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
     return ev.map_points(point_loop, point_vmap, (a, b), how, chunk)
 
 
-class _RowCache:
-    """``theta0 + a * d1`` (and ``Z0 + a * Z1``) for the last ``a`` seen."""
+class _RowCache(threading.local):
+    """``theta0 + a * d1`` (and ``Z0 + a * Z1``) for the last ``a`` seen (one per thread)."""
 
     def __init__(self, theta0: Tensor, d1: Tensor, zs):
         self.theta0, self.d1, self.zs, self.a = theta0, d1, zs, None
@@ -292,3 +299,4 @@ def _first_layer(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: 
     ends = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
     ok = _agrees(first, ev.module, ev.layout, ev.buffers, theta0, d1, d2, ev.x, ends)
     return first if ok else None
+

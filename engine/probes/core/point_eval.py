@@ -10,6 +10,7 @@ Conventions for ``data``, the loss and ``bn`` are in :mod:`engine.probes.core.fu
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from engine.probes.core.evaluator import Evaluator
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy
+from engine.probes.core.point_parallel import parallel_map
 
 __all__ = ["evaluate_points"]
 
@@ -85,13 +87,18 @@ def evaluate_points(
     theta = theta.to(ev.device)
     ev.choose_rows(theta[0], rows)
     if per_point:
-        out = []
-        with torch.no_grad():
-            for point, buf in zip(theta, buffers):
-                ev.buffers = {k: v.to(ev.device) for k, v in buf.items()}
-                out.append(ev.point(point))
+        with torch.no_grad():  # points side by side on one-thread workers on a CPU
+            out = parallel_map(lambda point, buf: _with_buffers(ev, buf).point(point), list(zip(theta, buffers)),
+                               device=ev.device)
         return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
     how = ev.resolve_strategy(strategy)
     chunk = chunk or (ev.points_per_call(theta[0]) if how != "loop" else 1)
     loss, acc, _ = ev.map_points(ev.point, ev.point, (theta,), how, chunk)
     return loss, acc
+
+
+def _with_buffers(ev: Evaluator, buffers: Mapping[str, Tensor]) -> Evaluator:
+    """A shallow copy of ``ev`` evaluating with ``buffers`` (``ev`` itself is shared by threads)."""
+    mine = copy.copy(ev)
+    mine.buffers = {k: v.to(ev.device) for k, v in buffers.items()}
+    return mine

@@ -1,0 +1,158 @@
+"""Several points evaluated at once on a CPU, each on one thread.
+
+The operations of one point of a landscape or a path are small (a ``(4000, 100) x (100, 100)``
+product, a ReLU over 400k values). Run with two OpenMP threads, each one pays a fork and a
+join, and on a shared machine a descheduled thread stalls the other at every join: with the
+load average at 13 on the 2-core development machine, a point of the width-100 MLP took
+31 CPU-ms at two threads and 1.45 CPU-ms as one of two points run side by side on one thread
+each (``bench/results/core_measurements.md``). Here the points of a loop are handed to ``N``
+worker threads (``N`` = the caller's torch thread count), each running torch single-threaded
+on its own points; torch releases the GIL inside its operators, so the workers run in
+parallel. Every point is still computed alone from its own coordinates, so the values equal
+the one-thread loop's up to the rounding of a product computed with another blocking.
+
+Thread safety. ``functional_call`` swaps a module's tensors in while it runs, so a worker
+evaluates through its own shallow copy of every module (:func:`thread_module`, tensors
+shared); grad mode is thread-local in torch and the caller's is carried to the workers.
+
+Thread counts. ``torch.set_num_threads`` sets the calling thread's OpenMP and MKL thread
+counts, which are per-thread settings, and also a process-wide default that threads starting
+to use torch later pick up. The workers are started once per process and pool size and set
+one thread each; the caller's value is put back as the default right after, so other threads
+(a server's script threads) keep theirs.
+
+``ZOOSCOPE_POINT_THREADS=1`` turns this off (every point on the caller's thread with its
+thread count, as before); another integer sets the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import Tensor, nn
+
+from engine.probes.core.functional import shallow_copy
+
+__all__ = ["as_point_worker", "parallel_loop", "parallel_map", "point_workers", "thread_module"]
+
+_LOCAL = threading.local()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _in_worker() -> bool:
+    return getattr(_LOCAL, "worker", False)
+
+
+def point_workers(device: torch.device | str = "cpu", n_points: int | None = None) -> int:
+    """Worker threads a loop over ``n_points`` points would use: 1 on a GPU, inside a
+    worker, or for fewer than 2 points; else ``ZOOSCOPE_POINT_THREADS`` if set, else the
+    calling thread's torch thread count."""
+    if torch.device(device).type != "cpu" or _in_worker() or (n_points is not None and n_points < 2):
+        return 1
+    env = os.environ.get("ZOOSCOPE_POINT_THREADS", "").strip()
+    if env:
+        try:
+            wanted = int(env)
+        except ValueError:
+            raise ValueError(f"ZOOSCOPE_POINT_THREADS must be a positive integer; got {env[:40]!r}") from None
+        if wanted < 1:
+            raise ValueError(f"ZOOSCOPE_POINT_THREADS must be a positive integer; got {env[:40]!r}")
+    else:
+        wanted = torch.get_num_threads()
+    return max(1, wanted if n_points is None else min(wanted, n_points))
+
+
+def thread_module(module: nn.Module) -> nn.Module:
+    """``module`` on the caller's own thread; in a worker, that worker's shallow copy of it
+    (made once, shares every tensor), so that concurrent ``functional_call`` s never swap
+    tensors in the same module object."""
+    if not _in_worker():
+        return module
+    copies = getattr(_LOCAL, "copies", None)
+    if copies is None:
+        copies = _LOCAL.copies = weakref.WeakKeyDictionary()
+    mine = copies.get(module)
+    if mine is None:
+        mine = copies[module] = shallow_copy(module)
+    return mine
+
+
+def _start_worker(barrier: threading.Barrier) -> None:
+    torch.set_num_threads(1)  # this thread's OpenMP/MKL count (and, for a moment, the default)
+    _LOCAL.worker = True
+    barrier.wait()
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of ``n`` started workers, each running torch on one thread."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            saved = torch.get_num_threads()
+            pool = ThreadPoolExecutor(n, thread_name_prefix="zooscope-points")
+            barrier = threading.Barrier(n)  # each submit starts a thread, as none is idle
+            for f in [pool.submit(_start_worker, barrier) for _ in range(n)]:
+                f.result()
+            torch.set_num_threads(saved)  # the process default back; the workers keep 1
+            _POOLS[n] = pool
+        return pool
+
+
+def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = "cpu") -> list:
+    """``[fn(*item) for item in items]``, the items shared out among :func:`point_workers`
+    threads (in order; the first exception raised is re-raised)."""
+    items = list(items)
+    workers = point_workers(device, len(items))
+    if workers == 1:
+        return [fn(*item) for item in items]
+    grad = torch.is_grad_enabled()
+    results: list = [None] * len(items)
+    block = max(1, min(16, len(items) // (4 * workers)))  # small blocks even out a stolen core
+    starts = iter(range(0, len(items), block))
+    lock = threading.Lock()
+
+    def work() -> None:
+        with torch.set_grad_enabled(grad):
+            while True:
+                with lock:
+                    lo = next(starts, None)
+                if lo is None:
+                    return
+                for i in range(lo, min(lo + block, len(items))):
+                    results[i] = fn(*items[i])
+
+    for f in [_pool(workers).submit(work) for _ in range(workers)]:
+        f.result()
+    return results
+
+
+def as_point_worker(fn: Callable, *, device: torch.device | str = "cpu"):
+    """``fn()`` run the way a loop's points will run: on a one-thread worker when loops on
+    ``device`` go to workers, else here. For measurements that choose how a point is computed
+    (the data rows per pass): at 2 threads whole batches won on the BatchNorm CNN of the
+    interpolation benchmark, while on the one-thread workers 374-row chunks took 66 against
+    107 CPU-ms per point."""
+    workers = point_workers(device)
+    if workers == 1:
+        return fn()
+    grad = torch.is_grad_enabled()
+
+    def work():
+        with torch.set_grad_enabled(grad):
+            return fn()
+
+    return _pool(workers).submit(work).result()
+
+
+def parallel_loop(fn: Callable, args: tuple[Tensor, ...], lo: int, hi: int) -> tuple[Tensor, Tensor]:
+    """``fn(*(a[g] for a in args))`` for points ``g`` in ``lo:hi``, which returns
+    ``(loss, acc)``; stacked in point order. Points go in small contiguous blocks, so a point
+    function that reuses work along a row (the plane's row cache) still mostly does."""
+    out = parallel_map(fn, [tuple(a[g] for a in args) for g in range(lo, hi)], device=args[0].device)
+    return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])

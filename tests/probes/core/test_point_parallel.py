@@ -1,0 +1,166 @@
+"""Points on worker threads (engine/probes/core/point_parallel.py) give the one-thread loop's values.
+
+Tolerance: a worker computes each point with the same operations as the caller's loop, only
+its products may be blocked differently (another thread count), which reorders float32 sums.
+A logit is a sum of at most 36 products here, so it moves by at most ~36 * 2**-24 of the sum
+of the magnitudes of its terms (< 1e-5 for these O(1) activations); the mean loss moves by
+about as much. We allow 1e-5 * (1 + |loss|). Accuracy changes only if a logit near-tie flips:
+at most one sample in these small sets, hence 1/N.
+"""
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from engine.probes.core import evaluate_plane, evaluate_points
+from engine.probes.core.point_parallel import (
+    as_point_worker,
+    parallel_loop,
+    parallel_map,
+    point_workers,
+    thread_module,
+)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
+
+
+def _cnn(bn: bool):
+    torch.manual_seed(1)
+    layers = [nn.Conv1d(1, 8, 3, padding=1), *([nn.BatchNorm1d(8)] if bn else []), nn.ReLU(), nn.MaxPool1d(2),
+              nn.Conv1d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 18, 3)]
+    model = nn.Sequential(*layers)
+    if bn:
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(64, 1, 36))
+        model.eval()
+    return model
+
+
+def _data(n=300, shape=(1, 36)):
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(n, *shape, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _close(a, b, n):
+    (la, aa), (lb, ab) = a, b
+    assert torch.all((la - lb).abs() <= 1e-5 * (1 + lb.abs())), (la - lb).abs().max()
+    assert torch.all((aa - ab).abs() <= 1.0 / n + 1e-12)
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("make", [_mlp, lambda: _cnn(False)], ids=["mlp", "cnn"])
+def test_plane_on_workers_equals_one_thread_loop(monkeypatch, make):
+    model, (x, y) = make(), _data()
+    theta0 = _flat(model)
+    g = torch.Generator().manual_seed(3)
+    d1, d2 = torch.randn(theta0.shape, generator=g) * 0.1, torch.randn(theta0.shape, generator=g) * 0.1
+    axis = torch.linspace(-1, 1, 7)
+    coords = torch.cartesian_prod(axis, axis)  # 49 points in rows of 7: the row cache is used per thread
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
+    one = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop")
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    two = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop")
+    _close(two, one, len(x))
+    # and each point equals its own vector's evaluation, in order (a mix-up of points would show)
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    direct = evaluate_points(model, thetas, (x, y), strategy="loop")
+    _close(two, direct, len(x))
+    assert len(set(two[0].tolist())) > 40  # distinct values, so the order check means something
+
+
+def test_points_with_own_batchnorm_buffers_on_workers(monkeypatch):
+    model, (x, y) = _cnn(True), _data()
+    theta = _flat(model)
+    thetas = torch.stack([theta * (1 + 0.05 * k) for k in range(9)])
+    base = {k: v for k, v in model.named_buffers()}
+    buffers = [{k: v * (1 + 0.1 * k_) if v.is_floating_point() else v for k, v in base.items()} for k_ in range(9)]
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
+    one = evaluate_points(model, thetas, (x, y), buffers=buffers)
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    two = evaluate_points(model, thetas, (x, y), buffers=buffers)
+    _close(two, one, len(x))
+    # each point used its own buffers: the loop over single points with one dict each agrees
+    each = [evaluate_points(model, t[None], (x, y), buffers=b) for t, b in zip(thetas, buffers)]
+    _close(two, (torch.cat([e[0] for e in each]), torch.cat([e[1] for e in each])), len(x))
+
+
+def test_caller_thread_count_and_default_are_kept(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    before = torch.get_num_threads()
+    parallel_map(lambda i: torch.get_num_threads(), [(i,) for i in range(8)])
+    assert torch.get_num_threads() == before
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))  # a thread started afterwards
+    t.start()
+    t.join()
+    assert seen == [before]
+
+
+def test_workers_run_one_thread_each_with_the_callers_grad_mode(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    with torch.no_grad():
+        out = parallel_map(lambda i: (torch.get_num_threads(), torch.is_grad_enabled()), [(i,) for i in range(8)])
+    assert out == [(1, False)] * 8
+
+
+def test_results_come_back_in_point_order(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    a = torch.arange(37.0)
+    loss, acc = parallel_loop(lambda v: (v * 2, v + 1), (a,), 3, 37)
+    assert torch.equal(loss, a[3:] * 2) and torch.equal(acc, a[3:] + 1)
+
+
+def test_a_worker_error_reaches_the_caller(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+
+    def bad(i):
+        if i == 5:
+            raise ValueError(f"point {i} failed")
+        return i
+
+    with pytest.raises(ValueError, match="point 5 failed"):
+        parallel_map(bad, [(i,) for i in range(10)])
+
+
+def test_each_worker_has_its_own_module_copy_sharing_tensors(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    model = _mlp()
+    assert thread_module(model) is model  # the caller's thread uses the module itself
+    copies = parallel_map(lambda i: thread_module(model), [(i,) for i in range(8)])
+    assert all(c is not model for c in copies)
+    assert len({id(c) for c in copies}) <= 2  # one per worker, made once
+    assert all(c[1].weight is model[1].weight for c in copies)
+
+
+def test_worker_count(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "3")
+    assert point_workers("cpu", 10) == 3
+    assert point_workers("cpu", 2) == 2
+    assert point_workers("cpu", 1) == 1
+    assert point_workers("meta", 10) == 1  # only CPU loops are shared out
+    monkeypatch.delenv("ZOOSCOPE_POINT_THREADS")
+    assert point_workers("cpu", 100) == torch.get_num_threads()
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "two")
+    with pytest.raises(ValueError, match="ZOOSCOPE_POINT_THREADS must be a positive integer; got 'two'"):
+        point_workers("cpu", 10)
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "0")
+    with pytest.raises(ValueError, match="positive integer; got '0'"):
+        point_workers("cpu", 10)
+
+
+def test_measurements_run_where_the_points_will(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    assert as_point_worker(torch.get_num_threads) == 1  # on a one-thread worker, as the loop's points
+    with torch.no_grad():
+        assert as_point_worker(torch.is_grad_enabled) is False
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
+    assert as_point_worker(threading.get_ident) == threading.get_ident()  # no workers: right here

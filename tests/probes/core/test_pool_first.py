@@ -1,0 +1,57 @@
+"""Built-in conv blocks pool before their ReLU on a CPU (cpu_kernels.PoolFirstConvBlock): equal bit for bit.
+
+A block's output is equal bit for bit: max(relu(u), relu(v)) = relu(max(u, v)) holds exactly in
+floating point, NaN included. Through a whole model, on the portable kernels (ATEN_CPU_CAPABILITY=default)
+a later layer's kernel may sum in another order for a tensor it did not allocate itself the same
+way: 1.5e-8 was seen on O(1) outputs, so the model outputs are compared to 1e-6.
+"""
+
+import torch
+
+from engine.config import ArchSpec
+from engine.nets import build
+from engine.nets.cnn import ConvBlock
+from engine.probes.core import evaluate_points
+from engine.probes.core.cpu_kernels import PoolFirstConvBlock, with_cpu_kernels
+
+
+def _x(n=200):
+    return torch.randn(n, 1, 40, generator=torch.Generator().manual_seed(0))
+
+
+def test_relu_blocks_pool_first_and_give_the_same_bits():
+    model = build(ArchSpec(name="cnn1d", width=16, depth=3), (1, 40), 10, seed=0).eval()
+    fast = with_cpu_kernels(model)
+    assert all(type(b) is PoolFirstConvBlock for b in fast.layers)
+    assert all(type(b) is ConvBlock for b in model.layers)  # the caller's module is untouched
+    x = _x()
+    x[3, 0, 5] = float("nan")  # NaN propagates the same way through both orders
+    with torch.no_grad():
+        for mine, theirs in zip(fast.layers, model.layers):
+            assert torch.equal(mine(x).nan_to_num(7.0), theirs(x).nan_to_num(7.0))  # same bits, NaN where it was
+            assert torch.equal(mine(x).isnan(), theirs(x).isnan())
+            x = theirs(x)
+        x = _x()
+        assert torch.allclose(fast(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_batchnorm_blocks_pool_first_in_the_evaluator():
+    model = build(ArchSpec(name="cnn1d", width=16, depth=2, options={"batchnorm": True}), (1, 40), 10, seed=0)
+    model.train()
+    with torch.no_grad():
+        model(_x(256))
+    model.eval()
+    x, y = _x(), torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(1))
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])[None]
+    loss, acc = evaluate_points(model, theta, (x, y), strategy="loop")
+    with torch.no_grad():
+        out = model(x)
+    assert abs(float(loss[0]) - float(torch.nn.functional.cross_entropy(out, y))) <= 1e-6 * (1 + float(loss[0]))
+    assert abs(float(acc[0]) - float((out.argmax(1) == y).double().mean())) <= 1e-6  # a float32 mean
+
+
+def test_other_activations_keep_their_order():
+    # tanh is monotone too, but a vectorised tanh need not be monotone to the last bit: only ReLU is swapped
+    model = build(ArchSpec(name="cnn1d", width=8, depth=2, options={"activation": "tanh"}), (1, 40), 10, seed=0)
+    fast = with_cpu_kernels(model.eval())
+    assert not any(type(b) is PoolFirstConvBlock for b in fast.layers)
