@@ -27,6 +27,7 @@ import importlib
 import inspect
 import os
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,7 +96,7 @@ def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Calla
     """
     module_name, attrs = _parts(factory)
     _refuse_pretrained(factory, attrs, kwargs or {})
-    module_source(module_name, factory)
+    source, _ = module_source(module_name, factory)
     # Belt and braces for "no code path downloads weights": the Hugging Face hub reads this when it is
     # first imported, which in a worker is here. An owner who wants the hub online sets it to 0.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -123,7 +124,38 @@ def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Calla
         raise FactoryError(f"factory {factory!r} resolves to an object defined in {home or 'an unknown module'!r}, "
                            f"not in {top!r}; name the function or class where it is defined "
                            "(the same rules then decide whether that module may be imported)")
+    if source == "installed":
+        _check_installed_callable(factory, obj, top)
     return obj
+
+
+def _returns_module(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s return annotation is an ``nn.Module`` subclass (``resnet18(...) -> ResNet``)."""
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:  # an annotation that does not resolve declares nothing usable
+        return False
+    return inspect.isclass(ret) and issubclass(ret, nn.Module)
+
+
+def _check_installed_callable(factory: str, obj: Any, top: str) -> None:
+    """An installed package's factory must be a model class or a function declared to return one.
+
+    An allowed package holds far more than models (``transformers.testing_utils`` runs shell
+    commands), and a callable cannot be asked what it returns without calling it. The owner's
+    plugin folders are trusted as a whole; an installed package only for its models.
+    """
+    if inspect.isclass(obj):
+        if not issubclass(obj, nn.Module):
+            raise FactoryError(f"factory {factory!r} names class {obj.__name__!r} of the installed package {top!r}, "
+                               "which is not a torch.nn.Module subclass; name a model class (or a function "
+                               "declared to return one)")
+        return
+    if not _returns_module(obj):
+        raise FactoryError(f"factory {factory!r} names a function of the installed package {top!r} that is not "
+                           "declared to return an nn.Module (no '-> SomeModel' annotation), so it is not called: "
+                           "an installed package's factories are its model classes and annotated model functions. "
+                           "Wrap it in a function of your own in a plugin folder ([plugins] paths in zooscope.toml)")
 
 
 def _config_route(fn: Callable[..., Any], factory: str, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -241,3 +241,24 @@ def test_builtin_knobs_are_refused_with_a_factory():
     with pytest.raises(ValueError, match=r"sweep axes \['width'\] set arch.width, which factory 'my_models:WideNet' "
                                          r"does not take"):
         SweepSpec.model_validate({"base": {"arch": {"factory": "my_models:WideNet"}}, "grid": {"width": [8, 16]}})
+
+
+# -- hostile specs ---------------------------------------------------------------------------------
+
+def test_installed_package_callable_that_is_not_a_model_is_refused_before_it_runs(tmp_path, clean_plugins):
+    # transformers is allowed by default; its testing_utils run shell commands. Calling such a function
+    # "to see whether it returns a module" would run the command on the server.
+    marker = tmp_path / "pwned"
+    spec = ArchSpec(factory="transformers.testing_utils:execute_subprocess_async",
+                    kwargs={"cmd": ["touch", str(marker)], "quiet": True})
+    with pytest.raises(FactoryError, match=r"names a function of the installed package 'transformers' that is not "
+                                           r"declared to return an nn.Module.*plugin folder"):
+        check_factory(spec)
+    assert not marker.exists()
+
+
+def test_installed_package_class_that_is_not_a_module_is_refused(clean_plugins):
+    with pytest.raises(FactoryError, match=r"names class 'TrainingArguments' of the installed package 'transformers', "
+                                           r"which is not a torch.nn.Module subclass"):
+        check_factory(ArchSpec(factory="transformers:TrainingArguments", kwargs={"output_dir": "x"}))
+
