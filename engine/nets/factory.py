@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.bounds import short_repr
+from engine.bounds import MAX_MODEL_PARAMETERS, short_repr
 from engine.config import ArchSpec
 
 from .plugins import FactoryError, module_source
@@ -288,7 +288,10 @@ def build_from_factory(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: 
 
     Called by :func:`engine.nets.build` inside its seeded RNG fork.
     """
-    model = adapt_output(call_factory(spec.factory, spec.kwargs), spec.output)
+    _check_size(spec.factory, _meta_size(spec.factory, spec.kwargs))
+    model = call_factory(spec.factory, spec.kwargs)
+    _check_size(spec.factory, _size(model))  # a factory that cannot build on "meta" is counted here
+    model = adapt_output(model, spec.output)
     check_output_shape(model, spec.factory, input_shape, n_outputs, vocab_size)
     return model
 
@@ -304,11 +307,31 @@ def check_factory(spec: ArchSpec) -> None:
     if spec.factory is None:
         return
     load_factory(spec.factory, spec.kwargs)
+    n = _meta_size(spec.factory, spec.kwargs)
+    if n is not None:
+        _check_size(spec.factory, n)
+        return
+    with torch.random.fork_rng(devices=[]):  # some factories cannot build on "meta": build for real
+        _check_size(spec.factory, _size(call_factory(spec.factory, spec.kwargs)))
+
+
+def _size(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+
+
+def _meta_size(factory: str, kwargs: Mapping[str, Any]) -> int | None:
+    """Parameters and buffers of ``factory(**kwargs)`` built on the ``meta`` device (no memory for
+    weights, the caller's RNG untouched); None when the factory cannot build there."""
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
-                call_factory(spec.factory, spec.kwargs)
-            return
+                return _size(call_factory(factory, kwargs))
         except FactoryError:
-            pass  # some factories cannot build on "meta"; build for real to tell their error apart
-        call_factory(spec.factory, spec.kwargs)
+            return None
+
+
+def _check_size(factory: str, n: int | None) -> None:
+    if n is not None and n > MAX_MODEL_PARAMETERS:
+        raise FactoryError(f"factory {factory!r} builds a model of {n:,} parameters and buffers; at most "
+                           f"{MAX_MODEL_PARAMETERS:,} are allowed (engine.bounds.MAX_MODEL_PARAMETERS, 4 GiB of "
+                           "float32): make it smaller in kwargs")

@@ -262,3 +262,20 @@ def test_installed_package_class_that_is_not_a_module_is_refused(clean_plugins):
                                            r"which is not a torch.nn.Module subclass"):
         check_factory(ArchSpec(factory="transformers:TrainingArguments", kwargs={"output_dir": "x"}))
 
+
+def test_huge_width_is_refused_on_the_meta_device(plugin_dir):
+    # 10^9 hidden units: 41e9 parameters, 164 GB; refused before any real allocation
+    with pytest.raises(FactoryError, match=r"factory 'my_models:WideNet' builds a model of 4[0-9,]+ parameters and "
+                                           r"buffers; at most 1,073,741,824 are allowed"):
+        check_factory(ArchSpec(factory="my_models:WideNet", kwargs={"width": 10**9, "n_classes": 3}))
+
+
+def test_build_counts_parameters_before_allocating(plugin_dir, monkeypatch):
+    from engine.nets import factory as factory_module
+
+    monkeypatch.setattr(factory_module, "MAX_MODEL_PARAMETERS", 100)
+    real_calls = []
+    monkeypatch.setattr(factory_module, "check_output_shape", lambda *a: real_calls.append(a))
+    with pytest.raises(FactoryError, match=r"builds a model of 355 parameters and buffers; at most 100"):
+        build(ArchSpec(factory="my_models:WideNet", kwargs={"width": 8, "n_classes": 3}), (1, 40), 3, seed=0)
+    assert real_calls == []
