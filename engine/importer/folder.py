@@ -169,9 +169,30 @@ def read_side_json(path: Path, what: str):
         raise ValueError(f"{what} {path} has {size:,} bytes; at most {limit:,} are read "
                          "(engine.bounds.MAX_IMPORT_SIDE_FILE_BYTES)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        doc = None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    if doc is None or _too_deep(doc):
+        raise ValueError(f"{what} {path} nests lists or objects more than {MAX_SIDE_JSON_DEPTH} levels deep; "
+                         "it holds a flat list of checkpoints or of hyperparameters")
+    return doc
+
+
+MAX_SIDE_JSON_DEPTH = 16  # as an ArchSpec's kwargs (engine.config)
+
+
+def _too_deep(doc) -> bool:
+    """Whether ``doc`` nests deeper than :data:`MAX_SIDE_JSON_DEPTH` (walked without recursion)."""
+    stack = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_SIDE_JSON_DEPTH:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def read_manifest(path: str | Path, folder: Path) -> list[CheckpointFile]:

@@ -32,7 +32,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.bounds import MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, short_repr
+from engine.bounds import (MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, check_name,
+                           short_repr)
 from engine.config import ArchSpec, DatasetSpec
 
 from .folder import WEIGHT_SUFFIXES, CheckpointFile, read_side_json
@@ -50,6 +51,7 @@ RAY_KEYS = frozenset({
     "timesteps_total", "timesteps_since_restore", "iterations_since_restore", "should_checkpoint",
     "warmup_time", "checkpoint_dir_name"})
 _NOT_MEASURED = -999.0
+MAX_HPARAMS = 256  # hyperparameter columns of one trial (the published zoos have about 30)
 
 
 def trial_folders(zoo_dir: Path) -> list[Path]:
@@ -75,6 +77,7 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
+        check_name(name, f"params.json hyperparameter {short_repr(name)}")  # a column name on every page
         if isinstance(value, dict):
             flat |= flatten_params(value, f"{name}.")
         elif value is None or isinstance(value, bool | int | float):
@@ -82,6 +85,9 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, Any]:
         else:
             text = value if isinstance(value, str) else short_repr(value, MAX_OPTION_TEXT)
             flat[name] = text[:MAX_OPTION_TEXT]
+        if len(flat) > MAX_HPARAMS:
+            raise ValueError(f"params.json holds more than {MAX_HPARAMS} hyperparameters; a trial's hyperparameters "
+                             "are the columns of its zoo's table")
     return flat
 
 
@@ -125,12 +131,16 @@ def _check_trial(trial: Path, arch: ArchSpec, dataset: DatasetSpec, model) -> Tr
     params = read_side_json(trial / "params.json", "params.json of trial")
     if not isinstance(params, dict):
         raise ValueError(f"trial {trial.name}: params.json must hold a JSON object; got {short_repr(params)}")
+    try:
+        hparams = flatten_params(params)
+    except ValueError as exc:
+        raise ValueError(f"trial {trial.name}: {exc}") from None
     files = _trial_checkpoints(trial)
     result = trial / "result.json"
     table = (read_metrics(result, step_key="training_iteration", skip=RAY_KEYS, drop_value=_NOT_MEASURED)
              if result.is_file() else MetricTable(str(result)))
     return check_trajectory(trial.name[:MAX_NAME_LENGTH], files, arch, dataset, source=trial, table=table,
-                            hparams=flatten_params(params), seed=_trial_seed(params, trial), model=model)
+                            hparams=hparams, seed=_trial_seed(params, trial), model=model)
 
 
 def check_modelzoo(zoo_dir: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> list[Trajectory]:

@@ -95,6 +95,15 @@ def test_a_trial_of_another_architecture_is_named(tmp_path, zoo_dir):
     (lambda t: (t / "result.json").write_text('{"test_acc": 1}\n'), r"result.json line 1: no 'training_iteration'"),
     (lambda t: [shutil.rmtree(c) for c in t.glob("checkpoint_*")], r"holds no checkpoint_<N>/ folders"),
     (lambda t: shutil.copytree(t / "checkpoint_000001", t / "checkpoint_1"), r"two checkpoint folders for epoch 1"),
+    # hostile params.json: nesting past the recursion limit, a name that rewrites the terminal, a huge name
+    (lambda t: (t / "params.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000),
+     r"params.json of trial .* nests lists or objects more than 16 levels deep"),
+    (lambda t: (t / "params.json").write_text('{"seed": 1, "model::\\u001b[2Jtype": "CNN"}'),
+     r"trial NN_tune\S+: params.json hyperparameter 'model::\\x1b\[2Jtype' contains control or format characters"),
+    (lambda t: (t / "params.json").write_text(json.dumps({"seed": 1, "k" * 5000: 1})),
+     r"params.json hyperparameter 'kkk.* has 5000 characters; at most 100"),
+    (lambda t: (t / "params.json").write_text(json.dumps({f"h{i}": i for i in range(300)})),
+     r"params.json holds more than 256 hyperparameters"),
 ])
 def test_a_damaged_trial_is_explained(tmp_path, zoo_dir, damage, match):
     damage(sorted(p for p in zoo_dir.iterdir() if p.is_dir())[0])
