@@ -36,7 +36,7 @@ from engine.bounds import (MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MA
                            short_repr)
 from engine.config import ArchSpec, DatasetSpec
 
-from .folder import WEIGHT_SUFFIXES, CheckpointFile, read_side_json
+from .folder import WEIGHT_SUFFIXES, CheckpointFile, check_inside, read_side_json
 from .metrics_file import MetricTable, read_metrics
 from .trajectory import Trajectory, build_for, check_trajectory
 
@@ -61,6 +61,7 @@ def trial_folders(zoo_dir: Path) -> list[Path]:
     trials = []
     for entry in sorted(zoo_dir.iterdir()):
         if entry.is_dir() and not entry.name.startswith(".") and (entry / "params.json").is_file():
+            check_inside([entry.name] if not entry.resolve().is_relative_to(zoo_dir.resolve()) else [], zoo_dir)
             trials.append(entry)
             if len(trials) > MAX_RUNS:
                 raise ValueError(f"{zoo_dir} holds more than {MAX_RUNS} trial folders; one zoo may have at most "
@@ -109,6 +110,8 @@ def _trial_checkpoints(trial: Path) -> list[CheckpointFile]:
         if len(files) > MAX_CHECKPOINTS:
             raise ValueError(f"trial {trial.name} holds more than {MAX_CHECKPOINTS} checkpoint folders; one run "
                              f"may have at most {MAX_CHECKPOINTS} (engine.bounds.MAX_CHECKPOINTS)")
+    root = trial.resolve()
+    check_inside([f.name for f in files if not f.path.resolve().is_relative_to(root)], trial)
     steps = [f.step for f in files]
     dup = sorted({s for s in steps if steps.count(s) > 1})
     if dup:

@@ -126,3 +126,16 @@ def test_a_deflate_bomb_is_refused_by_its_decompressed_size(tmp_path, monkeypatc
                                          r"most 1,048,576"):
         weights_mod.load_weights(bomb)
 
+
+def test_a_link_to_a_file_outside_the_folder_is_refused(tmp_path):
+    outside = tmp_path / "private" / "secret.safetensors"
+    outside.parent.mkdir()
+    save_file({"w": torch.zeros(2)}, str(outside))
+    run = tmp_path / "run"
+    run.mkdir()
+    save_file({"w": torch.zeros(2)}, str(run / "step_0.safetensors"))
+    (run / "step_1.safetensors").symlink_to(outside)
+    (run / "checkpoint-2").symlink_to(outside.parent, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"checkpoint-2/secret.safetensors, step_1.safetensors in .*run lead outside "
+                                         r"it \(symbolic links\); copy the files into the folder"):
+        discover_checkpoints(run)

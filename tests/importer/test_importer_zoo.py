@@ -102,6 +102,9 @@ def test_a_trial_of_another_architecture_is_named(tmp_path, zoo_dir):
      r"trial NN_tune\S+: params.json hyperparameter 'model::\\x1b\[2Jtype' contains control or format characters"),
     (lambda t: (t / "params.json").write_text(json.dumps({"seed": 1, "k" * 5000: 1})),
      r"params.json hyperparameter 'kkk.* has 5000 characters; at most 100"),
+    (lambda t: ((t / "checkpoint_000002").rename(t.parent.parent / "elsewhere"),
+                (t / "checkpoint_000002").symlink_to(t.parent.parent / "elsewhere")),
+     r"checkpoint_000002/checkpoints in .* lead outside it \(symbolic links\)"),
     (lambda t: (t / "params.json").write_text(json.dumps({f"h{i}": i for i in range(300)})),
      r"params.json holds more than 256 hyperparameters"),
 ])
