@@ -279,3 +279,18 @@ def test_build_counts_parameters_before_allocating(plugin_dir, monkeypatch):
     with pytest.raises(FactoryError, match=r"builds a model of 355 parameters and buffers; at most 100"):
         build(ArchSpec(factory="my_models:WideNet", kwargs={"width": 8, "n_classes": 3}), (1, 40), 3, seed=0)
     assert real_calls == []
+
+
+def test_an_allowed_package_name_found_outside_the_environment_is_not_imported(tmp_path, clean_plugins):
+    # 'timm' is allowed by default but not installed here; a timm.py in the working directory (on sys.path
+    # for `python -m`) is not the installed package, and importing it would run its code
+    marker = tmp_path / "ran"
+    shadow = tmp_path / "cwd"
+    shadow.mkdir()
+    (shadow / "timm.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nNet = torch.nn.Linear\n")
+    clean_plugins.syspath_prepend(str(shadow))
+    clean_plugins.delitem(__import__("sys").modules, "timm", raising=False)
+    with pytest.raises(FactoryError, match=r"factory 'timm:Net': module 'timm' \(.*cwd/timm.py\) is not the "
+                                           r"installed package .*plugin folder"):
+        check_factory(ArchSpec(factory="timm:Net", kwargs={"in_features": 2, "out_features": 2}))
+    assert not marker.exists()
