@@ -184,6 +184,11 @@ def module_source(module_name: str, factory: str) -> tuple[str, Path | None]:
     locations = [spec.origin, *(spec.submodule_search_locations or [])]
     folder = next((f for f in (_is_under(loc, config.paths) for loc in locations) if f is not None), None)
     if folder is not None:
+        stray = [loc for loc in locations if loc and os.path.isabs(loc) and _is_under(loc, config.paths) is None]
+        if stray:  # a namespace package with a portion elsewhere: its submodules could come from there
+            raise FactoryError(f"factory {factory!r}: package {top!r} also lies outside the plugin folders "
+                               f"({', '.join(map(repr, stray))}); give it an __init__.py in {str(folder)!r}, "
+                               "or rename it")
         return "plugin", folder
     if top in config.packages:
         if not any(_is_under(loc, _installed_folders()) for loc in locations):

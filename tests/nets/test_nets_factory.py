@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -288,9 +289,26 @@ def test_an_allowed_package_name_found_outside_the_environment_is_not_imported(t
     shadow = tmp_path / "cwd"
     shadow.mkdir()
     (shadow / "timm.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nNet = torch.nn.Linear\n")
-    clean_plugins.syspath_prepend(str(shadow))
-    clean_plugins.delitem(__import__("sys").modules, "timm", raising=False)
+    clean_plugins.setattr(sys, "path", [str(shadow), *sys.path])
+    clean_plugins.delitem(sys.modules, "timm", raising=False)
     with pytest.raises(FactoryError, match=r"factory 'timm:Net': module 'timm' \(.*cwd/timm.py\) is not the "
                                            r"installed package .*plugin folder"):
         check_factory(ArchSpec(factory="timm:Net", kwargs={"in_features": 2, "out_features": 2}))
+    assert not marker.exists()
+
+
+def test_a_namespace_package_split_outside_the_plugin_folders_is_refused(tmp_path, plugin_dir, clean_plugins):
+    # models/zoo_ns/ (no __init__.py) is a namespace package; a second portion elsewhere on sys.path
+    # would supply zoo_ns.evil from outside the plugin folders
+    marker = tmp_path / "ran"
+    (plugin_dir / "zoo_ns").mkdir()
+    other = tmp_path / "cwd" / "zoo_ns"
+    other.mkdir(parents=True)
+    (other / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nclass Net(torch.nn.Linear): pass\n")
+    clean_plugins.setattr(sys, "path", [str(tmp_path / "cwd"), *sys.path])
+    for name in ("zoo_ns", "zoo_ns.evil"):
+        clean_plugins.delitem(sys.modules, name, raising=False)
+    with pytest.raises(FactoryError, match=r"factory 'zoo_ns.evil:Net': package 'zoo_ns' also lies outside the plugin "
+                                           r"folders \('.*cwd/zoo_ns'\); give it an __init__.py"):
+        check_factory(ArchSpec(factory="zoo_ns.evil:Net", kwargs={"in_features": 2, "out_features": 2}))
     assert not marker.exists()
