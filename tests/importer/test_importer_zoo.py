@@ -143,3 +143,27 @@ def test_while_the_dashboard_owns_the_store_the_zoo_is_handed_over(tmp_path, zoo
         runs = st.runs_table(st.get_zoo("handed")["zoo_id"])
         assert len(runs) == 3 and sorted(runs["seed"]) == [1, 2, 3] and (runs["steps"] == 2).all()
         assert len(st.list_checkpoints(zoo_id=st.get_zoo("handed")["zoo_id"])) == 9
+
+
+@pytest.mark.parametrize(("run_update", "match"), [
+    ({"hparams": {"model::\x1b[2Jtype": 1}}, r"hyperparameter 'model::\\x1b\[2Jtype' contains control or format"),
+    ({"metrics": [{"step": 0, "split": "train", "name": "x" * 5000, "value": 1.0}]},
+     r"metric name 'xxx.* has 5000 characters; at most 100"),
+    ({"metrics": [{"step": -3, "split": "train", "name": "loss", "value": 1.0}]},
+     r"metric row 0: step must be an integer in \[0, 10000000\]; got -3"),
+])
+def test_a_crafted_import_request_is_refused_and_changes_nothing(tmp_path, run_update, match):
+    # a request file in requests/ is read by the server: it is checked as a file from anyone would be
+    from engine.config import ArchSpec, DatasetSpec, TrainSpec
+    from engine.importer import record_runs_request
+
+    with store.open_store(tmp_path / "store") as st:
+        sha = st.put_tensors({"w": torch.zeros(2)})
+        before = st.table_counts()
+        config = TrainSpec(dataset=DatasetSpec(name="moons"), arch=ArchSpec(name="mlp", width=8, depth=2), steps=1,
+                            checkpoints=[1])
+        run = {"name": "r", "config": config.model_dump(mode="json"), "hparams": {}, "seed": 0, "built_by": {},
+               "metrics": [], "checkpoints": [{"step": 1, "epoch": None, "sha": sha, "metrics": {}}], **run_update}
+        with pytest.raises(ValueError, match=match):
+            record_runs_request(st, {"zoo": "z", "owner": "local", "runs": [run]})
+        assert st.table_counts() == before
