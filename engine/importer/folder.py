@@ -34,7 +34,8 @@ from pathlib import Path
 
 from engine.bounds import MAX_CHECKPOINTS, MAX_IMPORT_SIDE_FILE_BYTES, MAX_STEPS, short_repr
 
-__all__ = ["WEIGHT_SUFFIXES", "CheckpointFile", "check_inside", "discover_checkpoints", "read_manifest", "step_from_name"]
+__all__ = ["WEIGHT_SUFFIXES", "CheckpointFile", "check_inside", "discover_checkpoints", "read_manifest",
+           "step_from_name"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")

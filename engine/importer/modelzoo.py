@@ -32,8 +32,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.bounds import (MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, check_name,
-                           short_repr)
+from engine.bounds import MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, check_name, short_repr
 from engine.config import ArchSpec, DatasetSpec
 
 from .folder import WEIGHT_SUFFIXES, CheckpointFile, check_inside, read_side_json

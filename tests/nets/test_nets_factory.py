@@ -304,7 +304,8 @@ def test_a_namespace_package_split_outside_the_plugin_folders_is_refused(tmp_pat
     (plugin_dir / "zoo_ns").mkdir()
     other = tmp_path / "cwd" / "zoo_ns"
     other.mkdir(parents=True)
-    (other / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nclass Net(torch.nn.Linear): pass\n")
+    (other / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "import torch\nclass Net(torch.nn.Linear): pass\n")
     clean_plugins.setattr(sys, "path", [str(tmp_path / "cwd"), *sys.path])
     for name in ("zoo_ns", "zoo_ns.evil"):
         clean_plugins.delitem(sys.modules, name, raising=False)
