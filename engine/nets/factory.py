@@ -27,6 +27,7 @@ import importlib
 import inspect
 import os
 import re
+import threading
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.bounds import MAX_MODEL_PARAMETERS, short_repr
+from engine.bounds import MAX_MODEL_MODULES, MAX_MODEL_PARAMETERS, short_repr
 from engine.config import ArchSpec
 
 from .plugins import FactoryError, module_source
@@ -195,6 +196,26 @@ def _check_binding(fn: Callable[..., Any], factory: str, kwargs: dict[str, Any])
                            f"signature {short_repr(str(sig), 300)}: {exc}") from None
 
 
+class _TooManyModules(RuntimeError):
+    pass
+
+
+_BUDGET = threading.local()  # submodules the factory running in this thread may still register
+
+
+def _count_submodule(module: nn.Module, name: str, submodule: Any) -> None:
+    """A global registration hook, active only in a thread running a factory (:func:`call_factory`)."""
+    left = getattr(_BUDGET, "modules", None)
+    if left is None:
+        return
+    if left <= 0:
+        raise _TooManyModules(name)
+    _BUDGET.modules = left - 1
+
+
+torch.nn.modules.module.register_module_module_registration_hook(_count_submodule)
+
+
 def call_factory(factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """``factory(**kwargs)``, checked: the callable is allowed, the kwargs bind, the result is an ``nn.Module``.
 
@@ -203,10 +224,16 @@ def call_factory(factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
     fn = load_factory(factory, kwargs)
     call_kwargs = _config_route(fn, factory, dict(kwargs))
     _check_binding(fn, factory, call_kwargs)
+    _BUDGET.modules = MAX_MODEL_MODULES
     try:
         model = fn(**call_kwargs)
     except Exception as exc:  # the user's code raised: say which spec and what
+        if _TooManyModules in {type(exc), type(exc.__context__), type(exc.__cause__)}:  # even if it re-raised
+            raise FactoryError(f"factory {factory!r} builds more than {MAX_MODEL_MODULES:,} submodules "
+                               "(engine.bounds.MAX_MODEL_MODULES); make it smaller in kwargs") from None
         raise FactoryError(f"factory {factory!r} raised {type(exc).__name__}: {str(exc)[:300]}") from None
+    finally:
+        _BUDGET.modules = None
     if not isinstance(model, nn.Module):
         raise FactoryError(f"factory {factory!r} returned {type(model).__name__} {short_repr(model, 60)}, "
                            "not a torch.nn.Module")

@@ -313,3 +313,19 @@ def test_a_namespace_package_split_outside_the_plugin_folders_is_refused(tmp_pat
                                            r"folders \('.*cwd/zoo_ns'\); give it an __init__.py"):
         check_factory(ArchSpec(factory="zoo_ns.evil:Net", kwargs={"in_features": 2, "out_features": 2}))
     assert not marker.exists()
+
+
+def test_a_factory_that_builds_too_many_modules_is_stopped_while_it_builds(monkeypatch):
+    # n_layer = 10**6 tiny GPT-2 blocks: few parameters, but ~10**7 module objects (tens of GB and most
+    # of an hour in the server's sweep check); stopped at the bound, counted as submodules are registered
+    from engine.nets import factory as factory_module
+
+    monkeypatch.setattr(factory_module, "MAX_MODEL_MODULES", 50)
+    spec = ArchSpec(factory="transformers:GPT2LMHeadModel", output="logits", kwargs={"config": {
+        "n_layer": 1_000_000, "n_embd": 4, "n_head": 1, "vocab_size": 8, "n_positions": 8,
+        "bos_token_id": 0, "eos_token_id": 0}})
+    with pytest.raises(FactoryError, match=r"factory 'transformers:GPT2LMHeadModel' builds more than 50 submodules "
+                                           r"\(engine.bounds.MAX_MODEL_MODULES\)"):
+        check_factory(spec)
+    small = spec.model_copy(update={"kwargs": {"config": {**spec.kwargs["config"], "n_layer": 1}}})
+    check_factory(small)  # the budget is per call: a small model after a refused one builds
