@@ -20,6 +20,8 @@ __all__ = [
     "MAX_IMPORT_METRIC_VALUES",
     "MAX_IMPORT_SIDE_FILE_BYTES",
     "MAX_IMPORT_WEIGHTS_BYTES",
+    "MAX_MODEL_MODULES",
+    "MAX_MODEL_PARAMETERS",
     "MAX_NAME_LENGTH",
     "MAX_OPTION_TEXT",
     "MAX_REPR",
@@ -40,6 +42,13 @@ __all__ = [
 SEED_MAX = 2**32 - 1
 MAX_WIDTH = 8192  # hidden units / channels: an 8192x8192 layer is 67M parameters (268 MB)
 MAX_DEPTH = 64  # hidden layers / blocks
+# Parameters and buffers of a model built from the user's code (a factory), counted on the meta
+# device before it is built: 2**30 float32 values are 4 GiB, MAX_IMPORT_WEIGHTS_BYTES' worth
+# (a ResNet-18 has 11.2 M, a ViT-L 304 M).
+MAX_MODEL_PARAMETERS = 1 << 30
+# Submodules a factory may register while it builds (a ResNet-152 has ~500, GPT-2 XL ~600): each is a
+# Python object of ~2 KB, so 10**7 tiny layers are tens of GB before a single parameter counts.
+MAX_MODEL_MODULES = 100_000
 MAX_BATCH_SIZE = 65_536
 MAX_STEPS = 10_000_000  # optimiser steps of one run
 MAX_EVAL_SIZE = 1_000_000  # samples per split for checkpoint metrics

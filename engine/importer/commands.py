@@ -21,6 +21,8 @@ METRICS_FILES = ("metrics.csv", "metrics.jsonl", "metrics.json")  # looked for i
 def _json_object(text: str, flag: str) -> dict:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{flag} nests lists or objects too deeply; got {short_repr(text)}") from None
     except ValueError as exc:
         raise ValueError(f"{flag} must be a JSON object; got {short_repr(text)} ({exc})") from None
     if not isinstance(value, dict):

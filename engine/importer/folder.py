@@ -34,7 +34,8 @@ from pathlib import Path
 
 from engine.bounds import MAX_CHECKPOINTS, MAX_IMPORT_SIDE_FILE_BYTES, MAX_STEPS, short_repr
 
-__all__ = ["WEIGHT_SUFFIXES", "CheckpointFile", "discover_checkpoints", "read_manifest", "step_from_name"]
+__all__ = ["WEIGHT_SUFFIXES", "CheckpointFile", "check_inside", "discover_checkpoints", "read_manifest",
+           "step_from_name"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -88,7 +89,7 @@ def _weights_in(folder: Path) -> Path | None:
 
 def _candidates(folder: Path) -> list[tuple[str, Path]]:
     """``(shown name, weights file)`` of every checkpoint-looking entry, at most ``MAX_CHECKPOINTS``."""
-    found = []
+    found: list[tuple[str, Path]] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -100,7 +101,17 @@ def _candidates(folder: Path) -> list[tuple[str, Path]]:
             raise ValueError(f"{folder} holds more than {MAX_CHECKPOINTS} checkpoint files; one run may have at most "
                              f"{MAX_CHECKPOINTS} (engine.bounds.MAX_CHECKPOINTS): import a subset (list it in a "
                              "manifest.json) or thin the folder")
+    check_inside([name for name, path in found if not path.resolve().is_relative_to(folder.resolve())], folder)
     return found
+
+
+def check_inside(outside: list[str], folder: Path) -> None:
+    """``ValueError`` naming the entries of ``folder`` that are links to files outside it (as a manifest's
+    files may not be): whoever can write into a folder that gets imported must not make the importer
+    read, and record in a shared zoo, a file of theirs elsewhere."""
+    if outside:
+        raise ValueError(f"{_listed(outside, quote=False)} in {folder} lead outside it (symbolic links); "
+                         "copy the files into the folder to import them")
 
 
 def discover_checkpoints(folder: str | Path, manifest: str | Path | None = None) -> list[CheckpointFile]:
@@ -169,9 +180,30 @@ def read_side_json(path: Path, what: str):
         raise ValueError(f"{what} {path} has {size:,} bytes; at most {limit:,} are read "
                          "(engine.bounds.MAX_IMPORT_SIDE_FILE_BYTES)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        doc = None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    if doc is None or _too_deep(doc):
+        raise ValueError(f"{what} {path} nests lists or objects more than {MAX_SIDE_JSON_DEPTH} levels deep; "
+                         "it holds a flat list of checkpoints or of hyperparameters")
+    return doc
+
+
+MAX_SIDE_JSON_DEPTH = 16  # as an ArchSpec's kwargs (engine.config)
+
+
+def _too_deep(doc) -> bool:
+    """Whether ``doc`` nests deeper than :data:`MAX_SIDE_JSON_DEPTH` (walked without recursion)."""
+    stack = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_SIDE_JSON_DEPTH:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def read_manifest(path: str | Path, folder: Path) -> list[CheckpointFile]:

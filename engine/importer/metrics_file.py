@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.bounds import MAX_IMPORT_METRIC_VALUES, MAX_IMPORT_METRICS_BYTES, MAX_STEPS, short_repr
+from engine.bounds import MAX_IMPORT_METRIC_VALUES, MAX_IMPORT_METRICS_BYTES, MAX_STEPS, check_name, short_repr
 
 __all__ = ["KNOWN_SPLITS", "MetricTable", "metric_key", "read_metrics"]
 
@@ -133,6 +133,7 @@ def read_metrics(path: str | Path, *, step_key: str = "step", skip: frozenset[st
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _json_rows(text, path)
     table = MetricTable(str(path))
     skip = skip | {step_key, "epoch"}
+    named: set[str] = set()
     for line, row in rows:
         if step_key not in row or row[step_key] in (None, ""):
             raise ValueError(f"{path} line {line}: no {step_key!r} value; every row needs the step it was "
@@ -141,6 +142,9 @@ def read_metrics(path: str | Path, *, step_key: str = "step", skip: frozenset[st
         epoch = _number(row.get("epoch"))
         if epoch is not None and math.isfinite(epoch):
             table.epochs[step] = epoch
+        for column in row.keys() - named:  # each column's name checked once: it is shown on every page
+            check_name(column, f"{path.name}: metric column {short_repr(column)}")
+            named.add(column)
         for column, raw in row.items():
             if column not in skip and not (drop_value is not None and _number(raw) == drop_value):
                 table.add(step, column, raw, line)
@@ -151,7 +155,14 @@ def _csv_rows(text: str, path: Path):
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise ValueError(f"metrics file {path} is empty; a CSV needs a header row with a 'step' column")
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a cell past csv.field_size_limit(), a NUL byte
+            raise ValueError(f"{path} line {reader.line_num + 1}: a cell of more than {csv.field_size_limit():,} "
+                             f"characters, or not CSV ({exc}); a metrics CSV holds short numbers") from None
         if None in row:  # more cells than the header has columns
             raise ValueError(f"{path} line {reader.line_num}: {len(row[None]) + len(reader.fieldnames)} cells but "
                              f"the header has {len(reader.fieldnames)} columns")
@@ -164,6 +175,9 @@ def _json_rows(text: str, path: Path):
             continue
         try:
             row = json.loads(raw)
+        except RecursionError:
+            raise ValueError(f"{path} line {line} nests lists or objects too deeply; a JSON-lines metrics file "
+                             "holds one flat object per line") from None
         except ValueError as exc:
             raise ValueError(f"{path} line {line} is not JSON ({exc}); a JSON-lines metrics file holds one "
                              "object per line") from None

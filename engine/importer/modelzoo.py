@@ -32,10 +32,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.bounds import MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, short_repr
+from engine.bounds import MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, check_name, short_repr
 from engine.config import ArchSpec, DatasetSpec
 
-from .folder import WEIGHT_SUFFIXES, CheckpointFile, read_side_json
+from .folder import WEIGHT_SUFFIXES, CheckpointFile, check_inside, read_side_json
 from .metrics_file import MetricTable, read_metrics
 from .trajectory import Trajectory, build_for, check_trajectory
 
@@ -50,6 +50,7 @@ RAY_KEYS = frozenset({
     "timesteps_total", "timesteps_since_restore", "iterations_since_restore", "should_checkpoint",
     "warmup_time", "checkpoint_dir_name"})
 _NOT_MEASURED = -999.0
+MAX_HPARAMS = 256  # hyperparameter columns of one trial (the published zoos have about 30)
 
 
 def trial_folders(zoo_dir: Path) -> list[Path]:
@@ -59,6 +60,7 @@ def trial_folders(zoo_dir: Path) -> list[Path]:
     trials = []
     for entry in sorted(zoo_dir.iterdir()):
         if entry.is_dir() and not entry.name.startswith(".") and (entry / "params.json").is_file():
+            check_inside([entry.name] if not entry.resolve().is_relative_to(zoo_dir.resolve()) else [], zoo_dir)
             trials.append(entry)
             if len(trials) > MAX_RUNS:
                 raise ValueError(f"{zoo_dir} holds more than {MAX_RUNS} trial folders; one zoo may have at most "
@@ -75,6 +77,7 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
+        check_name(name, f"params.json hyperparameter {short_repr(name)}")  # a column name on every page
         if isinstance(value, dict):
             flat |= flatten_params(value, f"{name}.")
         elif value is None or isinstance(value, bool | int | float):
@@ -82,6 +85,9 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, Any]:
         else:
             text = value if isinstance(value, str) else short_repr(value, MAX_OPTION_TEXT)
             flat[name] = text[:MAX_OPTION_TEXT]
+        if len(flat) > MAX_HPARAMS:
+            raise ValueError(f"params.json holds more than {MAX_HPARAMS} hyperparameters; a trial's hyperparameters "
+                             "are the columns of its zoo's table")
     return flat
 
 
@@ -103,6 +109,8 @@ def _trial_checkpoints(trial: Path) -> list[CheckpointFile]:
         if len(files) > MAX_CHECKPOINTS:
             raise ValueError(f"trial {trial.name} holds more than {MAX_CHECKPOINTS} checkpoint folders; one run "
                              f"may have at most {MAX_CHECKPOINTS} (engine.bounds.MAX_CHECKPOINTS)")
+    root = trial.resolve()
+    check_inside([f.name for f in files if not f.path.resolve().is_relative_to(root)], trial)
     steps = [f.step for f in files]
     dup = sorted({s for s in steps if steps.count(s) > 1})
     if dup:
@@ -125,12 +133,16 @@ def _check_trial(trial: Path, arch: ArchSpec, dataset: DatasetSpec, model) -> Tr
     params = read_side_json(trial / "params.json", "params.json of trial")
     if not isinstance(params, dict):
         raise ValueError(f"trial {trial.name}: params.json must hold a JSON object; got {short_repr(params)}")
+    try:
+        hparams = flatten_params(params)
+    except ValueError as exc:
+        raise ValueError(f"trial {trial.name}: {exc}") from None
     files = _trial_checkpoints(trial)
     result = trial / "result.json"
     table = (read_metrics(result, step_key="training_iteration", skip=RAY_KEYS, drop_value=_NOT_MEASURED)
              if result.is_file() else MetricTable(str(result)))
     return check_trajectory(trial.name[:MAX_NAME_LENGTH], files, arch, dataset, source=trial, table=table,
-                            hparams=flatten_params(params), seed=_trial_seed(params, trial), model=model)
+                            hparams=hparams, seed=_trial_seed(params, trial), model=model)
 
 
 def check_modelzoo(zoo_dir: str | Path, arch: ArchSpec, dataset: DatasetSpec) -> list[Trajectory]:

@@ -27,7 +27,7 @@ import torch
 
 from engine import data as zdata
 from engine import nets
-from engine.bounds import check_name
+from engine.bounds import MAX_CHECKPOINTS, MAX_IMPORT_METRIC_VALUES, MAX_STEPS, check_name, short_repr
 from engine.config import ArchSpec, DatasetSpec, TrainSpec
 
 from .folder import CheckpointFile
@@ -87,9 +87,39 @@ class ImportedRun:
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> ImportedRun:
+        """The run a request file describes, checked as the command checked it: the server reads files that
+        whoever can write into ``requests/`` wrote."""
+        _check_payload_run(p)
         return cls(p["name"], TrainSpec.model_validate(p["config"]), p["hparams"], int(p["seed"]), p["built_by"],
                    [ImportedCheckpoint(int(c["step"]), c["epoch"], c["sha"], c["metrics"]) for c in p["checkpoints"]],
                    p["metrics"])
+
+
+def _check_payload_run(p: dict[str, Any]) -> None:
+    from .modelzoo import MAX_HPARAMS
+
+    hparams, rows = p.get("hparams"), p.get("metrics")
+    if not isinstance(hparams, dict) or len(hparams) > MAX_HPARAMS:
+        raise ValueError(f"import request: hparams must be an object of at most {MAX_HPARAMS} entries; "
+                         f"got {short_repr(hparams)}")
+    for key in hparams:
+        check_name(key, f"import request: hyperparameter {short_repr(key)}")
+    if not isinstance(rows, list) or len(rows) > MAX_IMPORT_METRIC_VALUES:
+        raise ValueError(f"import request: metrics must be a list of at most {MAX_IMPORT_METRIC_VALUES:,} rows")
+    if len(p.get("checkpoints") or ()) > MAX_CHECKPOINTS:
+        raise ValueError(f"import request: a run may have at most {MAX_CHECKPOINTS} checkpoints")
+    named: set[str] = set()
+    for i, row in enumerate(rows):
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEPS:
+            raise ValueError(f"import request: metric row {i}: step must be an integer in [0, {MAX_STEPS}]; "
+                             f"got {short_repr(step)}")
+        if not isinstance(row.get("value"), int | float) or isinstance(row.get("value"), bool):
+            raise ValueError(f"import request: metric row {i}: value must be a number; got {short_repr(row)}")
+        for text in (row.get("split"), row.get("name")):
+            if text not in named:
+                check_name(text, f"import request: metric name {short_repr(text)}")
+                named.add(text)
 
 
 def _finite(v: float | None) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
+    _check_unpacked_size(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for non-weights content
@@ -58,6 +60,21 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a dict of tensors (a state_dict); got {type(obj).__name__}")
     return dict(obj)
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """A torch zip file's records may be deflated: bound what they declare they inflate to (torch allocates
+    each record at its declared size), so a few KB cannot unpack into gigabytes."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable torch file: {exc}") from None
+    if total > MAX_IMPORT_WEIGHTS_BYTES:
+        raise ValueError(f"{path} decompresses to {total:,} bytes; a weights file may hold at most "
+                         f"{MAX_IMPORT_WEIGHTS_BYTES:,} (engine.bounds.MAX_IMPORT_WEIGHTS_BYTES)")
 
 
 def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: str) -> None:

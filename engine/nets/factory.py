@@ -27,13 +27,15 @@ import importlib
 import inspect
 import os
 import re
+import threading
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from engine.bounds import short_repr
+from engine.bounds import MAX_MODEL_MODULES, MAX_MODEL_PARAMETERS, short_repr
 from engine.config import ArchSpec
 
 from .plugins import FactoryError, module_source
@@ -95,7 +97,7 @@ def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Calla
     """
     module_name, attrs = _parts(factory)
     _refuse_pretrained(factory, attrs, kwargs or {})
-    module_source(module_name, factory)
+    source, _ = module_source(module_name, factory)
     # Belt and braces for "no code path downloads weights": the Hugging Face hub reads this when it is
     # first imported, which in a worker is here. An owner who wants the hub online sets it to 0.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -123,7 +125,38 @@ def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Calla
         raise FactoryError(f"factory {factory!r} resolves to an object defined in {home or 'an unknown module'!r}, "
                            f"not in {top!r}; name the function or class where it is defined "
                            "(the same rules then decide whether that module may be imported)")
+    if source == "installed":
+        _check_installed_callable(factory, obj, top)
     return obj
+
+
+def _returns_module(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s return annotation is an ``nn.Module`` subclass (``resnet18(...) -> ResNet``)."""
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:  # an annotation that does not resolve declares nothing usable
+        return False
+    return inspect.isclass(ret) and issubclass(ret, nn.Module)
+
+
+def _check_installed_callable(factory: str, obj: Any, top: str) -> None:
+    """An installed package's factory must be a model class or a function declared to return one.
+
+    An allowed package holds far more than models (``transformers.testing_utils`` runs shell
+    commands), and a callable cannot be asked what it returns without calling it. The owner's
+    plugin folders are trusted as a whole; an installed package only for its models.
+    """
+    if inspect.isclass(obj):
+        if not issubclass(obj, nn.Module):
+            raise FactoryError(f"factory {factory!r} names class {obj.__name__!r} of the installed package {top!r}, "
+                               "which is not a torch.nn.Module subclass; name a model class (or a function "
+                               "declared to return one)")
+        return
+    if not _returns_module(obj):
+        raise FactoryError(f"factory {factory!r} names a function of the installed package {top!r} that is not "
+                           "declared to return an nn.Module (no '-> SomeModel' annotation), so it is not called: "
+                           "an installed package's factories are its model classes and annotated model functions. "
+                           "Wrap it in a function of your own in a plugin folder ([plugins] paths in zooscope.toml)")
 
 
 def _config_route(fn: Callable[..., Any], factory: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +196,26 @@ def _check_binding(fn: Callable[..., Any], factory: str, kwargs: dict[str, Any])
                            f"signature {short_repr(str(sig), 300)}: {exc}") from None
 
 
+class _TooManyModules(RuntimeError):
+    pass
+
+
+_BUDGET = threading.local()  # submodules the factory running in this thread may still register
+
+
+def _count_submodule(module: nn.Module, name: str, submodule: Any) -> None:
+    """A global registration hook, active only in a thread running a factory (:func:`call_factory`)."""
+    left = getattr(_BUDGET, "modules", None)
+    if left is None:
+        return
+    if left <= 0:
+        raise _TooManyModules(name)
+    _BUDGET.modules = left - 1
+
+
+torch.nn.modules.module.register_module_module_registration_hook(_count_submodule)
+
+
 def call_factory(factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """``factory(**kwargs)``, checked: the callable is allowed, the kwargs bind, the result is an ``nn.Module``.
 
@@ -171,10 +224,16 @@ def call_factory(factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
     fn = load_factory(factory, kwargs)
     call_kwargs = _config_route(fn, factory, dict(kwargs))
     _check_binding(fn, factory, call_kwargs)
+    _BUDGET.modules = MAX_MODEL_MODULES
     try:
         model = fn(**call_kwargs)
     except Exception as exc:  # the user's code raised: say which spec and what
+        if _TooManyModules in {type(exc), type(exc.__context__), type(exc.__cause__)}:  # even if it re-raised
+            raise FactoryError(f"factory {factory!r} builds more than {MAX_MODEL_MODULES:,} submodules "
+                               "(engine.bounds.MAX_MODEL_MODULES); make it smaller in kwargs") from None
         raise FactoryError(f"factory {factory!r} raised {type(exc).__name__}: {str(exc)[:300]}") from None
+    finally:
+        _BUDGET.modules = None
     if not isinstance(model, nn.Module):
         raise FactoryError(f"factory {factory!r} returned {type(model).__name__} {short_repr(model, 60)}, "
                            "not a torch.nn.Module")
@@ -256,7 +315,10 @@ def build_from_factory(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: 
 
     Called by :func:`engine.nets.build` inside its seeded RNG fork.
     """
-    model = adapt_output(call_factory(spec.factory, spec.kwargs), spec.output)
+    _check_size(spec.factory, _meta_size(spec.factory, spec.kwargs))
+    model = call_factory(spec.factory, spec.kwargs)
+    _check_size(spec.factory, _size(model))  # a factory that cannot build on "meta" is counted here
+    model = adapt_output(model, spec.output)
     check_output_shape(model, spec.factory, input_shape, n_outputs, vocab_size)
     return model
 
@@ -272,11 +334,31 @@ def check_factory(spec: ArchSpec) -> None:
     if spec.factory is None:
         return
     load_factory(spec.factory, spec.kwargs)
+    n = _meta_size(spec.factory, spec.kwargs)
+    if n is not None:
+        _check_size(spec.factory, n)
+        return
+    with torch.random.fork_rng(devices=[]):  # some factories cannot build on "meta": build for real
+        _check_size(spec.factory, _size(call_factory(spec.factory, spec.kwargs)))
+
+
+def _size(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+
+
+def _meta_size(factory: str, kwargs: Mapping[str, Any]) -> int | None:
+    """Parameters and buffers of ``factory(**kwargs)`` built on the ``meta`` device (no memory for
+    weights, the caller's RNG untouched); None when the factory cannot build there."""
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
-                call_factory(spec.factory, spec.kwargs)
-            return
+                return _size(call_factory(factory, kwargs))
         except FactoryError:
-            pass  # some factories cannot build on "meta"; build for real to tell their error apart
-        call_factory(spec.factory, spec.kwargs)
+            return None
+
+
+def _check_size(factory: str, n: int | None) -> None:
+    if n is not None and n > MAX_MODEL_PARAMETERS:
+        raise FactoryError(f"factory {factory!r} builds a model of {n:,} parameters and buffers; at most "
+                           f"{MAX_MODEL_PARAMETERS:,} are allowed (engine.bounds.MAX_MODEL_PARAMETERS, 4 GiB of "
+                           "float32): make it smaller in kwargs")

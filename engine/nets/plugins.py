@@ -21,7 +21,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import site
 import sys
+import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,13 @@ def _is_under(path: str | None, folders: tuple[Path, ...]) -> Path | None:
     return next((f for f in folders if resolved.is_relative_to(f)), None)
 
 
+def _installed_folders() -> tuple[Path, ...]:
+    """The environment's package folders (site-packages, the standard library), resolved."""
+    folders = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    folders |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    return tuple(Path(f).resolve() for f in folders if f)
+
+
 def module_source(module_name: str, factory: str) -> tuple[str, Path | None]:
     """Where ``module_name``'s top-level package comes from, checked before anything is imported.
 
@@ -175,8 +184,19 @@ def module_source(module_name: str, factory: str) -> tuple[str, Path | None]:
     locations = [spec.origin, *(spec.submodule_search_locations or [])]
     folder = next((f for f in (_is_under(loc, config.paths) for loc in locations) if f is not None), None)
     if folder is not None:
+        stray = [loc for loc in locations if loc and os.path.isabs(loc) and _is_under(loc, config.paths) is None]
+        if stray:  # a namespace package with a portion elsewhere: its submodules could come from there
+            raise FactoryError(f"factory {factory!r}: package {top!r} also lies outside the plugin folders "
+                               f"({', '.join(map(repr, stray))}); give it an __init__.py in {str(folder)!r}, "
+                               "or rename it")
         return "plugin", folder
     if top in config.packages:
+        if not any(_is_under(loc, _installed_folders()) for loc in locations):
+            raise FactoryError(
+                f"factory {factory!r}: module {top!r} ({spec.origin or 'a namespace package'}) is not the installed "
+                f"package {top!r}: it lies outside the environment's site-packages (the working directory, or "
+                f"another sys.path entry), so it is not imported; install {top}, or put it in a plugin folder "
+                "([plugins] paths in zooscope.toml)")
         return "installed", None
     raise FactoryError(
         f"factory {factory!r}: module {top!r} ({spec.origin or 'a namespace package'}) is neither under a plugin "

@@ -106,3 +106,36 @@ def test_an_oversized_manifest_is_not_read(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text(json.dumps({"checkpoints": []}))
     with pytest.raises(ValueError, match=r"manifest .* has 19 bytes; at most 10 are read"):
         discover_checkpoints(tmp_path)
+
+
+# -- hostile files ----------------------------------------------------------------------------------
+
+def test_a_deflate_bomb_is_refused_by_its_decompressed_size(tmp_path, monkeypatch):
+    import zipfile
+
+    import engine.importer.weights as weights_mod
+
+    plain, bomb = tmp_path / "plain.pt", tmp_path / "step_1.pt"
+    torch.save({"w": torch.zeros(2_000_000)}, plain)  # 8 MB of zeros ...
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    assert bomb.stat().st_size < 100_000  # ... in a file of a few KB, which torch.load inflates
+    monkeypatch.setattr(weights_mod, "MAX_IMPORT_WEIGHTS_BYTES", 1 << 20)
+    with pytest.raises(ValueError, match=r"step_1.pt decompresses to 8,00\d,\d+ bytes; a weights file may hold at "
+                                         r"most 1,048,576"):
+        weights_mod.load_weights(bomb)
+
+
+def test_a_link_to_a_file_outside_the_folder_is_refused(tmp_path):
+    outside = tmp_path / "private" / "secret.safetensors"
+    outside.parent.mkdir()
+    save_file({"w": torch.zeros(2)}, str(outside))
+    run = tmp_path / "run"
+    run.mkdir()
+    save_file({"w": torch.zeros(2)}, str(run / "step_0.safetensors"))
+    (run / "step_1.safetensors").symlink_to(outside)
+    (run / "checkpoint-2").symlink_to(outside.parent, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"checkpoint-2/secret.safetensors, step_1.safetensors in .*run lead outside "
+                                         r"it \(symbolic links\); copy the files into the folder"):
+        discover_checkpoints(run)

@@ -72,3 +72,21 @@ def test_metrics_files_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(mf, "MAX_IMPORT_METRIC_VALUES", 15)
     with pytest.raises(ValueError, match=r"holds more than 15 metric values; one imported run may have at most"):
         read_metrics(path)
+
+
+# -- hostile files ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "text", "match"), [
+    ("m.jsonl", '{"step": 0, "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+     r"m.jsonl line 1 nests lists or objects too deeply"),
+    ("m.csv", "step,loss\n0," + "9" * 200_000 + "\n", r"m.csv line 2: a cell of more than 131,072 characters"),
+    ("m.csv", "step,train_\x1b[2Jloss\n0,0.5\n", r"m.csv: metric column 'train_\\x1b\[2Jloss' contains control or "
+                                                 r"format characters \(U\+001B\)"),
+    ("m.jsonl", '{"step": 0, "' + "a" * 500 + '": 1}\n', r"m.jsonl: metric column 'aaa.* has 500 characters; "
+                                                         r"at most 100"),
+])
+def test_hostile_metrics_files_are_refused_with_a_value_error(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_metrics(path)

@@ -290,3 +290,12 @@ def test_a_handed_over_import_is_checked_against_the_owners_role(tmp_path, run_f
         assert st.table_counts() == before
         (run_id,) = record_runs_request(st, ed["payload"], access=access)
         assert st.get_run(run_id)["owner"] == "ed" and len(st.list_checkpoints(run_id)) == 4
+
+
+def test_kwargs_nested_past_the_recursion_limit_are_a_clear_error(tmp_path):
+    from engine.importer import arch_from_args
+
+    args = cli_args("--store", str(tmp_path / "s"), "import-run", str(tmp_path), "--dataset", "moons",
+                    "--factory", "my_models:WideNet", "--kwargs", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match=r"--kwargs nests lists or objects too deeply; got '\{\"a\": \[\[\[\["):
+        arch_from_args(args)

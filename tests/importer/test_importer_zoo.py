@@ -95,6 +95,18 @@ def test_a_trial_of_another_architecture_is_named(tmp_path, zoo_dir):
     (lambda t: (t / "result.json").write_text('{"test_acc": 1}\n'), r"result.json line 1: no 'training_iteration'"),
     (lambda t: [shutil.rmtree(c) for c in t.glob("checkpoint_*")], r"holds no checkpoint_<N>/ folders"),
     (lambda t: shutil.copytree(t / "checkpoint_000001", t / "checkpoint_1"), r"two checkpoint folders for epoch 1"),
+    # hostile params.json: nesting past the recursion limit, a name that rewrites the terminal, a huge name
+    (lambda t: (t / "params.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000),
+     r"params.json of trial .* nests lists or objects more than 16 levels deep"),
+    (lambda t: (t / "params.json").write_text('{"seed": 1, "model::\\u001b[2Jtype": "CNN"}'),
+     r"trial NN_tune\S+: params.json hyperparameter 'model::\\x1b\[2Jtype' contains control or format characters"),
+    (lambda t: (t / "params.json").write_text(json.dumps({"seed": 1, "k" * 5000: 1})),
+     r"params.json hyperparameter 'kkk.* has 5000 characters; at most 100"),
+    (lambda t: ((t / "checkpoint_000002").rename(t.parent.parent / "elsewhere"),
+                (t / "checkpoint_000002").symlink_to(t.parent.parent / "elsewhere")),
+     r"checkpoint_000002/checkpoints in .* lead outside it \(symbolic links\)"),
+    (lambda t: (t / "params.json").write_text(json.dumps({f"h{i}": i for i in range(300)})),
+     r"params.json holds more than 256 hyperparameters"),
 ])
 def test_a_damaged_trial_is_explained(tmp_path, zoo_dir, damage, match):
     damage(sorted(p for p in zoo_dir.iterdir() if p.is_dir())[0])
@@ -131,3 +143,27 @@ def test_while_the_dashboard_owns_the_store_the_zoo_is_handed_over(tmp_path, zoo
         runs = st.runs_table(st.get_zoo("handed")["zoo_id"])
         assert len(runs) == 3 and sorted(runs["seed"]) == [1, 2, 3] and (runs["steps"] == 2).all()
         assert len(st.list_checkpoints(zoo_id=st.get_zoo("handed")["zoo_id"])) == 9
+
+
+@pytest.mark.parametrize(("run_update", "match"), [
+    ({"hparams": {"model::\x1b[2Jtype": 1}}, r"hyperparameter 'model::\\x1b\[2Jtype' contains control or format"),
+    ({"metrics": [{"step": 0, "split": "train", "name": "x" * 5000, "value": 1.0}]},
+     r"metric name 'xxx.* has 5000 characters; at most 100"),
+    ({"metrics": [{"step": -3, "split": "train", "name": "loss", "value": 1.0}]},
+     r"metric row 0: step must be an integer in \[0, 10000000\]; got -3"),
+])
+def test_a_crafted_import_request_is_refused_and_changes_nothing(tmp_path, run_update, match):
+    # a request file in requests/ is read by the server: it is checked as a file from anyone would be
+    from engine.config import ArchSpec, DatasetSpec, TrainSpec
+    from engine.importer import record_runs_request
+
+    with store.open_store(tmp_path / "store") as st:
+        sha = st.put_tensors({"w": torch.zeros(2)})
+        before = st.table_counts()
+        config = TrainSpec(dataset=DatasetSpec(name="moons"), arch=ArchSpec(name="mlp", width=8, depth=2), steps=1,
+                            checkpoints=[1])
+        run = {"name": "r", "config": config.model_dump(mode="json"), "hparams": {}, "seed": 0, "built_by": {},
+               "metrics": [], "checkpoints": [{"step": 1, "epoch": None, "sha": sha, "metrics": {}}], **run_update}
+        with pytest.raises(ValueError, match=match):
+            record_runs_request(st, {"zoo": "z", "owner": "local", "runs": [run]})
+        assert st.table_counts() == before

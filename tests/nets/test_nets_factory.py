@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -241,3 +242,90 @@ def test_builtin_knobs_are_refused_with_a_factory():
     with pytest.raises(ValueError, match=r"sweep axes \['width'\] set arch.width, which factory 'my_models:WideNet' "
                                          r"does not take"):
         SweepSpec.model_validate({"base": {"arch": {"factory": "my_models:WideNet"}}, "grid": {"width": [8, 16]}})
+
+
+# -- hostile specs ---------------------------------------------------------------------------------
+
+def test_installed_package_callable_that_is_not_a_model_is_refused_before_it_runs(tmp_path, clean_plugins):
+    # transformers is allowed by default; its testing_utils run shell commands. Calling such a function
+    # "to see whether it returns a module" would run the command on the server.
+    marker = tmp_path / "pwned"
+    spec = ArchSpec(factory="transformers.testing_utils:execute_subprocess_async",
+                    kwargs={"cmd": ["touch", str(marker)], "quiet": True})
+    with pytest.raises(FactoryError, match=r"names a function of the installed package 'transformers' that is not "
+                                           r"declared to return an nn.Module.*plugin folder"):
+        check_factory(spec)
+    assert not marker.exists()
+
+
+def test_installed_package_class_that_is_not_a_module_is_refused(clean_plugins):
+    with pytest.raises(FactoryError, match=r"names class 'TrainingArguments' of the installed package 'transformers', "
+                                           r"which is not a torch.nn.Module subclass"):
+        check_factory(ArchSpec(factory="transformers:TrainingArguments", kwargs={"output_dir": "x"}))
+
+
+def test_huge_width_is_refused_on_the_meta_device(plugin_dir):
+    # 10^9 hidden units: 41e9 parameters, 164 GB; refused before any real allocation
+    with pytest.raises(FactoryError, match=r"factory 'my_models:WideNet' builds a model of 4[0-9,]+ parameters and "
+                                           r"buffers; at most 1,073,741,824 are allowed"):
+        check_factory(ArchSpec(factory="my_models:WideNet", kwargs={"width": 10**9, "n_classes": 3}))
+
+
+def test_build_counts_parameters_before_allocating(plugin_dir, monkeypatch):
+    from engine.nets import factory as factory_module
+
+    monkeypatch.setattr(factory_module, "MAX_MODEL_PARAMETERS", 100)
+    real_calls = []
+    monkeypatch.setattr(factory_module, "check_output_shape", lambda *a: real_calls.append(a))
+    with pytest.raises(FactoryError, match=r"builds a model of 355 parameters and buffers; at most 100"):
+        build(ArchSpec(factory="my_models:WideNet", kwargs={"width": 8, "n_classes": 3}), (1, 40), 3, seed=0)
+    assert real_calls == []
+
+
+def test_an_allowed_package_name_found_outside_the_environment_is_not_imported(tmp_path, clean_plugins):
+    # 'timm' is allowed by default but not installed here; a timm.py in the working directory (on sys.path
+    # for `python -m`) is not the installed package, and importing it would run its code
+    marker = tmp_path / "ran"
+    shadow = tmp_path / "cwd"
+    shadow.mkdir()
+    (shadow / "timm.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nNet = torch.nn.Linear\n")
+    clean_plugins.setattr(sys, "path", [str(shadow), *sys.path])
+    clean_plugins.delitem(sys.modules, "timm", raising=False)
+    with pytest.raises(FactoryError, match=r"factory 'timm:Net': module 'timm' \(.*cwd/timm.py\) is not the "
+                                           r"installed package .*plugin folder"):
+        check_factory(ArchSpec(factory="timm:Net", kwargs={"in_features": 2, "out_features": 2}))
+    assert not marker.exists()
+
+
+def test_a_namespace_package_split_outside_the_plugin_folders_is_refused(tmp_path, plugin_dir, clean_plugins):
+    # models/zoo_ns/ (no __init__.py) is a namespace package; a second portion elsewhere on sys.path
+    # would supply zoo_ns.evil from outside the plugin folders
+    marker = tmp_path / "ran"
+    (plugin_dir / "zoo_ns").mkdir()
+    other = tmp_path / "cwd" / "zoo_ns"
+    other.mkdir(parents=True)
+    (other / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "import torch\nclass Net(torch.nn.Linear): pass\n")
+    clean_plugins.setattr(sys, "path", [str(tmp_path / "cwd"), *sys.path])
+    for name in ("zoo_ns", "zoo_ns.evil"):
+        clean_plugins.delitem(sys.modules, name, raising=False)
+    with pytest.raises(FactoryError, match=r"factory 'zoo_ns.evil:Net': package 'zoo_ns' also lies outside the plugin "
+                                           r"folders \('.*cwd/zoo_ns'\); give it an __init__.py"):
+        check_factory(ArchSpec(factory="zoo_ns.evil:Net", kwargs={"in_features": 2, "out_features": 2}))
+    assert not marker.exists()
+
+
+def test_a_factory_that_builds_too_many_modules_is_stopped_while_it_builds(monkeypatch):
+    # n_layer = 10**6 tiny GPT-2 blocks: few parameters, but ~10**7 module objects (tens of GB and most
+    # of an hour in the server's sweep check); stopped at the bound, counted as submodules are registered
+    from engine.nets import factory as factory_module
+
+    monkeypatch.setattr(factory_module, "MAX_MODEL_MODULES", 50)
+    spec = ArchSpec(factory="transformers:GPT2LMHeadModel", output="logits", kwargs={"config": {
+        "n_layer": 1_000_000, "n_embd": 4, "n_head": 1, "vocab_size": 8, "n_positions": 8,
+        "bos_token_id": 0, "eos_token_id": 0}})
+    with pytest.raises(FactoryError, match=r"factory 'transformers:GPT2LMHeadModel' builds more than 50 submodules "
+                                           r"\(engine.bounds.MAX_MODEL_MODULES\)"):
+        check_factory(spec)
+    small = spec.model_copy(update={"kwargs": {"config": {**spec.kwargs["config"], "n_layer": 1}}})
+    check_factory(small)  # the budget is per call: a small model after a refused one builds
