@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from engine.probes.core.evaluator import Evaluator
+from engine.probes.core.evaluator import Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy
 
 __all__ = ["evaluate_points"]
@@ -34,6 +34,7 @@ def evaluate_points(
     strategy: Strategy = "auto",
     split: str = "train",
     rows: int | None = None,
+    progress: PointProgress | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Loss and accuracy of many flat parameter vectors on the same data.
 
@@ -69,6 +70,9 @@ def evaluate_points(
         Data rows per forward pass. By default all of them, except on a CPU, where the
         data go in cache-sized chunks (see :class:`~engine.probes.core.evaluator.Evaluator`);
         results are sample-weighted means either way.
+    progress : callable, optional
+        ``progress(done, total)`` after every point (or ``vmap`` chunk of points); an
+        exception raised from it stops the evaluation.
 
     Returns
     -------
@@ -90,8 +94,10 @@ def evaluate_points(
             for point, buf in zip(theta, buffers):
                 ev.buffers = {k: v.to(ev.device) for k, v in buf.items()}
                 out.append(ev.point(point))
+                if progress is not None:
+                    progress(len(out), len(theta))
         return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
     how = ev.resolve_strategy(strategy)
     chunk = chunk or (ev.points_per_call(theta[0]) if how != "loop" else 1)
-    loss, acc, _ = ev.map_points(ev.point, ev.point, (theta,), how, chunk)
+    loss, acc, _ = ev.map_points(ev.point, ev.point, (theta,), how, chunk, progress)
     return loss, acc

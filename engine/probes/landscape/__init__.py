@@ -8,6 +8,7 @@ from .curvature import (
     Sharpness,
     hessian_operator,
     hessian_top_eigs,
+    hvp_rows,
     sharpness_over_training,
 )
 from .directions import (
@@ -54,6 +55,7 @@ __all__ = [
     "hessian_spectral_density",
     "hessian_top_eigs",
     "hessian_trace",
+    "hvp_rows",
     "intrinsic_dimension",
     "loss_surface_1d",
     "loss_surface_2d",
