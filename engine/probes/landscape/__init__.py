@@ -5,6 +5,7 @@ dimension of the parameter-to-function map (hidden symmetries)."""
 from .curvature import (
     HessianEigs,
     HessianOperator,
+    ProductProgress,
     Sharpness,
     hessian_operator,
     hessian_top_eigs,
@@ -43,6 +44,7 @@ __all__ = [
     "IntrinsicDimension",
     "PCADirections",
     "Plane",
+    "ProductProgress",
     "Sharpness",
     "SpectralDensity",
     "Surface",

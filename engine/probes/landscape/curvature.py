@@ -262,12 +262,10 @@ class ProductProgress:
     def __init__(self, progress: Callable[[float, str], None], total: float, *, start: float = 0.0,
                  end: float = 1.0, label: str = "Hessian-vector products"):
         self.progress, self.total, self.start, self.end, self.label = progress, max(total, 1e-9), start, end, label
-        self.began, self.detail, self.base = time.perf_counter(), "", None
+        self.began, self.detail = time.perf_counter(), ""
 
     def __call__(self, op: HessianOperator) -> None:
-        if self.base is None:
-            self.base = op.work - 1e-12 if op.work > 0 else 0.0
-        done = max(0.0, op.work - self.base)
+        done = op.work  # one reporter per operator: its work starts at 0
         elapsed = time.perf_counter() - self.began
         left = elapsed / done * max(0.0, self.total - done) if done > 0 else float("nan")
         eta = f"≤ {left:.0f} s left" if left == left else "ETA after the first chunk"
@@ -460,7 +458,8 @@ def sharpness_over_training(
     k, tol, max_iter, seed, n_samples, **kwargs
         As in :func:`hessian_top_eigs`; the same data subset is used at every checkpoint.
     progress : callable, optional
-        ``progress(fraction, message)`` after each checkpoint.
+        ``progress(fraction, message)`` after each checkpoint and every data chunk of every
+        product (see :class:`ProductProgress`); an exception raised from it stops the computation.
 
     References
     ----------
@@ -474,8 +473,12 @@ def sharpness_over_training(
     start = time.perf_counter()
     eigs, counts, v0, op = [], [], None, None
     for i, ckpt in enumerate(checkpoints):
-        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, **kwargs)
-        values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed)
+        reporter = None if progress is None else ProductProgress(
+            progress, max(max_iter, k + 1), start=i / len(checkpoints), end=(i + 1) / len(checkpoints),
+            label=f"checkpoint {i + 1}/{len(checkpoints)}")
+        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, callback=reporter, **kwargs)
+        values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed,
+                                               None if reporter is None else reporter.on_step)
         eigs.append(values)
         counts.append(op.n_products)
         v0 = torch.from_numpy(vectors[0])  # warm start: sharpness moves slowly between checkpoints
