@@ -30,7 +30,7 @@ The network is torchvision's ``resnet18`` layout written out (BasicBlock, [2, 2,
 CPU torch here). ``--stem imagenet`` (default) keeps torchvision's 7x7/2 conv and max-pool,
 as ``torchvision.models.resnet18(num_classes=10)`` or transformers' ResNet-18 config give on
 32x32 inputs (about 37 MFLOP an image); ``--stem cifar`` uses the 3x3/1 stem without pool
-of CIFAR papers (about 0.56 GFLOP an image, 15x the work). Both have 11.17 M parameters.
+of CIFAR papers (about 0.56 GFLOP an image, 15x the work): 11,181,642 and 11,173,962 parameters.
 The two models are trained for a few steps from different seeds on images whose class
 sets their mean, so that the loss is not that of an initialisation.
 """

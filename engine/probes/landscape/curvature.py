@@ -252,31 +252,54 @@ class ProductProgress:
     progress : callable
         ``progress(fraction, message)``.
     total : float
-        Products the work takes at most (Lanczos may stop earlier, so the ETA is an upper bound).
+        Products the work takes at most (Lanczos may stop earlier).
     start, end : float
         The fraction range this work covers.
     label : str
         Start of every message.
+    tol : float, optional
+        Lanczos' stopping tolerance: with it, :meth:`on_step` extrapolates the geometric
+        decay of the wanted pair's relative residual over the last three steps to the step
+        where it reaches ``tol``, and the ETA (and fraction) use that estimate; the bound
+        from ``total`` is shown beside it.
+    which : {"LA", "SA"}
+        Which end of the spectrum is reported.
     """
 
     def __init__(self, progress: Callable[[float, str], None], total: float, *, start: float = 0.0,
-                 end: float = 1.0, label: str = "Hessian-vector products"):
+                 end: float = 1.0, label: str = "Hessian-vector products", tol: float | None = None,
+                 which: str = "LA"):
         self.progress, self.total, self.start, self.end, self.label = progress, max(total, 1e-9), start, end, label
-        self.began, self.detail = time.perf_counter(), ""
+        self.tol, self.which = tol, which
+        self.began, self.detail, self.expected, self.history, self.fraction = time.perf_counter(), "", None, [], start
 
     def __call__(self, op: HessianOperator) -> None:
         done = op.work  # one reporter per operator: its work starts at 0
         elapsed = time.perf_counter() - self.began
-        left = elapsed / done * max(0.0, self.total - done) if done > 0 else float("nan")
-        eta = f"≤ {left:.0f} s left" if left == left else "ETA after the first chunk"
-        frac = self.start + (self.end - self.start) * min(1.0, done / self.total)
+        rate = elapsed / done if done > 0 else float("nan")
+        bound = f"≤ {rate * max(0.0, self.total - done):.0f} s left"
+        if done == 0:
+            eta = "ETA after the first chunk"
+        elif self.expected is not None:
+            eta = f"about {rate * max(0.0, self.expected - done):.0f} s left ({bound})"
+        else:
+            eta = bound
+        expected = self.total if self.expected is None else self.expected
+        self.fraction = max(self.fraction, self.start + (self.end - self.start) * min(0.99, done / expected))
         detail = f"; {self.detail}" if self.detail else ""
-        self.progress(frac, f"{self.label}: {done:.1f} of ≤ {self.total:g} products{detail}; "
-                            f"{elapsed:.0f} s, {eta}")
+        self.progress(self.fraction, f"{self.label}: {done:.1f} of ≤ {self.total:g} products{detail}; "
+                                     f"{elapsed:.0f} s, {eta}")
 
     def on_step(self, step: int, alpha: np.ndarray, beta: np.ndarray) -> None:
         values, _, residuals = ritz(alpha[0], beta[0])
-        self.detail = f"Lanczos step {step + 1}, λ ≈ {values[-1]:.4g} (residual {residuals[-1]:.2g})"
+        i = -1 if self.which == "LA" else 0
+        self.detail = f"Lanczos step {step + 1}, λ ≈ {values[i]:.4g} (residual {residuals[i]:.2g})"
+        self.history.append(residuals[i] / max(abs(values[i]), 1e-30))
+        if self.tol is not None and len(self.history) >= 4:
+            ratio = (self.history[-1] / max(self.history[-4], 1e-300)) ** (1 / 3)
+            if 0 < ratio < 1 and self.history[-1] > self.tol:
+                steps = np.log(self.tol / self.history[-1]) / np.log(ratio)
+                self.expected = float(min(self.total, step + 1 + np.ceil(steps)))
 
 
 @dataclass(frozen=True)
@@ -394,7 +417,8 @@ def hessian_top_eigs(
     if which not in ("LA", "SA"):
         raise ValueError(f"which must be 'LA' or 'SA'; got {which!r}")
     start = time.perf_counter()
-    reporter = None if progress is None else ProductProgress(progress, max(max_iter, k + 1), label="top eigenvalues")
+    reporter = None if progress is None else ProductProgress(progress, max(max_iter, k + 1), label="top eigenvalues",
+                                                             tol=tol, which=which)
     op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, callback=reporter, **kwargs)
     values, vectors, residuals, ok = _extreme_pairs(op, k, which, tol, max_iter, v0, seed,
                                                     None if reporter is None else reporter.on_step)
@@ -475,7 +499,7 @@ def sharpness_over_training(
     for i, ckpt in enumerate(checkpoints):
         reporter = None if progress is None else ProductProgress(
             progress, max(max_iter, k + 1), start=i / len(checkpoints), end=(i + 1) / len(checkpoints),
-            label=f"checkpoint {i + 1}/{len(checkpoints)}")
+            label=f"checkpoint {i + 1}/{len(checkpoints)}", tol=tol)
         op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, callback=reporter, **kwargs)
         values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed,
                                                None if reporter is None else reporter.on_step)

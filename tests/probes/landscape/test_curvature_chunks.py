@@ -163,6 +163,7 @@ def test_progress_messages_and_eta_per_chunk():
     assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] <= 1
     last = messages[-1][1]
     assert "top eigenvalues:" in last and "products" in last and "s left" in last and "λ ≈" in last
+    assert any("about" in m and "(≤" in m for _, m in messages)  # extrapolated from the residual decay
 
 
 class _Stop(Exception):
