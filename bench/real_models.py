@@ -169,14 +169,19 @@ def peak_mb() -> float:
 
 
 class Calls:
-    """The job's progress callback, counting calls and keeping the last message."""
+    """The job's progress callback, counting calls and keeping the last message; with ``log``,
+    also appends a timestamped line there at most every 5 s (to follow a long target)."""
 
-    def __init__(self):
-        self.n, self.last = 0, ""
+    def __init__(self, log: Path | None = None):
+        self.n, self.last, self.log, self.logged = 0, "", log, 0.0
 
     def __call__(self, *args) -> None:
         self.n += 1
         self.last = str(args[-1]) if args else ""
+        if self.log is not None and time.monotonic() - self.logged >= 5:
+            self.logged = time.monotonic()
+            with open(self.log, "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {self.last}\n")
 
 
 def run_surface(model, state_a, state_b, x, y, calls):
@@ -235,7 +240,7 @@ def child(args) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     base = rss_mb()
-    calls = Calls()
+    calls = Calls(Path(f"{args.state}.{args.target}-t{args.threads}.log"))
     start = time.perf_counter()
     details = RUNNERS[args.target](model, state_a, state_b, x, y, calls)
     if dev.type == "cuda":

@@ -116,7 +116,7 @@ def layer_grams(
         acts = capture_activations(model, state, x, modules, pool="flatten", batch_size=batch_size,
                                    include_output=OUTPUT in group)
         for name in group:
-            grams[name] = _gram(acts[name])
+            grams[name] = _gram(acts[name].to(x.device))  # on the GPU when the data are (activations come on the CPU)
         del acts
         if progress is not None:
             progress(i + 1, len(groups), f"layers {group[0]}…{group[-1]}")
