@@ -165,7 +165,7 @@ class HessianOperator:
 
 
 #: Memory for one data chunk's double-backward graph on a CPU (on a GPU: half the free memory).
-HVP_MEMORY_BYTES = 1 << 30
+HVP_MEMORY_BYTES = 768 * 2**20
 # Bytes of the double-backward graph per data row, per float of ``Evaluator.activation_floats`` (which
 # counts twice the leaf modules' outputs): 4.5-5.6 measured on a CIFAR-stem ResNet-18 (100 rows; torch.func
 # vjp of grad the most, autograd's double backward the least).
