@@ -241,12 +241,16 @@ def child(args) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
     base = rss_mb()
     calls = Calls(Path(f"{args.state}.{args.target}-t{args.threads}.log"))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     details = RUNNERS[args.target](model, state_a, state_b, x, y, calls)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    out = {"target": args.target, "threads": args.threads, "seconds": seconds, "peak_mb": peak_mb(),
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0  # CPU seconds of the probe: on a shared machine, wall/cpu shows
+    out = {"target": args.target, "threads": args.threads, "seconds": seconds, "cpu_s": cpu, "peak_mb": peak_mb(),
            "base_mb": base, "progress_calls": calls.n, "last_message": calls.last, **details}
     if dev.type == "cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -293,14 +297,14 @@ def parent(args) -> None:
                     rows.append(row)
                     print(json.dumps(row, default=float), flush=True)
     print()
-    print("| target | threads | seconds | peak RSS (MiB) | RSS before probe | details |")
-    print("|---|---|---|---|---|---|")
-    skip = {"target", "threads", "seconds", "peak_mb", "base_mb", "repeats", "last_message"}
+    print("| target | threads | seconds | CPU seconds | peak RSS (MiB) | RSS before probe | details |")
+    print("|---|---|---|---|---|---|---|")
+    skip = {"target", "threads", "seconds", "peak_mb", "base_mb", "repeats", "last_message", "cpu_s"}
     for r in rows:
         details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in r.items() if k not in skip)
-        print(f"| {r['target']} | {r['threads']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | {r['base_mb']:.0f} | "
-              f"{details} |")
+        print(f"| {r['target']} | {r['threads']} | {r['seconds']:.1f} | {r['cpu_s']:.0f} | {r['peak_mb']:.0f} | "
+              f"{r['base_mb']:.0f} | {details} |")
 
 
 def main() -> None:
