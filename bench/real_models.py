@@ -59,6 +59,7 @@ from engine.nets.permutation import PermutationSpec  # noqa: E402
 
 N_IMAGES, N_CLASSES = 2000, 10
 TARGETS = ("surface", "hessian", "cka", "match")
+RESOLUTION = 11  # surface grid points per axis (--resolution)
 
 
 class BasicBlock(nn.Module):
@@ -190,9 +191,11 @@ def run_surface(model, state_a, state_b, x, y, calls):
 
     params = {k: v for k, v in state_a.items() if k in dict(model.named_parameters())}
     d1, d2 = random_direction(params, seed=0), random_direction(params, seed=1)
-    surface = loss_surface_2d(model, state_a, (x, y), d1, d2, resolution=11,
-                              progress=points_progress(calls, "11×11 grid", start=0.2, end=0.99))
-    return {"center_loss": surface.center_loss, "loss_min": float(surface.loss.min()), "strategy": surface.strategy}
+    r = RESOLUTION
+    surface = loss_surface_2d(model, state_a, (x, y), d1, d2, resolution=r,
+                              progress=points_progress(calls, f"{r}×{r} grid", start=0.2, end=0.99))
+    return {"grid": f"{r}x{r}", "center_loss": surface.center_loss, "loss_min": float(surface.loss.min()),
+            "strategy": surface.strategy}
 
 
 def run_hessian(model, state_a, state_b, x, y, calls):
@@ -282,7 +285,7 @@ def parent(args) -> None:
                 runs = []
                 for _ in range(args.repeats):
                     cmd = [sys.executable, __file__, "--target", target, "--threads", str(threads), "--state",
-                           str(path), "--device", dev, "--stem", args.stem]
+                           str(path), "--device", dev, "--stem", args.stem, "--resolution", str(args.resolution)]
                     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
                     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                     if proc.returncode != 0 or not line:
@@ -316,11 +319,14 @@ def main() -> None:
     ap.add_argument("--stem", default="imagenet", choices=("imagenet", "cifar"))
     ap.add_argument("--train-steps", type=int, default=30)
     ap.add_argument("--n", type=int, default=N_IMAGES, help="images (the issue's target: 2000)")
+    ap.add_argument("--resolution", type=int, default=RESOLUTION, help="surface grid per axis (issue: 11)")
     ap.add_argument("--models", help="file keeping the two trained models and the images (made if missing)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--target", choices=TARGETS, help=argparse.SUPPRESS)
     ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global RESOLUTION
+    RESOLUTION = args.resolution
     if args.target:
         args.threads = int(args.threads)
         child(args)
