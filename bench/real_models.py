@@ -185,13 +185,13 @@ class Calls:
                 f.write(f"{time.strftime('%H:%M:%S')} {self.last}\n")
 
 
-def run_surface(model, state_a, state_b, x, y, calls):
+def run_surface(model, state_a, state_b, x, y, calls, resolution: int = RESOLUTION):
     from engine.jobs.builtin_probes.landscape import points_progress
     from engine.probes.landscape import loss_surface_2d, random_direction
 
     params = {k: v for k, v in state_a.items() if k in dict(model.named_parameters())}
     d1, d2 = random_direction(params, seed=0), random_direction(params, seed=1)
-    r = RESOLUTION
+    r = resolution
     surface = loss_surface_2d(model, state_a, (x, y), d1, d2, resolution=r,
                               progress=points_progress(calls, f"{r}×{r} grid", start=0.2, end=0.99))
     return {"grid": f"{r}x{r}", "center_loss": surface.center_loss, "loss_min": float(surface.loss.min()),
@@ -247,7 +247,8 @@ def child(args) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
-    details = RUNNERS[args.target](model, state_a, state_b, x, y, calls)
+    extra = {"resolution": args.resolution} if args.target == "surface" else {}
+    details = RUNNERS[args.target](model, state_a, state_b, x, y, calls, **extra)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
@@ -325,8 +326,6 @@ def main() -> None:
     ap.add_argument("--target", choices=TARGETS, help=argparse.SUPPRESS)
     ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global RESOLUTION
-    RESOLUTION = args.resolution
     if args.target:
         args.threads = int(args.threads)
         child(args)
