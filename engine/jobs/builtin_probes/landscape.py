@@ -4,6 +4,7 @@ curvature per layer."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,7 @@ from engine.probes.landscape import (
     HessianEigs,
     IntrinsicDimension,
     PerLayerHessian,
+    ProductProgress,
     Sharpness,
     SpectralDensity,
     Surface,
@@ -59,6 +61,20 @@ class SurfaceParams(_Params):
     seed: Seed = 0
 
 
+def points_progress(progress, label: str, *, start: float, end: float):
+    """``progress(done, total)`` for grid points -> the job's ``progress(fraction, message)`` with an ETA;
+    the job's progress checks for cancellation, so a cancelled surface stops after the current point."""
+    began = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - began
+        left = elapsed / done * (total - done) if done else float("nan")
+        eta = f"about {left:.0f} s left" if done else "ETA after the first point"
+        progress(start + (end - start) * done / max(1, total), f"{label}: point {done}/{total}; {elapsed:.0f} s, {eta}")
+
+    return report
+
+
 def _data(ck, split: str, n_samples: int | None, seed: int):
     return resolve_data(ck.dataset, split, n_samples=n_samples, seed=seed)
 
@@ -87,7 +103,9 @@ def run_surface(inputs, p: SurfaceParams, progress) -> ProbeResult:
         lo, hi = trajectory.min(0), trajectory.max(0)
         pad = 0.25 * float((hi - lo).max() or 1.0)
         span = ((float(lo[0] - pad), float(hi[0] + pad)), (float(lo[1] - pad), float(hi[1] + pad)))
-    progress(0.2, f"{p.resolution}{'×' + str(p.resolution) if p.ndim == 2 else ''} grid")
+    grid = f"{p.resolution}{'×' + str(p.resolution) if p.ndim == 2 else ''} grid"
+    progress(0.2, grid)
+    kw["progress"] = points_progress(progress, grid, start=0.2, end=0.99)
     if p.ndim == 1:
         surface = loss_surface_1d(ck.model, ck.params, data, d1, span=span if p.directions != "pca" else span[0],
                                   resolution=p.resolution, **kw)
@@ -120,11 +138,16 @@ def run_spectrum(inputs, p: SpectrumParams, progress) -> ProbeResult:
     data = _data(ck, p.split, p.n_samples, p.seed)
     kw = dict(buffers=ck.buffers, seed=p.seed, loss_fn=ck.loss_fn)
     progress(0.05, f"top {p.k} eigenvalues (Lanczos)")
-    top = hessian_top_eigs(ck.model, ck.params, data, k=p.k, **kw)
+    top = hessian_top_eigs(ck.model, ck.params, data, k=p.k,
+                           progress=lambda f, m: progress(0.05 + 0.35 * f, m), **kw)
     progress(0.4, f"trace ({p.n_probes} Hutchinson probes)")
-    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.n_probes, **kw)
-    progress(0.7, f"density (SLQ, {p.n_runs} runs × {p.n_iter} steps)")
-    density = hessian_spectral_density(ck.model, ck.params, data, n_iter=p.n_iter, n_runs=p.n_runs, **kw)
+    trace = hessian_trace(ck.model, ck.params, data, n_probes=p.n_probes, **kw, callback=ProductProgress(
+        progress, p.n_probes, start=0.4, end=0.7, label=f"trace ({p.n_probes} Hutchinson probes)"))
+    label = f"density (SLQ, {p.n_runs} runs × {p.n_iter} steps)"
+    progress(0.7, label)
+    density = hessian_spectral_density(ck.model, ck.params, data, n_iter=p.n_iter, n_runs=p.n_runs, **kw,
+                                       callback=ProductProgress(progress, p.n_runs * p.n_iter, start=0.7, end=1.0,
+                                                                label=label))
     return SpectrumResult(top=top, trace=trace, density=density).to_stored()
 
 
@@ -174,7 +197,7 @@ def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
     data = _data(first, p.split, p.n_samples, p.seed)
     result = sharpness_over_training(
         first.model, [c.state for c in cks], data, steps=[c.ref.step for c in cks],
-        lr=[c.lr for c in cks], k=p.k, seed=p.seed)
+        lr=[c.lr for c in cks], k=p.k, seed=p.seed, progress=lambda f, m: progress(0.3 + 0.7 * f, m))
     return SHARPNESS.to_stored(result)
 
 

@@ -21,7 +21,7 @@ import ctypes
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,10 @@ from engine.probes.core.functional import (
 )
 from engine.probes.core.point_parallel import as_point_worker, parallel_loop, thread_module  # points on workers
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "PointProgress"]
+
+#: ``progress(done, total)``: points evaluated so far, of all.
+PointProgress = Callable[[int, int], None]
 
 class Evaluator:
     """A model (architecture), its buffers and one batch of data, ready to evaluate flat vectors.
@@ -134,18 +137,24 @@ class Evaluator:
         """"loop", "vmap", or "measure" ("auto" on a CPU: both timed on the first points)."""
         return _pick_strategy(strategy, self.device)
 
+    def activation_floats(self, theta: Tensor) -> int:
+        """Rough size of one forward pass over all the data at ``theta``: twice the number of
+        values the leaf modules output (one forward pass on one row, times the rows)."""
+        return _activation_floats(self, theta)
+
     def points_per_call(self, theta: Tensor) -> int:
         """Points per ``vmap`` call: their activations fill about half the free GPU memory,
         or 512 MiB on a CPU (sized from one forward pass at ``theta``)."""
         return _auto_chunk(self, _activation_floats(self, theta))
 
     def map_points(self, fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str,
-                   chunk: int) -> tuple[Tensor, Tensor, str]:
+                   chunk: int, progress: PointProgress | None = None) -> tuple[Tensor, Tensor, str]:
         """Apply a point function to every row of ``args``: ``fn_loop`` one point at a time,
         or ``fn_vmap`` under ``vmap`` in chunks of ``chunk`` points, as ``how`` (from
         :meth:`resolve_strategy`) says; "measure" times both on the first points and keeps
-        the faster. Returns ``(loss, acc, strategy used)``, float64 on the CPU."""
-        return _run(fn_loop, fn_vmap, args, how, chunk)
+        the faster. ``progress(done, total)`` after every point (loop) or chunk of points
+        (``vmap``); raise from it to stop. Returns ``(loss, acc, strategy used)``, float64 on the CPU."""
+        return _run(fn_loop, fn_vmap, args, how, chunk, progress)
 
 
 def _batched(t: Tensor) -> bool:
@@ -187,7 +196,8 @@ def _keep_freed_memory() -> None:
 def _data_rows(ev: Evaluator, theta: Tensor, rows: int | None) -> int:
     """Rows per data chunk: ``rows`` if given; all on a GPU or with batch statistics;
     on a CPU, cache-sized chunks (about ``_CHUNK_FLOATS`` activation values, at least 256
-    rows) when they measure faster than big batches (:func:`_measured_rows`), else all.
+    rows) when they measure faster than big batches (:func:`_measured_rows`), else all,
+    in either case at most as many as keep the activations within :data:`EVAL_MEMORY_BYTES`.
     """
     n = len(ev.x)
     if rows is not None:
@@ -196,7 +206,13 @@ def _data_rows(ev: Evaluator, theta: Tensor, rows: int | None) -> int:
         return n
     per_row = max(1, _activation_floats(ev, theta) // (2 * n))
     small = int(min(n, max(_MIN_ROWS, _CHUNK_FLOATS // per_row)))
-    return n if small >= n else _measured_rows(ev, theta, small)
+    chosen = n if small >= n else _measured_rows(ev, theta, small)
+    return max(1, min(chosen, EVAL_MEMORY_BYTES // (4 * per_row)))
+
+
+#: Bound on the activations of one forward pass (the leaf modules' outputs summed) on a CPU:
+#: a big model on many rows goes in chunks of at most this size, whatever was measured faster.
+EVAL_MEMORY_BYTES = 512 * 2**20
 
 
 #: Rows chosen per (model shapes, data shape, threads, chunk size), measured once per process.
@@ -275,20 +291,28 @@ def _activation_floats(ev: Evaluator, theta: Tensor) -> int:
     return 2 * max(total[0], 1) * len(ev.x)
 
 
-def _loop(fn, args: tuple[Tensor, ...], lo: int, hi: int) -> tuple[Tensor, Tensor]:
-    return parallel_loop(fn, args, lo, hi)  # on a CPU, points side by side on one-thread workers
+def _tell(progress: PointProgress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
 
 
-def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int) -> tuple[Tensor, Tensor]:
-    batched = vmap(fn)
-    out = [batched(*(a[s : min(s + chunk, hi)] for a in args)) for s in range(lo, hi, chunk)]
+def _loop(fn, args: tuple[Tensor, ...], lo: int, hi: int, progress=None) -> tuple[Tensor, Tensor]:
+    return parallel_loop(fn, args, lo, hi, progress)  # on a CPU, points side by side on one-thread workers
+
+
+def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int, progress=None) -> tuple[Tensor, Tensor]:
+    batched, out = vmap(fn), []
+    for s in range(lo, hi, chunk):
+        out.append(batched(*(a[s : min(s + chunk, hi)] for a in args)))
+        _tell(progress, min(s + chunk, hi), len(args[0]))
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
 _PROBE_FRACTION = 256  # each timed probe is at most 1/256 of the points (the slower strategy costs little)
 
 
-def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tuple[Tensor, Tensor, str]:
+def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int,
+         progress: PointProgress | None = None) -> tuple[Tensor, Tensor, str]:
     """Apply a point function to every row of ``args``; returns ``(loss, acc, strategy used)``.
 
     ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points
@@ -307,15 +331,16 @@ def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int) -> tu
                 how = "loop"
             else:
                 start = time.perf_counter()
-                first = _loop(fn_loop, args, 0, probe)
+                first = _loop(fn_loop, args, 0, probe, progress)
                 middle = time.perf_counter()
-                second = _vmapped(fn_vmap, args, probe, 2 * probe, probe)
+                second = _vmapped(fn_vmap, args, probe, 2 * probe, probe, progress)
                 t_loop, t_vmap = middle - start, time.perf_counter() - middle
                 how = "loop" if t_loop <= t_vmap else "vmap"
-                rest = _loop(fn_loop, args, 2 * probe, n) if how == "loop" else \
-                    _vmapped(fn_vmap, args, 2 * probe, n, chunk)
+                rest = _loop(fn_loop, args, 2 * probe, n, progress) if how == "loop" else \
+                    _vmapped(fn_vmap, args, 2 * probe, n, chunk, progress)
                 parts = (first, second, rest)
                 return (torch.cat([p[0] for p in parts]).double().cpu(),
                         torch.cat([p[1] for p in parts]).double().cpu(), how)
-        loss, acc = _loop(fn_loop, args, 0, n) if how == "loop" else _vmapped(fn_vmap, args, 0, n, chunk)
+        loss, acc = _loop(fn_loop, args, 0, n, progress) if how == "loop" else \
+            _vmapped(fn_vmap, args, 0, n, chunk, progress)
     return loss.double().cpu(), acc.double().cpu(), how

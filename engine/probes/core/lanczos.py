@@ -14,7 +14,7 @@ Princeton University Press (2010).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,15 +34,17 @@ class LanczosResult:
         Diagonal of each run's tridiagonal matrix ``T``.
     beta : np.ndarray, shape (R, m)
         Off-diagonal (first ``m - 1`` entries) and the residual norm ``beta[:, m - 1]``.
-    basis : Tensor or None, shape (m, R, P)
-        Orthonormal Lanczos vectors, kept when eigenvectors are wanted.
+    basis : tuple of Tensor or None
+        The ``m`` orthonormal Lanczos vectors, each of shape ``(R, P)``, kept when
+        eigenvectors are wanted (a tuple, not one stacked tensor: for a model of millions
+        of parameters a copy of the basis is the largest allocation of the run).
     n_matvecs : int
         Products with the operator, counting each run.
     """
 
     alpha: np.ndarray
     beta: np.ndarray
-    basis: Tensor | None
+    basis: tuple[Tensor, ...] | None
     n_matvecs: int
 
     @property
@@ -124,6 +126,7 @@ def lanczos(
     tol: float | None = None,
     k: int = 1,
     which: str = "LA",
+    on_step: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> LanczosResult:
     """Run ``R`` Lanczos processes from the rows of ``v0`` in lockstep.
 
@@ -147,6 +150,9 @@ def lanczos(
         Number of wanted Ritz pairs at each wanted end.
     which : {"LA", "SA", "both"}
         Wanted end: largest algebraic, smallest algebraic, or both.
+    on_step : callable, optional
+        ``on_step(step, alpha, beta)`` after each step, with the coefficients so far
+        (shapes ``(R, step + 1)``): for progress reports; raise from it to stop.
     """
     r, p = v0.shape
     n_iter = min(n_iter, p)
@@ -161,13 +167,13 @@ def lanczos(
         alpha = (w * q).sum(1)
         w = w - alpha[:, None] * q - beta_prev[:, None] * q_prev
         if reorthogonalize:
-            stack = torch.stack(basis)  # (j, R, P)
-            for _ in range(2):
-                w = w - torch.einsum("jr,jrp->rp", torch.einsum("jrp,rp->jr", stack, w), stack)
+            w = _reorthogonalize(w, basis)
         beta = w.norm(dim=1)
         alphas.append(alpha.double().cpu().numpy())
         betas.append(beta.double().cpu().numpy())
         a, b = np.stack(alphas, 1), np.stack(betas, 1)
+        if on_step is not None:
+            on_step(step, a, b)
         scale = np.maximum(np.abs(a).max(1), 1e-30)
         broke = b[:, -1] <= 1e-6 * scale  # invariant subspace found: T is exact
         if broke.all() or step == n_iter - 1:
@@ -181,4 +187,23 @@ def lanczos(
         basis.append(q)
     a, b = np.stack(alphas, 1), np.stack(betas, 1)
     b[:, :-1][b[:, :-1] <= 1e-6 * np.maximum(np.abs(a).max(1, keepdims=True), 1e-30)] = 0.0
-    return LanczosResult(a, b, torch.stack(basis) if keep_basis else None, n_matvecs)
+    return LanczosResult(a, b, tuple(basis) if keep_basis else None, n_matvecs)
+
+
+#: Below this size the basis is stacked for one batched projection; above it, projected vector by
+#: vector so that no copy of the basis is made.
+_STACK_BYTES = 64 * 2**20
+
+
+def _reorthogonalize(w: Tensor, basis: Sequence[Tensor]) -> Tensor:
+    """``w`` with its components along ``basis`` removed, twice ("twice is enough")."""
+    if len(basis) * w.numel() * w.element_size() <= _STACK_BYTES:
+        stack = torch.stack(list(basis))  # (j, R, P)
+        for _ in range(2):
+            w = w - torch.einsum("jr,jrp->rp", torch.einsum("jrp,rp->jr", stack, w), stack)
+        return w
+    for _ in range(2):
+        coeffs = [(q * w).sum(1) for q in basis]  # classical Gram-Schmidt, as the batched form
+        for q, c in zip(basis, coeffs):
+            w.sub_(q * c[:, None])
+    return w

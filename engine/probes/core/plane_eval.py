@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from engine.probes.core.evaluator import Evaluator
+from engine.probes.core.evaluator import Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
 from engine.probes.core.mlp_plane import mlp_plane_point
 from engine.probes.core.point_parallel import thread_module  # points may run on worker threads
@@ -202,6 +202,7 @@ def evaluate_plane(
     strategy: Strategy = "auto",
     split: str = "train",
     rows: int | None = None,
+    progress: PointProgress | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Loss and accuracy at ``theta0 + a * d1 + b * d2`` for each row ``(a, b)`` of ``coords``.
 
@@ -218,7 +219,7 @@ def evaluate_plane(
     coords : Tensor, shape (G, 2)
         Plane coordinates of the points.
 
-    Other parameters are as in :func:`evaluate_points`.
+    Other parameters (``progress`` included) are as in :func:`evaluate_points`.
 
     Returns
     -------
@@ -226,13 +227,13 @@ def evaluate_plane(
     """
     loss, acc, _ = evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, chunk=chunk, bn=bn,
                                                 buffers=buffers, layout=layout, loss_fn=loss_fn, strategy=strategy,
-                                                split=split, rows=rows)
+                                                split=split, rows=rows, progress=progress)
     return loss, acc
 
 
 def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=None, bn="running", buffers=None,
                                  layout=None, loss_fn=None, strategy="auto", split="train",
-                                 rows=None) -> tuple[Tensor, Tensor, str]:
+                                 rows=None, progress: PointProgress | None = None) -> tuple[Tensor, Tensor, str]:
     """:func:`evaluate_plane`, also returning the strategy used ("loop" or "vmap")."""
     ev = Evaluator(model, data, layout=layout, buffers=buffers, bn=bn, loss_fn=loss_fn, split=split)
     theta0, d1, d2 = (t.to(ev.device) for t in (theta0, d1, d2))
@@ -264,7 +265,7 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
             return ev.point(theta)
         return _rest(ev, first, theta, lambda lo, hi: zs[0][lo:hi] + ai * zs[1][lo:hi] + bi * zs[2][lo:hi])
 
-    return ev.map_points(point_loop, point_vmap, (a, b), how, chunk)
+    return ev.map_points(point_loop, point_vmap, (a, b), how, chunk, progress)
 
 
 class _RowCache(threading.local):

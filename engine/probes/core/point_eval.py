@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from engine.probes.core.evaluator import Evaluator
+from engine.probes.core.evaluator import Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy
 from engine.probes.core.point_parallel import parallel_map
 
@@ -36,6 +36,7 @@ def evaluate_points(
     strategy: Strategy = "auto",
     split: str = "train",
     rows: int | None = None,
+    progress: PointProgress | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Loss and accuracy of many flat parameter vectors on the same data.
 
@@ -71,6 +72,9 @@ def evaluate_points(
         Data rows per forward pass. By default all of them, except on a CPU, where the
         data go in cache-sized chunks (see :class:`~engine.probes.core.evaluator.Evaluator`);
         results are sample-weighted means either way.
+    progress : callable, optional
+        ``progress(done, total)`` after every point (or ``vmap`` chunk of points); an
+        exception raised from it stops the evaluation.
 
     Returns
     -------
@@ -89,11 +93,11 @@ def evaluate_points(
     if per_point:
         with torch.no_grad():  # points side by side on one-thread workers on a CPU
             out = parallel_map(lambda point, buf: _with_buffers(ev, buf).point(point), list(zip(theta, buffers)),
-                               device=ev.device)
+                               device=ev.device, progress=progress)
         return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
     how = ev.resolve_strategy(strategy)
     chunk = chunk or (ev.points_per_call(theta[0]) if how != "loop" else 1)
-    loss, acc, _ = ev.map_points(ev.point, ev.point, (theta,), how, chunk)
+    loss, acc, _ = ev.map_points(ev.point, ev.point, (theta,), how, chunk, progress)
     return loss, acc
 
 

@@ -104,28 +104,49 @@ def _pool(n: int) -> ThreadPoolExecutor:
         return pool
 
 
-def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = "cpu") -> list:
+def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = "cpu",
+                 progress: Callable[[int, int], None] | None = None) -> list:
     """``[fn(*item) for item in items]``, the items shared out among :func:`point_workers`
-    threads (in order; the first exception raised is re-raised)."""
+    threads (in order; the first exception raised is re-raised).
+
+    ``progress(done, total)`` is called after every item, one call at a time (under a lock);
+    an exception it raises (a cancelled job) stops every worker after its current item.
+    """
     items = list(items)
     workers = point_workers(device, len(items))
     if workers == 1:
-        return [fn(*item) for item in items]
+        out = []
+        for item in items:
+            out.append(fn(*item))
+            if progress is not None:
+                progress(len(out), len(items))
+        return out
     grad = torch.is_grad_enabled()
     results: list = [None] * len(items)
     block = max(1, min(16, len(items) // (4 * workers)))  # small blocks even out a stolen core
     starts = iter(range(0, len(items), block))
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
+    done = [0]
 
     def work() -> None:
         with torch.set_grad_enabled(grad):
-            while True:
+            while not stop.is_set():
                 with lock:
                     lo = next(starts, None)
                 if lo is None:
                     return
                 for i in range(lo, min(lo + block, len(items))):
-                    results[i] = fn(*items[i])
+                    if stop.is_set():
+                        return
+                    try:
+                        results[i] = fn(*items[i])
+                        if progress is not None:
+                            with lock:
+                                done[0] += 1
+                                progress(done[0], len(items))
+                    except BaseException:
+                        stop.set()
+                        raise
 
     for f in [_pool(workers).submit(work) for _ in range(workers)]:
         f.result()
@@ -150,9 +171,13 @@ def as_point_worker(fn: Callable, *, device: torch.device | str = "cpu"):
     return _pool(workers).submit(work).result()
 
 
-def parallel_loop(fn: Callable, args: tuple[Tensor, ...], lo: int, hi: int) -> tuple[Tensor, Tensor]:
+def parallel_loop(fn: Callable, args: tuple[Tensor, ...], lo: int, hi: int,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[Tensor, Tensor]:
     """``fn(*(a[g] for a in args))`` for points ``g`` in ``lo:hi``, which returns
     ``(loss, acc)``; stacked in point order. Points go in small contiguous blocks, so a point
-    function that reuses work along a row (the plane's row cache) still mostly does."""
-    out = parallel_map(fn, [tuple(a[g] for a in args) for g in range(lo, hi)], device=args[0].device)
+    function that reuses work along a row (the plane's row cache) still mostly does.
+    ``progress(done, total)`` counts points of all of ``args`` (``lo`` already done)."""
+    total = len(args[0])
+    tell = None if progress is None else (lambda done, _n: progress(lo + done, total))
+    out = parallel_map(fn, [tuple(a[g] for a in args) for g in range(lo, hi)], device=args[0].device, progress=tell)
     return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])

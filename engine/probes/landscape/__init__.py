@@ -5,9 +5,11 @@ dimension of the parameter-to-function map (hidden symmetries)."""
 from .curvature import (
     HessianEigs,
     HessianOperator,
+    ProductProgress,
     Sharpness,
     hessian_operator,
     hessian_top_eigs,
+    hvp_rows,
     sharpness_over_training,
 )
 from .directions import (
@@ -56,6 +58,7 @@ __all__ = [
     "IntrinsicDimension",
     "PCADirections",
     "Plane",
+    "ProductProgress",
     "Sharpness",
     "SpectralDensity",
     "Surface",
@@ -71,6 +74,7 @@ __all__ = [
     "hessian_spectral_density",
     "hessian_top_eigs",
     "hessian_trace",
+    "hvp_rows",
     "intrinsic_dimension",
     "loss_surface_1d",
     "loss_surface_2d",

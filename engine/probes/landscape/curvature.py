@@ -40,11 +40,14 @@ from engine.probes.core import (
 )
 
 __all__ = [
+    "HVP_MEMORY_BYTES",
     "HessianEigs",
     "HessianOperator",
+    "ProductProgress",
     "Sharpness",
     "hessian_operator",
     "hessian_top_eigs",
+    "hvp_rows",
     "sharpness_over_training",
 ]
 
@@ -54,13 +57,21 @@ class HessianOperator:
 
     Two ways to form ``H v``, both exact:
 
-    - ``"vjp"`` (default): ``torch.func.vjp`` of ``torch.func.grad``, built once. The
-      forward and backward pass at ``theta`` run once and are kept; each product is then
-      one reverse pass through the gradient's graph (reverse-over-reverse; ``H`` is
-      symmetric, so ``v^T H = (H v)^T``), the cost of PyHessian's double backward.
+    - ``"vjp"`` (default): reverse-over-reverse (``H`` is symmetric, so
+      ``v^T H = (H v)^T``), the cost of PyHessian's double backward. On one data chunk the
+      forward and backward pass at ``theta`` run once and are kept
+      (``torch.func.vjp`` of ``torch.func.grad``); each product is then one reverse pass.
     - ``"jvp"``: ``torch.func.jvp`` of ``torch.func.grad`` (forward-over-reverse), which
       recomputes the forward and backward pass for every product; nothing is kept
       between products (less memory).
+
+    **Data chunks.** The loss is a mean over ``N`` samples, so its Hessian is the
+    sample-weighted mean of the chunks' Hessians, ``H v = sum_c (n_c / N) H_c v``. When the
+    data do not fit one chunk (:func:`hvp_rows`), each product runs the double backward
+    chunk by chunk and sums the weighted results: the activation memory is one chunk's,
+    whatever ``N``, at the price of recomputing each chunk's forward and backward pass for
+    every product (nothing is kept between products). With ``bn="batch"`` the data are
+    always one chunk, since chunks would change the batch statistics.
 
     Measured by ``bench/hessian_hvp.py`` (MNIST-1D MLPs of width 100 and 512, 1000
     samples, one CPU thread): "vjp" 3.4-5.5 forward passes per product, "jvp" 9.5-10;
@@ -77,46 +88,112 @@ class HessianOperator:
         BatchNorm statistics used.
     mode : str
         "vjp" or "jvp".
+    rows : int
+        Data rows per chunk (``n_samples`` when the data are one chunk).
     n_products : int
         Hessian-vector products computed so far (each row of a batch counts).
+    work : float
+        Products done so far, counting finished chunks of the current one as fractions.
+    callback : callable or None
+        ``callback(op)`` after every chunk of every product (progress, cancellation).
     """
 
-    def __init__(self, ev: Evaluator, theta: Tensor, bn: str, mode: str = "vjp"):
+    def __init__(self, ev: Evaluator, theta: Tensor, bn: str, mode: str = "vjp", *, rows: int | None = None,
+                 callback: Callable[[HessianOperator], None] | None = None):
         if mode not in ("vjp", "jvp"):
             raise ValueError(f"mode must be 'vjp' or 'jvp'; got {mode!r}")
         self.layout, self.theta, self.bn, self.mode = ev.layout, theta.to(ev.device), bn, mode
         self.n_samples = len(ev.x)
-        self.n_products = 0
-
-        def loss(t: Tensor) -> Tensor:
-            return ev.loss_fn(ev.forward(ev.layout.unflatten(t), ev.x), ev.y)
-
-        grad_loss = grad(loss)
-        if mode == "vjp":
+        self.rows = hvp_rows(ev, self.theta, rows)
+        self.n_products, self.work, self.callback = 0, 0.0, callback
+        self._ev = ev
+        n = self.n_samples
+        self.chunks = [(lo, min(n, lo + self.rows)) for lo in range(0, n, self.rows)]
+        self._kept = None
+        if len(self.chunks) == 1 and mode == "vjp":
             with torch.enable_grad():
-                _, pullback = vjp(grad_loss, self.theta)  # primal forward + backward, kept
-
-            def hvp(v: Tensor) -> Tensor:
-                return pullback(v)[0]
-        else:
-            def hvp(v: Tensor) -> Tensor:
-                return jvp(grad_loss, (self.theta,), (v,))[1]
-
-        self._hvp, self._hvp_batched = hvp, vmap(hvp)
+                _, pullback = vjp(grad(self._loss(0, n)), self.theta)  # primal forward + backward, kept
+            self._kept = pullback
 
     @property
     def n_params(self) -> int:
         return self.layout.numel
 
+    def _loss(self, lo: int, hi: int) -> Callable[[Tensor], Tensor]:
+        ev = self._ev
+
+        def loss(t: Tensor) -> Tensor:
+            return ev.loss_fn(ev.forward(ev.layout.unflatten(t), ev.x[lo:hi]), ev.y[lo:hi])
+
+        return loss
+
+    def _chunk_products(self, lo: int, hi: int, v: Tensor) -> Tensor:
+        """``H_c v_i`` for every row of ``v`` (shape ``(k, P)``) on rows lo:hi."""
+        if self._kept is not None:
+            pullback = self._kept
+        elif self.mode == "vjp":
+            with torch.enable_grad():
+                _, pullback = vjp(grad(self._loss(lo, hi)), self.theta)  # freed when this chunk ends
+        else:
+            grad_loss = grad(self._loss(lo, hi))
+
+            def forward_over_reverse(u: Tensor) -> Tensor:
+                return jvp(grad_loss, (self.theta,), (u,))[1]
+
+            return forward_over_reverse(v[0])[None] if len(v) == 1 else vmap(forward_over_reverse)(v)
+        if len(v) == 1:  # vmap over one vector costs half a product more (measured at width 100)
+            return pullback(v[0])[0][None]
+        return vmap(lambda u: pullback(u)[0])(v)
+
     def __call__(self, v: Tensor) -> Tensor:
         """``H v`` for ``v`` of shape ``(P,)``, or ``H V^T`` row-wise for ``(k, P)``."""
-        self.n_products += 1 if v.ndim == 1 else len(v)
+        single = v.ndim == 1
+        vs = v[None] if single else v  # (k, P)
+        done, out = self.work, None
         with torch.no_grad():
-            if v.ndim == 1:
-                return self._hvp(v)
-            if len(v) == 1:  # vmap over one vector costs half a product more (measured at width 100)
-                return self._hvp(v[0])[None]
-            return self._hvp_batched(v)
+            for lo, hi in self.chunks:
+                part = self._chunk_products(lo, hi, vs)  # (k, P)
+                weight = (hi - lo) / self.n_samples
+                out = part.mul_(weight) if out is None else out.add_(part, alpha=weight)
+                del part
+                self.work += len(vs) * weight
+                if self.callback is not None:
+                    self.callback(self)
+        self.n_products += len(vs)
+        self.work = done + len(vs)
+        return out[0] if single else out
+
+
+#: Memory for one data chunk's double-backward graph on a CPU (on a GPU: half the free memory).
+HVP_MEMORY_BYTES = 768 * 2**20
+# Bytes of the double-backward graph per data row, per float of ``Evaluator.activation_floats`` (which
+# counts twice the leaf modules' outputs): 4.5-5.6 measured on a CIFAR-stem ResNet-18 (100 rows; torch.func
+# vjp of grad the most, autograd's double backward the least).
+_GRAPH_BYTES_PER_FLOAT = 6
+
+
+def hvp_rows(ev: Evaluator, theta: Tensor, rows: int | None = None, memory: int | None = None) -> int:
+    """Data rows per chunk of a Hessian-vector product.
+
+    ``rows`` if given; all rows with ``bn="batch"`` (chunks would change the batch
+    statistics); otherwise as many as keep one chunk's double-backward graph, estimated
+    from one forward pass at ``theta`` (about ``6 * Evaluator.activation_floats`` bytes a row),
+    within ``memory`` bytes: :data:`HVP_MEMORY_BYTES` on a CPU, half the free memory on a GPU.
+    """
+    n = len(ev.x)
+    if rows is not None:
+        if int(rows) < 1:
+            raise ValueError(f"rows must be a positive integer; got {rows!r}")
+        if ev.bn == "batch" and int(rows) < n:
+            raise ValueError(f"rows={rows} would split the {n} samples into chunks, which changes the batch "
+                             "statistics of bn='batch'; use bn='running' or leave rows unset")
+        return min(int(rows), n)
+    if ev.bn == "batch":
+        return n
+    if memory is None:
+        memory = torch.cuda.mem_get_info(ev.device)[0] // 2 if ev.device.type == "cuda" else HVP_MEMORY_BYTES
+    per_row = _GRAPH_BYTES_PER_FLOAT * ev.activation_floats(theta) / max(1, n)
+    return int(max(1, min(n, memory // max(1.0, per_row))))
 
 
 def hessian_operator(
@@ -131,6 +208,8 @@ def hessian_operator(
     n_samples: int | None = None,
     seed: int = 0,
     mode: str = "vjp",
+    rows: int | None = None,
+    callback: Callable[[HessianOperator], None] | None = None,
 ) -> HessianOperator:
     """The Hessian of the loss of ``model`` at ``params`` on ``data`` as an operator.
 
@@ -146,6 +225,11 @@ def hessian_operator(
         Use a random subset of this many samples (drawn with ``seed``); all when None.
     mode : {"vjp", "jvp"}
         How products are formed; see :class:`HessianOperator`.
+    rows : int, optional
+        Data rows per chunk of a product; by default sized to a memory budget
+        (:func:`hvp_rows`). Results are the same up to float rounding.
+    callback : callable, optional
+        ``callback(op)`` after every chunk of every product; raise from it to stop.
     bn, buffers, loss_fn, split
         As in :func:`engine.probes.core.point_eval.evaluate_points`.
     """
@@ -153,7 +237,69 @@ def hessian_operator(
     x, y = resolve_data(data, split, n_samples=n_samples, seed=seed)
     ev = Evaluator(model, (x, y), layout=ParamLayout.from_module(model),
                    buffers=state_buffers if buffers is None else buffers, bn=bn, loss_fn=loss_fn, split=split)
-    return HessianOperator(ev, ev.layout.flatten(params), bn, mode)
+    return HessianOperator(ev, ev.layout.flatten(params), bn, mode, rows=rows, callback=callback)
+
+
+class ProductProgress:
+    """Progress, ETA and a cancellation point for work counted in Hessian-vector products.
+
+    Use as the operator's ``callback`` (called after every data chunk of every product, so a
+    cancellation raised from ``progress`` stops within one chunk) and, for Lanczos, as its
+    ``on_step`` (adds the current Ritz value and residual to the message).
+
+    Parameters
+    ----------
+    progress : callable
+        ``progress(fraction, message)``.
+    total : float
+        Products the work takes at most (Lanczos may stop earlier).
+    start, end : float
+        The fraction range this work covers.
+    label : str
+        Start of every message.
+    tol : float, optional
+        Lanczos' stopping tolerance: with it, :meth:`on_step` extrapolates the geometric
+        decay of the wanted pair's relative residual over the last three steps to the step
+        where it reaches ``tol``, and the ETA (and fraction) use that estimate; the bound
+        from ``total`` is shown beside it.
+    which : {"LA", "SA"}
+        Which end of the spectrum is reported.
+    """
+
+    def __init__(self, progress: Callable[[float, str], None], total: float, *, start: float = 0.0,
+                 end: float = 1.0, label: str = "Hessian-vector products", tol: float | None = None,
+                 which: str = "LA"):
+        self.progress, self.total, self.start, self.end, self.label = progress, max(total, 1e-9), start, end, label
+        self.tol, self.which = tol, which
+        self.began, self.detail, self.expected, self.history, self.fraction = time.perf_counter(), "", None, [], start
+
+    def __call__(self, op: HessianOperator) -> None:
+        done = op.work  # one reporter per operator: its work starts at 0
+        elapsed = time.perf_counter() - self.began
+        rate = elapsed / done if done > 0 else float("nan")
+        bound = f"≤ {rate * max(0.0, self.total - done):.0f} s left"
+        if done == 0:
+            eta = "ETA after the first chunk"
+        elif self.expected is not None:
+            eta = f"about {rate * max(0.0, self.expected - done):.0f} s left ({bound})"
+        else:
+            eta = bound
+        expected = self.total if self.expected is None else self.expected
+        self.fraction = max(self.fraction, self.start + (self.end - self.start) * min(0.99, done / expected))
+        detail = f"; {self.detail}" if self.detail else ""
+        self.progress(self.fraction, f"{self.label}: {done:.1f} of ≤ {self.total:g} products{detail}; "
+                                     f"{elapsed:.0f} s, {eta}")
+
+    def on_step(self, step: int, alpha: np.ndarray, beta: np.ndarray) -> None:
+        values, _, residuals = ritz(alpha[0], beta[0])
+        i = -1 if self.which == "LA" else 0
+        self.detail = f"Lanczos step {step + 1}, λ ≈ {values[i]:.4g} (residual {residuals[i]:.2g})"
+        self.history.append(residuals[i] / max(abs(values[i]), 1e-30))
+        if self.tol is not None and len(self.history) >= 4:
+            ratio = (self.history[-1] / max(self.history[-4], 1e-300)) ** (1 / 3)
+            if 0 < ratio < 1 and self.history[-1] > self.tol:
+                steps = np.log(self.tol / self.history[-1]) / np.log(ratio)
+                self.expected = float(min(self.total, step + 1 + np.ceil(steps)))
 
 
 @dataclass(frozen=True)
@@ -184,7 +330,18 @@ class HessianEigs:
     seconds: float
 
 
-def lanczos_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int):
+def _combine(basis: list[Tensor], coeffs: np.ndarray) -> np.ndarray:
+    """``coeffs @ basis`` (shape ``(k, P)``) summed in float64 one basis vector at a time, so
+    that no float64 copy of the whole basis is made."""
+    out = torch.zeros(len(coeffs), basis[0].numel(), dtype=torch.float64, device=basis[0].device)
+    c = torch.as_tensor(coeffs, dtype=torch.float64, device=out.device)  # (k, m)
+    for j, q in enumerate(basis):
+        out.addr_(c[:, j], q.double())
+    return out.float().cpu().numpy()
+
+
+def lanczos_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int,
+                  on_step=None):
     """One Lanczos run; returns a picker of Ritz pairs ``(values, vectors, residuals, ok)``."""
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
@@ -192,21 +349,22 @@ def lanczos_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter:
         gen = torch.Generator().manual_seed(seed)
         v0 = torch.randn(op.n_params, generator=gen, dtype=op.theta.dtype)
     v0 = torch.as_tensor(v0, dtype=op.theta.dtype).to(op.theta.device).reshape(1, -1)
-    res = lanczos(op, v0, max(max_iter, k + 1), keep_basis=True, tol=tol, k=k, which=which)
+    res = lanczos(op, v0, max(max_iter, k + 1), keep_basis=True, tol=tol, k=k, which=which, on_step=on_step)
     values, vectors, residuals = ritz(res.alpha[0], res.beta[0])
-    basis = res.basis[:, 0].double()  # (m, P)
+    basis = [q[0] for q in res.basis]  # m vectors of shape (P,)
 
     def pick(end: str):
         idx = (np.argsort(-values) if end == "LA" else np.argsort(values))[:k]
-        x = (torch.as_tensor(vectors[:, idx].T, device=basis.device) @ basis).float().cpu().numpy()  # (k, P)
+        x = _combine(basis, vectors[:, idx].T)  # (k, P)
         ok = bool(ritz_converged(values, residuals, tol)[idx].all())  # the rule lanczos stopped on
         return values[idx], x, residuals[idx], ok
 
     return pick
 
 
-def _extreme_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int):
-    return lanczos_pairs(op, k, which, tol, max_iter, v0, seed)(which)
+def _extreme_pairs(op: HessianOperator, k: int, which: str, tol: float, max_iter: int, v0, seed: int,
+                   on_step=None):
+    return lanczos_pairs(op, k, which, tol, max_iter, v0, seed, on_step)(which)
 
 
 def hessian_top_eigs(
@@ -221,6 +379,7 @@ def hessian_top_eigs(
     v0: Tensor | None = None,
     seed: int = 0,
     n_samples: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
     **kwargs,
 ) -> HessianEigs:
     """Top ``k`` Hessian eigenvalues and eigenvectors by Lanczos.
@@ -244,8 +403,12 @@ def hessian_top_eigs(
         Starting vector (warm start); Gaussian drawn with ``seed`` by default.
     n_samples, seed : int
         Data subset size and its seed; see :func:`hessian_operator`.
+    progress : callable, optional
+        ``progress(fraction, message)`` after every data chunk of every product, with the
+        current Ritz value and an upper bound on the time left (:class:`ProductProgress`);
+        an exception raised from it stops the computation.
     **kwargs
-        ``bn``, ``buffers``, ``loss_fn``, ``split``, ``mode`` as in :func:`hessian_operator`.
+        ``bn``, ``buffers``, ``loss_fn``, ``split``, ``mode``, ``rows`` as in :func:`hessian_operator`.
 
     References
     ----------
@@ -254,8 +417,11 @@ def hessian_top_eigs(
     if which not in ("LA", "SA"):
         raise ValueError(f"which must be 'LA' or 'SA'; got {which!r}")
     start = time.perf_counter()
-    op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
-    values, vectors, residuals, ok = _extreme_pairs(op, k, which, tol, max_iter, v0, seed)
+    reporter = None if progress is None else ProductProgress(progress, max(max_iter, k + 1), label="top eigenvalues",
+                                                             tol=tol, which=which)
+    op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, callback=reporter, **kwargs)
+    values, vectors, residuals, ok = _extreme_pairs(op, k, which, tol, max_iter, v0, seed,
+                                                    None if reporter is None else reporter.on_step)
     return HessianEigs(eigenvalues=values, eigenvectors=vectors, residuals=residuals, n_products=op.n_products,
                        converged=ok, n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start)
 
@@ -316,7 +482,8 @@ def sharpness_over_training(
     k, tol, max_iter, seed, n_samples, **kwargs
         As in :func:`hessian_top_eigs`; the same data subset is used at every checkpoint.
     progress : callable, optional
-        ``progress(fraction, message)`` after each checkpoint.
+        ``progress(fraction, message)`` after each checkpoint and every data chunk of every
+        product (see :class:`ProductProgress`); an exception raised from it stops the computation.
 
     References
     ----------
@@ -330,8 +497,12 @@ def sharpness_over_training(
     start = time.perf_counter()
     eigs, counts, v0, op = [], [], None, None
     for i, ckpt in enumerate(checkpoints):
-        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, **kwargs)
-        values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed)
+        reporter = None if progress is None else ProductProgress(
+            progress, max(max_iter, k + 1), start=i / len(checkpoints), end=(i + 1) / len(checkpoints),
+            label=f"checkpoint {i + 1}/{len(checkpoints)}", tol=tol)
+        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, callback=reporter, **kwargs)
+        values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed,
+                                               None if reporter is None else reporter.on_step)
         eigs.append(values)
         counts.append(op.n_products)
         v0 = torch.from_numpy(vectors[0])  # warm start: sharpness moves slowly between checkpoints

@@ -33,6 +33,7 @@ from engine.probes.core import (
     resolve_data,
     split_state,
 )
+from engine.probes.core.evaluator import PointProgress
 from engine.probes.landscape.directions import Direction, as_direction
 
 __all__ = ["Surface", "loss_surface_1d", "loss_surface_2d"]
@@ -144,6 +145,7 @@ def loss_surface_1d(
     loss_fn: LossFn | None = None,
     strategy: Strategy = "auto",
     chunk: int | None = None,
+    progress: PointProgress | None = None,
 ) -> Surface:
     """Loss along ``params + a * direction`` for ``a`` on a grid.
 
@@ -164,7 +166,7 @@ def loss_surface_1d(
         Range of ``a``.
     resolution : int
         Grid points.
-    split, bn, buffers, loss_fn, strategy, chunk
+    split, bn, buffers, loss_fn, strategy, chunk, progress
         As in :func:`engine.probes.core.point_eval.evaluate_points`; ``buffers`` default to
         those of a state dict ``params``, else the model's; ``loss_fn`` defaults to
         :func:`engine.probes.core.functional.fast_default_loss` (cross-entropy / MSE).
@@ -176,7 +178,8 @@ def loss_surface_1d(
     kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn or fast_default_loss,
               strategy=strategy, chunk=chunk, layout=layout, split=split, rows=None)
     coords = torch.stack([a, torch.zeros_like(a)], 1)
-    loss, acc, used = evaluate_plane_with_strategy(model, theta0, d, torch.zeros_like(d), coords, xy, **kw)
+    loss, acc, used = evaluate_plane_with_strategy(model, theta0, d, torch.zeros_like(d), coords, xy,
+                                                   progress=progress, **kw)
     c_loss, c_acc = _center(model, theta0, xy, kw)
     return Surface(
         alphas=alphas, betas=None, loss=loss.numpy(), accuracy=acc.numpy(), center_loss=c_loss, center_accuracy=c_acc,
@@ -201,6 +204,7 @@ def loss_surface_2d(
     strategy: Strategy = "auto",
     chunk: int | None = None,
     trajectory: np.ndarray | None = None,
+    progress: PointProgress | None = None,
 ) -> Surface:
     """Loss and accuracy on the grid ``params + a * d1 + b * d2``.
 
@@ -222,8 +226,8 @@ def loss_surface_2d(
         Grid points per axis.
     trajectory : np.ndarray, shape (n, 2), optional
         Coordinates to overlay (stored with the surface).
-    split, bn, buffers, loss_fn, strategy, chunk
-        As in :func:`loss_surface_1d`.
+    split, bn, buffers, loss_fn, strategy, chunk, progress
+        As in :func:`loss_surface_1d` (``progress(done, total)`` after every grid point).
 
     Returns
     -------
@@ -240,7 +244,7 @@ def loss_surface_2d(
     grid = torch.cartesian_prod(torch.as_tensor(alphas), torch.as_tensor(betas)).to(theta0)  # (R1*R2, 2)
     kw = dict(bn=bn, buffers=state_buffers if buffers is None else buffers, loss_fn=loss_fn or fast_default_loss,
               strategy=strategy, chunk=chunk, layout=layout, split=split, rows=None)
-    loss, acc, used = evaluate_plane_with_strategy(model, theta0, f1, f2, grid, xy, **kw)
+    loss, acc, used = evaluate_plane_with_strategy(model, theta0, f1, f2, grid, xy, progress=progress, **kw)
     c_loss, c_acc = _center(model, theta0, xy, kw)
     shape = (len(alphas), len(betas))
     return Surface(

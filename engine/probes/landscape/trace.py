@@ -24,6 +24,9 @@ from engine.probes.landscape.curvature import HessianOperator, hessian_operator
 
 __all__ = ["TraceEstimate", "hessian_trace"]
 
+#: Memory for one batch of probe vectors (the products and their graphs take a few times more).
+_PROBE_BYTES = 256 * 2**20
+
 
 @dataclass(frozen=True)
 class TraceEstimate:
@@ -105,7 +108,8 @@ def hessian_trace(
         runs on the rest; far smaller error for the same products when a few outlier
         eigenvalues dominate, as they do for networks trained with cross-entropy.
     batch : int
-        Probes per batched Hessian-vector product.
+        Probes per batched Hessian-vector product; fewer when ``batch`` vectors of the
+        model's size would pass 256 MiB.
     seed : int
         Seed of the probes (and of the data subset).
     **kwargs
@@ -123,6 +127,7 @@ def hessian_trace(
         raise ValueError(f"n_probes must be at least {least} for {method} with an error bar; got {n_probes}")
     start = time.perf_counter()
     op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
+    batch = max(1, min(batch, _PROBE_BYTES // (4 * op.n_params)))  # a big model's probes go a few at a time
     gen = torch.Generator().manual_seed(seed)
     if method == "hutchinson":
         exact, samples = 0.0, _hutchinson(op, gen, n_probes, batch)

@@ -23,6 +23,7 @@ from .geometry import (
     participation_ratio,
     twonn_dimension,
 )
+from .gram_cka import layer_grams, linear_cka_grid_streamed
 from .projection import AlignedProjection, Projection, aligned_projection, project, stratified_indices, warm_umap
 from .similarity import (
     canonical_correlations,
@@ -62,7 +63,9 @@ __all__ = [
     "geo_topological_transform",
     "hsic_unbiased",
     "layer_dimensions",
+    "layer_grams",
     "linear_cka",
+    "linear_cka_grid_streamed",
     "minibatch_cka",
     "neural_collapse",
     "neural_collapse_over_training",
