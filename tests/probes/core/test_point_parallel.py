@@ -164,3 +164,22 @@ def test_measurements_run_where_the_points_will(monkeypatch):
         assert as_point_worker(torch.is_grad_enabled) is False
     monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
     assert as_point_worker(threading.get_ident) == threading.get_ident()  # no workers: right here
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_progress_counts_every_point_once_in_order_and_a_raise_stops_the_workers(monkeypatch, workers):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", workers)
+    seen = []
+    a = torch.arange(40.0)
+    parallel_loop(lambda v: (v, v), (a,), 4, 40, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(d, 40) for d in range(5, 41)]  # the 4 points before lo count as done
+
+    ran = []
+
+    def cancel(done, total):
+        if done == 6:
+            raise KeyboardInterrupt("cancelled")  # what a cancelled job's progress raises, in spirit
+
+    with pytest.raises(KeyboardInterrupt, match="cancelled"):
+        parallel_map(lambda i: ran.append(i), [(i,) for i in range(400)], progress=cancel)
+    assert len(ran) < 400  # the workers stopped after their current point
