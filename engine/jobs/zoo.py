@@ -66,13 +66,18 @@ def _group(config_json: str) -> str:
     return json.dumps({"arch": config.get("arch"), "dataset": config.get("dataset")}, sort_keys=True)
 
 
-def zoo_models(st: store.Store, zoo_id: str, *, step: int | None = None, run_ids: Sequence[str] | None = None,
+def _store_of(source) -> store.Store:
+    """A store, from a store, a :class:`ProbeService` or a dispatcher."""
+    return source.store if hasattr(source, "store") else source
+
+
+def zoo_models(source, zoo_id: str, *, step: int | None = None, run_ids: Sequence[str] | None = None,
                every_checkpoint: bool = False) -> list[ZooModel]:
     """The zoo's finished runs as models on the map, in a stable order (by run name, then step).
 
     Parameters
     ----------
-    st : store.Store
+    source : store.Store, ProbeService or Dispatcher
     zoo_id : str
     step : int, optional
         Each run's checkpoint at this step (runs without one are left out); the final one by default.
@@ -81,6 +86,7 @@ def zoo_models(st: store.Store, zoo_id: str, *, step: int | None = None, run_ids
     every_checkpoint : bool
         Every checkpoint of every run (paths through training); ``step`` is then ignored.
     """
+    st = _store_of(source)
     runs = st.list_runs(zoo_id, status=["done", "diverged"])
     if run_ids is not None:
         runs = runs[runs["run_id"].isin(list(run_ids))]
@@ -137,11 +143,14 @@ def _stored_values(st: store.Store, keys: set[str]) -> dict[str, dict[str, Any]]
     return {k: json.loads(r) if isinstance(r, str) else dict(r or {}) for k, r in zip(rows["key"], rows["result_json"])}
 
 
-def zoo_distances(st: store.Store, models: Sequence[ZooModel], metric: str,
+def zoo_distances(source, models: Sequence[ZooModel], metric: str,
                   settings: dict[str, Any] | None = None) -> ZooDistances:
-    """The stored distances between ``models`` as a labelled matrix (NaN where a pair is missing or undefined)."""
+    """The stored distances between ``models`` as a labelled matrix (NaN where a pair is missing or undefined).
+
+    ``source`` is a store, a :class:`ProbeService` or a dispatcher; one catalog query reads every pair.
+    """
     keys = pair_keys(models, metric, settings)
-    found = _stored_values(st, set(keys.values()))
+    found = _stored_values(_store_of(source), set(keys.values()))
     k = len(models)
     matrix = np.full((k, k), np.nan)
     np.fill_diagonal(matrix, 0.0)
