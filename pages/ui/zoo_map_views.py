@@ -25,7 +25,7 @@ from .reads import zoo_checkpoints
 from .services import RUNS_TABLES, Services, cached_runs, current_user, may
 from .state import query_list, set_query, synced_multiselect, synced_selectbox
 from .text import literal
-from .view_cache import catalog_key, shared_view
+from .view_cache import catalog_key, frame_key, shared_view
 
 __all__ = ["map_tab", "training_tab"]
 
@@ -196,7 +196,7 @@ def map_tab(svc: Services, zoo_id: str) -> None:
                                             if method == "mds" else ""))
     left, right = st.columns([3, 2])
     hover = [c for c in colour_options if c != "cluster"]
-    fig = shared_view(("zoo_map.fig", key_of(d), method, color_by, cut, link, tuple(points.columns)),
+    fig = shared_view(("zoo_map.fig", key_of(d), method, color_by, cut, link, frame_key(points)),
                       lambda: zmfig.zoo_map_figure(emb, points, color_by=color_by, hover=["cluster", *hover]))
     with left:
         event = st.plotly_chart(fig, key="zm_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
