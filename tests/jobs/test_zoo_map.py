@@ -104,3 +104,21 @@ def _module(service, model):
 
 def _dataset(service, model):
     return _loaded(service, model).dataset
+
+
+def test_umap_of_the_stored_map_is_a_cached_probe(zoo):
+    st, disp, zoo_id = zoo
+    service = ProbeService(disp)
+    models = zoo_models(st, zoo_id)
+    assert request_zoo_map(service, models, ("disagreement",), compute_here=True).complete
+    d = zoo_distances(st, models, "disagreement")
+    params = {"distances": d.matrix.tolist(), "metric": "disagreement"}
+    ids = [m.checkpoint_id for m in models]
+    done = service.compute_here("zoo.umap", params, ids)
+    emb = done.typed().embedding
+    assert emb.coords.shape == (len(models), 2) and np.isfinite(emb.coords).all()
+    assert emb.labels == tuple(ids) and emb.method == "umap"
+    again = service.request("zoo.umap", params, ids)
+    assert again.state == "done" and again.key == done.key  # stored, shared
+    with pytest.raises(ValueError, match="square"):
+        service.key("zoo.umap", {"distances": [[0.0, 1.0]]}, ids)
