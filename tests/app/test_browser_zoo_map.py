@@ -1,4 +1,4 @@
-"""Real-browser flow of the Zoo map: open the map of the demo zoo (its sweep, shortened), compute its
+"""Real-browser flow of the Zoo map: open the map of the demo zoo (its sweep, shortened to 50 steps), compute its
 pairs in a background worker, select a cluster, and open a pair of its runs on Connectivity.
 Screenshots go to tests/artifacts/ (11-zoo-map.png, 12-zoo-map-pair-on-connectivity.png)."""
 
@@ -15,10 +15,10 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory, browser):
-    """The demo zoo's sweep (18 MLPs on MNIST-1D, 3 widths x 2 learning rates x 3 seeds) at 200 steps."""
+    """The demo zoo's sweep (18 MLPs on MNIST-1D, 3 widths x 2 learning rates x 3 seeds) at 50 steps."""
     folder = tmp_path_factory.mktemp("browser-zoo-map")
     config = folder / "demo-short.toml"
-    config.write_text((REPO_ROOT / "configs" / "demo.toml").read_text().replace("steps = 1500", "steps = 200"))
+    config.write_text((REPO_ROOT / "configs" / "demo.toml").read_text().replace("steps = 1500", "steps = 50"))
     path = folder / "store"
     train_with_cli(path, config, env={"ZOOSCOPE_WORKERS": "2"})
     server = Server(path, folder / "server.log")
