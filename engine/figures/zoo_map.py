@@ -34,6 +34,10 @@ def _hover(points: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     return out
 
 
+def _short(column: str) -> str:
+    return escape(column.removeprefix("hp_"))
+
+
 def zoo_map_figure(embedding: ModelEmbedding, points: pd.DataFrame, *, color_by: str | None = None,
                    hover: Sequence[str] = (), title: str | None = None) -> go.Figure:
     """Every model a point on the map.
@@ -71,7 +75,7 @@ def zoo_map_figure(embedding: ModelEmbedding, points: pd.DataFrame, *, color_by:
                 x=xy[mask, 0], y=xy[mask, 1], mode="markers", text=[t for t, m in zip(text, mask) if m],
                 marker=dict(size=11, color=PALETTE[gi % len(PALETTE)], line=dict(width=1, color="white")),
                 hovertemplate="%{text}<extra></extra>", customdata=points.loc[mask, ["run_id"]].to_numpy(),
-                name=f"{escape(color_by.removeprefix('hp_'))}={escape(value)}"))
+                name=escape(value) if color_by == "cluster" else f"{_short(color_by)}={escape(value)}"))
     axis = "MDS" if embedding.method == "mds" else "UMAP"
     fig.update_xaxes(title=f"{axis} 1", zeroline=False)
     fig.update_yaxes(title=f"{axis} 2", zeroline=False, scaleanchor="x" if embedding.method == "mds" else None)
