@@ -59,7 +59,9 @@ def zoo_map_figure(embedding: ModelEmbedding, points: pd.DataFrame, *, color_by:
     fig = go.Figure()
     text = _hover(points, hover)
     values = points[color_by] if color_by in points.columns else None
-    numeric = values is not None and pd.api.types.is_numeric_dtype(values) and values.nunique() > 6
+    # a metric gets a colour scale; a hyperparameter with a few values one colour per value
+    numeric = (values is not None and pd.api.types.is_numeric_dtype(values)
+               and (not color_by.startswith("hp_") or values.nunique() > 6))
     if values is None or numeric:
         marker = dict(size=11, line=dict(width=1, color="white"))
         if numeric:
