@@ -18,7 +18,7 @@ of paths between them stays under ``tau``). Claims checked:
     own basin) -- Entezari et al. 2022, Ainsworth et al. 2023;
 (b) wider networks form fewer basins (after alignment, at the same ``tau``).
 
-    .venv/bin/python bench/zoo_map.py speed [--models 64] [--threads 2]
+    .venv/bin/python bench/zoo_map.py speed [--models 64] [--threads 2] [--steps 1500]
     .venv/bin/python bench/zoo_map.py reproduce [--widths 16 64 256] [--seeds 4] [--tau 0.5]
 """
 
@@ -112,8 +112,12 @@ def speed(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "demo"
         t0 = time.perf_counter()
-        zoo_id = _train(path, load_sweep(ROOT / "configs" / "demo.toml"))
-        lines.append(f"  training the 18-run demo zoo (not part of the map): {time.perf_counter() - t0:.0f} s")
+        demo = load_sweep(ROOT / "configs" / "demo.toml")
+        if args.steps:  # the map's cost depends on the models' size, not on how long they trained
+            demo = demo.model_copy(update={"base": demo.base.model_copy(update={"steps": args.steps})})
+        zoo_id = _train(path, demo)
+        lines.append(f"  training the 18-run demo zoo ({demo.base.steps} steps; not part of the map): "
+                     f"{time.perf_counter() - t0:.0f} s")
         total = _map(path, zoo_id, "demo, 18 runs", lines)
         lines.append(f"  target: demo map <= 120 s: {'yes' if total <= 120 else 'NO'} ({total:.1f} s)")
         first, warm = _page_seconds(path)
@@ -122,7 +126,8 @@ def speed(args) -> None:
         if args.models:
             sweep = load_sweep({"name": f"seeds{args.models}", "base": {
                 "dataset": {"name": "mnist1d"}, "arch": {"name": "mlp", "width": 64, "depth": 2},
-                "optim": {"name": "momentum", "momentum": 0.9, "lr": 0.05}, "batch_size": 100, "steps": 1500,
+                "optim": {"name": "momentum", "momentum": 0.9, "lr": 0.05}, "batch_size": 100,
+                "steps": args.steps or 1500,
                 "checkpoints": "log:6"}, "grid": {"seed": list(range(args.models))}})
             path64 = Path(tmp) / "many"
             t0 = time.perf_counter()
@@ -203,6 +208,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--models", type=int, default=0, help="also a zoo of this many width-64 seeds (e.g. 64)")
+    s.add_argument("--steps", type=int, default=0, help="train the zoos for this many steps (default: 1500)")
     r = sub.add_parser("reproduce")
     r.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
     r.add_argument("--seeds", type=int, default=4)
