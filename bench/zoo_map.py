@@ -36,6 +36,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
+class _Lines(list):
+    """Result lines, printed as they come (a long run shows its progress)."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+
 METRIC_GROUPS = {"weight+barrier": ("weight", "barrier"), "cka+procrustes": ("cka", "procrustes"),
                  "disagreement": ("disagreement",)}
 
@@ -107,8 +115,9 @@ def speed(args) -> None:
     from engine.config import load_sweep
 
     torch.set_num_threads(args.threads)
-    lines = [f"Zoo map speed: all pairs, five distances, computed in one process on {args.threads} threads "
-             f"({os.cpu_count()} CPUs visible; the machine is shared, so these are preliminary)"]
+    lines = _Lines()
+    lines.append(f"Zoo map speed: all pairs, five distances, computed in one process on {args.threads} threads "
+             f"({os.cpu_count()} CPUs visible; the machine is shared, so these are preliminary)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "demo"
         t0 = time.perf_counter()
@@ -199,7 +208,8 @@ def _arch(width: int):
 
 def _write(lines: list[str], out) -> None:
     text = "\n".join(lines) + "\n"
-    print(text, end="")
+    if not isinstance(lines, _Lines):
+        print(text, end="")
     Path(out).write_text(text)
 
 
