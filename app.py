@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/landscape.py", title="Landscape", icon=":material/landscape:", url_path="landscape"),
     st.Page("pages/connectivity.py", title="Connectivity", icon=":material/link:", url_path="connectivity"),
     st.Page("pages/representations.py", title="Representations", icon=":material/hub:", url_path="representations"),
+    st.Page("pages/zoo_map.py", title="Zoo map", icon=":material/scatter_plot:", url_path="zoo_map"),
     st.Page("pages/phases.py", title="Phases", icon=":material/grid_on:", url_path="phases"),
     st.Page("pages/rashomon.py", title="Rashomon", icon=":material/theater_comedy:", url_path="rashomon"),
     st.Page("pages/reports.py", title="Reports", icon=":material/description:", url_path="reports"),

@@ -15,7 +15,8 @@ from .rashomon import *  # noqa: F401,F403
 from .representations import *  # noqa: F401,F403
 from .style import *  # noqa: F401,F403
 from .zoo import *  # noqa: F401,F403
+from .zoo_map import *  # noqa: F401,F403
 
 __all__ = [name for _m in ("connectivity", "export", "functional_dimension", "landscape", "landscape_topology",
-                          "phases", "rashomon", "representations", "style", "zoo")
+                          "phases", "rashomon", "representations", "style", "zoo", "zoo_map")
            for name in _import_module(f"{__name__}.{_m}").__all__]

@@ -53,6 +53,10 @@ def _load_builtin() -> None:
 
     register_kind("train", run_train, validate=TrainJobSpec.model_validate, description="train a zoo")
     register_kind("probe", run_probe, validate=ProbeJobSpec.model_validate, description="compute a probe")
+    from .zoo import ZooPairsSpec, run_zoo_pairs
+
+    register_kind("zoo.pairs", run_zoo_pairs, validate=ZooPairsSpec.model_validate,
+                  description="distances between many pairs of a zoo's models (the zoo map)")
     register_kind("warm_umap", _run_warm_umap, description="compile UMAP's numba code into the on-disk cache")
 
 

@@ -4,12 +4,13 @@ One subpackage per domain, mirrored by ``engine.jobs.builtin_probes``, ``engine.
 ``pages.ui``: :mod:`~engine.probes.core` (functional evaluation, chunking, plane/path
 evaluation, Lanczos, BatchNorm reset), :mod:`~engine.probes.landscape`,
 :mod:`~engine.probes.connectivity`, :mod:`~engine.probes.representations`,
-:mod:`~engine.probes.rashomon` and :mod:`~engine.probes.phases`. Each lists its public names
+:mod:`~engine.probes.rashomon`, :mod:`~engine.probes.phases` and :mod:`~engine.probes.zoo`
+(the zoo-wide map). Each lists its public names
 in ``__all__``; this package re-exports them for notebooks (``from engine.probes import
 linear_cka``), except the evaluation plumbing that stays in :mod:`engine.probes.core`.
 """
 
-from engine.probes import connectivity, core, landscape, phases, rashomon, representations
+from engine.probes import connectivity, core, landscape, phases, rashomon, representations, zoo
 from engine.probes.connectivity import (
     ALIGN_METHODS,
     BARRIER_DEFINITIONS,
@@ -235,6 +236,24 @@ from engine.probes.representations import (
     twonn_dimension,
     warm_umap,
 )
+from engine.probes.zoo import (
+    EMBED_METHODS,
+    LINKAGES,
+    WEIGHT_SPACE,
+    ZOO_METRICS,
+    ModelEmbedding,
+    ModelView,
+    ZooClusters,
+    ZooDistances,
+    classical_mds,
+    cluster_models,
+    embed_models,
+    metric_label,
+    model_view,
+    pair_distances,
+    pairwise_distances,
+    shape_metric,
+)
 
 __all__ = [
     "BootstrapSet", "ImportanceDistribution", "PopulationSets", "SampledSets", "TreeSets", "bootstrap_indices",
@@ -288,4 +307,8 @@ __all__ = [
     # landscape: curvature per layer, trajectory planes, surface topology (issue 17)
     "BLOCK_LEVELS", "PerLayerHessian", "SurfacePersistence", "TrajectoryPlane", "gudhi_diagram", "parameter_blocks",
     "per_layer_hessian", "per_layer_hessian_over_training", "surface_persistence", "trajectory_plane",
+    # zoo: the map of a whole zoo (issue 17)
+    "EMBED_METHODS", "LINKAGES", "ZOO_METRICS", "ModelEmbedding", "ZooClusters", "ZooDistances", "classical_mds",
+    "cluster_models", "embed_models", "pairwise_distances", "shape_metric", "zoo", "WEIGHT_SPACE", "ModelView",
+    "metric_label", "model_view", "pair_distances",
 ]

@@ -29,7 +29,7 @@ TINY_CONFIG = REPO_ROOT / "configs" / "tiny.toml"
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 PAGES = ["pages/zoo.py", "pages/landscape.py", "pages/connectivity.py", "pages/representations.py",
-         "pages/phases.py", "pages/rashomon.py", "pages/reports.py"]
+         "pages/phases.py", "pages/rashomon.py", "pages/reports.py", "pages/zoo_map.py"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_zoo import seed_fake_zoo  # noqa: E402

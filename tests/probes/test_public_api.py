@@ -11,7 +11,7 @@ import pytest
 import engine.probes as probes
 
 ROOT = Path(__file__).resolve().parents[2]
-DOMAINS = ("core", "landscape", "connectivity", "representations", "rashomon", "phases")
+DOMAINS = ("core", "landscape", "connectivity", "representations", "rashomon", "phases", "zoo")
 # evaluation plumbing: public inside engine.probes.core, not re-exported for notebooks
 PLUMBING = {"Evaluator", "FirstLayer", "find_first_layer", "evaluate_plane_with_strategy", "check_bn", "split_name",
             "reset_inputs", "path_states", "path_buffers", "evaluate_states", "lerp_buffers", "lerp_flat"}

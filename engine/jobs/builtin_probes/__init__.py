@@ -2,9 +2,9 @@
 
 One module per domain, named as in ``engine.probes``: ``core`` (``evaluate``), ``landscape``
 (``landscape.*`` and ``curvature.*``), ``connectivity``, ``representations``, ``rashomon`` (and
-``rashomon_rid``, the importance distribution) and
-``phases`` (``sweep.cell``, ``weights.norm``). Probe kind strings are stored with every result,
-so they never change when a module is renamed.
+``rashomon_rid``, the importance distribution),
+``phases`` (``sweep.cell``, ``weights.norm``) and ``zoo`` (``zoo.distance``, ``zoo.umap``). Probe kind
+strings are stored with every result, so they never change when a module is renamed.
 """
 
 from . import (  # noqa: F401  (each registers its probe kinds)
@@ -16,4 +16,5 @@ from . import (  # noqa: F401  (each registers its probe kinds)
     rashomon,
     rashomon_rid,
     representations,
+    zoo,
 )
