@@ -16,6 +16,7 @@ __all__ = [
     "MAX_CHECKPOINTS",
     "MAX_DEPTH",
     "MAX_EVAL_SIZE",
+    "MAX_HPARAMS",
     "MAX_IMPORT_METRICS_BYTES",
     "MAX_IMPORT_METRIC_VALUES",
     "MAX_IMPORT_SIDE_FILE_BYTES",
@@ -62,6 +63,7 @@ MAX_REPR = 80  # characters of a bad value echoed in an error
 # Importing what already exists (zooscope import-run / import-zoo): per file, and per metrics file.
 MAX_IMPORT_WEIGHTS_BYTES = 4 << 30  # one checkpoint file (4 GiB; a ResNet-18 is 45 MB, a ViT-L 1.2 GB)
 MAX_IMPORT_SIDE_FILE_BYTES = 1 << 20  # a manifest.json or a trial's params.json (1 MiB)
+MAX_HPARAMS = 256  # hyperparameter columns of one imported run or trial (the published model zoos have about 30)
 MAX_IMPORT_METRICS_BYTES = 64 << 20  # a metrics CSV / JSON-lines file or a trial's result.json (64 MiB)
 MAX_IMPORT_METRIC_VALUES = 2_000_000  # metric values of one imported run (each one a catalog row)
 

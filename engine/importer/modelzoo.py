@@ -32,7 +32,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.bounds import MAX_CHECKPOINTS, MAX_NAME_LENGTH, MAX_OPTION_TEXT, MAX_RUNS, SEED_MAX, check_name, short_repr
+from engine.bounds import (
+    MAX_CHECKPOINTS,
+    MAX_HPARAMS,
+    MAX_NAME_LENGTH,
+    MAX_OPTION_TEXT,
+    MAX_RUNS,
+    SEED_MAX,
+    check_name,
+    short_repr,
+)
 from engine.config import ArchSpec, DatasetSpec
 
 from .folder import WEIGHT_SUFFIXES, CheckpointFile, check_inside, read_side_json
@@ -50,7 +59,6 @@ RAY_KEYS = frozenset({
     "timesteps_total", "timesteps_since_restore", "iterations_since_restore", "should_checkpoint",
     "warmup_time", "checkpoint_dir_name"})
 _NOT_MEASURED = -999.0
-MAX_HPARAMS = 256  # hyperparameter columns of one trial (the published zoos have about 30)
 
 
 def trial_folders(zoo_dir: Path) -> list[Path]:

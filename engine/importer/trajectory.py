@@ -27,7 +27,7 @@ import torch
 
 from engine import data as zdata
 from engine import nets
-from engine.bounds import MAX_CHECKPOINTS, MAX_IMPORT_METRIC_VALUES, MAX_STEPS, check_name, short_repr
+from engine.bounds import MAX_CHECKPOINTS, MAX_HPARAMS, MAX_IMPORT_METRIC_VALUES, MAX_STEPS, check_name, short_repr
 from engine.config import ArchSpec, DatasetSpec, TrainSpec
 
 from .folder import CheckpointFile
@@ -96,7 +96,6 @@ class ImportedRun:
 
 
 def _check_payload_run(p: dict[str, Any]) -> None:
-    from .modelzoo import MAX_HPARAMS
 
     hparams, rows = p.get("hparams"), p.get("metrics")
     if not isinstance(hparams, dict) or len(hparams) > MAX_HPARAMS:
