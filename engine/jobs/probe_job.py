@@ -31,6 +31,7 @@ from uuid import uuid4
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from pydantic import BaseModel, ConfigDict
 
 import store
@@ -168,7 +169,10 @@ def run_probe(spec: ProbeJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
         ctx.check_cancelled()
         ctx.progress(fraction, f"{spec.probe}: {message}")
 
-    result = kind.run(inputs, params, progress)
+    # The math attention kernel: CPU flash attention has no double backward, so a transformer's
+    # Hessian-vector products (curvature probes) would fail with the default kernel choice.
+    with sdpa_kernel(SDPBackend.MATH):
+        result = kind.run(inputs, params, progress)
     sha = None
     if result.arrays:
         tensors = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in result.arrays.items()}

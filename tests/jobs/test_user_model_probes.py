@@ -1,0 +1,73 @@
+"""Every page's probes on user architectures (issue 16 §7): a transformers ResNet (BatchNorm) on digits
+and a tiny GPT-2 LM (tied lm_head/wte, token cross-entropy) on markov, trained through the real
+dispatcher and worker, then probed through the probe job's code path (``ProbeService.compute_here``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+RESNET = {"factory": "transformers:ResNetForImageClassification", "output": "logits",
+          "kwargs": {"config": {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1],
+                                "embedding_size": 8}}}
+GPT2 = {"factory": "transformers:GPT2LMHeadModel", "output": "logits",
+        "kwargs": {"config": {"vocab_size": 16, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2,
+                              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}}
+
+
+def _sweep(name, arch, dataset, **extra):
+    return {"name": name, "grid": {"seed": [0, 1]},
+            "base": {"dataset": {"name": dataset}, "arch": arch, "batch_size": 16, "steps": 4,
+                     "checkpoints": [4], **extra}}
+
+
+@pytest.fixture(scope="module", params=["resnet", "gpt2"])
+def zoo(request, tmp_path_factory, trained_zoo):
+    sweep = (_sweep("resnet", RESNET, "digits") if request.param == "resnet"
+             else _sweep("gpt2", GPT2, "markov", loss="token_cross_entropy"))
+    with trained_zoo(tmp_path_factory.mktemp(request.param), sweep) as (st, disp, zoo_id):
+        st.ingest_bundles()
+        ck = st.list_checkpoints(zoo_id=zoo_id)
+        ids = ck[ck["step"] == 4]["checkpoint_id"].tolist()
+        assert len(ids) == 2, ck
+        yield request.param, st, disp, ids
+
+
+def _done(disp, probe, params, ids):
+    from engine.jobs import ProbeService
+
+    done = ProbeService(disp).compute_here(probe, params, ids)
+    assert done.state == "done", done
+    return done
+
+
+def test_landscape_surfaces_centre_on_the_checkpoint(zoo):
+    _, st, disp, ids = zoo
+    for ndim in (1, 2):
+        res = _done(disp, "landscape.surface", {"ndim": ndim, "resolution": 3, "n_samples": 32}, ids[:1]).result
+        losses = [np.asarray(v) for k, v in res.arrays.items() if "loss" in k]
+        assert losses and all(np.isfinite(v).all() for v in losses)
+
+
+def test_top_hessian_eigenvalue_is_finite(zoo):
+    # a GPT-2's HVPs need the math attention kernel (CPU flash attention has no double backward)
+    _, st, disp, ids = zoo
+    res = _done(disp, "curvature.spectrum", {"k": 1, "n_samples": 32, "n_probes": 2, "n_iter": 4, "n_runs": 1},
+                ids[:1]).result
+    assert all(np.isfinite(np.asarray(v, dtype=float)).all() for v in res.arrays.values())
+
+
+def test_representations_activations(zoo):
+    _, st, disp, ids = zoo
+    _done(disp, "representations.activations", {"max_samples": 16}, ids)
+
+
+def test_interpolation_with_weight_matching_on_the_inferred_spec(zoo):
+    name, st, disp, ids = zoo
+    bn = ["running", "reset"] if name == "resnet" else ["running"]
+    done = _done(disp, "connectivity.paths", {"methods": ["none", "weight"], "bn": bn, "alphas": 3}, ids)
+    if name == "gpt2":  # open: the permuted trained GPT-2 from the store does not preserve outputs (see report)
+        pytest.xfail(f"GPT-2 weight matching check_max_diff {done.result.summary['check_max_diff']}")
+    assert all(v < 1e-3 for v in done.result.summary["check_max_diff"].values())
