@@ -143,9 +143,11 @@ class ProbeInputs:
         ds = self._datasets[key]
         model = nets.build(config.arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size, seed=config.seed)
         state = store.get_tensors_at(self.store_path, ref.artifact_sha)
-        names = dict(model.named_parameters())
+        names = dict(model.named_parameters())  # a tied tensor once, under its first name
+        aliases = set(model.state_dict()) - set(names) - {k for k, _ in model.named_buffers()}
         params = {k: v.to(self.device) for k, v in state.items() if k in names}
-        buffers = {k: v.to(self.device) for k, v in state.items() if k not in names}
+        # GPT-2's lm_head.weight is transformer.wte.weight: functional_call refuses a value for both names
+        buffers = {k: v.to(self.device) for k, v in state.items() if k not in names and k not in aliases}
         return LoadedCheckpoint(ref=ref, config=config, model=model.to(self.device), params=params, buffers=buffers,
                                 dataset=ds)
 
