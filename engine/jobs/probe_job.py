@@ -31,8 +31,8 @@ from uuid import uuid4
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from pydantic import BaseModel, ConfigDict
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import store
 from engine import data as zdata
