@@ -74,11 +74,14 @@ def test_interpolation_with_weight_matching_on_the_inferred_spec(zoo):
 
 @pytest.fixture(scope="module")
 def imported_gpt2(tmp_path_factory):
-    """Two GPT-2 runs brought in by ``import-run`` from ``torch.save(model.state_dict())`` files, which hold
-    the tied ``lm_head.weight`` as well as ``transformer.wte.weight`` (the common way users save)."""
+    """Two GPT-2 runs brought in by ``import-run``: one from ``torch.save(model.state_dict())`` files, which
+    hold the tied ``lm_head.weight`` as well as ``transformer.wte.weight`` (the common way users save), one
+    from safetensors files holding the tied tensor once (the trainer's checkpoints; was refused with
+    "needs keys ['lm_head.weight'] that the checkpoint lacks")."""
     import json
 
     import torch
+    from safetensors.torch import save_file
 
     import store
     from engine import data as zdata
@@ -98,7 +101,11 @@ def imported_gpt2(tmp_path_factory):
         model = nets.build(arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size, seed=seed)
         assert "lm_head.weight" in model.state_dict()  # the tied alias is in what users save
         for step in (0, 5):
-            torch.save(model.state_dict(), folder / f"step_{step}.pt")
+            if seed == 0:
+                torch.save(model.state_dict(), folder / f"step_{step}.pt")
+            else:  # as Zooscope's trainer stores it: each tied tensor once, under its first name
+                save_file({k: v.detach().contiguous() for k, v in model.named_parameters()},
+                          str(folder / f"step_{step}.safetensors"))
         argv = ["--store", str(path), "import-run", str(folder), "--factory", GPT2["factory"], "--kwargs",
                 json.dumps(GPT2["kwargs"]), "--output", "logits", "--dataset", "markov", "--zoo", "imp",
                 "--name", f"r{seed}"]
