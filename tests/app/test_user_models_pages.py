@@ -126,3 +126,4 @@ def test_every_page_runs_on_user_model_zoos(app, user_template, tmp_path, zoo):
         at.switch_page(page).run()
         assert not at.exception, (zoo, page, at.exception)
         assert at.title, f"{page} shows no title on zoo {zoo!r}"
+        assert not at.error, (zoo, page, [e.value for e in at.error])

@@ -127,3 +127,11 @@ def test_imported_tied_weights_are_probed_once(imported_gpt2):
     _done(disp, "representations.activations", {"max_samples": 16}, ids)
     done = _done(disp, "connectivity.paths", {"methods": ["none", "weight"], "alphas": 3}, ids)
     assert all(v < 1e-3 for v in done.result.summary["check_max_diff"].values())
+
+
+def test_functional_dimension_is_refused_with_the_reason(zoo):
+    """The positive-scaling count is known for Linear + ReLU networks only: a ResNet or a GPT-2 is refused
+    with what to pass instead, not a wrong number."""
+    _, st, disp, ids = zoo
+    with pytest.raises(ValueError, match=r"inferred only for Linear \+ ReLU networks.*pass n_hidden_neurons"):
+        _done(disp, "landscape.functional_dimension", {}, ids[:1])
