@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -92,11 +93,15 @@ def user_template(tmp_path_factory) -> Path:
                 disp.submit_sweep(load_sweep(_sweep("gpt2", GPT2, "markov", loss="token_cross_entropy",
                                                     optim={"name": "adamw", "lr": 0.01})))[1]]
         assert all(j["status"] == "done" for j in disp.run_until_done(jobs))
-        st.ingest_bundles()
         service = ProbeService(disp)
         for zoo in ZOOS:
-            ck = st.list_checkpoints(zoo_id=st.get_zoo(zoo)["zoo_id"])
-            ids = ck[ck["step"] == ck["step"].max()]["checkpoint_id"].tolist()
+            for _ in range(40):  # a bundle the worker wrote last may land after the job row says done
+                st.ingest_bundles()
+                ck = st.list_checkpoints(zoo_id=st.get_zoo(zoo)["zoo_id"])
+                ids = ck[ck["step"] == ck["step"].max()]["checkpoint_id"].tolist()
+                if len(ids) == 2:
+                    break
+                time.sleep(0.25)
             assert len(ids) == 2, (zoo, ck)
             for probe, params, n in [
                 ("landscape.surface", {"ndim": 2, "resolution": 3, "n_samples": 32}, 1),

@@ -4,6 +4,8 @@ dispatcher and worker, then probed through the probe job's code path (``ProbeSer
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -29,9 +31,13 @@ def zoo(request, tmp_path_factory, trained_zoo):
              else _sweep("gpt2", GPT2, "markov", loss="token_cross_entropy",
                     optim={"name": "adamw", "lr": 0.01}))  # SGD at lr 0.1 diverges in 4 steps
     with trained_zoo(tmp_path_factory.mktemp(request.param), sweep) as (st, disp, zoo_id):
-        st.ingest_bundles()
-        ck = st.list_checkpoints(zoo_id=zoo_id)
-        ids = ck[ck["step"] == 4]["checkpoint_id"].tolist()
+        for _ in range(40):  # a bundle the worker wrote last may land after the job row says done
+            st.ingest_bundles()
+            ck = st.list_checkpoints(zoo_id=zoo_id)
+            ids = ck[ck["step"] == 4]["checkpoint_id"].tolist()
+            if len(ids) == 2:
+                break
+            time.sleep(0.25)
         assert len(ids) == 2, (ck[["step", "train_loss"]], st.runs_table(zoo_id)[["status", "final_train_loss"]])
         yield request.param, st, disp, ids
 
