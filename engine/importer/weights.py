@@ -79,7 +79,8 @@ def _check_unpacked_size(path: Path) -> None:
 
 def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: str) -> None:
     """Raise ``ValueError`` explaining every key and shape mismatch between ``state`` and ``model``."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    aliases = tied_aliases(model)  # a checkpoint may hold a tied tensor once (Zooscope's trainer does)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in state or k not in aliases}
     got = {k: tuple(v.shape) for k, v in state.items()}
     problems = []
     extra = sorted(set(got) - set(expected))
@@ -96,6 +97,17 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, Tensor], label: st
         raise ValueError("; ".join(problems) + (f"; {hint}" if hint else "")
                          + ("; pass the --kwargs (and --dataset) it was built with" if "(**" in label
                             else "; pass the --width/--depth (and --dataset) it was trained with"))
+
+
+def tied_aliases(model: torch.nn.Module) -> set[str]:
+    """``state_dict`` keys naming a tensor an earlier key already names (GPT-2's ``lm_head.weight``)."""
+    seen: set[int] = set()
+    aliases = set()
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases.add(key)
+        seen.add(id(tensor))
+    return aliases
 
 
 def check_weight_values(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
@@ -152,7 +164,9 @@ def evaluate_state(model: torch.nn.Module, state: dict[str, Tensor], ds) -> dict
     """``train_loss, train_acc, test_loss, test_acc`` of ``state`` loaded into ``model`` on the first
     :data:`EVAL_SAMPLES` samples of each split of ``ds`` (an ``engine.data`` dataset); the model is
     left holding ``state`` in eval mode."""
-    model.load_state_dict(state)
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    if set(missing) - tied_aliases(model):
+        model.load_state_dict(state)  # raises, naming what is wrong
     model.eval()
     metrics = {}
     with torch.no_grad():

@@ -32,6 +32,7 @@ from uuid import uuid4
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import store
 from engine import data as zdata
@@ -142,9 +143,11 @@ class ProbeInputs:
         ds = self._datasets[key]
         model = nets.build(config.arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size, seed=config.seed)
         state = store.get_tensors_at(self.store_path, ref.artifact_sha)
-        names = dict(model.named_parameters())
+        names = dict(model.named_parameters())  # a tied tensor once, under its first name
+        aliases = set(model.state_dict()) - set(names) - {k for k, _ in model.named_buffers()}
         params = {k: v.to(self.device) for k, v in state.items() if k in names}
-        buffers = {k: v.to(self.device) for k, v in state.items() if k not in names}
+        # GPT-2's lm_head.weight is transformer.wte.weight: functional_call refuses a value for both names
+        buffers = {k: v.to(self.device) for k, v in state.items() if k not in names and k not in aliases}
         return LoadedCheckpoint(ref=ref, config=config, model=model.to(self.device), params=params, buffers=buffers,
                                 dataset=ds)
 
@@ -168,7 +171,10 @@ def run_probe(spec: ProbeJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
         ctx.check_cancelled()
         ctx.progress(fraction, f"{spec.probe}: {message}")
 
-    result = kind.run(inputs, params, progress)
+    # The math attention kernel: CPU flash attention has no double backward, so a transformer's
+    # Hessian-vector products (curvature probes) would fail with the default kernel choice.
+    with sdpa_kernel(SDPBackend.MATH):
+        result = kind.run(inputs, params, progress)
     sha = None
     if result.arrays:
         tensors = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in result.arrays.items()}
