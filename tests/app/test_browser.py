@@ -104,14 +104,14 @@ def test_first_run_pages_and_training_a_zoo(serve, empty_store, new_page):
     shot(page, "01-first-run")
 
     for i, label in enumerate(NAV):
-        page.locator("[data-testid=stSidebarNav] a", has_text=label).click()
+        page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=label, exact=True).click()
         page.wait_for_url(re.compile(rf"/{label.lower()}" if label != "Zoo" else r"/(\?.*)?$"))
         wait_idle(page)
         assert not problems(page), (label, problems(page))
         if label == "Zoo":
             assert title(page) == "Welcome to Zooscope"
         shot(page, f"02-page-{i}-{label.lower()}")
-    page.locator("[data-testid=stSidebarNav] a", has_text="Zoo").click()
+    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name="Zoo", exact=True).click()
     wait_idle(page)
 
     # a tiny zoo through the form (the 18-run demo takes minutes on two cores)
@@ -184,7 +184,7 @@ def test_a_shared_link_opens_the_same_view(trained_server, new_page):
     wait_idle(page)
     assert title(page) == "Loss landscape"
     assert page.locator("[data-testid=stSidebar] input[aria-label=Zoo]").input_value() == "tiny (4 runs)"
-    page.locator("[data-testid=stSidebarNav] a", has_text="Zoo").click()
+    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name="Zoo", exact=True).click()
     wait_idle(page)
     assert title(page) == "Zoo · tiny"
     assert f"zoo={zoos['tiny']}" in page.url

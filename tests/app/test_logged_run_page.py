@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from app_conftest import REPO_ROOT, current_services, shown
@@ -62,7 +63,8 @@ def test_a_script_logging_while_a_real_server_owns_the_store_is_ingested_live(se
             run = await first.run()
         assert not run.problems, run.problems
 
-    asyncio.run(open_session())
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright may hold an event loop in this one
+        pool.submit(asyncio.run, open_session()).result()
     script = REPO_ROOT / "tests" / "tracking" / "logging_script.py"
     proc = subprocess.run([sys.executable, str(script), str(path), "done", "served"], cwd=REPO_ROOT,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,

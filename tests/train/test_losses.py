@@ -42,10 +42,13 @@ def _tiny_lm(spec, input_shape, n_outputs, vocab_size):
     return TinyCausalLM(vocab_size, d=spec.width, length=input_shape[0])
 
 
-try:
+@pytest.fixture(autouse=True)
+def _lm_architecture(monkeypatch):
+    """The test LM, registered in a copy of the registry (no architecture leaks into other test modules)."""
+    from engine.nets import registry
+
+    monkeypatch.setattr(registry, "ARCHITECTURES", registry.ARCHITECTURES.copy())
     nets.register("test_causal_lm", _tiny_lm)
-except ValueError:  # registered by an earlier import of this module
-    pass
 
 
 def test_auto_resolves_from_the_task_and_refuses_a_mismatch():
@@ -170,10 +173,7 @@ def test_a_tiny_gpt2_from_transformers_trains_and_its_surface_is_token_cross_ent
         def forward(self, tokens):
             return self.lm(input_ids=tokens).logits
 
-    try:
-        nets.register("test_tiny_gpt2", lambda spec, shape, n_out, vocab: GPT2Logits())
-    except ValueError:
-        pass
+    nets.register("test_tiny_gpt2", lambda spec, shape, n_out, vocab: GPT2Logits())
     seen: list[dict] = []
     spec = _lm_spec().model_copy(update={"arch": _lm_spec().arch.model_copy(update={"name": "test_tiny_gpt2"})})
     assert train_run(spec, on_checkpoint=lambda r, s, e, st, m: seen.append(m)).status == "done"

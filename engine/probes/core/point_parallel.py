@@ -121,7 +121,7 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
             if progress is not None:
                 progress(len(out), len(items))
         return out
-    grad = torch.is_grad_enabled()
+    grad, caller_threads, reset = torch.is_grad_enabled(), torch.get_num_threads(), []
     results: list = [None] * len(items)
     block = max(1, min(16, len(items) // (4 * workers)))  # small blocks even out a stolen core
     starts = iter(range(0, len(items), block))
@@ -129,6 +129,9 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
     done = [0]
 
     def work() -> None:
+        if torch.get_num_threads() != 1:  # seen in a long test session: a worker back at the default
+            torch.set_num_threads(1)
+            reset.append(True)
         with torch.set_grad_enabled(grad):
             while not stop.is_set():
                 with lock:
@@ -148,8 +151,12 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
                         stop.set()
                         raise
 
-    for f in [_pool(workers).submit(work) for _ in range(workers)]:
-        f.result()
+    try:
+        for f in [_pool(workers).submit(work) for _ in range(workers)]:
+            f.result()
+    finally:
+        if reset:  # setting a worker's count also set the process default: the caller's back, as _pool does
+            torch.set_num_threads(caller_threads)
     return results
 
 
@@ -162,13 +169,20 @@ def as_point_worker(fn: Callable, *, device: torch.device | str = "cpu"):
     workers = point_workers(device)
     if workers == 1:
         return fn()
-    grad = torch.is_grad_enabled()
+    grad, caller_threads, reset = torch.is_grad_enabled(), torch.get_num_threads(), []
 
     def work():
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+            reset.append(True)
         with torch.set_grad_enabled(grad):
             return fn()
 
-    return _pool(workers).submit(work).result()
+    try:
+        return _pool(workers).submit(work).result()
+    finally:
+        if reset:
+            torch.set_num_threads(caller_threads)
 
 
 def parallel_loop(fn: Callable, args: tuple[Tensor, ...], lo: int, hi: int,

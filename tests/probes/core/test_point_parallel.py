@@ -183,3 +183,12 @@ def test_progress_counts_every_point_once_in_order_and_a_raise_stops_the_workers
     with pytest.raises(KeyboardInterrupt, match="cancelled"):
         parallel_map(lambda i: ran.append(i), [(i,) for i in range(400)], progress=cancel)
     assert len(ran) < 400  # the workers stopped after their current point
+
+
+def test_a_worker_found_at_another_thread_count_is_set_back_to_one_and_the_default_kept(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    before = torch.get_num_threads()
+    parallel_map(lambda i: torch.set_num_threads(3), [(i,) for i in range(4)])  # something in a point changes it
+    assert parallel_map(lambda i: torch.get_num_threads(), [(i,) for i in range(8)]) == [1] * 8
+    assert as_point_worker(torch.get_num_threads) == 1
+    assert torch.get_num_threads() == before
