@@ -84,7 +84,7 @@ def train_population(
 
     models = [nets.build(s.arch, ds[0].input_shape, ds[0].n_outputs, vocab_size=ds[0].vocab_size, seed=s.seed)
               for s in specs]
-    base = copy.deepcopy(models[0]).to("meta")
+    base = _retie(models[0], copy.deepcopy(models[0]).to("meta"))
     params, buffers = stack_module_state(models)  # each (K, ...)
     params = {k: v.detach().to(device) for k, v in params.items()}
     buffers = {k: v.to(device) for k, v in buffers.items()}
@@ -167,6 +167,20 @@ def _data_groups(specs, ds, device, eval_size) -> list[_DataGroup]:
     for k, s in enumerate(specs):
         groups[s.dataset.to_json()].append(k)
     return [_DataGroup(runs, ds[runs[0]], device, eval_size) for runs in groups.values()]
+
+
+def _retie(src: torch.nn.Module, dst: torch.nn.Module) -> torch.nn.Module:
+    """``dst`` with the parameter sharing of ``src`` restored (``.to("meta")`` makes a new parameter per
+    name, so GPT-2's ``lm_head.weight`` would no longer be ``transformer.wte.weight`` and, left out of
+    the stacked parameters, would be read as uninitialised memory)."""
+    first: dict[int, str] = {}
+    for name, param in src.named_parameters(remove_duplicate=False):
+        if id(param) not in first:
+            first[id(param)] = name
+            continue
+        owner, _, attr = name.rpartition(".")
+        setattr(dst.get_submodule(owner) if owner else dst, attr, dst.get_parameter(first[id(param)]))
+    return dst
 
 
 def _gather(groups: list[_DataGroup], orders: list[BatchOrder], K: int) -> tuple[Tensor, Tensor]:

@@ -91,7 +91,7 @@ def user_template(tmp_path_factory) -> Path:
     try:
         jobs = [disp.submit_sweep(load_sweep(_sweep("resnet", RESNET, "digits")))[1],
                 disp.submit_sweep(load_sweep(_sweep("gpt2", GPT2, "markov", loss="token_cross_entropy",
-                                                    optim={"name": "adamw", "lr": 0.01})))[1]]
+                                                    optim={"name": "adamw", "lr": 1e-3})))[1]]
         assert all(j["status"] == "done" for j in disp.run_until_done(jobs))
         service = ProbeService(disp)
         for zoo in ZOOS:
