@@ -43,8 +43,16 @@ def assert_recovers_planted_permutation(model: nn.Module, spec: PermutationSpec,
 
 
 def assert_verified(model: nn.Module, spec: PermutationSpec, x) -> None:
-    """The self-check again, explicitly, with another seed: float64 outputs agree to ~1e-12."""
-    assert check_perm_spec(model, spec, x, seed=11) < 1e-9
+    """The self-check again, explicitly, with another seed, within its own derived tolerance:
+    64 * eps64 * (number of state tensors) * max|output| (reordered float64 sums, growing with depth)."""
+    import copy
+
+    ref = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        out = ref(**x) if isinstance(x, dict) else ref(x.double() if x.is_floating_point() else x)
+    out = getattr(out, "logits", out)
+    limit = 64 * torch.finfo(torch.float64).eps * len(model.state_dict()) * float(out.abs().max())
+    assert check_perm_spec(model, spec, x, seed=11) <= limit
 
 
 # ---------------------------------------------------------------- built-in architectures
