@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOMAINS = ("core", "landscape", "connectivity", "representations", "rashomon", "phases", "zoo")
 # evaluation plumbing: public inside engine.probes.core, not re-exported for notebooks
 PLUMBING = {"Evaluator", "FirstLayer", "find_first_layer", "evaluate_plane_with_strategy", "check_bn", "split_name",
-            "reset_inputs", "path_states", "path_buffers", "evaluate_states", "lerp_buffers", "lerp_flat"}
+            "reset_inputs", "path_states", "path_buffers", "evaluate_states", "evaluate_line", "lerp_buffers",
+            "lerp_flat"}
 # what a notebook does first, as the README and the design describe it
 NOTEBOOK = ("ParamLayout", "evaluate_points", "flatten_params", "resolve_data", "loss_surface_2d", "random_direction",
             "hessian_top_eigs", "hessian_trace", "hessian_spectral_density", "intrinsic_dimension", "interpolate",

@@ -46,7 +46,7 @@ from engine.probes.core import (
     LossFn,
     Strategy,
     check_bn,
-    evaluate_states,
+    evaluate_line,
     has_batchnorm,
     lerp_flat,
     path_buffers,
@@ -326,8 +326,8 @@ def interpolate(
         chunk = grid[lo : lo + step]
         thetas = lerp_flat(flat_a, flat_b, chunk)  # (g, P)
         buffers = path_buffers(model, thetas, layout, bn, buffers_a, buffers_b, chunk, batches)
-        loss, acc = evaluate_states(model, thetas, buffers, (x, y), layout=layout, loss_fn=loss_fn,
-                                    strategy=strategy, rows=rows)
+        loss, acc = evaluate_line(model, flat_a, flat_b, chunk, thetas, buffers, (x, y), layout=layout,
+                                  loss_fn=loss_fn, strategy=strategy, rows=rows)
         losses.append(loss)
         accs.append(acc)
     loss, acc = np.concatenate(losses), np.concatenate(accs)

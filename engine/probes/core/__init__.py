@@ -27,6 +27,7 @@ from .functional import (
 from .lanczos import LanczosResult, lanczos, ritz, ritz_converged
 from .path_eval import (
     check_bn,
+    evaluate_line,
     evaluate_states,
     lerp_buffers,
     lerp_flat,
@@ -52,6 +53,7 @@ __all__ = [
     "evaluate_plane",
     "evaluate_plane_with_strategy",
     "evaluate_points",
+    "evaluate_line",
     "evaluate_states",
     "fast_default_loss",
     "find_first_layer",

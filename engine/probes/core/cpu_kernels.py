@@ -3,6 +3,12 @@
 :class:`engine.probes.core.evaluator.Evaluator` swaps them into its (shallow-copied) module
 when it evaluates on a CPU; the caller's module is never changed. Measurements behind each
 choice are in ``bench/results/core_measurements.md``.
+
+They are faster forward, not differentiated: with gradients enabled (Hessian-vector
+products, gradients through the evaluator) the pooling kernels run PyTorch's own layers.
+The double backward of the strided maximum doubled the cost of a Hessian-vector product on
+the MNIST-1D CNN (62.7 against 33.4 ms at one thread, 31.0 against 16.9 at two;
+``bench/results/core_measurements.md``).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class PairMaxPool1d(nn.MaxPool1d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 3:
+        if x.ndim != 3 or torch.is_grad_enabled():  # differentiated: max_pool1d's backward is the cheaper
             return super().forward(x)
         even = x[..., 0 : x.shape[-1] - 1 : 2]  # an odd last position is dropped, as max_pool1d does
         return torch.maximum(even, x[..., 1::2])
@@ -60,6 +66,8 @@ class PoolFirstConvBlock(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():  # differentiated: the block's own order (see the module's docstring)
+            return self.pool(self.act(self.norm(self.conv(x))))
         return torch.relu_(self.pool(self.norm(self.conv(x))))
 
 

@@ -9,6 +9,11 @@ How many data rows go through the model at once is chosen by :func:`evaluate_poi
 (cache-sized chunks on a CPU when they measure faster, the whole set on a GPU); losses
 are recombined as sample-weighted means of chunk means, so ``loss_fn`` must be a mean
 over samples (the default is).
+
+Points on a straight line (:func:`evaluate_line`) reuse the first layer the way planes do
+(:class:`engine.probes.core.plane_eval.FirstLayer`): a ``Linear`` or ``Conv`` fed by the
+input alone is linear in its parameters, so its output at ``lerp(theta_a, theta_b, alpha)``
+is ``lerp(Z_a, Z_b, alpha)`` with the two ends' outputs computed once.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from engine.probes.core.bn_reset import bn_reset_batches, has_batchnorm, reset_bn_stats
+from engine.probes.core.evaluator import Evaluator
 from engine.probes.core.functional import ParamLayout, resolve_data, split_state
-from engine.probes.core.point_eval import evaluate_points
+from engine.probes.core.plane_eval import first_layer_split
+from engine.probes.core.point_eval import evaluate_points, with_buffers
+from engine.probes.core.point_parallel import parallel_map
 
 __all__ = [
     "check_bn",
+    "evaluate_line",
     "evaluate_states",
     "lerp_buffers",
     "lerp_flat",
@@ -65,6 +74,46 @@ def evaluate_states(model, thetas: Tensor, buffers: list[dict[str, Tensor]] | No
     """
     loss, acc = evaluate_points(model, thetas, data, buffers=buffers, layout=layout, loss_fn=loss_fn,
                                 strategy=strategy, rows=rows)
+    return loss.numpy(), acc.numpy()
+
+
+def evaluate_line(model, flat_a: Tensor, flat_b: Tensor, alphas: np.ndarray, thetas: Tensor,
+                  buffers: list[dict[str, Tensor]] | None, data, *, layout, loss_fn, strategy,
+                  rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate_states` for the points ``thetas = lerp_flat(flat_a, flat_b, alphas)`` of a line.
+
+    With the first layer split off (:func:`~engine.probes.core.plane_eval.first_layer_split`:
+    it applies, its two end outputs fit the memory bound, combining pays, and the split
+    reproduces the model at alpha 0, 1 and 0.7), each point's first-layer output is
+    ``torch.lerp(Z_a, Z_b, alpha)`` a data chunk at a time, exact at both ends. Otherwise, and
+    with ``strategy="vmap"``, the points go through :func:`evaluate_states`. The values agree
+    either way up to float rounding; each point still has its own buffers when given.
+    """
+    if strategy == "vmap":
+        return evaluate_states(model, thetas, buffers, data, layout=layout, loss_fn=loss_fn, strategy=strategy,
+                               rows=rows)
+    ev = Evaluator(model, data, layout=layout, buffers=buffers[0] if buffers else None, loss_fn=loss_fn)
+    flat_a, flat_b, thetas = flat_a.to(ev.device), flat_b.to(ev.device), thetas.to(ev.device)
+    ev.choose_rows(thetas[0], rows)
+    ends = [(0.0, 0.0), (1.0, 0.0), (0.7, 0.0)]
+    first = first_layer_split(ev, flat_a, flat_b - flat_a, torch.zeros_like(flat_a), ends, kept=2)
+    if first is None:
+        return evaluate_states(model, thetas, buffers, data, layout=layout, loss_fn=loss_fn, strategy=strategy,
+                               rows=rows)
+    with torch.no_grad():
+        z_a, z_b = first.output(layout.unflatten(flat_a)), first.output(layout.unflatten(flat_b))  # (N, ...) each
+
+    def point(theta: Tensor, alpha: float, buf) -> tuple[Tensor, Tensor]:
+        mine = ev if buf is None else with_buffers(ev, buf)
+        state = {**layout.unflatten(theta), **mine.buffers}
+        return mine.chunked(lambda lo, hi: first.run_rest(torch.lerp(z_a[lo:hi], z_b[lo:hi], alpha), state,
+                                                          mine.x[lo:hi]))
+
+    items = [(t, float(a), buffers[g] if buffers else None) for g, (t, a) in enumerate(zip(thetas, alphas))]
+    with torch.no_grad():  # points side by side on one-thread workers on a CPU
+        out = parallel_map(point, items, device=ev.device)
+    loss = torch.stack([o[0] for o in out]).double().cpu()
+    acc = torch.stack([o[1] for o in out]).double().cpu()
     return loss.numpy(), acc.numpy()
 
 

@@ -7,12 +7,16 @@ its input with the parameters of ``theta0``, ``d1`` and ``d2``. :class:`FirstLay
 finds that layer by tracing one forward pass and evaluates the rest of the model with
 the layer replaced by a stub returning the given output, in a private shallow copy of
 the model (the caller's module is never changed). It is only used after it reproduced
-the full model's output at three points of the plane.
+the full model's output at three points of the plane, when the outputs kept fit
+:data:`~engine.probes.core.evaluator.EVAL_MEMORY_BYTES`, and, for a thin layer, when combining
+measured faster than recomputing (:func:`combining_pays`). Paths use the same split
+(:func:`engine.probes.core.path_eval.evaluate_line`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,17 +24,20 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from engine.probes.core.evaluator import Evaluator, PointProgress
+from engine.probes.core.evaluator import EVAL_MEMORY_BYTES, Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
 from engine.probes.core.mlp_plane import mlp_plane_point
-from engine.probes.core.point_parallel import thread_module  # points may run on worker threads
+from engine.probes.core.point_parallel import as_point_worker, thread_module  # points may run on worker threads
 
-__all__ = ["FirstLayer", "evaluate_plane", "evaluate_plane_with_strategy", "find_first_layer"]
+__all__ = ["FirstLayer", "combining_pays", "evaluate_plane", "evaluate_plane_with_strategy", "find_first_layer",
+           "first_layer_split"]
 
 _LINEAR_IN_PARAMS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Combining Z0 + a*Z1 + b*Z2 costs a pass over the layer's output; recomputing the layer costs
-# 2 * fan_in FLOPs per output. Measured on MNIST-1D: a conv with fan-in 3 (1 channel, kernel 3)
-# was cheaper to recompute; a Linear with fan-in 40 saved time.
+# 2 * fan_in FLOPs per output. A layer with a fan-in of 32 or more always saved time (a Linear with
+# fan-in 40 on MNIST-1D); below that it depends on the machine: a conv with fan-in 3 (1 channel,
+# kernel 3) was cheaper to recompute on a 2-core AMD EPYC and 4.7x dearer than combining on an Intel
+# Xeon (oneDNN at 2-3 GFLOP/s on that shape), so thin layers are measured (:func:`combining_pays`).
 _MIN_FAN_IN = 32
 
 
@@ -111,6 +118,10 @@ class FirstLayer:
     inputs: Tensor
     rest: nn.Module
 
+    def on_rows(self, n: int) -> FirstLayer:
+        """The same split with the inputs of the first ``n`` samples only."""
+        return FirstLayer(path=self.path, names=self.names, layer=self.layer, inputs=self.inputs[:n], rest=self.rest)
+
     def output(self, params: Mapping[str, Tensor]) -> Tensor:
         """The layer's output for all samples with the model-level parameters ``params``."""
         local = {inner: params[outer] for inner, outer in self.names}
@@ -128,7 +139,8 @@ class FirstLayer:
             stub.value = None
 
 
-def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor) -> FirstLayer | None:
+def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor, *,
+                     thin: bool = False) -> FirstLayer | None:
     """Split ``module`` at its first layer if that layer is linear in its parameters.
 
     Parameters
@@ -139,12 +151,15 @@ def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor) -> 
         Parameters and buffers at ``theta0`` (model-level names).
     x : Tensor
         All inputs.
+    thin : bool
+        Also split at a layer with a fan-in under 32 (whether that pays is for the caller
+        to measure: :func:`combining_pays`).
 
     Returns
     -------
     FirstLayer or None
         None when the first module that owns tensors is not a Linear/Conv without
-        buffers and with fan-in of at least 32, or is called more than once.
+        buffers (with a fan-in of at least 32 unless ``thin``), or is called more than once.
     """
     calls = _trace(module, state, x[:8])
     if not calls:
@@ -152,8 +167,8 @@ def find_first_layer(module: nn.Module, state: dict[str, Tensor], x: Tensor) -> 
     path, layer = calls[0]
     if not isinstance(layer, _LINEAR_IN_PARAMS) or list(layer.buffers(recurse=False)):
         return None
-    if isinstance(layer, nn.Embedding) or layer.weight[0].numel() < _MIN_FAN_IN:
-        return None  # a lookup or a thin layer is cheaper to recompute than to combine
+    if isinstance(layer, nn.Embedding) or (layer.weight[0].numel() < _MIN_FAN_IN and not thin):
+        return None  # a lookup, or a thin layer (often cheaper to recompute than to combine)
     if any(p == path for p, _ in calls[1:]):
         return None
     if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and layer.padding_mode != "zeros":
@@ -171,7 +186,7 @@ def _agrees(first: FirstLayer, module: nn.Module, layout, buffers: dict, theta0:
            d2: Tensor, x: Tensor, points: list[tuple[float, float]]) -> bool:
     """Whether the split reproduces the full model on the first 64 samples at ``points``."""
     n = min(64, len(x))
-    sub = FirstLayer(path=first.path, names=first.names, layer=first.layer, inputs=first.inputs[:n], rest=first.rest)
+    sub = first.on_rows(n)
     try:
         with torch.no_grad():
             for a, b in points:
@@ -242,7 +257,7 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
     coords = coords.to(device=ev.device, dtype=theta0.dtype)
     a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
     chunk = chunk or (ev.points_per_call(theta0) if how != "loop" else 1)
-    first = _first_layer(ev, theta0, d1, d2, coords)
+    first = _first_layer(ev, theta0, d1, d2, coords, kept=3)
     with torch.no_grad():
         zs = None if first is None else [first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2)]  # (N, ...)
     row = _RowCache(theta0, d1, zs)
@@ -253,8 +268,7 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
         theta = torch.add(theta_a, d2, alpha=b_val)
         if first is None:
             return ev.point(theta)
-        z = torch.add(z_a, zs[2], alpha=b_val)
-        return _rest(ev, first, theta, lambda lo, hi: z[lo:hi])
+        return _rest(ev, first, theta, lambda lo, hi: torch.add(z_a[lo:hi], zs[2][lo:hi], alpha=b_val))  # per chunk
 
     if first is not None and how != "vmap":  # an MLP: a plain chain of products (engine/probes/core/mlp_plane.py)
         point_loop = mlp_plane_point(ev, first.path, theta0, d1, d2, zs, coords) or point_loop
@@ -288,16 +302,99 @@ def _rest(ev: Evaluator, first: FirstLayer, theta: Tensor, z_rows) -> tuple[Tens
     return ev.chunked(lambda lo, hi: first.run_rest(z_rows(lo, hi), state, ev.x[lo:hi]))
 
 
-def _first_layer(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: Tensor):
+def _first_layer(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: Tensor, kept: int = 3):
     """The first-layer split of the model if it applies and checks out on this plane."""
+    ends = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
+    return first_layer_split(ev, theta0, d1, d2, ends, kept=kept)
+
+
+def first_layer_split(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, checks: list[tuple[float, float]], *,
+                      kept: int) -> FirstLayer | None:
+    """The model split at its first layer for points ``theta0 + a * d1 + b * d2``, or None.
+
+    None unless the split applies (:func:`find_first_layer`, thin layers included), ``kept``
+    outputs of the layer for all rows fit :data:`~engine.probes.core.evaluator.EVAL_MEMORY_BYTES`,
+    combining pays (:func:`combining_pays`) and the split reproduces the full model at the
+    points ``(a, b)`` of ``checks``. Needs ``ev.rows`` chosen.
+    """
     state = {**ev.layout.unflatten(theta0), **ev.buffers}
     try:
-        first = find_first_layer(ev.module, state, ev.x)
+        first = find_first_layer(ev.module, state, ev.x, thin=True)
     except Exception:  # noqa: BLE001 - a model we cannot trace is evaluated the plain way
         return None
     if first is None:
         return None
-    ends = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
-    ok = _agrees(first, ev.module, ev.layout, ev.buffers, theta0, d1, d2, ev.x, ends)
+    with torch.no_grad():
+        per_row = first.on_rows(1).output(ev.layout.unflatten(theta0)).numel()
+    if kept * per_row * len(ev.x) * ev.x.element_size() > EVAL_MEMORY_BYTES:
+        return None
+    if not combining_pays(ev, first, theta0):
+        return None
+    ok = _agrees(first, ev.module, ev.layout, ev.buffers, theta0, d1, d2, ev.x, checks)
     return first if ok else None
+
+
+#: Whether combining a thin first layer's outputs beat recomputing it, per (layer, input shape, threads).
+_COMBINE_CHOICE: dict[tuple, bool] = {}
+
+
+def combining_pays(ev: Evaluator, first: FirstLayer, theta: Tensor) -> bool:
+    """Whether combining kept outputs of the first layer (``torch.add(z0, z1, alpha=a)``, a pass
+    over two of them) is faster than recomputing the layer, timed as points run: over all the
+    rows in chunks of ``ev.rows``, on a one-thread point worker when points run there.
+
+    Always for a fan-in of 32 or more; never on a GPU for a thinner layer (as before these
+    were measured); on a CPU measured once per process for each layer shape, data shape,
+    chunk size and thread count: combining must take at most half the layer's time (best of 3).
+    The kept outputs are as big as in use, so reading them from memory is part of what is
+    timed; in use they also compete with the rest of the point for the caches: on an Intel
+    Xeon, combining the 64-channel output of a 1-channel conv over 4,000 MNIST-1D rows timed
+    at 0.67-0.7 of the conv alone and saved nothing in a 25-point interpolation (1.51 against
+    1.43 s at one thread), hence the margin.
+    """
+    if first.layer.weight[0].numel() >= _MIN_FAN_IN:
+        return True
+    if ev.device.type != "cpu":
+        return False
+    rows = max(1, min(len(first.inputs), ev.rows))
+    key = (type(first.layer).__name__, tuple(first.layer.weight.shape), first.layer.bias is not None,
+           tuple(first.inputs.shape), rows, torch.get_num_threads())
+    if key not in _COMBINE_CHOICE:
+        params = ev.layout.unflatten(theta)
+        _COMBINE_CHOICE[key] = as_point_worker(lambda: _combining_faster(first, params, rows), device=ev.device)
+    return _COMBINE_CHOICE[key]
+
+
+def _combining_faster(first: FirstLayer, params: Mapping[str, Tensor], rows: int) -> bool:
+    n = len(first.inputs)
+    chunks = [(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
+    with torch.no_grad():
+        z0 = first.output(params)  # the kept outputs, full size
+        z1 = z0.clone()
+
+        def layer():
+            for lo, hi in chunks:
+                _chunk_output(first, params, lo, hi)
+
+        def combine():
+            for lo, hi in chunks:
+                torch.add(z0[lo:hi], z1[lo:hi], alpha=0.5)
+
+        layer(), combine()  # warm-up of both kernels
+        t_layer, t_combine = _best_of(3, layer), _best_of(3, combine)
+    return t_combine <= 0.5 * t_layer
+
+
+def _chunk_output(first: FirstLayer, params: Mapping[str, Tensor], lo: int, hi: int) -> Tensor:
+    local = {inner: params[outer] for inner, outer in first.names}
+    return functional_call(thread_module(first.layer), local, (first.inputs[lo:hi],))
+
+
+def _best_of(repeats: int, fn) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 

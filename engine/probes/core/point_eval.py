@@ -20,7 +20,7 @@ from engine.probes.core.evaluator import Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy
 from engine.probes.core.point_parallel import parallel_map
 
-__all__ = ["evaluate_points"]
+__all__ = ["evaluate_points", "with_buffers"]
 
 
 def evaluate_points(
@@ -92,7 +92,7 @@ def evaluate_points(
     ev.choose_rows(theta[0], rows)
     if per_point:
         with torch.no_grad():  # points side by side on one-thread workers on a CPU
-            out = parallel_map(lambda point, buf: _with_buffers(ev, buf).point(point), list(zip(theta, buffers)),
+            out = parallel_map(lambda point, buf: with_buffers(ev, buf).point(point), list(zip(theta, buffers)),
                                device=ev.device, progress=progress)
         return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
     how = ev.resolve_strategy(strategy)
@@ -101,7 +101,7 @@ def evaluate_points(
     return loss, acc
 
 
-def _with_buffers(ev: Evaluator, buffers: Mapping[str, Tensor]) -> Evaluator:
+def with_buffers(ev: Evaluator, buffers: Mapping[str, Tensor]) -> Evaluator:
     """A shallow copy of ``ev`` evaluating with ``buffers`` (``ev`` itself is shared by threads)."""
     mine = copy.copy(ev)
     mine.buffers = {k: v.to(ev.device) for k, v in buffers.items()}

@@ -156,14 +156,57 @@ def test_interior_points_match_a_per_point_loop():
         assert loss == pytest.approx(_direct(model, mixed, data)[0], rel=1e-5)
 
 
-def test_all_alphas_go_through_one_evaluate_points_call(monkeypatch):
+@pytest.mark.parametrize("split_first", [False, True])
+def test_all_alphas_go_through_one_evaluation_call(monkeypatch, split_first):
+    """Either one evaluate_points call for all 25 alphas, or (first layer split off) one
+    parallel map over them; never a call per alpha."""
     import engine.probes.core.path_eval as path_eval
+    from engine.probes.core import plane_eval
 
+    monkeypatch.setattr(plane_eval, "_COMBINE_CHOICE", {})
+    monkeypatch.setattr(plane_eval, "_combining_faster", lambda first, params, rows: split_first)
     calls = []
-    real = path_eval.evaluate_points
-    monkeypatch.setattr(path_eval, "evaluate_points", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
+    real_points, real_map = path_eval.evaluate_points, path_eval.parallel_map
+    monkeypatch.setattr(path_eval, "evaluate_points", lambda *a, **k: calls.append(("points", len(a[1]))) or
+                        real_points(*a, **k))
+    monkeypatch.setattr(path_eval, "parallel_map", lambda fn, items, **k: calls.append(("line", len(items))) or
+                        real_map(fn, items, **k))
     interpolate(_mlp(0), _mlp(0).state_dict(), _mlp(1).state_dict(), _data(), alphas=25)
-    assert calls == [torch.Size([25, sum(p.numel() for p in _mlp(0).parameters())])]
+    assert calls == [("line" if split_first else "points", 25)]
+
+
+def _cnn_bn(seed):
+    m = build(ArchSpec(name="cnn1d", width=8, depth=2, options={"batchnorm": True}), (1, 12), 3, seed=seed)
+    m.train()
+    with torch.no_grad():
+        m(_data(seed=seed + 10)[0])
+    return m.eval()
+
+
+@pytest.mark.parametrize("make", [lambda s: _mlp(s), lambda s: _mlp(s, bn=True), _cnn_bn],
+                         ids=["mlp", "mlp+bn", "cnn1d+bn"])
+def test_the_first_layer_combined_along_the_line_gives_the_plain_curve(monkeypatch, make):
+    """lerp(Z_a, Z_b, alpha) for the first layer's output: the same curve as evaluating every
+    point in full (up to float rounding), each alpha with its own interpolated BN statistics,
+    and the endpoints bit for bit."""
+    import engine.probes.core.path_eval as path_eval
+    from engine.probes.core import plane_eval
+
+    model, other = make(0), make(1)
+    a, b = model.state_dict(), other.state_dict()
+    data = _data()
+    monkeypatch.setattr(plane_eval, "_COMBINE_CHOICE", {})
+    monkeypatch.setattr(plane_eval, "_combining_faster", lambda first, params, rows: False)
+    plain = interpolate(model, a, b, data, alphas=[-0.25, 0.0, 0.3, 0.5, 1.0, 1.4])
+    monkeypatch.setattr(plane_eval, "_COMBINE_CHOICE", {})
+    monkeypatch.setattr(plane_eval, "_combining_faster", lambda first, params, rows: True)
+    monkeypatch.setattr(path_eval, "evaluate_states", lambda *a, **k: pytest.fail("the split was not used"))
+    split = interpolate(model, a, b, data, alphas=[-0.25, 0.0, 0.3, 0.5, 1.0, 1.4])
+    np.testing.assert_allclose(split.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_array_equal(split.error, plain.error)
+    for i, state in ((1, a), (4, b)):
+        loss, err = _direct(model, state, data)
+        assert split.loss[i] == loss and split.error[i] == err
 
 
 def test_bn_reset_is_a_cumulative_average_over_distinct_batches():

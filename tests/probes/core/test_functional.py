@@ -175,10 +175,39 @@ def test_first_layer_path_is_taken_for_linear_first_layers():
     first = plane_eval._first_layer(ev, theta0, d, d, torch.zeros(1, 2))
     assert first is not None and first.path == "fc1"
     assert first.inputs.shape == (40, 36)  # the flattened input, computed once
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_a_thin_first_layer_is_split_off_only_when_combining_measured_faster(monkeypatch, faster):
+    """Fan-in 3: whether combining beats recomputing depends on the machine, so it is timed
+    (once per process and shape); the split follows that measurement."""
+    from engine.probes.core import plane_eval
+    timed = []
+    monkeypatch.setattr(plane_eval, "_COMBINE_CHOICE", {})
+    monkeypatch.setattr(plane_eval, "_combining_faster",
+                        lambda first, params, rows: timed.append((first.inputs.shape, rows)) or faster)
+    x, y = _data()
     ev = Evaluator(TinyConv(), (x, y))
     theta0 = ev.layout.flatten(dict(TinyConv().named_parameters()))
-    thin = plane_eval._first_layer(ev, theta0, torch.ones_like(theta0), torch.ones_like(theta0), torch.zeros(1, 2))
-    assert thin is None  # fan-in 3: recomputing the conv is cheaper than combining its outputs
+    for _ in range(2):
+        thin = plane_eval._first_layer(ev, theta0, torch.ones_like(theta0), torch.ones_like(theta0), torch.zeros(1, 2))
+        assert (thin is not None) == faster
+    assert len(timed) == 1  # measured once per process and shape
+    shape, rows = timed[0]
+    assert shape[0] == len(x) and rows == min(ev.rows, len(x))  # on all rows, in the chunks points use
+
+
+def test_the_first_layer_is_not_split_off_when_its_kept_outputs_exceed_the_memory_bound(monkeypatch):
+    from engine.probes.core import plane_eval
+    model = Wrapped()
+    x, y = _data()
+    ev = Evaluator(model, (x, y))
+    theta0 = ev.layout.flatten(dict(model.named_parameters()))
+    d = torch.ones_like(theta0)
+    assert plane_eval._first_layer(ev, theta0, d, d, torch.zeros(1, 2)) is not None
+    out_floats = 3 * len(x) * model.fc1.out_features  # Z0, Z1, Z2 for every row
+    monkeypatch.setattr(plane_eval, "EVAL_MEMORY_BYTES", 4 * out_floats - 1)
+    assert plane_eval._first_layer(ev, theta0, d, d, torch.zeros(1, 2)) is None
 
 
 def test_batchnorm_running_by_default_and_batch_mode_never_updates_stats():

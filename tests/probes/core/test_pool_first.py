@@ -55,3 +55,42 @@ def test_other_activations_keep_their_order():
     model = build(ArchSpec(name="cnn1d", width=8, depth=2, options={"activation": "tanh"}), (1, 40), 10, seed=0)
     fast = with_cpu_kernels(model.eval())
     assert not any(type(b) is PoolFirstConvBlock for b in fast.layers)
+
+
+def test_differentiated_blocks_run_the_modules_own_layers():
+    """With gradients on, the fast kernels step aside (the strided maximum's double backward
+    doubled a Hessian-vector product): the autograd graph is max_pool1d's, and a
+    Hessian-vector product through the evaluator equals one through the plain model."""
+    from torch.func import grad, jvp
+
+    from engine.probes.core import Evaluator
+
+    model = build(ArchSpec(name="cnn1d", width=8, depth=2), (1, 40), 10, seed=0).eval()
+    fast = with_cpu_kernels(model)
+    x = _x(32).requires_grad_(True)
+    out = fast.layers[0](x)
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+    names = {type(n).__name__ for n in seen}
+    assert any("MaxPool" in n for n in names) and not any("Maximum" in n for n in names), names
+    with torch.no_grad():  # evaluation still takes the fast path, same bits
+        assert torch.equal(fast.layers[0](x), model.layers[0](x))
+
+    y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(1))
+    ev = Evaluator(model, (x.detach(), y))
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2))
+
+    def loss_of(module):
+        return lambda t: torch.nn.functional.cross_entropy(
+            torch.func.functional_call(module, ev.layout.unflatten(t), (x.detach(),)), y)
+
+    hv_fast = jvp(grad(loss_of(ev.module)), (theta,), (v,))[1]
+    hv_plain = jvp(grad(loss_of(model)), (theta,), (v,))[1]
+    # the evaluator's NarrowLinear head sums its products in another order: equal to float32 rounding
+    # (the largest entry times ~1000 eps32 covers the few dozen terms of each of the chained sums)
+    torch.testing.assert_close(hv_fast, hv_plain, rtol=0, atol=1e-4 * float(hv_plain.abs().max()))
