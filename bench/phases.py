@@ -21,63 +21,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from phases_common import Clock, probe, train
 from scipy.stats import spearmanr
 
 import store
 from engine.config import load_sweep
-from engine.jobs import Dispatcher, probe_phase_cells
+from engine.jobs import Dispatcher
 from engine.probes.phases import cell_table, classify_phases, default_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "phases.toml"
 METRICS = ["train_error", "test_error", "gap", "hessian_top", "hessian_trace", "barrier_naive", "barrier_aligned",
            "cka_mean"]
-
-
-class Clock:
-    """Wall and CPU seconds (this process plus its reaped workers) of a block, with the load average."""
-
-    def __enter__(self):
-        self.wall, self.cpu, self.load0 = time.perf_counter(), _cpu(), os.getloadavg()[0]
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu() - self.cpu
-        self.load1 = os.getloadavg()[0]
-
-    def line(self, what: str) -> str:
-        return (f"{what:<22} wall {self.wall:7.1f} s   CPU {self.cpu:7.1f} s   "
-                f"load average {self.load0:.1f} -> {self.load1:.1f}")
-
-
-def _cpu() -> float:
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def train(disp: Dispatcher, sweep) -> str:
-    zoo_id, job_id = disp.submit_sweep(sweep, owner="bench")
-    (job,) = disp.run_until_done([job_id], poll_s=1.0)
-    if job["status"] != "done":
-        raise SystemExit(f"training failed: {job.get('error')}")
-    return zoo_id
-
-
-def probe(disp: Dispatcher, zoo_id: str) -> list:
-    requests = probe_phase_cells(disp, zoo_id, owner="bench")
-    jobs = [r.status.job["job_id"] for r in requests if r.status.state in ("queued", "running")]
-    finished = disp.run_until_done(jobs, poll_s=1.0) if jobs else []
-    failed = [j for j in finished if j["status"] != "done"]
-    if failed:
-        raise SystemExit(f"{len(failed)} probe jobs failed: {failed[0].get('error')}")
-    return probe_phase_cells(disp, zoo_id, owner="bench")  # all stored now: nothing is queued
 
 
 def run_values(st, zoo_id: str, requests) -> pd.DataFrame:

@@ -34,16 +34,15 @@ import os
 # default threads spin against each other on these tiny MLPs (a population of 3 took 30x the wall time)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-import resource
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
+from phases_common import Clock, probe, train
 
 import store
 from engine.config import load_sweep
-from engine.jobs import Dispatcher, probe_phase_cells
+from engine.jobs import Dispatcher
 from engine.probes.phases import classify_regimes, pruned_cell_table, pruned_rows, temperature_effect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,45 +53,6 @@ METRICS = ["density_achieved", "train_error", "test_error", "hessian_top", "barr
 # lighter than the page's defaults: 30 cells x 3 seeds on 2 cores
 PROBE = {"densities": DENSITIES, "scope": "global", "n_samples": 500, "hessian_max_iter": 30, "trace_probes": 4,
          "alphas": 11, "align": "weight", "cka_samples": 500}
-
-
-class Clock:
-    """Wall and CPU seconds (this process plus its reaped workers) of a block, with the load average."""
-
-    def __enter__(self):
-        self.wall, self.cpu, self.load0 = time.perf_counter(), _cpu(), os.getloadavg()[0]
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu() - self.cpu
-        self.load1 = os.getloadavg()[0]
-
-    def line(self, what: str) -> str:
-        return (f"{what:<22} wall {self.wall:7.1f} s   CPU {self.cpu:7.1f} s   "
-                f"load average {self.load0:.1f} -> {self.load1:.1f}")
-
-
-def _cpu() -> float:
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def train(disp: Dispatcher, sweep) -> str:
-    zoo_id, job_id = disp.submit_sweep(sweep, owner="bench")
-    (job,) = disp.run_until_done([job_id], poll_s=1.0)
-    if job["status"] != "done":
-        raise SystemExit(f"training failed: {job.get('error')}")
-    return zoo_id
-
-
-def probe(disp: Dispatcher, zoo_id: str, params: dict) -> list:
-    requests = probe_phase_cells(disp, zoo_id, "prune.cell", params, owner="bench")
-    jobs = [r.status.job["job_id"] for r in requests if r.status.state in ("queued", "running")]
-    finished = disp.run_until_done(jobs, poll_s=1.0) if jobs else []
-    failed = [j for j in finished if j["status"] != "done"]
-    if failed:
-        raise SystemExit(f"{len(failed)} probe jobs failed: {failed[0].get('error')}")
-    return probe_phase_cells(disp, zoo_id, "prune.cell", params, owner="bench")
 
 
 def pruned_runs(st, zoo_id: str, requests) -> pd.DataFrame:
@@ -197,7 +157,7 @@ def main() -> None:
         with Clock() as c_train:
             zoo_id = st.get_zoo(sweep.name)["zoo_id"] if args.reuse else train(disp, sweep)
         with Clock() as c_probe:
-            requests = probe(disp, zoo_id, params)
+            requests = probe(disp, zoo_id, "prune.cell", params)
         runs = pruned_runs(st, zoo_id, requests)
         dense_runs = st.runs_table(zoo_id)
     finally:

@@ -9,6 +9,7 @@ error as a short, truncated ``repr`` so that an error about a huge value stays s
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_TITLE_LENGTH",
     "MAX_WIDTH",
     "SEED_MAX",
+    "check_file_size",
     "check_name",
     "printable",
     "short_repr",
@@ -120,6 +122,38 @@ def check_name(value: Any, what: str = "name", max_length: int = MAX_NAME_LENGTH
         raise ValueError(f"{what} contains control or format characters ({shown}), which are not allowed; "
                          f"use printable text (got {short_repr(name)})")
     return name
+
+
+def check_file_size(path: str | Path, limit: int, what: str, *, fix: str = "",
+                    error: type[ValueError] = ValueError) -> int:
+    """The size in bytes of the file at ``path``, checked before anything reads it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    limit : int
+        The most bytes it may have.
+    what : str
+        What the file is ("metrics file", "manifest", "image"), the start of the messages.
+    fix : str
+        How to get under the limit, appended to the message.
+    error : type
+        ``ValueError`` or a subclass of it (``DatasetError`` for data files).
+
+    Raises
+    ------
+    ValueError
+        (``error``) ``"{what} {path} does not exist"`` when there is no file at ``path``, and
+        ``"{what} {path} has {size} bytes; at most {limit} are read; {fix}"`` when it is larger.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    size = path.stat().st_size
+    if size > limit:
+        raise error(f"{what} {path} has {size:,} bytes; at most {limit:,} are read" + (f"; {fix}" if fix else ""))
+    return size
 
 
 def printable(text: Any, limit: int = 2 * MAX_NAME_LENGTH) -> str:

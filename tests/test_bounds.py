@@ -13,6 +13,7 @@ from engine.bounds import (
     MAX_REPR,
     MAX_SWEEP_FILE_BYTES,
     SEED_MAX,
+    check_file_size,
     check_name,
     printable,
     short_repr,
@@ -75,6 +76,26 @@ def test_deeply_nested_and_non_utf8_files_are_explained(tmp_path):
     latin.write_bytes(b'name = "caf\xe9"\n')
     with pytest.raises(ConfigError, match=r"latin\.toml is not UTF-8 text \(byte 11\)"):
         load_sweep(latin)
+
+
+def test_check_file_size_refuses_a_missing_or_larger_file_before_reading_it(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"x" * 1234)
+    assert check_file_size(path, 1234, "metrics file") == 1234  # at the limit: allowed
+    with pytest.raises(ValueError, match=r"^metrics file .*m\.csv has 1,234 bytes; at most 1,000 are read; thin it$"):
+        check_file_size(path, 1000, "metrics file", fix="thin it")
+    with pytest.raises(ValueError, match=r"^metrics file .*m\.csv has 1,234 bytes; at most 1,000 are read$"):
+        check_file_size(str(path), 1000, "metrics file")
+    with pytest.raises(ValueError, match=r"^manifest .*nope\.json does not exist$"):
+        check_file_size(tmp_path / "nope.json", 1000, "manifest")
+    with pytest.raises(ValueError, match=r"^image .* does not exist$"):  # a folder is not a file
+        check_file_size(tmp_path, 1000, "image")
+
+    class DataError(ValueError):
+        pass
+
+    with pytest.raises(DataError, match="at most 10 are read"):
+        check_file_size(path, 10, "data file", error=DataError)
 
 
 def test_short_repr_bounds_any_value():

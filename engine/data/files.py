@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.bounds import MAX_NAME_LENGTH, short_repr
+from engine.bounds import MAX_NAME_LENGTH, check_file_size, short_repr
 from engine.config import DatasetSpec
 from engine.data.dataset import DatasetError, SourceData
 
-__all__ = ["DEFAULT_MAX_DATA_BYTES", "MAX_CLASSES", "MAX_DATA_BYTES_ENV", "encode_labels", "inspect_table",
+__all__ = ["DEFAULT_MAX_DATA_BYTES", "MAX_CLASSES", "MAX_DATA_BYTES_ENV", "check_data_file_size", "encode_labels",
+           "inspect_table",
            "load_csv", "load_npz", "load_parquet", "max_data_bytes", "npz_headers"]
 
 _NPZ_LAYOUTS = (("x", "y"), ("x_train", "y_train", "x_test", "y_test"))
@@ -54,11 +55,11 @@ def max_data_bytes() -> int:
     return value
 
 
-def _refuse_large_file(path: Path, limit: int) -> None:
-    size = path.stat().st_size
-    if size > limit:
-        raise DatasetError(f"{path} is {size:,} bytes, larger than the {limit:,} bytes a data file may hold; "
-                           f"use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
+def check_data_file_size(path: Path, limit: int) -> int:
+    """Size of the user's data file ``path``: :func:`engine.bounds.check_file_size` raising a
+    ``DatasetError`` that says how to get under ``limit``."""
+    return check_file_size(path, limit, "data file", error=DatasetError,
+                           fix=f"use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
 
 
 def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -174,7 +175,7 @@ def load_npz(spec: DatasetSpec, *, standardize: bool = False) -> SourceData:
     """Arrays ``x, y`` or ``x_train, y_train, x_test, y_test`` from ``spec.path`` (no pickles)."""
     path = _file_for(spec, ".npz")
     limit = max_data_bytes()
-    _refuse_large_file(path, limit)
+    check_data_file_size(path, limit)
     headers = npz_headers(path)
     layout = next((keys for keys in _NPZ_LAYOUTS if set(keys) <= set(headers)), None)
     if layout is None:
@@ -208,7 +209,7 @@ def load_csv(spec: DatasetSpec, *, standardize: bool = False, features: str = ""
     ``features`` is an optional comma-separated list of feature columns (default: all others).
     """
     path = _file_for(spec, ".csv")
-    _refuse_large_file(path, max_data_bytes())
+    check_data_file_size(path, max_data_bytes())
     try:
         table = pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001 - parser errors carry the line; keep them
@@ -234,7 +235,7 @@ def _check_parquet_size(path: Path, limit: int) -> None:
     """Refuse a Parquet file whose table would pass ``limit`` bytes (8 per cell), from its metadata."""
     import pyarrow.parquet as pq
 
-    _refuse_large_file(path, limit)
+    check_data_file_size(path, limit)
     try:
         meta = pq.read_metadata(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad footer

@@ -35,12 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bounds import MAX_NAME_LENGTH, check_name, short_repr
+from engine.bounds import MAX_NAME_LENGTH, check_file_size, check_name, short_repr
 from engine.config import DatasetSpec
 from engine.data.dataset import DatasetError, SourceData, check_option
 from engine.data.files import (
     MAX_CLASSES,
     MAX_DATA_BYTES_ENV,
+    check_data_file_size,
     encode_labels,
     max_data_bytes,
     npz_headers,
@@ -255,10 +256,7 @@ def load_imagefolder(spec: DatasetSpec, *, channels: str = "auto", size: str = "
 
 
 def _read(path: Path) -> bytes:
-    size = path.stat().st_size
-    if size > MAX_IMAGE_FILE_BYTES:
-        raise DatasetError(f"{path} is {size:,} bytes, larger than the {MAX_IMAGE_FILE_BYTES:,} bytes an image may "
-                           "take; shrink it or leave it out")
+    check_file_size(path, MAX_IMAGE_FILE_BYTES, "image", error=DatasetError, fix="shrink it or leave it out")
     return path.read_bytes()
 
 
@@ -321,9 +319,7 @@ def _parquet_images(spec: DatasetSpec, path: Path, channels: str, target, image_
     import pyarrow.parquet as pq
 
     limit = max_data_bytes()
-    if path.stat().st_size > limit:
-        raise DatasetError(f"{path} is {path.stat().st_size:,} bytes, larger than the {limit:,} bytes a data file "
-                           f"may hold; use a subset, or raise ${MAX_DATA_BYTES_ENV} on the server")
+    check_data_file_size(path, limit)
     label = spec.label or "label"
     try:
         meta = pq.read_metadata(path)

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.bounds import MAX_CHECKPOINTS, MAX_IMPORT_SIDE_FILE_BYTES, MAX_STEPS, short_repr
+from engine.bounds import MAX_CHECKPOINTS, MAX_IMPORT_SIDE_FILE_BYTES, MAX_STEPS, check_file_size, short_repr
 
 __all__ = ["WEIGHT_SUFFIXES", "CheckpointFile", "check_inside", "discover_checkpoints", "read_manifest",
            "step_from_name"]
@@ -172,13 +172,8 @@ def _listed(items: list[str], quote: bool = True, limit: int = 8) -> str:
 
 def read_side_json(path: Path, what: str):
     """A small JSON file (a manifest, a trial's params.json), size-checked before it is read."""
-    limit = MAX_IMPORT_SIDE_FILE_BYTES
-    if not path.is_file():
-        raise ValueError(f"{what} {path} does not exist")
-    size = path.stat().st_size
-    if size > limit:
-        raise ValueError(f"{what} {path} has {size:,} bytes; at most {limit:,} are read "
-                         "(engine.bounds.MAX_IMPORT_SIDE_FILE_BYTES)")
+    check_file_size(path, MAX_IMPORT_SIDE_FILE_BYTES, what,
+                    fix="the limit is engine.bounds.MAX_IMPORT_SIDE_FILE_BYTES")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:

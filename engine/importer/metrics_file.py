@@ -20,7 +20,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.bounds import MAX_IMPORT_METRIC_VALUES, MAX_IMPORT_METRICS_BYTES, MAX_STEPS, check_name, short_repr
+from engine.bounds import (
+    MAX_IMPORT_METRIC_VALUES,
+    MAX_IMPORT_METRICS_BYTES,
+    MAX_STEPS,
+    check_file_size,
+    check_name,
+    short_repr,
+)
 
 __all__ = ["KNOWN_SPLITS", "MetricTable", "metric_key", "read_metrics"]
 
@@ -120,12 +127,8 @@ def read_metrics(path: str | Path, *, step_key: str = "step", skip: frozenset[st
         A placeholder the writer used for "not measured" (the model zoos write -999).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"metrics file {path} does not exist")
-    size = path.stat().st_size
-    if size > MAX_IMPORT_METRICS_BYTES:
-        raise ValueError(f"metrics file {path} has {size:,} bytes; at most {MAX_IMPORT_METRICS_BYTES:,} are read "
-                         "(engine.bounds.MAX_IMPORT_METRICS_BYTES): thin it (e.g. every 10th step)")
+    check_file_size(path, MAX_IMPORT_METRICS_BYTES, "metrics file",
+                    fix="thin it (e.g. every 10th step); the limit is engine.bounds.MAX_IMPORT_METRICS_BYTES")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

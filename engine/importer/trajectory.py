@@ -170,7 +170,8 @@ def _relative(path: Path, source: Path) -> str:
 
 
 def _without_path(message: str, path: Path) -> str:
-    return message.replace(f"{path} ", "", 1) if message.startswith(str(path)) else message
+    """``message`` without the file's path (the list of problems names each file already)."""
+    return message.replace(f"{path} ", "", 1)
 
 
 def _with_manifest_metrics(table: MetricTable | None, files: list[CheckpointFile], source: Path) -> MetricTable | None:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from engine import data as zdata
 from engine import nets
-from engine.bounds import MAX_IMPORT_WEIGHTS_BYTES, check_name
+from engine.bounds import MAX_IMPORT_WEIGHTS_BYTES, check_file_size, check_name
 from engine.config import ArchSpec, DatasetSpec, TrainSpec
 from engine.train import task_metrics
 
@@ -33,12 +33,8 @@ EVAL_SAMPLES = 2048  # first samples of each split that an imported checkpoint i
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """Read a flat ``name -> tensor`` dict from ``.safetensors`` or a weights-only torch file."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist")
-    size = path.stat().st_size
-    if size > MAX_IMPORT_WEIGHTS_BYTES:
-        raise ValueError(f"{path} has {size:,} bytes; a weights file may have at most {MAX_IMPORT_WEIGHTS_BYTES:,} "
-                         "(engine.bounds.MAX_IMPORT_WEIGHTS_BYTES)")
+    check_file_size(path, MAX_IMPORT_WEIGHTS_BYTES, "weights file",
+                    fix="the limit is engine.bounds.MAX_IMPORT_WEIGHTS_BYTES")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

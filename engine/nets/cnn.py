@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from engine.config import ArchSpec
 from engine.nets.inputs import require_image, require_sequence
-from engine.nets.layers import ACTIVATIONS, activation, batchnorm, norm_axes, weight_axes
+from engine.nets.layers import ACTIVATIONS, activation, batchnorm, layer_stack_axes
 from engine.nets.options import Option, resolve_options
 from engine.nets.permutation import PermutationSpec
 
@@ -86,12 +86,4 @@ def build_cnn2d(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, vo
 
 def cnn_permutation_spec(model: ConvNet) -> PermutationSpec:
     """One perm per conv layer's output channels, named ``layers.{i}``."""
-    axes: dict = {}
-    previous = None
-    for i, layer in enumerate(model.layers):
-        perm = f"layers.{i}"
-        axes |= weight_axes(f"layers.{i}.conv", layer.conv, perm, previous)
-        axes |= norm_axes(f"layers.{i}.norm", layer.norm, perm)
-        previous = perm
-    axes |= weight_axes("head", model.head, None, previous)
-    return PermutationSpec.from_axes(axes)
+    return PermutationSpec.from_axes(layer_stack_axes(model.layers, "conv", model.head))

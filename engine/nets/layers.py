@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "activation", "batchnorm", "norm_axes", "weight_axes"]
+__all__ = ["ACTIVATIONS", "activation", "batchnorm", "layer_stack_axes", "norm_axes", "weight_axes"]
 
 ACTIVATIONS = ("relu", "tanh", "gelu")
 
@@ -29,6 +29,22 @@ def weight_axes(prefix: str, layer: nn.Module, out_perm: str | None, in_perm: st
     if layer.bias is not None:
         axes[f"{prefix}.bias"] = (out_perm,)
     return axes
+
+
+def layer_stack_axes(layers: nn.ModuleList, weight: str, head: nn.Module) -> dict:
+    """Axes of a stack of blocks ``layers.{i}.{weight}`` (+ ``layers.{i}.norm``) followed by ``head``.
+
+    Perm ``layers.{i}`` permutes block ``i``'s outputs (its weight's rows, its norm) and block
+    ``i + 1``'s (or the head's) inputs; the model's inputs and outputs stay fixed.
+    """
+    axes: dict = {}
+    previous = None
+    for i, layer in enumerate(layers):
+        perm = f"layers.{i}"
+        axes |= weight_axes(f"layers.{i}.{weight}", getattr(layer, weight), perm, previous)
+        axes |= norm_axes(f"layers.{i}.norm", layer.norm, perm)
+        previous = perm
+    return axes | weight_axes("head", head, None, previous)
 
 
 def norm_axes(prefix: str, norm: nn.Module, perm: str | None) -> dict:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.config import ArchSpec
-from engine.nets.layers import ACTIVATIONS, activation, batchnorm, norm_axes, weight_axes
+from engine.nets.layers import ACTIVATIONS, activation, batchnorm, layer_stack_axes
 from engine.nets.options import Option, resolve_options
 from engine.nets.permutation import PermutationSpec
 
@@ -66,12 +66,4 @@ def build_mlp(spec: ArchSpec, input_shape: tuple[int, ...], n_outputs: int, voca
 
 def mlp_permutation_spec(model: MLP) -> PermutationSpec:
     """One perm per hidden layer, named ``layers.{i}``; inputs and outputs stay fixed."""
-    axes: dict = {}
-    previous = None
-    for i, layer in enumerate(model.layers):
-        perm = f"layers.{i}"
-        axes |= weight_axes(f"layers.{i}.linear", layer.linear, perm, previous)
-        axes |= norm_axes(f"layers.{i}.norm", layer.norm, perm)
-        previous = perm
-    axes |= weight_axes("head", model.head, None, previous)
-    return PermutationSpec.from_axes(axes)
+    return PermutationSpec.from_axes(layer_stack_axes(model.layers, "linear", model.head))

@@ -4,29 +4,17 @@ trained here, a tiny GPT-2 LM (tied weights, token cross-entropy) trained here, 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 from app_conftest import PAGES
+from user_models_fixtures import GPT2, gpt2_import_argv, gpt2_sweep, resnet_sweep
 
 pytest.importorskip("transformers")
 
-RESNET = {"factory": "transformers:ResNetForImageClassification", "output": "logits",
-          "kwargs": {"config": {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1],
-                                "embedding_size": 8}}}
-GPT2 = {"factory": "transformers:GPT2LMHeadModel", "output": "logits",
-        "kwargs": {"config": {"vocab_size": 16, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2,
-                              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}}
 ZOOS = ("resnet", "gpt2", "imported", "logged")
-
-
-def _sweep(name, arch, dataset, **extra):
-    return {"name": name, "grid": {"seed": [0, 1]},
-            "base": {"dataset": {"name": dataset}, "arch": arch, "batch_size": 16, "steps": 4,
-                     "checkpoints": [4], **extra}}
 
 
 def _log_runs(path: Path) -> None:
@@ -70,9 +58,7 @@ def _import_runs(root: Path, path: Path) -> None:
         model = nets.build(arch, ds.input_shape, ds.n_outputs, vocab_size=ds.vocab_size, seed=seed)
         for step in (0, 5):
             torch.save(model.state_dict(), folder / f"step_{step}.pt")  # tied lm_head.weight included
-        assert main(["--store", str(path), "import-run", str(folder), "--factory", GPT2["factory"], "--kwargs",
-                     json.dumps(GPT2["kwargs"]), "--output", "logits", "--dataset", "markov", "--zoo", "imported",
-                     "--name", f"r{seed}"]) == 0
+        assert main(gpt2_import_argv(path, folder, "imported", f"r{seed}")) == 0
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +75,7 @@ def user_template(tmp_path_factory) -> Path:
     st = store.open_store(path)
     disp = Dispatcher(st)
     try:
-        jobs = [disp.submit_sweep(load_sweep(_sweep("resnet", RESNET, "digits")))[1],
-                disp.submit_sweep(load_sweep(_sweep("gpt2", GPT2, "markov", loss="token_cross_entropy",
-                                                    optim={"name": "adamw", "lr": 1e-3})))[1]]
+        jobs = [disp.submit_sweep(load_sweep(resnet_sweep()))[1], disp.submit_sweep(load_sweep(gpt2_sweep()))[1]]
         assert all(j["status"] == "done" for j in disp.run_until_done(jobs))
         service = ProbeService(disp)
         for zoo in ZOOS:

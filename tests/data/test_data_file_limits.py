@@ -89,8 +89,8 @@ def test_csv_past_the_limit_is_refused_unread(tmp_path, monkeypatch):
     path = tmp_path / "big.csv"
     pd.DataFrame({"a": np.arange(500), "label": np.arange(500) % 2}).to_csv(path, index=False)
     monkeypatch.setenv(MAX_DATA_BYTES_ENV, "1000")
-    with pytest.raises(DatasetError, match=r"big\.csv is \d{1},\d{3} bytes, larger than the 1,000 bytes a data file "
-                                           r"may hold"):
+    with pytest.raises(DatasetError, match=r"data file .*big\.csv has \d{1},\d{3} bytes; at most 1,000 are read; "
+                                           r"use a subset, or raise \$ZOOSCOPE_MAX_DATA_BYTES on the server"):
         load(DatasetSpec(name="csv", path=str(path), label="label"))
 
 

@@ -116,7 +116,8 @@ def test_every_bad_file_is_named_at_once(tmp_path, run_folder):
 
 def test_a_too_large_file_is_refused_before_it_is_read(tmp_path, run_folder, monkeypatch):
     monkeypatch.setattr(weights_mod, "MAX_IMPORT_WEIGHTS_BYTES", 100)
-    with pytest.raises(ValueError, match=r"step_0.safetensors: has \d+ bytes; a weights file may have at most 100"):
+    with pytest.raises(ValueError, match=r"step_0.safetensors: weights file has \d+ bytes; at most 100 are read; "
+                                         r"the limit is engine\.bounds\.MAX_IMPORT_WEIGHTS_BYTES"):
         _import(tmp_path / "store", run_folder)
 
 

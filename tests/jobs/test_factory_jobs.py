@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from user_models_fixtures import RESNET
 
 import store
 from engine.config import ConfigError, load_sweep
@@ -18,8 +19,6 @@ import plugin_fixtures  # noqa: E402
 
 clean_plugins = plugin_fixtures.clean_plugins  # a fixture of this module too
 write_plugins = plugin_fixtures.write_plugins
-
-TINY_RESNET = {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 
 
 @pytest.fixture
@@ -60,9 +59,7 @@ def test_plugin_factory_trains_in_a_worker_process(owned):
 
 def test_transformers_resnet_trains_in_a_worker_process(owned):
     _, st, disp = owned
-    arch = {"factory": "transformers:ResNetForImageClassification", "output": "logits",
-            "kwargs": {"config": TINY_RESNET}}
-    zoo_id, job_id = disp.submit_sweep(_sweep(arch, dataset="digits", steps=4))
+    zoo_id, job_id = disp.submit_sweep(_sweep(RESNET, dataset="digits", steps=4))
     (job,) = disp.run_until_done([job_id])
     assert job["status"] == "done", job
     (run,) = st.runs_table(zoo_id).to_dict("records")

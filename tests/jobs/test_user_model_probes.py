@@ -8,28 +8,14 @@ import time
 
 import numpy as np
 import pytest
+from user_models_fixtures import GPT2, gpt2_import_argv, gpt2_sweep, resnet_sweep
 
 pytest.importorskip("transformers")
-
-RESNET = {"factory": "transformers:ResNetForImageClassification", "output": "logits",
-          "kwargs": {"config": {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1],
-                                "embedding_size": 8}}}
-GPT2 = {"factory": "transformers:GPT2LMHeadModel", "output": "logits",
-        "kwargs": {"config": {"vocab_size": 16, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2,
-                              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}}
-
-
-def _sweep(name, arch, dataset, **extra):
-    return {"name": name, "grid": {"seed": [0, 1]},
-            "base": {"dataset": {"name": dataset}, "arch": arch, "batch_size": 16, "steps": 4,
-                     "checkpoints": [4], **extra}}
 
 
 @pytest.fixture(scope="module", params=["resnet", "gpt2"])
 def zoo(request, tmp_path_factory, trained_zoo):
-    sweep = (_sweep("resnet", RESNET, "digits") if request.param == "resnet"
-             else _sweep("gpt2", GPT2, "markov", loss="token_cross_entropy",
-                    optim={"name": "adamw", "lr": 1e-3}))  # SGD at lr 0.1 diverges in 4 steps
+    sweep = resnet_sweep() if request.param == "resnet" else gpt2_sweep()
     with trained_zoo(tmp_path_factory.mktemp(request.param), sweep) as (st, disp, zoo_id):
         for _ in range(40):  # a bundle the worker wrote last may land after the job row says done
             st.ingest_bundles()
@@ -84,8 +70,6 @@ def imported_gpt2(tmp_path_factory):
     hold the tied ``lm_head.weight`` as well as ``transformer.wte.weight`` (the common way users save), one
     from safetensors files holding the tied tensor once (the trainer's checkpoints; was refused with
     "needs keys ['lm_head.weight'] that the checkpoint lacks")."""
-    import json
-
     import torch
     from safetensors.torch import save_file
 
@@ -112,9 +96,7 @@ def imported_gpt2(tmp_path_factory):
             else:  # as Zooscope's trainer stores it: each tied tensor once, under its first name
                 save_file({k: v.detach().contiguous() for k, v in model.named_parameters()},
                           str(folder / f"step_{step}.safetensors"))
-        argv = ["--store", str(path), "import-run", str(folder), "--factory", GPT2["factory"], "--kwargs",
-                json.dumps(GPT2["kwargs"]), "--output", "logits", "--dataset", "markov", "--zoo", "imp",
-                "--name", f"r{seed}"]
+        argv = gpt2_import_argv(path, folder, "imp", f"r{seed}")
         assert import_run_command(_parser().parse_args(argv), path) == 0
     st = store.open_store(path)
     disp = Dispatcher(st)

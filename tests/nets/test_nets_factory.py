@@ -7,14 +7,13 @@ import sys
 
 import pytest
 import torch
+from user_models_fixtures import TINY_RESNET
 
 from engine.config import ArchSpec, ConfigError, SweepSpec
 from engine.nets import FactoryError, build, check_factory, plugins, use_plugins
 from engine.nets.factory import adapt_output
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY_RESNET = {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 
 
 def hf_resnet(**overrides) -> ArchSpec:

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from user_models_fixtures import RESNET
 
 from engine.config import TrainSpec
 from engine.train import check_registered, train_population, train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY_RESNET = {"num_channels": 1, "num_labels": 10, "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
-
 
 def _spec(seed: int = 0) -> TrainSpec:
     return TrainSpec.model_validate({
         "dataset": {"name": "digits"}, "seed": seed, "steps": 8, "batch_size": 32, "checkpoints": [4],
         "optim": {"name": "adamw", "lr": 0.01}, "eval_size": 256,
-        "arch": {"factory": "transformers:ResNetForImageClassification", "output": "logits",
-                 "kwargs": {"config": TINY_RESNET}}})
+        "arch": RESNET})
 
 
 def _train(spec: TrainSpec):

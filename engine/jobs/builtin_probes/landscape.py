@@ -188,17 +188,29 @@ class SharpnessParams(_Params):
     seed: Seed = 0
 
 
-def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
+def _over_training(probe, inputs, p, progress, *, loading: float, **options):
+    """Run ``probe`` (a ``…_over_training`` curvature function) on every input checkpoint.
+
+    The checkpoints are loaded first (progress up to ``loading``), the data subset is drawn
+    once from the first one's dataset, and the checkpoints' steps and learning rates go with
+    them (for the ``2 / lr`` line); ``options`` are the probe's own parameters.
+    """
     cks = []
     for i in range(len(inputs)):
         cks.append(inputs.load(i))
-        progress(0.3 * (i + 1) / len(inputs), f"loading checkpoint {i + 1}/{len(inputs)}")
+        progress(loading * (i + 1) / len(inputs), f"loading checkpoint {i + 1}/{len(inputs)}")
     first = cks[0]
     data = _data(first, p.split, p.n_samples, p.seed)
-    result = sharpness_over_training(
-        first.model, [c.state for c in cks], data, steps=[c.ref.step for c in cks],
-        lr=[c.lr for c in cks], k=p.k, seed=p.seed, progress=lambda f, m: progress(0.3 + 0.7 * f, m))
-    return SHARPNESS.to_stored(result)
+
+    def report(fraction: float, message: str) -> None:
+        progress(loading + (1.0 - loading) * fraction, message)
+
+    return probe(first.model, [c.state for c in cks], data, steps=[c.ref.step for c in cks],
+                 lr=[c.lr for c in cks], seed=p.seed, progress=report, **options)
+
+
+def run_sharpness(inputs, p: SharpnessParams, progress) -> ProbeResult:
+    return SHARPNESS.to_stored(_over_training(sharpness_over_training, inputs, p, progress, loading=0.3, k=p.k))
 
 
 SHARPNESS = Packed(Sharpness)
@@ -255,20 +267,8 @@ class PerLayerParams(_Params):
 
 
 def run_per_layer(inputs, p: PerLayerParams, progress) -> ProbeResult:
-    cks = []
-    for i in range(len(inputs)):
-        cks.append(inputs.load(i))
-        progress(0.1 * (i + 1) / len(inputs), f"loading checkpoint {i + 1}/{len(inputs)}")
-    first = cks[0]
-    data = _data(first, p.split, p.n_samples, p.seed)
-
-    def report(fraction: float, message: str) -> None:
-        progress(0.1 + 0.9 * fraction, message)
-
-    result = per_layer_hessian_over_training(
-        first.model, [c.state for c in cks], data, level=p.level, steps=[c.ref.step for c in cks],
-        lr=[c.lr for c in cks], n_probes=p.n_probes, max_iter=p.max_iter, seed=p.seed,
-        progress=report)
+    result = _over_training(per_layer_hessian_over_training, inputs, p, progress, loading=0.1, level=p.level,
+                            n_probes=p.n_probes, max_iter=p.max_iter)
     return PER_LAYER.to_stored(result)
 
 

@@ -86,6 +86,28 @@ def _pack_into(summary: dict, arrays: dict, obj, prefix: str) -> None:
 _COMMON = ("task", "dataset", "split", "n_models", "n_eval", "feature_names", "class_names", "warnings")
 
 
+@dataclass(frozen=True)
+class _RashomonRows:
+    """What every Rashomon result holds: the data set, the set's size and the evaluation rows."""
+
+    task: str
+    dataset: str
+    split: str
+    n_models: int
+    n_eval: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    warnings: tuple[str, ...]
+    x: np.ndarray  # the N evaluation samples' features (N, D)
+    y: np.ndarray  # their labels (N,) or targets
+
+    source = ""  # the result kind's own name, stored as summary["source"]
+
+    def _summary(self) -> dict:
+        """``source`` and the common summary fields (tuples become lists)."""
+        return {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON}}
+
+
 def _common(result: ProbeResult) -> dict:
     """The summary fields every Rashomon result has (lists become tuples)."""
     s = result.summary
@@ -178,23 +200,13 @@ def run_population(inputs, p: PopulationParams, progress) -> ProbeResult:
 
 
 @dataclass(frozen=True)
-class PopulationResult:
+class PopulationResult(_RashomonRows):
     """``rashomon.population``: the input checkpoints' held-out losses, predictions and explanation clouds.
 
     Stored with the summary fields by name, arrays ``loss``, ``x``, ``y`` (and for classification
     ``error``, ``probs``), and the clouds flattened under ``vic.`` and ``fis.``.
     """
 
-    task: str
-    dataset: str
-    split: str
-    n_models: int
-    n_eval: int
-    feature_names: tuple[str, ...]
-    class_names: tuple[str, ...]
-    warnings: tuple[str, ...]
-    x: np.ndarray  # the N evaluation samples' features (N, D)
-    y: np.ndarray  # their labels (N,) or targets
     labels: tuple[str, ...]  # run name (or id) of each model
     run_ids: tuple[str, ...]
     steps: tuple[int, ...]
@@ -212,8 +224,8 @@ class PopulationResult:
         return None if self.probs is None else self.probs.argmax(-1)
 
     def to_stored(self) -> ProbeResult:
-        summary = {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON},
-                   "labels": list(self.labels), "run_ids": list(self.run_ids), "steps": list(self.steps)}
+        summary = {**self._summary(), "labels": list(self.labels), "run_ids": list(self.run_ids),
+                   "steps": list(self.steps)}
         arrays = {"loss": self.loss, "x": self.x, "y": self.y}
         if self.error is not None:
             arrays.update(error=self.error, probs=self.probs)
@@ -281,23 +293,13 @@ def run_sample(inputs, p: SampleParams, progress) -> ProbeResult:
 
 
 @dataclass(frozen=True)
-class SampleResult:
+class SampleResult(_RashomonRows):
     """``rashomon.sample``: the optimum (model 0) and the sampled members, on the test split.
 
     Stored with the summary fields by name, arrays ``objective``, ``loss``, ``error``, ``probs``,
     ``x``, ``y``, the sample flattened under ``sample.`` and the clouds under ``vic.``/``fis.``.
     """
 
-    task: str
-    dataset: str
-    split: str
-    n_models: int
-    n_eval: int
-    feature_names: tuple[str, ...]
-    class_names: tuple[str, ...]
-    warnings: tuple[str, ...]
-    x: np.ndarray
-    y: np.ndarray
     model: str  # "logistic" or "mlp"
     objective: np.ndarray  # (M,) training objective (CE + L2), the optimum first
     loss: np.ndarray  # (M,) test cross-entropy
@@ -314,7 +316,7 @@ class SampleResult:
         return self.probs.argmax(-1)
 
     def to_stored(self) -> ProbeResult:
-        summary = {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON}, "model": self.model}
+        summary = {**self._summary(), "model": self.model}
         arrays = {"objective": self.objective, "loss": self.loss, "error": self.error, "probs": self.probs,
                   "x": self.x, "y": self.y}
         _pack_into(summary, arrays, self.sample, "sample.")
@@ -371,23 +373,13 @@ def run_trees(inputs, p: TreesParams, progress) -> ProbeResult:
 
 
 @dataclass(frozen=True)
-class TreesResult:
+class TreesResult(_RashomonRows):
     """``rashomon.trees``: the tree Rashomon set and the best trees' predictions on the evaluation rows.
 
     Stored with the summary fields by name, arrays ``pred``, ``eval_accuracy``, ``x``, ``y``, and
     the set flattened under ``trees.``.
     """
 
-    task: str
-    dataset: str
-    split: str
-    n_models: int
-    n_eval: int
-    feature_names: tuple[str, ...]
-    class_names: tuple[str, ...]
-    warnings: tuple[str, ...]
-    x: np.ndarray
-    y: np.ndarray
     n_predicted: int  # predictions are stored for the first (best) n_predicted trees
     pred: np.ndarray  # (n_predicted, N) int16
     eval_accuracy: np.ndarray  # (n_predicted,)
@@ -403,8 +395,7 @@ class TreesResult:
         return self.pred
 
     def to_stored(self) -> ProbeResult:
-        summary = {"source": self.source, **{k: _json(getattr(self, k)) for k in _COMMON},
-                   "n_predicted": self.n_predicted}
+        summary = {**self._summary(), "n_predicted": self.n_predicted}
         arrays = {"pred": self.pred, "eval_accuracy": self.eval_accuracy, "x": self.x, "y": self.y}
         _pack_into(summary, arrays, self.trees, "trees.")
         return ProbeResult(summary, arrays)

@@ -41,6 +41,7 @@ from engine.probes.core import (
 
 __all__ = [
     "HVP_MEMORY_BYTES",
+    "CheckpointSweep",
     "HessianEigs",
     "HessianOperator",
     "ProductProgress",
@@ -48,6 +49,7 @@ __all__ = [
     "hessian_operator",
     "hessian_top_eigs",
     "hvp_rows",
+    "over_checkpoints",
     "sharpness_over_training",
 ]
 
@@ -427,6 +429,108 @@ def hessian_top_eigs(
 
 
 @dataclass(frozen=True)
+class CheckpointSweep:
+    """A Hessian measurement at every checkpoint of a run, as :func:`over_checkpoints` returns it.
+
+    Attributes
+    ----------
+    results : list
+        What ``measure`` returned at each checkpoint, in training order.
+    steps : np.ndarray, shape (n,)
+        Step of each checkpoint (its index when no steps were given).
+    lr : np.ndarray or None, shape (n,)
+        Learning rate at each checkpoint.
+    threshold : np.ndarray or None, shape (n,)
+        ``2 / lr``: gradient descent on a quadratic is stable only below it.
+    n_products : np.ndarray, shape (n,)
+        Hessian-vector products per checkpoint.
+    operator : HessianOperator
+        The last checkpoint's operator (its layout, data subset and ``bn``).
+    seconds : float
+        Wall time of the whole sweep.
+    """
+
+    results: list
+    steps: np.ndarray
+    lr: np.ndarray | None
+    threshold: np.ndarray | None
+    n_products: np.ndarray
+    operator: HessianOperator
+    seconds: float
+
+
+def over_checkpoints(
+    what: str,
+    model: nn.Module,
+    checkpoints: Sequence[Mapping[str, Tensor]],
+    data,
+    measure: Callable[[HessianOperator, ProductProgress | None, object], tuple[object, str]],
+    *,
+    steps: Sequence[int] | None = None,
+    lr: float | Sequence[float] | None = None,
+    seed: int = 0,
+    n_samples: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    reporter: Callable[[int, int], ProductProgress] | None = None,
+    **kwargs,
+) -> CheckpointSweep:
+    """Build the Hessian operator at each checkpoint of a run and measure it there.
+
+    What :func:`sharpness_over_training` and
+    :func:`engine.probes.landscape.per_layer.per_layer_hessian_over_training` share: the
+    checks, the same data subset at every checkpoint, progress after each checkpoint, and
+    the steps and ``2 / lr`` line beside the measurements.
+
+    Parameters
+    ----------
+    what : str
+        The calling function's name, for error messages.
+    model, data
+        As in :func:`hessian_operator`.
+    checkpoints : sequence of dict
+        Parameter or state dicts in training order.
+    measure : callable
+        ``measure(op, reporter, previous) -> (result, note)`` at each checkpoint: ``reporter``
+        is the checkpoint's :class:`ProductProgress` (None without ``reporter``), ``previous``
+        the result at the checkpoint before (None at the first; for warm starts), and
+        ``note`` ends that checkpoint's progress message.
+    steps : sequence of int, optional
+        Training step of each checkpoint.
+    lr : float or sequence of float, optional
+        Learning rate (per checkpoint for a schedule), for the ``2 / lr`` line.
+    seed, n_samples : int
+        The data subset, the same at every checkpoint; see :func:`hessian_operator`.
+    progress : callable, optional
+        ``progress(fraction, message)`` after each checkpoint.
+    reporter : callable, optional
+        ``reporter(i, n)`` gives checkpoint ``i`` of ``n`` its :class:`ProductProgress`, the
+        operator's callback, so that progress moves (and a cancellation stops) within a checkpoint.
+    **kwargs
+        ``bn``, ``buffers``, ``loss_fn``, ``split``, ``mode``, ``rows`` as in :func:`hessian_operator`.
+    """
+    if not checkpoints:
+        raise ValueError(f"{what} needs at least one checkpoint; got 0")
+    n = len(checkpoints)
+    if steps is not None and len(steps) != n:
+        raise ValueError(f"got {len(steps)} steps for {n} checkpoints; give one step per checkpoint")
+    start = time.perf_counter()
+    results, counts, op, previous = [], [], None, None
+    for i, ckpt in enumerate(checkpoints):
+        rep = None if reporter is None else reporter(i, n)
+        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, callback=rep, **kwargs)
+        previous, note = measure(op, rep, previous)
+        results.append(previous)
+        counts.append(op.n_products)
+        if progress is not None:
+            progress((i + 1) / n, f"checkpoint {i + 1}/{n}: {note}")
+    lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (n,)).copy()
+    return CheckpointSweep(
+        results=results, steps=np.arange(n) if steps is None else np.asarray(steps), lr=lrs,
+        threshold=None if lrs is None else 2.0 / lrs, n_products=np.asarray(counts), operator=op,
+        seconds=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
 class Sharpness:
     """Top Hessian eigenvalues along a training run, beside its learning rate.
 
@@ -473,12 +577,9 @@ def sharpness_over_training(
 
     Parameters
     ----------
-    checkpoints : sequence of dict
-        Parameter or state dicts in training order.
-    steps : sequence of int, optional
-        Training step of each checkpoint.
-    lr : float or sequence of float, optional
-        Learning rate (per checkpoint for a schedule), for the ``2 / lr`` line.
+    checkpoints, steps, lr
+        As in :func:`over_checkpoints`: parameter or state dicts in training order, the
+        training step of each, and the learning rate (per checkpoint for a schedule).
     k, tol, max_iter, seed, n_samples, **kwargs
         As in :func:`hessian_top_eigs`; the same data subset is used at every checkpoint.
     progress : callable, optional
@@ -490,27 +591,21 @@ def sharpness_over_training(
     Cohen et al. 2021 (edge of stability); Jastrzebski et al., "The break-even point on
     optimization trajectories of deep neural networks", ICLR 2020.
     """
-    if not checkpoints:
-        raise ValueError("sharpness_over_training needs at least one checkpoint; got 0")
-    if steps is not None and len(steps) != len(checkpoints):
-        raise ValueError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints")
-    start = time.perf_counter()
-    eigs, counts, v0, op = [], [], None, None
-    for i, ckpt in enumerate(checkpoints):
-        reporter = None if progress is None else ProductProgress(
-            progress, max(max_iter, k + 1), start=i / len(checkpoints), end=(i + 1) / len(checkpoints),
-            label=f"checkpoint {i + 1}/{len(checkpoints)}", tol=tol)
-        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, callback=reporter, **kwargs)
+    def reporter(i: int, n: int) -> ProductProgress:
+        return ProductProgress(progress, max(max_iter, k + 1), start=i / n, end=(i + 1) / n,
+                               label=f"checkpoint {i + 1}/{n}", tol=tol)
+
+    def top(op: HessianOperator, rep: ProductProgress | None, previous):
+        v0 = None if previous is None else torch.from_numpy(previous[1][0])  # warm start: sharpness moves slowly
         values, vectors, _, _ = _extreme_pairs(op, k, "LA", tol, max_iter, v0, seed,
-                                               None if reporter is None else reporter.on_step)
-        eigs.append(values)
-        counts.append(op.n_products)
-        v0 = torch.from_numpy(vectors[0])  # warm start: sharpness moves slowly between checkpoints
-        if progress is not None:
-            progress((i + 1) / len(checkpoints), f"checkpoint {i + 1}/{len(checkpoints)}: λ1 = {values[0]:.4g}")
-    lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (len(checkpoints),)).copy()
+                                               None if rep is None else rep.on_step)
+        return (values, vectors), f"λ1 = {values[0]:.4g}"
+
+    run = over_checkpoints("sharpness_over_training", model, checkpoints, data, top, steps=steps, lr=lr, seed=seed,
+                           n_samples=n_samples, progress=progress, reporter=None if progress is None else reporter,
+                           **kwargs)
     return Sharpness(
-        steps=np.arange(len(checkpoints)) if steps is None else np.asarray(steps),
-        eigenvalues=np.stack(eigs), lr=lrs, threshold=None if lrs is None else 2.0 / lrs,
-        n_products=np.asarray(counts), n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start,
+        steps=run.steps, eigenvalues=np.stack([values for values, _ in run.results]), lr=run.lr,
+        threshold=run.threshold, n_products=run.n_products, n_samples=run.operator.n_samples, bn=run.operator.bn,
+        seconds=run.seconds,
     )

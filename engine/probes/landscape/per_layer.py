@@ -23,7 +23,6 @@ Laplacian smoothing splines", Communications in Statistics 18 (1989).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.probes.core import lanczos, ritz, ritz_converged
-from engine.probes.landscape.curvature import HessianOperator, hessian_operator
+from engine.probes.landscape.curvature import HessianOperator, over_checkpoints
 
 __all__ = ["BLOCK_LEVELS", "PerLayerHessian", "parameter_blocks", "per_layer_hessian",
            "per_layer_hessian_over_training"]
@@ -207,14 +206,12 @@ def per_layer_hessian_over_training(
 
     Parameters
     ----------
-    checkpoints : sequence of dict
-        Parameter or state dicts in training order.
+    checkpoints, steps, lr
+        As in :func:`engine.probes.landscape.curvature.over_checkpoints`: parameter or state
+        dicts in training order, the training step of each, and the optimiser's learning
+        rate (per checkpoint for a schedule).
     level : {"tensor", "layer", "block"}
         How parameters are grouped; see :func:`parameter_blocks`.
-    steps : sequence of int, optional
-        Training step of each checkpoint.
-    lr : float or sequence of float, optional
-        The optimiser's learning rate (per checkpoint for a schedule), for the ``2 / lr`` line.
     tol, max_iter : float, int
         Lanczos stopping rule and most steps per block (a block of ``p <= max_iter``
         parameters is solved exactly in at most ``p`` steps).
@@ -230,28 +227,22 @@ def per_layer_hessian_over_training(
         :func:`engine.probes.landscape.hessian_operator`.
     """
     _check(level, n_probes, max_iter)
-    if not checkpoints:
-        raise ValueError("per_layer_hessian_over_training needs at least one checkpoint; got 0")
-    if steps is not None and len(steps) != len(checkpoints):
-        raise ValueError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints; give one step per checkpoint")
-    start = time.perf_counter()
     groups = parameter_blocks([n for n, _ in model.named_parameters()], level)
-    rows, n_products, op = [], 0, None
-    for i, ckpt in enumerate(checkpoints):
-        op = hessian_operator(model, ckpt, data, n_samples=n_samples, seed=seed, **kwargs)
-        rows.append(_one_checkpoint(op, groups, tol=tol, max_iter=max_iter, n_probes=n_probes, batch=batch,
-                                    seed=seed))
-        n_products += op.n_products
-        if progress is not None:
-            progress((i + 1) / len(checkpoints), f"checkpoint {i + 1}/{len(checkpoints)}: {len(groups)} blocks")
-    table = np.stack(rows)  # (n, B, 5)
-    lrs = None if lr is None else np.broadcast_to(np.asarray(lr, dtype=float), (len(checkpoints),)).copy()
+
+    def blocks(op: HessianOperator, _reporter, _previous):
+        table = _one_checkpoint(op, groups, tol=tol, max_iter=max_iter, n_probes=n_probes, batch=batch, seed=seed)
+        return table, f"{len(groups)} blocks"
+
+    run = over_checkpoints("per_layer_hessian_over_training", model, checkpoints, data, blocks, steps=steps, lr=lr,
+                           seed=seed, n_samples=n_samples, progress=progress, **kwargs)
+    table = np.stack(run.results)  # (n, B, 5)
+    op = run.operator
     sizes = [sum(int(np.prod(op.layout.shapes[op.layout.names.index(n)])) for n in g) for g in groups.values()]
     return PerLayerHessian(
-        blocks=tuple(groups), sizes=np.asarray(sizes), steps=np.arange(len(checkpoints)) if steps is None
-        else np.asarray(steps), top=table[..., 0], residuals=table[..., 1], converged=table[..., 2] > 0.5,
-        trace=table[..., 3], trace_stderr=table[..., 4], lr=lrs, threshold=None if lrs is None else 2.0 / lrs,
-        level=level, n_products=n_products, n_samples=op.n_samples, bn=op.bn, seconds=time.perf_counter() - start)
+        blocks=tuple(groups), sizes=np.asarray(sizes), steps=run.steps, top=table[..., 0], residuals=table[..., 1],
+        converged=table[..., 2] > 0.5, trace=table[..., 3], trace_stderr=table[..., 4], lr=run.lr,
+        threshold=run.threshold, level=level, n_products=int(run.n_products.sum()), n_samples=op.n_samples,
+        bn=op.bn, seconds=run.seconds)
 
 
 def per_layer_hessian(

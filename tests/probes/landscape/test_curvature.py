@@ -194,3 +194,5 @@ def test_errors_are_actionable(tiny):
         hessian_trace(model, params, data, n_probes=1)
     with pytest.raises(ValueError, match="at least one checkpoint"):
         sharpness_over_training(model, [], data)
+    with pytest.raises(ValueError, match=r"got 1 steps for 2 checkpoints; give one step per checkpoint"):
+        sharpness_over_training(model, [params, params], data, steps=[0])
