@@ -91,7 +91,7 @@ def hessian_trace(
     *,
     n_probes: int = 100,
     method: str = "hutchinson",
-    batch: int = 16,
+    batch: int | None = None,
     seed: int = 0,
     n_samples: int | None = None,
     **kwargs,
@@ -107,9 +107,12 @@ def hessian_trace(
         the top of the spectrum, whose trace is then computed exactly, and Hutchinson
         runs on the rest; far smaller error for the same products when a few outlier
         eigenvalues dominate, as they do for networks trained with cross-entropy.
-    batch : int
+    batch : int, optional
         Probes per batched Hessian-vector product; fewer when ``batch`` vectors of the
-        model's size would pass 256 MiB.
+        model's size would pass 256 MiB. By default 16 on a GPU and 1 on a CPU, where
+        ``vmap`` over the probes cost more per product than one product at a time
+        (MNIST-1D, 1,000 samples, one / two threads: CNN 31.0 / 19.2 ms a product one at a
+        time, 41.9 / 25.4 in batches of 16; MLP w=512 25.5 / 13.2 against 28.9 / 15.3).
     seed : int
         Seed of the probes (and of the data subset).
     **kwargs
@@ -127,6 +130,8 @@ def hessian_trace(
         raise ValueError(f"n_probes must be at least {least} for {method} with an error bar; got {n_probes}")
     start = time.perf_counter()
     op = hessian_operator(model, params, data, n_samples=n_samples, seed=seed, **kwargs)
+    if batch is None:
+        batch = 16 if op.theta.device.type == "cuda" else 1
     batch = max(1, min(batch, _PROBE_BYTES // (4 * op.n_params)))  # a big model's probes go a few at a time
     gen = torch.Generator().manual_seed(seed)
     if method == "hutchinson":
