@@ -4,7 +4,9 @@ K=32 MLPs (40-64-64-10) on MNIST-1D with momentum SGD, each with its own seed an
 learning rate. Throughput is sample-steps per second (runs x steps x batch / wall
 time). Prints medians over repeats and the ratio; the README's table quotes it.
 
-    .venv/bin/python bench/population_training.py [--k 32] [--steps 200] [--repeats 3]
+    .venv/bin/python bench/population_training.py [--k 32] [--steps 200] [--repeats 3] [--threads 2 1]
+
+On a CPU each thread count is a full run in this process (default 2, then 1).
 """
 
 from __future__ import annotations
@@ -34,7 +36,20 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts (CPU)")
     args = ap.parse_args()
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    lines = []
+    for threads in args.threads if device == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        lines += measure(args, device)
+        print("\n".join(lines[-4:]), flush=True)
+    suffix = "".join(f"_t{t}" for t in args.threads) if device == "cpu" else ""
+    out = Path(__file__).parent / "results" / f"population_training_{device}{suffix}.txt"
+    out.write_text("\n".join(lines) + "\n")
+
+
+def measure(args, device: str) -> list[str]:
     runs = specs(args.k, args.steps, args.width, args.device)
     ds = {runs[0].dataset.to_json(): zdata.load(runs[0].dataset)}
     work = args.k * args.steps * 100
@@ -51,17 +66,13 @@ def main() -> None:
         train_population(runs, datasets=ds)
         pop.append(work / (time.perf_counter() - t0))
     s_med, p_med = statistics.median(seq), statistics.median(pop)
-    device = runs[0].device if runs[0].device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    lines = [
+    return [
         f"population training: K={args.k} MLPs 40-{args.width}-{args.width}-10 on MNIST-1D, batch 100, "
         f"{args.steps} steps, device={device}, torch threads={torch.get_num_threads()}, repeats={args.repeats}",
         f"one after another (train_run): median {s_med:,.0f} sample-steps/s  (all: {[round(v) for v in seq]})",
         f"population (train_population): median {p_med:,.0f} sample-steps/s  (all: {[round(v) for v in pop]})",
         f"ratio population / sequential: {p_med / s_med:.1f}x  (target >= 4x on CPU)",
     ]
-    print("\n".join(lines))
-    out = Path(__file__).parent / "results" / f"population_training_{device}.txt"
-    out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
