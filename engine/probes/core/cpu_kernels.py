@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from engine.probes.core.functional import shallow_copy
 
-__all__ = ["NarrowLinear", "PairMaxPool1d", "PoolFirstConvBlock", "cross_entropy_and_accuracy", "with_cpu_kernels"]
+__all__ = ["NarrowLinear", "PairMaxPool1d", "PoolFirstConvBlock", "TapConv1d", "cross_entropy_and_accuracy",
+           "with_cpu_kernels"]
 
 
 class NarrowLinear(nn.Linear):
@@ -54,6 +55,31 @@ class PairMaxPool1d(nn.MaxPool1d):
 NARROW_OUT = 32  # Linear layers with at most this many outputs run transposed on a CPU
 
 
+class TapConv1d(nn.Conv1d):
+    """A ``Conv1d`` with one input channel as a sum of shifted copies of its input, one per tap.
+
+    ``out[n, c, l] = b[c] + sum_k w[c, 0, k] x[n, 0, l + k - p]``: ``kernel_size`` broadcast
+    multiply-adds writing the ``(N, C, L)`` output in place. oneDNN ran this shape at 2-3
+    GFLOP/s on an Intel Xeon (1 -> 64 channels, kernel 3, 374 MNIST-1D rows: 1.88 ms; the taps
+    0.88 ms), a tenth of a point of the MNIST-1D CNN. Equal to the convolution up to the order
+    of the kernel's sum. Forward only: with gradients enabled it is PyTorch's own convolution.
+    """
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if torch.is_grad_enabled() or x.ndim != 3 or x.shape[1] != 1:
+            return super()._conv_forward(x, weight, bias)
+        pad, taps = self.padding[0], weight.shape[-1]
+        xp = nn.functional.pad(x, (pad, pad)) if pad else x
+        length = xp.shape[-1] - taps + 1
+        w = weight[None, :, 0, :]  # (1, C, taps)
+        first = xp[:, :, 0:length]  # (N, 1, L)
+        tap = w[:, :, 0:1]
+        out = torch.mul(first, tap) if bias is None else torch.addcmul(bias[None, :, None], first, tap)
+        for k in range(1, taps):
+            out.addcmul_(xp[:, :, k : k + length], w[:, :, k : k + 1])
+        return out
+
+
 class PoolFirstConvBlock(nn.Module):
     """The built-in ``ConvBlock`` (``engine/nets/cnn.py``: conv -> norm -> act -> pool) with a
     ReLU and a 2-wide max pool, pooling before the ReLU.
@@ -61,14 +87,50 @@ class PoolFirstConvBlock(nn.Module):
     ``max(relu(u), relu(v)) = relu(max(u, v))`` exactly (ReLU is monotone; NaN propagates
     through both), so the values are equal bit for bit while the ReLU runs on half as many
     values, in place on the pool's new output: on the MNIST-1D CNN the ReLU before the pool
-    was 18% of a point's CPU time (``bench/results/core_measurements.md``). A block gets this
-    class in the evaluator's private copy; its submodules stay as they are.
+    was 18% of a point's CPU time (``bench/results/core_measurements.md``). With BatchNorm in
+    evaluation mode the norm is folded into the conv (:func:`_folded`; equal up to float
+    rounding, no longer bit for bit). A block gets this class in the evaluator's private copy;
+    its submodules stay as they are.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():  # differentiated: the block's own order (see the module's docstring)
             return self.pool(self.act(self.norm(self.conv(x))))
-        return torch.relu_(self.pool(self.norm(self.conv(x))))
+        folded = _folded(self.conv, self.norm)
+        z = self.norm(self.conv(x)) if folded is None else self.conv._conv_forward(x, *folded)
+        return torch.relu_(self.pool(z))
+
+
+def _hooked(m: nn.Module) -> bool:
+    from torch.nn.modules import module as _module  # the global hooks live there
+
+    return bool(m._forward_pre_hooks or m._forward_hooks or _module._global_forward_pre_hooks
+                or _module._global_forward_hooks)
+
+
+def _folded(conv: nn.Module, norm: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """The weight and bias of ``conv`` followed by ``norm`` when that is BatchNorm with running
+    statistics (evaluation mode), else None.
+
+    Evaluation-mode BatchNorm is a per-channel affine map, ``s * z + t`` with
+    ``s = gamma / sqrt(var + eps)`` and ``t = beta - mean * s``, so conv then norm is one conv
+    with weight ``s * W`` and bias ``s * b + t``: equal up to float rounding, and it saves a
+    pass over the block's largest activation (BatchNorm was 13% of a point of the MNIST-1D CNN
+    with BatchNorm at one thread).
+    """
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or norm.training or norm.running_var is None:
+        return None
+    if not isinstance(conv, nn.modules.conv._ConvNd) or _hooked(conv) or _hooked(norm):
+        return None  # someone watches the modules run (a trace of the call order, activation sizes)
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.ndim - 1)))
+    bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
+    return weight, bias
 
 
 def _is_pool_first_block(m: nn.Module) -> bool:
@@ -84,6 +146,9 @@ def _cpu_kernel(m: nn.Module) -> type[nn.Module] | None:
     """The faster, equal class for module ``m`` on a CPU, if there is one."""
     if type(m) is nn.Linear and m.out_features <= NARROW_OUT:
         return NarrowLinear
+    if (type(m) is nn.Conv1d and m.in_channels == 1 and m.groups == 1 and m.stride == (1,) and m.dilation == (1,)
+            and m.padding_mode == "zeros" and isinstance(m.padding, tuple) and m.kernel_size[0] <= 9):
+        return TapConv1d
     if _is_pool_first_block(m):
         return PoolFirstConvBlock
     if (type(m) is nn.MaxPool1d and m.kernel_size in (2, (2,)) and m.stride in (2, (2,)) and m.padding in (0, (0,))
@@ -93,7 +158,8 @@ def _cpu_kernel(m: nn.Module) -> type[nn.Module] | None:
 
 
 def with_cpu_kernels(module: nn.Module, *, private: bool = False) -> nn.Module:
-    """``module`` with narrow Linear layers made :class:`NarrowLinear`, 2-wide max pools
+    """``module`` with narrow Linear layers made :class:`NarrowLinear`, one-channel 1-D
+    convolutions :class:`TapConv1d`, 2-wide max pools
     :class:`PairMaxPool1d` and built-in conv blocks :class:`PoolFirstConvBlock`: changed in
     place when ``private`` (a copy nobody else holds),
     else in a shallow copy (tensors shared)."""

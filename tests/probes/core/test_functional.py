@@ -286,10 +286,10 @@ def test_cpu_kernels_give_the_same_outputs_and_leave_the_model_alone():
 @pytest.mark.parametrize("length", [40, 41, 2, 3])
 def test_pair_max_pool_is_max_pool_bit_for_bit(length):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.MaxPool1d(3), nn.Flatten())
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.MaxPool1d(3), nn.Flatten())
     fast = with_cpu_kernels(model)
     assert type(fast[2]).__name__ == "PairMaxPool1d" and type(fast[3]) is nn.MaxPool1d  # only 2-wide pools
-    x = torch.randn(50, 1, length)
+    x = torch.randn(50, 2, length)  # two channels: the conv stays PyTorch's (one channel would be a TapConv1d)
     x[0, 0, :2] = float("nan")  # NaN propagates the same way
     with torch.no_grad():
         pooled, reference = fast[:3](x), model[:3](x)

@@ -6,32 +6,34 @@ a later layer's kernel may sum in another order for a tensor it did not allocate
 way: 1.5e-8 was seen on O(1) outputs, so the model outputs are compared to 1e-6.
 """
 
+import pytest
 import torch
 
 from engine.config import ArchSpec
 from engine.nets import build
 from engine.nets.cnn import ConvBlock
 from engine.probes.core import evaluate_points
-from engine.probes.core.cpu_kernels import PoolFirstConvBlock, with_cpu_kernels
+from engine.probes.core.cpu_kernels import PoolFirstConvBlock, TapConv1d, with_cpu_kernels
 
 
-def _x(n=200):
-    return torch.randn(n, 1, 40, generator=torch.Generator().manual_seed(0))
+def _x(n=200, channels=1):
+    return torch.randn(n, channels, 40, generator=torch.Generator().manual_seed(0))
 
 
 def test_relu_blocks_pool_first_and_give_the_same_bits():
-    model = build(ArchSpec(name="cnn1d", width=16, depth=3), (1, 40), 10, seed=0).eval()
+    # two input channels: a one-channel first conv would be a TapConv1d, which sums in another order
+    model = build(ArchSpec(name="cnn1d", width=16, depth=3), (2, 40), 10, seed=0).eval()
     fast = with_cpu_kernels(model)
     assert all(type(b) is PoolFirstConvBlock for b in fast.layers)
     assert all(type(b) is ConvBlock for b in model.layers)  # the caller's module is untouched
-    x = _x()
+    x = _x(channels=2)
     x[3, 0, 5] = float("nan")  # NaN propagates the same way through both orders
     with torch.no_grad():
         for mine, theirs in zip(fast.layers, model.layers):
             assert torch.equal(mine(x).nan_to_num(7.0), theirs(x).nan_to_num(7.0))  # same bits, NaN where it was
             assert torch.equal(mine(x).isnan(), theirs(x).isnan())
             x = theirs(x)
-        x = _x()
+        x = _x(channels=2)
         assert torch.allclose(fast(x), model(x), rtol=1e-6, atol=1e-6)
 
 
@@ -65,9 +67,9 @@ def test_differentiated_blocks_run_the_modules_own_layers():
 
     from engine.probes.core import Evaluator
 
-    model = build(ArchSpec(name="cnn1d", width=8, depth=2), (1, 40), 10, seed=0).eval()
+    model = build(ArchSpec(name="cnn1d", width=8, depth=2), (2, 40), 10, seed=0).eval()
     fast = with_cpu_kernels(model)
-    x = _x(32).requires_grad_(True)
+    x = _x(32, channels=2).requires_grad_(True)
     out = fast.layers[0](x)
     seen, stack = set(), [out.grad_fn]
     while stack:
@@ -94,3 +96,50 @@ def test_differentiated_blocks_run_the_modules_own_layers():
     # the evaluator's NarrowLinear head sums its products in another order: equal to float32 rounding
     # (the largest entry times ~1000 eps32 covers the few dozen terms of each of the chained sums)
     torch.testing.assert_close(hv_fast, hv_plain, rtol=0, atol=1e-4 * float(hv_plain.abs().max()))
+
+
+@pytest.mark.parametrize("kernel,padding,bias", [(3, 1, True), (3, 1, False), (5, 2, True), (1, 0, True), (3, 0, True)])
+def test_one_channel_convolutions_as_taps_equal_the_convolution(kernel, padding, bias):
+    """TapConv1d: the sum of ``kernel`` shifted, scaled copies of the input. Each output is a sum
+    of kernel + 1 products of O(1) values: equal to the convolution within (kernel + 1) eps32
+    times the sum of their magnitudes."""
+    conv = torch.nn.Conv1d(1, 16, kernel, padding=padding, bias=bias)
+    fast = with_cpu_kernels(torch.nn.Sequential(conv))[0]
+    assert type(fast) is TapConv1d and type(conv) is torch.nn.Conv1d
+    x = _x(64)
+    with torch.no_grad():
+        ours, theirs = fast(x), conv(x)
+        xp = torch.nn.functional.pad(x, (padding, padding)).abs()
+        size = torch.nn.functional.conv1d(xp, conv.weight.abs(), None if not bias else conv.bias.abs())
+    assert ours.shape == theirs.shape and ours.is_contiguous()
+    assert ((ours - theirs).abs() <= (kernel + 1) * torch.finfo(torch.float32).eps * size).all()
+    with torch.enable_grad():  # differentiated: PyTorch's own convolution
+        assert "Convolution" in type(fast(x.requires_grad_(True)).grad_fn).__name__
+
+
+def test_batchnorm_folds_into_the_conv_in_evaluation_mode(monkeypatch):
+    """conv -> BatchNorm (running statistics) -> ReLU -> pool as one conv with scaled weights:
+    equal to the module within float32 rounding; in training mode (batch statistics) not folded."""
+    model = build(ArchSpec(name="cnn1d", width=16, depth=2, options={"batchnorm": True}), (2, 40), 10, seed=0)
+    with torch.no_grad():
+        for block in model.layers:  # statistics far from (0, 1), so that a wrong fold would show
+            block.norm.running_mean.uniform_(-2, 2)
+            block.norm.running_var.uniform_(0.1, 4)
+            block.norm.weight.uniform_(-2, 2)
+    model.eval()
+    fast = with_cpu_kernels(model)
+    inputs, expected = [_x(channels=2)], []
+    with torch.no_grad():
+        for block in model.layers:
+            expected.append(block(inputs[-1]))
+            inputs.append(expected[-1])
+    calls, real = [], torch.nn.functional.batch_norm
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        for block, x, want in zip(fast.layers, inputs, expected):
+            torch.testing.assert_close(block(x), want, rtol=1e-5, atol=1e-5)
+    assert calls == []  # folded: no batch_norm ran
+    fast.train()
+    with torch.no_grad():
+        fast.layers[0](inputs[0])
+    assert calls == [1]  # batch statistics: not folded
