@@ -249,6 +249,7 @@ register_probe("connectivity.matrix", run_matrix, MatrixParams, n_checkpoints=(2
 register_probe("connectivity.merge", run_merge, MergeParams, n_checkpoints=(2, 16),
                description="merge aligned models", result=MERGE)
 register_probe("connectivity.instability", run_instability, InstabilityParams, n_checkpoints=(1, 1),
-               description="instability to SGD noise against the spawn step (Frankle et al. 2020)", result=INSTABILITY)
+               description="instability to SGD noise against the spawn step (Frankle et al. 2020)", result=INSTABILITY,
+               replays_training=True)
 register_probe("connectivity.singular", run_singular, SingularParams, n_checkpoints=(2, 2),
                description="singular-vector agreement of A and B before and after alignment", result=SingularFormat)
