@@ -37,6 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import store
 from engine import data as zdata
 from engine import nets
+from engine.bounds import short_repr
 from engine.config import TrainSpec
 
 from .context import JobContext
@@ -111,6 +112,32 @@ class LoadedCheckpoint:
     @property
     def state(self) -> dict[str, torch.Tensor]:
         return {**self.params, **self.buffers}
+
+    def require_finite(self) -> LoadedCheckpoint:
+        """This checkpoint, or ValueError naming the tensors that hold NaN or inf values.
+
+        Alignment, interpolation and merging of such weights fail later with a message about
+        something else (the permutation self-check compares NaN outputs), so the probes that
+        load endpoints check here first.
+        """
+        bad = []  # (name, n_nan, n_inf) per floating-point tensor that holds any
+        for name, t in self.state.items():
+            if t.is_floating_point() or t.is_complex():
+                n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+                if n_nan or n_inf:
+                    bad.append((name, n_nan, n_inf))
+        if not bad:
+            return self
+        name, n_nan, n_inf = bad[0]
+        total_nan, total_inf = sum(b[1] for b in bad), sum(b[2] for b in bad)
+        more = (f"; {total_nan:,} NaN, {total_inf:,} inf in all {len(bad)} tensors that hold any"
+                if len(bad) > 1 else "")
+        ref = self.ref
+        run = f"run {ref.name!r} " if ref.name else ""
+        raise ValueError(
+            f"checkpoint {ref.checkpoint_id[:8]} ({run}step {ref.step}) holds non-finite weights ({n_nan:,} NaN, "
+            f"{n_inf:,} inf in tensor {short_repr(name)}{more}): it cannot be aligned, interpolated or merged. "
+            "The run probably diverged; pick an earlier checkpoint of it, or another run")
 
     @property
     def lr(self) -> float:

@@ -135,3 +135,22 @@ def test_singular_probe_rebuilds_the_engine_result(trained):
             np.testing.assert_allclose(g, w, atol=1e-5)
     # weight matching maximises <A, PB>, so it can only bring B closer to A
     assert (got.distance_after <= got.distance_before + 1e-6).all()
+
+
+@pytest.mark.parametrize(("probe", "step"), [("connectivity.paths", 30), ("connectivity.layerwise", 31),
+                                             ("connectivity.merge", 32)])
+def test_non_finite_endpoint_is_named_before_alignment(trained, probe, step):
+    """NaN/inf weights fail at loading, naming the tensor and the counts (not as a bad permutation spec)."""
+    import store
+
+    st, disp, ids, runs = trained
+    row = st.get_checkpoint(ids[1])
+    state = store.get_tensors_at(st.path, row["artifact_sha"])
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 2)
+    state[name].view(-1)[:3] = float("nan")
+    state[name].view(-1)[3] = float("-inf")
+    bad = st.add_checkpoint(row["run_id"], step, st.put_tensors(state))  # before the run's last checkpoint
+    with pytest.raises(ValueError, match=rf"checkpoint {bad[:8]} \(run .* step {step}\) holds non-finite weights "
+                                         rf"\(3 NaN, 1 inf in tensor '{name}'\).*pick an earlier checkpoint"):
+        ProbeService(disp).compute_here(probe, {"align": "weight"} if probe != "connectivity.paths" else {},
+                                        [ids[0], bad])
