@@ -108,3 +108,5 @@ def test_runs_that_ended_early_with_a_checkpoint_can_be_picked_for_probes(app, e
     at = app(empty_store, page="pages/connectivity.py", zoo=zoo_id)
     assert not at.exception, at.exception
     assert len(at.multiselect(key="runs_pick").options) == 3  # never the run without a checkpoint
+    infos = " ".join(shown(i.value) for i in at.info)  # the instability tab of run A, a logged run
+    assert "was logged rather than trained here: its optimiser settings are placeholders" in infos
