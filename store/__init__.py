@@ -26,7 +26,7 @@ from store.logged_runs import (
     touch_logged_writer,
 )
 from store.paths import DEFAULT_STORE, STORE_ENV_VAR, resolve_store_path
-from store.requests import drop_request
+from store.requests import MAX_REQUEST_BYTES, drop_request
 from store.schema import JOB_STATUSES, RUN_STATUSES, SCHEMA_VERSION
 from store.store import Store, open_store
 
@@ -47,6 +47,7 @@ __all__ = [
     "BUNDLE_TABLES",
     "IngestReport",
     "drop_request",
+    "MAX_REQUEST_BYTES",
     "probe_key",
     "StoreError",
     "StoreBusyError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 import warnings
@@ -19,7 +20,12 @@ from typing import Any
 from store.paths import StoreLayout, as_layout
 from store.rows import to_json, utcnow
 
-__all__ = ["drop_request", "take_requests_at"]
+__all__ = ["MAX_REQUEST_BYTES", "drop_request", "take_requests_at"]
+
+# A request file (1 MiB): a request is a kind and a few JSON arguments (a few hundred bytes). Other processes
+# write this folder, so the owner reads no more than this of any file in it (engine.bounds keeps the limits
+# of what users send; the store never imports the engine, so this one lives here).
+MAX_REQUEST_BYTES = 1 << 20
 
 
 def drop_request(store_path: str | os.PathLike[str] | StoreLayout, kind: str, payload: dict[str, Any]) -> Path:
@@ -55,6 +61,10 @@ def drop_request(store_path: str | os.PathLike[str] | StoreLayout, kind: str, pa
         "host": socket.gethostname(),
     }
     text = to_json(body)
+    if len(text.encode()) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request {kind!r} is {len(text.encode()):,} bytes of JSON; the owner reads at most "
+                         f"{MAX_REQUEST_BYTES:,} (store.requests.MAX_REQUEST_BYTES): pass a file path, "
+                         "not its contents")
     path = folder / f"{request_id}.json"
     tmp = folder / f".{request_id}.tmp"
     with open(tmp, "w") as fh:
@@ -68,17 +78,51 @@ def drop_request(store_path: str | os.PathLike[str] | StoreLayout, kind: str, pa
 def take_requests_at(layout: StoreLayout) -> list[dict[str, Any]]:
     """Read and delete every request, oldest first.
 
-    A file that is not valid JSON is renamed to ``*.bad`` with a warning, so it
-    is neither lost nor read again.
+    A file that is not valid JSON, is larger than :data:`MAX_REQUEST_BYTES`, or is not a
+    regular file (a symbolic link, a FIFO, a folder) is renamed to ``*.bad`` with a warning,
+    so it is neither lost nor read again; a link is never followed.
     """
     taken = []
     for path in sorted(layout.requests.glob("[0-9]*.json")):
         try:
-            request = json.loads(path.read_text())
+            request = json.loads(_read_request(path))
         except (OSError, ValueError) as exc:
-            warnings.warn(f"request file {path} is unreadable ({exc}); renamed to {path.name}.bad", stacklevel=2)
-            os.replace(path, path.with_name(path.name + ".bad"))
+            _set_aside(path, f"request file {path} is unreadable ({exc})")
             continue
         path.unlink(missing_ok=True)
         taken.append(request)
     return taken
+
+
+def _read_request(path: Path) -> bytes:
+    """The bytes of one request file: a regular file, not followed through a link, at most MAX_REQUEST_BYTES."""
+    # O_NOFOLLOW: a link is refused (ELOOP), not read; O_NONBLOCK: opening a FIFO does not wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"not a regular file (mode {stat.filemode(mode)}); requests are plain JSON files")
+        chunks, size = [], 0
+        while size <= MAX_REQUEST_BYTES:
+            chunk = os.read(fd, MAX_REQUEST_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(f"larger than {MAX_REQUEST_BYTES:,} bytes (store.requests.MAX_REQUEST_BYTES); "
+                         "a request is a few hundred bytes of JSON")
+    return data
+
+
+def _set_aside(path: Path, why: str) -> None:
+    bad = path.with_name(path.name + ".bad")
+    try:
+        os.replace(path, bad)  # a link is renamed, never its target
+    except OSError as exc:
+        warnings.warn(f"{why}; it could not be renamed to {bad.name} ({exc}): remove it by hand", stacklevel=3)
+        return
+    warnings.warn(f"{why}; renamed to {bad.name}", stacklevel=3)

@@ -90,14 +90,18 @@ class Dispatcher:
         self._recover_orphans()
 
     # -- submission -------------------------------------------------------------------
-    def submit(self, kind: str, spec: dict[str, Any], *, owner: str = "local", zoo_id: str | None = None) -> str:
+    def submit(self, kind: str, spec: dict[str, Any], *, owner: str = "local", zoo_id: str | None = None,
+               context: dict[str, Any] | None = None) -> str:
         """Validate ``spec`` for ``kind`` and queue it for ``owner``.
 
         Bad specs, and owners whose role may not launch jobs, raise before anything is written.
+        ``context`` is handed to the kind's validator (a pydantic ``model_validate``) when given.
         """
         self.authorize(owner, "launch")
         job_kind = get_kind(kind)
-        if job_kind.validate is not None:
+        if job_kind.validate is not None and context is not None:
+            job_kind.validate(spec, context=context)
+        elif job_kind.validate is not None:
             job_kind.validate(spec)
         with self._lock:
             job_id = self.store.submit_job(kind, spec, owner=owner, zoo_id=zoo_id)
@@ -133,7 +137,8 @@ class Dispatcher:
             self.store.add_runs(rows)
             spec = {"sweep": sweep.model_dump(mode="json"), "zoo_id": zoo_id,
                     "run_ids": [r["run_id"] for r in rows], "population": population}
-            job_id = self.submit("train", spec, owner=owner, zoo_id=zoo_id)
+            # checked above, outside the transaction (a factory's check is a child process of up to a minute)
+            job_id = self.submit("train", spec, owner=owner, zoo_id=zoo_id, context={"names_checked": True})
         return zoo_id, job_id
 
     def cancel(self, job_id: str, *, user: str | None = None) -> None:

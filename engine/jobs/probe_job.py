@@ -37,6 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import store
 from engine import data as zdata
 from engine import nets
+from engine.bounds import short_repr
 from engine.config import TrainSpec
 
 from .context import JobContext
@@ -50,6 +51,7 @@ __all__ = [
     "ProbeService",
     "ProbeStatus",
     "ResultLoader",
+    "check_replayable",
     "clear_caches",
     "get_probe_kind",
     "load_probe_result",
@@ -84,6 +86,7 @@ class CheckpointRef(BaseModel):
     artifact_sha: str
     config: dict[str, Any]
     name: str | None = None
+    origin: str = "trained"  # 'trained' (here), 'logged' (engine.tracking) or 'imported'
 
 
 class ProbeJobSpec(BaseModel):
@@ -109,6 +112,32 @@ class LoadedCheckpoint:
     @property
     def state(self) -> dict[str, torch.Tensor]:
         return {**self.params, **self.buffers}
+
+    def require_finite(self) -> LoadedCheckpoint:
+        """This checkpoint, or ValueError naming the tensors that hold NaN or inf values.
+
+        Alignment, interpolation and merging of such weights fail later with a message about
+        something else (the permutation self-check compares NaN outputs), so the probes that
+        load endpoints check here first.
+        """
+        bad = []  # (name, n_nan, n_inf) per floating-point tensor that holds any
+        for name, t in self.state.items():
+            if t.is_floating_point() or t.is_complex():
+                n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+                if n_nan or n_inf:
+                    bad.append((name, n_nan, n_inf))
+        if not bad:
+            return self
+        name, n_nan, n_inf = bad[0]
+        total_nan, total_inf = sum(b[1] for b in bad), sum(b[2] for b in bad)
+        more = (f"; {total_nan:,} NaN, {total_inf:,} inf in all {len(bad)} tensors that hold any"
+                if len(bad) > 1 else "")
+        ref = self.ref
+        run = f"run {ref.name!r} " if ref.name else ""
+        raise ValueError(
+            f"checkpoint {ref.checkpoint_id[:8]} ({run}step {ref.step}) holds non-finite weights ({n_nan:,} NaN, "
+            f"{n_inf:,} inf in tensor {short_repr(name)}{more}): it cannot be aligned, interpolated or merged. "
+            "The run probably diverged; pick an earlier checkpoint of it, or another run")
 
     @property
     def lr(self) -> float:
@@ -156,6 +185,29 @@ class ProbeInputs:
         return [self.load(i) for i in range(len(self.refs))]
 
 
+_PLACEHOLDER_RECIPE = {"logged": "was logged from a script (engine.tracking)",
+                       "imported": "was imported (zooscope import-run / import-zoo)"}
+
+
+def check_replayable(kind: ProbeKind, refs: list[CheckpointRef]) -> None:
+    """Raise ValueError if ``kind`` re-trains (``replays_training``) and an input run was not trained here.
+
+    A logged or imported run's stored optimiser settings (lr, schedule, batch size, data order)
+    are placeholders that describe how to load its weights, not how it was trained, so children
+    re-trained from its checkpoints with them would measure a made-up recipe.
+    """
+    if not kind.replays_training:
+        return
+    for ref in refs:
+        if ref.origin in _PLACEHOLDER_RECIPE:
+            run = f"{ref.name!r} ({ref.run_id[:8]})" if ref.name else repr(ref.run_id[:8])
+            raise ValueError(
+                f"probe {kind.name!r} re-trains run {run} from its checkpoint with the run's optimiser settings, "
+                f"but the run {_PLACEHOLDER_RECIPE[ref.origin]} (origin {ref.origin!r}): its optimiser settings are "
+                "placeholders, not the recipe it was trained with. Pick a run trained by Zooscope, or train one "
+                "with the same architecture and data here (zooscope train)")
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -165,6 +217,7 @@ def run_probe(spec: ProbeJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
     spec = ProbeJobSpec.model_validate(spec)
     kind = get_probe_kind(spec.probe)
     params = kind.params.model_validate(spec.params)
+    check_replayable(kind, spec.checkpoints)  # a spec queued before the check, or written by hand
     inputs = ProbeInputs(ctx.store_path, spec.checkpoints)
 
     def progress(fraction: float, message: str = "") -> None:
@@ -358,6 +411,7 @@ class ProbeService:
             return current
         key, validated = self.key(probe, params, checkpoint_ids)
         refs = [self._ref(cid) for cid in checkpoint_ids]
+        check_replayable(get_probe_kind(probe), [CheckpointRef.model_validate(r) for r in refs])
         spec = {"probe": probe, "params": validated, "checkpoints": refs, "key": key}
         job_id = self.dispatcher.submit("probe", spec, owner=owner, zoo_id=None)
         return ProbeStatus("queued", key, job=self.store.get_job(job_id), kind=probe)
@@ -370,8 +424,9 @@ class ProbeService:
         """
         self.dispatcher.authorize(owner, "launch")
         key, validated = self.key(probe, params, checkpoint_ids)
-        spec = {"probe": probe, "params": validated, "checkpoints": [self._ref(c) for c in checkpoint_ids],
-                "key": key}
+        refs = [self._ref(c) for c in checkpoint_ids]
+        check_replayable(get_probe_kind(probe), [CheckpointRef.model_validate(r) for r in refs])
+        spec = {"probe": probe, "params": validated, "checkpoints": refs, "key": key}
         job_id = f"here-{uuid4().hex[:12]}"
         run_probe(spec, JobContext(self.store.path, job_id, owner=owner))
         self.store.ingest_bundles()
@@ -383,4 +438,5 @@ class ProbeService:
         if not ck.get("artifact_sha"):
             raise ValueError(f"checkpoint {checkpoint_id} has no stored weights")
         return {"checkpoint_id": checkpoint_id, "run_id": ck["run_id"], "step": int(ck["step"]),
-                "artifact_sha": ck["artifact_sha"], "config": run["config"], "name": run.get("name")}
+                "artifact_sha": ck["artifact_sha"], "config": run["config"], "name": run.get("name"),
+                "origin": run.get("origin") or "trained"}

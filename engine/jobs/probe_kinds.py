@@ -65,6 +65,9 @@ class ProbeKind:
     n_checkpoints: tuple[int, int | None] = (1, None)  # (min, max) input checkpoints
     description: str = ""
     result: ResultLoader = _Untyped  # decodes a stored result (ProbeStatus.typed)
+    # Re-trains from a checkpoint with the run's own optimiser settings (instability's spawning), so it
+    # needs runs trained here: a logged or imported run's optimiser settings are placeholders.
+    replays_training: bool = False
 
 
 PROBE_KINDS: Registry[ProbeKind] = Registry("probe", label=lambda kind: describe(kind.run))
@@ -72,12 +75,14 @@ PROBE_KINDS: Registry[ProbeKind] = Registry("probe", label=lambda kind: describe
 
 def register_probe(name: str, run, params: type[BaseModel], *, code_version: str = "1",
                    n_checkpoints: tuple[int, int | None] = (1, None), description: str = "",
-                   result: ResultLoader | None = None) -> None:
+                   result: ResultLoader | None = None, replays_training: bool = False) -> None:
     """Make ``run`` available as probe ``name`` (bump ``code_version`` when its results change).
 
     ``result`` rebuilds the typed result from the stored one (``result.from_stored(ProbeResult)``);
     without it, :meth:`ProbeStatus.typed` hands back the :class:`ProbeResult` itself.
+    ``replays_training`` marks a probe that re-trains from its input checkpoints with their runs'
+    optimiser settings: it is refused for runs whose ``origin`` is ``'logged'`` or ``'imported'``.
     The same registration again is a no-op; another one under a taken name raises ValueError.
     """
     PROBE_KINDS.register(name, ProbeKind(name, run, params, code_version, n_checkpoints, description,
-                                         result or _Untyped))
+                                         result or _Untyped, replays_training))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from engine import data as zdata
 from engine import nets
@@ -35,8 +35,13 @@ class TrainJobSpec(BaseModel):
 
     @field_validator("sweep")
     @classmethod
-    def _names_registered(cls, sweep: SweepSpec) -> SweepSpec:
-        check_registered(sweep)
+    def _names_registered(cls, sweep: SweepSpec, info: ValidationInfo) -> SweepSpec:
+        # Validation context: {"names_checked": True} when the caller has just run check_registered on this
+        # sweep (Dispatcher.submit_sweep: a factory is not checked a second time inside its transaction);
+        # {"isolated": False} in a worker, which runs the user's factory anyway and can be killed by the owner.
+        context = info.context or {}
+        if not context.get("names_checked"):
+            check_registered(sweep, isolated=context.get("isolated", True))
         return sweep
 
 
@@ -90,7 +95,7 @@ class _RunRecorder:
 
 def run_train(spec: TrainJobSpec | dict, ctx: JobContext) -> dict[str, Any]:
     """Train the zoo's runs; returns a summary (runs done / diverged)."""
-    spec = TrainJobSpec.model_validate(spec)
+    spec = TrainJobSpec.model_validate(spec, context={"isolated": False})  # this process is the worker
     runs = spec.sweep.expand()
     if len(runs) != len(spec.run_ids):
         raise ValueError(f"train job has {len(spec.run_ids)} run ids for {len(runs)} runs")

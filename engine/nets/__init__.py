@@ -18,6 +18,7 @@ BatchNorm running statistics stacked as buffers are updated in place under ``vma
 """
 
 from engine.nets.factory import IMPORT_RUN_COMMAND, FactoryError, check_factory, load_factory
+from engine.nets.factory_check import FACTORY_CHECK_MEMORY_BYTES, FACTORY_CHECK_TIMEOUT_S, check_factory_bounded
 from engine.nets.infer import PermutationSpecError, check_perm_spec, infer_perm_spec
 from engine.nets.options import Option, resolve_options
 from engine.nets.permutation import BlockPerm, PermutationSpec, apply_permutation, random_permutation
@@ -34,6 +35,8 @@ from engine.nets.registry import (
 )
 
 __all__ = [
+    "FACTORY_CHECK_MEMORY_BYTES",
+    "FACTORY_CHECK_TIMEOUT_S",
     "IMPORT_RUN_COMMAND",
     "BlockPerm",
     "Factory",
@@ -48,6 +51,7 @@ __all__ = [
     "build",
     "check_architecture_name",
     "check_factory",
+    "check_factory_bounded",
     "check_perm_spec",
     "describe_built_by",
     "infer_perm_spec",

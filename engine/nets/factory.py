@@ -46,6 +46,7 @@ __all__ = [
     "adapt_output",
     "build_from_factory",
     "check_factory",
+    "check_factory_source",
     "check_output_shape",
     "load_factory",
     "select_output",
@@ -85,6 +86,21 @@ def _refuse_pretrained(factory: str, attrs: list[str], kwargs: Mapping[str, Any]
             f"as a run: `{IMPORT_RUN_COMMAND}`")
 
 
+def check_factory_source(factory: str, kwargs: Mapping[str, Any] | None = None) -> str:
+    """Check ``factory``'s form, that it asks for no pretrained weights, and that its module may be
+    imported, without running any of the user's code; return ``"plugin"`` or ``"installed"``.
+
+    Raises
+    ------
+    FactoryError
+        As :func:`load_factory`, for everything that is decided before the module is imported.
+    """
+    module_name, attrs = _parts(factory)
+    _refuse_pretrained(factory, attrs, kwargs or {})
+    source, _ = module_source(module_name, factory)
+    return source
+
+
 def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """The callable ``factory`` names, imported only from an allowed place (:mod:`engine.nets.plugins`).
 
@@ -95,9 +111,8 @@ def load_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> Calla
         or fails to import, a missing attribute, or an object that is not callable or that comes
         from another module (``my_models:os.system`` is refused).
     """
+    source = check_factory_source(factory, kwargs)
     module_name, attrs = _parts(factory)
-    _refuse_pretrained(factory, attrs, kwargs or {})
-    source, _ = module_source(module_name, factory)
     # Belt and braces for "no code path downloads weights": the Hugging Face hub reads this when it is
     # first imported, which in a worker is here. An owner who wants the hub online sets it to 0.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,7 +1,8 @@
 """Is a run buildable in this process? Its dataset and architecture, checked against the registries.
 
 A built-in architecture is checked by name; a factory (``arch.factory``) is imported from an
-allowed place and called once (:func:`engine.nets.check_factory`), so a missing module, a
+allowed place and called once (:func:`engine.nets.check_factory`, in a child process with a time and
+a memory limit: :func:`engine.nets.check_factory_bounded`), so a missing module, a
 factory that raises or returns no ``nn.Module``, kwargs that do not fit, or a request for
 pretrained weights is refused before anything is queued.
 The run's loss is checked against the task of a data set registered in the store.
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 from engine.config import ConfigError, SweepSpec, TrainSpec
 from engine.data import check_dataset_name, registered_info
-from engine.nets import check_architecture_name, check_factory
+from engine.nets import check_architecture_name, check_factory, check_factory_bounded
 
 from .losses import check_loss
 
 __all__ = ["check_registered"]
 
 
-def check_registered(spec: TrainSpec | SweepSpec) -> None:
+def check_registered(spec: TrainSpec | SweepSpec, *, isolated: bool = True) -> None:
     """Raise :class:`~engine.config.ConfigError` unless every name ``spec`` refers to is registered.
 
     Parameters
@@ -30,6 +31,11 @@ def check_registered(spec: TrainSpec | SweepSpec) -> None:
     spec : TrainSpec or SweepSpec
         One run, or a sweep (its grid never changes a dataset or architecture name,
         so its ``base`` run says it all).
+    isolated : bool
+        Check a factory in a child process with a time and a memory limit
+        (:func:`engine.nets.check_factory_bounded`): the default, and what every process that
+        owns the store must use. ``False`` runs the user's code here (a worker, which the owner
+        can kill, re-checking the spec it was handed).
 
     Raises
     ------
@@ -48,7 +54,8 @@ def check_registered(spec: TrainSpec | SweepSpec) -> None:
     if run.arch.factory is None:
         checks.append(("arch.name", check_architecture_name, run.arch.name))
     else:
-        checks.append(("arch.factory", check_factory, run.arch))  # the grid never changes factory or kwargs
+        check = check_factory_bounded if isolated else check_factory
+        checks.append(("arch.factory", check, run.arch))  # the grid never changes factory or kwargs
     for field, check, value in checks:
         try:
             check(value)

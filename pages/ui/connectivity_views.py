@@ -131,6 +131,11 @@ def instability_tab(svc: Services, runs: list[str]) -> None:
         st.info("Pick a run above (A): its training is replayed and forked at several steps.")
         return
     run = run_record(svc, runs[0])
+    if run.get("origin") in ("logged", "imported"):  # ProbeService refuses it too (ProbeKind.replays_training)
+        st.info(f"Run **{literal(run.get('name') or runs[0])}** was {run['origin']} rather than trained here: its "
+                "optimiser settings are placeholders, so its training cannot be replayed and forked. Pick a run "
+                "trained by Zooscope as A.")
+        return
     c = st.columns(3)
     n_steps = int(synced_selectbox("Spawn steps", [4, 6, 8, 12], key="ins_n", container=c[0], default=6))
     metric = synced_selectbox("Barrier of", ["error", "loss"], key="ins_metric", container=c[1])

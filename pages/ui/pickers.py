@@ -13,7 +13,12 @@ from .services import Services, cached_runs, current_user, may
 from .state import query_list, synced_selectbox
 from .text import literal
 
-__all__ = ["checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "probe_result"]
+__all__ = ["PICKABLE_STATUSES", "checkpoints_of", "pick_checkpoint", "pick_run", "pick_runs", "pickable_runs",
+           "probe_result"]
+
+# Runs a probe may look at, if they have a stored checkpoint: finished ones, and runs that ended early
+# (a logged run whose script crashed or exited, a run that failed) so that a crash can be looked into.
+PICKABLE_STATUSES = ("done", "diverged", "stopped", "failed")
 
 
 def checkpoints_of(svc: Services, run_id: str) -> pd.DataFrame:
@@ -23,17 +28,25 @@ def checkpoints_of(svc: Services, run_id: str) -> pd.DataFrame:
 
 def _run_label(runs: pd.DataFrame):
     names = dict(zip(runs["run_id"], runs["name"].fillna(runs["run_id"])))
+    status = dict(zip(runs["run_id"], runs["status"]))
     acc = dict(zip(runs["run_id"], runs.get("final_test_acc", pd.Series(dtype=float))))
-    return lambda r: f"{names.get(r, r)}" + (f" · test acc {acc[r]:.3f}" if pd.notna(acc.get(r)) else "")
+    return lambda r: (f"{names.get(r, r)}" + (f" · {status[r]}" if status.get(r, "done") != "done" else "")
+                      + (f" · test acc {acc[r]:.3f}" if pd.notna(acc.get(r)) else ""))
+
+
+def pickable_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``runs`` (a runs table) a probe may be asked of: a status in
+    :data:`PICKABLE_STATUSES` and at least one checkpoint."""
+    return runs[runs["status"].isin(PICKABLE_STATUSES) & runs["last_checkpoint_id"].notna()]
 
 
 def _finished(svc: Services, zoo_id: str) -> pd.DataFrame:
-    runs = cached_runs(svc, zoo_id)
-    return runs[runs["status"].isin(["done", "diverged"]) & runs["last_checkpoint_id"].notna()]
+    return pickable_runs(cached_runs(svc, zoo_id))
 
 
 def pick_run(svc: Services, zoo_id: str, *, key: str = "run", label: str = "Run", container=st) -> str | None:
-    """One finished run of the zoo (``?run=``); the Zoo page's row selection comes first."""
+    """One run of the zoo with checkpoints (``?run=``), its status shown unless done; the Zoo page's
+    row selection comes first."""
     runs = _finished(svc, zoo_id)
     if runs.empty:
         return None
@@ -46,7 +59,7 @@ def pick_run(svc: Services, zoo_id: str, *, key: str = "run", label: str = "Run"
 
 def pick_runs(svc: Services, zoo_id: str, *, key: str = "runs_pick", label: str = "Runs", max_runs: int = 8,
               container=st) -> list[str]:
-    """Several finished runs (``?runs=``, shared with the Zoo page's selection)."""
+    """Several runs with checkpoints (``?runs=``, shared with the Zoo page's selection)."""
     from .state import synced_multiselect
 
     runs = _finished(svc, zoo_id)

@@ -79,3 +79,34 @@ def test_a_script_logging_while_a_real_server_owns_the_store_is_ingested_live(se
         run = st.list_runs(st.get_zoo("served")["zoo_id"])
         assert run["status"].tolist() == ["done"] and run["origin"].tolist() == ["logged"]
         assert len(st.list_checkpoints(run["run_id"].tolist())) == 2
+
+
+def _log_ended_runs(path):
+    """Logged runs that ended early, with and without a checkpoint, beside one that finished."""
+    model = torch.nn.Sequential(torch.nn.Linear(40, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
+    ends = [("finished", "done", True), ("crashed", "failed", True), ("killed", "stopped", True),
+            ("crashed-early", "failed", False)]
+    for name, status, checkpoint in ends:
+        run = start_run(path, zoo="ended", name=name, config={"lr": 0.1}, arch="mlp",
+                        arch_kwargs={"width": 8, "depth": 1}, dataset="mnist1d")
+        run.log(0, train_loss=1.0)
+        if checkpoint:
+            run.checkpoint(model, 3, train_loss=0.5)
+        run.finish(status, None if status == "done" else f"the script {status}")
+
+
+def test_runs_that_ended_early_with_a_checkpoint_can_be_picked_for_probes(app, empty_store):
+    at = app(empty_store)
+    _log_ended_runs(empty_store)
+    current_services().dispatcher.tick()
+    zoo_id = current_services().store.get_zoo("ended")["zoo_id"]
+    at = app(empty_store, page="pages/landscape.py", zoo=zoo_id)
+    assert not at.exception, at.exception
+    labels = at.selectbox(key="run").options
+    assert [label.split(" · ")[:2] for label in labels] == [["crashed", "failed"], ["finished"],
+                                                             ["killed", "stopped"]]
+    at = app(empty_store, page="pages/connectivity.py", zoo=zoo_id)
+    assert not at.exception, at.exception
+    assert len(at.multiselect(key="runs_pick").options) == 3  # never the run without a checkpoint
+    infos = " ".join(shown(i.value) for i in at.info)  # the instability tab of run A, a logged run
+    assert "was logged rather than trained here: its optimiser settings are placeholders" in infos

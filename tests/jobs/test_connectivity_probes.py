@@ -79,6 +79,32 @@ def test_instability_probe_replays_the_run_and_matches_the_engine(trained):
     assert (got.kind, got.metric, got.split) == ("max_minus_mean", "error", "test")
 
 
+@pytest.mark.parametrize("origin", ["logged", "imported"])
+def test_instability_refuses_runs_whose_optimiser_settings_are_placeholders(trained, origin):
+    from engine.jobs.probe_job import CheckpointRef, check_replayable, get_probe_kind
+
+    st, disp, ids, runs = trained
+    run_id = st.get_checkpoint(ids[2])["run_id"]
+    st.update_run(run_id, origin=origin)
+    try:
+        svc = ProbeService(disp)
+        n_jobs = len(st.list_jobs())
+        with pytest.raises(ValueError, match=rf"re-trains run .* but the run was {origin}.*\(origin '{origin}'\): "
+                                             "its optimiser settings are placeholders"):
+            svc.request("connectivity.instability", {"n_steps": 2}, ids[2:3])
+        assert len(st.list_jobs()) == n_jobs  # nothing queued
+        with pytest.raises(ValueError, match="optimiser settings are placeholders"):
+            svc.compute_here("connectivity.instability", {"n_steps": 2}, ids[2:3])
+        # a probe that does not re-train takes the same run
+        assert svc.status("connectivity.layerwise", {"alphas": 3}, ids[1:3]).state in ("missing", "done")
+        ref = CheckpointRef.model_validate(svc._ref(ids[2]))  # what a worker is handed: it checks again
+        assert ref.origin == origin
+        with pytest.raises(ValueError, match="placeholders"):
+            check_replayable(get_probe_kind("connectivity.instability"), [ref])
+    finally:
+        st.update_run(run_id, origin="trained")
+
+
 def test_instability_steps_start_at_zero_and_stop_at_half_the_run():
     from engine.jobs.builtin_probes.connectivity import instability_steps
 
@@ -109,3 +135,22 @@ def test_singular_probe_rebuilds_the_engine_result(trained):
             np.testing.assert_allclose(g, w, atol=1e-5)
     # weight matching maximises <A, PB>, so it can only bring B closer to A
     assert (got.distance_after <= got.distance_before + 1e-6).all()
+
+
+@pytest.mark.parametrize(("probe", "step"), [("connectivity.paths", 30), ("connectivity.layerwise", 31),
+                                             ("connectivity.merge", 32)])
+def test_non_finite_endpoint_is_named_before_alignment(trained, probe, step):
+    """NaN/inf weights fail at loading, naming the tensor and the counts (not as a bad permutation spec)."""
+    import store
+
+    st, disp, ids, runs = trained
+    row = st.get_checkpoint(ids[1])
+    state = store.get_tensors_at(st.path, row["artifact_sha"])
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 2)
+    state[name].view(-1)[:3] = float("nan")
+    state[name].view(-1)[3] = float("-inf")
+    bad = st.add_checkpoint(row["run_id"], step, st.put_tensors(state))  # before the run's last checkpoint
+    with pytest.raises(ValueError, match=rf"checkpoint {bad[:8]} \(run .* step {step}\) holds non-finite weights "
+                                         rf"\(3 NaN, 1 inf in tensor '{name}'\).*pick an earlier checkpoint"):
+        ProbeService(disp).compute_here(probe, {"align": "weight"} if probe != "connectivity.paths" else {},
+                                        [ids[0], bad])

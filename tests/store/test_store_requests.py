@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 import store
@@ -30,3 +33,43 @@ def test_drop_request_needs_a_store(tmp_path):
         store.drop_request(tmp_path, "train", {})
     with pytest.raises(TypeError, match="payload must be a dict; got list"):
         store.drop_request(tmp_path, "train", [])
+
+
+def test_oversize_request_is_set_aside_unread(st):
+    big = st.path / "requests" / "0002-big.json"
+    big.write_text('{"kind": "train", "payload": {"pad": "' + "x" * store.MAX_REQUEST_BYTES + '"}}')
+    with pytest.warns(UserWarning, match=r"0002-big.json is unreadable \(larger than 1,048,576 bytes"):
+        assert st.take_requests() == []
+    assert (st.path / "requests" / "0002-big.json.bad").exists() and not big.exists()
+
+
+def test_request_link_is_not_followed(st, tmp_path):
+    target = tmp_path / "secret.json"
+    target.write_text('{"kind": "train", "payload": {}}')
+    link = st.path / "requests" / "0003-link.json"
+    link.symlink_to(target)
+    with pytest.warns(UserWarning, match="0003-link.json is unreadable"):
+        assert st.take_requests() == []
+    moved = st.path / "requests" / "0003-link.json.bad"
+    assert moved.is_symlink()  # the link moved, not its target
+    assert target.read_text() == '{"kind": "train", "payload": {}}'
+
+
+def test_request_fifo_or_folder_is_not_read(st):
+    fifo = st.path / "requests" / "0004-fifo.json"
+    os.mkfifo(fifo)  # opening it for a plain read would wait for a writer forever
+    (st.path / "requests" / "0005-dir.json").mkdir()
+    with pytest.warns(UserWarning) as caught:
+        assert st.take_requests() == []
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert re.search(r"0004-fifo.json is unreadable \(not a regular file \(mode p", messages[0])
+    assert re.search(r"0005-dir.json is unreadable \(not a regular file \(mode d", messages[1])
+    assert (st.path / "requests" / "0004-fifo.json.bad").exists()
+    assert (st.path / "requests" / "0005-dir.json.bad").is_dir()
+
+
+def test_drop_request_refuses_what_the_owner_would_not_read(st):
+    with pytest.raises(ValueError, match="the owner reads at most 1,048,576 .*pass a file path"):
+        store.drop_request(st.path, "train", {"config": "x" * store.MAX_REQUEST_BYTES})
+    assert list((st.path / "requests").iterdir()) == []

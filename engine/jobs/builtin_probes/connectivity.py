@@ -35,6 +35,11 @@ __all__ = ["PathsResult", "SingularFormat", "instability_steps"]
 Align = Literal["none", "weight", "activation"]
 
 
+def _endpoints(inputs) -> list:
+    """Every input checkpoint, loaded and checked to hold finite weights (NaN/inf would fail later, unclearly)."""
+    return [ck.require_finite() for ck in inputs.all]
+
+
 class _Params(BaseModel):
     model_config = SPEC_CONFIG
 
@@ -49,7 +54,7 @@ class PathsParams(_Params):
 
 
 def run_paths(inputs, p: PathsParams, progress) -> ProbeResult:
-    a, b = inputs.load(0), inputs.load(1)
+    a, b = _endpoints(inputs)
     progress(0.1, f"aligning ({', '.join(p.methods)}) and interpolating")
     comparison = compare_paths(a.model, a.state, b.state, a.dataset, methods=p.methods, bn=p.bn,
                                splits=("train", "test"), alphas=p.alphas, seed=p.seed, loss_fn=a.loss_fn)
@@ -98,7 +103,7 @@ class LayerwiseParams(_Params):
 
 
 def run_layerwise(inputs, p: LayerwiseParams, progress) -> ProbeResult:
-    a, b = inputs.load(0), inputs.load(1)
+    a, b = _endpoints(inputs)
     theta_b = b.state
     if p.align != "none":
         progress(0.1, f"{p.align} matching")
@@ -125,7 +130,7 @@ class MatrixParams(_Params):
 
 
 def run_matrix(inputs, p: MatrixParams, progress) -> ProbeResult:
-    cks = inputs.all
+    cks = _endpoints(inputs)
     first = cks[0]
     names = [c.ref.name or c.ref.run_id[:8] for c in cks]
     states = dict(zip(names, (c.state for c in cks)))
@@ -149,7 +154,7 @@ class MergeParams(_Params):
 
 
 def run_merge(inputs, p: MergeParams, progress) -> ProbeResult:
-    cks = inputs.all
+    cks = _endpoints(inputs)
     progress(0.2, f"{p.method} merge after {p.align} alignment")
     result = merge_models(cks[0].model, [c.state for c in cks], cks[0].dataset, method=p.method, align=p.align,
                           bn=p.bn, split=p.split, seed=p.seed)
@@ -208,7 +213,7 @@ _RAGGED = ("singular_values_a", "singular_values_b", "cos_left_before", "cos_lef
 
 
 def run_singular(inputs, p: SingularParams, progress) -> ProbeResult:
-    a, b = inputs.load(0), inputs.load(1)
+    a, b = _endpoints(inputs)
     progress(0.1, f"{p.align} matching")
     alignment = align_models(a.model, a.state, b.state, a.dataset, method=p.align, seed=p.seed)
     apply_alignment(a.model, b.state, alignment, a.dataset)  # raises if the permuted B computes differently
@@ -249,6 +254,7 @@ register_probe("connectivity.matrix", run_matrix, MatrixParams, n_checkpoints=(2
 register_probe("connectivity.merge", run_merge, MergeParams, n_checkpoints=(2, 16),
                description="merge aligned models", result=MERGE)
 register_probe("connectivity.instability", run_instability, InstabilityParams, n_checkpoints=(1, 1),
-               description="instability to SGD noise against the spawn step (Frankle et al. 2020)", result=INSTABILITY)
+               description="instability to SGD noise against the spawn step (Frankle et al. 2020)", result=INSTABILITY,
+               replays_training=True)
 register_probe("connectivity.singular", run_singular, SingularParams, n_checkpoints=(2, 2),
                description="singular-vector agreement of A and B before and after alignment", result=SingularFormat)

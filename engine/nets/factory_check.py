@@ -1,0 +1,170 @@
+"""The factory check before a sweep is queued, run in a child process with a time and a memory limit.
+
+:func:`engine.nets.check_factory` imports the user's module and calls the factory: user code. In
+the process that owns the store (the dashboard server, the CLI) a factory that loops forever would
+block it and one that allocates without bound would take it down, so the boundaries that queue
+work (:func:`engine.train.check_registered`) call :func:`check_factory_bounded` instead. It runs
+this module's :func:`main` in ``python -c`` the way a local worker is started (same interpreter,
+repository root, environment), hands it the spec and this process's ``[plugins]`` configuration,
+and the child limits its own address space (``RLIMIT_AS``) before it imports the user's module.
+The parent waits at most :data:`FACTORY_CHECK_TIMEOUT_S` and then kills the child's process group.
+
+Everything decided without running user code (the import path's form, pretrained weights, an
+allowed module) is checked here first, so a typo costs no process start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.config import ArchSpec
+
+from .factory import check_factory, check_factory_source
+from .plugins import FactoryError, plugin_config, use_plugins
+
+__all__ = ["FACTORY_CHECK_MEMORY_BYTES", "FACTORY_CHECK_TIMEOUT_S", "check_factory_bounded"]
+
+FACTORY_CHECK_TIMEOUT_S = 60.0  # wall clock for importing the module and building the model once
+# Address space of the checking process (8 GiB): torch and transformers take ~1.5 GiB of it once
+# imported; a factory that cannot build on the meta device builds for real, and a model of
+# engine.bounds.MAX_MODEL_PARAMETERS float32 values is 4 GiB.
+FACTORY_CHECK_MEMORY_BYTES = 8 << 30
+_ROOT = Path(__file__).resolve().parents[2]  # the repository root: `python -m engine...` runs from here
+# The child's entry (``-c``, not ``-m``: engine.nets imports this module, and runpy warns about a module
+# run as __main__ that its package has already imported). The repository root is its sys.path[0].
+_CHILD = "import sys; from engine.nets.factory_check import main; sys.exit(main())"
+_STDERR_TAIL = 600  # characters of the child's stderr quoted when it ends without a verdict
+
+
+def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
+                          memory_bytes: int | None = None) -> None:
+    """:func:`~engine.nets.check_factory` in a child process, at most ``timeout_s`` and ``memory_bytes``.
+
+    Parameters
+    ----------
+    spec : ArchSpec
+        The architecture; nothing is run for a built-in one (``spec.factory is None``).
+    timeout_s : float, optional
+        Wall-clock seconds before the child (and anything it started) is killed; defaults to
+        :data:`FACTORY_CHECK_TIMEOUT_S` (read at call time, so an owner may change it).
+    memory_bytes : int, optional
+        The child's address-space limit (``RLIMIT_AS``), set before the user's module is
+        imported; defaults to :data:`FACTORY_CHECK_MEMORY_BYTES`.
+
+    Raises
+    ------
+    FactoryError
+        Whatever :func:`check_factory` raises, with its message; or that the check did not
+        finish in time, ran out of memory, or was killed.
+    """
+    if spec.factory is None:
+        return
+    timeout_s = FACTORY_CHECK_TIMEOUT_S if timeout_s is None else timeout_s
+    memory_bytes = FACTORY_CHECK_MEMORY_BYTES if memory_bytes is None else memory_bytes
+    check_factory_source(spec.factory, spec.kwargs)  # no user code runs for these
+    config = plugin_config()
+    request = {"arch": spec.model_dump(mode="json"), "memory_bytes": int(memory_bytes),
+               "plugins": {"paths": [str(p) for p in config.paths], "packages": list(config.packages)}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # a meta build needs no threads
+    with tempfile.TemporaryFile() as log:  # what the user's code prints: a file, not this process's memory
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=log, cwd=_ROOT, env=env,
+                                start_new_session=True)  # its own process group: killed with what it starts
+        try:
+            out, _ = proc.communicate(json.dumps(request).encode(), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise FactoryError(
+                f"factory {spec.factory!r} did not finish its check within {timeout_s:g} s and was stopped "
+                "(engine.nets.factory_check.FACTORY_CHECK_TIMEOUT_S): importing its module and building the "
+                "model once should take seconds; does it loop, wait for input or download something?") from None
+        except BaseException:  # interrupted while waiting: the child must not outlive the check
+            _kill_group(proc)
+            raise
+        err = _tail(log)
+    _raise_verdict(spec.factory, proc.returncode, out, err, memory_bytes)
+
+
+def _tail(log) -> str:
+    log.seek(0, os.SEEK_END)
+    log.seek(max(0, log.tell() - _STDERR_TAIL))
+    return log.read().decode(errors="replace").strip()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the child's process group; called before the child is reaped, so its id is still its own."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _raise_verdict(factory: str, returncode: int, out: bytes, tail: str, memory_bytes: int) -> None:
+    try:
+        verdict = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        verdict = None
+    if isinstance(verdict, dict) and verdict.get("ok") is True and returncode == 0:
+        return
+    limit = f"{memory_bytes / (1 << 30):g} GiB (engine.nets.factory_check.FACTORY_CHECK_MEMORY_BYTES)"
+    if isinstance(verdict, dict) and isinstance(verdict.get("error"), str):
+        message = verdict["error"]
+        if verdict.get("memory"):
+            message += f" — the check may use at most {limit} of memory: make the model smaller in kwargs"
+        raise FactoryError(message)
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        raise FactoryError(f"factory {factory!r}: its check was killed by {name} (the check may use at most {limit}; "
+                           f"a SIGKILL is usually the system running out of memory){': ' + tail if tail else ''}")
+    raise FactoryError(f"factory {factory!r}: its check ended with exit status {returncode} and no verdict "
+                       f"(did the module call sys.exit or os._exit?){': ' + tail if tail else ''}")
+
+
+# -- the child --------------------------------------------------------------------------------------------
+
+def _is_memory_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return (isinstance(exc, MemoryError) or "MemoryError" in text or "can't allocate memory" in text
+            or "not enough memory" in text or "std::bad_alloc" in text)
+
+
+def _check(request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        use_plugins(request["plugins"]["paths"], request["plugins"]["packages"])
+        check_factory(ArchSpec.model_validate(request["arch"]))
+    except MemoryError as exc:
+        return {"ok": False, "memory": True, "error": f"factory {request['arch'].get('factory')!r} ran out of "
+                                                      f"memory during its check ({type(exc).__name__})"}
+    except ValueError as exc:  # FactoryError, ConfigError: the message is for the user
+        return {"ok": False, "memory": _is_memory_error(exc), "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it as a FactoryError
+        return {"ok": False, "memory": _is_memory_error(exc),
+                "error": f"factory {request['arch'].get('factory')!r}: its check raised "
+                         f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return {"ok": True}
+
+
+def main() -> int:
+    """The child: a JSON request on stdin, one JSON verdict line on stdout."""
+    request = json.loads(sys.stdin.read())
+    limit = int(request["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    verdict_fd = os.dup(1)
+    os.dup2(2, 1)  # what the user's code prints goes to stderr, never into the verdict
+    verdict = _check(request)
+    with os.fdopen(verdict_fd, "w") as fh:
+        fh.write(json.dumps(verdict) + "\n")
+    return 0
+

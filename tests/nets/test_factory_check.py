@@ -1,0 +1,110 @@
+"""The factory check the owner runs before queueing a sweep: in a child process, with a time and a memory limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import ArchSpec, ConfigError, SweepSpec
+from engine.nets import FactoryError, check_factory_bounded
+
+HOSTILE = '''
+import os
+import time
+
+from torch import nn
+
+
+def forever(width=8):
+    while True:
+        time.sleep(0.05)
+
+
+def hoards(width=8):
+    hoard = []
+    while True:
+        hoard.append(bytearray(64 << 20))
+
+
+def exits(width=8):
+    os._exit(7)
+
+
+def killed(width=8):
+    print("about to be killed", flush=True)
+    os.kill(os.getpid(), 9)
+
+
+def chatty(width=8):
+    print('{"ok": true}')  # what a factory prints never reads as the verdict
+    raise RuntimeError("width must be even")
+
+
+def fine(width=8):
+    print("building")
+    return nn.Linear(4, width)
+'''
+
+
+@pytest.fixture
+def hostile(plugin_dir):
+    (plugin_dir / "hostile.py").write_text(HOSTILE)
+    return plugin_dir
+
+
+def test_a_factory_that_never_returns_is_stopped(hostile):
+    with pytest.raises(FactoryError, match=r"factory 'hostile:forever' did not finish its check within 3 s and "
+                                           r"was stopped .*FACTORY_CHECK_TIMEOUT_S"):
+        check_factory_bounded(ArchSpec(factory="hostile:forever"), timeout_s=3)
+
+
+def test_a_factory_that_allocates_without_bound_runs_out_of_its_own_memory(hostile):
+    with pytest.raises(FactoryError, match=r"factory 'hostile:hoards' raised MemoryError.* the check may use at "
+                                           r"most 2 GiB .*FACTORY_CHECK_MEMORY_BYTES"):
+        check_factory_bounded(ArchSpec(factory="hostile:hoards"), memory_bytes=2 << 30)
+
+
+def test_a_factory_that_exits_gives_no_verdict(hostile):
+    with pytest.raises(FactoryError, match=r"factory 'hostile:exits': its check ended with exit status 7 and no "
+                                           r"verdict"):
+        check_factory_bounded(ArchSpec(factory="hostile:exits"))
+
+
+def test_a_check_killed_by_a_signal_says_so_with_what_it_printed(hostile):
+    with pytest.raises(FactoryError, match=r"factory 'hostile:killed': its check was killed by SIGKILL .*out of "
+                                           r"memory\): about to be killed"):
+        check_factory_bounded(ArchSpec(factory="hostile:killed"))
+
+
+def test_the_child_reports_what_the_in_process_check_reports(hostile):
+    """Same messages as check_factory, whatever the factory prints; a good factory passes."""
+    with pytest.raises(FactoryError, match=r"^factory 'hostile:chatty' raised RuntimeError: width must be even$"):
+        check_factory_bounded(ArchSpec(factory="hostile:chatty"))
+    with pytest.raises(FactoryError, match=r"factory 'my_models:WideNet': kwargs \['depth'\] do not fit"):
+        check_factory_bounded(ArchSpec(factory="my_models:WideNet", kwargs={"depth": 3}))
+    check_factory_bounded(ArchSpec(factory="hostile:fine"))
+    check_factory_bounded(ArchSpec(name="mlp"))  # a built-in: nothing to run
+
+
+def test_refusals_that_need_no_user_code_start_no_process(plugin_dir, monkeypatch):
+    import subprocess
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    with pytest.raises(FactoryError, match=r"asks for pretrained weights"):
+        check_factory_bounded(ArchSpec(factory="my_models:ask_weights", kwargs={"weights": "DEFAULT"}))
+    with pytest.raises(FactoryError, match=r"no_such_models"):
+        check_factory_bounded(ArchSpec(factory="no_such_models:Net"))
+
+
+def test_queueing_a_sweep_checks_its_factory_in_the_child(hostile, monkeypatch):
+    """check_registered, which the CLI, the dispatcher and the dashboard call, takes the bounded path."""
+    from engine.nets import factory_check
+    from engine.train import check_registered
+
+    monkeypatch.setattr(factory_check, "FACTORY_CHECK_TIMEOUT_S", 2.0)
+    sweep = SweepSpec.model_validate({"base": {"dataset": {"name": "moons"}, "arch": {"factory": "hostile:forever"}}})
+    with pytest.raises(ConfigError, match=r"^base.arch.factory: factory 'hostile:forever' did not finish its check "
+                                          r"within 2 s"):
+        check_registered(sweep)
