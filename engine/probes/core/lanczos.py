@@ -14,7 +14,7 @@ Princeton University Press (2010).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,7 +159,7 @@ def lanczos(
     q = v0 / v0.norm(dim=1, keepdim=True)  # (R, P)
     q_prev = torch.zeros_like(q)
     beta_prev = torch.zeros(r, dtype=q.dtype, device=q.device)
-    basis = [q]
+    basis = _Basis(q)
     alphas, betas, n_matvecs = [], [], 0
     for step in range(n_iter):
         w = matvec(q)  # (R, P)
@@ -187,23 +187,54 @@ def lanczos(
         basis.append(q)
     a, b = np.stack(alphas, 1), np.stack(betas, 1)
     b[:, :-1][b[:, :-1] <= 1e-6 * np.maximum(np.abs(a).max(1, keepdims=True), 1e-30)] = 0.0
-    return LanczosResult(a, b, tuple(basis) if keep_basis else None, n_matvecs)
+    return LanczosResult(a, b, basis.vectors() if keep_basis else None, n_matvecs)
 
 
-#: Below this size the basis is stacked for one batched projection; above it, projected vector by
-#: vector so that no copy of the basis is made.
-_STACK_BYTES = 64 * 2**20
+_BLOCK = 8  # Lanczos vectors per contiguous block of the basis
 
 
-def _reorthogonalize(w: Tensor, basis: Sequence[Tensor]) -> Tensor:
-    """``w`` with its components along ``basis`` removed, twice ("twice is enough")."""
-    if len(basis) * w.numel() * w.element_size() <= _STACK_BYTES:
-        stack = torch.stack(list(basis))  # (j, R, P)
-        for _ in range(2):
-            w = w - torch.einsum("jr,jrp->rp", torch.einsum("jrp,rp->jr", stack, w), stack)
-        return w
-    for _ in range(2):
-        coeffs = [(q * w).sum(1) for q in basis]  # classical Gram-Schmidt, as the batched form
-        for q, c in zip(basis, coeffs):
-            w.sub_(q * c[:, None])
+class _Basis:
+    """The Lanczos vectors, ``(R, P)`` each, in contiguous blocks of :data:`_BLOCK`.
+
+    Projecting onto a block is one matrix-vector product per run, and no copy of the whole
+    basis is made (for a model of millions of parameters the basis is the largest allocation
+    of the run). Stacking the basis at every step instead cost 3.5 ms a step for 290k
+    parameters (the MNIST-1D MLP of width 512), a sixth of a Hessian-vector product.
+    """
+
+    def __init__(self, first: Tensor):
+        self.blocks: list[Tensor] = []
+        self.n = 0
+        self.append(first)
+
+    def append(self, q: Tensor) -> None:
+        if self.n == _BLOCK * len(self.blocks):
+            self.blocks.append(q.new_empty((_BLOCK, *q.shape)))
+        self.blocks[-1][self.n % _BLOCK].copy_(q)
+        self.n += 1
+
+    def filled(self) -> list[Tensor]:
+        """The blocks, each cut to the vectors it holds: ``(j, R, P)`` views."""
+        return [b[: min(_BLOCK, self.n - _BLOCK * i)] for i, b in enumerate(self.blocks)]
+
+    def vectors(self) -> tuple[Tensor, ...]:
+        return tuple(v for block in self.filled() for v in block)
+
+
+def _reorthogonalize(w: Tensor, basis: _Basis) -> Tensor:
+    """``w`` with its components along ``basis`` removed by classical Gram-Schmidt, repeated
+    once when the first sweep cancelled much of ``w`` (its norm fell below ``1/sqrt(2)`` of
+    what it was: the criterion of Daniel, Gragg, Kaufman and Stewart, 1976); "twice is
+    enough". Without cancellation one sweep leaves ``w`` orthogonal to working precision, and
+    the second would only double the cost, which grows with the basis."""
+    for sweep in range(2):
+        before = w.norm(dim=1)
+        for block in basis.filled():  # (j, R, P)
+            if block.shape[1] == 1:  # one run: two matrix-vector products
+                flat = block[:, 0]  # (j, P)
+                w = w[0].addmv(flat.T, torch.mv(flat, w[0]), alpha=-1)[None]
+            else:
+                w = w - torch.einsum("jr,jrp->rp", torch.einsum("jrp,rp->jr", block, w), block)
+        if sweep == 0 and bool((w.norm(dim=1) > 0.7071 * before).all()):
+            break
     return w
