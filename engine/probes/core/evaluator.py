@@ -153,8 +153,18 @@ class Evaluator:
         or ``fn_vmap`` under ``vmap`` in chunks of ``chunk`` points, as ``how`` (from
         :meth:`resolve_strategy`) says; "measure" times both on the first points and keeps
         the faster. ``progress(done, total)`` after every point (loop) or chunk of points
-        (``vmap``); raise from it to stop. Returns ``(loss, acc, strategy used)``, float64 on the CPU."""
-        return _run(fn_loop, fn_vmap, args, how, chunk, progress)
+        (``vmap``); raise from it to stop. Returns ``(loss, acc, strategy used)``, float64 on the CPU.
+        A loop runs its points on one-thread workers or on the caller's threads, whichever
+        measured faster for this kind of model, data and point function
+        (:func:`~engine.probes.core.point_parallel.parallel_map`)."""
+        key = (self.kind(), getattr(fn_loop, "__qualname__", type(fn_loop).__name__))
+        return _run(fn_loop, fn_vmap, args, how, chunk, progress, key)
+
+    def kind(self) -> tuple:
+        """What decides how fast a point runs: parameter and buffer shapes, data shape and type,
+        rows per chunk, BatchNorm mode and thread count (a key for choices measured once)."""
+        return (self.layout.shapes, tuple(sorted((k, tuple(v.shape)) for k, v in self.buffers.items())),
+                tuple(self.x.shape), self.x.dtype, self.rows, self.bn, torch.get_num_threads())
 
 
 def _batched(t: Tensor) -> bool:
@@ -296,8 +306,8 @@ def _tell(progress: PointProgress | None, done: int, total: int) -> None:
         progress(done, total)
 
 
-def _loop(fn, args: tuple[Tensor, ...], lo: int, hi: int, progress=None) -> tuple[Tensor, Tensor]:
-    return parallel_loop(fn, args, lo, hi, progress)  # on a CPU, points side by side on one-thread workers
+def _loop(fn, args: tuple[Tensor, ...], lo: int, hi: int, progress=None, key=None) -> tuple[Tensor, Tensor]:
+    return parallel_loop(fn, args, lo, hi, progress, key)  # on a CPU: one-thread workers or the caller, as measured
 
 
 def _vmapped(fn, args: tuple[Tensor, ...], lo: int, hi: int, chunk: int, progress=None) -> tuple[Tensor, Tensor]:
@@ -312,7 +322,7 @@ _PROBE_FRACTION = 256  # each timed probe is at most 1/256 of the points (the sl
 
 
 def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int,
-         progress: PointProgress | None = None) -> tuple[Tensor, Tensor, str]:
+         progress: PointProgress | None = None, key: tuple | None = None) -> tuple[Tensor, Tensor, str]:
     """Apply a point function to every row of ``args``; returns ``(loss, acc, strategy used)``.
 
     ``how="measure"`` (the CPU default) times the loop and ``vmap`` on the first points
@@ -331,16 +341,16 @@ def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int,
                 how = "loop"
             else:
                 start = time.perf_counter()
-                first = _loop(fn_loop, args, 0, probe, progress)
+                first = _loop(fn_loop, args, 0, probe, progress, key)
                 middle = time.perf_counter()
                 second = _vmapped(fn_vmap, args, probe, 2 * probe, probe, progress)
                 t_loop, t_vmap = middle - start, time.perf_counter() - middle
                 how = "loop" if t_loop <= t_vmap else "vmap"
-                rest = _loop(fn_loop, args, 2 * probe, n, progress) if how == "loop" else \
+                rest = _loop(fn_loop, args, 2 * probe, n, progress, key) if how == "loop" else \
                     _vmapped(fn_vmap, args, 2 * probe, n, chunk, progress)
                 parts = (first, second, rest)
                 return (torch.cat([p[0] for p in parts]).double().cpu(),
                         torch.cat([p[1] for p in parts]).double().cpu(), how)
-        loss, acc = _loop(fn_loop, args, 0, n, progress) if how == "loop" else \
+        loss, acc = _loop(fn_loop, args, 0, n, progress, key) if how == "loop" else \
             _vmapped(fn_vmap, args, 0, n, chunk, progress)
     return loss.double().cpu(), acc.double().cpu(), how

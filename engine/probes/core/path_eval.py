@@ -111,7 +111,7 @@ def evaluate_line(model, flat_a: Tensor, flat_b: Tensor, alphas: np.ndarray, the
 
     items = [(t, float(a), buffers[g] if buffers else None) for g, (t, a) in enumerate(zip(thetas, alphas))]
     with torch.no_grad():  # points side by side on one-thread workers on a CPU
-        out = parallel_map(point, items, device=ev.device)
+        out = parallel_map(point, items, device=ev.device, key=(ev.kind(), "line", first.path))
     loss = torch.stack([o[0] for o in out]).double().cpu()
     acc = torch.stack([o[1] for o in out]).double().cpu()
     return loss.numpy(), acc.numpy()

@@ -93,7 +93,7 @@ def evaluate_points(
     if per_point:
         with torch.no_grad():  # points side by side on one-thread workers on a CPU
             out = parallel_map(lambda point, buf: with_buffers(ev, buf).point(point), list(zip(theta, buffers)),
-                               device=ev.device, progress=progress)
+                               device=ev.device, progress=progress, key=(ev.kind(), "points with buffers"))
         return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
     how = ev.resolve_strategy(strategy)
     chunk = chunk or (ev.points_per_call(theta[0]) if how != "loop" else 1)

@@ -23,12 +23,20 @@ one thread each; the caller's value is put back as the default right after, so o
 
 ``ZOOSCOPE_POINT_THREADS=1`` turns this off (every point on the caller's thread with its
 thread count, as before); another integer sets the number of workers.
+
+Measured, not assumed. Workers win for matrix products and element-wise work (the width-100
+MLP's surface), but on the MNIST-1D CNN with BatchNorm a point on one of two one-thread workers
+cost more CPU than on the caller's two OpenMP threads (oneDNN's convolutions), and a 25-point
+interpolation took 870 ms on workers against 770 ms on the caller. So a loop given a ``key``
+(the kind of model, data and point function) times its first points both ways, once per
+process and key, and keeps the faster (:func:`parallel_map`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +51,9 @@ __all__ = ["as_point_worker", "parallel_loop", "parallel_map", "point_workers", 
 _LOCAL = threading.local()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+#: "workers" or "caller" per (key, workers, caller threads), measured once per process.
+_WHERE: dict[tuple, str] = {}
+_CALLER_TIMED = 2  # points timed on the caller (after one untimed, whose kernels may be cold)
 
 
 def _in_worker() -> bool:
@@ -105,9 +116,15 @@ def _pool(n: int) -> ThreadPoolExecutor:
 
 
 def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = "cpu",
-                 progress: Callable[[int, int], None] | None = None) -> list:
+                 progress: Callable[[int, int], None] | None = None, key: tuple | None = None) -> list:
     """``[fn(*item) for item in items]``, the items shared out among :func:`point_workers`
     threads (in order; the first exception raised is re-raised).
+
+    With a ``key`` (what the items are: the model, data and point function) and workers to
+    share out to, the first loop of each key in a process times its first points both ways,
+    one untimed and :data:`_CALLER_TIMED` on the caller's thread (with its thread count), then
+    two per worker on the workers, and the rest of this loop and every later loop of that key
+    go the faster way. Every item is still computed alone, either way.
 
     ``progress(done, total)`` is called after every item, one call at a time (under a lock);
     an exception it raises (a cancelled job) stops every worker after its current item.
@@ -115,18 +132,50 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
     items = list(items)
     workers = point_workers(device, len(items))
     if workers == 1:
-        out = []
-        for item in items:
-            out.append(fn(*item))
-            if progress is not None:
-                progress(len(out), len(items))
-        return out
+        return _on_caller(fn, items, 0, len(items), progress, len(items))
+    where_key = None if key is None else (key, workers, torch.get_num_threads())
+    where = _WHERE.get(where_key) if where_key is not None else "workers"
+    if where == "caller":
+        return _on_caller(fn, items, 0, len(items), progress, len(items))
+    if where == "workers":
+        return _on_workers(fn, items, 0, len(items), workers, progress)
+    first = 1 + _CALLER_TIMED
+    if len(items) < first + 2 * workers + 1:  # too few to time: as measured before for this key, else workers
+        return _on_workers(fn, items, 0, len(items), workers, progress)
+    out = _on_caller(fn, items, 0, 1, progress, len(items))
+    start = time.perf_counter()
+    out += _on_caller(fn, items, 1, first, progress, len(items))
+    middle = time.perf_counter()
+    out += _on_workers(fn, items, first, first + 2 * workers, workers, progress)
+    per_caller = (middle - start) / _CALLER_TIMED
+    per_workers = (time.perf_counter() - middle) / (2 * workers)
+    _WHERE[where_key] = where = "workers" if per_workers <= per_caller else "caller"
+    rest_lo = first + 2 * workers
+    if where == "caller":
+        return out + _on_caller(fn, items, rest_lo, len(items), progress, len(items))
+    return out + _on_workers(fn, items, rest_lo, len(items), workers, progress)
+
+
+def _on_caller(fn: Callable, items: list, lo: int, hi: int, progress, total: int) -> list:
+    out = []
+    for i in range(lo, hi):
+        out.append(fn(*items[i]))
+        if progress is not None:
+            progress(i + 1, total)
+    return out
+
+
+def _on_workers(fn: Callable, items: list, lo: int, hi: int, workers: int, progress) -> list:
+    """``fn(*item)`` for items ``lo:hi`` on ``workers`` one-thread workers, in order."""
+    n = hi - lo
+    if n <= 0:
+        return []
     grad, caller_threads, reset = torch.is_grad_enabled(), torch.get_num_threads(), []
-    results: list = [None] * len(items)
-    block = max(1, min(16, len(items) // (4 * workers)))  # small blocks even out a stolen core
-    starts = iter(range(0, len(items), block))
+    results: list = [None] * n
+    block = max(1, min(16, n // (4 * workers)))  # small blocks even out a stolen core
+    starts = iter(range(0, n, block))
     lock, stop = threading.Lock(), threading.Event()
-    done = [0]
+    done = [lo]
 
     def work() -> None:
         if torch.get_num_threads() != 1:  # seen in a long test session: a worker back at the default
@@ -135,14 +184,14 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
         with torch.set_grad_enabled(grad):
             while not stop.is_set():
                 with lock:
-                    lo = next(starts, None)
-                if lo is None:
+                    start = next(starts, None)
+                if start is None:
                     return
-                for i in range(lo, min(lo + block, len(items))):
+                for i in range(start, min(start + block, n)):
                     if stop.is_set():
                         return
                     try:
-                        results[i] = fn(*items[i])
+                        results[i] = fn(*items[lo + i])
                         if progress is not None:
                             with lock:
                                 done[0] += 1
@@ -186,12 +235,15 @@ def as_point_worker(fn: Callable, *, device: torch.device | str = "cpu"):
 
 
 def parallel_loop(fn: Callable, args: tuple[Tensor, ...], lo: int, hi: int,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[Tensor, Tensor]:
+                  progress: Callable[[int, int], None] | None = None,
+                  key: tuple | None = None) -> tuple[Tensor, Tensor]:
     """``fn(*(a[g] for a in args))`` for points ``g`` in ``lo:hi``, which returns
     ``(loss, acc)``; stacked in point order. Points go in small contiguous blocks, so a point
     function that reuses work along a row (the plane's row cache) still mostly does.
-    ``progress(done, total)`` counts points of all of ``args`` (``lo`` already done)."""
+    ``progress(done, total)`` counts points of all of ``args`` (``lo`` already done); ``key`` as
+    in :func:`parallel_map`."""
     total = len(args[0])
     tell = None if progress is None else (lambda done, _n: progress(lo + done, total))
-    out = parallel_map(fn, [tuple(a[g] for a in args) for g in range(lo, hi)], device=args[0].device, progress=tell)
+    out = parallel_map(fn, [tuple(a[g] for a in args) for g in range(lo, hi)], device=args[0].device, progress=tell,
+                       key=key)
     return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])

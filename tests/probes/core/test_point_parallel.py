@@ -192,3 +192,37 @@ def test_a_worker_found_at_another_thread_count_is_set_back_to_one_and_the_defau
     assert parallel_map(lambda i: torch.get_num_threads(), [(i,) for i in range(8)]) == [1] * 8
     assert as_point_worker(torch.get_num_threads) == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("slow_on", ["workers", "caller"])
+def test_a_keyed_loop_goes_where_its_first_points_ran_faster(monkeypatch, slow_on):
+    """The first loop of a key times 2 points on the caller (after one untimed) and 2 per worker
+    on the workers, then runs the rest, and every later loop of that key, the faster way; the
+    results and the progress are those of the plain loop either way."""
+    from engine.probes.core import point_parallel
+
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    monkeypatch.setattr(point_parallel, "_WHERE", {})
+    where = []
+
+    def point(i):
+        on_worker = point_parallel._in_worker()
+        where.append("workers" if on_worker else "caller")
+        if (slow_on == "workers") == on_worker:
+            threading.Event().wait(0.02)  # sleeps release the GIL, like torch's operators
+        return i * i
+
+    seen = []
+    out = parallel_map(point, [(i,) for i in range(20)], key=("model", "point"),
+                       progress=lambda done, total: seen.append((done, total)))
+    assert out == [i * i for i in range(20)]
+    assert sorted(seen) == [(d, 20) for d in range(1, 21)]
+    fast = "caller" if slow_on == "workers" else "workers"
+    assert where[:3] == ["caller"] * 3 and where[3:7] == ["workers"] * 4  # the timed points
+    assert set(where[7:]) == {fast}  # the rest where it measured faster
+    where.clear()
+    parallel_map(point, [(i,) for i in range(10)], key=("model", "point"))
+    assert set(where) == {fast}  # a later loop of the key: no second measurement
+    where.clear()
+    parallel_map(point, [(i,) for i in range(10)])  # no key: workers, as before
+    assert set(where) == {"workers"}
