@@ -44,6 +44,7 @@ def _contours(fig: go.Figure, p, kept: np.ndarray, threshold: float) -> None:
         i, j = p.minima[k]
         fig.add_trace(go.Scatter(x=[a[i]], y=[b[j]], mode="markers", showlegend=False,
                                  marker=dict(color=_colour(rank), size=11, symbol="circle", line=dict(width=1)),
+                                 cliponaxis=False,  # a minimum on the grid's edge is drawn whole
                                  hovertemplate=f"minimum {k}<br>loss={p.birth[k]:.4g}<br>"
                                                f"depth={_depth_text(p, k)}<extra></extra>"), 1, 1)
     dead = [k for k in range(len(p.birth)) if p.death[k] < np.inf and k in set(kept)]
@@ -51,7 +52,7 @@ def _contours(fig: go.Figure, p, kept: np.ndarray, threshold: float) -> None:
         s = p.saddles[dead]
         fig.add_trace(go.Scatter(x=a[s[:, 0]], y=b[s[:, 1]], mode="markers", name="merge saddle",
                                  marker=dict(color="white", size=10, symbol="x", line=dict(width=2, color="black")),
-                                 customdata=np.stack([p.death[dead], np.asarray(dead)], 1),
+                                 cliponaxis=False, customdata=np.stack([p.death[dead], np.asarray(dead)], 1),
                                  hovertemplate="saddle of minimum %{customdata[1]}<br>loss=%{customdata[0]:.4g}"
                                                "<extra></extra>"), 1, 1)
 
@@ -143,7 +144,7 @@ def persistence_figure(persistence, *, threshold: float = 0.0, title: str | None
     finite = p.values[np.isfinite(p.values)]
     span = float(finite.max() - finite.min()) if finite.size else 1.0
     top = float(finite.max()) + 0.05 * (span or 1.0)
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.42, 0.29, 0.29], horizontal_spacing=0.07,
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.42, 0.29, 0.29], horizontal_spacing=0.1,
                         subplot_titles=("basins on the contours", "persistence diagram", "merge tree"))
     _contours(fig, p, kept, threshold)
     _diagram(fig, p, threshold, top)
@@ -154,6 +155,8 @@ def persistence_figure(persistence, *, threshold: float = 0.0, title: str | None
     fig.update_yaxes(title_text="death (loss at the merge saddle)", row=1, col=2)
     fig.update_xaxes(showticklabels=False, title_text="minima", row=1, col=3)
     fig.update_yaxes(title_text="loss", row=1, col=3)
+    m = len(p.birth)
     default = (f"Topology of the surface: {len(kept)} basin{'s' if len(kept) != 1 else ''} deeper than "
-               f"{threshold:.3g} ({len(p.birth)} minima, {p.connectivity}-connected grid)")
-    return finish(fig, title=title or default, height=460)
+               f"{threshold:.3g} in loss ({m} {'minimum' if m == 1 else 'minima'}, {p.connectivity}-connected grid)")
+    fig = finish(fig, title=title or default, height=480)
+    return fig.update_layout(margin=dict(t=90))  # the title above the panels' own titles

@@ -80,7 +80,7 @@ def test_plane_distance_topology_and_curvature_per_layer_are_drawn(landscape_ser
         plane.locator(".main-svg").first.wait_for(state="visible")
         assert re.match(r"Trajectory vs the plane: the plane explains [\d.]+% of its variance",
                         texts(plane, ".gtitle")[0])
-        assert texts(plane, ".g-xtitle") == ["step"]
+        assert texts(plane, ".g-xtitle, .g-x2title") == ["step"]  # one step axis, under both panels
         assert texts(plane, ".g-ytitle") == ["distance (parameter units)"]
         assert texts(plane, ".g-y2title") == ["off-plane share"]
         assert {"off the plane", "in the plane (‖(a, b)‖)", "share off the plane"} <= set(texts(plane, ".legendtext"))
@@ -109,6 +109,11 @@ def test_plane_distance_topology_and_curvature_per_layer_are_drawn(landscape_ser
         assert texts(bars, ".g-ytitle") == ["eigenvalue"] and texts(bars, ".g-y2title") == ["trace"]
         assert bars.locator(".xtick").count() >= 2  # a bar per layer, each named under it
         assert any(t.startswith("2/η = ") for t in texts(bars, ".annotation-text"))
+        # the bars fill their axis, whether or not 2/η (here 40, ~50x the blocks' λ_max) is drawn on it
+        axis = bars.locator(".draglayer .xy .nsewdrag").bounding_box()["height"]
+        tallest = max(b["height"] for b in (p.bounding_box() for p in bars.locator(".barlayer .trace").first
+                                            .locator(".point path").all()))
+        assert tallest > 0.5 * axis, (tallest, axis)
         lines = chart(page, "Top eigenvalue per layer over training").first
         lines.locator(".main-svg").first.wait_for(state="visible")
         assert texts(lines, ".g-xtitle") == ["step"]
