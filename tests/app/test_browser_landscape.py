@@ -1,7 +1,8 @@
 """Real browser: the Landscape page's issue-17 views on the tiny trained zoo, computed the way a reader does
 (a click, a job in a background worker, the chart drawn when it is stored): a PCA surface with its distance off
-the plane and its topology, then the curvature per layer. Screenshots go to tests/artifacts/
-(30-landscape-*.png, one of the page and one of each chart). Skipped, with a loud reason, without Chromium."""
+the plane and its topology, a wider random-direction surface with several basins, then the curvature per layer.
+Screenshots go to tests/artifacts/ (30-36 landscape-*.png: the page and each chart). Skipped, with a loud reason,
+without Chromium."""
 
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def chart(page, title_start: str):
     return page.locator(CHART).filter(has=page.locator(".gtitle", has_text=re.compile("^" + re.escape(title_start))))
 
 
-def compute(page, button: str, title_start: str, timeout: float = 120.0):
+def compute(page, button: str, title_start: str, timeout: float = 300.0):
     """Click a compute button, then wait until the chart titled ``title_start`` is drawn (the job ran in a worker)."""
-    page.get_by_role("button", name=button).click()
+    go = page.get_by_role("button", name=button)
+    go.click()
+    go.wait_for(state="detached", timeout=60_000)  # the page ran again: a chart found now is the new one
     found = chart(page, title_start)
     deadline = time.monotonic() + timeout
     while found.count() == 0:
@@ -59,12 +62,28 @@ def texts(fig, selector: str) -> list[str]:
     return [t.strip() for t in found if t and t.strip()]
 
 
+def choose(page, label: str, option: str, query: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``, as a reader does, and wait until the page has run
+    with it: its URL holds ``query`` (the selectbox's parameter, written by that run)."""
+    box = page.locator(f'input[aria-label="{label}"]')
+    box.scroll_into_view_if_needed()  # scrolling closes an open menu: scroll first, then open it
+    time.sleep(0.3)
+    box.click()
+    options = page.locator("[role=option]")
+    options.first.wait_for(state="visible")
+    options.filter(has_text=re.compile(f"^{re.escape(option)}$")).click()
+    page.wait_for_url(re.compile(re.escape(query)), timeout=60_000)
+    wait_idle(page)
+
+
 def look(fig, name: str) -> None:
     fig.scroll_into_view_if_needed()
     fig.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def test_plane_distance_topology_and_curvature_per_layer_are_drawn(landscape_server, browser):
+    from playwright.sync_api import expect  # here: without Playwright, the browser fixture skips the test
+
     server, zoo_id, run_id = landscape_server
     page = browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []
@@ -99,6 +118,22 @@ def test_plane_distance_topology_and_curvature_per_layer_are_drawn(landscape_ser
         shot(page, "30-landscape-pca-surface")
         look(plane, "31-landscape-plane-distance")
         look(topology, "32-landscape-topology")
+
+        # a random-direction surface twice as wide has several minima: basins kept and merged, saddles marked
+        choose(page, "Directions", "random, filter-normalized", "ls_dir=filter")
+        choose(page, "Span ±", "2.0", "ls_span=2.0")
+        expect(chart(page, "Topology of the surface")).to_have_count(0)  # not computed yet: a button, no chart
+        topology = compute(page, "Compute the 11×11 surface", "Topology of the surface")
+        assert chart(page, "Trajectory vs the plane").count() == 0  # no plane without PCA directions
+        heading = re.match(r"Topology of the surface: (\d+) basins? deeper than [\d.e-]+ in loss \((\d+) minim",
+                           texts(topology, ".gtitle")[0])
+        kept, minima = int(heading[1]), int(heading[2])
+        assert minima >= 2 and 1 <= kept <= minima, heading[0]
+        legend = texts(topology, ".legendtext")
+        assert ("merged (shallow)" in legend) == (minima > kept), legend
+        assert ("kept basin" in legend) == ("merge saddle" in legend) == (kept >= 2), legend
+        assert not problems(page), problems(page)
+        look(topology, "36-landscape-topology-several-basins")
 
         # curvature per layer: queued over every checkpoint of the run, drawn at the picked one and through training
         page.get_by_role("tab", name="Curvature per layer").click()

@@ -117,6 +117,14 @@ def test_persistence_figure_outlines_the_kept_basins():
     outlines = [t for t in fig.data if t.type == "contour" and (t.name or "").startswith("basin")]
     assert len(outlines) == 2 and len(p.kept(0.1)) == 2
     assert fig.layout.title.text.startswith("Topology of the surface: 2 basins deeper than 0.1 in loss (2 minima")
+    # a kept basin has one colour on the contours, in the persistence diagram (the global one: its triangle)
+    on_contours = {t.hovertemplate.split("<br>")[0]: t.marker.color for t in fig.data
+                   if t.type == "scatter" and t.xaxis == "x" and (t.hovertemplate or "").startswith("minimum ")}
+    deep = next(t for t in fig.data if t.name == "kept basin")
+    glob = next(t for t in fig.data if t.name == "global minimum (∞)")
+    in_diagram = {f"minimum {int(k)}": c for k, c in zip(np.asarray(deep.customdata)[:, 0], deep.marker.color)}
+    in_diagram[f"minimum {int(np.flatnonzero(~np.isfinite(p.death))[0])}"] = glob.marker.color[0]
+    assert in_diagram == on_contours and len(set(on_contours.values())) == 2
     single = surface_persistence(xx**2 + yy**2)
     assert persistence_figure(single).layout.title.text.endswith("(1 minimum, 4-connected grid)")
     one = persistence_figure(p, threshold=float(p.persistence[1]))
