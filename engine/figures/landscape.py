@@ -76,11 +76,12 @@ def surface_figure(
     custom = np.stack([surface.loss.T, surface.accuracy.T], -1)  # (R2, R1, 2): rows follow betas
     hover = "a=%{x:.3f}<br>b=%{y:.3f}<br>loss=%{customdata[0]:.4g}<br>acc=%{customdata[1]:.3f}<extra></extra>"
     fig = make_subplots(rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
-                        subplot_titles=("surface", "contours"), horizontal_spacing=0.08)
+                        subplot_titles=("surface", "contours"), horizontal_spacing=0.12)
     fig.add_trace(go.Surface(x=surface.alphas, y=surface.betas, z=z.T, customdata=custom, hovertemplate=hover,
                              colorscale="Viridis", showscale=False, name=zlabel), 1, 1)
     fig.add_trace(go.Contour(x=surface.alphas, y=surface.betas, z=z.T, customdata=custom, hovertemplate=hover,
-                             colorscale="Viridis", ncontours=30, colorbar=dict(title=zlabel), name=zlabel), 1, 2)
+                             colorscale="Viridis", ncontours=30, name=zlabel,
+                             colorbar=dict(title=zlabel, len=0.8, y=0, yanchor="bottom")), 1, 2)  # legend above it
     fig.add_trace(go.Scatter(x=[0.0], y=[0.0], mode="markers", name="centre",
                              marker=dict(symbol="x", size=10, color="white", line=dict(width=1, color="black")),
                              hovertemplate=f"centre<br>loss={surface.center_loss:.4g}<br>"
@@ -253,7 +254,8 @@ def intrinsic_dimension_figure(result, *, log_x: bool = True, title: str | None 
 
 
 def plane_distance_figure(surface, *, steps: Sequence[int] | None = None, title: str | None = None) -> go.Figure:
-    """Each trajectory checkpoint's distance off the surface's plane, beside its distance in it.
+    """Each trajectory checkpoint's distance off the surface's plane, beside its distance in it; below, the
+    share of its distance from the centre that lies off the plane (undefined, so not drawn, at the centre).
 
     Parameters
     ----------
@@ -269,24 +271,46 @@ def plane_distance_figure(surface, *, steps: Sequence[int] | None = None, title:
     x = np.arange(len(off)) if steps is None else np.asarray(steps)
     if len(x) != len(off):
         raise ValueError(f"got {len(x)} steps for {len(off)} trajectory checkpoints")
-    share = np.divide(off, dist, out=np.zeros_like(off), where=dist > 0)
+    share = np.divide(off, dist, out=np.full_like(off, np.nan), where=dist > 0)  # none at the centre itself
     inplane = np.linalg.norm(surface.trajectory, axis=1)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38], vertical_spacing=0.08)
     fig.add_trace(go.Scatter(x=x, y=off, mode="lines+markers", name="off the plane", line=dict(color=PALETTE[3]),
-                             customdata=share, hovertemplate="step %{x}<br>off the plane %{y:.4g}"
-                             "<br>%{customdata:.1%} of the distance from the centre<extra></extra>"), secondary_y=False)
+                             customdata=np.nan_to_num(share), hovertemplate="step %{x}<br>off the plane %{y:.4g}"
+                             "<br>%{customdata:.1%} of the distance from the centre<extra></extra>"), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=inplane, mode="lines+markers", name="in the plane (‖(a, b)‖)",
                              line=dict(color=PALETTE[0], dash="dot"),
-                             hovertemplate="step %{x}<br>in the plane %{y:.4g}<extra></extra>"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=x, y=share, mode="lines", name="share off the plane", line=dict(color=PALETTE[1]),
-                             hovertemplate="step %{x}<br>%{y:.1%} off the plane<extra></extra>"), secondary_y=True)
-    fig.update_xaxes(title_text="step" if steps is not None else "checkpoint")
-    fig.update_yaxes(title_text="distance (parameter units)", secondary_y=False)
-    fig.update_yaxes(title_text="off-plane share", range=[0, 1.05], tickformat=".0%", secondary_y=True)
+                             hovertemplate="step %{x}<br>in the plane %{y:.4g}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=share, mode="lines+markers", name="share off the plane",
+                             line=dict(color=PALETTE[3], dash="dash"), marker=dict(symbol="square"),
+                             hovertemplate="step %{x}<br>%{y:.1%} off the plane<extra></extra>"), 2, 1)
+    fig.update_xaxes(title_text="step" if steps is not None else "checkpoint", row=2, col=1)
+    fig.update_yaxes(title_text="distance (parameter units)", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="off-plane share", range=[0, 1], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%",
+                     row=2, col=1)
     explained = surface.plane_explained
     default = "Trajectory vs the plane" + (f": the plane explains {explained:.1%} of its variance"
                                             if explained is not None else "")
-    return finish(fig, title=title or default, height=340)
+    return finish(fig, title=title or default, height=440)
+
+
+def _far_below(values: np.ndarray, threshold, log_y: bool) -> float | None:
+    """The axis top that keeps ``values`` readable when ``2 / η`` is far above them on a linear axis, else None.
+
+    A linear axis stretched to ``2 / η`` (often 10-100x the blocks' eigenvalues) flattens every bar and
+    line onto its floor; the log axis shows both.
+    """
+    values = np.asarray(values, dtype=float)
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
+    if log_y or threshold is None or top <= 0 or float(np.nanmax(threshold)) <= 3 * top:
+        return None
+    return 1.15 * top
+
+
+def _off_axis_note(fig: go.Figure, threshold: float, top: float, axis: str = "") -> None:
+    """Say, inside the top of the plot (above the data, see _far_below), where the 2/η line went."""
+    fig.add_annotation(text=f"2/η = {threshold:.4g}: above the axis, {threshold / top:.0f}× the largest λ_max",
+                       xref=f"x{axis} domain", x=0.01, yref=f"y{axis} domain", y=1, xanchor="left", yanchor="top",
+                       showarrow=False, font=dict(size=11, color="black"), bgcolor="rgba(255,255,255,0.8)")
 
 
 def _block_labels(result) -> list[str]:
@@ -320,11 +344,16 @@ def per_layer_bars_figure(result, *, index: int = -1, log_y: bool = False, title
                          error_y=dict(type="data", array=2 * result.trace_stderr[index], visible=not exact.all()),
                          customdata=np.where(exact, "exact", "Hutchinson ± 2 s.e."),
                          hovertemplate="%{x}<br>trace=%{y:.5g} (%{customdata})<extra></extra>"), 1, 2)
+    fig.update_yaxes(title_text="eigenvalue", type="log" if log_y else "linear", row=1, col=1)
     if result.threshold is not None:
         eos = float(result.threshold[index])
-        fig.add_hline(y=eos, line=dict(color="black", dash="dash"), row=1, col=1,
-                      annotation_text=f"2/η = {eos:.4g}", annotation_position="top left")
-    fig.update_yaxes(title_text="eigenvalue", type="log" if log_y else "linear", row=1, col=1)
+        top = _far_below(result.top[index], eos, log_y)
+        if top is None:
+            fig.add_hline(y=eos, line=dict(color="black", dash="dash"), row=1, col=1,
+                          annotation_text=f"2/η = {eos:.4g}", annotation_position="top left")
+        else:
+            fig.update_yaxes(range=[min(0.0, 1.15 * float(np.nanmin(result.top[index]))), top], row=1, col=1)
+            _off_axis_note(fig, eos, top / 1.15)
     fig.update_yaxes(title_text="trace", row=1, col=2)
     fig.update_layout(showlegend=False)
     step = result.steps[index]
@@ -357,5 +386,9 @@ def per_layer_training_figure(result, *, quantity: str = "top", log_y: bool = Fa
                                  hovertemplate="step %{x}<br>2/η=%{y:.4g}<br>η=%{customdata:.3g}<extra></extra>"))
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text=f"{name} of the block", type="log" if log_y else "linear")
+    top = _far_below(values, result.threshold, log_y) if quantity == "top" else None
+    if top is not None:
+        fig.update_yaxes(range=[min(0.0, 1.15 * float(np.nanmin(values))), top])
+        _off_axis_note(fig, float(np.nanmax(result.threshold)), top / 1.15)
     what = "Top eigenvalue" if quantity == "top" else "Trace"
     return finish(fig, title=title or f"{what} per {result.level} over training")

@@ -44,6 +44,7 @@ def _contours(fig: go.Figure, p, kept: np.ndarray, threshold: float) -> None:
         i, j = p.minima[k]
         fig.add_trace(go.Scatter(x=[a[i]], y=[b[j]], mode="markers", showlegend=False,
                                  marker=dict(color=_colour(rank), size=11, symbol="circle", line=dict(width=1)),
+                                 cliponaxis=False,  # a minimum on the grid's edge is drawn whole
                                  hovertemplate=f"minimum {k}<br>loss={p.birth[k]:.4g}<br>"
                                                f"depth={_depth_text(p, k)}<extra></extra>"), 1, 1)
     dead = [k for k in range(len(p.birth)) if p.death[k] < np.inf and k in set(kept)]
@@ -51,7 +52,7 @@ def _contours(fig: go.Figure, p, kept: np.ndarray, threshold: float) -> None:
         s = p.saddles[dead]
         fig.add_trace(go.Scatter(x=a[s[:, 0]], y=b[s[:, 1]], mode="markers", name="merge saddle",
                                  marker=dict(color="white", size=10, symbol="x", line=dict(width=2, color="black")),
-                                 customdata=np.stack([p.death[dead], np.asarray(dead)], 1),
+                                 cliponaxis=False, customdata=np.stack([p.death[dead], np.asarray(dead)], 1),
                                  hovertemplate="saddle of minimum %{customdata[1]}<br>loss=%{customdata[0]:.4g}"
                                                "<extra></extra>"), 1, 1)
 
@@ -60,7 +61,7 @@ def _depth_text(p, k: int) -> str:
     return "∞ (global minimum)" if not np.isfinite(p.death[k]) else f"{p.persistence[k]:.4g}"
 
 
-def _diagram(fig: go.Figure, p, threshold: float, top: float) -> None:
+def _diagram(fig: go.Figure, p, threshold: float, top: float, kept: np.ndarray) -> None:
     finite = np.isfinite(p.death)
     lo = float(p.birth.min())
     fig.add_trace(go.Scatter(x=[lo, top], y=[lo, top], mode="lines", line=dict(color=_GREY, dash="dot"),
@@ -68,15 +69,18 @@ def _diagram(fig: go.Figure, p, threshold: float, top: float) -> None:
     fig.add_trace(go.Scatter(x=[lo, top], y=[lo + threshold, top + threshold], mode="lines", name="threshold",
                              line=dict(color=PALETTE[3], dash="dash", width=1), hoverinfo="skip"), 1, 2)
     deep = finite & (p.persistence > threshold)
-    for mask, colour, name in ((finite & ~deep, _GREY, "merged (shallow)"), (deep, PALETTE[0], "kept basin")):
+    rank = {int(k): r for r, k in enumerate(kept)}  # a kept basin has its colour on the contours and in the tree
+    for mask, name in ((finite & ~deep, "merged (shallow)"), (deep, "kept basin")):
         idx = np.flatnonzero(mask)
+        colours = [_colour(rank[k]) if k in rank else _GREY for k in idx.tolist()]
         fig.add_trace(go.Scatter(x=p.birth[idx], y=p.death[idx], mode="markers", name=name,
-                                 marker=dict(color=colour, size=8), customdata=np.stack([idx, p.persistence[idx]], 1),
+                                 marker=dict(color=colours, size=8), customdata=np.stack([idx, p.persistence[idx]], 1),
                                  hovertemplate="minimum %{customdata[0]}<br>birth=%{x:.4g}<br>death=%{y:.4g}"
                                                "<br>depth=%{customdata[1]:.4g}<extra></extra>"), 1, 2)
     g = np.flatnonzero(~finite)
     fig.add_trace(go.Scatter(x=p.birth[g], y=np.full(len(g), top), mode="markers", name="global minimum (∞)",
-                             marker=dict(color="black", size=10, symbol="triangle-up"),
+                             marker=dict(color=[_colour(rank.get(int(k), 0)) for k in g], size=11,
+                                         symbol="triangle-up", line=dict(width=1, color="black")),
                              hovertemplate="global minimum<br>birth=%{x:.4g}<br>never dies<extra></extra>"), 1, 2)
 
 
@@ -143,10 +147,10 @@ def persistence_figure(persistence, *, threshold: float = 0.0, title: str | None
     finite = p.values[np.isfinite(p.values)]
     span = float(finite.max() - finite.min()) if finite.size else 1.0
     top = float(finite.max()) + 0.05 * (span or 1.0)
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.42, 0.29, 0.29], horizontal_spacing=0.07,
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.42, 0.29, 0.29], horizontal_spacing=0.1,
                         subplot_titles=("basins on the contours", "persistence diagram", "merge tree"))
     _contours(fig, p, kept, threshold)
-    _diagram(fig, p, threshold, top)
+    _diagram(fig, p, threshold, top, kept)
     _merge_tree(fig, p, kept, top)
     fig.update_xaxes(title_text="a", row=1, col=1)
     fig.update_yaxes(title_text="b", row=1, col=1)
@@ -154,6 +158,8 @@ def persistence_figure(persistence, *, threshold: float = 0.0, title: str | None
     fig.update_yaxes(title_text="death (loss at the merge saddle)", row=1, col=2)
     fig.update_xaxes(showticklabels=False, title_text="minima", row=1, col=3)
     fig.update_yaxes(title_text="loss", row=1, col=3)
+    m = len(p.birth)
     default = (f"Topology of the surface: {len(kept)} basin{'s' if len(kept) != 1 else ''} deeper than "
-               f"{threshold:.3g} ({len(p.birth)} minima, {p.connectivity}-connected grid)")
-    return finish(fig, title=title or default, height=460)
+               f"{threshold:.3g} in loss ({m} {'minimum' if m == 1 else 'minima'}, {p.connectivity}-connected grid)")
+    fig = finish(fig, title=title or default, height=480)
+    return fig.update_layout(margin=dict(t=90))  # the title above the panels' own titles

@@ -174,9 +174,13 @@ class ProbeInputs:
         state = store.get_tensors_at(self.store_path, ref.artifact_sha)
         names = dict(model.named_parameters())  # a tied tensor once, under its first name
         aliases = set(model.state_dict()) - set(names) - {k for k, _ in model.named_buffers()}
-        params = {k: v.to(self.device) for k, v in state.items() if k in names}
+        # In the model's own order, not the file's: safetensors reads into a hash map whose order changes from
+        # read to read, and seeded draws over the parameters (random directions, probe vectors) follow the order.
+        params = {k: state[k].to(self.device) for k in names if k in state}
         # GPT-2's lm_head.weight is transformer.wte.weight: functional_call refuses a value for both names
-        buffers = {k: v.to(self.device) for k, v in state.items() if k not in names and k not in aliases}
+        buffer_names = [k for k, _ in model.named_buffers()]
+        extra = sorted(set(state) - set(names) - aliases - set(buffer_names))
+        buffers = {k: state[k].to(self.device) for k in [*buffer_names, *extra] if k in state}
         return LoadedCheckpoint(ref=ref, config=config, model=model.to(self.device), params=params, buffers=buffers,
                                 dataset=ds)
 

@@ -104,10 +104,10 @@ def _topology_panel(surface, key: str) -> None:
     show_figure(fig, key="topology_fig", title="Topology of the surface", params={"basin_depth_share": share},
                 probe_keys=[key])
     st.caption(f"Sublevel-set persistence of the loss grid (4-connected): {len(p.birth)} local minima; "
-               f"{len(p.kept(threshold))} basin(s) deeper than {threshold:.3g}. A basin's depth is the loss climb "
-               "from its minimum to the saddle where it merges into a lower basin (death − birth in the diagram); "
-               "shallower basins are merged into the one that absorbs them. The grid's resolution bounds what "
-               "can be seen: a basin narrower than a grid step is not there.")
+               f"{len(p.kept(threshold))} basin(s) deeper than {threshold:.3g} in loss. A basin's depth is the loss "
+               "climb from its minimum to the saddle where it merges into a lower basin (death − birth in the "
+               "diagram); shallower basins are merged into the one that absorbs them. The grid's resolution bounds "
+               "what can be seen: a basin narrower than a grid step is not there.")
 
 
 def per_layer_tab(svc: Services, run_id: str, ckpt: dict) -> None:
@@ -146,7 +146,9 @@ def per_layer_tab(svc: Services, run_id: str, ckpt: dict) -> None:
                "the trace exact (unit vectors) for blocks with no more parameters than probes, else by Hutchinson "
                "with Rademacher probes (± 2 standard errors). The whole Hessian's λ₁ is at least every block's. "
                "The dashed line is 2/η for the run's learning rate: gradient descent on a quadratic is stable "
-               f"only below it (Cohen et al. 2021). {res.n_samples} samples, {res.n_products} Hessian-vector products.")
+               "only below it (Cohen et al. 2021); when it is far above every block, the linear axis stops short of "
+               f"it and a note says where it is (the log axis shows both). {res.n_samples} samples, "
+               f"{res.n_products} Hessian-vector products.")
 
 
 def spectrum_tab(svc: Services, ckpt: dict) -> None:

@@ -58,6 +58,28 @@ def test_per_layer_figures_mark_two_over_eta(setup):
         per_layer_bars_figure(res, index=3)
 
 
+def test_per_layer_axes_stay_on_the_blocks_when_two_over_eta_is_far_above(setup):
+    """A linear axis stretched to 2/η would flatten every bar; it stops above the largest λ_max and says where
+    2/η went. Near the blocks, or on a log axis, 2/η is drawn as a line."""
+    model, params, data = setup
+    path = [{k: v * s for k, v in params.items()} for s in (0.5, 1.0)]
+    far = per_layer_hessian_over_training(model, path, data, steps=[0, 5], lr=1e-3, n_probes=4)  # 2/η = 2000
+    top = float(far.top[1].max())
+    assert 2000 > 3 * top > 0
+    bars, lines = per_layer_bars_figure(far, index=1), per_layer_training_figure(far)
+    assert bars.layout.yaxis.range[1] == pytest.approx(1.15 * top)
+    assert lines.layout.yaxis.range[1] == pytest.approx(1.15 * float(far.top.max()))
+    for fig in (bars, lines):
+        (note,) = [a.text for a in fig.layout.annotations if a.text.startswith("2/η = 2000")]
+        assert "above the axis" in note
+    assert not bars.layout.shapes  # no line drawn off the axis
+    logged = per_layer_bars_figure(far, index=1, log_y=True)
+    assert logged.layout.yaxis.range is None and len(logged.layout.shapes) == 1
+    near = per_layer_hessian_over_training(model, path, data, steps=[0, 5], lr=1.0 / top)  # 2/η = 2 λ_max
+    assert per_layer_bars_figure(near, index=1).layout.yaxis.range is None
+    assert per_layer_training_figure(near).layout.yaxis.range is None
+
+
 def test_plane_distance_figure_and_the_trajectory_hover(setup):
     model, params, data = setup
     g = torch.Generator().manual_seed(3)
@@ -70,6 +92,11 @@ def test_plane_distance_figure_and_the_trajectory_hover(setup):
                                plane_explained=plane.explained)
     fig = plane_distance_figure(surf, steps=[0, 1, 2, 3, 4])
     assert list(fig.data[0].y) == pytest.approx(list(plane.off_plane))
+    share = np.asarray(fig.data[2].y, dtype=float)  # the lower panel: a share of the distance from the centre
+    at_centre = plane.distance == 0  # the last checkpoint (the centre) and the first (the same weights)
+    assert at_centre[-1] and np.isnan(share[at_centre]).all()  # undefined there, so not drawn
+    assert share[~at_centre] == pytest.approx(plane.off_plane[~at_centre] / plane.distance[~at_centre])
+    assert tuple(fig.layout.yaxis2.range) == (0, 1) and fig.data[2].yaxis == "y2"
     assert fig.layout.title.text == f"Trajectory vs the plane: the plane explains {plane.explained:.1%} of its variance"
     hover = next(t for t in surface_figure(surf).data if t.name == "trajectory")
     assert "off the plane" in hover.hovertemplate and np.asarray(hover.customdata).shape == (5, 3)
@@ -89,7 +116,17 @@ def test_persistence_figure_outlines_the_kept_basins():
     fig = persistence_figure(p, threshold=0.1)
     outlines = [t for t in fig.data if t.type == "contour" and (t.name or "").startswith("basin")]
     assert len(outlines) == 2 and len(p.kept(0.1)) == 2
-    assert fig.layout.title.text.startswith("Topology of the surface: 2 basins deeper than 0.1 (2 minima")
+    assert fig.layout.title.text.startswith("Topology of the surface: 2 basins deeper than 0.1 in loss (2 minima")
+    # a kept basin has one colour on the contours, in the persistence diagram (the global one: its triangle)
+    on_contours = {t.hovertemplate.split("<br>")[0]: t.marker.color for t in fig.data
+                   if t.type == "scatter" and t.xaxis == "x" and (t.hovertemplate or "").startswith("minimum ")}
+    deep = next(t for t in fig.data if t.name == "kept basin")
+    glob = next(t for t in fig.data if t.name == "global minimum (∞)")
+    in_diagram = {f"minimum {int(k)}": c for k, c in zip(np.asarray(deep.customdata)[:, 0], deep.marker.color)}
+    in_diagram[f"minimum {int(np.flatnonzero(~np.isfinite(p.death))[0])}"] = glob.marker.color[0]
+    assert in_diagram == on_contours and len(set(on_contours.values())) == 2
+    single = surface_persistence(xx**2 + yy**2)
+    assert persistence_figure(single).layout.title.text.endswith("(1 minimum, 4-connected grid)")
     one = persistence_figure(p, threshold=float(p.persistence[1]))
     assert len([t for t in one.data if (t.name or "").startswith("basin")]) == 1
     json.loads(one.to_json())  # serialisable (infinite deaths are not sent to the browser)

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from engine.jobs import ProbeService
+from engine.jobs import ProbeService, probe_job
 from engine.jobs.builtin_probes.landscape import SpectrumResult
 from engine.probes.landscape import HessianEigs, PerLayerHessian, Sharpness, Surface
 
@@ -42,6 +43,23 @@ def test_surface_probe_centre_is_the_checkpoint_loss(trained):
     assert surface.loss[2, 2] == pytest.approx(surface.center_loss, rel=1e-5)
     evaluated = _compute(disp, "evaluate", {"split": "train"}, [last])
     assert surface.center_loss == pytest.approx(evaluated.summary["loss"][0], rel=1e-5)
+
+
+def test_a_checkpoint_loads_in_the_models_order_so_a_seed_gives_one_direction(trained, monkeypatch):
+    """Seeded draws follow the parameter order: the stored file's order (safetensors' hash map, another at each
+    read) must not reach them, or seed 0 is another random direction in another process."""
+    from engine.probes.landscape import random_direction
+
+    st, disp, ckpts = trained
+    refs = probe_job.ProbeJobSpec(probe="landscape.surface", params={}, key="k",
+                                  checkpoints=[ProbeService(disp)._ref(ckpts["checkpoint_id"].iloc[-1])]).checkpoints
+    plain = probe_job.ProbeInputs(st.path, refs).load(0)
+    real = probe_job.store.get_tensors_at
+    monkeypatch.setattr(probe_job.store, "get_tensors_at", lambda path, sha: dict(reversed(real(path, sha).items())))
+    shuffled = probe_job.ProbeInputs(st.path, refs).load(0)
+    assert list(shuffled.params) == list(plain.params) == [n for n, _ in plain.model.named_parameters()]
+    a, b = random_direction(plain.params, seed=0), random_direction(shuffled.params, seed=0)
+    assert all(torch.equal(a.params[n], b.params[n]) for n in plain.params)
 
 
 def test_pca_surface_carries_the_trajectory(trained):
