@@ -55,6 +55,10 @@ class PairMaxPool1d(nn.MaxPool1d):
 NARROW_OUT = 32  # Linear layers with at most this many outputs run transposed on a CPU
 
 
+def _under_vmap(*tensors: Tensor | None) -> bool:
+    return any(t is not None and torch._C._functorch.is_batchedtensor(t) for t in tensors)
+
+
 class TapConv1d(nn.Conv1d):
     """A ``Conv1d`` with one input channel as a sum of shifted copies of its input, one per tap.
 
@@ -66,8 +70,8 @@ class TapConv1d(nn.Conv1d):
     """
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if torch.is_grad_enabled() or x.ndim != 3 or x.shape[1] != 1:
-            return super()._conv_forward(x, weight, bias)
+        if torch.is_grad_enabled() or x.ndim != 3 or x.shape[1] != 1 or _under_vmap(x, weight, bias):
+            return super()._conv_forward(x, weight, bias)  # differentiated, or batched: vmap has no rule for addcmul_
         pad, taps = self.padding[0], weight.shape[-1]
         xp = nn.functional.pad(x, (pad, pad)) if pad else x
         length = xp.shape[-1] - taps + 1

@@ -123,8 +123,10 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
     With a ``key`` (what the items are: the model, data and point function) and workers to
     share out to, the first loop of each key in a process times its first points both ways,
     one untimed and :data:`_CALLER_TIMED` on the caller's thread (with its thread count), then
-    two per worker on the workers, and the rest of this loop and every later loop of that key
-    go the faster way. Every item is still computed alone, either way.
+    one untimed and two timed per worker on the workers, and the rest of this loop and every later loop of that key
+    go the faster way. Every item is still computed alone, either way. The workers get one
+    untimed point each first, as the caller does: a thread's first point at a shape pays for its
+    kernels' set-up (it made a width-64 MLP's 25-point interpolation look faster on the caller).
 
     ``progress(done, total)`` is called after every item, one call at a time (under a lock);
     an exception it raises (a cancelled job) stops every worker after its current item.
@@ -139,18 +141,19 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
         return _on_caller(fn, items, 0, len(items), progress, len(items))
     if where == "workers":
         return _on_workers(fn, items, 0, len(items), workers, progress)
-    first = 1 + _CALLER_TIMED
-    if len(items) < first + 2 * workers + 1:  # too few to time: as measured before for this key, else workers
+    first, warm = 1 + _CALLER_TIMED, 1 + _CALLER_TIMED + workers
+    rest_lo = warm + 2 * workers
+    if len(items) <= rest_lo:  # too few to time: workers, as before this was measured
         return _on_workers(fn, items, 0, len(items), workers, progress)
-    out = _on_caller(fn, items, 0, 1, progress, len(items))
+    out = _on_caller(fn, items, 0, 1, progress, len(items))  # untimed: the caller's kernels warm up
     start = time.perf_counter()
     out += _on_caller(fn, items, 1, first, progress, len(items))
-    middle = time.perf_counter()
-    out += _on_workers(fn, items, first, first + 2 * workers, workers, progress)
-    per_caller = (middle - start) / _CALLER_TIMED
-    per_workers = (time.perf_counter() - middle) / (2 * workers)
+    per_caller = (time.perf_counter() - start) / _CALLER_TIMED
+    out += _on_workers(fn, items, first, warm, workers, progress)  # untimed: one each, the workers' warm-up
+    start = time.perf_counter()
+    out += _on_workers(fn, items, warm, rest_lo, workers, progress)
+    per_workers = (time.perf_counter() - start) / (2 * workers)
     _WHERE[where_key] = where = "workers" if per_workers <= per_caller else "caller"
-    rest_lo = first + 2 * workers
     if where == "caller":
         return out + _on_caller(fn, items, rest_lo, len(items), progress, len(items))
     return out + _on_workers(fn, items, rest_lo, len(items), workers, progress)

@@ -143,3 +143,20 @@ def test_batchnorm_folds_into_the_conv_in_evaluation_mode(monkeypatch):
     with torch.no_grad():
         fast.layers[0](inputs[0])
     assert calls == [1]  # batch statistics: not folded
+
+
+def test_one_channel_convolutions_under_vmap_are_pytorchs_and_quiet():
+    """vmap has no batching rule for the taps' in-place addcmul_ (a slow fallback and a warning):
+    batched calls go to PyTorch's convolution, with the same values as one call per point."""
+    import warnings
+
+    conv = torch.nn.Conv1d(1, 8, 3, padding=1)
+    fast = with_cpu_kernels(torch.nn.Sequential(conv))[0]
+    x = _x(16)
+    weights = torch.stack([conv.weight.detach() * s for s in (1.0, 0.5, -2.0)])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batched = torch.func.vmap(lambda w: torch.func.functional_call(fast, {"weight": w, "bias": conv.bias}, (x,)))(
+            weights)
+        for w, out in zip(weights, batched):
+            torch.testing.assert_close(out, torch.nn.functional.conv1d(x, w, conv.bias, padding=1))
