@@ -236,24 +236,26 @@ _ROWS_CHOICE: dict[tuple, int] = {}
 
 
 def _measured_rows(ev: Evaluator, theta: Tensor, small: int) -> int:
-    """``small`` if forward passes over chunks of ``small`` rows beat one batch of
-    ``4 * small`` rows by 10% or more (per row), else all rows. Measured on the first
-    ``4 * small`` rows with the point ``theta``, after a warm-up of each shape (the first
-    call at a shape builds its kernels); about one point's evaluation, once per process
-    for each kind of model, data and thread count.
+    """``small`` if forward passes over all the rows in chunks of ``small`` beat one batch of
+    all the rows by 10% or more, else all rows. Measured with the point ``theta`` after a
+    warm-up of each shape (the first call at a shape builds its kernels); about three forward
+    passes over the data, once per process for each kind of model, data and thread count.
 
-    Which wins depends on the machine (cache sizes, vector units): the same CNN ran faster
-    in small chunks on one 2-core machine and slower on another (``bench/results/core_measurements.md``).
+    Which wins depends on the machine (cache sizes, vector units): the same CNN ran faster in
+    small chunks on one 2-core machine and slower on another (``bench/results/core_measurements.md``).
+    It is timed on all the rows because that is what decides it: timed on the first ``4 * small``
+    rows, one batch of 1,496 MNIST-1D rows looked as fast as chunks, while one batch of all 4,000
+    wrote its 41 MB activations into fresh pages at every point (the BatchNorm CNN's 25-point
+    interpolation: 1.63 s in one batch against 1.34-1.43 s in chunks, one thread).
     """
     n = len(ev.x)
     key = (ev.layout.shapes, tuple(sorted((k, tuple(v.shape)) for k, v in ev.buffers.items())),
            tuple(ev.x.shape), ev.x.dtype, torch.get_num_threads(), small)
     if key not in _ROWS_CHOICE:
-        m = min(n, 4 * small)
         params = ev.layout.unflatten(theta)
         with torch.no_grad():
-            _forward_seconds(ev, params, m, small), _forward_seconds(ev, params, m, m)  # warm-up
-            t_small, t_big = _forward_seconds(ev, params, m, small), _forward_seconds(ev, params, m, m)
+            _forward_seconds(ev, params, small, small), _forward_seconds(ev, params, n, n)  # warm-up of each shape
+            t_small, t_big = _forward_seconds(ev, params, n, small), _forward_seconds(ev, params, n, n)
         _ROWS_CHOICE[key] = small if t_small < 0.9 * t_big else n
     return _ROWS_CHOICE[key]
 

@@ -345,13 +345,14 @@ def test_data_rows_are_measured_once_and_give_the_same_values(monkeypatch):
     whole = evaluate_points(model, theta[None], (x, y), rows=1200)
     monkeypatch.setattr(evaluator, "_CHUNK_FLOATS", 1)  # cache-sized chunks of 256 rows
     monkeypatch.setattr(evaluator, "_ROWS_CHOICE", {})
-    seconds = {256: 1.0, 1024: 2.0}  # per chunk size, over the first 4 x 256 rows: chunks win
+    seconds = {256: 1.0, 1200: 2.0}  # per chunk size, over all 1,200 rows: chunks win
     calls = []
-    monkeypatch.setattr(evaluator, "_forward_seconds", lambda ev, params, m, r: calls.append(r) or seconds[r])
+    monkeypatch.setattr(evaluator, "_forward_seconds", lambda ev, params, m, r: calls.append((m, r)) or seconds[r])
     ev = Evaluator(model, (x, y), layout=layout)
     assert ev.choose_rows(theta) == 256
     assert ev.choose_rows(theta) == 256  # remembered: not timed again
-    assert calls == [256, 1024, 256, 1024] and len(evaluator._ROWS_CHOICE) == 1
+    # a warm-up of each shape (one chunk; the whole set), then both timed on all the rows
+    assert calls == [(256, 256), (1200, 1200), (1200, 256), (1200, 1200)] and len(evaluator._ROWS_CHOICE) == 1
     chunked = evaluate_points(model, theta[None], (x, y), strategy="loop")  # 256-row chunks, from the cache
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
     assert chunked[1].item() == pytest.approx(whole[1].item(), abs=1e-12)
