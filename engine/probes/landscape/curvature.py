@@ -1,9 +1,10 @@
 """Curvature of the loss through Hessian-vector products: operator, top eigenvalues, sharpness.
 
-The Hessian is never formed. A product ``H v`` is forward-over-reverse
-differentiation, ``torch.func.jvp`` of ``torch.func.grad`` of the loss as a function of
-the flat parameter vector; many products at once go through ``vmap``, which computes
-the forward and backward pass of the primal once and only batches the tangents.
+The Hessian is never formed. A product ``H v`` is a double backward pass through the
+gradient of the loss as a function of the flat parameter vector (``HessianOperator``: on one
+data chunk autograd's graph of the gradient is kept and each product is one reverse pass
+through it; over several chunks ``torch.func`` rebuilds each chunk's graph), or
+forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``, ``mode="jvp"``).
 
 References
 ----------
