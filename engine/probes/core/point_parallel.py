@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 from torch import Tensor, nn
@@ -108,9 +108,15 @@ def _pool(n: int) -> ThreadPoolExecutor:
             saved = torch.get_num_threads()
             pool = ThreadPoolExecutor(n, thread_name_prefix="zooscope-points")
             barrier = threading.Barrier(n)  # each submit starts a thread, as none is idle
-            for f in [pool.submit(_start_worker, barrier) for _ in range(n)]:
-                f.result()
-            torch.set_num_threads(saved)  # the process default back; the workers keep 1
+            try:
+                for f in [pool.submit(_start_worker, barrier) for _ in range(n)]:
+                    f.result()
+            except BaseException:  # an interrupt while they start: no half-started pool is kept
+                barrier.abort()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            finally:
+                torch.set_num_threads(saved)  # the process default back, whatever happened; the workers keep 1
             _POOLS[n] = pool
         return pool
 
@@ -203,9 +209,17 @@ def _on_workers(fn: Callable, items: list, lo: int, hi: int, workers: int, progr
                         stop.set()
                         raise
 
+    futures: list = []
     try:
-        for f in [_pool(workers).submit(work) for _ in range(workers)]:
+        pool = _pool(workers)
+        for _ in range(workers):
+            futures.append(pool.submit(work))
+        for f in futures:
             f.result()
+    except BaseException:  # a worker's error, or an interrupt here: no point runs once this loop has raised
+        stop.set()
+        wait(futures)
+        raise
     finally:
         if reset:  # setting a worker's count also set the process default: the caller's back, as _pool does
             torch.set_num_threads(caller_threads)
