@@ -289,3 +289,23 @@ def test_workers_that_fail_to_start_leave_the_default_thread_count(monkeypatch):
         assert seen == [3] and torch.get_num_threads() == 3 and point_parallel._POOLS == {}
     finally:
         torch.set_num_threads(before)
+
+
+def test_measured_choices_are_kept_for_a_bounded_number_of_kinds(monkeypatch):
+    """A server probing model after model of new shapes measures each kind once, but keeps at most
+    CHOICES_KEPT choices per cache, the newest; a dropped kind is measured again when it comes back."""
+    from engine.probes.core import evaluator, plane_eval, point_parallel
+
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    monkeypatch.setattr(point_parallel, "_WHERE", {})
+    monkeypatch.setattr(point_parallel, "CHOICES_KEPT", 4)
+    for kind in range(10):
+        assert parallel_map(lambda i: i + 1, [(i,) for i in range(12)], key=("model", kind)) == list(range(1, 13))
+    assert [k[0] for k in point_parallel._WHERE] == [("model", kind) for kind in range(6, 10)]
+    for cache in ({}, evaluator._ROWS_CHOICE, plane_eval._COMBINE_CHOICE):  # the same helper fills all three
+        monkeypatch.setattr(point_parallel, "CHOICES_KEPT", len(cache) + 2)
+        for kind in range(5):
+            assert point_parallel.remember_choice(cache, ("test kind", kind), kind) == kind
+        assert len(cache) <= point_parallel.CHOICES_KEPT and cache[("test kind", 4)] == 4
+        for kind in range(5):
+            cache.pop(("test kind", kind), None)
