@@ -82,7 +82,8 @@ def take_requests_at(layout: StoreLayout) -> list[dict[str, Any]]:
     regular file (a symbolic link, a FIFO, a folder), nests too deep to parse, or is not the
     object :func:`drop_request` writes (a string ``kind``, an object ``payload``) is renamed to
     ``*.bad`` with a warning, so it is neither lost nor read again; a link is never followed.
-    Every request returned is a dict, whatever other processes wrote in the folder.
+    Every request returned is a dict, whatever other processes wrote in the folder. A request
+    that cannot be deleted is left, with a warning, not taken; the others are taken all the same.
     """
     taken = []
     for path in sorted(layout.requests.glob("[0-9]*.json")):
@@ -91,7 +92,13 @@ def take_requests_at(layout: StoreLayout) -> list[dict[str, Any]]:
         except (OSError, ValueError) as exc:
             _set_aside(path, f"request file {path} is unreadable ({exc})")
             continue
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # left in place it would be read again: run once, or not at all until removed
+            warnings.warn(f"request file {path} could not be removed ({exc}), so it is not taken (it would run "
+                          "again at every look): remove it by hand or make the requests folder writable",
+                          stacklevel=2)
+            continue
         taken.append(request)
     return taken
 

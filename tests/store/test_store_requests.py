@@ -91,3 +91,25 @@ def test_valid_json_that_is_not_a_request_is_set_aside(st, text, why):
         taken = st.take_requests()
     assert [r["kind"] for r in taken] == ["train"] and not good.exists()
     assert (st.path / "requests" / "0005-odd.json.bad").exists()
+
+
+def test_a_request_that_cannot_be_removed_is_not_taken_and_stops_no_other(st, monkeypatch):
+    """Taken means deleted: one that stays would run at every look; and the requests read before it in the
+    same look were already deleted, so an error here would lose them."""
+    import pathlib
+
+    first = store.drop_request(st.path, "train", {"n": 1})
+    stuck = store.drop_request(st.path, "train", {"n": 2})
+    last = store.drop_request(st.path, "train", {"n": 3})
+    unlink = pathlib.Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self == stuck:
+            raise PermissionError(13, "Permission denied", str(self))
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", refuse)
+    with pytest.warns(UserWarning, match=re.escape(stuck.name) + r" could not be removed \(\[Errno 13\] Permission "
+                                         r"denied.*so it is not taken"):
+        taken = st.take_requests()
+    assert [r["payload"]["n"] for r in taken] == [1, 3] and stuck.exists() and not first.exists() and not last.exists()
