@@ -18,7 +18,8 @@ What this is not: a sandbox. The check guards the owner against a factory that l
 memory, crashes or prints without end, not against one written to deceive it (the same code runs
 unbounded in the workers that train it). The user's code runs in the checking process, so it can
 write a verdict of its own to the verdict's descriptor and exit; and a grandchild that leaves the
-process group (``os.setsid()``) outlives the kill. Reaching those would take a subreaper or a
+process group (``os.setsid()``) outlives the kill, though still under the child's limits, which
+it inherits: memory, file size and :data:`FACTORY_CHECK_CPU_S` of CPU time. Reaching those would take a subreaper or a
 cgroup for the owner's process; ``RLIMIT_NPROC`` cannot do it, as it counts every thread of the
 user's, the owner's included.
 
@@ -44,8 +45,8 @@ from engine.config import ArchSpec
 from .factory import check_factory, check_factory_source
 from .plugins import FactoryError, plugin_config, use_plugins
 
-__all__ = ["FACTORY_CHECK_MEMORY_BYTES", "FACTORY_CHECK_OUTPUT_BYTES", "FACTORY_CHECK_TIMEOUT_S",
-           "check_factory_bounded"]
+__all__ = ["FACTORY_CHECK_CPU_S", "FACTORY_CHECK_MEMORY_BYTES", "FACTORY_CHECK_OUTPUT_BYTES",
+           "FACTORY_CHECK_TIMEOUT_S", "check_factory_bounded"]
 
 FACTORY_CHECK_TIMEOUT_S = 60.0  # wall clock for importing the module and building the model once
 # Address space of the checking process (8 GiB): torch and transformers take ~1.5 GiB of it once
@@ -62,6 +63,11 @@ _VERDICT_MESSAGE = 4000  # characters of a verdict's error message raised
 # What the checking process may write to any file (RLIMIT_FSIZE, 64 MiB), its stderr included: a factory that
 # prints without end fills neither the disk nor memory; past it a write fails (EFBIG) and the check fails.
 FACTORY_CHECK_OUTPUT_BYTES = 64 << 20
+# CPU seconds each process of the check may use (RLIMIT_CPU, then SIGXCPU; SIGKILL 5 s later). The wall clock
+# limit ends the check; this one also holds in a process that left its group (os.setsid()) and so outlived the
+# kill: such a process may sleep on, but not compute for ever. Well above what FACTORY_CHECK_TIMEOUT_S allows
+# a one-thread check.
+FACTORY_CHECK_CPU_S = 600
 
 
 def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
@@ -94,6 +100,7 @@ def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
     request = {"arch": spec.model_dump(mode="json"), "memory_bytes": int(memory_bytes),
                "plugins": {"paths": [str(p) for p in config.paths], "packages": list(config.packages)}}
     request["output_bytes"] = int(FACTORY_CHECK_OUTPUT_BYTES)
+    request["cpu_s"] = int(FACTORY_CHECK_CPU_S)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # a meta build needs no threads
     # No pipes: the request, the verdict and what the user's code prints are files. A pipe's reader waits
     # for every writer, and a process the factory forked holds the child's descriptors: the parent would
@@ -208,6 +215,8 @@ def main() -> int:
     written = int(request["output_bytes"])
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write raises OSError (EFBIG), not a kill
     resource.setrlimit(resource.RLIMIT_FSIZE, (written, written))
+    cpu = int(request["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))  # inherited: what the factory starts is bounded too
     verdict_fd = os.dup(1)
     os.dup2(2, 1)  # what the user's code prints goes to stderr, never into the verdict
     verdict = _check(request)

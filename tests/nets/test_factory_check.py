@@ -61,6 +61,15 @@ def spawns(width=8):
     return nn.Linear(4, width)
 
 
+def escapes(width=8):
+    if os.fork() == 0:  # leaves the process group: the kill at the end of the check does not reach it
+        os.setsid()
+        _note_pid(os.getpid())
+        while True:
+            pass
+    return nn.Linear(4, width)
+
+
 def fakes_verdict(width=8):
     mine = os.readlink("/proc/self/fd/2")
     for fd in os.listdir("/proc/self/fd"):
@@ -149,11 +158,11 @@ def test_queueing_a_sweep_checks_its_factory_in_the_child(hostile, monkeypatch):
         check_registered(sweep)
 
 
-def _gone(pid: int) -> bool:
-    """Whether ``pid`` has ended (exited, or a zombie nobody reaped yet); waits up to 10 s for a kill to land."""
+def _gone(pid: int, within_s: float = 10) -> bool:
+    """Whether ``pid`` has ended (exited, or a zombie nobody reaped yet); waits up to ``within_s`` for it."""
     import time
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         try:
             with open(f"/proc/{pid}/stat") as fh:
@@ -196,3 +205,23 @@ def test_what_a_factory_prints_is_bounded(hostile, monkeypatch):
     monkeypatch.setattr(factory_check, "FACTORY_CHECK_OUTPUT_BYTES", 1 << 20)
     with pytest.raises(FactoryError, match=r"^factory 'hostile:floods' raised OSError: \[Errno 27\] File too large"):
         check_factory_bounded(ArchSpec(factory="hostile:floods"))
+
+
+def test_a_process_that_leaves_the_group_still_cannot_compute_for_ever(hostile, monkeypatch):
+    """The limit not reached: a daemon the factory starts in a session of its own outlives the check.
+    It inherits the check's CPU limit, so a spinning one is killed (SIGXCPU) all the same."""
+    from engine.nets import factory_check
+
+    monkeypatch.setattr(factory_check, "FACTORY_CHECK_CPU_S", 5)  # torch imports in ~2
+    try:
+        check_factory_bounded(ArchSpec(factory="hostile:escapes"), timeout_s=20)
+        pids = [int(line) for line in (hostile / "pids.txt").read_text().split()]
+        assert pids and all(_gone(pid, within_s=30) for pid in pids)
+    finally:
+        import signal
+
+        for pid in [int(line) for line in (hostile / "pids.txt").read_text().split()]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
