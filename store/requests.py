@@ -78,20 +78,50 @@ def drop_request(store_path: str | os.PathLike[str] | StoreLayout, kind: str, pa
 def take_requests_at(layout: StoreLayout) -> list[dict[str, Any]]:
     """Read and delete every request, oldest first.
 
-    A file that is not valid JSON, is larger than :data:`MAX_REQUEST_BYTES`, or is not a
-    regular file (a symbolic link, a FIFO, a folder) is renamed to ``*.bad`` with a warning,
-    so it is neither lost nor read again; a link is never followed.
+    A file that is not valid JSON, is larger than :data:`MAX_REQUEST_BYTES`, is not a
+    regular file (a symbolic link, a FIFO, a folder), nests too deep to parse, or is not the
+    object :func:`drop_request` writes (a string ``kind``, an object ``payload``) is renamed to
+    ``*.bad`` with a warning, so it is neither lost nor read again; a link is never followed.
+    Every request returned is a dict, whatever other processes wrote in the folder. A request
+    that cannot be deleted is left, with a warning, not taken; the others are taken all the same.
     """
     taken = []
     for path in sorted(layout.requests.glob("[0-9]*.json")):
         try:
-            request = json.loads(_read_request(path))
+            request = _parse_request(_read_request(path))
         except (OSError, ValueError) as exc:
             _set_aside(path, f"request file {path} is unreadable ({exc})")
             continue
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # left in place it would be read again: run once, or not at all until removed
+            warnings.warn(f"request file {path} could not be removed ({exc}), so it is not taken (it would run "
+                          "again at every look): remove it by hand or make the requests folder writable",
+                          stacklevel=2)
+            continue
         taken.append(request)
     return taken
+
+
+def _parse_request(data: bytes) -> dict[str, Any]:
+    """The request object in ``data``; ValueError for anything :func:`drop_request` would not have written."""
+    try:
+        request = json.loads(data)
+    except RecursionError:  # "[[[[..." a megabyte deep: not a ValueError, and it would stop the owner's loop
+        raise ValueError("JSON nested too deep to parse; a request is a flat object") from None
+    if not isinstance(request, dict):
+        raise ValueError(f"not a JSON object but {type(request).__name__} {_short(request)}; a request is "
+                         '{"kind": ..., "payload": {...}} as store.drop_request writes it')
+    if not isinstance(request.get("kind"), str) or not isinstance(request.get("payload"), dict):
+        raise ValueError(f"kind {_short(request.get('kind'))} and payload {_short(request.get('payload'))} "
+                         "are not a string and an object; a request is {\"kind\": ..., \"payload\": {...}} "
+                         "as store.drop_request writes it")
+    return request
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _read_request(path: Path) -> bytes:

@@ -9,6 +9,20 @@ repository root, environment), hands it the spec and this process's ``[plugins]`
 and the child limits its own address space (``RLIMIT_AS``) before it imports the user's module.
 The parent waits at most :data:`FACTORY_CHECK_TIMEOUT_S` and then kills the child's process group.
 
+The request, the verdict and the child's output are temporary files, not pipes, so a process the
+factory forks cannot hold the parent up or fill its memory; the child may write at most
+:data:`FACTORY_CHECK_OUTPUT_BYTES` to any file (``RLIMIT_FSIZE``). When the child ends, in time or
+not, its process group is killed before the child is reaped, so what it left running ends too.
+
+What this is not: a sandbox. The check guards the owner against a factory that loops, hoards
+memory, crashes or prints without end, not against one written to deceive it (the same code runs
+unbounded in the workers that train it). The user's code runs in the checking process, so it can
+write a verdict of its own to the verdict's descriptor and exit; and a grandchild that leaves the
+process group (``os.setsid()``) outlives the kill, though still under the child's limits, which
+it inherits: memory, file size and :data:`FACTORY_CHECK_CPU_S` of CPU time. Reaching those would take a subreaper or a
+cgroup for the owner's process; ``RLIMIT_NPROC`` cannot do it, as it counts every thread of the
+user's, the owner's included.
+
 Everything decided without running user code (the import path's form, pretrained weights, an
 allowed module) is checked here first, so a typo costs no process start.
 """
@@ -22,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +45,8 @@ from engine.config import ArchSpec
 from .factory import check_factory, check_factory_source
 from .plugins import FactoryError, plugin_config, use_plugins
 
-__all__ = ["FACTORY_CHECK_MEMORY_BYTES", "FACTORY_CHECK_TIMEOUT_S", "check_factory_bounded"]
+__all__ = ["FACTORY_CHECK_CPU_S", "FACTORY_CHECK_MEMORY_BYTES", "FACTORY_CHECK_OUTPUT_BYTES",
+           "FACTORY_CHECK_TIMEOUT_S", "check_factory_bounded"]
 
 FACTORY_CHECK_TIMEOUT_S = 60.0  # wall clock for importing the module and building the model once
 # Address space of the checking process (8 GiB): torch and transformers take ~1.5 GiB of it once
@@ -41,7 +57,17 @@ _ROOT = Path(__file__).resolve().parents[2]  # the repository root: `python -m e
 # The child's entry (``-c``, not ``-m``: engine.nets imports this module, and runpy warns about a module
 # run as __main__ that its package has already imported). The repository root is its sys.path[0].
 _CHILD = "import sys; from engine.nets.factory_check import main; sys.exit(main())"
-_STDERR_TAIL = 600  # characters of the child's stderr quoted when it ends without a verdict
+_STDERR_TAIL = 600  # bytes of the child's stderr quoted when it ends without a verdict
+_VERDICT_BYTES = 64 << 10  # the end of the verdict file read back: one JSON line, however much else is there
+_VERDICT_MESSAGE = 4000  # characters of a verdict's error message raised
+# What the checking process may write to any file (RLIMIT_FSIZE, 64 MiB), its stderr included: a factory that
+# prints without end fills neither the disk nor memory; past it a write fails (EFBIG) and the check fails.
+FACTORY_CHECK_OUTPUT_BYTES = 64 << 20
+# CPU seconds each process of the check may use (RLIMIT_CPU, then SIGXCPU; SIGKILL 5 s later). The wall clock
+# limit ends the check; this one also holds in a process that left its group (os.setsid()) and so outlived the
+# kill: such a process may sleep on, but not compute for ever. Well above what FACTORY_CHECK_TIMEOUT_S allows
+# a one-thread check.
+FACTORY_CHECK_CPU_S = 600
 
 
 def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
@@ -73,34 +99,59 @@ def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
     config = plugin_config()
     request = {"arch": spec.model_dump(mode="json"), "memory_bytes": int(memory_bytes),
                "plugins": {"paths": [str(p) for p in config.paths], "packages": list(config.packages)}}
+    request["output_bytes"] = int(FACTORY_CHECK_OUTPUT_BYTES)
+    request["cpu_s"] = int(FACTORY_CHECK_CPU_S)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # a meta build needs no threads
-    with tempfile.TemporaryFile() as log:  # what the user's code prints: a file, not this process's memory
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=log, cwd=_ROOT, env=env,
-                                start_new_session=True)  # its own process group: killed with what it starts
+    # No pipes: the request, the verdict and what the user's code prints are files. A pipe's reader waits
+    # for every writer, and a process the factory forked holds the child's descriptors: the parent would
+    # wait for it (or buffer all it writes) instead of for the child.
+    with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as said, tempfile.TemporaryFile() as log:
+        given.write(json.dumps(request).encode())
+        given.seek(0)
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=given, stdout=said, stderr=log,
+                                cwd=_ROOT, env=env, start_new_session=True)  # its own process group
         try:
-            out, _ = proc.communicate(json.dumps(request).encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise FactoryError(
-                f"factory {spec.factory!r} did not finish its check within {timeout_s:g} s and was stopped "
-                "(engine.nets.factory_check.FACTORY_CHECK_TIMEOUT_S): importing its module and building the "
-                "model once should take seconds; does it loop, wait for input or download something?") from None
+            finished = _wait_unreaped(proc.pid, timeout_s)
         except BaseException:  # interrupted while waiting: the child must not outlive the check
             _kill_group(proc)
             raise
-        err = _tail(log)
+        _kill_group(proc)  # what the child started and left running in its group ends with the check
+        if not finished:
+            raise FactoryError(
+                f"factory {spec.factory!r} did not finish its check within {timeout_s:g} s and was stopped "
+                "(engine.nets.factory_check.FACTORY_CHECK_TIMEOUT_S): importing its module and building the "
+                "model once should take seconds; does it loop, wait for input or download something?")
+        out = _last_bytes(said, _VERDICT_BYTES)
+        err = _last_bytes(log, _STDERR_TAIL).decode(errors="replace").strip()
     _raise_verdict(spec.factory, proc.returncode, out, err, memory_bytes)
 
 
-def _tail(log) -> str:
-    log.seek(0, os.SEEK_END)
-    log.seek(max(0, log.tell() - _STDERR_TAIL))
-    return log.read().decode(errors="replace").strip()
+def _wait_unreaped(pid: int, timeout_s: float) -> bool:
+    """Whether the child ended within ``timeout_s``; it is left unreaped, so its group id is not reused."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
+
+
+def _last_bytes(fh, n: int) -> bytes:
+    fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, fh.tell() - n))
+    return fh.read()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the child's process group; called before the child is reaped, so its id is still its own."""
+    """Kill the child's process group, then reap the child.
+
+    Called before the child is reaped, so its id is still its group's. A process that left the
+    group (``os.setsid()`` in a grandchild) is not reached: see the module's notes.
+    """
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -111,13 +162,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _raise_verdict(factory: str, returncode: int, out: bytes, tail: str, memory_bytes: int) -> None:
     try:
         verdict = json.loads(out.decode().strip().splitlines()[-1])
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):  # the user's code can write there too: "[[[[..."
         verdict = None
     if isinstance(verdict, dict) and verdict.get("ok") is True and returncode == 0:
         return
     limit = f"{memory_bytes / (1 << 30):g} GiB (engine.nets.factory_check.FACTORY_CHECK_MEMORY_BYTES)"
     if isinstance(verdict, dict) and isinstance(verdict.get("error"), str):
-        message = verdict["error"]
+        message = verdict["error"][:_VERDICT_MESSAGE]
         if verdict.get("memory"):
             message += f" — the check may use at most {limit} of memory: make the model smaller in kwargs"
         raise FactoryError(message)
@@ -161,6 +212,11 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     limit = int(request["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    written = int(request["output_bytes"])
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write raises OSError (EFBIG), not a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (written, written))
+    cpu = int(request["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))  # inherited: what the factory starts is bounded too
     verdict_fd = os.dup(1)
     os.dup2(2, 1)  # what the user's code prints goes to stderr, never into the verdict
     verdict = _check(request)

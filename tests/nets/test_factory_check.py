@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from engine.config import ArchSpec, ConfigError, SweepSpec
@@ -37,6 +39,52 @@ def killed(width=8):
 def chatty(width=8):
     print('{"ok": true}')  # what a factory prints never reads as the verdict
     raise RuntimeError("width must be even")
+
+
+def _note_pid(pid):
+    with open(os.path.join(os.path.dirname(__file__), "pids.txt"), "a") as fh:
+        fh.write(f"{pid}\\n")
+
+
+def forks(width=8):
+    if os.fork() == 0:  # a grandchild with all the child's descriptors, the verdict's included
+        _note_pid(os.getpid())
+        time.sleep(300)
+        os._exit(0)
+    return nn.Linear(4, width)
+
+
+def spawns(width=8):
+    import subprocess
+
+    _note_pid(subprocess.Popen(["sleep", "300"]).pid)
+    return nn.Linear(4, width)
+
+
+def escapes(width=8):
+    if os.fork() == 0:  # leaves the process group: the kill at the end of the check does not reach it
+        os.setsid()
+        _note_pid(os.getpid())
+        while True:
+            pass
+    return nn.Linear(4, width)
+
+
+def fakes_verdict(width=8):
+    mine = os.readlink("/proc/self/fd/2")
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if int(fd) > 2 and where != mine and (where.startswith("pipe:") or "(deleted)" in where):
+            os.write(int(fd), b"[" * 100_000 + b"\\n")
+    os._exit(0)
+
+
+def floods(width=8):
+    print("x" * (4 << 20))
+    return nn.Linear(4, width)
 
 
 def fine(width=8):
@@ -108,3 +156,72 @@ def test_queueing_a_sweep_checks_its_factory_in_the_child(hostile, monkeypatch):
     with pytest.raises(ConfigError, match=r"^base.arch.factory: factory 'hostile:forever' did not finish its check "
                                           r"within 2 s"):
         check_registered(sweep)
+
+
+def _gone(pid: int, within_s: float = 10) -> bool:
+    """Whether ``pid`` has ended (exited, or a zombie nobody reaped yet); waits up to ``within_s`` for it."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("factory", ["hostile:forks", "hostile:spawns"])
+def test_what_a_factory_starts_ends_with_its_check(hostile, factory):
+    """A forked grandchild holding the verdict's descriptor does not hold the check up to its time limit,
+    and nothing the factory left running in its process group outlives the check."""
+    try:
+        check_factory_bounded(ArchSpec(factory=factory), timeout_s=20)
+        pids = [int(line) for line in (hostile / "pids.txt").read_text().split()]
+        assert pids and all(_gone(pid) for pid in pids)
+    finally:
+        import signal
+
+        for pid in [int(line) for line in (hostile / "pids.txt").read_text().split()]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_forged_verdict_nested_too_deep_is_no_verdict(hostile):
+    """What the user's code writes where the verdict goes: the parent raises a FactoryError, not RecursionError."""
+    with pytest.raises(FactoryError, match=r"factory 'hostile:fakes_verdict': its check ended with exit status 0 "
+                                           r"and no verdict"):
+        check_factory_bounded(ArchSpec(factory="hostile:fakes_verdict"))
+
+
+def test_what_a_factory_prints_is_bounded(hostile, monkeypatch):
+    from engine.nets import factory_check
+
+    monkeypatch.setattr(factory_check, "FACTORY_CHECK_OUTPUT_BYTES", 1 << 20)
+    with pytest.raises(FactoryError, match=r"^factory 'hostile:floods' raised OSError: \[Errno 27\] File too large"):
+        check_factory_bounded(ArchSpec(factory="hostile:floods"))
+
+
+def test_a_process_that_leaves_the_group_still_cannot_compute_for_ever(hostile, monkeypatch):
+    """The limit not reached: a daemon the factory starts in a session of its own outlives the check.
+    It inherits the check's CPU limit, so a spinning one is killed (SIGXCPU) all the same."""
+    from engine.nets import factory_check
+
+    monkeypatch.setattr(factory_check, "FACTORY_CHECK_CPU_S", 5)  # torch imports in ~2
+    try:
+        check_factory_bounded(ArchSpec(factory="hostile:escapes"), timeout_s=20)
+        pids = [int(line) for line in (hostile / "pids.txt").read_text().split()]
+        assert pids and all(_gone(pid, within_s=30) for pid in pids)
+    finally:
+        import signal
+
+        for pid in [int(line) for line in (hostile / "pids.txt").read_text().split()]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

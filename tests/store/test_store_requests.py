@@ -73,3 +73,43 @@ def test_drop_request_refuses_what_the_owner_would_not_read(st):
     with pytest.raises(ValueError, match="the owner reads at most 1,048,576 .*pass a file path"):
         store.drop_request(st.path, "train", {"config": "x" * store.MAX_REQUEST_BYTES})
     assert list((st.path / "requests").iterdir()) == []
+
+
+@pytest.mark.parametrize("text, why", [
+    ("[" * 200_000 + "]" * 200_000, r"JSON nested too deep to parse"),
+    ('[{"kind": "train", "payload": {}}]', r"not a JSON object but list \[\{'kind': 'train'"),
+    ("1" + "0" * 4000, r"not a JSON object but int 1000000000"),
+    ('"train"', r"not a JSON object but str 'train'"),
+    ('{"kind": ["train"], "payload": {}}', r"kind \['train'\] and payload \{\} are not a string and an object"),
+    ('{"kind": "train", "payload": null}', r"kind 'train' and payload None are not a string and an object"),
+])
+def test_valid_json_that_is_not_a_request_is_set_aside(st, text, why):
+    """The owner's loop reads req["kind"] and req.get(...): whatever lies in the folder, it gets dicts."""
+    (st.path / "requests" / "0005-odd.json").write_text(text)
+    good = store.drop_request(st.path, "train", {"config": "c.toml"})
+    with pytest.warns(UserWarning, match=r"0005-odd.json is unreadable \(" + why):
+        taken = st.take_requests()
+    assert [r["kind"] for r in taken] == ["train"] and not good.exists()
+    assert (st.path / "requests" / "0005-odd.json.bad").exists()
+
+
+def test_a_request_that_cannot_be_removed_is_not_taken_and_stops_no_other(st, monkeypatch):
+    """Taken means deleted: one that stays would run at every look; and the requests read before it in the
+    same look were already deleted, so an error here would lose them."""
+    import pathlib
+
+    first = store.drop_request(st.path, "train", {"n": 1})
+    stuck = store.drop_request(st.path, "train", {"n": 2})
+    last = store.drop_request(st.path, "train", {"n": 3})
+    unlink = pathlib.Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self == stuck:
+            raise PermissionError(13, "Permission denied", str(self))
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", refuse)
+    with pytest.warns(UserWarning, match=re.escape(stuck.name) + r" could not be removed \(\[Errno 13\] Permission "
+                                         r"denied.*so it is not taken"):
+        taken = st.take_requests()
+    assert [r["payload"]["n"] for r in taken] == [1, 3] and stuck.exists() and not first.exists() and not last.exists()

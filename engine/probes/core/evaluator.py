@@ -38,7 +38,12 @@ from engine.probes.core.functional import (
     functional_module,
     resolve_data,
 )
-from engine.probes.core.point_parallel import as_point_worker, parallel_loop, thread_module  # points on workers
+from engine.probes.core.point_parallel import (  # points on workers
+    as_point_worker,
+    parallel_loop,
+    remember_choice,
+    thread_module,
+)
 
 __all__ = ["Evaluator", "PointProgress"]
 
@@ -231,7 +236,8 @@ def _data_rows(ev: Evaluator, theta: Tensor, rows: int | None) -> int:
 EVAL_MEMORY_BYTES = 512 * 2**20
 
 
-#: Rows chosen per (model shapes, data shape, threads, chunk size), measured once per process.
+#: Rows chosen per (model shapes, data shape, threads, chunk size), measured once per process (at most
+#: point_parallel.CHOICES_KEPT of them).
 _ROWS_CHOICE: dict[tuple, int] = {}
 
 
@@ -251,13 +257,14 @@ def _measured_rows(ev: Evaluator, theta: Tensor, small: int) -> int:
     n = len(ev.x)
     key = (ev.layout.shapes, tuple(sorted((k, tuple(v.shape)) for k, v in ev.buffers.items())),
            tuple(ev.x.shape), ev.x.dtype, torch.get_num_threads(), small)
-    if key not in _ROWS_CHOICE:
+    chosen = _ROWS_CHOICE.get(key)
+    if chosen is None:
         params = ev.layout.unflatten(theta)
         with torch.no_grad():
             _forward_seconds(ev, params, small, small), _forward_seconds(ev, params, n, n)  # warm-up of each shape
             t_small, t_big = _forward_seconds(ev, params, n, small), _forward_seconds(ev, params, n, n)
-        _ROWS_CHOICE[key] = small if t_small < 0.9 * t_big else n
-    return _ROWS_CHOICE[key]
+        chosen = remember_choice(_ROWS_CHOICE, key, small if t_small < 0.9 * t_big else n)
+    return chosen
 
 
 def _forward_seconds(ev: Evaluator, params: dict[str, Tensor], m: int, rows: int) -> float:

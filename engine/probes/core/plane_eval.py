@@ -27,7 +27,11 @@ from torch.func import functional_call
 from engine.probes.core.evaluator import EVAL_MEMORY_BYTES, Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
 from engine.probes.core.mlp_plane import mlp_plane_point
-from engine.probes.core.point_parallel import as_point_worker, thread_module  # points may run on worker threads
+from engine.probes.core.point_parallel import (  # points may run on worker threads
+    as_point_worker,
+    remember_choice,
+    thread_module,
+)
 
 __all__ = ["FirstLayer", "combining_pays", "evaluate_plane", "evaluate_plane_with_strategy", "find_first_layer",
            "first_layer_split"]
@@ -334,7 +338,8 @@ def first_layer_split(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, che
     return first if ok else None
 
 
-#: Whether combining a thin first layer's outputs beat recomputing it, per (layer, input shape, threads).
+#: Whether combining a thin first layer's outputs beat recomputing it, per (layer, input shape, threads);
+#: at most point_parallel.CHOICES_KEPT of them.
 _COMBINE_CHOICE: dict[tuple, bool] = {}
 
 
@@ -359,10 +364,12 @@ def combining_pays(ev: Evaluator, first: FirstLayer, theta: Tensor) -> bool:
     rows = max(1, min(len(first.inputs), ev.rows))
     key = (type(first.layer).__name__, tuple(first.layer.weight.shape), first.layer.bias is not None,
            tuple(first.inputs.shape), rows, torch.get_num_threads())
-    if key not in _COMBINE_CHOICE:
+    chosen = _COMBINE_CHOICE.get(key)
+    if chosen is None:
         params = ev.layout.unflatten(theta)
-        _COMBINE_CHOICE[key] = as_point_worker(lambda: _combining_faster(first, params, rows), device=ev.device)
-    return _COMBINE_CHOICE[key]
+        chosen = remember_choice(_COMBINE_CHOICE, key,
+                                 as_point_worker(lambda: _combining_faster(first, params, rows), device=ev.device))
+    return chosen
 
 
 def _combining_faster(first: FirstLayer, params: Mapping[str, Tensor], rows: int) -> bool:

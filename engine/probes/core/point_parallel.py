@@ -39,21 +39,37 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 from torch import Tensor, nn
 
 from engine.probes.core.functional import shallow_copy
 
-__all__ = ["as_point_worker", "parallel_loop", "parallel_map", "point_workers", "thread_module"]
+__all__ = ["CHOICES_KEPT", "as_point_worker", "parallel_loop", "parallel_map", "point_workers", "remember_choice",
+           "thread_module"]
 
 _LOCAL = threading.local()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 #: "workers" or "caller" per (key, workers, caller threads), measured once per process.
 _WHERE: dict[tuple, str] = {}
+#: Measured choices kept per cache (this one, the evaluator's rows, the plane's combining): keys hold a model's
+#: parameter shapes, and a server probing model after model of new architectures would add one per kind for
+#: ever. Past this many the oldest is dropped: measuring it again costs a few points.
+CHOICES_KEPT = 256
 _CALLER_TIMED = 2  # points timed on the caller (after one untimed, whose kernels may be cold)
+
+
+def remember_choice(cache: dict, key, value):
+    """``cache[key] = value``, dropping the oldest entries past :data:`CHOICES_KEPT`; returns ``value``."""
+    while len(cache) >= CHOICES_KEPT:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (StopIteration, RuntimeError):  # emptied or changed by another thread meanwhile
+            break
+    cache[key] = value
+    return value
 
 
 def _in_worker() -> bool:
@@ -108,9 +124,15 @@ def _pool(n: int) -> ThreadPoolExecutor:
             saved = torch.get_num_threads()
             pool = ThreadPoolExecutor(n, thread_name_prefix="zooscope-points")
             barrier = threading.Barrier(n)  # each submit starts a thread, as none is idle
-            for f in [pool.submit(_start_worker, barrier) for _ in range(n)]:
-                f.result()
-            torch.set_num_threads(saved)  # the process default back; the workers keep 1
+            try:
+                for f in [pool.submit(_start_worker, barrier) for _ in range(n)]:
+                    f.result()
+            except BaseException:  # an interrupt while they start: no half-started pool is kept
+                barrier.abort()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            finally:
+                torch.set_num_threads(saved)  # the process default back, whatever happened; the workers keep 1
             _POOLS[n] = pool
         return pool
 
@@ -153,7 +175,7 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
     start = time.perf_counter()
     out += _on_workers(fn, items, warm, rest_lo, workers, progress)
     per_workers = (time.perf_counter() - start) / (2 * workers)
-    _WHERE[where_key] = where = "workers" if per_workers <= per_caller else "caller"
+    where = remember_choice(_WHERE, where_key, "workers" if per_workers <= per_caller else "caller")
     if where == "caller":
         return out + _on_caller(fn, items, rest_lo, len(items), progress, len(items))
     return out + _on_workers(fn, items, rest_lo, len(items), workers, progress)
@@ -203,9 +225,17 @@ def _on_workers(fn: Callable, items: list, lo: int, hi: int, workers: int, progr
                         stop.set()
                         raise
 
+    futures: list = []
     try:
-        for f in [_pool(workers).submit(work) for _ in range(workers)]:
+        pool = _pool(workers)
+        for _ in range(workers):
+            futures.append(pool.submit(work))
+        for f in futures:
             f.result()
+    except BaseException:  # a worker's error, or an interrupt here: no point runs once this loop has raised
+        stop.set()
+        wait(futures)
+        raise
     finally:
         if reset:  # setting a worker's count also set the process default: the caller's back, as _pool does
             torch.set_num_threads(caller_threads)

@@ -226,3 +226,86 @@ def test_a_keyed_loop_goes_where_its_first_points_ran_faster(monkeypatch, slow_o
     where.clear()
     parallel_map(point, [(i,) for i in range(10)])  # no key: workers, as before
     assert set(where) == {"workers"}
+
+
+def test_an_interrupt_while_waiting_stops_the_workers_before_it_propagates(monkeypatch):
+    """Ctrl-C in the caller (a CLI probe) while the workers run: they stop after their current point,
+    and nothing of the loop runs once the KeyboardInterrupt has reached the caller."""
+    from engine.probes.core import point_parallel
+
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    lock, running, calls, started = threading.Lock(), [0], [0], threading.Event()
+    pool = point_parallel._pool(2)
+
+    class Interrupted:  # the pool, whose futures' result() is where the caller waits: Ctrl-C lands there
+        def submit(self, fn):
+            future = pool.submit(fn)
+
+            def result(timeout=None):
+                started.wait()
+                raise KeyboardInterrupt
+
+            future.result = result
+            return future
+
+    monkeypatch.setattr(point_parallel, "_pool", lambda n: Interrupted())
+
+    def point(i):
+        with lock:
+            running[0] += 1
+            calls[0] += 1
+        try:
+            started.set()
+            threading.Event().wait(0.3)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel_map(point, [(i,) for i in range(40)])
+    assert running[0] == 0, f"{running[0]} points still running after the interrupt"
+    assert calls[0] < 40
+
+
+def test_workers_that_fail_to_start_leave_the_default_thread_count(monkeypatch):
+    from engine.probes.core import point_parallel
+
+    def fails(barrier):
+        torch.set_num_threads(1)  # what a starting worker does first, which also sets the default
+        raise RuntimeError("no thread for you")
+
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "3")
+    monkeypatch.setattr(point_parallel, "_POOLS", {})
+    monkeypatch.setattr(point_parallel, "_start_worker", fails)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(RuntimeError, match="no thread for you"):
+            parallel_map(lambda i: i, [(i,) for i in range(8)])
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))  # a thread started afterwards
+        t.start()
+        t.join()
+        assert seen == [3] and torch.get_num_threads() == 3 and point_parallel._POOLS == {}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_measured_choices_are_kept_for_a_bounded_number_of_kinds(monkeypatch):
+    """A server probing model after model of new shapes measures each kind once, but keeps at most
+    CHOICES_KEPT choices per cache, the newest; a dropped kind is measured again when it comes back."""
+    from engine.probes.core import evaluator, plane_eval, point_parallel
+
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    monkeypatch.setattr(point_parallel, "_WHERE", {})
+    monkeypatch.setattr(point_parallel, "CHOICES_KEPT", 4)
+    for kind in range(10):
+        assert parallel_map(lambda i: i + 1, [(i,) for i in range(12)], key=("model", kind)) == list(range(1, 13))
+    assert [k[0] for k in point_parallel._WHERE] == [("model", kind) for kind in range(6, 10)]
+    for cache in ({}, evaluator._ROWS_CHOICE, plane_eval._COMBINE_CHOICE):  # the same helper fills all three
+        monkeypatch.setattr(point_parallel, "CHOICES_KEPT", len(cache) + 2)
+        for kind in range(5):
+            assert point_parallel.remember_choice(cache, ("test kind", kind), kind) == kind
+        assert len(cache) <= point_parallel.CHOICES_KEPT and cache[("test kind", 4)] == 4
+        for kind in range(5):
+            cache.pop(("test kind", kind), None)
