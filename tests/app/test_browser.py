@@ -222,6 +222,9 @@ def test_phase_diagram_and_a_cell_opened_on_another_page(phases_server, new_page
     assert title(page).startswith("Phase diagrams")
     charts = page.locator("[data-testid=stTabPanel]:visible [data-testid=stPlotlyChart]")
     charts.first.wait_for(state="visible")
+    deadline = time.monotonic() + 60  # the charts appear one by one: the first visible is not the last drawn
+    while charts.count() < 8 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
     assert charts.count() >= 8  # a heatmap per metric and the phase map
     assert not problems(page), problems(page)
     assert page.dialogs == []  # the zoo's name holds a <script> tag; it is shown, never run
