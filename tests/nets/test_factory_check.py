@@ -180,16 +180,10 @@ def test_what_a_factory_starts_ends_with_its_check(hostile, factory):
     and nothing the factory left running in its process group outlives the check."""
     try:
         check_factory_bounded(ArchSpec(factory=factory), timeout_s=20)
-        pids = [int(line) for line in (hostile / "pids.txt").read_text().split()]
+        pids = _recorded_pids(hostile)
         assert pids and all(_gone(pid) for pid in pids)
     finally:
-        import signal
-
-        for pid in [int(line) for line in (hostile / "pids.txt").read_text().split()]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_recorded(hostile)
 
 
 def test_a_forged_verdict_nested_too_deep_is_no_verdict(hostile):
@@ -215,13 +209,23 @@ def test_a_process_that_leaves_the_group_still_cannot_compute_for_ever(hostile, 
     monkeypatch.setattr(factory_check, "FACTORY_CHECK_CPU_S", 5)  # torch imports in ~2
     try:
         check_factory_bounded(ArchSpec(factory="hostile:escapes"), timeout_s=20)
-        pids = [int(line) for line in (hostile / "pids.txt").read_text().split()]
+        pids = _recorded_pids(hostile)
         assert pids and all(_gone(pid, within_s=30) for pid in pids)
     finally:
-        import signal
+        _kill_recorded(hostile)
 
-        for pid in [int(line) for line in (hostile / "pids.txt").read_text().split()]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+
+def _recorded_pids(folder) -> list[int]:
+    """The processes the hostile factory recorded starting."""
+    return [int(line) for line in (folder / "pids.txt").read_text().split()]
+
+
+def _kill_recorded(folder) -> None:
+    """Whatever the test's factory left running, killed (a failing test must not leak it)."""
+    import signal
+
+    for pid in _recorded_pids(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
