@@ -171,13 +171,20 @@ def _sign_in_problem(mode: str, path: Path) -> str | None:
 
 
 def _train(args, path: Path) -> int:
+    from engine.nets import factory_checks_reused
+
+    sweep = load_sweep(args.config)  # validate before touching the store
+    with factory_checks_reused():  # one bounded factory check for this submission (checked, then queued)
+        return _train_sweep(args, path, sweep)
+
+
+def _train_sweep(args, path: Path, sweep) -> int:
     from engine.data import use_registered_folder
     from engine.jobs import Dispatcher
     from engine.settings import apply_plugins
     from engine.train import check_registered
     from store.paths import StoreLayout
 
-    sweep = load_sweep(args.config)  # validate before touching the store
     apply_plugins(_settings(path))  # a factory may come from [plugins] paths
     use_registered_folder(StoreLayout(path).datasets)  # data sets registered in this store count
     check_registered(sweep)

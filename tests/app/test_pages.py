@@ -153,9 +153,7 @@ def test_a_sweep_file_with_a_factory_is_checked_once_per_submit(app, tmp_path, c
     path = tmp_path / "store"
     plugin_fixtures.write_plugins(path / "models")
     (path / "zooscope.toml").write_text('[plugins]\npaths = ["models/"]\n')
-    sweep = ('name = "mine"\n[base]\nsteps = 4\nbatch_size = 8\n[base.dataset]\nname = "moons"\n'
-             '[base.arch]\nfactory = "my_models:WideNet"\nkwargs = {in_features = 2, width = 4, n_classes = 2}\n'
-             '[grid]\nseed = [0, 1]\n')
+    sweep = plugin_fixtures.FACTORY_SWEEP
     at = app(path)
     started = plugin_fixtures.count_factory_checks(clean_plugins)
     at = _upload_sweep(at, "mine.toml", sweep)

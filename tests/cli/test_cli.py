@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,11 @@ from engine import data as zdata
 from engine import nets
 from engine.cli import main
 from engine.config import ArchSpec
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "nets"))
+import plugin_fixtures  # noqa: E402
+
+clean_plugins = plugin_fixtures.clean_plugins  # a fixture of this module too
 
 TINY = """
 name = "cli-tiny"
@@ -143,3 +149,15 @@ def test_ls_into_a_pipe_that_closes_early_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert err == ""
+
+
+def test_train_checks_a_user_factory_once(tmp_path, capsys, clean_plugins):
+    """`zooscope train` validates the sweep, then the dispatcher checks it before queueing: one child process."""
+    path = tmp_path / "store"
+    plugin_fixtures.write_plugins(path / "models")
+    (path / "zooscope.toml").write_text('[plugins]\npaths = ["models/"]\n')
+    sweep = tmp_path / "mine.toml"
+    sweep.write_text(plugin_fixtures.FACTORY_SWEEP)
+    started = plugin_fixtures.count_factory_checks(clean_plugins)
+    assert main(["--store", str(path), "train", str(sweep)]) == 0, capsys.readouterr().err
+    assert len(started) == 1

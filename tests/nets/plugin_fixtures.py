@@ -113,6 +113,12 @@ def plugin_dir(tmp_path, clean_plugins) -> Path:
     return folder
 
 
+#: A two-run sweep whose architecture is my_models:WideNet from a plugin folder (see write_plugins).
+FACTORY_SWEEP = ('name = "mine"\n[base]\nsteps = 4\nbatch_size = 8\n[base.dataset]\nname = "moons"\n'
+                 '[base.arch]\nfactory = "my_models:WideNet"\nkwargs = {in_features = 2, width = 4, n_classes = 2}\n'
+                 '[grid]\nseed = [0, 1]\n')
+
+
 def count_factory_checks(monkeypatch) -> list:
     """The child processes of factory checks started from now on (one entry each)."""
     import subprocess
