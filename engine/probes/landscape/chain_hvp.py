@@ -133,10 +133,12 @@ class ChainHessian:
         ev = self._ev
         with torch.no_grad():
             inputs, slopes, logits = self._forward(ev.x[lo:hi])
-            probs = torch.softmax(logits, 1)  # (n, C)
+            # along the rows of the transposed logits: 7x faster on a CPU for 10 classes (PyTorch's
+            # softmax kernel is slow along a short last axis), the same values
+            probs = _flush_subnormal(torch.softmax(logits.T, 0).T)  # (n, C)
             g = probs.clone()
             g[torch.arange(hi - lo, device=g.device), ev.y[lo:hi]] -= 1
-            g.div_(hi - lo)
+            _flush_subnormal(g.div_(hi - lo))
             grads: list[Tensor | None] = [None] * len(self._layers)
             for i in range(len(self._layers) - 1, 0, -1):
                 grads[i] = g
@@ -168,7 +170,7 @@ class ChainHessian:
             if i < len(s.slopes):
                 r_inputs.append(rz if s.slopes[i] is None else rz.mul_(s.slopes[i]))
         pr = s.probs * rz  # (n, C)
-        rg = pr.sub_(s.probs * pr.sum(1, keepdim=True)).div_(len(rz))
+        rg = _flush_subnormal(pr.sub_(s.probs * pr.sum(1, keepdim=True)).div_(len(rz)))
         for i in range(len(self._layers) - 1, -1, -1):
             w_name, b_name, _ = self._layers[i]
             out_w = outs[w_name]  # (d_i, d_{i-1}), a view of ``out``
@@ -199,9 +201,23 @@ def _layers(steps: list | None) -> list[tuple[str, str | None, list[nn.Module]]]
     return layers
 
 
+def _flush_subnormal(t: Tensor) -> Tensor:
+    """``t`` with its subnormal entries set to 0, in place.
+
+    A trained classifier gives some classes probabilities below float32's smallest normal
+    number (1.2e-38; 2e-42 seen on the MNIST-1D MLP), and their products with the directions
+    come out subnormal too. A CPU computes with subnormal numbers one to two orders of
+    magnitude slower: a (1000, 512) x (512, 512) product took 620 ms with its left factor
+    subnormal instead of 2.9 ms, and a few such entries in the logits' derivatives made a whole
+    product of the width-100 MLP 1.5x slower. What is dropped is below ``tiny`` in absolute
+    value, against entries of order ``1/N``.
+    """
+    return t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0)
+
+
 def _slope(act: nn.Module, h: Tensor) -> Tensor:
     """The activation's derivative at ``h``, as autograd takes it (0 or the negative slope at 0)."""
     if isinstance(act, nn.LeakyReLU):
         one, slope = (torch.tensor(c, dtype=h.dtype, device=h.device) for c in (1.0, act.negative_slope))
         return torch.where(h > 0, one, slope)
-    return (h > 0).to(h.dtype)
+    return torch.gt(h, 0, out=torch.empty_like(h))  # 10x faster than (h > 0).to(h.dtype) on a CPU
