@@ -3,6 +3,18 @@
 A command that cannot own the store writes its request as
 ``requests/<time_ns>-<uuid>.json`` (temporary name, then rename); the owner
 takes them in order of creation and queues them.
+
+The owner claims a request before it reads it, so a file replaced or added under the same
+name meanwhile is never deleted unread, and a request is applied once or set aside::
+
+    <id>.json               dropped, waiting
+    <id>.json.claimed       renamed by the owner, then read (a crash here: read and applied at the next look)
+    <id>.json.applying      being applied (a crash here: renamed to .interrupted at the next look, not rerun)
+    (removed)               applied
+    <id>.json.bad           malformed, set aside unread; <id>.json.interrupted: its fate unknown, set aside
+
+Only the owner renames into the ``.claimed`` and ``.applying`` names. A file is renamed or
+removed by name only while it is still the file that was read (same device and inode).
 """
 
 from __future__ import annotations
@@ -20,12 +32,13 @@ from typing import Any
 from store.paths import StoreLayout, as_layout
 from store.rows import to_json, utcnow
 
-__all__ = ["MAX_REQUEST_BYTES", "drop_request", "take_requests_at"]
+__all__ = ["MAX_REQUEST_BYTES", "RequestClaim", "claim_requests_at", "drop_request", "take_requests_at"]
 
 # A request file (1 MiB): a request is a kind and a few JSON arguments (a few hundred bytes). Other processes
 # write this folder, so the owner reads no more than this of any file in it (engine.bounds keeps the limits
 # of what users send; the store never imports the engine, so this one lives here).
 MAX_REQUEST_BYTES = 1 << 20
+CLAIMED, APPLYING, INTERRUPTED, BAD = ".claimed", ".applying", ".interrupted", ".bad"
 
 
 def drop_request(store_path: str | os.PathLike[str] | StoreLayout, kind: str, payload: dict[str, Any]) -> Path:
@@ -78,29 +91,139 @@ def drop_request(store_path: str | os.PathLike[str] | StoreLayout, kind: str, pa
 def take_requests_at(layout: StoreLayout) -> list[dict[str, Any]]:
     """Read and delete every request, oldest first.
 
+    For a caller that only looks (tests, scripts): a request deleted here and not applied
+    afterwards is gone. The owner's loop applies through :func:`claim_requests_at` instead.
+    What is set aside, and why, is as there.
+    """
+    taken = []
+    for claim in claim_requests_at(layout):
+        if claim.begin():
+            claim.done()
+            taken.append(claim.request)
+    return taken
+
+
+def claim_requests_at(layout: StoreLayout) -> list[RequestClaim]:
+    """Claim and read every request, oldest first; apply each between its ``begin()`` and ``done()``.
+
     A file that is not valid JSON, is larger than :data:`MAX_REQUEST_BYTES`, is not a
     regular file (a symbolic link, a FIFO, a folder), nests too deep to parse, or is not the
     object :func:`drop_request` writes (a string ``kind``, an object ``payload``) is renamed to
     ``*.bad`` with a warning, so it is neither lost nor read again; a link is never followed.
-    Every request returned is a dict, whatever other processes wrote in the folder. A request
-    that cannot be deleted is left, with a warning, not taken; the others are taken all the same.
+    Every request returned is a dict, whatever other processes wrote in the folder.
+
+    Claimed files a previous owner left (it stopped between claiming and applying) are taken
+    again; files it left being applied are renamed to ``*.interrupted`` with a warning, never
+    run twice. A request that cannot be claimed (renamed) is left, with a warning, not taken;
+    the others are taken all the same.
     """
-    taken = []
-    for path in sorted(layout.requests.glob("[0-9]*.json")):
+    folder = layout.requests
+    for path in sorted(folder.glob("[0-9]*.json" + APPLYING)):
+        _set_aside(path, INTERRUPTED, f"request file {_dropped(path)} was being applied when the store's owner "
+                   "stopped, so whether it took effect is unknown and it is not run again: check what it asked "
+                   "for, then rename it to its .json name to run it again, or delete it")
+    left = {p.name: p for p in folder.glob("[0-9]*.json" + CLAIMED)}  # a previous owner's, not yet applied
+    for path in folder.glob("[0-9]*.json"):
+        if path.name + CLAIMED not in left:  # else a second file of that name: taken at the next look
+            claimed = _claim(path)
+            if claimed is not None:
+                left[claimed.name] = claimed
+    claims = []
+    for name in sorted(left):
+        claim = _read_claim(left[name])
+        if claim is not None:
+            claims.append(claim)
+    return claims
+
+
+class RequestClaim:
+    """One request the owner has claimed and read: ``request``, then ``begin()``, apply, ``done()``."""
+
+    def __init__(self, request: dict[str, Any], path: Path, identity: tuple[int, int]):
+        self.request = request
+        self._path = path  # where the file read lies: <id>.json.claimed, then <id>.json.applying
+        self._identity = identity  # (st_dev, st_ino) of that file
+        self._marked = False
+
+    def begin(self) -> bool:
+        """Mark the request as being applied; False (with a warning) if it cannot be, and must not be applied.
+
+        A file put in the claimed name after it was read is left there, unread, for the next look;
+        what was read is applied all the same (True), without a mark: a crash then loses no file.
+        """
+        if not _is_file(self._path, self._identity):
+            warnings.warn(f"request file {self._path} was replaced or removed after it was read; what was read is "
+                          "applied, and a file now there is read at the next look", stacklevel=2)
+            return True
+        applying = self._path.with_name(_dropped(self._path).name + APPLYING)
         try:
-            request = _parse_request(_read_request(path))
-        except (OSError, ValueError) as exc:
-            _set_aside(path, f"request file {path} is unreadable ({exc})")
-            continue
+            os.replace(self._path, applying)
+        except OSError as exc:  # applied without the mark, a crash would run it again at the next look
+            warnings.warn(f"request file {self._path} could not be renamed to {applying.name} ({exc}), so it is "
+                          "not applied now (it would run again after a crash): make the requests folder writable; "
+                          "it is tried again at the next look", stacklevel=2)
+            return False
+        self._path, self._marked = applying, True
+        return True
+
+    def done(self) -> None:
+        """Remove the applied request's file (only if it is still the file that was read)."""
+        if not self._marked:
+            return
+        self._marked = False
+        if not _is_file(self._path, self._identity):
+            warnings.warn(f"request file {self._path} was replaced while it was applied; what was read was applied "
+                          "and the file now there is set aside at the next look", stacklevel=2)
+            return
         try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:  # left in place it would be read again: run once, or not at all until removed
-            warnings.warn(f"request file {path} could not be removed ({exc}), so it is not taken (it would run "
-                          "again at every look): remove it by hand or make the requests folder writable",
-                          stacklevel=2)
-            continue
-        taken.append(request)
-    return taken
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            warnings.warn(f"request file {self._path} was applied but could not be removed ({exc}); it is set aside "
+                          "as .interrupted at the next look, not run again: remove it by hand", stacklevel=2)
+
+
+def _dropped(path: Path) -> Path:
+    """The name ``drop_request`` gave a request file: ``<id>.json``."""
+    for suffix in (CLAIMED, APPLYING):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name.removesuffix(suffix))
+    return path
+
+
+def _claim(path: Path) -> Path | None:
+    """Rename ``<id>.json`` to ``<id>.json.claimed`` (the link itself, if it is one); None if it is gone or stays."""
+    claimed = path.with_name(path.name + CLAIMED)
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:  # removed by whoever wrote it
+        return None
+    except OSError as exc:  # left in place it is tried again at every look: run once, or not at all until claimed
+        warnings.warn(f"request file {path} could not be claimed (renamed to {claimed.name}: {exc}), so it is not "
+                      "taken: make the requests folder writable", stacklevel=3)
+        return None
+    return claimed
+
+
+def _read_claim(path: Path) -> RequestClaim | None:
+    try:
+        data, identity = _read_request(path)
+        return RequestClaim(_parse_request(data), path, identity)
+    except FileNotFoundError:  # removed since it was claimed: not ours to miss
+        return None
+    except (OSError, ValueError) as exc:
+        _set_aside(path, BAD, f"request file {_dropped(path)} is unreadable ({exc})")
+        return None
+
+
+def _is_file(path: Path, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` (not followed through a link) is the file of ``identity``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def _parse_request(data: bytes) -> dict[str, Any]:
@@ -124,12 +247,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _read_request(path: Path) -> bytes:
-    """The bytes of one request file: a regular file, not followed through a link, at most MAX_REQUEST_BYTES."""
+def _read_request(path: Path) -> tuple[bytes, tuple[int, int]]:
+    """The bytes of one request file and its (device, inode): a regular file, not followed through a link,
+    at most MAX_REQUEST_BYTES."""
     # O_NOFOLLOW: a link is refused (ELOOP), not read; O_NONBLOCK: opening a FIFO does not wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        mode, identity = st.st_mode, (st.st_dev, st.st_ino)
         if not stat.S_ISREG(mode):
             raise ValueError(f"not a regular file (mode {stat.filemode(mode)}); requests are plain JSON files")
         chunks, size = [], 0
@@ -145,14 +270,14 @@ def _read_request(path: Path) -> bytes:
     if len(data) > MAX_REQUEST_BYTES:
         raise ValueError(f"larger than {MAX_REQUEST_BYTES:,} bytes (store.requests.MAX_REQUEST_BYTES); "
                          "a request is a few hundred bytes of JSON")
-    return data
+    return data, identity
 
 
-def _set_aside(path: Path, why: str) -> None:
-    bad = path.with_name(path.name + ".bad")
+def _set_aside(path: Path, suffix: str, why: str) -> None:
+    aside = _dropped(path).with_name(_dropped(path).name + suffix)
     try:
-        os.replace(path, bad)  # a link is renamed, never its target
+        os.replace(path, aside)  # a link is renamed, never its target
     except OSError as exc:
-        warnings.warn(f"{why}; it could not be renamed to {bad.name} ({exc}): remove it by hand", stacklevel=3)
+        warnings.warn(f"{why}; it could not be renamed to {aside.name} ({exc}): remove it by hand", stacklevel=4)
         return
-    warnings.warn(f"{why}; renamed to {bad.name}", stacklevel=3)
+    warnings.warn(f"{why}; renamed to {aside.name}", stacklevel=4)

@@ -22,7 +22,7 @@ from store.errors import BundleError, StoreError, StoreVersionError
 from store.logged_runs import LoggedRunsCatalog
 from store.ownership import OwnerLock, busy_error
 from store.paths import StoreLayout, as_layout
-from store.requests import take_requests_at
+from store.requests import RequestClaim, claim_requests_at, take_requests_at
 from store.rows import utcnow
 from store.schema import COLUMNS, SCHEMA_VERSION, check_version, migrate, schema_version
 
@@ -178,10 +178,21 @@ class Store(RunsCatalog, JobsCatalog, DatasetsCatalog, LoggedRunsCatalog):
     def take_requests(self) -> list[dict[str, Any]]:
         """Read and delete the requests dropped by CLI commands, oldest first.
 
-        Each is a dict with ``request_id, kind, payload, created_at, pid, host``.
+        Each is a dict with ``request_id, kind, payload, created_at, pid, host``. What is deleted
+        here is gone: a loop that applies requests uses :meth:`claim_requests`.
         """
         self._require_owner("take requests")
         return take_requests_at(self._layout)
+
+    def claim_requests(self) -> list[RequestClaim]:
+        """Claim and read the requests dropped by CLI commands, oldest first (:func:`store.requests.claim_requests_at`).
+
+        Apply each ``claim.request`` between ``claim.begin()`` (False: do not apply it now) and
+        ``claim.done()``: a crash before ``begin`` leaves it to be taken again, one after leaves it
+        set aside, never run twice.
+        """
+        self._require_owner("take requests")
+        return claim_requests_at(self._layout)
 
     def export_parquet(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Write every catalog table to ``<directory>/<table>.parquet``; returns the files."""

@@ -250,35 +250,40 @@ class Dispatcher:
         use_registered_folder(folder)
 
     def _take_requests(self) -> None:
-        """Queue requests dropped in ``requests/`` by CLI commands.
+        """Queue requests dropped in ``requests/`` by CLI commands, each once.
 
         A request names its owner, and whoever can write the store folder can write a
         request: the folder's file permissions are the trust boundary. With sign-in on
         the named owner's role is still checked, as for any submission.
         """
-        for req in self.store.take_requests():
-            try:
-                if req["kind"] == "train_sweep":
-                    self.submit_sweep(req["payload"]["sweep"], owner=req["payload"].get("owner", "local"))
-                elif req["kind"] == "import_run":  # `zooscope import`: checked weights, already in artifacts/
-                    from engine.importer import record_import_request
+        for claim in self.store.claim_requests():
+            if claim.begin():
+                self._apply_request(claim.request)
+                claim.done()  # a refused request is done too: the server log says why
 
-                    record_import_request(self.store, req["payload"], access=self.access)
-                    self.generation += 1
-                elif req["kind"] == "import_trajectory":  # `zooscope import-run` / `import-zoo`: artifacts written
-                    from engine.importer import record_runs_request
+    def _apply_request(self, req: dict) -> None:
+        try:
+            if req["kind"] == "train_sweep":
+                self.submit_sweep(req["payload"]["sweep"], owner=req["payload"].get("owner", "local"))
+            elif req["kind"] == "import_run":  # `zooscope import`: checked weights, already in artifacts/
+                from engine.importer import record_import_request
 
-                    record_runs_request(self.store, req["payload"], access=self.access)
-                    self.generation += 1
-                elif req["kind"] == "register_dataset":  # `zooscope datasets add`: loaded and checked again here
-                    from engine.datasets import record_dataset_request
+                record_import_request(self.store, req["payload"], access=self.access)
+                self.generation += 1
+            elif req["kind"] == "import_trajectory":  # `zooscope import-run` / `import-zoo`: artifacts written
+                from engine.importer import record_runs_request
 
-                    record_dataset_request(self.store, req["payload"], access=self.access)
-                    self.generation += 1
-                else:
-                    self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
-            except Exception as exc:  # PermissionDenied included: the server log says who and why
-                log.warning("request %s refused: %s", req.get("request_id"), exc)
+                record_runs_request(self.store, req["payload"], access=self.access)
+                self.generation += 1
+            elif req["kind"] == "register_dataset":  # `zooscope datasets add`: loaded and checked again here
+                from engine.datasets import record_dataset_request
+
+                record_dataset_request(self.store, req["payload"], access=self.access)
+                self.generation += 1
+            else:
+                self.submit(req["kind"], req["payload"]["spec"], owner=req["payload"].get("owner", "local"))
+        except Exception as exc:  # PermissionDenied included: the server log says who and why
+            log.warning("request %s refused: %s", req.get("request_id"), exc)
 
     def _start(self, job: dict) -> None:
         d = job_dir(self.store.path, job["job_id"])

@@ -18,7 +18,12 @@ BatchNorm running statistics stacked as buffers are updated in place under ``vma
 """
 
 from engine.nets.factory import IMPORT_RUN_COMMAND, FactoryError, check_factory, load_factory
-from engine.nets.factory_check import FACTORY_CHECK_MEMORY_BYTES, FACTORY_CHECK_TIMEOUT_S, check_factory_bounded
+from engine.nets.factory_check import (
+    FACTORY_CHECK_MEMORY_BYTES,
+    FACTORY_CHECK_TIMEOUT_S,
+    check_factory_bounded,
+    factory_checks_reused,
+)
 from engine.nets.infer import PermutationSpecError, check_perm_spec, infer_perm_spec
 from engine.nets.options import Option, resolve_options
 from engine.nets.permutation import BlockPerm, PermutationSpec, apply_permutation, random_permutation
@@ -54,6 +59,7 @@ __all__ = [
     "check_factory_bounded",
     "check_perm_spec",
     "describe_built_by",
+    "factory_checks_reused",
     "infer_perm_spec",
     "load_factory",
     "permutation_spec",

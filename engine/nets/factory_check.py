@@ -25,10 +25,17 @@ user's, the owner's included.
 
 Everything decided without running user code (the import path's form, pretrained weights, an
 allowed module) is checked here first, so a typo costs no process start.
+
+One submission may check a spec twice (a form validates it, then the queue checks it again before
+writing). Inside :func:`factory_checks_reused` a check that passed is not run again while nothing
+it depended on changed: the spec and limits, the ``[plugins]`` configuration, and the SHA-256 of
+every file under a plugin folder that the check imported (reported by the child, hashed again by
+the parent before each reuse), so a file edited in between is checked again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -37,6 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +56,7 @@ from .factory import check_factory, check_factory_source
 from .plugins import FactoryError, plugin_config, use_plugins
 
 __all__ = ["FACTORY_CHECK_CPU_S", "FACTORY_CHECK_MEMORY_BYTES", "FACTORY_CHECK_OUTPUT_BYTES",
-           "FACTORY_CHECK_TIMEOUT_S", "check_factory_bounded"]
+           "FACTORY_CHECK_TIMEOUT_S", "check_factory_bounded", "factory_checks_reused"]
 
 FACTORY_CHECK_TIMEOUT_S = 60.0  # wall clock for importing the module and building the model once
 # Address space of the checking process (8 GiB): torch and transformers take ~1.5 GiB of it once
@@ -68,6 +78,24 @@ FACTORY_CHECK_OUTPUT_BYTES = 64 << 20
 # kill: such a process may sleep on, but not compute for ever. Well above what FACTORY_CHECK_TIMEOUT_S allows
 # a one-thread check.
 FACTORY_CHECK_CPU_S = 600
+# Checks passed in the current factory_checks_reused() block: request -> {plugin file: SHA-256}. A context
+# variable, so each Streamlit session (a thread) and each submission has its own, and none outlives its block.
+_PASSED: ContextVar[dict[str, dict[str, str]] | None] = ContextVar("factory_checks_passed", default=None)
+
+
+@contextmanager
+def factory_checks_reused() -> Iterator[None]:
+    """Within the block (one submission), :func:`check_factory_bounded` runs once per unchanged spec.
+
+    A check that passed is reused for the same spec, limits and ``[plugins]`` configuration while
+    every plugin file it imported has the same SHA-256 (hashed again before each reuse); anything
+    else, and every failure, is checked again. Outside such a block every call runs the check.
+    """
+    token = _PASSED.set({})
+    try:
+        yield
+    finally:
+        _PASSED.reset(token)
 
 
 def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
@@ -101,6 +129,9 @@ def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
                "plugins": {"paths": [str(p) for p in config.paths], "packages": list(config.packages)}}
     request["output_bytes"] = int(FACTORY_CHECK_OUTPUT_BYTES)
     request["cpu_s"] = int(FACTORY_CHECK_CPU_S)
+    passed, reuse_key = _PASSED.get(), json.dumps({**request, "timeout_s": timeout_s}, sort_keys=True)
+    if passed is not None and reuse_key in passed and _unchanged(passed[reuse_key]):
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # a meta build needs no threads
     # No pipes: the request, the verdict and what the user's code prints are files. A pipe's reader waits
     # for every writer, and a process the factory forked holds the child's descriptors: the parent would
@@ -123,7 +154,22 @@ def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
                 "model once should take seconds; does it loop, wait for input or download something?")
         out = _last_bytes(said, _VERDICT_BYTES)
         err = _last_bytes(log, _STDERR_TAIL).decode(errors="replace").strip()
-    _raise_verdict(spec.factory, proc.returncode, out, err, memory_bytes)
+    sources = _raise_verdict(spec.factory, proc.returncode, out, err, memory_bytes)
+    if passed is not None and sources is not None:
+        passed[reuse_key] = sources
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _unchanged(sources: dict[str, str]) -> bool:
+    """Whether every file a passed check imported from a plugin folder still has the content it had."""
+    return all(_sha256(path) == digest for path, digest in sources.items())
 
 
 def _wait_unreaped(pid: int, timeout_s: float) -> bool:
@@ -159,13 +205,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _raise_verdict(factory: str, returncode: int, out: bytes, tail: str, memory_bytes: int) -> None:
+def _raise_verdict(factory: str, returncode: int, out: bytes, tail: str, memory_bytes: int) -> dict[str, str] | None:
+    """Raise what the check found; after a pass, return the plugin files it imported (None: not reusable)."""
     try:
         verdict = json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError, RecursionError):  # the user's code can write there too: "[[[[..."
         verdict = None
     if isinstance(verdict, dict) and verdict.get("ok") is True and returncode == 0:
-        return
+        sources = verdict.get("sources")
+        valid = isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values())
+        return {str(k): v for k, v in sources.items()} if valid else None
     limit = f"{memory_bytes / (1 << 30):g} GiB (engine.nets.factory_check.FACTORY_CHECK_MEMORY_BYTES)"
     if isinstance(verdict, dict) and isinstance(verdict.get("error"), str):
         message = verdict["error"][:_VERDICT_MESSAGE]
@@ -204,7 +253,20 @@ def _check(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "memory": _is_memory_error(exc),
                 "error": f"factory {request['arch'].get('factory')!r}: its check raised "
                          f"{type(exc).__name__}: {str(exc)[:300]}"}
-    return {"ok": True}
+    return {"ok": True, "sources": _plugin_sources(request["plugins"]["paths"])}
+
+
+def _plugin_sources(paths: list[str]) -> dict[str, str]:
+    """``{file: SHA-256}`` of every imported module whose file lies in a plugin folder."""
+    folders = [Path(p).resolve() for p in paths]
+    sources = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and any(Path(file).resolve().is_relative_to(f) for f in folders):
+            digest = _sha256(file)
+            if digest is not None:
+                sources[str(Path(file).resolve())] = digest
+    return sources
 
 
 def main() -> int:

@@ -111,23 +111,24 @@ def create_zoo_form(svc: Services) -> None:
                                        help=None if may("launch") else "Training needs the editor role")
     if not (preview or submit):
         return
-    sweep = _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload)
-    if sweep is None:
-        st.rerun()
-    st.session_state["zoo_form_errors"] = {}
-    total = sweep.n_runs * sweep.base.steps * sweep.base.batch_size
-    st.info(f"**{sweep.n_runs} runs** · {total:,} sample-steps in all · trained as populations of runs that "
-            "share architecture and batch size.")
-    if submit:
-        try:
-            zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
-        except PermissionDenied as exc:
-            st.error(literal(exc))
-            return
-        st.session_state["zoo"] = zoo_id
-        st.query_params["zoo"] = zoo_id
-        st.success(f"Queued zoo {literal(repr(sweep.name))} ({sweep.n_runs} runs) as job {literal(job_id)}.")
-        st.rerun()
+    with nets.factory_checks_reused():  # a factory _validate checked is not checked again by submit_sweep
+        sweep = _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload)
+        if sweep is None:
+            st.rerun()
+        st.session_state["zoo_form_errors"] = {}
+        total = sweep.n_runs * sweep.base.steps * sweep.base.batch_size
+        st.info(f"**{sweep.n_runs} runs** · {total:,} sample-steps in all · trained as populations of runs that "
+                "share architecture and batch size.")
+        if submit:
+            try:
+                zoo_id, job_id = svc.dispatcher.submit_sweep(sweep, owner=current_user())
+            except PermissionDenied as exc:
+                st.error(literal(exc))
+                return
+            st.session_state["zoo"] = zoo_id
+            st.query_params["zoo"] = zoo_id
+            st.success(f"Queued zoo {literal(repr(sweep.name))} ({sweep.n_runs} runs) as job {literal(job_id)}.")
+            st.rerun()
 
 
 def _validate(name, dataset, arch, steps, batch, optim, ckpt, grid_text, upload) -> SweepSpec | None:

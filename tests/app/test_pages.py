@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -14,6 +16,10 @@ from streamlit.testing.v1.element_tree import Block, Element
 import store
 from pages.ui.text import literal
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "nets"))
+import plugin_fixtures  # noqa: E402
+
+clean_plugins = plugin_fixtures.clean_plugins  # a fixture of this module too
 XSS = "<script>alert(1)</script>"
 
 
@@ -140,6 +146,22 @@ def test_uploaded_sweep_file_is_queued(app, empty_store):
     zoo = current_services().store.get_zoo("tiny")
     assert len(current_services().store.list_runs(zoo["zoo_id"])) == 4
     assert at.title[0].value == "Zoo · tiny"
+
+
+def test_a_sweep_file_with_a_factory_is_checked_once_per_submit(app, tmp_path, clean_plugins):
+    """The form validates the sweep and submit_sweep checks it again before queueing: one child process."""
+    path = tmp_path / "store"
+    plugin_fixtures.write_plugins(path / "models")
+    (path / "zooscope.toml").write_text('[plugins]\npaths = ["models/"]\n')
+    sweep = ('name = "mine"\n[base]\nsteps = 4\nbatch_size = 8\n[base.dataset]\nname = "moons"\n'
+             '[base.arch]\nfactory = "my_models:WideNet"\nkwargs = {in_features = 2, width = 4, n_classes = 2}\n'
+             '[grid]\nseed = [0, 1]\n')
+    at = app(path)
+    started = plugin_fixtures.count_factory_checks(clean_plugins)
+    at = _upload_sweep(at, "mine.toml", sweep)
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert len(current_services().store.list_runs(current_services().store.get_zoo("mine")["zoo_id"])) == 2
+    assert len(started) == 1
 
 
 def test_bad_sweep_file_is_explained_by_its_name_and_queues_nothing(app, empty_store):

@@ -101,6 +101,29 @@ def test_requests_dropped_by_other_processes_are_queued(owner, tiny_sweep):
     assert st.get_zoo("from-cli")["owner"] == "alice"
 
 
+def test_a_request_is_applied_once_even_when_the_owner_stops_while_applying_it(owner, tiny_sweep, monkeypatch):
+    """Stopped mid-apply (a kill, an interrupt): the next look cannot tell whether the sweep was queued, so the
+    request is set aside, not queued a second time; the requests after it are queued once each."""
+    st, disp = owner
+    for name in ("first", "second"):
+        store.drop_request(st.path, "train_sweep", {"sweep": tiny_sweep(name=name).model_dump(mode="json")})
+    submit = disp.submit_sweep
+
+    def queue_then_stop(sweep, **kw):
+        monkeypatch.setattr(disp, "submit_sweep", submit)
+        submit(sweep, **kw)
+        raise KeyboardInterrupt  # after the sweep was written, before its file was removed
+
+    monkeypatch.setattr(disp, "submit_sweep", queue_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        disp._take_requests()
+    with pytest.warns(UserWarning, match="was being applied when the store's owner stopped"):
+        disp._take_requests()
+    disp._take_requests()
+    assert sorted(st.list_zoos()["name"]) == ["first", "second"] and len(st.list_jobs()) == 2
+    assert [p.suffix for p in (st.path / "requests").iterdir()] == [".interrupted"]
+
+
 def test_a_new_owner_fails_jobs_left_running_by_a_dead_one(tmp_path):
     st = store.open_store(tmp_path / "s")
     job_id = st.submit_job("train", {"x": 1}, owner="bob")

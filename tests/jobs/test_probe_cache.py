@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 import store
-from engine.jobs import ProbeService, register_probe
+from engine.jobs import ProbeService, get_probe_kind, register_probe
 from engine.jobs.probe_job import clear_caches
 
 
@@ -131,3 +131,22 @@ def test_result_cache_is_bounded(service, monkeypatch):
     assert len(cache._results) == 3 and cache._bytes == 3 * 80
     assert {stamp[0] for stamp in cache._results} == set(keys[2:])  # the least recently used went first
     assert np.all(probes.status("test.cached", {"n": 1}, ["ck"]).result.arrays["v"] == 1.0)  # read again
+
+
+# The kinds whose seeded draws run over the parameters (random directions, Lanczos starts, Hutchinson probes, random
+# subspaces), and their code_version before checkpoints loaded in the model's parameter order instead of the file's.
+BEFORE_MODEL_ORDER = {"landscape.surface": "2", "curvature.spectrum": "1", "curvature.sharpness": "1",
+                      "curvature.per_layer": "1", "landscape.intrinsic_dimension": "1", "sweep.cell": "1",
+                      "prune.cell": "1"}
+
+
+@pytest.mark.parametrize("kind, old_version", sorted(BEFORE_MODEL_ORDER.items()))
+def test_a_seeded_result_stored_before_checkpoints_loaded_in_model_order_is_not_served(service, kind, old_version):
+    """Its draws followed another parameter order: asked again, it is computed again, not read back."""
+    st, _, probes = service
+    ids = ["ck-a", "ck-b"][: get_probe_kind(kind).n_checkpoints[0]]
+    _, params = probes.key(kind, {}, ids)
+    stale = store.probe_key(kind, params, ids, old_version)
+    sha = st.put_tensors({"v": torch.zeros(1)}, kind="probe")
+    st.put_probe(stale, kind, params=params, inputs=ids, artifact_sha=sha, result={}, code_version=old_version)
+    assert probes.status(kind, params, ids).state == "missing"

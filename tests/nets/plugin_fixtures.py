@@ -111,3 +111,20 @@ def plugin_dir(tmp_path, clean_plugins) -> Path:
     folder = write_plugins(tmp_path / "models")
     plugins.use_plugins([folder], [*plugins.DEFAULT_PACKAGES])
     return folder
+
+
+def count_factory_checks(monkeypatch) -> list:
+    """The child processes of factory checks started from now on (one entry each)."""
+    import subprocess
+
+    started, popen = [], subprocess.Popen
+
+    def counting(args, *rest, **kwargs):
+        if "engine.nets.factory_check import main" in " ".join(map(str, args)):
+            started.append(args)
+        return popen(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", counting)
+    return started
+
+

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from plugin_fixtures import count_factory_checks
 
 from engine.config import ArchSpec, ConfigError, SweepSpec
-from engine.nets import FactoryError, check_factory_bounded
+from engine.nets import FactoryError, check_factory_bounded, factory_checks_reused
 
 HOSTILE = '''
 import os
@@ -229,3 +230,23 @@ def _kill_recorded(folder) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_passed_check_is_reused_in_one_submission_until_its_file_changes(plugin_dir, monkeypatch):
+    """A form validates, then the queue checks again: one child. An edited module is checked again (here it now
+    fails, which a reused pass would hide), and nothing is reused outside the block."""
+    started = count_factory_checks(monkeypatch)
+    spec = ArchSpec(factory="my_models:WideNet", kwargs={"width": 4})
+    module = plugin_dir / "my_models.py"
+    original = module.read_text()
+    with factory_checks_reused():
+        check_factory_bounded(spec)
+        check_factory_bounded(spec)
+        assert len(started) == 1
+        module.write_text(original + "\nraise RuntimeError('edited between validation and queueing')\n")
+        with pytest.raises(FactoryError, match="edited between validation and queueing"):
+            check_factory_bounded(spec)
+        assert len(started) == 2
+    module.write_text(original)  # the content the block's pass was for
+    check_factory_bounded(spec)
+    assert len(started) == 3

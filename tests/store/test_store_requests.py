@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 import pytest
 
 import store
+from store import requests
 
 
 def test_requests_are_taken_once_in_order(st):
@@ -93,23 +95,94 @@ def test_valid_json_that_is_not_a_request_is_set_aside(st, text, why):
     assert (st.path / "requests" / "0005-odd.json.bad").exists()
 
 
-def test_a_request_that_cannot_be_removed_is_not_taken_and_stops_no_other(st, monkeypatch):
-    """Taken means deleted: one that stays would run at every look; and the requests read before it in the
-    same look were already deleted, so an error here would lose them."""
-    import pathlib
-
+def test_a_request_that_cannot_be_claimed_is_not_taken_and_stops_no_other(st, monkeypatch):
+    """Taken means claimed (renamed away): one that stays would run at every look; and the requests read before it
+    in the same look were already claimed, so an error here would lose them."""
     first = store.drop_request(st.path, "train", {"n": 1})
     stuck = store.drop_request(st.path, "train", {"n": 2})
     last = store.drop_request(st.path, "train", {"n": 3})
-    unlink = pathlib.Path.unlink
+    rename = os.rename
 
-    def refuse(self, missing_ok=False):
-        if self == stuck:
-            raise PermissionError(13, "Permission denied", str(self))
-        return unlink(self, missing_ok=missing_ok)
+    def refuse(src, dst):
+        if os.fspath(src) == os.fspath(stuck):
+            raise PermissionError(13, "Permission denied", os.fspath(src))
+        return rename(src, dst)
 
-    monkeypatch.setattr(pathlib.Path, "unlink", refuse)
-    with pytest.warns(UserWarning, match=re.escape(stuck.name) + r" could not be removed \(\[Errno 13\] Permission "
-                                         r"denied.*so it is not taken"):
+    monkeypatch.setattr(requests.os, "rename", refuse)
+    with pytest.warns(UserWarning, match=re.escape(stuck.name) + r" could not be claimed \(renamed to "
+                                         + re.escape(stuck.name) + r"\.claimed: \[Errno 13\] Permission denied.*so it "
+                                         r"is not taken"):
         taken = st.take_requests()
     assert [r["payload"]["n"] for r in taken] == [1, 3] and stuck.exists() and not first.exists() and not last.exists()
+    monkeypatch.setattr(requests.os, "rename", rename)
+    assert [r["payload"]["n"] for r in st.take_requests()] == [2]
+    assert list((st.path / "requests").iterdir()) == []
+
+
+# -- claimed before read: a file replaced meanwhile is read, never deleted unread; each request applied once ------
+
+def _after_read(monkeypatch, action):
+    """Run ``action`` once, in the owner's look, after a request file was read and before anything else."""
+    parse = requests._parse_request
+    pending = [action]
+
+    def parse_then(data):
+        request = parse(data)
+        while pending:
+            pending.pop()()
+        return request
+
+    monkeypatch.setattr(requests, "_parse_request", parse_then)
+
+
+def _write(path, kind, n):
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps({"kind": kind, "payload": {"n": n}}))
+    os.replace(tmp, path)  # as drop_request does: whole files, by rename
+
+
+def test_a_request_replaced_after_it_was_read_is_taken_at_the_next_look(st, monkeypatch):
+    """Another writer puts a file under the same name between the owner's read and its removal: the old code
+    removed that name, so the new request was deleted unread. Claimed first, the name is free: it waits."""
+    path = store.drop_request(st.path, "train", {"n": 1})
+    _after_read(monkeypatch, lambda: _write(path, "train", 2))
+    assert [r["payload"]["n"] for r in st.take_requests()] == [1]
+    assert path.exists()
+    assert [r["payload"]["n"] for r in st.take_requests()] == [2]
+    assert st.take_requests() == [] and list((st.path / "requests").iterdir()) == []
+
+
+def test_a_claimed_file_replaced_after_it_was_read_is_not_removed_unread(st, monkeypatch):
+    """Even the owner's own claimed name: only the file that was read is renamed or removed (same inode)."""
+    path = store.drop_request(st.path, "train", {"n": 1})
+    claimed = path.with_name(path.name + ".claimed")
+    _after_read(monkeypatch, lambda: _write(claimed, "train", 2))
+    with pytest.warns(UserWarning, match=re.escape(claimed.name) + " was replaced or removed after it was read; "
+                                         "what was read is applied"):
+        assert [r["payload"]["n"] for r in st.take_requests()] == [1]
+    assert [r["payload"]["n"] for r in st.take_requests()] == [2]
+    assert list((st.path / "requests").iterdir()) == []
+
+
+def test_an_owner_that_stops_between_claim_and_apply_leaves_the_request_to_the_next(st):
+    path = store.drop_request(st.path, "train", {"n": 1})
+    (claim,) = st.claim_requests()  # then the owner is killed: nothing was applied
+    assert not path.exists() and path.with_name(path.name + ".claimed").exists()
+    (again,) = st.claim_requests()  # the next owner's first look
+    assert again.request == claim.request and again.begin()
+    again.done()
+    assert st.claim_requests() == [] and list((st.path / "requests").iterdir()) == []
+
+
+def test_an_owner_that_stops_while_applying_leaves_the_request_set_aside_not_rerun(st):
+    path = store.drop_request(st.path, "train", {"n": 1})
+    later = store.drop_request(st.path, "train", {"n": 2})
+    first, _ = st.claim_requests()
+    assert first.begin()  # then the owner is killed while applying it: its effect may or may not be in the catalog
+    with pytest.warns(UserWarning, match=re.escape(path.name) + " was being applied when the store's owner stopped, "
+                                         r"so whether it took effect is unknown and it is not run again.*renamed "
+                                         "to " + re.escape(path.name) + r"\.interrupted"):
+        (second,) = st.claim_requests()
+    assert second.request["payload"] == {"n": 2} and later.with_name(later.name + ".claimed").exists()
+    assert path.with_name(path.name + ".interrupted").exists()
+    assert st.claim_requests()[0].request["payload"] == {"n": 2}  # claimed, not begun: still the next owner's

@@ -245,13 +245,16 @@ def run_intrinsic_dimension(inputs, p: IntrinsicDimensionParams, progress) -> Pr
 INTRINSIC_DIMENSION = Packed(IntrinsicDimension)
 
 
-register_probe("landscape.surface", run_surface, SurfaceParams, n_checkpoints=(1, None), code_version="2",
+# code_version bumped when checkpoints began to load in the model's parameter order (not the file's, which
+# changed from read to read): the seeded draws over the parameters (random directions, Lanczos starts, Hutchinson
+# probes, random subspaces) follow that order, so results stored before were for other draws: recomputed.
+register_probe("landscape.surface", run_surface, SurfaceParams, n_checkpoints=(1, None), code_version="3",
                description="1D/2D loss surface around the last checkpoint", result=SURFACE)
-register_probe("curvature.spectrum", run_spectrum, SpectrumParams, n_checkpoints=(1, 1),
+register_probe("curvature.spectrum", run_spectrum, SpectrumParams, n_checkpoints=(1, 1), code_version="2",
                description="Hessian top eigenvalues, trace and spectral density", result=SpectrumResult)
-register_probe("curvature.sharpness", run_sharpness, SharpnessParams, n_checkpoints=(2, None),
+register_probe("curvature.sharpness", run_sharpness, SharpnessParams, n_checkpoints=(2, None), code_version="2",
                description="top Hessian eigenvalue over training", result=SHARPNESS)
-register_probe("landscape.intrinsic_dimension", run_intrinsic_dimension, IntrinsicDimensionParams,
+register_probe("landscape.intrinsic_dimension", run_intrinsic_dimension, IntrinsicDimensionParams, code_version="2",
                n_checkpoints=(1, 1), description="intrinsic dimension of the objective", result=INTRINSIC_DIMENSION)
 
 
@@ -274,5 +277,6 @@ def run_per_layer(inputs, p: PerLayerParams, progress) -> ProbeResult:
 
 PER_LAYER = Packed(PerLayerHessian)
 
-register_probe("curvature.per_layer", run_per_layer, PerLayerParams, n_checkpoints=(1, None),
+# code_version "2": its block draws follow the parameter order, as for the kinds above
+register_probe("curvature.per_layer", run_per_layer, PerLayerParams, n_checkpoints=(1, None), code_version="2",
                description="top eigenvalue and trace of each layer's diagonal Hessian block", result=PER_LAYER)

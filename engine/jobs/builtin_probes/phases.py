@@ -249,7 +249,9 @@ class WeightNorms:
 
 register_probe("weights.norm", run_weight_norm, WeightNormParams, n_checkpoints=(1, None),
                description="L2 norm of the parameters at each checkpoint", result=WeightNorms)
-register_probe("sweep.cell", run_phase_cell, PhaseCellParams, n_checkpoints=(1, 256),
+# code_version "2" (sweep.cell, prune.cell): sharpness and trace draw their Lanczos start and Hutchinson probes
+# over the parameters, which checkpoints now load in the model's order, not the file's (another at each read).
+register_probe("sweep.cell", run_phase_cell, PhaseCellParams, n_checkpoints=(1, 256), code_version="2",
                description="phase-diagram scalars for the seeds of one hyperparameter cell", result=PhaseCellResult)
 
 
@@ -394,5 +396,6 @@ class PruneCellResult:
 
 
 register_probe("prune.cell", run_prune_cell, PruneCellParams, n_checkpoints=(1, 256), result=PruneCellResult,
+               code_version="2",
                description="magnitude-prune the seeds of one cell to several densities and measure the pruned "
                            "networks as sweep.cell does (Zhou et al. 2023)")

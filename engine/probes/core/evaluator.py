@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
 
 import torch
@@ -40,9 +39,11 @@ from engine.probes.core.functional import (
 )
 from engine.probes.core.point_parallel import (  # points on workers
     as_point_worker,
+    best_seconds,
     parallel_loop,
     remember_choice,
     thread_module,
+    timed,
 )
 
 __all__ = ["Evaluator", "PointProgress"]
@@ -269,10 +270,7 @@ def _measured_rows(ev: Evaluator, theta: Tensor, small: int) -> int:
 
 def _forward_seconds(ev: Evaluator, params: dict[str, Tensor], m: int, rows: int) -> float:
     """Seconds to run the first ``m`` data rows through the model in chunks of ``rows``."""
-    start = time.perf_counter()
-    for lo in range(0, m, rows):
-        ev.forward(params, ev.x[lo : min(m, lo + rows)])
-    return time.perf_counter() - start
+    return best_seconds(lambda: [ev.forward(params, ev.x[lo : min(m, lo + rows)]) for lo in range(0, m, rows)])
 
 
 def _pick_strategy(strategy: Strategy, device: torch.device) -> str:
@@ -355,11 +353,8 @@ def _run(fn_loop, fn_vmap, args: tuple[Tensor, ...], how: str, chunk: int,
             if probe < 4 or n < 8 * probe:
                 how = "loop"
             else:
-                start = time.perf_counter()
-                first = _loop(fn_loop, args, 0, probe, progress, key)
-                middle = time.perf_counter()
-                second = _vmapped(fn_vmap, args, probe, 2 * probe, probe, progress)
-                t_loop, t_vmap = middle - start, time.perf_counter() - middle
+                first, t_loop = timed(_loop, fn_loop, args, 0, probe, progress, key)
+                second, t_vmap = timed(_vmapped, fn_vmap, args, probe, 2 * probe, probe, progress)
                 how = "loop" if t_loop <= t_vmap else "vmap"
                 rest = _loop(fn_loop, args, 2 * probe, n, progress, key) if how == "loop" else \
                     _vmapped(fn_vmap, args, 2 * probe, n, chunk, progress)

@@ -28,8 +28,7 @@ from engine.probes.core.bn_reset import bn_reset_batches, has_batchnorm, reset_b
 from engine.probes.core.evaluator import Evaluator
 from engine.probes.core.functional import ParamLayout, resolve_data, split_state
 from engine.probes.core.plane_eval import first_layer_split
-from engine.probes.core.point_eval import evaluate_points, with_buffers
-from engine.probes.core.point_parallel import parallel_map
+from engine.probes.core.point_eval import evaluate_points, points_with_buffers
 
 __all__ = [
     "check_bn",
@@ -103,17 +102,13 @@ def evaluate_line(model, flat_a: Tensor, flat_b: Tensor, alphas: np.ndarray, the
     with torch.no_grad():
         z_a, z_b = first.output(layout.unflatten(flat_a)), first.output(layout.unflatten(flat_b))  # (N, ...) each
 
-    def point(theta: Tensor, alpha: float, buf) -> tuple[Tensor, Tensor]:
-        mine = ev if buf is None else with_buffers(ev, buf)
+    def point(mine: Evaluator, theta: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
         state = {**layout.unflatten(theta), **mine.buffers}
         return mine.chunked(lambda lo, hi: first.run_rest(torch.lerp(z_a[lo:hi], z_b[lo:hi], alpha), state,
                                                           mine.x[lo:hi]))
 
-    items = [(t, float(a), buffers[g] if buffers else None) for g, (t, a) in enumerate(zip(thetas, alphas))]
-    with torch.no_grad():  # points side by side on one-thread workers on a CPU
-        out = parallel_map(point, items, device=ev.device, key=(ev.kind(), "line", first.path))
-    loss = torch.stack([o[0] for o in out]).double().cpu()
-    acc = torch.stack([o[1] for o in out]).double().cpu()
+    loss, acc = points_with_buffers(ev, point, [(t, float(a)) for t, a in zip(thetas, alphas)], buffers,
+                                    key=(ev.kind(), "line", first.path))
     return loss.numpy(), acc.numpy()
 
 

@@ -16,7 +16,6 @@ measured faster than recomputing (:func:`combining_pays`). Paths use the same sp
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy,
 from engine.probes.core.mlp_plane import mlp_plane_point
 from engine.probes.core.point_parallel import (  # points may run on worker threads
     as_point_worker,
+    best_seconds,
     remember_choice,
     thread_module,
 )
@@ -126,10 +126,11 @@ class FirstLayer:
         """The same split with the inputs of the first ``n`` samples only."""
         return FirstLayer(path=self.path, names=self.names, layer=self.layer, inputs=self.inputs[:n], rest=self.rest)
 
-    def output(self, params: Mapping[str, Tensor]) -> Tensor:
-        """The layer's output for all samples with the model-level parameters ``params``."""
+    def output(self, params: Mapping[str, Tensor], lo: int = 0, hi: int | None = None) -> Tensor:
+        """The layer's output for samples ``lo:hi`` (all by default) with the model-level parameters ``params``."""
         local = {inner: params[outer] for inner, outer in self.names}
-        return functional_call(thread_module(self.layer), local, (self.inputs,))
+        inputs = self.inputs if lo == 0 and hi is None else self.inputs[lo:hi]
+        return functional_call(thread_module(self.layer), local, (inputs,))
 
     def run_rest(self, z: Tensor, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
         """Model output when the first layer outputs ``z``; ``state`` is parameters + buffers."""
@@ -381,27 +382,12 @@ def _combining_faster(first: FirstLayer, params: Mapping[str, Tensor], rows: int
 
         def layer():
             for lo, hi in chunks:
-                _chunk_output(first, params, lo, hi)
+                first.output(params, lo, hi)
 
         def combine():
             for lo, hi in chunks:
                 torch.add(z0[lo:hi], z1[lo:hi], alpha=0.5)
 
         layer(), combine()  # warm-up of both kernels
-        t_layer, t_combine = _best_of(3, layer), _best_of(3, combine)
+        t_layer, t_combine = best_seconds(layer, 3), best_seconds(combine, 3)
     return t_combine <= 0.5 * t_layer
-
-
-def _chunk_output(first: FirstLayer, params: Mapping[str, Tensor], lo: int, hi: int) -> Tensor:
-    local = {inner: params[outer] for inner, outer in first.names}
-    return functional_call(thread_module(first.layer), local, (first.inputs[lo:hi],))
-
-
-def _best_of(repeats: int, fn) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-

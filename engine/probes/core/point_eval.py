@@ -11,7 +11,7 @@ Conventions for ``data``, the loss and ``bn`` are in :mod:`engine.probes.core.fu
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +20,7 @@ from engine.probes.core.evaluator import Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy
 from engine.probes.core.point_parallel import parallel_map
 
-__all__ = ["evaluate_points", "with_buffers"]
+__all__ = ["evaluate_points", "points_with_buffers", "with_buffers"]
 
 
 def evaluate_points(
@@ -91,14 +91,32 @@ def evaluate_points(
     theta = theta.to(ev.device)
     ev.choose_rows(theta[0], rows)
     if per_point:
-        with torch.no_grad():  # points side by side on one-thread workers on a CPU
-            out = parallel_map(lambda point, buf: with_buffers(ev, buf).point(point), list(zip(theta, buffers)),
-                               device=ev.device, progress=progress, key=(ev.kind(), "points with buffers"))
-        return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
+        return points_with_buffers(ev, lambda mine, point: mine.point(point), [(t,) for t in theta], buffers,
+                                   key=(ev.kind(), "points with buffers"), progress=progress)
     how = ev.resolve_strategy(strategy)
     chunk = chunk or (ev.points_per_call(theta[0]) if how != "loop" else 1)
     loss, acc, _ = ev.map_points(ev.point, ev.point, (theta,), how, chunk, progress)
     return loss, acc
+
+
+def points_with_buffers(ev: Evaluator, fn: Callable[..., tuple[Tensor, Tensor]], items: Sequence[tuple],
+                        buffers: Sequence[Mapping[str, Tensor]] | None, *, key: tuple,
+                        progress: PointProgress | None = None) -> tuple[Tensor, Tensor]:
+    """``fn(mine, *items[g])`` for every point ``g``, where ``mine`` evaluates with the point's own
+    ``buffers[g]`` (``ev`` itself when there are none): the points side by side on one-thread
+    workers on a CPU (:func:`~engine.probes.core.point_parallel.parallel_map` with ``key``).
+
+    Returns (loss, acc), float64 on the CPU, one value per point.
+    """
+    if buffers is not None and len(buffers) != len(items):
+        raise ValueError(f"got {len(buffers)} buffer dicts for {len(items)} points")
+
+    def point(g: int) -> tuple[Tensor, Tensor]:
+        return fn(ev if not buffers else with_buffers(ev, buffers[g]), *items[g])
+
+    with torch.no_grad():
+        out = parallel_map(point, [(g,) for g in range(len(items))], device=ev.device, progress=progress, key=key)
+    return torch.stack([o[0] for o in out]).double().cpu(), torch.stack([o[1] for o in out]).double().cpu()
 
 
 def with_buffers(ev: Evaluator, buffers: Mapping[str, Tensor]) -> Evaluator:

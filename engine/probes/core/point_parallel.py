@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from engine.probes.core.functional import shallow_copy
 
-__all__ = ["CHOICES_KEPT", "as_point_worker", "parallel_loop", "parallel_map", "point_workers", "remember_choice",
-           "thread_module"]
+__all__ = ["CHOICES_KEPT", "as_point_worker", "best_seconds", "parallel_loop", "parallel_map", "point_workers",
+           "remember_choice", "thread_module", "timed"]
 
 _LOCAL = threading.local()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -70,6 +70,18 @@ def remember_choice(cache: dict, key, value):
             break
     cache[key] = value
     return value
+
+
+def timed(fn: Callable, *args):
+    """``(fn(*args), seconds it took)``: the one clock behind every measured choice of this package."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def best_seconds(fn: Callable, repeats: int = 1) -> float:
+    """The shortest of ``repeats`` timed calls of ``fn()`` (the least disturbed by other work)."""
+    return min(timed(fn)[1] for _ in range(repeats))
 
 
 def _in_worker() -> bool:
@@ -168,13 +180,11 @@ def parallel_map(fn: Callable, items: Sequence, *, device: torch.device | str = 
     if len(items) <= rest_lo:  # too few to time: workers, as before this was measured
         return _on_workers(fn, items, 0, len(items), workers, progress)
     out = _on_caller(fn, items, 0, 1, progress, len(items))  # untimed: the caller's kernels warm up
-    start = time.perf_counter()
-    out += _on_caller(fn, items, 1, first, progress, len(items))
-    per_caller = (time.perf_counter() - start) / _CALLER_TIMED
-    out += _on_workers(fn, items, first, warm, workers, progress)  # untimed: one each, the workers' warm-up
-    start = time.perf_counter()
-    out += _on_workers(fn, items, warm, rest_lo, workers, progress)
-    per_workers = (time.perf_counter() - start) / (2 * workers)
+    on_caller, t_caller = timed(_on_caller, fn, items, 1, first, progress, len(items))
+    out += on_caller + _on_workers(fn, items, first, warm, workers, progress)  # untimed: the workers' warm-up
+    on_workers, t_workers = timed(_on_workers, fn, items, warm, rest_lo, workers, progress)
+    out += on_workers
+    per_caller, per_workers = t_caller / _CALLER_TIMED, t_workers / (2 * workers)
     where = remember_choice(_WHERE, where_key, "workers" if per_workers <= per_caller else "caller")
     if where == "caller":
         return out + _on_caller(fn, items, rest_lo, len(items), progress, len(items))

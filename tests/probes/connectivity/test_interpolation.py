@@ -166,11 +166,11 @@ def test_all_alphas_go_through_one_evaluation_call(monkeypatch, split_first):
     monkeypatch.setattr(plane_eval, "_COMBINE_CHOICE", {})
     monkeypatch.setattr(plane_eval, "_combining_faster", lambda first, params, rows: split_first)
     calls = []
-    real_points, real_map = path_eval.evaluate_points, path_eval.parallel_map
+    real_points, real_map = path_eval.evaluate_points, path_eval.points_with_buffers
     monkeypatch.setattr(path_eval, "evaluate_points", lambda *a, **k: calls.append(("points", len(a[1]))) or
                         real_points(*a, **k))
-    monkeypatch.setattr(path_eval, "parallel_map", lambda fn, items, **k: calls.append(("line", len(items))) or
-                        real_map(fn, items, **k))
+    monkeypatch.setattr(path_eval, "points_with_buffers", lambda ev, fn, items, buffers, **k:
+                        calls.append(("line", len(items))) or real_map(ev, fn, items, buffers, **k))
     interpolate(_mlp(0), _mlp(0).state_dict(), _mlp(1).state_dict(), _data(), alphas=25)
     assert calls == [("line" if split_first else "points", 25)]
 
