@@ -26,7 +26,7 @@ from .functional import (
     unflatten_params,
 )
 from .lanczos import LanczosResult, lanczos, ritz, ritz_converged
-from .module_chain import CHAIN_ACTIVATIONS, leaf_calls, linear_chain
+from .module_chain import CHAIN_ACTIVATIONS, LinearChain, leaf_calls, linear_chain
 from .path_eval import (
     check_bn,
     evaluate_line,
@@ -47,6 +47,7 @@ __all__ = [
     "Evaluator",
     "FirstLayer",
     "LanczosResult",
+    "LinearChain",
     "LossFn",
     "ParamLayout",
     "Strategy",

@@ -35,7 +35,8 @@ def _chain(ev: Evaluator, first_path: str, theta0: Tensor) -> list | None:
     """The steps after the first layer: ("act", module) or ("linear", weight name, bias name, narrow)."""
     if ev.device.type != "cpu":
         return None
-    return linear_chain(ev, theta0, after=first_path)
+    found = linear_chain(ev, theta0, after=first_path)
+    return None if found is None else found.steps
 
 
 def _run_chain(steps: list, z: Tensor, params: dict[str, Tensor]) -> Tensor:

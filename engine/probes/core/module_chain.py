@@ -11,6 +11,8 @@ connection) is not seen here: each user checks that its chain reproduces the mod
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -18,7 +20,7 @@ from torch.func import functional_call
 from engine.probes.core.cpu_kernels import NARROW_OUT
 from engine.probes.core.evaluator import Evaluator
 
-__all__ = ["CHAIN_ACTIVATIONS", "leaf_calls", "linear_chain"]
+__all__ = ["CHAIN_ACTIVATIONS", "LinearChain", "leaf_calls", "linear_chain"]
 
 #: Leaves that pass their input through unchanged in eval mode.
 _PASS = (nn.Identity, nn.Dropout)
@@ -26,36 +28,60 @@ _PASS = (nn.Identity, nn.Dropout)
 CHAIN_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.Sigmoid, nn.LeakyReLU, nn.ELU)
 
 
-def leaf_calls(module: nn.Module, state: dict, x: Tensor) -> list[tuple[str, nn.Module]] | None:
+@dataclass(frozen=True)
+class LinearChain:
+    """A model as a chain of steps, found from one forward pass.
+
+    Attributes
+    ----------
+    steps : list
+        ``("act", module)`` or ``("linear", weight name, bias name or None, narrow)``
+        (``narrow``: at most ``cpu_kernels.NARROW_OUT`` outputs); pass-through leaves left out.
+    x : Tensor
+        The data rows the forward pass ran on.
+    output : Tensor
+        The model's output on them, for checking that the chain reproduces the model.
+    """
+
+    steps: list
+    x: Tensor
+    output: Tensor
+
+
+def leaf_calls(module: nn.Module, state: dict, x: Tensor,
+               outputs: list | None = None) -> list[tuple[str, nn.Module]] | None:
     """``(path, module)`` of every leaf module in the order a forward pass on ``x`` calls it
-    (a leaf called twice appears twice), or None when the forward pass fails."""
+    (a leaf called twice appears twice), or None when the forward pass fails. The model's
+    output is appended to ``outputs`` when given."""
     calls, handles = [], []
     for path, m in module.named_modules():
         if not list(m.children()):
             handles.append(m.register_forward_pre_hook(lambda mod, args, p=path: calls.append((p, mod))))
     try:
         with torch.no_grad():
-            functional_call(module, state, (x,))
+            out = functional_call(module, state, (x,))
     except Exception:  # noqa: BLE001 - a model we cannot run this way keeps the generic path
         return None
     finally:
         for h in handles:
             h.remove()
+    if outputs is not None:
+        outputs.append(out)
     return calls
 
 
-def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> list | None:
+def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> LinearChain | None:
     """The model of ``ev`` (after its leaf ``after``, or from its first leaf) as a chain of steps.
 
-    Steps are ``("act", module)`` or ``("linear", weight name, bias name or None, narrow)``
-    (``narrow``: at most ``cpu_kernels.NARROW_OUT`` outputs); pass-through leaves are left
-    out. None when the model has buffers, a leaf is called twice, ``after`` is not called, a
-    leaf is something else, or the chain does not end in a ``Linear``. Found from one forward
-    pass at ``theta`` on the first 8 rows of the data.
+    None when the model has buffers, a leaf is called twice, ``after`` is not called, a leaf is
+    something else than a ``Linear``, an activation of :data:`CHAIN_ACTIVATIONS` or a
+    pass-through (``Identity``, eval ``Dropout``), or the chain does not end in a ``Linear``.
+    Found from one forward pass at ``theta`` on the first 8 rows of the data.
     """
     if ev.buffers:
         return None
-    calls = leaf_calls(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, ev.x[:8])
+    x, outputs = ev.x[:8], []
+    calls = leaf_calls(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, x, outputs)
     if not calls:
         return None
     paths = [p for p, _ in calls]
@@ -74,4 +100,4 @@ def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> list
             return None
     if not steps or steps[-1][0] != "linear":
         return None
-    return steps
+    return LinearChain(steps, x, outputs[0])

@@ -41,8 +41,6 @@ __all__ = ["ChainHessian", "ChainState"]
 
 #: Activations whose second derivative is zero where it exists (piecewise linear).
 _PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU)
-#: Rows on which the chain must reproduce the model before it is used.
-_CHECK_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -89,25 +87,25 @@ class ChainHessian:
         chain of ``Linear`` layers and ReLU/LeakyReLU (``Identity`` and eval ``Dropout`` pass
         through) without buffers, the loss is not the library's mean cross-entropy on class
         ids, the dtype is not float32/float64, or the chain does not reproduce the model's
-        logits on the first 64 rows."""
+        logits on the rows :func:`~engine.probes.core.linear_chain` ran it on."""
         if theta.dtype not in (torch.float32, torch.float64) or ev.x.dtype != theta.dtype:
             return None
-        layers = _layers(linear_chain(ev, theta))
+        found = linear_chain(ev, theta)
+        layers = None if found is None else _layers(found.steps)
         names = [n for w, b, _ in layers or [] for n in (w, b) if n is not None]
         if not layers or len(set(names)) != len(names) or not set(names) <= set(ev.layout.names):
             return None  # a weight shared between layers (its gradient sums both) or not a parameter
         chain = cls(ev, theta, layers)
         if not is_mean_cross_entropy(ev.loss_fn, ev.y, chain._weights[-1].shape[0]):
             return None
-        n = min(_CHECK_ROWS, len(ev.x))
         try:
             with torch.no_grad():
-                mine = chain.logits(ev.x[:n])
-                theirs = ev.forward(ev.layout.unflatten(theta), ev.x[:n])
+                mine = chain.logits(found.x)
         except (RuntimeError, ValueError):  # shapes that do not fit: not this chain
             return None
+        theirs = found.output
         if mine.shape != theirs.shape or mine.ndim != 2 or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
-            return None  # the forward pass does something between the leaves
+            return None  # the forward pass does something between the leaves (a flatten passes)
         return chain
 
     def _forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
@@ -115,7 +113,9 @@ class ChainHessian:
         h, inputs, slopes = x.reshape(len(x), -1), [], []
         for (_, _, acts), w, b in zip(self._layers, self._weights, self._biases):
             inputs.append(h)
-            h = torch.mm(h, w.T) if b is None else torch.addmm(b, h, w.T)  # (n, d_l)
+            h = torch.mm(h, w.T)  # (n, d_l)
+            if b is not None:  # after the product: addmm's broadcast copy of b first cost more than the add
+                h.add_(b)
             slope = None
             for act in acts:
                 d = _slope(act, h)
@@ -142,6 +142,8 @@ class ChainHessian:
             grads: list[Tensor | None] = [None] * len(self._layers)
             for i in range(len(self._layers) - 1, 0, -1):
                 grads[i] = g
+                if i == 1:
+                    break  # no product needs the first layer's
                 g = torch.mm(g, self._weights[i])  # (n, d_{i-1})
                 if slopes[i - 1] is not None:
                     g.mul_(slopes[i - 1])
