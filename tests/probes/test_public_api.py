@@ -15,7 +15,7 @@ DOMAINS = ("core", "landscape", "connectivity", "representations", "rashomon", "
 # evaluation plumbing: public inside engine.probes.core, not re-exported for notebooks
 PLUMBING = {"Evaluator", "FirstLayer", "find_first_layer", "evaluate_plane_with_strategy", "check_bn", "split_name",
             "reset_inputs", "path_states", "path_buffers", "evaluate_states", "evaluate_line", "lerp_buffers",
-            "lerp_flat"}
+            "lerp_flat", "CHAIN_ACTIVATIONS", "LinearChain", "leaf_calls", "linear_chain", "is_mean_cross_entropy"}
 # what a notebook does first, as the README and the design describe it
 NOTEBOOK = ("ParamLayout", "evaluate_points", "flatten_params", "resolve_data", "loss_surface_2d", "random_direction",
             "hessian_top_eigs", "hessian_trace", "hessian_spectral_density", "intrinsic_dimension", "interpolate",

@@ -18,6 +18,7 @@ from .functional import (
     fast_default_loss,
     flatten_params,
     functional_module,
+    is_mean_cross_entropy,
     resolve_data,
     run_loss,
     shallow_copy,
@@ -25,6 +26,7 @@ from .functional import (
     unflatten_params,
 )
 from .lanczos import LanczosResult, lanczos, ritz, ritz_converged
+from .module_chain import CHAIN_ACTIVATIONS, LinearChain, leaf_calls, linear_chain
 from .path_eval import (
     check_bn,
     evaluate_line,
@@ -41,9 +43,11 @@ from .point_eval import evaluate_points
 
 __all__ = [
     "BNMode",
+    "CHAIN_ACTIVATIONS",
     "Evaluator",
     "FirstLayer",
     "LanczosResult",
+    "LinearChain",
     "LossFn",
     "ParamLayout",
     "Strategy",
@@ -59,8 +63,11 @@ __all__ = [
     "find_first_layer",
     "flatten_params",
     "functional_module",
+    "is_mean_cross_entropy",
     "has_batchnorm",
     "lanczos",
+    "leaf_calls",
+    "linear_chain",
     "ritz_converged",
     "lerp_buffers",
     "lerp_flat",

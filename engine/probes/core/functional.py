@@ -46,6 +46,7 @@ __all__ = [
     "fast_default_loss",
     "flatten_params",
     "functional_module",
+    "is_mean_cross_entropy",
     "resolve_data",
     "run_loss",
     "shallow_copy",
@@ -167,6 +168,20 @@ def fast_default_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     if targets.is_floating_point() or outputs.ndim != 2:
         return default_loss(outputs, targets)
     return (torch.logsumexp(outputs, 1) - outputs.gather(1, targets[:, None])[:, 0]).mean()
+
+
+def is_mean_cross_entropy(fn: LossFn, targets: Tensor, n_classes: int) -> bool:
+    """Whether ``fn(outputs, targets)``, for logits ``outputs`` of shape ``(N, n_classes)``, is
+    their mean cross-entropy against the class ids ``targets`` (N,), each in ``[0, n_classes)``:
+    ``fn`` one of this library's losses that mean it on such targets (:func:`default_loss`,
+    :func:`fast_default_loss`, ``engine.train.loss_fn("auto")`` and ``loss_fn("cross_entropy")``).
+    For fast paths that write this loss's derivatives out by hand; any other function (even one
+    that computes the same loss) keeps the generic path.
+    """
+    ours = fn in (default_loss, fast_default_loss, loss_fn("auto"), loss_fn("cross_entropy"))
+    return (ours and targets.ndim == 1 and len(targets) > 0 and not targets.is_floating_point()
+            and not targets.is_complex() and targets.dtype != torch.bool
+            and int(targets.min()) >= 0 and int(targets.max()) < n_classes)
 
 
 def run_loss(name: str = "auto", task: str | None = None) -> LossFn:

@@ -25,55 +25,18 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from engine.probes.core.cpu_kernels import NARROW_OUT
 from engine.probes.core.evaluator import Evaluator
+from engine.probes.core.module_chain import linear_chain
 
 __all__ = ["mlp_plane_point"]
-
-_PASS = (nn.Identity, nn.Dropout)
-_ACTS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.Sigmoid, nn.LeakyReLU, nn.ELU)
-
-
-def _leaves_in_call_order(module: nn.Module, state: dict, x: Tensor) -> list[tuple[str, nn.Module]] | None:
-    calls, handles = [], []
-    for path, m in module.named_modules():
-        if not list(m.children()):
-            handles.append(m.register_forward_pre_hook(lambda mod, args, p=path: calls.append((p, mod))))
-    try:
-        with torch.no_grad():
-            functional_call(module, state, (x,))
-    except Exception:  # noqa: BLE001 - a model we cannot run this way keeps the generic path
-        return None
-    finally:
-        for h in handles:
-            h.remove()
-    return calls
 
 
 def _chain(ev: Evaluator, first_path: str, theta0: Tensor) -> list | None:
     """The steps after the first layer: ("act", module) or ("linear", weight name, bias name, narrow)."""
-    if ev.buffers or ev.device.type != "cpu":
+    if ev.device.type != "cpu":
         return None
-    calls = _leaves_in_call_order(ev.module, {**ev.layout.unflatten(theta0), **ev.buffers}, ev.x[:8])
-    if not calls:
-        return None
-    paths = [p for p, _ in calls]
-    if len(set(paths)) != len(paths) or first_path not in paths:
-        return None  # a module called twice is shared or looped over: not a plain chain
-    steps = []
-    for path, m in calls[paths.index(first_path) + 1:]:
-        if isinstance(m, _PASS) and not (isinstance(m, nn.Dropout) and m.training):
-            continue
-        if type(m) in _ACTS:
-            steps.append(("act", m))
-        elif isinstance(m, nn.Linear):
-            bias = f"{path}.bias" if m.bias is not None else None
-            steps.append(("linear", f"{path}.weight", bias, m.out_features <= NARROW_OUT))
-        else:
-            return None
-    if not steps or steps[-1][0] != "linear":
-        return None
-    return steps
+    found = linear_chain(ev, theta0, after=first_path)
+    return None if found is None else found.steps
 
 
 def _run_chain(steps: list, z: Tensor, params: dict[str, Tensor]) -> Tensor:

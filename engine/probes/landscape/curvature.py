@@ -39,6 +39,7 @@ from engine.probes.core import (
     ritz_converged,
     split_state,
 )
+from engine.probes.landscape.chain_hvp import ChainHessian
 
 __all__ = [
     "HVP_MEMORY_BYTES",
@@ -68,6 +69,11 @@ class HessianOperator:
       the width-100 MNIST-1D MLP (1,000 samples, one thread) where ``torch.func``'s ``vjp`` of
       ``grad`` took 2.4 (width 512: 22.9 against 23.6 ms; the CNN: the same). Over several
       chunks the per-chunk graphs are built with ``torch.func`` (:meth:`_chunk_products`).
+      For a plain ReLU MLP under the library's cross-entropy the same products are written
+      out by hand instead (:class:`~engine.probes.landscape.chain_hvp.ChainHessian`,
+      Pearlmutter's R-operator): the forward and backward pass at ``theta`` are kept (per
+      chunk: recomputed for every product) and a product is a handful of matrix products per
+      layer, without autograd's per-operation bookkeeping.
     - ``"jvp"``: ``torch.func.jvp`` of ``torch.func.grad`` (forward-over-reverse), which
       recomputes the forward and backward pass for every product; nothing is kept
       between products (less memory).
@@ -95,6 +101,9 @@ class HessianOperator:
         BatchNorm statistics used.
     mode : str
         "vjp" or "jvp".
+    by_hand : bool
+        Whether the products are :class:`~engine.probes.landscape.chain_hvp.ChainHessian`'s
+        (a plain ReLU MLP under cross-entropy, ``mode="vjp"``) rather than autograd's.
     rows : int
         Data rows per chunk (``n_samples`` when the data are one chunk).
     n_products : int
@@ -116,8 +125,12 @@ class HessianOperator:
         self._ev = ev
         n = self.n_samples
         self.chunks = [(lo, min(n, lo + self.rows)) for lo in range(0, n, self.rows)]
-        self._kept = None
-        if len(self.chunks) == 1 and mode == "vjp":
+        self._kept = self._chain_state = None
+        self._chain = ChainHessian.of(ev, self.theta) if mode == "vjp" else None
+        self.by_hand = self._chain is not None
+        if len(self.chunks) == 1 and self._chain is not None:
+            self._chain_state = self._chain.state(0, n)  # the forward and backward pass, kept
+        elif len(self.chunks) == 1 and mode == "vjp":
             with torch.enable_grad():  # primal forward + backward, their graph kept
                 leaf = self.theta.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(self._loss(0, n)(leaf), leaf, create_graph=True)
@@ -137,6 +150,9 @@ class HessianOperator:
 
     def _chunk_products(self, lo: int, hi: int, v: Tensor) -> Tensor:
         """``H_c v_i`` for every row of ``v`` (shape ``(k, P)``) on rows lo:hi."""
+        if self._chain is not None:
+            state = self._chain_state if self._chain_state is not None else self._chain.state(lo, hi)
+            return self._chain.products(state, v)
         if self._kept is not None:
             leaf, g = self._kept
             with torch.enable_grad():

@@ -1,0 +1,103 @@
+"""Whether a model is a plain chain ``Linear -> activation -> Linear -> ...`` of leaf modules.
+
+Two fast paths need to know: the plane over an MLP (:mod:`engine.probes.core.mlp_plane`, the
+chain after the first layer) and the Hessian-vector product of an MLP written out by hand
+(:mod:`engine.probes.landscape.chain_hvp`, the whole chain). The leaves are recorded in the
+order one forward pass calls them; the chain is refused when a leaf is called twice (shared
+or looped over), when a leaf is neither a ``Linear``, an activation nor a pass-through, or when
+the model has buffers. What the forward pass does between leaves (a flatten, a residual
+connection) is not seen here: each user checks that its chain reproduces the model's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from engine.probes.core.cpu_kernels import NARROW_OUT
+from engine.probes.core.evaluator import Evaluator
+
+__all__ = ["CHAIN_ACTIVATIONS", "LinearChain", "leaf_calls", "linear_chain"]
+
+#: Leaves that pass their input through unchanged in eval mode.
+_PASS = (nn.Identity, nn.Dropout)
+#: Activation modules a chain may hold (its users may accept fewer).
+CHAIN_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.Sigmoid, nn.LeakyReLU, nn.ELU)
+
+
+@dataclass(frozen=True)
+class LinearChain:
+    """A model as a chain of steps, found from one forward pass.
+
+    Attributes
+    ----------
+    steps : list
+        ``("act", module)`` or ``("linear", weight name, bias name or None, narrow)``
+        (``narrow``: at most ``cpu_kernels.NARROW_OUT`` outputs); pass-through leaves left out.
+    x : Tensor
+        The data rows the forward pass ran on.
+    output : Tensor
+        The model's output on them, for checking that the chain reproduces the model.
+    """
+
+    steps: list
+    x: Tensor
+    output: Tensor
+
+
+def leaf_calls(module: nn.Module, state: dict, x: Tensor,
+               outputs: list | None = None) -> list[tuple[str, nn.Module]] | None:
+    """``(path, module)`` of every leaf module in the order a forward pass on ``x`` calls it
+    (a leaf called twice appears twice), or None when the forward pass fails. The model's
+    output is appended to ``outputs`` when given."""
+    calls, handles = [], []
+    for path, m in module.named_modules():
+        if not list(m.children()):
+            handles.append(m.register_forward_pre_hook(lambda mod, args, p=path: calls.append((p, mod))))
+    try:
+        with torch.no_grad():
+            out = functional_call(module, state, (x,))
+    except Exception:  # noqa: BLE001 - a model we cannot run this way keeps the generic path
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    if outputs is not None:
+        outputs.append(out)
+    return calls
+
+
+def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> LinearChain | None:
+    """The model of ``ev`` (after its leaf ``after``, or from its first leaf) as a chain of steps.
+
+    None when the model has buffers, a leaf is called twice, ``after`` is not called, a leaf is
+    something else than a ``Linear``, an activation of :data:`CHAIN_ACTIVATIONS` or a
+    pass-through (``Identity``, eval ``Dropout``), or the chain does not end in a ``Linear``.
+    Found from one forward pass at ``theta`` on the first 8 rows of the data.
+    """
+    if ev.buffers:
+        return None
+    x, outputs = ev.x[:8], []
+    calls = leaf_calls(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, x, outputs)
+    if not calls:
+        return None
+    paths = [p for p, _ in calls]
+    if len(set(paths)) != len(paths) or (after is not None and after not in paths):
+        return None  # a module called twice is shared or looped over: not a plain chain
+    steps = []
+    for path, m in calls[0 if after is None else paths.index(after) + 1:]:
+        if isinstance(m, _PASS) and not (isinstance(m, nn.Dropout) and m.training):
+            continue
+        if type(m) in CHAIN_ACTIVATIONS:
+            steps.append(("act", m))
+        elif isinstance(m, nn.Linear):
+            bias = f"{path}.bias" if m.bias is not None else None
+            steps.append(("linear", f"{path}.weight", bias, m.out_features <= NARROW_OUT))
+        else:
+            return None
+    if not steps or steps[-1][0] != "linear":
+        return None
+    return LinearChain(steps, x, outputs[0])
