@@ -8,12 +8,16 @@ instead costs per point a copy of the state dict, a swap of every tensor into th
 back, and a fresh output for every activation; on the width-100 MNIST-1D MLP that was a third
 of the CPU time of a point (``bench/results/core_measurements.md``). Here the weights at
 ``theta_a + b * d2`` are formed per point (``theta_a = theta0 + a * d1`` once per grid row,
-per thread), ReLU runs in place on the product it follows, and the narrow last layer runs
-transposed as :class:`~engine.probes.core.cpu_kernels.NarrowLinear` does, and the bias of the
-layer after the first ReLU becomes a column of its weight (see :func:`_bias_as_column`). The same
-operations on the same values as the module: the results equal the generic path up to the
-rounding of the products, and the chain is only used after it reproduced the model's output
-at three points of the plane.
+per thread), and the chain runs feature-major: the first layer's kept outputs are stored
+transposed, ``(features, N)``, so every layer is ``W @ h`` with the samples along the fast
+axis. On one core that ran the ``(100, 101) x (101, 4000)`` product of the width-100 MNIST-1D
+MLP at 465 against 548 us row-major, the narrow head at 56 against 90 us, and its logits come
+out class-major, where :func:`~engine.probes.core.cpu_kernels.cross_entropy_and_accuracy` is
+fast. The first ReLU runs fused with the combination ``z_a + b * Z2`` (one pass instead of two),
+later ReLUs in place on the product they follow, and the bias of the layer after the first ReLU
+becomes a column of its weight (see :func:`_bias_as_column`). The same operations on the same
+values as the module: the results equal the generic path up to the rounding of the products,
+and the chain is only used after it reproduced the model's output at three points of the plane.
 """
 
 from __future__ import annotations
@@ -39,70 +43,131 @@ def _chain(ev: Evaluator, first_path: str, theta0: Tensor) -> list | None:
     return None if found is None else found.steps
 
 
-def _run_chain(steps: list, z: Tensor, params: dict[str, Tensor]) -> Tensor:
-    """The chain on ``z``, the first layer's output, which the caller owns (it may be changed in place)."""
-    h, fresh = z, True  # ``fresh``: h is a tensor of this point's own, so an activation may run in place
-    for step in steps:
+def _run_chain(steps: list, h: Tensor, params: dict[str, Tensor], start: int = 0) -> Tensor:
+    """Steps ``start:`` of the chain on ``h`` (features, rows), feature-major, which the caller
+    owns (it may be changed in place); ``params`` as :func:`_prepared` names them. Returns
+    (outputs, rows)."""
+    fresh = True  # h is a tensor of this point's own, so an activation may run in place
+    for i, step in enumerate(steps[start:], start):
         if step[0] == "act":
             act = step[1]
             h = h.relu_() if fresh and type(act) is nn.ReLU else act(h)
             fresh = True
             continue
-        kind, w_name, b_name, narrow = step
-        w, b = params[w_name], None if b_name is None else params[b_name]
-        if kind == "linear+1":  # h ends in a column of ones: the bias is one more weight column
-            h = torch.mm(h, torch.cat([w, b[:, None]], 1).T)
-        elif narrow and h.ndim == 2:  # (W h^T + b)^T, as NarrowLinear computes it
-            h = (torch.mm(w, h.T) if b is None else torch.addmm(b[:, None], w, h.T)).T
-        else:
-            h = torch.nn.functional.linear(h, w, b)
+        w, b = params[f"{i}.weight"], params.get(f"{i}.bias")
+        h = torch.mm(w, h) if b is None else torch.addmm(b, w, h)  # (out, rows)
         fresh = True
     return h
 
 
+def _prepared(steps: list, p: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The chain's parameters as :func:`_run_chain` uses them, keyed by step: a weight, and a bias
+    as a column ``(out, 1)``; for "linear+1" the bias is the weight's last column."""
+    out = {}
+    for i, step in enumerate(steps):
+        if step[0] == "act":
+            continue
+        kind, w_name, b_name, _ = step
+        w, b = p[w_name], None if b_name is None else p[b_name]
+        if kind == "linear+1":
+            out[f"{i}.weight"] = torch.cat([w, b[:, None]], 1)  # (out, in + 1)
+        else:
+            out[f"{i}.weight"] = w
+            if b is not None:
+                out[f"{i}.bias"] = b[:, None]
+    return out
+
+
+_FUSED_ADD_RELU = getattr(torch.ops.aten, "_add_relu", None)  # ATen's kernel for TorchScript's add + relu fusion
+
+
+def _add_relu(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """``relu(a + alpha * b)`` in one pass, bit for bit the two passes it replaces (measured on
+    one core for (101, 4000): 166 against 205 us); two passes where ATen lacks the kernel."""
+    if _FUSED_ADD_RELU is None:
+        return torch.add(a, b, alpha=alpha).relu_()
+    return _FUSED_ADD_RELU(a, b, alpha=alpha)
+
+
 class _Row(threading.local):
-    """``theta0 + a * d1`` restricted to the chain's parameters, for the last ``a`` (one per thread)."""
+    """One thread's state along a grid row: the chain's parameters at ``theta0 + a * d1`` and
+    ``Z0 + a * Z1`` (feature-major) for the last ``a``, and a buffer the parameters of a point
+    ``theta_a + b * d2`` are written into (:meth:`point_params`).
 
-    def __init__(self, base: dict, d1: dict, z0: Tensor, z1: Tensor):
-        self.base, self.d1, self.z0, self.z1, self.a = base, d1, z0, z1, None
+    The parameters are one flat vector, so a point forms them in one operation instead of one
+    per tensor, into views made once per thread: with two point workers every small operation
+    also waits for the GIL.
+    """
 
-    def at(self, a: float) -> tuple[dict[str, Tensor], Tensor]:
+    def __init__(self, names: list[tuple[str, torch.Size]], flat: tuple[Tensor, Tensor, Tensor], z0: Tensor,
+                 z1: Tensor):
+        self.names, self.flat, self.z0, self.z1, self.a = names, flat, z0, z1, None
+
+    def at(self, a: float) -> Tensor:
+        """``Z0 + a * Z1``, (F, N), for this thread's current row."""
         if a != self.a:
             self.a = a
-            self.params = {k: torch.add(v, self.d1[k], alpha=a) for k, v in self.base.items()}
+            self.params_a = torch.add(self.flat[0], self.flat[1], alpha=a)
             self.z = torch.add(self.z0, self.z1, alpha=a)
-        return self.params, self.z
+            if not hasattr(self, "buffer"):
+                self.buffer = torch.empty_like(self.params_a)
+                self.views = _unpacked(self.buffer, self.names)
+        return self.z
+
+    def point_params(self, b: float) -> dict[str, Tensor]:
+        """The chain's parameters at ``theta_a + b * d2`` (after :meth:`at`), valid until this thread's next point."""
+        torch.add(self.params_a, self.flat[2], alpha=b, out=self.buffer)
+        return self.views
+
+
+def _packed(params: dict[str, Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in params.values()])
+
+
+def _unpacked(flat: Tensor, names: list[tuple[str, torch.Size]]) -> dict[str, Tensor]:
+    out, at = {}, 0
+    for name, shape in names:
+        n = shape.numel()
+        out[name] = flat[at : at + n].view(shape)
+        at += n
+    return out
 
 
 def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, d2: Tensor, zs: list[Tensor],
                     coords: Tensor) -> Callable | None:
     """A point function ``(a, b) -> (loss, acc)`` for the plane loop, or None when the model
-    after its first layer is not a plain chain of activations and Linear layers, or the chain
-    does not reproduce the model (first 64 samples) at both ends of ``coords`` (G, 2) and at
-    (0.7, -0.3).
+    after its first layer is not a plain chain of activations and Linear layers on a 2-D
+    first-layer output, or the chain does not reproduce the model (first 64 samples) at both
+    ends of ``coords`` (G, 2) and at (0.7, -0.3).
 
-    ``zs`` are the first layer's outputs at ``theta0``, ``d1`` and ``d2`` for all samples.
+    ``zs`` are the first layer's outputs at ``theta0``, ``d1`` and ``d2`` for all samples, (N, F).
     """
     checks = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
     steps = _chain(ev, first_path, theta0)
-    if steps is None:
+    if steps is None or zs[0].ndim != 2:
         return None
-    names = [n for s in steps if s[0] == "linear" for n in s[1:3] if n is not None]
-    p0, p1, p2 = (ev.layout.unflatten(t) for t in (theta0, d1, d2))
-    base, dir1, dir2 = ({n: p[n] for n in names} for p in (p0, p1, p2))
-    if _bias_as_column(steps) and zs[0].ndim == 2:
+    if _bias_as_column(steps):
         steps = [steps[0], ("linear+1", *steps[1][1:]), *steps[2:]]
-        zs = [torch.cat([z, torch.full_like(z[:, :1], float(k == 0))], 1) for k, z in enumerate(zs)]  # (N, width + 1)
-    if not _agrees(ev, steps, theta0, d1, d2, zs, checks):
+        zs = [torch.cat([z, torch.full_like(z[:, :1], float(k == 0))], 1) for k, z in enumerate(zs)]  # (N, F + 1)
+    zt = [z.T.contiguous() for z in zs]  # (F [+ 1], N): feature-major
+    prepared = [_prepared(steps, ev.layout.unflatten(t)) for t in (theta0, d1, d2)]
+    if not _agrees(ev, steps, theta0, d1, d2, zt, checks):
         return None
-    row = _Row(base, dir1, zs[0], zs[1])
+    names = [(k, v.shape) for k, v in prepared[0].items()]
+    row = _Row(names, tuple(_packed(p) for p in prepared), zt[0], zt[1])
+    fused = steps[0][0] == "act" and type(steps[0][1]) is nn.ReLU  # a first ReLU runs with the combination
 
     def point(ai: Tensor, bi: Tensor) -> tuple[Tensor, Tensor]:
         b = float(bi)
-        params_a, z_a = row.at(float(ai))
-        params = {k: torch.add(v, dir2[k], alpha=b) for k, v in params_a.items()}
-        z = torch.add(z_a, zs[2], alpha=b)  # (N, width [+ 1]), this point's own
-        return ev.chunked(lambda lo, hi: _run_chain(steps, z[lo:hi] if hi - lo < len(z) else z, params))
+        z_a = row.at(float(ai))
+        params = row.point_params(b)
+
+        def outputs(lo: int, hi: int) -> Tensor:  # (rows, outputs): a view of class-major logits
+            za, z2 = (z_a, zt[2]) if hi - lo == z_a.shape[1] else (z_a[:, lo:hi], zt[2][:, lo:hi])
+            h = _add_relu(za, z2, b) if fused else torch.add(za, z2, alpha=b)  # (F, rows), this point's own
+            return _run_chain(steps, h, params, start=int(fused)).T
+
+        return ev.chunked(outputs)
 
     return point
 
@@ -110,17 +175,17 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
 def _bias_as_column(steps: list) -> bool:
     """Whether the chain starts ReLU -> wide Linear with a bias on a 2-D first-layer output.
 
-    Then the first layer's outputs get one more column, 1 at ``theta0`` and 0 along the
-    directions, so that every point's combined output ends in an exact 1 that the ReLU keeps,
-    and the next layer's bias is one more column of its weight: one product instead of a
-    product plus a pass that adds the bias (measured: 540 against 665 us for (4000, 100) x
-    (100, 100) on one core). Only the rounding of the sum changes (the bias is added inside it).
+    Then the first layer's outputs get one more feature, 1 at ``theta0`` and 0 along the
+    directions, so that every point's combined output has an exact 1 that the ReLU keeps, and the
+    next layer's bias is one more column of its weight: one product instead of a product plus a
+    pass that adds the bias (measured row-major: 540 against 665 us for (4000, 100) x (100, 100)
+    on one core). Only the rounding of the sum changes (the bias is added inside it).
     """
     return (len(steps) >= 2 and steps[0][0] == "act" and type(steps[0][1]) is nn.ReLU and steps[1][0] == "linear"
             and steps[1][2] is not None and not steps[1][3])
 
 
-def _agrees(ev: Evaluator, steps: list, theta0: Tensor, d1: Tensor, d2: Tensor, zs: list[Tensor],
+def _agrees(ev: Evaluator, steps: list, theta0: Tensor, d1: Tensor, d2: Tensor, zt: list[Tensor],
             checks: list[tuple[float, float]]) -> bool:
     n = min(64, len(ev.x))
     try:
@@ -128,8 +193,8 @@ def _agrees(ev: Evaluator, steps: list, theta0: Tensor, d1: Tensor, d2: Tensor, 
             for a, b in checks:
                 theta = theta0 + a * d1 + b * d2
                 params = ev.layout.unflatten(theta)
-                z = (zs[0][:n] + a * zs[1][:n] + b * zs[2][:n]).clone()
-                mine = _run_chain(steps, z, params)
+                z = (zt[0][:, :n] + a * zt[1][:, :n] + b * zt[2][:, :n]).contiguous()
+                mine = _run_chain(steps, z, _prepared(steps, params)).T
                 theirs = functional_call(ev.module, {**params, **ev.buffers}, (ev.x[:n],))
                 if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
                     return False

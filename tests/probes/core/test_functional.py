@@ -359,3 +359,20 @@ def test_data_rows_are_measured_once_and_give_the_same_values(monkeypatch):
     monkeypatch.setattr(evaluator, "_ROWS_CHOICE", {})
     seconds[256] = 1.9  # chunks no more than 10% faster: the whole set in one batch
     assert ev.choose_rows(theta) == 1200
+
+
+def test_class_major_score_is_cross_entropy_with_infinite_logits():
+    # class-major logits go through F.cross_entropy of a (1, C, N) image: its loss exactly where logits are infinite
+    gen = torch.Generator().manual_seed(4)
+    out = torch.randn(7, 50, generator=gen).T  # (50, 7) class-major
+    y = torch.randint(0, 7, (50,), generator=gen)
+    out[3, :] = float("-inf")  # a row of -inf: NaN
+    out[5, 2] = float("inf")  # one +inf logit: argmax picks it
+    out[6, y[6]] = float("inf")
+    loss, acc = cross_entropy_and_accuracy(out, y)
+    torch.testing.assert_close(loss, F.cross_entropy(out, y), equal_nan=True)
+    assert acc.item() == pytest.approx((out.argmax(1) == y).float().mean().item(), abs=0)
+    finite = out[7:]
+    loss, acc = cross_entropy_and_accuracy(finite, y[7:])
+    torch.testing.assert_close(loss, F.cross_entropy(finite, y[7:]))  # equal up to float rounding (one log_softmax)
+    assert acc.item() == pytest.approx((finite.argmax(1) == y[7:]).float().mean().item(), abs=0)

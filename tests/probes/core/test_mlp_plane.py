@@ -2,9 +2,11 @@
 
 Tolerance: the chain runs the module's own operations on the same values (the first layer's
 combined output, weights at theta_a + b * d2 formed the same way), in place where the module
-makes a new tensor; only the order of float32 rounding in the first-layer combination differs
-from evaluating the full vector (Z0 + a Z1 + b Z2 against X (W0 + a D1 + b D2)^T, sums of 36
-products: ~36 * 2**-24 relative to the terms' magnitudes). We allow 1e-5 * (1 + |loss|) and
+makes a new tensor; only the order of float32 rounding differs from evaluating the full vector:
+in the first-layer combination (Z0 + a Z1 + b Z2 against X (W0 + a D1 + b D2)^T, sums of 36
+products: ~36 * 2**-24 relative to the terms' magnitudes) and in the later products, which run
+feature-major (W @ h^T instead of h @ W^T: the same sums of at most 41 terms, blocked differently,
+~41 * 2**-24 relative). We allow 1e-5 * (1 + |loss|) and
 a difference of at most one sample in the accuracy (a flipped near-tie).
 """
 
@@ -111,3 +113,17 @@ def test_chain_on_worker_threads(monkeypatch):
     monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
     two = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
     _close(two, one, len(data[0]))
+
+
+def test_deeper_chain_runs_feature_major_and_equals_generic_evaluation():
+    # two hidden ReLU layers after the first: the first ReLU fused with the combination, the bias of the
+    # next layer a weight column, the later ReLU in place on its product, the head's bias a column (out, 1)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 33),
+                          nn.ReLU(), nn.Linear(33, 3))
+    data = _data()
+    theta0, d1, d2, coords = _plane(model)
+    assert _chain_used(model, data, theta0, d1, d2, coords)
+    fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    _close(fast, evaluate_points(model, thetas, data, strategy="loop"), len(data[0]))

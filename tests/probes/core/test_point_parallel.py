@@ -196,8 +196,8 @@ def test_a_worker_found_at_another_thread_count_is_set_back_to_one_and_the_defau
 
 @pytest.mark.parametrize("slow_on", ["workers", "caller"])
 def test_a_keyed_loop_goes_where_its_first_points_ran_faster(monkeypatch, slow_on):
-    """The first loop of a key times 2 points on the caller (after one untimed) and 2 per worker
-    on the workers, then runs the rest, and every later loop of that key, the faster way; the
+    """The first loop of a key times 2 points on the caller (after one untimed) and 4 per worker
+    on the workers (after one untimed each), then runs the rest, and every later loop of that key, the faster way; the
     results and the progress are those of the plain loop either way."""
     from engine.probes.core import point_parallel
 
@@ -218,8 +218,10 @@ def test_a_keyed_loop_goes_where_its_first_points_ran_faster(monkeypatch, slow_o
     assert out == [i * i for i in range(20)]
     assert sorted(seen) == [(d, 20) for d in range(1, 21)]
     fast = "caller" if slow_on == "workers" else "workers"
-    assert where[:3] == ["caller"] * 3 and where[3:9] == ["workers"] * 6  # warm-up and timed points
-    assert set(where[9:]) == {fast}  # the rest where it measured faster
+    on_caller, on_workers = 1 + point_parallel._CALLER_TIMED, 2 * (1 + point_parallel._WORKER_TIMED)
+    assert (on_caller, on_workers) == (3, 10)
+    assert where[:3] == ["caller"] * 3 and where[3:13] == ["workers"] * 10  # warm-up and timed points
+    assert set(where[13:]) == {fast}  # the rest where it measured faster
     where.clear()
     parallel_map(point, [(i,) for i in range(10)], key=("model", "point"))
     assert set(where) == {fast}  # a later loop of the key: no second measurement
@@ -300,7 +302,7 @@ def test_measured_choices_are_kept_for_a_bounded_number_of_kinds(monkeypatch):
     monkeypatch.setattr(point_parallel, "_WHERE", {})
     monkeypatch.setattr(point_parallel, "CHOICES_KEPT", 4)
     for kind in range(10):
-        assert parallel_map(lambda i: i + 1, [(i,) for i in range(12)], key=("model", kind)) == list(range(1, 13))
+        assert parallel_map(lambda i: i + 1, [(i,) for i in range(16)], key=("model", kind)) == list(range(1, 17))
     assert [k[0] for k in point_parallel._WHERE] == [("model", kind) for kind in range(6, 10)]
     for cache in ({}, evaluator._ROWS_CHOICE, plane_eval._COMBINE_CHOICE):  # the same helper fills all three
         monkeypatch.setattr(point_parallel, "CHOICES_KEPT", len(cache) + 2)
