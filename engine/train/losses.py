@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import vmap
 
-__all__ = ["LOSS_NAMES", "TASKS", "LossFn", "check_loss", "loss_fn", "loss_name", "score", "stacked_loss_fn"]
+__all__ = ["LOSS_NAMES", "TASKS", "LossFn", "check_loss", "loss_fn", "loss_name", "score", "stacked_accuracy",
+           "stacked_loss_fn"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LOSS_NAMES = ("auto", "cross_entropy", "mse", "token_cross_entropy")
@@ -141,6 +142,22 @@ def _stacked_cross_entropy(fn: LossFn, outputs: Tensor, targets: Tensor) -> Tens
     logits = outputs.flatten(1, -2)  # (K, N, C)
     picked = logits.gather(-1, targets.flatten(1).unsqueeze(-1)).squeeze(-1)  # (K, N)
     return (torch.logsumexp(logits, -1) - picked).mean(-1)  # (K,)
+
+
+def stacked_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Accuracy of K runs at once: class scores ``(K, N, ..., C)``, class ids ``(K, N, ...)`` -> ``(K,)``.
+
+    A prediction is right when ``outputs.argmax(-1)`` (the first of equal maxima) is the target,
+    as in :func:`score`; it is computed as "the target's score is the maximum and no earlier
+    class reaches it" because ``argmax`` along a short class axis is slow on a CPU (6 ms for
+    32 runs x 2,048 samples x 10 classes, against 0.5 ms for these passes).
+    """
+    top = outputs.amax(-1, keepdim=True)  # (K, N, ..., 1)
+    at_top = outputs == top
+    hit = at_top.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    classes = torch.arange(outputs.shape[-1], device=outputs.device)
+    earlier = (at_top & (classes < targets.unsqueeze(-1))).any(-1)
+    return (hit & ~earlier).to(torch.float32).flatten(1).mean(1)
 
 
 def score(outputs: Tensor, targets: Tensor, fn: LossFn = auto_loss) -> tuple[float, float]:

@@ -95,9 +95,17 @@ def optim_step(
             v_hat = v / (1 - b2**t)
             p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
             continue
-        g = g + wd * p
+        g = _plus_product(g, wd, p)  # g + wd * p
         if name == "momentum":
             buf = state.buf[k]
             buf.mul_(_b(hp["momentum"], p)).add_(g)
             g = buf
-        p.sub_(lr * g)
+        if isinstance(lr, Tensor):
+            p.addcmul_(lr, g, value=-1)  # p - lr * g, the same rounding in one pass
+        else:
+            p.sub_(lr * g)
+
+
+def _plus_product(a: Tensor, h: Hyper, b: Tensor) -> Tensor:
+    """``a + h * b`` (one pass when ``h`` is a per-run tensor; rounded as the two operations are)."""
+    return torch.addcmul(a, h, b) if isinstance(h, Tensor) else a + h * b

@@ -22,7 +22,7 @@ from engine.config import TrainSpec
 
 from .batches import BatchOrder
 from .common import CheckpointCallback, ProgressCallback, RunResult, eval_subset, resolve_device
-from .losses import stacked_loss_fn
+from .losses import stacked_accuracy, stacked_loss_fn
 from .optim import init_optim_state, optim_step, stack_hparams
 from .stacked import stacked_forward
 
@@ -209,19 +209,24 @@ def _retie(src: torch.nn.Module, dst: torch.nn.Module) -> torch.nn.Module:
 
 def _gather(groups: list[_DataGroup], orders: list[BatchOrder], K: int) -> tuple[Tensor, Tensor]:
     if len(groups) == 1:
-        g = groups[0]
-        idx = torch.stack([orders[k].next() for k in g.run_list]).to(g.x.device)  # (K, B)
-        return g.x[idx], g.y[idx]
+        return _rows(groups[0], orders)
     parts = []
     for g in groups:
-        idx = torch.stack([orders[k].next() for k in g.run_list]).to(g.x.device)
-        parts.append((g.runs, g.x[idx], g.y[idx]))
+        parts.append((g.runs, *_rows(g, orders)))
     B = parts[0][1].shape[1]
     xb = parts[0][1].new_empty((K, B, *parts[0][1].shape[2:]))
     yb = parts[0][2].new_empty((K, B, *parts[0][2].shape[2:]))
     for runs, gx, gy in parts:
         xb[runs], yb[runs] = gx, gy
     return xb, yb
+
+
+def _rows(g: _DataGroup, orders: list[BatchOrder]) -> tuple[Tensor, Tensor]:
+    """The next batch of each run in ``g``: ``(k, B, ...)`` inputs and targets."""
+    idx = torch.stack([orders[k].next() for k in g.run_list]).to(g.x.device)  # (k, B)
+    # index_select, not x[idx]: advanced indexing of (N, 1, 40) rows takes 5x as long on a CPU
+    pick = [t.index_select(0, idx.flatten()).view(*idx.shape, *t.shape[1:]) for t in (g.x, g.y)]
+    return pick[0], pick[1]
 
 
 @torch.no_grad()
@@ -240,7 +245,7 @@ def _evaluate(base, forward, params, buffers, groups: list[_DataGroup], lossf) -
             if ys.is_floating_point():
                 acc = torch.full_like(ce, math.nan)
             else:  # per sample, or per token for sequences
-                acc = (logits.argmax(-1) == ys).float().flatten(1).mean(1)
+                acc = stacked_accuracy(logits, ys.expand(n_runs, *ys.shape))
             for name, v in ((f"{split}_loss", ce), (f"{split}_acc", acc)):
                 out.setdefault(name, torch.full((K,), math.nan, device=ce.device))[g.runs] = v
     return out

@@ -52,14 +52,16 @@ def _vmap_forward(model: nn.Module, params: dict[str, Tensor], buffers: dict[str
 
 
 def _mlp_forward(acts: list[nn.Module], params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-    h = x.flatten(2)  # (K, B, D)
+    # Features first, samples last: each product is W @ h, so autograd's weight gradient
+    # g @ h^T comes out in the weight's own (K, out, in) layout, with no transposed copy.
+    h = x.flatten(2).transpose(1, 2)  # (K, D, B)
     for i, act in enumerate(acts):
-        h = _linear(h, params[f"layers.{i}.linear.weight"], params[f"layers.{i}.linear.bias"])  # (K, B, width)
+        h = _linear(h, params[f"layers.{i}.linear.weight"], params[f"layers.{i}.linear.bias"])  # (K, width, B)
         # ReLU may overwrite the product: baddbmm's backward does not read its output.
         h = torch.relu_(h) if isinstance(act, nn.ReLU) else act(h)
-    return _linear(h, params["head.weight"], params["head.bias"])  # (K, B, C)
+    return _linear(h, params["head.weight"], params["head.bias"]).transpose(1, 2)  # (K, B, C), a view
 
 
 def _linear(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    # (K, 1, out) + (K, B, in) @ (K, in, out): the bias added inside the product
-    return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+    # (K, out, 1) + (K, out, in) @ (K, in, B): the bias added inside the product
+    return torch.baddbmm(bias.unsqueeze(-1), weight, h)
