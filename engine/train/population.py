@@ -229,6 +229,12 @@ def _rows(g: _DataGroup, orders: list[BatchOrder]) -> tuple[Tensor, Tensor]:
     return pick[0], pick[1]
 
 
+# Samples per evaluation pass. The K runs' activations of a whole 2,048-sample subset are
+# tens of MB in fresh memory; passes of 256 keep them in cache (one core, K=32 width-64 MLPs:
+# 10 ms a pass over 2,048 samples against 18 ms in one piece).
+_EVAL_CHUNK = 256
+
+
 @torch.no_grad()
 def _evaluate(base, forward, params, buffers, groups: list[_DataGroup], lossf) -> dict[str, Tensor]:
     """Per-run loss and accuracy on the fixed evaluation subsets: name -> (K,) tensor."""
@@ -238,14 +244,23 @@ def _evaluate(base, forward, params, buffers, groups: list[_DataGroup], lossf) -
     for g in groups:
         p = {k: v[g.runs] for k, v in params.items()}
         b = {k: v[g.runs] for k, v in buffers.items()}
-        n_runs = len(g.run_list)
         for split, (xs, ys) in g.evals.items():
-            logits = forward(p, b, xs.expand(n_runs, *xs.shape))  # (k, n, C...)
-            ce = lossf(logits, ys.expand(n_runs, *ys.shape))  # (k,)
-            if ys.is_floating_point():
-                acc = torch.full_like(ce, math.nan)
-            else:  # per sample, or per token for sequences
-                acc = stacked_accuracy(logits, ys.expand(n_runs, *ys.shape))
+            ce, acc = _scores(forward, p, b, xs, ys, lossf)
             for name, v in ((f"{split}_loss", ce), (f"{split}_acc", acc)):
                 out.setdefault(name, torch.full((K,), math.nan, device=ce.device))[g.runs] = v
     return out
+
+
+def _scores(forward, p, b, xs: Tensor, ys: Tensor, lossf) -> tuple[Tensor, Tensor]:
+    """Loss and accuracy (NaN for regression) of each run on ``(xs, ys)``, shared by the runs: two (k,)."""
+    k, n = next(iter(p.values())).shape[0], len(xs)
+    ce, acc = 0.0, 0.0
+    for lo in range(0, n, _EVAL_CHUNK):
+        x, y = xs[lo : lo + _EVAL_CHUNK], ys[lo : lo + _EVAL_CHUNK]
+        y = y.expand(k, *y.shape)
+        logits = forward(p, b, x.expand(k, *x.shape))  # (k, m, C...)
+        share = len(x) / n  # every loss and accuracy is a mean over samples (tokens)
+        ce = ce + lossf(logits, y) * share  # (k,)
+        if not ys.is_floating_point():  # per sample, or per token for sequences
+            acc = acc + stacked_accuracy(logits, y) * share
+    return ce, (torch.full_like(ce, math.nan) if ys.is_floating_point() else acc)
