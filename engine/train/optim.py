@@ -95,7 +95,7 @@ def optim_step(
             v_hat = v / (1 - b2**t)
             p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
             continue
-        g = _plus_product(g, wd, p)  # g + wd * p
+        g = torch.addcmul(g, wd, p) if isinstance(wd, Tensor) else g + wd * p  # one pass for per-run tensors
         if name == "momentum":
             buf = state.buf[k]
             buf.mul_(_b(hp["momentum"], p)).add_(g)
@@ -105,7 +105,3 @@ def optim_step(
         else:
             p.sub_(lr * g)
 
-
-def _plus_product(a: Tensor, h: Hyper, b: Tensor) -> Tensor:
-    """``a + h * b`` (one pass when ``h`` is a per-run tensor; rounded as the two operations are)."""
-    return torch.addcmul(a, h, b) if isinstance(h, Tensor) else a + h * b
