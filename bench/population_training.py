@@ -5,6 +5,7 @@ learning rate. Throughput is sample-steps per second (runs x steps x batch / wal
 time). Prints medians over repeats and the ratio; the README's table quotes it.
 
     .venv/bin/python bench/population_training.py [--k 32] [--steps 200] [--repeats 3] [--threads 2 1]
+    .venv/bin/python bench/population_training.py --profile 50 --threads 1   # op shares, torch.profiler
 
 On a CPU each thread count is a full run in this process (default 2, then 1).
 """
@@ -37,8 +38,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts (CPU)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="print the op shares of one population run of STEPS steps (first thread count) and stop")
     args = ap.parse_args()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.profile:
+        torch.set_num_threads(args.threads[0])
+        return profile(args, device)
     lines = []
     for threads in args.threads if device == "cpu" else [torch.get_num_threads()]:
         torch.set_num_threads(threads)
@@ -73,6 +79,25 @@ def measure(args, device: str) -> list[str]:
         f"population (train_population): median {p_med:,.0f} sample-steps/s  (all: {[round(v) for v in pop]})",
         f"ratio population / sequential: {p_med / s_med:.1f}x  (target >= 4x on CPU)",
     ]
+
+
+def profile(args, device: str) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    runs = specs(args.k, args.profile, args.width, args.device)
+    ds = {runs[0].dataset.to_json(): zdata.load(runs[0].dataset)}
+    train_population(specs(args.k, 5, args.width, args.device), datasets=ds)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        train_population(runs, datasets=ds)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"train_population, K={args.k}, {args.profile} steps (with checkpoints at 0 and {args.profile}), "
+          f"device={device}, torch threads={torch.get_num_threads()}: self CPU time {total / 1e3:.1f} ms")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:20]:
+        print(f"  {e.key:45s} {100 * e.self_cpu_time_total / total:5.1f}%  {e.count:5d} calls  "
+              f"{e.self_cpu_time_total / max(e.count, 1):8.1f} us each")
 
 
 if __name__ == "__main__":

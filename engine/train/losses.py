@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import vmap
 
-__all__ = ["LOSS_NAMES", "TASKS", "LossFn", "check_loss", "loss_fn", "loss_name", "score"]
+__all__ = ["LOSS_NAMES", "TASKS", "LossFn", "check_loss", "loss_fn", "loss_name", "score", "stacked_accuracy",
+           "stacked_loss_fn"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LOSS_NAMES = ("auto", "cross_entropy", "mse", "token_cross_entropy")
@@ -114,6 +117,47 @@ def loss_fn(name: str = "auto", task: str | None = None) -> LossFn:
     """
     check_loss(name, task)
     return _LOSSES[loss_name(name, task)]
+
+
+def stacked_loss_fn(name: str = "auto", task: str | None = None) -> LossFn:
+    """The loss of K runs at once: ``fn(outputs (K, N, ...), targets (K, N, ...)) -> (K,)``.
+
+    Run ``k``'s entry is ``loss_fn(name, task)(outputs[k], targets[k])`` up to float rounding.
+    Cross-entropy (also per token) is computed as ``logsumexp - gather`` over all runs in one
+    pass: PyTorch's ``log_softmax`` kernel, which ``F.cross_entropy`` runs, is several times
+    slower along a short class axis (10 classes: 0.45 ms against 0.08 ms for 32 runs x 100
+    samples on one core), and its backward is the same ``softmax - onehot``. Other losses, and
+    outputs of shapes a loss refuses (so that its own error is raised), go through ``vmap``.
+    """
+    fn = loss_fn(name, task)
+    if fn is cross_entropy or fn is token_cross_entropy:
+        return partial(_stacked_cross_entropy, fn)
+    return vmap(fn)
+
+
+def _stacked_cross_entropy(fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
+    ndim = 3 if fn is cross_entropy else 4  # (K, N, C) or (K, B, T, V)
+    if outputs.ndim != ndim or targets.shape != outputs.shape[:-1] or targets.is_floating_point():
+        return vmap(fn)(outputs, targets)  # raises the loss's own message
+    logits = outputs.flatten(1, -2)  # (K, N, C)
+    picked = logits.gather(-1, targets.flatten(1).unsqueeze(-1)).squeeze(-1)  # (K, N)
+    return (torch.logsumexp(logits, -1) - picked).mean(-1)  # (K,)
+
+
+def stacked_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Accuracy of K runs at once: class scores ``(K, N, ..., C)``, class ids ``(K, N, ...)`` -> ``(K,)``.
+
+    A prediction is right when ``outputs.argmax(-1)`` (the first of equal maxima) is the target,
+    as in :func:`score`; it is computed as "the target's score is the maximum and no earlier
+    class reaches it" because ``argmax`` along a short class axis is slow on a CPU (6 ms for
+    32 runs x 2,048 samples x 10 classes, against 0.5 ms for these passes).
+    """
+    top = outputs.amax(-1, keepdim=True)  # (K, N, ..., 1)
+    at_top = outputs == top
+    hit = at_top.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    classes = torch.arange(outputs.shape[-1], device=outputs.device)
+    earlier = (at_top & (classes < targets.unsqueeze(-1))).any(-1)
+    return (hit & ~earlier).to(torch.float32).flatten(1).mean(1)
 
 
 def score(outputs: Tensor, targets: Tensor, fn: LossFn = auto_loss) -> tuple[float, float]:

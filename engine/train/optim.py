@@ -95,9 +95,13 @@ def optim_step(
             v_hat = v / (1 - b2**t)
             p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
             continue
-        g = g + wd * p
+        g = torch.addcmul(g, wd, p) if isinstance(wd, Tensor) else g + wd * p  # one pass for per-run tensors
         if name == "momentum":
             buf = state.buf[k]
             buf.mul_(_b(hp["momentum"], p)).add_(g)
             g = buf
-        p.sub_(lr * g)
+        if isinstance(lr, Tensor):
+            p.addcmul_(lr, g, value=-1)  # p - lr * g, the same rounding in one pass
+        else:
+            p.sub_(lr * g)
+
