@@ -110,9 +110,10 @@ def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> Line
 
     None when the model has buffers or forward hooks, a leaf is called twice, ``after`` is not
     called, a leaf is something else than an ``nn.Linear`` (not a subclass), an activation of
-    :data:`CHAIN_ACTIVATIONS` or a pass-through (``Identity``, eval ``Dropout``), or the chain
-    does not end in a ``Linear``.
-    Found from one forward pass at ``theta`` on the first 8 rows of the data.
+    :data:`CHAIN_ACTIVATIONS` or a pass-through (``Identity``, eval ``Dropout``), the forward
+    pass calls a torch function between the chain's leaves other than a reshape (a clamp: the
+    check on a few rows that a user makes need not show it), or the chain does not end in a
+    ``Linear``. Found from one forward pass at ``theta`` on the first 8 rows of the data.
     """
     if ev.buffers or any(_hooked(m) for m in ev.module.modules()):
         return None  # a hook may change a leaf's output (or only its derivative) unseen
