@@ -45,6 +45,31 @@ def test_stacked_cross_entropy_and_its_gradient_equal_f_cross_entropy(layout):
     torch.testing.assert_close(grad, expected_grad, rtol=0, atol=4 * EPS32 * (size + 1) / N)
 
 
+def _confident_logits(K=2, N=64, C=10):
+    """Logits near 1000 with the target's 12 above the rest: each loss is log(1 + sum_j e^(z_j - z_y)),
+    about 5e-5, below half a float32 unit of 1000 (3e-5 to 6e-5)."""
+    g = torch.Generator().manual_seed(4)
+    z = 1000 + torch.rand(K, N, C, generator=g)
+    y = torch.randint(0, C, (K, N), generator=g)
+    z.scatter_(-1, y[..., None], z.amax(-1, keepdim=True) + 12)
+    exact = torch.log1p((z.double() - z.double().gather(-1, y[..., None])).exp().sum(-1) - 1)  # (K, N)
+    return z, y, exact
+
+
+def test_stacked_cross_entropy_is_accurate_for_confident_large_logits():
+    """As F.cross_entropy (log_softmax subtracts the maximum first): the differences z_j - z_y are
+    exact (Sterbenz: within a factor 2 of each other), their C exponentials and sum round with
+    relative error (C + 2) eps, and the logarithm of a sum near 1 turns that into an absolute error;
+    the mean adds log2(N) roundings of the loss's size. ``logsumexp - z_y`` instead rounds
+    1000 + 5e-5 to float32 first, an error of up to half a unit of 1000 in every sample's loss."""
+    z, y, exact = _confident_logits()
+    got = stacked_loss_fn("cross_entropy", "classification")(z, y)
+    reference = torch.stack([F.cross_entropy(z[k], y[k]) for k in range(len(z))])
+    tol = (10 + 2 + math.log2(64)) * EPS32
+    torch.testing.assert_close(reference.double(), exact.mean(1), rtol=0, atol=tol)
+    torch.testing.assert_close(got.double(), exact.mean(1), rtol=0, atol=tol)
+
+
 def test_stacked_token_cross_entropy_is_each_runs_token_loss():
     g = torch.Generator().manual_seed(1)
     z, y = torch.randn(2, 4, 7, 11, generator=g) * 3, torch.randint(0, 11, (2, 4, 7), generator=g)

@@ -192,7 +192,8 @@ def cross_entropy_and_accuracy(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     top, pred = out.max(1)
     shift = top.nan_to_num(0.0, 0.0, 0.0)  # a row of infinities or NaN is not shifted
     target = out.gather(1, y[:, None])[:, 0]
-    loss = ((out - shift[:, None]).exp().sum(1).log() + shift - target).mean()
+    # shift - target first: exact for close logits, where log(sum) + shift would round the loss to a unit of shift
+    loss = ((out - shift[:, None]).exp().sum(1).log() + (shift - target)).mean()
     return loss, (pred == y).to(loss.dtype).mean()
 
 

@@ -42,6 +42,8 @@ from engine.probes.core import Evaluator, is_mean_cross_entropy, linear_chain
 
 __all__ = ["ChainHessian", "ChainState"]
 
+#: Data rows per forward pass of the check that the chain reproduces the model.
+_CHECK_ROWS = 4096
 #: Activations whose second derivative is zero where it exists (piecewise linear).
 _PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU)
 
@@ -89,7 +91,7 @@ class ChainHessian:
         chain of ``Linear`` layers and ReLU/LeakyReLU (``Identity`` and eval ``Dropout`` pass
         through) without buffers, the loss is not the library's mean cross-entropy on class
         ids, the dtype is not float32/float64, or the chain does not reproduce the model's
-        logits on the rows :func:`~engine.probes.core.linear_chain` ran it on."""
+        logits on every data row."""
         if theta.dtype not in (torch.float32, torch.float64) or ev.x.dtype != theta.dtype:
             return None
         found = linear_chain(ev, theta)
@@ -100,15 +102,28 @@ class ChainHessian:
         chain = cls(ev, theta, layers)
         if not is_mean_cross_entropy(ev.loss_fn, ev.y, chain._weights[-1].shape[0]):
             return None
+        return chain if chain._reproduces(theta) else None
+
+    def _reproduces(self, theta: Tensor) -> bool:
+        """Whether the chain's logits are the model's on every data row at ``theta``.
+
+        Every row, not a few: what the forward pass does between the leaves (a flatten passes; a
+        clamp of the inputs, a ``torch.where``) may change nothing on some rows and much on others,
+        and at one point ``theta`` equal outputs on every row give equal Hessians (up to a set of
+        measure zero). One forward pass of each, a fraction of one product's cost.
+        """
+        ev, params = self._ev, self._ev.layout.unflatten(theta)
         try:
             with torch.no_grad():
-                mine = chain.logits(found.x)
+                for lo in range(0, len(ev.x), _CHECK_ROWS):
+                    x = ev.x[lo : lo + _CHECK_ROWS]
+                    mine, theirs = self.logits(x), ev.forward(params, x)
+                    if (mine.shape != theirs.shape or mine.ndim != 2
+                            or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5)):
+                        return False  # the forward pass does something between the leaves
         except (RuntimeError, ValueError):  # shapes that do not fit: not this chain
-            return None
-        theirs = found.output
-        if mine.shape != theirs.shape or mine.ndim != 2 or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
-            return None  # the forward pass does something between the leaves (a flatten passes)
-        return chain
+            return False
+        return True
 
     def _forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor | None], Tensor]:
         """Layer inputs, slopes and logits on rows ``x``."""

@@ -376,3 +376,24 @@ def test_class_major_score_is_cross_entropy_with_infinite_logits():
     loss, acc = cross_entropy_and_accuracy(finite, y[7:])
     torch.testing.assert_close(loss, F.cross_entropy(finite, y[7:]))  # equal up to float rounding (one log_softmax)
     assert acc.item() == pytest.approx((finite.argmax(1) == y[7:]).float().mean().item(), abs=0)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "class_major"])
+def test_fast_losses_are_accurate_for_confident_large_logits(layout):
+    """Logits near 1000 with the target's 12 above the rest: each loss is log(1 + sum_j e^(z_j - z_y)),
+    about 5e-5, below half a float32 unit of 1000. As in F.cross_entropy the differences from the
+    largest logit are exact (Sterbenz), the C exponentials and their sum round with relative error
+    (C + 2) eps, the logarithm of a sum near 1 makes that an absolute error, and the mean adds
+    log2(N) roundings of the loss's size. Adding the largest logit back before subtracting the
+    target's instead rounds 1000 + 5e-5 first: up to half a unit of 1000 off in every loss."""
+    g = torch.Generator().manual_seed(4)
+    n, c = 64, 10
+    z = 1000 + torch.rand(n, c, generator=g)
+    y = torch.randint(0, c, (n,), generator=g)
+    z.scatter_(1, y[:, None], z.amax(1, keepdim=True) + 12)
+    exact = torch.log1p((z.double() - z.double().gather(1, y[:, None])).exp().sum(1) - 1).mean()
+    if layout == "class_major":
+        z = z.T.contiguous().T
+    tol = (c + 2 + math.log2(n)) * torch.finfo(torch.float32).eps
+    for loss in (fast_default_loss(z, y), cross_entropy_and_accuracy(z, y)[0], F.cross_entropy(z, y)):
+        assert abs(float(loss) - float(exact)) <= tol, (float(loss), float(exact))

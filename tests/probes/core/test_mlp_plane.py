@@ -127,3 +127,32 @@ def test_deeper_chain_runs_feature_major_and_equals_generic_evaluation():
     fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
     thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
     _close(fast, evaluate_points(model, thetas, data, strategy="loop"), len(data[0]))
+
+
+class ClampedHidden(nn.Module):
+    """Linear -> ReLU -> clamp -> Linear, the clamp a function call between the leaves, not a module."""
+
+    def __init__(self, bound: float):
+        super().__init__()
+        self.fc1, self.act, self.head, self.bound = nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 3), bound
+
+    def forward(self, x):
+        return self.head(self.act(self.fc1(x.flatten(1))).clamp(max=self.bound))
+
+
+def test_a_step_between_leaves_that_the_checked_rows_do_not_show_keeps_the_generic_path():
+    """A clamp that cuts nothing on the rows and points the chain is checked on (the first 64 rows,
+    three points) but cuts the later rows: the chain would leave it out there."""
+    model, (x, y) = ClampedHidden(bound=1e9), _data()
+    x[64:] *= 8  # later rows reach hidden values the first ones do not
+    theta0, d1, d2, coords = _plane(model)
+    with torch.no_grad():
+        hidden = [torch.relu(F.linear(x.flatten(1), *(t[: 36 * 16].view(16, 36), t[36 * 16 : 37 * 16])))
+                  for t in (theta0 + c[0] * d1 + c[1] * d2 for c in coords)]
+    model.bound = 1.01 * max(float(h[:64].max()) for h in hidden)
+    assert max(float(h[64:].max()) for h in hidden) > 2 * model.bound  # the clamp cuts the later rows
+    data = (x, y)
+    assert not _chain_used(model, data, theta0, d1, d2, coords)
+    fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    _close(fast, evaluate_points(model, thetas, data, strategy="loop"), len(x))

@@ -128,16 +128,40 @@ def test_subnormal_probabilities_are_flushed_without_changing_the_product():
     assert float((op(v).double() - exact).norm()) <= 4 * float((auto(v).double() - exact).norm())
 
 
+class _ClippedInputs(nn.Module):
+    """A chain whose forward clips its inputs to [-1.5, 1.5]: a step the leaves do not show, and one
+    that changes nothing on rows inside the bounds (``_data`` puts such rows first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.act, self.out = nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)
+
+    def forward(self, x):
+        return self.out(self.act(self.inp(x.clamp(-1.5, 1.5))))
+
+
+class _FrozenWeight(nn.Linear):
+    """A Linear whose output is the same as ``nn.Linear``'s but its weight gets no gradient."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight.detach(), self.bias)
+
+
 def _refused():
     """Models (and losses) the hand-written products must leave to autograd: (model, loss_fn)."""
     torch.manual_seed(0)
     custom = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    hooked = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    hooked[0].register_forward_hook(lambda mod, args, out: out + (out - out.detach()))  # same value, twice the slope
     return {
         "tanh": (nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)), None),
         "batchnorm": (nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3)).eval(), None),
         "custom_loss": (custom, lambda out, y: F.cross_entropy(out, y)),
         "called_twice": (_Twice(), None),
         "residual": (_Residual(), None),
+        "clipped_beyond_the_first_rows": (_ClippedInputs(), None),  # agrees with the chain on rows 0-7 only
+        "linear_subclass": (nn.Sequential(nn.Linear(5, 7), nn.ReLU(), _FrozenWeight(7, 3)), None),
+        "forward_hook": (hooked, None),
     }
 
 
@@ -145,7 +169,10 @@ def _refused():
 def test_models_it_does_not_handle_keep_autograd_and_agree(name):
     model, loss = _refused()[name]
     model = model.double()
-    params, data = dict(model.named_parameters()), _data()
+    params, (x, y) = dict(model.named_parameters()), _data()
+    x[:8] = x[:8].clamp(-1.4, 1.4)  # the first 8 rows inside _ClippedInputs' bounds, others outside
+    assert (x[8:].abs() > 1.6).any()
+    data = (x, y)
     op = hessian_operator(model, params, data, loss_fn=loss)
     assert not op.by_hand
     v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
