@@ -308,7 +308,8 @@ def cnn_surface_case(args, out):
     li_style(model, params, d1, d2, coords[:2], x, y)  # first calls pay one-off costs (oneDNN kernels)
     notes = (f"N={len(x)}, surface {res}x{res}; evaluator rows: {chosen} chosen (of all {len(x)} or "
              f"{small}-row chunks)")
-    return ops, zoo, points, refs, notes
+    profile = (lambda: profile_surface_point(model, params, d1, d2, x, y, out)) if args.profile else None
+    return ops, zoo, points, refs, notes, profile
 
 
 def cnn_bn_interpolation_case(args, out):
@@ -357,7 +358,73 @@ def cnn_bn_interpolation_case(args, out):
     ref_model = build(arch, ds.input_shape, ds.n_outputs, seed=0)
     refs = {"DataLoader loop (batch 128)": (lambda: loader_loop(ref_model, end_a, end_b, x, y, 128), len(ALPHAS), 3)}
     notes = (f"N={len(x)}, 25 alphas; evaluator rows: {chosen} chosen (of all {len(x)} or {small}-row chunks)")
-    return ops, lambda: interpolate(model, end_a, end_b, (x, y), alphas=25), 25, refs, notes
+    return ops, lambda: interpolate(model, end_a, end_b, (x, y), alphas=25), 25, refs, notes, None
+
+
+def profile_surface_point(model, params, d1, d2, x, y, out, points: int = 41) -> None:
+    """A plain-timer profile of Zooscope's CNN surface point, on the caller's thread: a row of ``points``
+    grid points run as ``evaluate_plane``'s loop runs them (row cache, first-layer combination per chunk,
+    the rest of the model, the score), each leaf module and block timed by clock reads in forward
+    hooks; medians a point, to set against the operations timed alone above."""
+    from engine.probes.core.evaluator import Evaluator
+    from engine.probes.core.plane_eval import _first_layer, _rest, _RowCache
+
+    layout = ParamLayout.from_module(model)
+    theta0, f1, f2 = layout.flatten(params), d1.flat(layout), d2.flat(layout)
+    ev = Evaluator(model, (x, y), layout=layout)
+    ev.choose_rows(theta0)
+    coords = torch.cartesian_prod(torch.linspace(-1, 1, points), torch.linspace(-1, 1, points))
+    first = _first_layer(ev, theta0, f1, f2, coords, kept=3)  # None: recomputing measured faster than combining
+    zs = None if first is None else [first.output(layout.unflatten(t)) for t in (theta0, f1, f2)]
+    row = _RowCache(theta0, f1, zs)
+    spent: dict[str, float] = {}
+
+    def clocked(name, fn):
+        start = time.perf_counter()
+        result = fn()
+        spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        return result
+
+    starts = {}
+    hooks = []
+    for path, m in (ev.module if first is None else first.rest).named_modules():
+        if path and (not list(m.children()) or path.count(".") == 1):
+            label = f"{path} ({type(m).__name__})"
+            hooks.append(m.register_forward_pre_hook(lambda _m, _a, label=label: starts.__setitem__(
+                label, time.perf_counter())))
+            hooks.append(m.register_forward_hook(lambda _m, _a, _o, label=label: spent.__setitem__(
+                label, spent.get(label, 0.0) + time.perf_counter() - starts[label])))
+    score = ev.score
+    ev.score = lambda o, t: clocked("score: loss + accuracy", lambda: score(o, t))
+    per_point: dict[str, list] = {}
+
+    def one_point(a, b):
+        theta_a, z_a = clocked("row cache (theta0 + a d1, Z0 + a Z1; once a row)", lambda: row.at(a))
+        theta = clocked("theta_a + b d2", lambda: torch.add(theta_a, f2, alpha=b))
+        if first is None:
+            return clocked("whole rest (unflatten, chunks, model, score)", lambda: ev.point(theta))
+        return clocked("whole rest (unflatten, chunks, model, score)", lambda: _rest(
+            ev, first, theta, lambda lo, hi: clocked("first layer: Z_a + b Z2", lambda: torch.add(
+                z_a[lo:hi], zs[2][lo:hi], alpha=b))))
+
+    try:
+        for a, b in coords[: 2 * points].tolist():
+            spent.clear()
+            start = time.perf_counter()
+            one_point(a, b)
+            spent["whole point"] = time.perf_counter() - start
+            for k, v in spent.items():
+                per_point.setdefault(k, []).append(v)
+    finally:
+        for h in hooks:
+            h.remove()
+        ev.score = score
+    how = "recomputed (TapConv1d)" if first is None else "combined from kept outputs"
+    out(f"profile of Zooscope's point on the caller's thread ({torch.get_num_threads()} thread(s), rows per "
+        f"pass {ev.rows}, first layer {how}; median of the second grid row's {points} points; a block's time "
+        "includes its conv and pool, the ReLU is the rest):")
+    for k, v in per_point.items():
+        out(f"  {k:64s} {statistics.median(v[points:]) * 1e6:8.1f} us")
 
 
 TARGETS = {"cnn": {"loss-landscapes": 2.0, "Li et al.'s loop": 10.0}, "cnn64bn": {"DataLoader loop (batch 128)": 3.0}}
@@ -384,13 +451,15 @@ def floor_of(ops, threads: int, reps: int, out) -> tuple[float, float]:
 
 
 def run_cnn_case(case: str, args, out):
-    ops, zoo, points, refs, notes = CASES[case](args, out)
+    ops, zoo, points, refs, notes, profile = CASES[case](args, out)
     t = torch.get_num_threads()
     out(f"\n# {case}, {t} thread(s), torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, load average "
         f"{common.load_average()}; {notes}; best / median of {args.reps} calls (2 threads: the better of one call "
         "on two OpenMP threads and two one-thread threads side by side, per call)")
     with torch.no_grad():
         floor_best, floor_med = floor_of(ops, t, args.reps, out)
+    if profile is not None:
+        profile()
     zoo()  # warm
     t_zoo = timed_median(zoo, 3) / points
     out(f"floor (sum of the fastest way of each): best {floor_best * 1e3:.2f} ms, median {floor_med * 1e3:.2f} ms "
@@ -415,6 +484,7 @@ def main():
     parser.add_argument("--reps", type=int, default=300)
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--profile", action="store_true", help="(--case cnn) also a plain-timer profile of a point")
     args = parser.parse_args()
     if args.case != "mlp100":
         what = f"{args.res}x{args.res}" if args.case == "cnn" else "interpolation"
