@@ -358,7 +358,9 @@ def cnn_bn_interpolation_case(args, out):
     ref_model = build(arch, ds.input_shape, ds.n_outputs, seed=0)
     refs = {"DataLoader loop (batch 128)": (lambda: loader_loop(ref_model, end_a, end_b, x, y, 128), len(ALPHAS), 3)}
     notes = (f"N={len(x)}, 25 alphas; evaluator rows: {chosen} chosen (of all {len(x)} or {small}-row chunks)")
-    return ops, lambda: interpolate(model, end_a, end_b, (x, y), alphas=25), 25, refs, notes, None
+    zoo = lambda: interpolate(model, end_a, end_b, (x, y), alphas=25)  # noqa: E731
+    profile = (lambda: profile_by_patching(zoo, 25, torch.get_num_threads(), out)) if args.profile else None
+    return ops, zoo, 25, refs, notes, profile
 
 
 def profile_surface_point(model, params, d1, d2, x, y, out, points: int = 41) -> None:
@@ -427,6 +429,51 @@ def profile_surface_point(model, params, d1, d2, x, y, out, points: int = 41) ->
         out(f"  {k:64s} {statistics.median(v[points:]) * 1e6:8.1f} us")
 
 
+def profile_by_patching(run, points: int, threads: int, out) -> None:
+    """A plain-timer profile of a real call ``run()`` evaluating ``points`` points: the CPU kernels'
+    methods, the convolutions, the BatchNorm fold, ``torch.lerp`` and the score are wrapped in clock reads
+    at class level (no module hooks, which would turn the fold off), time summed over the threads running
+    points. Printed per point and divided by ``threads`` (the workers run side by side), to set against the
+    per-call times of the operations alone above."""
+    from engine.probes.core import cpu_kernels
+    from engine.probes.core.evaluator import Evaluator
+
+    spent: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def clocked(name, fn):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                with lock:
+                    spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    patches = [(cpu_kernels.PoolFirstConvBlock, "forward", "conv block (all of it)"),
+               (nn.Conv1d, "_conv_forward", "  conv (oneDNN)"), (TapConv1d, "_conv_forward", "  first conv (taps)"),
+               (cpu_kernels, "_folded", "  BatchNorm fold"), (PairMaxPool1d, "forward", "  max pool (pair max)"),
+               (cpu_kernels.NarrowLinear, "forward", "head (NarrowLinear)"), (Evaluator, "score", "score"),
+               (torch, "lerp", "torch.lerp (first layer along the line; buffers)")]
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    for owner, attr, name in patches:
+        setattr(owner, attr, clocked(name, getattr(owner, attr)))
+    try:
+        run()  # warm, with the patches in
+        spent.clear()
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+    finally:
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
+    out(f"profile of Zooscope's real call (plain timers, {points} points, {threads} thread(s); thread time a point / "
+        f"{threads}): wall {wall / points * 1e3:.2f} ms a point")
+    for name, total in spent.items():
+        out(f"  {name:64s} {total / points / threads * 1e6:8.1f} us")
+
+
 TARGETS = {"cnn": {"loss-landscapes": 2.0, "Li et al.'s loop": 10.0}, "cnn64bn": {"DataLoader loop (batch 128)": 3.0}}
 CASES = {"cnn": cnn_surface_case, "cnn64bn": cnn_bn_interpolation_case}
 
@@ -484,7 +531,7 @@ def main():
     parser.add_argument("--reps", type=int, default=300)
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--tag", default="", help="suffix of the results file name")
-    parser.add_argument("--profile", action="store_true", help="(--case cnn) also a plain-timer profile of a point")
+    parser.add_argument("--profile", action="store_true", help="also a plain-timer profile of a real point")
     args = parser.parse_args()
     if args.case != "mlp100":
         what = f"{args.res}x{args.res}" if args.case == "cnn" else "interpolation"
