@@ -433,13 +433,13 @@ def profile_by_patching(run, points: int, threads: int, out) -> None:
     """A plain-timer profile of a real call ``run()`` evaluating ``points`` points: the CPU kernels'
     methods, the convolutions, the BatchNorm fold, ``torch.lerp`` and the score are wrapped in clock reads
     at class level (no module hooks, which would turn the fold off), time summed over the threads running
-    points. Printed per point and divided by ``threads`` (the workers run side by side), to set against the
-    per-call times of the operations alone above."""
+    points. Printed per point and divided by the number of threads that ran them (workers run side by
+    side), to set against the per-call times of the operations alone above."""
     from engine.probes.core import cpu_kernels
     from engine.probes.core.evaluator import Evaluator
 
     spent: dict[str, float] = {}
-    lock = threading.Lock()
+    lock, seen = threading.Lock(), set()
 
     def clocked(name, fn):
         def wrapper(*a, **k):
@@ -449,6 +449,7 @@ def profile_by_patching(run, points: int, threads: int, out) -> None:
             finally:
                 with lock:
                     spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+                    seen.add(threading.get_ident())
         return wrapper
 
     patches = [(cpu_kernels.PoolFirstConvBlock, "forward", "conv block (all of it)"),
@@ -461,17 +462,17 @@ def profile_by_patching(run, points: int, threads: int, out) -> None:
         setattr(owner, attr, clocked(name, getattr(owner, attr)))
     try:
         run()  # warm, with the patches in
-        spent.clear()
+        spent.clear(), seen.clear()
         start = time.perf_counter()
         run()
         wall = time.perf_counter() - start
     finally:
         for owner, attr, fn in saved:
             setattr(owner, attr, fn)
-    out(f"profile of Zooscope's real call (plain timers, {points} points, {threads} thread(s); thread time a point / "
-        f"{threads}): wall {wall / points * 1e3:.2f} ms a point")
+    out(f"profile of Zooscope's real call (plain timers, {points} points, torch {threads} thread(s), the points ran "
+        f"on {len(seen)} thread(s); thread time a point / {len(seen)}): wall {wall / points * 1e3:.2f} ms a point")
     for name, total in spent.items():
-        out(f"  {name:64s} {total / points / threads * 1e6:8.1f} us")
+        out(f"  {name:64s} {total / points / len(seen) * 1e6:8.1f} us")
 
 
 TARGETS = {"cnn": {"loss-landscapes": 2.0, "Li et al.'s loop": 10.0}, "cnn64bn": {"DataLoader loop (batch 128)": 3.0}}
