@@ -123,14 +123,26 @@ class Evaluator:
         return loss, (out.argmax(-1) == y).to(loss.dtype).mean()
 
     def chunked(self, outputs) -> tuple[Tensor, Tensor]:
-        """Score ``outputs(lo, hi)`` (the model's outputs on rows lo:hi) over all rows."""
+        """Score ``outputs(lo, hi)`` (the model's outputs on rows lo:hi) over all rows.
+
+        Class logits of the default loss are joined and scored once when all of them take at most
+        :data:`SCORED_WHOLE_FLOATS`: a score is a handful of small operations, and scored chunk by
+        chunk (each with its weighting) they took 1.3 ms of a 13-25 ms MNIST-1D CNN point where one
+        score of all rows takes 0.1 (``bench/results/core_measurements.md``). Otherwise (other
+        losses, token logits, large outputs) each chunk is scored and the means are weighted by
+        the chunk's rows. Either way the result is the mean over all rows up to float rounding.
+        """
         n = len(self.x)
         if self.rows >= n:
             return self.score(outputs(0, n), self.y)
+        bounds = [(lo, min(n, lo + self.rows)) for lo in range(0, n, self.rows)]
+        first = outputs(*bounds[0])
+        if (self.loss_fn is fast_default_loss and self.classification and first.ndim == 2 and not _batched(first)
+                and n * first.shape[1] <= SCORED_WHOLE_FLOATS):
+            return self.score(_joined([first, *(outputs(lo, hi) for lo, hi in bounds[1:])]), self.y)
         loss = acc = 0.0
-        for lo in range(0, n, self.rows):
-            hi = min(n, lo + self.rows)
-            part_loss, part_acc = self.score(outputs(lo, hi), self.y[lo:hi])
+        for k, (lo, hi) in enumerate(bounds):
+            part_loss, part_acc = self.score(first if k == 0 else outputs(lo, hi), self.y[lo:hi])
             loss, acc = loss + part_loss * (hi - lo), acc + part_acc * (hi - lo)
         return loss / n, acc / n
 
@@ -177,6 +189,18 @@ class Evaluator:
         rows per chunk, BatchNorm mode and thread count (a key for choices measured once)."""
         return (self.layout.shapes, tuple(sorted((k, tuple(v.shape)) for k, v in self.buffers.items())),
                 tuple(self.x.shape), self.x.dtype, self.rows, self.bn, torch.get_num_threads())
+
+
+#: Class logits joined and scored once (:meth:`Evaluator.chunked`) up to this many floats (16 MiB of float32).
+SCORED_WHOLE_FLOATS = 1 << 22
+
+
+def _joined(outs: list[Tensor]) -> Tensor:
+    """The chunks' ``(n_c, C)`` outputs as one ``(N, C)``, class-major (a transposed ``(C, N)``) when
+    they all are (as :class:`~engine.probes.core.cpu_kernels.NarrowLinear` gives them)."""
+    if all(o.T.is_contiguous() for o in outs):
+        return torch.cat([o.T for o in outs], dim=1).T
+    return torch.cat(outs)
 
 
 def _batched(t: Tensor) -> bool:

@@ -148,6 +148,38 @@ def test_data_chunks_give_the_whole_set_numbers(rows):
     torch.testing.assert_close(plane, ref, rtol=1e-6, atol=1e-7)
 
 
+
+@pytest.mark.parametrize("narrow", [True, False], ids=["class-major logits", "row-major logits"])
+def test_chunks_scored_once_or_one_by_one_give_the_whole_set_numbers(monkeypatch, narrow):
+    """With the fast loss, the chunks' logits are joined and scored once (class-major when the narrow
+    head gives them so); past SCORED_WHOLE_FLOATS each chunk is scored and weighted. Both equal one
+    batch of all rows up to the order of the sum of the N per-sample terms: within 2 N eps (float32)."""
+    from engine.probes.core import evaluator
+
+    torch.manual_seed(0)
+    model = WideConv()
+    if not narrow:
+        model.head = nn.Linear(4, 40)  # wider than cpu_kernels.NARROW_OUT: a row-major (N, C) output
+    x, y = _data(n=40, classes=40 if not narrow else 3)
+    theta0, _ = flatten_params(dict(model.named_parameters()))
+    theta = theta0 + 0.2 * torch.randn(3, theta0.numel(), generator=torch.Generator().manual_seed(4))
+    whole = evaluate_points(model, theta, (x, y), rows=len(x), loss_fn=fast_default_loss)
+    tol = dict(rtol=2 * len(x) * torch.finfo(torch.float32).eps, atol=0.0)
+    joined = []
+    real_joined = evaluator._joined
+    monkeypatch.setattr(evaluator, "_joined", lambda outs: joined.append([o.T.is_contiguous() for o in outs])
+                        or real_joined(outs))
+    once = evaluate_points(model, theta, (x, y), rows=7, loss_fn=fast_default_loss)
+    assert len(joined) == len(theta), joined
+    assert all(len(j) == 6 and all(j) == narrow for j in joined), joined
+    monkeypatch.setattr(evaluator, "SCORED_WHOLE_FLOATS", 0)
+    joined.clear()
+    one_by_one = evaluate_points(model, theta, (x, y), rows=7, loss_fn=fast_default_loss)
+    assert not joined
+    for got in (once, one_by_one):
+        torch.testing.assert_close(got[0], whole[0], **tol)
+        torch.testing.assert_close(got[1], whole[1], **tol)
+
 def test_measured_strategy_and_grid_row_reuse_match_the_plain_loop():
     torch.manual_seed(0)
     model = WideConv()
