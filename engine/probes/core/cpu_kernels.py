@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.probes.core.functional import shallow_copy
+from engine.probes.core.point_parallel import best_seconds, remember_choice
 
 __all__ = ["NarrowLinear", "PairMaxPool1d", "PoolFirstConvBlock", "TapConv1d", "cross_entropy_and_accuracy",
            "with_cpu_kernels"]
@@ -60,18 +61,25 @@ def _under_vmap(*tensors: Tensor | None) -> bool:
 
 
 class TapConv1d(nn.Conv1d):
-    """A ``Conv1d`` with one input channel as a sum of shifted copies of its input, one per tap.
+    """A ``Conv1d`` with one input channel as a sum of shifted copies of its input, one per tap,
+    where that measures faster.
 
     ``out[n, c, l] = b[c] + sum_k w[c, 0, k] x[n, 0, l + k - p]``: ``kernel_size`` broadcast
-    multiply-adds writing the ``(N, C, L)`` output in place. oneDNN ran this shape at 2-3
-    GFLOP/s on an Intel Xeon (1 -> 64 channels, kernel 3, 374 MNIST-1D rows: 1.88 ms; the taps
-    0.88 ms), a tenth of a point of the MNIST-1D CNN. Equal to the convolution up to the order
-    of the kernel's sum. Forward only: with gradients enabled it is PyTorch's own convolution.
+    multiply-adds writing the ``(N, C, L)`` output in place. On one Intel Xeon oneDNN ran this
+    shape at 2-3 GFLOP/s (1 -> 64 channels, kernel 3, 374 MNIST-1D rows: 1.88 ms; the taps 0.88 ms);
+    on another VM of the same kind oneDNN was the faster (w=32: 2.7 against 5.5 ms a point at one
+    thread). So the taps are used only where they measured faster, once per process for each input
+    shape, weight shape, dtype and thread count (:func:`_taps_faster`). Equal to the convolution up
+    to the order of the kernel's sum. Forward only: with gradients enabled it is PyTorch's own.
     """
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if torch.is_grad_enabled() or x.ndim != 3 or x.shape[1] != 1 or _under_vmap(x, weight, bias):
+        if (torch.is_grad_enabled() or x.ndim != 3 or x.shape[1] != 1 or _under_vmap(x, weight, bias)
+                or not _taps_faster(self, x, weight, bias)):
             return super()._conv_forward(x, weight, bias)  # differentiated, or batched: vmap has no rule for addcmul_
+        return self._taps(x, weight, bias)
+
+    def _taps(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         pad, taps = self.padding[0], weight.shape[-1]
         xp = nn.functional.pad(x, (pad, pad)) if pad else x
         length = xp.shape[-1] - taps + 1
@@ -82,6 +90,29 @@ class TapConv1d(nn.Conv1d):
         for k in range(1, taps):
             out.addcmul_(xp[:, :, k : k + length], w[:, :, k : k + 1])
         return out
+
+
+#: Whether the taps beat the library's convolution, per (input shape, weight shape, dtype, padding, threads);
+#: at most point_parallel.CHOICES_KEPT of them.
+_TAPS_CHOICE: dict[tuple, bool] = {}
+
+
+def _taps_faster(conv: TapConv1d, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Measured once per key on the thread that asks (a point worker times it as points run): the
+    faster of three calls of each, after one of each."""
+    key = (tuple(x.shape), tuple(weight.shape), bias is not None, x.dtype, x.device.type, conv.padding,
+           torch.get_num_threads())
+    chosen = _TAPS_CHOICE.get(key)
+    if chosen is None:
+        def taps() -> Tensor:
+            return conv._taps(x, weight, bias)
+
+        def library() -> Tensor:
+            return nn.Conv1d._conv_forward(conv, x, weight, bias)
+
+        taps(), library()
+        chosen = remember_choice(_TAPS_CHOICE, key, best_seconds(taps, 3) < best_seconds(library, 3))
+    return chosen
 
 
 class PoolFirstConvBlock(nn.Module):

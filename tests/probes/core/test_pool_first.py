@@ -12,7 +12,7 @@ import torch
 from engine.config import ArchSpec
 from engine.nets import build
 from engine.nets.cnn import ConvBlock
-from engine.probes.core import evaluate_points
+from engine.probes.core import cpu_kernels, evaluate_points
 from engine.probes.core.cpu_kernels import PoolFirstConvBlock, TapConv1d, with_cpu_kernels
 
 
@@ -99,10 +99,11 @@ def test_differentiated_blocks_run_the_modules_own_layers():
 
 
 @pytest.mark.parametrize("kernel,padding,bias", [(3, 1, True), (3, 1, False), (5, 2, True), (1, 0, True), (3, 0, True)])
-def test_one_channel_convolutions_as_taps_equal_the_convolution(kernel, padding, bias):
-    """TapConv1d: the sum of ``kernel`` shifted, scaled copies of the input. Each output is a sum
-    of kernel + 1 products of O(1) values: equal to the convolution within (kernel + 1) eps32
-    times the sum of their magnitudes."""
+def test_one_channel_convolutions_as_taps_equal_the_convolution(monkeypatch, kernel, padding, bias):
+    """TapConv1d: the sum of ``kernel`` shifted, scaled copies of the input (forced here; in use only
+    where measured faster). Each output is a sum of kernel + 1 products of O(1) values: equal to
+    the convolution within (kernel + 1) eps32 times the sum of their magnitudes."""
+    monkeypatch.setattr(cpu_kernels, "_taps_faster", lambda *args: True)
     conv = torch.nn.Conv1d(1, 16, kernel, padding=padding, bias=bias)
     fast = with_cpu_kernels(torch.nn.Sequential(conv))[0]
     assert type(fast) is TapConv1d and type(conv) is torch.nn.Conv1d
@@ -160,3 +161,22 @@ def test_one_channel_convolutions_under_vmap_are_pytorchs_and_quiet():
             weights)
         for w, out in zip(weights, batched):
             torch.testing.assert_close(out, torch.nn.functional.conv1d(x, w, conv.bias, padding=1))
+
+
+def test_taps_are_used_only_where_measured_faster_once_per_shape(monkeypatch):
+    """The choice between the taps and the library's convolution is timed once per input shape (and
+    weight shape, dtype, threads) and kept; the library's way gives its own values bit for bit."""
+    monkeypatch.setattr(cpu_kernels, "_TAPS_CHOICE", {})
+    timed = []
+    monkeypatch.setattr(cpu_kernels, "best_seconds", lambda fn, repeats: timed.append(fn.__name__) or
+                        (1.0 if fn.__name__ == "taps" else 2.0) * slower[0])
+    slower = [1.0]
+    conv = torch.nn.Conv1d(1, 8, 3, padding=1)
+    fast = with_cpu_kernels(torch.nn.Sequential(conv))[0]
+    with torch.no_grad():
+        fast(_x(32)), fast(_x(32)), fast(_x(16))
+        assert timed == ["taps", "library", "taps", "library"]  # two shapes, each timed once
+        monkeypatch.setattr(cpu_kernels, "_TAPS_CHOICE", {})
+        slower[0] = -1.0  # now the taps measure slower
+        x = _x(24)
+        assert torch.equal(fast(x), conv(x))
