@@ -20,7 +20,7 @@ from engine.probes.core.functional import shallow_copy
 from engine.probes.core.point_parallel import best_seconds, remember_choice
 
 __all__ = ["NarrowLinear", "PairMaxPool1d", "PoolFirstConvBlock", "TapConv1d", "cross_entropy_and_accuracy",
-           "with_cpu_kernels"]
+           "hooked", "with_cpu_kernels"]
 
 
 class NarrowLinear(nn.Linear):
@@ -136,7 +136,7 @@ class PoolFirstConvBlock(nn.Module):
         return torch.relu_(self.pool(z))
 
 
-def _hooked(m: nn.Module) -> bool:
+def hooked(m: nn.Module) -> bool:
     from torch.nn.modules import module as _module  # the global hooks live there
 
     return bool(m._forward_pre_hooks or m._forward_hooks or _module._global_forward_pre_hooks
@@ -155,7 +155,7 @@ def _folded(conv: nn.Module, norm: nn.Module) -> tuple[Tensor, Tensor] | None:
     """
     if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or norm.training or norm.running_var is None:
         return None
-    if not isinstance(conv, nn.modules.conv._ConvNd) or _hooked(conv) or _hooked(norm):
+    if not isinstance(conv, nn.modules.conv._ConvNd) or hooked(conv) or hooked(norm):
         return None  # someone watches the modules run (a trace of the call order, activation sizes)
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:

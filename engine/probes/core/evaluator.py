@@ -125,10 +125,10 @@ class Evaluator:
     def chunked(self, outputs) -> tuple[Tensor, Tensor]:
         """Score ``outputs(lo, hi)`` (the model's outputs on rows lo:hi) over all rows.
 
-        Class logits of the default loss are joined and scored once when all of them take at most
-        :data:`SCORED_WHOLE_FLOATS`: a score is a handful of small operations, and scored chunk by
-        chunk (each with its weighting) they took 1.3 ms of a 13-25 ms MNIST-1D CNN point where one
-        score of all rows takes 0.1 (``bench/results/core_measurements.md``). Otherwise (other
+        With :func:`~engine.probes.core.functional.fast_default_loss`, class logits are joined and
+        scored once when all of them take at most :data:`SCORED_WHOLE_FLOATS`: a score is a handful
+        of small operations, and scoring chunk by chunk (each with its weighting) cost 2.5-4% of a
+        chunked MNIST-1D CNN point (``bench/results/core_measurements.md``). Otherwise (other
         losses, token logits, large outputs) each chunk is scored and the means are weighted by
         the chunk's rows. Either way the result is the mean over all rows up to float rounding.
         """

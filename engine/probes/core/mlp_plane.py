@@ -102,6 +102,8 @@ class _Row(threading.local):
     def __init__(self, names: list[tuple[str, torch.Size]], flat: tuple[Tensor, Tensor, Tensor], z0: Tensor,
                  z1: Tensor):
         self.names, self.flat, self.z0, self.z1, self.a = names, flat, z0, z1, None
+        self.buffer = torch.empty_like(flat[0])  # this thread's own: a point's parameters are written here
+        self.views = _unpacked(self.buffer, names)
 
     def at(self, a: float) -> Tensor:
         """``Z0 + a * Z1``, (F, N), for this thread's current row."""
@@ -109,9 +111,6 @@ class _Row(threading.local):
             self.a = a
             self.params_a = torch.add(self.flat[0], self.flat[1], alpha=a)
             self.z = torch.add(self.z0, self.z1, alpha=a)
-            if not hasattr(self, "buffer"):
-                self.buffer = torch.empty_like(self.params_a)
-                self.views = _unpacked(self.buffer, self.names)
         return self.z
 
     def point_params(self, b: float) -> dict[str, Tensor]:

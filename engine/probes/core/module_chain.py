@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from engine.probes.core.cpu_kernels import NARROW_OUT, NarrowLinear, _hooked
+from engine.probes.core.cpu_kernels import NARROW_OUT, NarrowLinear, hooked
 from engine.probes.core.evaluator import Evaluator
 
 __all__ = ["CHAIN_ACTIVATIONS", "LinearChain", "leaf_calls", "linear_chain"]
@@ -115,7 +115,7 @@ def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> Line
     check on a few rows that a user makes need not show it), or the chain does not end in a
     ``Linear``. Found from one forward pass at ``theta`` on the first 8 rows of the data.
     """
-    if ev.buffers or any(_hooked(m) for m in ev.module.modules()):
+    if ev.buffers or any(hooked(m) for m in ev.module.modules()):
         return None  # a hook may change a leaf's output (or only its derivative) unseen
     x, outputs, between = ev.x[:8], [], []
     calls = leaf_calls(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, x, outputs, between)

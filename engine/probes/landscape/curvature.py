@@ -127,7 +127,6 @@ class HessianOperator:
         self.chunks = [(lo, min(n, lo + self.rows)) for lo in range(0, n, self.rows)]
         self._kept = self._chain_state = None
         self._chain = ChainHessian.of(ev, self.theta) if mode == "vjp" else None
-        self.by_hand = self._chain is not None
         if len(self.chunks) == 1 and self._chain is not None:
             self._chain_state = self._chain.state(0, n)  # the forward and backward pass, kept
         elif len(self.chunks) == 1 and mode == "vjp":
@@ -135,6 +134,10 @@ class HessianOperator:
                 leaf = self.theta.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(self._loss(0, n)(leaf), leaf, create_graph=True)
             self._kept = (leaf, g)
+
+    @property
+    def by_hand(self) -> bool:
+        return self._chain is not None
 
     @property
     def n_params(self) -> int:
