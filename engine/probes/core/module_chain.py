@@ -108,14 +108,14 @@ class _Between(TorchFunctionMode):
 def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> LinearChain | None:
     """The model of ``ev`` (after its leaf ``after``, or from its first leaf) as a chain of steps.
 
-    None when the model has buffers or forward hooks, a leaf is called twice, ``after`` is not
+    None when the model has buffers or forward or backward hooks, a leaf is called twice, ``after`` is not
     called, a leaf is something else than an ``nn.Linear`` (not a subclass), an activation of
     :data:`CHAIN_ACTIVATIONS` or a pass-through (``Identity``, eval ``Dropout``), the forward
     pass calls a torch function between the chain's leaves other than a reshape (a clamp: the
     check on a few rows that a user makes need not show it), or the chain does not end in a
     ``Linear``. Found from one forward pass at ``theta`` on the first 8 rows of the data.
     """
-    if ev.buffers or any(hooked(m) for m in ev.module.modules()):
+    if ev.buffers or any(hooked(m) or _backward_hooked(m) for m in ev.module.modules()):
         return None  # a hook may change a leaf's output (or only its derivative) unseen
     x, outputs, between = ev.x[:8], [], []
     calls = leaf_calls(ev.module, {**ev.layout.unflatten(theta), **ev.buffers}, x, outputs, between)
@@ -141,3 +141,11 @@ def linear_chain(ev: Evaluator, theta: Tensor, after: str | None = None) -> Line
     if not steps or steps[-1][0] != "linear":
         return None
     return LinearChain(steps, x, outputs[0])
+
+
+def _backward_hooked(m: nn.Module) -> bool:
+    """Whether a backward hook may change ``m``'s gradients (what a chain written out by hand would not see)."""
+    from torch.nn.modules import module as _module  # the global hooks live there
+
+    return bool(m._backward_hooks or m._backward_pre_hooks or _module._global_backward_hooks
+                or _module._global_backward_pre_hooks)

@@ -230,3 +230,13 @@ def test_lanczos_top_eigenvalues_unchanged():
     assert fast.converged and auto.converged
     lam = abs(auto.eigenvalues).max()
     assert abs(fast.eigenvalues - auto.eigenvalues).max() <= 2 * tol * lam + 1e3 * EPS32 * lam
+
+
+@pytest.mark.parametrize("register", ["full_backward_hook", "full_backward_pre_hook"])
+def test_a_backward_hook_keeps_autograd(register):
+    """A backward hook may change a layer's gradients, which products written out by hand would not see."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).double()
+    params, data = dict(model.named_parameters()), _data()
+    assert hessian_operator(model, params, data).by_hand
+    getattr(model[2], f"register_{register}")(lambda *args: None)
+    assert not hessian_operator(model, params, data).by_hand
