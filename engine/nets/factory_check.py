@@ -28,9 +28,10 @@ allowed module) is checked here first, so a typo costs no process start.
 
 One submission may check a spec twice (a form validates it, then the queue checks it again before
 writing). Inside :func:`factory_checks_reused` a check that passed is not run again while nothing
-it depended on changed: the spec and limits, the ``[plugins]`` configuration, and the SHA-256 of
-every file under a plugin folder that the check imported (reported by the child, hashed again by
-the parent before each reuse), so a file edited in between is checked again.
+it depended on changed: the spec and limits, the ``[plugins]`` configuration, and the plugin
+folders' code — the SHA-256 of every code file under them, taken before the check and again after
+it (a pass is kept only if they did not change while it ran) and before each reuse, so a file
+edited or added in between is checked again.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ FACTORY_CHECK_OUTPUT_BYTES = 64 << 20
 # kill: such a process may sleep on, but not compute for ever. Well above what FACTORY_CHECK_TIMEOUT_S allows
 # a one-thread check.
 FACTORY_CHECK_CPU_S = 600
-# Checks passed in the current factory_checks_reused() block: request -> {plugin file: SHA-256}. A context
+# Checks passed in the current factory_checks_reused() block: request -> the plugin folders' snapshot. A context
 # variable, so each Streamlit session (a thread) and each submission has its own, and none outlives its block.
 _PASSED: ContextVar[dict[str, dict[str, str]] | None] = ContextVar("factory_checks_passed", default=None)
 
@@ -88,8 +89,9 @@ def factory_checks_reused() -> Iterator[None]:
     """Within the block (one submission), :func:`check_factory_bounded` runs once per unchanged spec.
 
     A check that passed is reused for the same spec, limits and ``[plugins]`` configuration while
-    every plugin file it imported has the same SHA-256 (hashed again before each reuse); anything
-    else, and every failure, is checked again. Outside such a block every call runs the check.
+    the plugin folders' code files are the ones it ran with (:func:`_plugin_snapshot`, taken again
+    before each reuse); anything else, and every failure, is checked again. Outside such a block
+    every call runs the check.
     """
     token = _PASSED.set({})
     try:
@@ -130,7 +132,8 @@ def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
     request["output_bytes"] = int(FACTORY_CHECK_OUTPUT_BYTES)
     request["cpu_s"] = int(FACTORY_CHECK_CPU_S)
     passed, reuse_key = _PASSED.get(), json.dumps({**request, "timeout_s": timeout_s}, sort_keys=True)
-    if passed is not None and reuse_key in passed and _unchanged(passed[reuse_key]):
+    snapshot = None if passed is None else _plugin_snapshot(config.paths)
+    if snapshot is not None and passed.get(reuse_key) == snapshot:
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # a meta build needs no threads
     # No pipes: the request, the verdict and what the user's code prints are files. A pipe's reader waits
@@ -154,22 +157,37 @@ def check_factory_bounded(spec: ArchSpec, *, timeout_s: float | None = None,
                 "model once should take seconds; does it loop, wait for input or download something?")
         out = _last_bytes(said, _VERDICT_BYTES)
         err = _last_bytes(log, _STDERR_TAIL).decode(errors="replace").strip()
-    sources = _raise_verdict(spec.factory, proc.returncode, out, err, memory_bytes)
-    if passed is not None and sources is not None:
-        passed[reuse_key] = sources
+    _raise_verdict(spec.factory, proc.returncode, out, err, memory_bytes)
+    if snapshot is not None and _plugin_snapshot(config.paths) == snapshot:  # not changed while it ran
+        passed[reuse_key] = snapshot
 
 
-def _sha256(path: str) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return None
+# What _plugin_snapshot reads at most; past it a check is not reused (it runs again), never trusted.
+_SNAPSHOT_ENTRIES, _SNAPSHOT_BYTES = 20_000, 64 << 20
+_CODE_SUFFIXES = frozenset({".py", ".so", ".pyd", ".pth"})  # not .pyc: the check itself writes them
 
 
-def _unchanged(sources: dict[str, str]) -> bool:
-    """Whether every file a passed check imported from a plugin folder still has the content it had."""
-    return all(_sha256(path) == digest for path, digest in sources.items())
+def _plugin_snapshot(paths) -> dict[str, str] | None:
+    """``{file: SHA-256}`` of every code file under the plugin folders (links not followed), or None
+    when the folders hold more than :data:`_SNAPSHOT_ENTRIES` entries or :data:`_SNAPSHOT_BYTES` of
+    code, or a file cannot be read."""
+    files, entries, total = {}, 0, 0
+    for folder in paths:
+        for path in sorted(Path(folder).rglob("*")):
+            entries += 1
+            if entries > _SNAPSHOT_ENTRIES:
+                return None
+            if path.suffix not in _CODE_SUFFIXES or path.is_symlink() or not path.is_file():
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    total += os.fstat(fh.fileno()).st_size
+                    if total > _SNAPSHOT_BYTES:
+                        return None
+                    files[str(path)] = hashlib.file_digest(fh, "sha256").hexdigest()
+            except OSError:
+                return None
+    return files
 
 
 def _wait_unreaped(pid: int, timeout_s: float) -> bool:
@@ -205,16 +223,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _raise_verdict(factory: str, returncode: int, out: bytes, tail: str, memory_bytes: int) -> dict[str, str] | None:
-    """Raise what the check found; after a pass, return the plugin files it imported (None: not reusable)."""
+def _raise_verdict(factory: str, returncode: int, out: bytes, tail: str, memory_bytes: int) -> None:
+    """Raise what the check found, if it did not pass."""
     try:
         verdict = json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError, RecursionError):  # the user's code can write there too: "[[[[..."
         verdict = None
     if isinstance(verdict, dict) and verdict.get("ok") is True and returncode == 0:
-        sources = verdict.get("sources")
-        valid = isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values())
-        return {str(k): v for k, v in sources.items()} if valid else None
+        return
     limit = f"{memory_bytes / (1 << 30):g} GiB (engine.nets.factory_check.FACTORY_CHECK_MEMORY_BYTES)"
     if isinstance(verdict, dict) and isinstance(verdict.get("error"), str):
         message = verdict["error"][:_VERDICT_MESSAGE]
@@ -253,20 +269,8 @@ def _check(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "memory": _is_memory_error(exc),
                 "error": f"factory {request['arch'].get('factory')!r}: its check raised "
                          f"{type(exc).__name__}: {str(exc)[:300]}"}
-    return {"ok": True, "sources": _plugin_sources(request["plugins"]["paths"])}
+    return {"ok": True}
 
-
-def _plugin_sources(paths: list[str]) -> dict[str, str]:
-    """``{file: SHA-256}`` of every imported module whose file lies in a plugin folder."""
-    folders = [Path(p).resolve() for p in paths]
-    sources = {}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if isinstance(file, str) and any(Path(file).resolve().is_relative_to(f) for f in folders):
-            digest = _sha256(file)
-            if digest is not None:
-                sources[str(Path(file).resolve())] = digest
-    return sources
 
 
 def main() -> int:

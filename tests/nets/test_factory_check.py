@@ -250,3 +250,29 @@ def test_a_passed_check_is_reused_in_one_submission_until_its_file_changes(plugi
     module.write_text(original)  # the content the block's pass was for
     check_factory_bounded(spec)
     assert len(started) == 3
+
+
+def test_a_file_added_to_a_plugin_folder_is_checked_again(plugin_dir, monkeypatch):
+    """A module the factory tried to import and did not find (an optional import) may appear between
+    validation and queueing: any change of the plugin folders' code means a new check."""
+    started = count_factory_checks(monkeypatch)
+    spec = ArchSpec(factory="my_models:WideNet", kwargs={"width": 4})
+    with factory_checks_reused():
+        check_factory_bounded(spec)
+        (plugin_dir / "my_optional_extras.py").write_text("WIDTH = 3\n")
+        check_factory_bounded(spec)
+        check_factory_bounded(spec)
+    assert len(started) == 2
+
+
+def test_plugin_folders_past_the_snapshot_bounds_are_never_reused(plugin_dir, monkeypatch):
+    """Too many entries to hash: every check runs (never a pass trusted for code not read)."""
+    from engine.nets import factory_check
+
+    monkeypatch.setattr(factory_check, "_SNAPSHOT_ENTRIES", 1)
+    started = count_factory_checks(monkeypatch)
+    spec = ArchSpec(factory="my_models:WideNet", kwargs={"width": 4})
+    with factory_checks_reused():
+        check_factory_bounded(spec)
+        check_factory_bounded(spec)
+    assert len(started) == 2
