@@ -244,11 +244,10 @@ def cnn_operations(blocks, head, first_ways, x, y, spans_by_rows) -> dict[str, l
 
 def evaluator_rows(model, x, y, theta) -> tuple[int, int]:
     """(the cache-sized chunk the evaluator would try, the rows it chooses) for ``model`` on ``x``."""
-    from engine.probes.core.evaluator import _CHUNK_FLOATS, _MIN_ROWS, Evaluator, _activation_floats, _data_rows
+    from engine.probes.core import Evaluator
 
     ev = Evaluator(model, (x, y))
-    per_row = max(1, _activation_floats(ev, theta) // (2 * len(x)))
-    return int(min(len(x), max(_MIN_ROWS, _CHUNK_FLOATS // per_row))), _data_rows(ev, theta, None)
+    return ev.cache_sized_rows(theta), ev.choose_rows(theta)
 
 
 def tap_conv(w, b):
@@ -319,7 +318,7 @@ def cnn_bn_interpolation_case(args, out):
     from engine.config import ArchSpec
     from engine.data import load
     from engine.probes.connectivity import interpolate
-    from engine.probes.core.cpu_kernels import _folded
+    from engine.probes.core.cpu_kernels import _folded  # the kernels' BatchNorm fold, an internal, on purpose
 
     ds = load("mnist1d")
     x, y = ds.x_train, ds.y_train
@@ -368,15 +367,16 @@ def profile_surface_point(model, params, d1, d2, x, y, out, points: int = 41) ->
     grid points run as ``evaluate_plane``'s loop runs them (row cache, first-layer combination per chunk,
     the rest of the model, the score), each leaf module and block timed by clock reads in forward
     hooks; medians a point, to set against the operations timed alone above."""
-    from engine.probes.core.evaluator import Evaluator
-    from engine.probes.core.plane_eval import _first_layer, _rest, _RowCache
+    from engine.probes.core import Evaluator
+    from engine.probes.core.plane_eval import _rest, _RowCache, first_layer_split  # evaluate_plane's loop, on purpose
 
     layout = ParamLayout.from_module(model)
     theta0, f1, f2 = layout.flatten(params), d1.flat(layout), d2.flat(layout)
     ev = Evaluator(model, (x, y), layout=layout)
     ev.choose_rows(theta0)
     coords = torch.cartesian_prod(torch.linspace(-1, 1, points), torch.linspace(-1, 1, points))
-    first = _first_layer(ev, theta0, f1, f2, coords, kept=3)  # None: recomputing measured faster than combining
+    checks = [tuple(coords[0].tolist()), tuple(coords[-1].tolist()), (0.7, -0.3)]  # as evaluate_plane checks
+    first = first_layer_split(ev, theta0, f1, f2, checks, kept=3)  # None: recomputing measured faster than combining
     zs = None if first is None else [first.output(layout.unflatten(t)) for t in (theta0, f1, f2)]
     row = _RowCache(theta0, f1, zs)
     spent: dict[str, float] = {}
@@ -435,8 +435,7 @@ def profile_by_patching(run, points: int, threads: int, out) -> None:
     at class level (no module hooks, which would turn the fold off), time summed over the threads running
     points. Printed per point and divided by the number of threads that ran them (workers run side by
     side), to set against the per-call times of the operations alone above."""
-    from engine.probes.core import cpu_kernels
-    from engine.probes.core.evaluator import Evaluator
+    from engine.probes.core import Evaluator, cpu_kernels  # cpu_kernels._folded patched below: an internal, on purpose
 
     spent: dict[str, float] = {}
     lock, seen = threading.Lock(), set()

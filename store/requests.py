@@ -15,6 +15,12 @@ name meanwhile is never deleted unread, and a request is applied once or set asi
 
 Only the owner renames into the ``.claimed`` and ``.applying`` names. A file is renamed or
 removed by name only while it is still the file that was read (same device and inode).
+
+Whatever else lies at those names (a folder, a link, a file the owner cannot move) blocks no
+request: it is set aside under a free name (``<id>.json.bad``, or ``<id>.json.bad.<time>-<hex>``
+where that is taken; nothing set aside is replaced), never followed or deleted; where it cannot be
+renamed at all it is left, with a warning at every look, and a request of that id goes under a
+name of its own, ``<id>~<hex>.json.claimed`` (then ``.applying``).
 """
 
 from __future__ import annotations
@@ -115,25 +121,29 @@ def claim_requests_at(layout: StoreLayout) -> list[RequestClaim]:
     Claimed files a previous owner left (it stopped between claiming and applying) are taken
     again; files it left being applied are renamed to ``*.interrupted`` with a warning, never
     run twice. A request that cannot be claimed (renamed) is left, with a warning, not taken;
-    the others are taken all the same.
+    the others are taken all the same. Nothing at a claim name blocks a request of that id
+    (module docstring): it is set aside under a free name first, or, where it cannot be
+    renamed at all, left and worked around.
     """
     folder = layout.requests
     for path in sorted(folder.glob("[0-9]*.json" + APPLYING)):
         _set_aside(path, INTERRUPTED, f"request file {_dropped(path)} was being applied when the store's owner "
                    "stopped, so whether it took effect is unknown and it is not run again: check what it asked "
                    "for, then rename it to its .json name to run it again, or delete it")
-    left = {p.name: p for p in folder.glob("[0-9]*.json" + CLAIMED)}  # a previous owner's, not yet applied
-    for path in folder.glob("[0-9]*.json"):
-        if path.name + CLAIMED not in left:  # else a second file of that name: taken at the next look
-            claimed = _claim(path)
-            if claimed is not None:
-                left[claimed.name] = claimed
-    claims = []
-    for name in sorted(left):
-        claim = _read_claim(left[name])
+    # a previous owner's claims, not yet applied, first: what is not a request among them is set aside, so it
+    # frees its name for a request of that id in this same look
+    claims = [c for c in map(_read_claim, sorted(folder.glob("[0-9]*.json" + CLAIMED))) if c is not None]
+    taken = {c.name for c in claims}
+    for path in sorted(folder.glob("[0-9]*.json")):
+        claimed = path.with_name(path.name + CLAIMED)
+        if claimed.name in taken:
+            continue  # a second file of that name: taken at the next look
+        if _occupied(claimed) or _occupied(path.with_name(path.name + APPLYING)):
+            claimed = _own_name(path, CLAIMED)  # what could not be set aside stays there; warned above
+        claim = None if not _claim(path, claimed) else _read_claim(claimed)
         if claim is not None:
             claims.append(claim)
-    return claims
+    return sorted(claims, key=lambda c: c.name)
 
 
 class RequestClaim:
@@ -144,6 +154,11 @@ class RequestClaim:
         self._path = path  # where the file read lies: <id>.json.claimed, then <id>.json.applying
         self._identity = identity  # (st_dev, st_ino) of that file
         self._marked = False
+
+    @property
+    def name(self) -> str:
+        """The name of the file read (its order among the requests)."""
+        return self._path.name
 
     def begin(self) -> bool:
         """Mark the request as being applied; False (with a warning) if it cannot be, and must not be applied.
@@ -156,6 +171,8 @@ class RequestClaim:
                           "applied, and a file now there is read at the next look", stacklevel=2)
             return True
         applying = self._path.with_name(_dropped(self._path).name + APPLYING)
+        if _occupied(applying):  # what lies there could not be set aside: this request goes under a name of its own
+            applying = _own_name(_dropped(self._path), APPLYING)
         try:
             os.replace(self._path, applying)
         except OSError as exc:  # applied without the mark, a crash would run it again at the next look
@@ -192,18 +209,28 @@ def _dropped(path: Path) -> Path:
     return path
 
 
-def _claim(path: Path) -> Path | None:
-    """Rename ``<id>.json`` to ``<id>.json.claimed`` (the link itself, if it is one); None if it is gone or stays."""
-    claimed = path.with_name(path.name + CLAIMED)
+def _claim(path: Path, claimed: Path) -> bool:
+    """Rename ``<id>.json`` to ``claimed`` (the link itself, if it is one); False if it is gone or stays."""
     try:
         os.rename(path, claimed)
     except FileNotFoundError:  # removed by whoever wrote it
-        return None
+        return False
     except OSError as exc:  # left in place it is tried again at every look: run once, or not at all until claimed
         warnings.warn(f"request file {path} could not be claimed (renamed to {claimed.name}: {exc}), so it is not "
                       "taken: make the requests folder writable", stacklevel=3)
-        return None
-    return claimed
+        return False
+    return True
+
+
+def _occupied(path: Path) -> bool:
+    """Whether something (a link included, not followed) lies at ``path``."""
+    return os.path.lexists(path)
+
+
+def _own_name(dropped: Path, suffix: str) -> Path:
+    """``<id>~<hex>.json<suffix>`` beside ``<id>.json``: a claim name no other file has, for a request whose own
+    claim names are blocked (it sorts right after them)."""
+    return dropped.with_name(f"{dropped.name.removesuffix('.json')}~{uuid.uuid4().hex[:8]}.json{suffix}")
 
 
 def _read_claim(path: Path) -> RequestClaim | None:
@@ -274,10 +301,17 @@ def _read_request(path: Path) -> tuple[bytes, tuple[int, int]]:
 
 
 def _set_aside(path: Path, suffix: str, why: str) -> None:
+    """Rename ``path`` (a link itself, a folder whole) to ``<id>.json<suffix>``, or to a unique name beside it
+    where that is taken: nothing is replaced, followed or deleted."""
     aside = _dropped(path).with_name(_dropped(path).name + suffix)
+    note = ""
+    if _occupied(aside):
+        note = f" ({aside.name} was taken)"
+        aside = aside.with_name(f"{aside.name}.{time.time_ns()}-{uuid.uuid4().hex[:8]}")
     try:
         os.replace(path, aside)  # a link is renamed, never its target
     except OSError as exc:
-        warnings.warn(f"{why}; it could not be renamed to {aside.name} ({exc}): remove it by hand", stacklevel=4)
+        warnings.warn(f"{why}; it could not be renamed to {aside.name} ({exc}), so it is left there (a request of "
+                      "its id goes under a name of its own): remove it by hand", stacklevel=4)
         return
-    warnings.warn(f"{why}; renamed to {aside.name}", stacklevel=4)
+    warnings.warn(f"{why}; renamed to {aside.name}{note}", stacklevel=4)

@@ -186,3 +186,76 @@ def test_an_owner_that_stops_while_applying_leaves_the_request_set_aside_not_rer
     assert second.request["payload"] == {"n": 2} and later.with_name(later.name + ".claimed").exists()
     assert path.with_name(path.name + ".interrupted").exists()
     assert st.claim_requests()[0].request["payload"] == {"n": 2}  # claimed, not begun: still the next owner's
+
+
+# -- what lies at a claim name is never a request's to block: set aside under a free name, or worked around ----------
+
+def _tree(path):
+    """A folder with a file in it (what the owner must never delete), at ``path``."""
+    path.mkdir()
+    (path / "keep.txt").write_text("not the owner's")
+    return path
+
+
+@pytest.mark.parametrize("suffix, aside", [(".claimed", ".bad"), (".applying", ".interrupted")])
+def test_a_folder_at_a_claim_name_is_set_aside_under_a_free_name(st, suffix, aside):
+    """A folder at ``<id>.json.claimed`` (or ``.applying``) whose set-aside name is taken too (another folder with
+    files, here) could not be moved, and every request dropped with that id was skipped (or never begun) for ever."""
+    path = store.drop_request(st.path, "train", {"n": 1})
+    folder = _tree(path.with_name(path.name + suffix))
+    occupied = _tree(path.with_name(path.name + aside))
+    with pytest.warns(UserWarning, match=re.escape(path.name) + r".*renamed to " + re.escape(path.name + aside)
+                      + r"\.\d+-[0-9a-f]{8} \(" + re.escape(path.name + aside) + " was taken"):
+        assert [r["payload"]["n"] for r in st.take_requests()] == [1]
+    assert not folder.exists() and (occupied / "keep.txt").exists()
+    (moved,) = (p for p in (st.path / "requests").iterdir() if p.name.startswith(path.name + aside + "."))
+    assert (moved / "keep.txt").read_text() == "not the owner's"  # moved whole, not deleted
+    assert st.take_requests() == []
+
+
+def test_an_earlier_file_set_aside_is_not_replaced(st):
+    bad = st.path / "requests" / "0001-bad.json"
+    for text in ("{first", "{second"):
+        bad.write_text(text)
+        with pytest.warns(UserWarning, match="0001-bad.json is unreadable"):
+            assert st.take_requests() == []
+    kept = sorted(p.read_text() for p in (st.path / "requests").iterdir())
+    assert kept == ["{first", "{second"]
+
+
+@pytest.mark.parametrize("suffix", [".claimed", ".applying"])
+def test_a_folder_at_a_claim_name_that_cannot_be_moved_is_ignored(st, monkeypatch, suffix):
+    """The folder cannot be renamed at all (another user's, in a sticky folder): it stays, with a warning at each
+    look, untouched; a request dropped with its id is claimed under a name of its own and applied."""
+    path = store.drop_request(st.path, "train", {"n": 1})
+    folder = _tree(path.with_name(path.name + suffix))
+    replace = os.replace
+
+    def refuse(src, dst):
+        if os.fspath(src) == os.fspath(folder):
+            raise PermissionError(1, "Operation not permitted", os.fspath(src))
+        return replace(src, dst)
+
+    monkeypatch.setattr(requests.os, "replace", refuse)
+    with pytest.warns(UserWarning, match=re.escape(path.name) + r".* could not be renamed to .*Operation not "
+                      "permitted.*remove it by hand"):
+        assert [r["payload"]["n"] for r in st.take_requests()] == [1]
+    assert (folder / "keep.txt").read_text() == "not the owner's"
+    assert sorted(p.name for p in (st.path / "requests").iterdir()) == [folder.name]
+    again = store.drop_request(st.path, "train", {"n": 2})
+    os.replace(again, path)  # a second request under the blocked id
+    with pytest.warns(UserWarning, match="remove it by hand"):
+        assert [r["payload"]["n"] for r in st.take_requests()] == [2]
+    assert sorted(p.name for p in (st.path / "requests").iterdir()) == [folder.name]
+
+
+def test_a_link_at_a_claim_name_is_moved_not_followed(st, tmp_path):
+    target = _tree(tmp_path / "elsewhere")
+    path = store.drop_request(st.path, "train", {"n": 1})
+    link = path.with_name(path.name + ".claimed")
+    link.symlink_to(target, target_is_directory=True)
+    with pytest.warns(UserWarning, match=re.escape(path.name) + r" is unreadable \(.*renamed to "
+                      + re.escape(path.name) + r"\.bad"):
+        assert [r["payload"]["n"] for r in st.take_requests()] == [1]  # the link set aside first, in the same look
+    assert path.with_name(path.name + ".bad").is_symlink() and (target / "keep.txt").exists()
+    assert sorted(p.name for p in (st.path / "requests").iterdir()) == [path.name + ".bad"]

@@ -96,6 +96,30 @@ def test_stacked_accuracy_is_argmax_accuracy_ties_included(layout):
     assert torch.equal(stacked_accuracy(z, y), expected)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "class_major"])
+def test_stacked_accuracy_is_argmax_accuracy_with_nan_and_inf(layout):
+    """``argmax`` takes a row's first NaN (NaN counts as the largest), else its first maximum, +inf
+    included; a row of -inf is class 0. Exact: both are comparisons, no rounding. Many small random
+    cases, NaN / +inf / -inf injected at random and ties everywhere (scores in {-2, ..., 2}); the
+    sequence shape (K, N, T, C) too."""
+    for seed in range(200):
+        g = torch.Generator().manual_seed(seed)
+        K, N, C = 1 + seed % 4, 1 + seed % 37, 2 + seed % 11
+        shape = (K, N, 3, C) if seed % 5 == 0 else (K, N, C)
+        z = torch.randint(-2, 3, shape, generator=g).float()
+        u = torch.rand(shape, generator=g)
+        rate = (0.0, 0.02, 0.1, 0.3)[seed % 4]  # seed % 4 == 0: no NaN at all (the path without the NaN pass)
+        z[u < rate] = math.nan
+        z[(u >= 0.3) & (u < 0.4)] = math.inf
+        z[(u >= 0.4) & (u < 0.5)] = -math.inf
+        z[..., 0, :][u[..., 0, :] < 0.5] = -math.inf  # a few rows (almost) all -inf
+        if layout == "class_major":
+            z = z.movedim(-1, 1).contiguous().movedim(1, -1)  # (K, ..., C) viewed over class-major memory
+        y = torch.randint(0, C, shape[:-1], generator=g)
+        expected = (z.argmax(-1) == y).float().flatten(1).mean(1)
+        assert torch.equal(stacked_accuracy(z, y), expected), seed
+
+
 def _population(arch: ArchSpec, K=3, dtype=torch.float64):
     models = [nets.build(arch, (2,), 3, vocab_size=None, seed=s).to(dtype) for s in range(K)]
     params, buffers = stack_module_state(models)

@@ -157,6 +157,12 @@ class Evaluator:
         self.rows = as_point_worker(lambda: _data_rows(self, theta, rows), device=self.device)  # as points run
         return self.rows
 
+    def cache_sized_rows(self, theta: Tensor) -> int:
+        """The cache-sized chunk :meth:`choose_rows` tries on a CPU: rows whose activations at
+        ``theta`` come to about 2^22 values (16 MiB of float32), at least 256, at most all."""
+        per_row = max(1, _activation_floats(self, theta) // (2 * len(self.x)))
+        return int(min(len(self.x), max(_MIN_ROWS, _CHUNK_FLOATS // per_row)))
+
     def resolve_strategy(self, strategy: Strategy) -> str:
         """"loop", "vmap", or "measure" ("auto" on a CPU: both timed on the first points)."""
         return _pick_strategy(strategy, self.device)
@@ -251,7 +257,7 @@ def _data_rows(ev: Evaluator, theta: Tensor, rows: int | None) -> int:
     if ev.device.type != "cpu" or ev.bn == "batch" or n <= _MIN_ROWS:
         return n
     per_row = max(1, _activation_floats(ev, theta) // (2 * n))
-    small = int(min(n, max(_MIN_ROWS, _CHUNK_FLOATS // per_row)))
+    small = ev.cache_sized_rows(theta)
     chosen = n if small >= n else _measured_rows(ev, theta, small)
     return max(1, min(chosen, EVAL_MEMORY_BYTES // (4 * per_row)))
 

@@ -33,6 +33,7 @@ descent", Neural Computation 14 (2002).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -171,7 +172,18 @@ class ChainHessian:
         out = torch.empty_like(v)
         with torch.no_grad():
             for i in range(len(v)):
-                self._product(s, v[i], out[i])
+                # The product of v's largest entry scaled into [0.5, 1), scaled back: the flush of
+                # subnormal numbers (and the underflow of the matrix products) then drops what is
+                # below ``tiny`` against entries of order 1, whatever v's size, so H (c v) = c H v
+                # where the result is representable. Scaling by a power of two is exact (only the
+                # exponent changes; subnormal entries move up exactly), so for c = 2^k the product
+                # of c v is c times the product of v bit for bit.
+                e = _exponent(v[i])
+                if e == 0:
+                    self._product(s, v[i], out[i])
+                else:
+                    self._product(s, v[i] * 2.0**-e, out[i])
+                    out[i].mul_(2.0**e)
         return out
 
     def _product(self, s: ChainState, v: Tensor, out: Tensor) -> None:
@@ -229,9 +241,24 @@ def _flush_subnormal(t: Tensor) -> Tensor:
     magnitude slower: a (1000, 512) x (512, 512) product took 620 ms with its left factor
     subnormal instead of 2.9 ms, and a few such entries in the logits' derivatives made a whole
     product of the width-100 MLP 1.5x slower. What is dropped is below ``tiny`` in absolute
-    value, against entries of order ``1/N``.
+    value, against entries of order ``1/N`` (:meth:`ChainHessian.products` scales each vector's
+    largest entry to about 1 first, so this holds for vectors of any size).
     """
     return t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0)
+
+
+def _exponent(v: Tensor) -> int:
+    """``e`` with ``max |v|`` in ``[2^(e-1), 2^e)``, clipped so ``2^e`` and ``2^-e`` are normal
+    numbers of ``v``'s dtype (126 for float32); 0 for a zero or non-finite ``v`` (not scaled).
+
+    The largest entry, not the norm: it is exact, where a float32 norm of a vector of size 1e-30
+    underflows (its squares) and one of size 1e20 overflows.
+    """
+    top = float(v.abs().max()) if v.numel() else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 0
+    limit = -math.frexp(torch.finfo(v.dtype).tiny)[1] + 1  # 126 for float32, 1022 for float64
+    return min(max(math.frexp(top)[1], -limit), limit)
 
 
 def _slope(act: nn.Module, h: Tensor) -> Tensor:

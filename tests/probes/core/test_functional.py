@@ -393,6 +393,22 @@ def test_data_rows_are_measured_once_and_give_the_same_values(monkeypatch):
     assert ev.choose_rows(theta) == 1200
 
 
+def test_cache_sized_rows_hold_the_chunk_floats(monkeypatch):
+    """Per row the leaves output 8 x 40 (conv) + 8 x 40 (ReLU) + 320 (flatten) + 10 (head) = 970 values."""
+    import engine.probes.core.evaluator as evaluator
+
+    model = nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 40, 10))
+    x, y = torch.randn(1200, 1, 40), torch.randint(0, 10, (1200,))
+    theta, layout = flatten_params(dict(model.named_parameters()))
+    ev = Evaluator(model, (x, y), layout=layout)
+    assert ev.activation_floats(theta) == 2 * 970 * 1200
+    assert ev.cache_sized_rows(theta) == 1200  # 2^22 / 970 = 4,324 rows: all of them
+    monkeypatch.setattr(evaluator, "_CHUNK_FLOATS", 970 * 300)
+    assert ev.cache_sized_rows(theta) == 300
+    monkeypatch.setattr(evaluator, "_CHUNK_FLOATS", 1)
+    assert ev.cache_sized_rows(theta) == 256  # never fewer than 256 rows
+
+
 def test_class_major_score_is_cross_entropy_with_infinite_logits():
     # class-major logits go through F.cross_entropy of a (1, C, N) image: its loss exactly where logits are infinite
     gen = torch.Generator().manual_seed(4)
