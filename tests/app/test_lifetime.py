@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +27,7 @@ DEADLINE_S = 240.0
 def _running_job(store_path: Path) -> Path | None:
     """The folder of a job whose worker has started and reported progress but not finished, if any."""
     for d in sorted((store_path / "inbox").glob("*")):
-        if (d / "spec.json").is_file() and (d / "progress.json").is_file() \
+        if (d / "spec.json").is_file() and (d / "worker.json").is_file() and (d / "progress.json").is_file() \
                 and not (d / "result.json").exists() and not (d / "error.json").exists():
             return d
     return None
@@ -37,7 +39,7 @@ def _wait_for(what: str, probe, timeout: float = DEADLINE_S):
         found = probe()
         if found:
             return found
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
@@ -51,11 +53,19 @@ async def _scenario(server_url: str, store_path: Path, config: Path) -> dict:
     assert "handed to that process" in out, out
     job = await asyncio.to_thread(_wait_for, "a training job's worker reporting progress",
                                   lambda: _running_job(store_path))
-    async with Session(server_url) as anonymous:  # no sign-in needed to send it
-        await anonymous.clear_cache()
-        after = await anonymous.run()  # handled after the clear-cache message, in order
+    # The worker (leader of its own process group) is paused while the message is handled, so the job
+    # cannot end before it on a fast machine; a worker stopped by the message dies (SIGKILL at once, SIGTERM
+    # once continued), which the job's final status shows.
+    worker = json.loads((job / "worker.json").read_text())["pid"]
+    os.killpg(worker, signal.SIGSTOP)
+    try:
+        assert not (job / "result.json").exists() and not (job / "error.json").exists(), "the job ended too early"
+        async with Session(server_url) as anonymous:  # no sign-in needed to send it
+            await anonymous.clear_cache()
+            after = await anonymous.run()  # handled after the clear-cache message, in order
+    finally:
+        os.killpg(worker, signal.SIGCONT)
     assert not after.problems, after.problems
-    assert not (job / "result.json").exists() and not (job / "error.json").exists(), "the job ended too early"
     assert owner.is_file() and (owner.stat().st_ino, json.loads(owner.read_text())) == owner_before
     deadline = time.monotonic() + DEADLINE_S
     while True:  # the dashboard still serves, and shows the job's runs done (a failed job shows in the sidebar)
@@ -75,7 +85,7 @@ def test_an_anonymous_clear_cache_stops_no_job_and_keeps_the_store(serve, traine
     server = serve(trained_store)
     config = tmp_path / "lifetime.toml"  # the tiny sweep, trained longer: the message lands while it runs
     config.write_text(TINY_CONFIG.read_text().replace('name = "tiny"', 'name = "lifetime"')
-                      .replace("steps = 60", "steps = 400"))
+                      .replace("steps = 60", "steps = 3000"))
 
     with ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright may hold an event loop in this one
         outcome = pool.submit(asyncio.run, _scenario(server.url, trained_store, config)).result()
