@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from engine.probes.core.conv_chain import conv_plane_point
 from engine.probes.core.evaluator import EVAL_MEMORY_BYTES, Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
 from engine.probes.core.mlp_plane import mlp_plane_point
@@ -262,7 +263,9 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
     coords = coords.to(device=ev.device, dtype=theta0.dtype)
     a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
     chunk = chunk or (ev.points_per_call(theta0) if how != "loop" else 1)
-    first = _first_layer(ev, theta0, d1, d2, coords, kept=3)
+    # the built-in 1-D ConvNet: plain operations in row blocks (engine/probes/core/conv_chain.py)
+    chain_point = conv_plane_point(ev, theta0, d1, d2, coords, rows) if how != "vmap" else None
+    first = None if chain_point is not None else _first_layer(ev, theta0, d1, d2, coords, kept=3)
     with torch.no_grad():
         zs = None if first is None else [first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2)]  # (N, ...)
     row = _RowCache(theta0, d1, zs)
@@ -275,7 +278,9 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
             return ev.point(theta)
         return _rest(ev, first, theta, lambda lo, hi: torch.add(z_a[lo:hi], zs[2][lo:hi], alpha=b_val))  # per chunk
 
-    if first is not None and how != "vmap":  # an MLP: a plain chain of products (engine/probes/core/mlp_plane.py)
+    if chain_point is not None:
+        point_loop = chain_point
+    elif first is not None and how != "vmap":  # an MLP: a plain chain of products (engine/probes/core/mlp_plane.py)
         point_loop = mlp_plane_point(ev, first.path, theta0, d1, d2, zs, coords) or point_loop
 
     def point_vmap(ai, bi):
