@@ -80,16 +80,29 @@ class ConvChain:
     n_out: int
 
     def entries(self) -> list[tuple[str, tuple[int, ...]]]:
-        """(name, shape) of the chain's parameters, in the order of :func:`_to_chain`'s vector."""
+        """(name, shape) of the chain's parameters, in the order of :func:`_to_chain`'s vector: per
+        block the product weights (:func:`_product_weights`), then BatchNorm's scale and shift; the head."""
         out = []
         for i, s in enumerate(self.steps):
-            out.append((f"{i}.w", (s.c_in * s.k, s.c_out) if i == 0 else (s.k, s.c_in, s.c_out)))
-            out += [(f"{i}.b", (s.c_out,))] if s.bias else []
+            out.append((f"{i}.w", (s.c_in * s.k + 1, s.c_out)))
             out += [(f"{i}.g", (s.c_out,)), (f"{i}.beta", (s.c_out,))] if s.affine else []
         last = self.steps[-1]
         out.append(("head.w", (self.n_out, last.out_length * last.c_out)))
         out += [("head.b", (self.n_out, 1))] if self.head_bias else []
         return out
+
+
+def _bias_row(i: int, s: ConvStep) -> int:
+    """The row of block ``i``'s product weights that holds its bias (see :func:`_product_weights`)."""
+    return s.c_in * s.k if i == 0 else s.c_in * (s.k // 2 + 1)
+
+
+def _tap_rows(s: ConvStep, t: int) -> tuple[int, int]:
+    """Rows of a later block's product weights that multiply its input at tap ``t``; the middle tap's
+    include the bias row (the input's constant channel)."""
+    p = s.k // 2
+    lo = t * s.c_in + (t > p)
+    return lo, lo + s.c_in + (t == p)
 
 
 def conv_chain(ev: Evaluator) -> ConvChain | None:
@@ -147,15 +160,27 @@ def _step(path: str, block: nn.Module, c_in: int, length: int) -> ConvStep | Non
                     affine=bn and norm.weight is not None, eps=float(norm.eps) if bn else 0.0, pool=pooled)
 
 
+def _product_weights(i: int, s: ConvStep, w: Tensor, b: Tensor | None) -> Tensor:
+    """Block ``i``'s convolution weight ``(c_out, c_in, k)`` and bias as the ``(c_in k + 1, c_out)``
+    right factor of its products. The inputs carry a constant channel of ones, so the bias is one
+    more row (zeros without a bias) and no product starts from a copy of it (``addmm`` copies its
+    bias into the output first: a pass over the block's largest activation). The first block's rows
+    follow its windows' features, ``(c_in, k)``, then the bias; a later block's are its taps, each
+    ``(c_in, c_out)``, with the bias after the middle tap's."""
+    bias = torch.zeros(s.c_out, dtype=w.dtype) if b is None else b
+    if i == 0:
+        return torch.cat([w.reshape(s.c_out, -1).T, bias[None]])
+    taps, p = w.permute(2, 1, 0), s.k // 2  # (k, c_in, c_out)
+    return torch.cat([taps[: p + 1].reshape(-1, s.c_out), bias[None], taps[p + 1 :].reshape(-1, s.c_out)])
+
+
 def _to_chain(chain: ConvChain, p: Mapping[str, Tensor]) -> Tensor:
     """The chain's parameter vector (:meth:`ConvChain.entries`) for the model-level parameters ``p``:
     a linear map of them (weights laid out for the products, the head divided by the positions it
     averages and repeated over them), so it commutes with ``theta0 + a * d1 + b * d2`` up to rounding."""
     parts = []
     for i, s in enumerate(chain.steps):
-        w = p[f"{s.path}.conv.weight"]  # (c_out, c_in, k)
-        parts.append(w.reshape(s.c_out, -1).T if i == 0 else w.permute(2, 1, 0))  # (c_in k, c_out) / (k, c_in, c_out)
-        parts += [p[f"{s.path}.conv.bias"]] if s.bias else []
+        parts.append(_product_weights(i, s, p[f"{s.path}.conv.weight"], p[f"{s.path}.conv.bias"] if s.bias else None))
         parts += [p[f"{s.norm}.weight"], p[f"{s.norm}.bias"]] if s.affine else []
     positions = chain.steps[-1].out_length
     parts.append(p[f"{chain.head}.weight"].repeat(1, positions) / positions)  # (n_out, positions * c): mean folded
@@ -164,16 +189,18 @@ def _to_chain(chain: ConvChain, p: Mapping[str, Tensor]) -> Tensor:
 
 
 def _windows(chain: ConvChain, x: Tensor) -> Tensor:
-    """The first convolution's input windows, ``(N * r, c_in * k)``: a sample's ``r`` rows hold
-    ``x[s, :, l - p : l + p + 1]`` for each output position ``l`` (zero padded), flattened; with a
-    pool, its even positions then its odd ones (the positions the pool drops left out)."""
+    """The first convolution's input windows, ``(N * r, c_in * k + 1)``: a sample's ``r`` rows hold
+    ``x[s, :, l - p : l + p + 1]`` for each output position ``l`` (zero padded), flattened, and a 1
+    (the bias's factor); with a pool, its even positions then its odd ones (the positions the pool
+    drops left out)."""
     s = chain.steps[0]
     n = len(x)
     win = nn.functional.pad(x, (s.k // 2, s.k // 2)).unfold(2, s.k, 1).permute(0, 2, 1, 3)  # (N, L, c_in, k)
     if s.pool:
         half = s.length // 2
         win = win[:, : 2 * half].reshape(n, half, 2, s.c_in, s.k).transpose(1, 2)  # (N, 2, L // 2, c_in, k)
-    return win.reshape(-1, s.c_in * s.k).contiguous()
+    win = win.reshape(-1, s.c_in * s.k)
+    return torch.cat([win, torch.ones_like(win[:, :1])], 1)
 
 
 def _unpacked(flat: Tensor, entries: list[tuple[str, tuple[int, ...]]]) -> dict[str, Tensor]:
@@ -188,9 +215,10 @@ def _unpacked(flat: Tensor, entries: list[tuple[str, tuple[int, ...]]]) -> dict[
 class _Work:
     """One thread's activations for a block of ``n`` rows, and every view a block's operations use
     (made once: a view costs a call too): each later block's zero-padded channels-last input
-    ``(n, length + 2p, c_in)``, and one buffer every convolution writes its output into (each is dead
-    once pooled, so a block's activations take less of the cache). The last block's output goes to
-    rows of the point's ``(N, positions, channels)`` buffer, given per block (:func:`_block`)."""
+    ``(n, length + 2p, c_in + 1)`` whose last channel is a constant 1 (the bias's factor), and one
+    buffer every convolution writes its output into (each is dead once pooled, so a block's
+    activations take less of the cache). The last block's output goes to rows of the point's
+    ``(N, positions, channels)`` buffer, given per block (:func:`_block`)."""
 
     def __init__(self, chain: ConvChain, n: int, dtype: torch.dtype):
         first, later = chain.steps[0], chain.steps[1:]
@@ -198,8 +226,10 @@ class _Work:
         sizes = [n * rows * first.c_out] + [n * (s.length + 2 * (s.k // 2)) * s.c_out for s in later]
         arena = torch.empty(max(sizes), dtype=dtype)
         self.first = arena[: sizes[0]].view(n * rows, first.c_out)
-        pads = [torch.zeros(n, s.length + 2 * (s.k // 2), s.c_in, dtype=dtype) for s in later]
-        dsts = [pad[:, s.k // 2 : s.k // 2 + s.length] for pad, s in zip(pads, later)] + [None]
+        pads = [torch.zeros(n, s.length + 2 * (s.k // 2), s.c_in + 1, dtype=dtype) for s in later]
+        for pad in pads:
+            pad[..., -1] = 1
+        dsts = [pad[:, s.k // 2 : s.k // 2 + s.length, : s.c_in] for pad, s in zip(pads, later)] + [None]
         if first.pool:
             u = self.first.view(n, 2, first.length // 2, first.c_out)  # even positions, then odd
             self.acts = [(u[:, 0], u[:, 1], dsts[0])]
@@ -207,10 +237,11 @@ class _Work:
             self.acts = [(self.first.view(n, first.length, first.c_out), None, dsts[0])]
         self.convs = []
         for s, pad, dst in zip(later, pads, dsts[1:]):
-            x = pad.view(-1, s.c_in)
+            x = pad.view(-1, s.c_in + 1)
             m = len(x) - 2 * (s.k // 2)  # output row i = sample i // (L + 2p), position i % (L + 2p)
             out = arena[: len(x) * s.c_out].view(len(x), s.c_out)
-            self.convs.append(([x[t : t + m] for t in range(s.k)], out[:m]))
+            taps = [x[t : t + m, : hi - lo] for t, (lo, hi) in enumerate(_tap_rows(s, t) for t in range(s.k))]
+            self.convs.append((taps, out[:m]))
             ov = out.view(n, s.length + 2 * (s.k // 2), s.c_out)
             half = s.length // 2
             self.acts.append((ov[:, 0 : 2 * half : 2], ov[:, 1 : 2 * half : 2], dst) if s.pool
@@ -245,12 +276,12 @@ class _Thread(threading.local):
         v = _unpacked(self.params, entries)
         self.weights, self.folds = [], []
         for i, s in enumerate(chain.steps):
-            w, b = v[f"{i}.w"], v.get(f"{i}.b")
+            w = v[f"{i}.w"]  # (c_in k + 1, c_out)
             if s.norm is not None:
-                folded = torch.empty_like(w), torch.empty(s.c_out, dtype=dtype)
-                self.folds.append((s, w, b, v.get(f"{i}.g"), v.get(f"{i}.beta"), *folded))
-                w, b = folded
-            self.weights.append((w if i == 0 else list(w.unbind(0)), b))
+                folded = torch.empty_like(w)
+                self.folds.append((s, w, v.get(f"{i}.g"), v.get(f"{i}.beta"), folded, folded[_bias_row(i, s)]))
+                w = folded
+            self.weights.append(w if i == 0 else [w[lo:hi] for lo, hi in (_tap_rows(s, t) for t in range(s.k))])
         self.head = v["head.w"], v.get("head.b")
         last = chain.steps[-1]
         self.last = torch.empty(n, last.out_length, last.c_out, dtype=dtype)
@@ -261,31 +292,27 @@ class _Thread(threading.local):
 
 
 def _fold(st: _Thread, buffers: Mapping[str, Tensor]) -> None:
-    """BatchNorm with running statistics folded into its convolution: ``s * W`` and ``s * (b - mean) + beta``."""
-    for s, w, b, gamma, beta, w_out, b_out in st.folds:
-        mean = buffers[f"{s.norm}.running_mean"]
+    """BatchNorm with running statistics folded into its convolution: ``s * W`` and ``s * (b - mean) + beta``
+    with ``s = gamma / sqrt(var + eps)`` (the bias row of the product weights scaled with them, then shifted)."""
+    for s, w, gamma, beta, w_out, bias_out in st.folds:
         scale = torch.add(buffers[f"{s.norm}.running_var"], s.eps).rsqrt_()
         if gamma is not None:
             scale.mul_(gamma)
-        torch.mul(w, scale, out=w_out)  # scales the output channels (the last axis)
-        shift = mean.neg() if b is None else torch.sub(b, mean)
-        if beta is None:
-            torch.mul(shift, scale, out=b_out)
-        else:
-            torch.addcmul(beta, shift, scale, out=b_out)
+        torch.mul(w, scale, out=w_out)  # scales the output channels (the last axis), the bias row too
+        mean = buffers[f"{s.norm}.running_mean"]
+        bias_out.add_(mean.mul(scale).neg_() if beta is None else torch.addcmul(beta, mean, scale, value=-1))
 
 
 def _block(work: _Work, st: _Thread, windows: Tensor, last: Tensor) -> None:
     """The network up to the last pool on one block of rows: ``windows`` its first-convolution
     windows, ``last`` its rows of the last block's output (pooled, the ReLU not yet applied)."""
-    w, b = st.weights[0]
-    torch.mm(windows, w, out=work.first) if b is None else torch.addmm(b, windows, w, out=work.first)
+    torch.mm(windows, st.weights[0], out=work.first)
     acts = work.acts
-    for (xs, out), (ws, b), act in zip(work.convs, st.weights[1:], acts):
+    for (xs, out), ws, act in zip(work.convs, st.weights[1:], acts):
         _activate(*act)  # the previous block's output, into this block's padded input
-        torch.mm(xs[0], ws[0], out=out) if b is None else torch.addmm(b, xs[0], ws[0], out=out)
-        for x, wt in zip(xs[1:], ws[1:]):
-            out.addmm_(x, wt)
+        torch.mm(xs[0], ws[0], out=out)
+        for x, w in zip(xs[1:], ws[1:]):
+            out.addmm_(x, w)
     _pool(acts[-1][0], acts[-1][1], last)
 
 
