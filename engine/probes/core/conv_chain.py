@@ -372,13 +372,14 @@ class _Runner:
         chosen = _BLOCK_CHOICE.get(key)
         if chosen is None:
             sizes = sorted({min(c, n) for c in _BLOCK_CANDIDATES})
+            part = min(n, 2 * sizes[-1])  # the first rows only: a block's cost does not depend on the others
             seconds = {}
             for size in sizes:
-                self.logits(st, buffers, n, size)  # makes this size's activations, warms its kernels
-                seconds[size] = best_seconds(lambda size=size: self.logits(st, buffers, n, size), 2)
+                self.logits(st, buffers, part, size)  # makes this size's activations, warms its kernels
+                seconds[size] = best_seconds(lambda size=size: self.logits(st, buffers, part, size), 2)
             chosen = remember_choice(_BLOCK_CHOICE, key, min(seconds, key=seconds.get))
             st.works = {k: w for k, w in st.works.items() if k in (chosen, n % chosen)}
-            st.spans = {k: v for k, v in st.spans.items() if k == (n, chosen)}
+            st.spans = {}
         return chosen
 
     def agrees(self, points: list[tuple[Tensor, dict[str, Tensor], Mapping[str, Tensor]]]) -> bool:
