@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from engine.probes.core.conv_chain import conv_plane_point
+from engine.probes.core.conv_plane import conv_plane_point
 from engine.probes.core.evaluator import EVAL_MEMORY_BYTES, Evaluator, PointProgress
 from engine.probes.core.functional import BNMode, LossFn, ParamLayout, Strategy, shallow_copy
 from engine.probes.core.mlp_plane import mlp_plane_point
@@ -261,7 +261,7 @@ def evaluate_plane_with_strategy(model, theta0, d1, d2, coords, data, *, chunk=N
     how = ev.resolve_strategy(strategy)
     coords = coords.to(device=ev.device, dtype=theta0.dtype)
     a, b = coords[:, 0].contiguous(), coords[:, 1].contiguous()
-    # the built-in 1-D ConvNet: plain operations in row blocks of its own (engine/probes/core/conv_chain.py)
+    # the built-in 1-D ConvNet: plain operations in row blocks of its own (engine/probes/core/conv_plane.py)
     chain_point = conv_plane_point(ev, theta0, d1, d2, coords, rows) if how != "vmap" else None
     if chain_point is None:
         ev.choose_rows(theta0, rows)

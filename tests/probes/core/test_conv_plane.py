@@ -1,4 +1,4 @@
-"""The built-in 1-D ConvNet as plain operations in row blocks (engine/probes/core/conv_chain.py).
+"""The built-in 1-D ConvNet as plain operations in row blocks (engine/probes/core/conv_chain.py, conv_plane.py).
 
 Tolerance. The chain computes every convolution, the head and the folded BatchNorm as sums of the
 same products as the module, in another order (channels-last shifted products with the bias as one
@@ -24,7 +24,8 @@ from engine.config import ArchSpec
 from engine.nets import build
 from engine.probes.connectivity import interpolate
 from engine.probes.core import Evaluator, evaluate_plane, evaluate_points, fast_default_loss, path_eval
-from engine.probes.core.conv_chain import _Runner, _to_chain, conv_chain, conv_plane_point  # noqa: PLC2701
+from engine.probes.core.conv_chain import conv_chain
+from engine.probes.core.conv_plane import _Runner, _to_chain, conv_plane_point  # noqa: PLC2701
 
 U = 2.0**-24
 
