@@ -231,7 +231,10 @@ def evaluate_plane(
     and cheaper along a plane: when the model's first parametrised layer is a
     ``Linear`` or ``Conv`` (fan-in at least 32) fed by the input alone, that layer is
     linear in its parameters, so its outputs at every point are ``Z0 + a * Z1 + b * Z2`` with
-    ``Z0, Z1, Z2`` computed once (``Z1 = X D1^T + d1_bias``); see :class:`FirstLayer`.
+    ``Z0, Z1, Z2`` computed once (``Z1 = X D1^T + d1_bias``); see :class:`FirstLayer`. The
+    built-in 1-D ConvNet instead runs as plain operations in cache-sized row blocks
+    (:func:`~engine.probes.core.conv_plane.conv_plane_point`), MLPs as a chain of products
+    (:func:`~engine.probes.core.mlp_plane.mlp_plane_point`), each only after it reproduced the model.
 
     Parameters
     ----------
