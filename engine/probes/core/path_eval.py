@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.probes.core.bn_reset import bn_reset_batches, has_batchnorm, reset_bn_stats
+from engine.probes.core.conv_plane import conv_line_point
 from engine.probes.core.evaluator import Evaluator
 from engine.probes.core.functional import ParamLayout, resolve_data, split_state
 from engine.probes.core.plane_eval import first_layer_split
@@ -81,7 +82,10 @@ def evaluate_line(model, flat_a: Tensor, flat_b: Tensor, alphas: np.ndarray, the
                   rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`evaluate_states` for the points ``thetas = lerp_flat(flat_a, flat_b, alphas)`` of a line.
 
-    With the first layer split off (:func:`~engine.probes.core.plane_eval.first_layer_split`:
+    The built-in 1-D ConvNet runs as plain operations in row blocks, its BatchNorm (each point's
+    statistics) folded into the convolutions (:func:`~engine.probes.core.conv_plane.conv_line_point`,
+    used after it reproduced the model at the first, last and middle points). Otherwise,
+    with the first layer split off (:func:`~engine.probes.core.plane_eval.first_layer_split`:
     it applies, its two end outputs fit the memory bound, combining pays, and the split
     reproduces the model at alpha 0, 1 and 0.7), each point's first-layer output is
     ``torch.lerp(Z_a, Z_b, alpha)`` a data chunk at a time, exact at both ends. Otherwise, and
@@ -93,6 +97,13 @@ def evaluate_line(model, flat_a: Tensor, flat_b: Tensor, alphas: np.ndarray, the
                                rows=rows)
     ev = Evaluator(model, data, layout=layout, buffers=buffers[0] if buffers else None, loss_fn=loss_fn)
     flat_a, flat_b, thetas = flat_a.to(ev.device), flat_b.to(ev.device), thetas.to(ev.device)
+    checks = [(thetas[g], float(alphas[g]), buffers[g] if buffers else ev.buffers) for g in (0, len(thetas) - 1,
+                                                                                              len(thetas) // 2)]
+    chain_point = conv_line_point(ev, flat_a, flat_b, checks, rows)  # the built-in 1-D ConvNet (conv_plane.py)
+    if chain_point is not None:
+        loss, acc = points_with_buffers(ev, chain_point, [(t, float(a)) for t, a in zip(thetas, alphas)], buffers,
+                                        key=(ev.kind(), "line", "conv chain"))
+        return loss.numpy(), acc.numpy()
     ev.choose_rows(thetas[0], rows)
     ends = [(0.0, 0.0), (1.0, 0.0), (0.7, 0.0)]
     first = first_layer_split(ev, flat_a, flat_b - flat_a, torch.zeros_like(flat_a), ends, kept=2)

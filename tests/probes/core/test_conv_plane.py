@@ -1,0 +1,219 @@
+"""The built-in 1-D ConvNet as plain operations in row blocks (engine/probes/core/conv_chain.py, conv_plane.py).
+
+Tolerance. The chain computes every convolution, the head and the folded BatchNorm as sums of the
+same products as the module, in another order (channels-last shifted products with the bias as one
+more term, BatchNorm folded into the weights, the mean folded into the head); max pooling and ReLU
+are exact. Summing ``n`` terms in float32 errs by at most ``n u`` times the sum of their absolute
+values (``u = 2**-24``, first order), and an error made in one layer reaches the logits scaled by at
+most the later layers' absolute weights. So each logit of either computation is within
+``gamma * A`` of the exact value, where ``gamma = u * (sum over layers of the terms per sum + 8)``
+(the 8: the fold's and the mean's few roundings) and ``A`` is the logit of the *absolute* network
+(every folded weight and bias, and the input, replaced by its absolute value; computed in float64),
+which bounds every partial sum on the way. The chain and the module may differ by twice that.
+Losses then differ by at most twice the largest logit difference (cross-entropy is 2-Lipschitz in
+the logits' max-norm) plus a few roundings of the mean, and the accuracy by at most one sample (a
+flipped near-tie).
+"""
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from engine.config import ArchSpec
+from engine.nets import build
+from engine.probes.connectivity import interpolate
+from engine.probes.core import Evaluator, evaluate_plane, evaluate_points, fast_default_loss, path_eval
+from engine.probes.core.conv_chain import conv_chain
+from engine.probes.core.conv_plane import _Runner, _to_chain, conv_plane_point  # noqa: PLC2701
+
+U = 2.0**-24
+
+
+def _model(width=8, depth=3, bn=False, k=3, pool=True, shape=(1, 40), act="relu", seed=0):
+    options = {"batchnorm": bn, "kernel_size": k, "pool": pool, "activation": act}
+    model = build(ArchSpec(name="cnn1d", width=width, depth=depth, options=options), shape, 3, seed=seed)
+    if bn:  # running statistics and affine parameters away from their defaults
+        g = torch.Generator().manual_seed(seed + 5)
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(64, *shape, generator=g) * 1.5 + 0.3)
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm1d):
+                    m.weight.mul_(1 + 0.3 * torch.randn(m.weight.shape, generator=g))
+                    m.bias.add_(0.2 * torch.randn(m.bias.shape, generator=g))
+    return model.eval()
+
+
+def _data(shape=(1, 40), n=300):
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(n, *shape, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _plane(model, scale=0.2):
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    g = torch.Generator().manual_seed(3)
+    d1, d2 = torch.randn(theta0.shape, generator=g) * scale, torch.randn(theta0.shape, generator=g) * scale
+    axis = torch.linspace(-1, 1, 4)
+    return theta0, d1, d2, torch.cartesian_prod(axis, axis)
+
+
+def _abs_logits(model, params, buffers, x):
+    """Logits of the absolute network (BatchNorm folded first), float64: the bound ``A`` of the docstring."""
+    twin = _model(width=model.head.in_features, depth=len(model.layers), bn=False,
+                  k=model.layers[0].conv.kernel_size[0], pool=isinstance(model.layers[0].pool, nn.MaxPool1d),
+                  shape=tuple(x.shape[1:])).double()
+    state = {}
+    for i, layer in enumerate(model.layers):
+        w, b = params[f"layers.{i}.conv.weight"].double(), params.get(f"layers.{i}.conv.bias")
+        b = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.double()
+        if isinstance(layer.norm, nn.BatchNorm1d):
+            s = params[f"layers.{i}.norm.weight"].double() / (buffers[f"layers.{i}.norm.running_var"].double()
+                                                             + layer.norm.eps).sqrt()
+            b = (b - buffers[f"layers.{i}.norm.running_mean"].double()) * s + params[f"layers.{i}.norm.bias"].double()
+            w = w * s[:, None, None]
+        state[f"layers.{i}.conv.weight"], state[f"layers.{i}.conv.bias"] = w.abs(), b.abs()
+    state["head.weight"], state["head.bias"] = params["head.weight"].double().abs(), params["head.bias"].double().abs()
+    return functional_call(twin, state, (x.double().abs(),))
+
+
+def _gamma(model, x) -> float:
+    length, terms = x.shape[-1], 0
+    for layer in model.layers:
+        conv = layer.conv
+        terms += conv.in_channels * conv.kernel_size[0] + 1
+        length = length // 2 if isinstance(layer.pool, nn.MaxPool1d) else length
+    return U * (terms + model.head.in_features * length + 1 + 8)
+
+
+CONFIGS = {
+    "relu-k3-pool": {},
+    "bn-k3-pool": {"bn": True},
+    "k5-width12": {"k": 5, "width": 12},
+    "bn-k5-no-pool": {"bn": True, "k": 5, "pool": False},
+    "odd-length-2-channels": {"shape": (2, 37)},
+    "bn-odd-length-depth2": {"bn": True, "shape": (1, 41), "depth": 2},
+    "depth1": {"depth": 1},
+    "k1": {"k": 1, "width": 6},
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_chain_logits_equal_the_module_up_to_rounding(config):
+    shape = config.get("shape", (1, 40))
+    model, (x, y) = _model(**config), _data(shape)
+    ev = Evaluator(model, (x, y))
+    chain = conv_chain(ev)
+    assert chain is not None
+    theta0, d1, d2, _ = _plane(model)
+    runner = _Runner(chain, ev, None)
+    st = runner.local
+    n, gamma = len(x), _gamma(model, x)
+    for a, b in [(0.0, 0.0), (1.0, -1.0), (-0.4, 0.9)]:
+        theta = theta0 + a * d1 + b * d2
+        params = ev.layout.unflatten(theta)
+        st.params.copy_(_to_chain(chain, params))
+        for block in (n, 64):  # one block, and blocks with a remainder
+            mine = runner.logits(st, ev.buffers, n, block).T
+            theirs = functional_call(ev.module, {**params, **ev.buffers}, (x,))
+            bound = 2 * gamma * _abs_logits(model, params, ev.buffers, x)
+            assert ((mine.double() - theirs.double()).abs() <= bound).all(), (mine - theirs).abs().max()
+
+
+def _close(fast, generic, model, x, theta0, d1, d2, coords, buffers):
+    """Losses within twice the largest logit bound over the points (+4 ulps of the mean), accuracy within a sample."""
+    gamma = _gamma(model, x)
+    layout_names = [k for k, _ in model.named_parameters()]
+    worst = 0.0
+    for a, b in coords.tolist():
+        theta = theta0 + a * d1 + b * d2
+        params, at = {}, 0
+        for name in layout_names:
+            p = dict(model.named_parameters())[name]
+            params[name] = theta[at : at + p.numel()].view(p.shape)
+            at += p.numel()
+        worst = max(worst, float(2 * gamma * _abs_logits(model, params, buffers, x).max()))
+    (lf, af), (lg, ag) = fast, generic
+    assert torch.all((lf - lg).abs() <= 2 * worst + 4 * U * lg.abs()), (lf - lg).abs().max()
+    assert torch.all((af - ag).abs() <= 1.0 / len(x) + 1e-12)
+
+
+@pytest.mark.parametrize("config", [{}, {"bn": True, "k": 5}, {"shape": (2, 37), "pool": False}],
+                         ids=["relu", "bn-k5", "odd-no-pool"])
+@pytest.mark.parametrize("rows", [None, 100], ids=["measured-blocks", "blocks-of-100"])
+def test_plane_equals_generic_evaluation(config, rows):
+    shape = config.get("shape", (1, 40))
+    model, data = _model(**config), _data(shape)
+    theta0, d1, d2, coords = _plane(model)
+    ev = Evaluator(model, data, loss_fn=fast_default_loss)
+    assert conv_plane_point(ev, theta0, d1, d2, coords, rows) is not None
+    fast = evaluate_plane(model, theta0, d1, d2, coords, data, rows=rows, loss_fn=fast_default_loss)
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    generic = evaluate_points(model, thetas, data, strategy="loop", loss_fn=fast_default_loss)
+    _close(fast, generic, model, data[0], theta0, d1, d2, coords, dict(model.named_buffers()))
+
+
+def test_chain_on_worker_threads(monkeypatch):
+    model, data = _model(bn=True), _data()
+    theta0, d1, d2, coords = _plane(model)
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
+    one = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    two = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
+    assert torch.allclose(one[0], two[0], rtol=0, atol=1e-6) and torch.equal(one[1], two[1])  # same sums, blocked alike
+
+
+class Clamped(nn.Module):
+    """Something between the blocks: not the chain."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        for layer in self.net.layers:
+            x = layer(x).clamp(max=0.5)
+        return self.net.head(x.mean(2))
+
+
+def _refused(model, data, **kw):
+    ev = Evaluator(model, data, **kw)
+    return conv_chain(ev) is None
+
+
+def test_models_the_chain_does_not_compute_are_refused_and_keep_the_generic_path():
+    data = _data()
+    hooked = _model()
+    hooked.layers[1].register_forward_hook(lambda m, i, o: o * 2)  # changes the output unseen by the chain
+    subclassed = _model()
+    subclassed.forward = lambda x: x[:, 0, :3]  # an instance's own forward
+    cases = {"tanh": _model(act="tanh"), "hooked": hooked, "clamp between blocks": Clamped(_model()),
+             "own forward": subclassed}
+    for name, model in cases.items():
+        assert _refused(model, data), name
+        theta0, d1, d2, coords = _plane(model)
+        fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
+        thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+        generic = evaluate_points(model, thetas, data, strategy="loop")
+        assert torch.allclose(fast[0], generic[0], rtol=1e-5, atol=1e-6), name  # the generic path either way
+        assert torch.allclose(fast[1], generic[1], atol=1.0 / len(data[0]) + 1e-12), name
+    assert _refused(_model(bn=True), data, bn="batch")  # batch statistics cannot be folded
+
+
+def test_interpolation_with_batchnorm_equals_the_generic_path(monkeypatch):
+    x, y = _data()
+    a, b = _model(bn=True, seed=0), _model(bn=True, seed=1)
+    end_a, end_b = a.state_dict(), b.state_dict()
+    made = []
+    chain_line = path_eval.conv_line_point
+    monkeypatch.setattr(path_eval, "conv_line_point", lambda *args, **kw: made.append(chain_line(*args, **kw))
+                        or made[-1])
+    for bn in ("running", "reset"):
+        fast = interpolate(a, end_a, end_b, (x, y), alphas=5, bn=bn)
+        assert made and made[-1] is not None, bn  # the chain ran the line
+        with monkeypatch.context() as m:
+            m.setattr(path_eval, "conv_line_point", lambda *args, **kw: None)
+            generic = interpolate(a, end_a, end_b, (x, y), alphas=5, bn=bn)
+        # the losses of O(1) logits of these small nets: within 1e-5 (the bound above is ~1e-6 here)
+        assert abs(fast.loss - generic.loss).max() <= 1e-5, bn
+        assert abs(fast.accuracy - generic.accuracy).max() <= 1.0 / len(x) + 1e-12, bn
