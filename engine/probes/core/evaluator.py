@@ -180,8 +180,11 @@ class Evaluator:
         (``vmap``); raise from it to stop. Returns ``(loss, acc, strategy used)``, float64 on the CPU.
         A loop runs its points on one-thread workers or on the caller's threads, whichever
         measured faster for this kind of model, data and point function
-        (:func:`~engine.probes.core.point_parallel.parallel_map`)."""
-        key = (self.kind(), getattr(fn_loop, "__qualname__", type(fn_loop).__name__))
+        (:func:`~engine.probes.core.point_parallel.parallel_map`), or on the workers without that
+        measurement when ``fn_loop.on_workers`` is true (a point function that knows it is products and
+        element-wise passes, :mod:`~engine.probes.core.mlp_plane`)."""
+        key = None if getattr(fn_loop, "on_workers", False) else (
+            self.kind(), getattr(fn_loop, "__qualname__", type(fn_loop).__name__))
         return _run(fn_loop, fn_vmap, args, how, chunk, progress, key)
 
     def kind(self) -> tuple:

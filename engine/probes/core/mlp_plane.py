@@ -174,6 +174,12 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
 
         return ev.chunked(outputs)
 
+    # Products and element-wise passes: faster on one-thread workers than on the caller's OpenMP threads
+    # (point_parallel's docstring), but by too little for a few timed points to tell every time: on the
+    # width-100 MNIST-1D MLP's 41 x 41 surface at 2 threads the choice went to the caller in 1 of 4, then
+    # 3 of 6, processes (probes 620-940 us a point either way), and the surface then took 1.17-1.45 s
+    # against 0.91-1.08 s on workers. So these points go to the workers unmeasured.
+    point.on_workers = True
     return point
 
 

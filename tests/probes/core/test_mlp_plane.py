@@ -278,3 +278,24 @@ def test_targets_outside_the_classes_keep_the_evaluators_scoring():
     ev = Evaluator(model, (x, y), loss_fn=fast_default_loss)
     ev.choose_rows(theta0, None)
     assert _ClassMajorScore.of(ev, _chain(ev, "1", theta0)) is None
+
+
+def test_chain_points_go_to_the_workers_without_a_measured_choice(monkeypatch):
+    from engine.probes.core import point_parallel
+
+    model, data = _mlp(nn.ReLU, width=40), _data()
+    theta0, d1, d2, coords = _plane(model)
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    monkeypatch.setattr(point_parallel, "_WHERE", {})
+    ran_on = set()
+    real = point_parallel.parallel_map
+
+    def spy(fn, items, **kw):
+        ran_on.add((getattr(fn, "on_workers", False), kw.get("key")))
+        return real(fn, items, **kw)
+
+    monkeypatch.setattr(point_parallel, "parallel_map", spy)
+    fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop", loss_fn=fast_default_loss)
+    assert ran_on == {(True, None)} and point_parallel._WHERE == {}  # no key: straight to the workers
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    _close(fast, evaluate_points(model, thetas, data, strategy="loop", loss_fn=fast_default_loss), len(data[0]))
