@@ -123,7 +123,7 @@ def bench_model(name, spec, x, y, args, dev, peak, out):
     warm = max(1, min(4, len(coords)))  # first calls pay one-off costs (oneDNN kernels); not timed
     evaluate_points(model, thetas[:warm], (x, y), strategy="vmap", chunk=2)
     li_style(model, params, d1, d2, coords[:warm].cpu(), x, y)
-    slow = [k for k in fns if k.startswith(("Li", "loss-l"))]
+    slow = [k for k in fns if k.startswith("Li" if args.repeat_refs else ("Li", "loss-l"))]
     times, cpu, results = common.rounds(fns, dev, args.repeats, skip_after_first=slow)
     surface = results["zooscope surface"]
     results["zooscope surface"] = ours = surface.loss.reshape(-1)
@@ -176,6 +176,8 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
                         help="torch thread counts, each a full run in this process (default: 2 then 1)")
     parser.add_argument("--extras", action="store_true", help="also time evaluate_points as a loop and as vmap")
+    parser.add_argument("--repeat-refs", action="store_true",
+                        help="run loss-landscapes in every round too (its median, like zooscope's), not once")
     args = parser.parse_args()
     dev = common.device()
     thread_counts = args.threads if dev.type == "cpu" else [torch.get_num_threads()]
@@ -189,7 +191,8 @@ def main():
         peak = common.matmul_flops(dev)
         out(f"\n# Loss surface benchmark on {dev.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
             f"{time.strftime('%Y-%m-%d %H:%M')}, load average {common.load_average()}; zooscope: medians of "
-            f"{args.repeats} interleaved rounds, references: 1")
+            f"{args.repeats} interleaved rounds, references: 1"
+            + (" (loss-landscapes: median of every round)" if args.repeat_refs else ""))
         out(f"dense 2048^2 float32 matmul: {peak[0] / 1e9:.1f} GFLOP per wall second, {peak[1] / 1e9:.1f} per CPU "
             "second (median of 7); 'of peak' columns divide by these")
         for name in args.models.split(","):

@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.probes.core import Evaluator, evaluate_plane, evaluate_points
-from engine.probes.core.mlp_plane import _bias_as_column, _chain, mlp_plane_point  # noqa: PLC2701
+from engine.probes.core.functional import fast_default_loss
+from engine.probes.core.mlp_plane import (  # noqa: PLC2701
+    _bias_as_column,
+    _chain,
+    _ClassMajorScore,
+    mlp_plane_point,
+)
 from engine.probes.core.plane_eval import _first_layer  # noqa: PLC2701 - the split the chain builds on
 
 
@@ -156,3 +162,140 @@ def test_a_step_between_leaves_that_the_checked_rows_do_not_show_keeps_the_gener
     fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop")
     thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
     _close(fast, evaluate_points(model, thetas, data, strategy="loop"), len(x))
+
+
+# The point's own scorer (mlp_plane._ClassMajorScore) against float64 cross-entropy and torch's argmax.
+# Tolerance: per sample the loss is log(sum of C exp's) - e_y in float32: each exp and the sum of C terms
+# round at most (C + 1) * 2**-24 relative to the sum (>= 1), the log turns that into as much absolute
+# error, plus one rounding of the difference (2**-24 * |loss_i|); the mean of N terms adds log2(N) * 2**-24
+# relative. With C <= 10, N <= 4096: (C + 4 + 12) * 2**-24 * (1 + |loss|) < 2e-6 * (1 + |loss|).
+# The accuracy is a count of exact comparisons: it must equal argmax's.
+
+def _reference(logits, y):  # logits (C, N)
+    loss = F.cross_entropy(logits.T.double(), y).float()
+    return loss, (logits.max(0)[1] == y).float().mean()
+
+
+def _scored(logits, y):
+    score = _ClassMajorScore(y, logits.shape[0])
+    return score(logits.clone())
+
+
+def _logits_with_edge_cases(classes=10, n=600):
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(classes, n, generator=g) * 3
+    y = torch.randint(0, classes, (n,), generator=g)
+    cols = torch.arange(n)
+    # confident samples: the target far above (loss ~ exp(-margin)) or far below (loss ~ margin) the rest,
+    # around a large common offset that would swallow a loss computed as logsumexp(z) - z_y
+    logits[:, :60] += 1e4  # a unit in the last place of 1e4 is 1e-3
+    logits[y[:20], cols[:20]] = 1e4 + 30.0
+    logits[y[20:40], cols[20:40]] = 1e4 - 5e3
+    logits[y[40:60], cols[40:60]] = logits[:, 40:60].max(0).values + 4.0  # losses 5e-5 to 0.2
+    # ties for the maximum: target the first of the tied classes, a later one, or not tied
+    for i in range(60, 120):
+        a, b = sorted(torch.randperm(classes, generator=g)[:2].tolist())
+        top = float(logits[:, i].max()) + 1.0
+        logits[a, i] = logits[b, i] = top
+        y[i] = (a, b, (b + 1) % classes if (b + 1) % classes != a else (b + 2) % classes)[i % 3]
+    logits[:, 120:130] = 0.0  # every class tied
+    logits[y[130:140], cols[130:140]] = float("-inf")  # the target at -inf: an infinite loss
+    logits[0, 140:145] = float("-inf")  # a non-target at -inf
+    return logits, y
+
+
+def test_point_score_equals_cross_entropy_and_argmax_on_edge_cases():
+    logits, y = _logits_with_edge_cases()
+    finite = torch.arange(len(y)) < 130  # the -inf targets make the mean loss infinite: checked apart
+    loss, acc = _scored(logits[:, finite].contiguous(), y[finite])
+    ref_loss, ref_acc = _reference(logits[:, finite], y[finite])
+    assert abs(float(loss - ref_loss)) <= 2e-6 * (1 + abs(float(ref_loss)))
+    assert float(acc) == float(ref_acc)
+    loss, acc = _scored(logits, y)
+    assert loss == float("inf") and float(acc) == float(_reference(logits, y)[1])
+    for i in range(60):  # one column at a time: a confident sample's loss within 2e-6, not a unit of 1e4 (1e-3)
+        loss, _ = _scored(logits[:, i : i + 1].contiguous(), y[i : i + 1])
+        ref = float(F.cross_entropy(logits[:, i].double()[None], y[i : i + 1]))
+        assert abs(float(loss) - ref) <= 2e-6 * (1 + ref), i
+        assert i < 40 or float(loss) > 0  # losses of 5e-5 and more (1 + loss is a float32 above 1)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "all -inf"])
+def test_point_score_without_a_finite_maximum_is_argmax_and_nan(bad):
+    logits, y = _logits_with_edge_cases()
+    logits, y = logits[:, :130].contiguous(), y[:130]
+    if bad == "nan":
+        logits[3, 7] = logits[0, 70] = float("nan")
+    elif bad == "inf":
+        logits[y[9], 9], logits[(y[11] + 1) % 10, 11] = float("inf"), float("inf")
+    else:
+        logits[:, 12] = float("-inf")
+    loss, acc = _scored(logits, y)
+    ref_loss, ref_acc = _reference(logits, y)
+    assert loss.isnan() and ref_loss.isnan()
+    assert float(acc) == float(ref_acc)
+
+
+def test_point_score_in_a_plane_with_ties_nan_rows_and_chunks_equals_the_generic_path():
+    # a head that is 0 at theta0 and along d1, d2 on part of the plane: every logit 0 there (all tied)
+    model, (x, y) = _mlp(nn.ReLU, width=40), _data()
+    x[200] = float("nan")  # one sample with NaN logits everywhere (after the 64 rows the chain is checked on)
+    theta0, d1, d2, coords = _plane(model)
+    layout = Evaluator(model, (x, y)).layout
+    head = layout.slice("7.weight").start
+    theta0[head:], d1[head:], d2[head:] = 0.0, 0.0, 0.0
+    assert _chain_used(model, (x, y), theta0, d1, d2, coords, loss_fn=fast_default_loss)
+    ev = Evaluator(model, (x, y), loss_fn=fast_default_loss)
+    ev.choose_rows(theta0, None)
+    assert _ClassMajorScore.of(ev, _chain(ev, "1", theta0)) is not None  # the point scores its own logits
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    for rows in (None, 64):  # 64: chunks, scored by the evaluator
+        fast = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop", loss_fn=fast_default_loss,
+                              rows=rows)
+        generic = evaluate_points(model, thetas, (x, y), strategy="loop", loss_fn=fast_default_loss, rows=rows)
+        assert fast[0].isnan().all() and generic[0].isnan().all()
+        assert torch.equal(fast[1], generic[1])
+        assert torch.equal(fast[1], torch.full_like(fast[1], float((y == 0).float().mean())))
+    # without the NaN sample: finite losses, log(3) everywhere (all tied)
+    x[200] = 0.0
+    fast = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop", loss_fn=fast_default_loss)
+    assert torch.allclose(fast[0], torch.full_like(fast[0], torch.log(torch.tensor(3.0))), rtol=2e-6, atol=0)
+
+
+def test_point_score_equals_the_generic_path_on_a_trained_like_plane():
+    model, data = _mlp(nn.ReLU, width=40), _data()
+    theta0, d1, d2, coords = _plane(model)
+    fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop", loss_fn=fast_default_loss)
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    generic = evaluate_points(model, thetas, data, strategy="loop", loss_fn=fast_default_loss)
+    _close(fast, generic, len(data[0]))
+
+
+def test_targets_outside_the_classes_keep_the_evaluators_scoring():
+    model, (x, y) = _mlp(), _data()
+    y[3] = 3  # a 3-class model
+    theta0, *_ = _plane(model)
+    ev = Evaluator(model, (x, y), loss_fn=fast_default_loss)
+    ev.choose_rows(theta0, None)
+    assert _ClassMajorScore.of(ev, _chain(ev, "1", theta0)) is None
+
+
+def test_chain_points_go_to_the_workers_without_a_measured_choice(monkeypatch):
+    from engine.probes.core import point_parallel
+
+    model, data = _mlp(nn.ReLU, width=40), _data()
+    theta0, d1, d2, coords = _plane(model)
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "2")
+    monkeypatch.setattr(point_parallel, "_WHERE", {})
+    ran_on = set()
+    real = point_parallel.parallel_map
+
+    def spy(fn, items, **kw):
+        ran_on.add((getattr(fn, "on_workers", False), kw.get("key")))
+        return real(fn, items, **kw)
+
+    monkeypatch.setattr(point_parallel, "parallel_map", spy)
+    fast = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop", loss_fn=fast_default_loss)
+    assert ran_on == {(True, None)} and point_parallel._WHERE == {}  # no key: straight to the workers
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    _close(fast, evaluate_points(model, thetas, data, strategy="loop", loss_fn=fast_default_loss), len(data[0]))
