@@ -35,8 +35,12 @@ from torch import nn
 
 from engine.nets import build
 from engine.probes.core import ParamLayout
-from engine.probes.core.cpu_kernels import PairMaxPool1d, TapConv1d, cross_entropy_and_accuracy
-from engine.probes.core.mlp_plane import _ClassMajorScore  # noqa: PLC2701 - the point's own scorer, timed alone
+from engine.probes.core.cpu_kernels import (
+    ClassMajorScore,  # the point's own scorer, timed alone
+    PairMaxPool1d,
+    TapConv1d,
+    cross_entropy_and_accuracy,
+)
 from engine.probes.landscape import loss_surface_2d, random_direction
 
 
@@ -111,7 +115,7 @@ def operations(model, params, d1, d2, layout, x, y) -> dict[str, list]:
     w3, b3 = p["head.weight"], p["head.bias"]
     logits_t = torch.addmm(b3[:, None], w3, ht)  # (10, N)
     add_relu = getattr(torch.ops.aten, "_add_relu", None)
-    own_score = _ClassMajorScore(y, logits_t.shape[0])  # leaves the logits as they are
+    own_score = ClassMajorScore(y, logits_t.shape[0])  # leaves the logits as they are
     assert first.in_features == 40 and w2.shape == (100, 101)
     return {
         "first layer: relu(z_a + b Z2), one pass": [

@@ -6,9 +6,10 @@ linear head) is evaluated here without ``functional_call`` and without oneDNN, t
 
 - activations are kept channels-last, ``(rows, positions, channels)``, in zero-padded buffers, so a
   convolution of kernel ``k`` is ``k`` accumulated matrix products over row-shifted views of the
-  flattened buffer (``out[i] = sum_t X[i + t] W_t``; the ``2p`` rows between samples are computed
-  and unused). The first convolution is one product of the input's windows (made once) with the
-  point's weights, its even and odd positions stacked, so its pool is the maximum of two halves;
+  flattened buffer (``out[i] = sum_t X[i + t] W_t``; ``p = k // 2`` zero rows between samples pad
+  both neighbours, and the ``p`` output rows there are computed and unused). The first convolution
+  is one product of the input's windows (made once) with the point's weights, its even and odd
+  positions stacked, so its pool is the maximum of two halves;
 - the inputs carry a constant channel of ones, so a bias is one more row of its convolution's
   weights (:func:`_product_weights`) instead of a pass that copies it into the output;
 - each pool is taken before its ReLU (``relu(max(u, v)) = max(relu u, relu v)`` exactly), written
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.probes.core.conv_chain import ConvChain, ConvStep, conv_chain
+from engine.probes.core.cpu_kernels import ClassMajorScore
 from engine.probes.core.evaluator import EVAL_MEMORY_BYTES, Evaluator
 from engine.probes.core.point_parallel import best_seconds, remember_choice
 
@@ -138,37 +140,51 @@ def _unpacked(flat: Tensor, entries: list[tuple[str, tuple[int, ...]]]) -> dict[
 class _Work:
     """One thread's activations for a block of ``n`` rows, and every view a block's operations use
     (made once: a view costs a call too): each later block's zero-padded channels-last input
-    ``(n, length + 2p, c_in + 1)`` whose last channel is a constant 1 (the bias's factor), and one
-    buffer every convolution writes its output into (each is dead once pooled, so a block's
-    activations take less of the cache). The last block's output goes to rows of the point's
+    (:func:`_padded_rows`, ``p`` zero rows between samples) whose last channel is a constant 1 (the
+    bias's factor), and one buffer every convolution writes its output into (each is dead once
+    pooled, so a block's activations take less of the cache). The last block's output goes to rows of the point's
     ``(N, positions, channels)`` buffer, given per block (:func:`_block`)."""
 
     def __init__(self, chain: ConvChain, n: int, dtype: torch.dtype):
         first, later = chain.steps[0], chain.steps[1:]
         rows = 2 * (first.length // 2) if first.pool else first.length
-        sizes = [n * rows * first.c_out] + [n * (s.length + 2 * (s.k // 2)) * s.c_out for s in later]
+        sizes = [n * rows * first.c_out] + [_padded_rows(s, n) * s.c_out for s in later]
         arena = torch.empty(max(sizes), dtype=dtype)
         self.first = arena[: sizes[0]].view(n * rows, first.c_out)
-        pads = [torch.zeros(n, s.length + 2 * (s.k // 2), s.c_in + 1, dtype=dtype) for s in later]
+        pads = [torch.zeros(_padded_rows(s, n), s.c_in + 1, dtype=dtype) for s in later]
         for pad in pads:
-            pad[..., -1] = 1
-        dsts = [pad[:, s.k // 2 : s.k // 2 + s.length, : s.c_in] for pad, s in zip(pads, later)] + [None]
+            pad[:, -1] = 1
+        dsts = [_by_sample(pad, s, n)[:, : s.length, : s.c_in] for pad, s in zip(pads, later)] + [None]
         if first.pool:
             u = self.first.view(n, 2, first.length // 2, first.c_out)  # even positions, then odd
             self.acts = [(u[:, 0], u[:, 1], dsts[0])]
         else:
             self.acts = [(self.first.view(n, first.length, first.c_out), None, dsts[0])]
         self.convs = []
-        for s, pad, dst in zip(later, pads, dsts[1:]):
-            x = pad.view(-1, s.c_in + 1)
-            m = len(x) - 2 * (s.k // 2)  # output row i = sample i // (L + 2p), position i % (L + 2p)
-            out = arena[: len(x) * s.c_out].view(len(x), s.c_out)
+        for s, x, dst in zip(later, pads, dsts[1:]):
+            stride = s.length + s.k // 2
+            m = n * stride - s.k // 2  # output row i = sample i // (L + p), position i % (L + p)
+            out = arena[: n * stride * s.c_out].view(n * stride, s.c_out)
             taps = [x[t : t + m, : hi - lo] for t, (lo, hi) in enumerate(_tap_rows(s, t) for t in range(s.k))]
             self.convs.append((taps, out[:m]))
-            ov = out.view(n, s.length + 2 * (s.k // 2), s.c_out)
+            ov = out.view(n, stride, s.c_out)  # positions L.. of a sample: rows between samples, not used
             half = s.length // 2
             self.acts.append((ov[:, 0 : 2 * half : 2], ov[:, 1 : 2 * half : 2], dst) if s.pool
                              else (ov[:, : s.length], None, dst))
+
+
+def _padded_rows(s: ConvStep, n: int) -> int:
+    """Rows of a later block's padded input for ``n`` samples: ``p = k // 2`` zero rows, then each
+    sample's ``L`` positions followed by ``p`` zero rows, which pad both the sample before them and
+    the one after (``p`` shared rows between samples rather than ``2p``: fewer rows in every product)."""
+    return n * (s.length + s.k // 2) + s.k // 2
+
+
+def _by_sample(pad: Tensor, s: ConvStep, n: int) -> Tensor:
+    """The ``(n, L + p, c_in + 1)`` view of a padded input (:func:`_padded_rows`) whose ``[:, :L]`` are
+    the samples' positions."""
+    p = s.k // 2
+    return pad[p:].view(n, s.length + p, s.c_in + 1)
 
 
 def _pool(u: Tensor, v: Tensor | None, dst: Tensor) -> None:
@@ -252,6 +268,9 @@ class _Runner:
         self.windows = _windows(chain, ev.x)
         self.per_row = len(self.windows) // len(ev.x)
         self.local = _Thread(chain, len(ev.x), ev.x.dtype)
+        # the class-major logits scored in place where the loss is a mean cross-entropy: against the
+        # evaluator's scoring of their transpose, 1.0 against ~0.1 ms at one thread (4,000 rows)
+        self.scorer = ClassMajorScore.exact_for(ev.loss_fn, ev.y, chain.n_out) if ev.classification else None
 
     def logits(self, st: _Thread, buffers: Mapping[str, Tensor], n: int, block: int) -> Tensor:
         """Class-major logits ``(n_out, n)`` of the first ``n`` rows at the point in ``st.params``."""
@@ -279,9 +298,11 @@ class _Runner:
         return spans
 
     def evaluate(self, st: _Thread, buffers: Mapping[str, Tensor], score: Callable) -> tuple[Tensor, Tensor]:
-        """Loss and accuracy at the point in ``st.params`` over all rows."""
+        """Loss and accuracy at the point in ``st.params`` over all rows: the logits scored by the
+        class-major scorer where it applies, else by ``score`` (an evaluator's, on their transpose)."""
         n = len(self.ev.x)
-        return score(self.logits(st, buffers, n, self._block_rows(st, buffers)).T, self.ev.y)
+        logits = self.logits(st, buffers, n, self._block_rows(st, buffers))
+        return score(logits.T, self.ev.y) if self.scorer is None else self.scorer(logits)
 
     def _block_rows(self, st: _Thread, buffers: Mapping[str, Tensor]) -> int:
         """Rows per block: as asked, else the fastest of :data:`_BLOCK_CANDIDATES` on this point, timed
@@ -325,14 +346,23 @@ class _Runner:
         return True
 
 
-def _runner(ev: Evaluator, rows: int | None) -> tuple[ConvChain, _Runner] | None:
+def _runner(ev: Evaluator, rows: int | None, flats: tuple[Tensor, ...]
+            ) -> tuple[_Runner, list[Tensor]] | None:
+    """The runner for ``ev``'s chain and each flat parameter vector of ``flats`` in the chain's
+    layout, or None when the chain does not apply (refused, too large, or a layout without the
+    chain's names or shapes)."""
     chain = conv_chain(ev)
     if chain is None:
         return None
     s = chain.steps[0]
     if len(ev.x) * s.length * s.c_in * s.k * ev.x.element_size() > EVAL_MEMORY_BYTES // 4:
         return None  # the first convolution's windows would take too much memory
-    return chain, _Runner(chain, ev, rows)
+    try:
+        with torch.no_grad():
+            vecs = [_to_chain(chain, ev.layout.unflatten(t)) for t in flats]
+    except (KeyError, RuntimeError):  # a layout without the chain's names or shapes
+        return None
+    return _Runner(chain, ev, rows), vecs
 
 
 def conv_plane_point(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coords: Tensor,
@@ -341,15 +371,10 @@ def conv_plane_point(ev: Evaluator, theta0: Tensor, d1: Tensor, d2: Tensor, coor
     or None when :func:`conv_chain` refuses the model or the chain does not reproduce it (first 64
     rows) at both ends of ``coords`` (G, 2) and at (0.7, -0.3). ``rows``: rows per block (measured
     when None)."""
-    found = _runner(ev, rows)
+    found = _runner(ev, rows, (theta0, d1, d2))
     if found is None:
         return None
-    chain, runner = found
-    try:
-        with torch.no_grad():
-            vecs = [_to_chain(chain, ev.layout.unflatten(t)) for t in (theta0, d1, d2)]
-    except (KeyError, RuntimeError):  # a layout without the chain's names or shapes
-        return None
+    runner, vecs = found
     checks = [tuple(float(c) for c in coords[0]), tuple(float(c) for c in coords[-1]), (0.7, -0.3)]
     if not runner.agrees([(vecs[0] + a * vecs[1] + b * vecs[2], ev.layout.unflatten(theta0 + a * d1 + b * d2),
                            ev.buffers) for a, b in checks]):
@@ -372,15 +397,10 @@ def conv_line_point(ev: Evaluator, flat_a: Tensor, flat_b: Tensor,
     of a line over the built-in 1-D ConvNet, each with the buffers of the evaluator ``mine`` (BatchNorm
     statistics interpolated or reset: folded either way), or None as :func:`conv_plane_point`; the chain
     must reproduce the model at each ``(theta, alpha, buffers)`` of ``checks``."""
-    found = _runner(ev, rows)
+    found = _runner(ev, rows, (flat_a, flat_b))
     if found is None:
         return None
-    chain, runner = found
-    try:
-        with torch.no_grad():
-            ends = [_to_chain(chain, ev.layout.unflatten(t)) for t in (flat_a, flat_b)]
-    except (KeyError, RuntimeError):
-        return None
+    runner, ends = found
     if not runner.agrees([(torch.lerp(*ends, alpha), ev.layout.unflatten(theta), buffers)
                           for theta, alpha, buffers in checks]):
         return None

@@ -22,7 +22,6 @@ and the chain is only used after it reproduced the model's output at three point
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 
@@ -30,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from engine.probes.core.cpu_kernels import ClassMajorScore
 from engine.probes.core.evaluator import Evaluator
-from engine.probes.core.functional import fast_default_loss
 from engine.probes.core.module_chain import linear_chain
 
 __all__ = ["mlp_plane_point"]
@@ -157,7 +156,7 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
     names = [(k, v.shape) for k, v in prepared[0].items()]
     row = _Row(names, tuple(_packed(p) for p in prepared), zt[0], zt[1])
     fused = steps[0][0] == "act" and type(steps[0][1]) is nn.ReLU  # a first ReLU runs with the combination
-    score = _ClassMajorScore.of(ev, steps)
+    score = _scorer(ev, steps)
 
     def point(ai: Tensor, bi: Tensor) -> tuple[Tensor, Tensor]:
         b = float(bi)
@@ -183,57 +182,13 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
     return point
 
 
-class _ClassMajorScore:
-    """Mean cross-entropy and first-argmax accuracy of a point's class-major ``(C, N)`` logits, in few,
-    long passes: what :func:`~engine.probes.core.cpu_kernels.cross_entropy_and_accuracy` computes, up
-    to float rounding, for targets all in ``[0, C)``.
-
-    With ``m`` each sample's largest logit and ``e = logits - m`` (0 exactly where a logit equals
-    the maximum, negative elsewhere), the loss is ``log(sum_c exp(e_c)) - e_y`` (``- e_y`` apart
-    from the log: a confident sample's small loss is not rounded to a unit of ``m``). A sample is
-    classified right, as argmax (the first maximum) classifies it, when ``e_y == 0`` and no earlier
-    class is also a maximum: ``max(e_c, c < y) < 0``, one ``amax`` of ``e`` plus a mask of 0 and
-``-inf``. Where a column has no
-    finite maximum (a NaN or infinite logit; the loss is then NaN) the accuracy is ``max(0)``'s, as
-    in the general path.
-
-    On one core for the 4,000 x 10 logits of the width-100 MNIST-1D MLP (``bench/mlp_point_profile.py``,
-    ``bench/surface_bound.py``): 53 us alone against 154 for ``cross_entropy_and_accuracy`` (and 81
-    for the fastest formulation timed before); inside a 41 x 41 surface's point 127-140 us against
-    211 for ``F.cross_entropy`` of a ``(1, C, N)`` image plus ``max(0)`` (75-100 us: its indices along
-    the short axis) and the comparison; a point 1,015-1,077 against 1,173 us. Counting the zeros of
-    ``e`` to find ties instead (``count_nonzero``: 19 us alone, 65 in a point) or ``torch.where``
-    for the mask (85 us alone) cost more than they saved.
-    """
-
-    def __init__(self, y: Tensor, classes: int):
-        self.y, self.n = y, len(y)
-        self.at = y.long() * self.n + torch.arange(self.n, device=y.device)  # flat index of (y_i, i) in (C, N)
-        after = torch.arange(classes, device=y.device)[:, None] >= y[None, :]  # (C, N): y_i and the classes after it
-        self.before = torch.zeros(after.shape, device=y.device).masked_fill_(after, -math.inf)  # 0 before y_i
-
-    @classmethod
-    def of(cls, ev: Evaluator, steps: list) -> _ClassMajorScore | None:
-        """The scorer of this evaluation's points, or None where ``ev.chunked`` must score them: other
-        losses, data in chunks, outputs that are not (C, N) class logits, targets outside ``[0, C)``."""
-        last = steps[-1] if steps else None
-        if (last is None or last[0] == "act" or ev.loss_fn is not fast_default_loss or not ev.classification
-                or ev.rows < len(ev.x) or ev.y.ndim != 1 or len(ev.y) == 0):
-            return None
-        classes = ev.layout.shapes[ev.layout.names.index(last[1])][0]
-        if classes < 2 or int(ev.y.min()) < 0 or int(ev.y.max()) >= classes:
-            return None
-        return cls(ev.y, classes)
-
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        e = logits - logits.amax(0)
-        target = e.take(self.at)  # e_y, (N,)
-        earlier = (e + self.before).amax(0)  # the largest e_c with c < y_i (-inf for y_i = 0)
-        loss = e.exp_().sum(0).log_().sub_(target).mean()
-        if math.isnan(float(loss)):  # no finite maximum somewhere: argmax's own handling of NaN and infinities
-            return loss, (logits.max(0)[1] == self.y).to(loss.dtype).mean()
-        # right: e_y == 0 and earlier < 0, i.e. sign(e_y) - sign(earlier) == 1 (it is 1, 0 or -1 otherwise)
-        return loss, target.sign().sub_(earlier.sign()).clamp_min_(0).mean()
+def _scorer(ev: Evaluator, steps: list) -> ClassMajorScore | None:
+    """The scorer of this evaluation's points, or None where ``ev.chunked`` must score them: other
+    losses, data in chunks, outputs that are not (C, N) class logits, targets outside ``[0, C)``."""
+    last = steps[-1] if steps else None
+    if last is None or last[0] == "act" or not ev.classification or ev.rows < len(ev.x):
+        return None
+    return ClassMajorScore.exact_for(ev.loss_fn, ev.y, ev.layout.shapes[ev.layout.names.index(last[1])][0])
 
 
 def _bias_as_column(steps: list) -> bool:

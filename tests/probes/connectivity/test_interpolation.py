@@ -195,6 +195,8 @@ def test_the_first_layer_combined_along_the_line_gives_the_plain_curve(monkeypat
     model, other = make(0), make(1)
     a, b = model.state_dict(), other.state_dict()
     data = _data()
+    # the built-in ConvNet's line otherwise runs as plain operations (conv_plane.py, tested there): the split here
+    monkeypatch.setattr(path_eval, "conv_line_point", lambda *args, **kw: None)
     monkeypatch.setattr(plane_eval, "_COMBINE_CHOICE", {})
     monkeypatch.setattr(plane_eval, "_combining_faster", lambda first, params, rows: False)
     plain = interpolate(model, a, b, data, alphas=[-0.25, 0.0, 0.3, 0.5, 1.0, 1.4])

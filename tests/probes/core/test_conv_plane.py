@@ -23,7 +23,14 @@ from torch.func import functional_call
 from engine.config import ArchSpec
 from engine.nets import build
 from engine.probes.connectivity import interpolate
-from engine.probes.core import Evaluator, evaluate_plane, evaluate_points, fast_default_loss, path_eval
+from engine.probes.core import (
+    Evaluator,
+    default_loss,
+    evaluate_plane,
+    evaluate_points,
+    fast_default_loss,
+    path_eval,
+)
 from engine.probes.core.conv_chain import conv_chain
 from engine.probes.core.conv_plane import _Runner, _to_chain, conv_plane_point  # noqa: PLC2701
 
@@ -217,3 +224,25 @@ def test_interpolation_with_batchnorm_equals_the_generic_path(monkeypatch):
         # the losses of O(1) logits of these small nets: within 1e-5 (the bound above is ~1e-6 here)
         assert abs(fast.loss - generic.loss).max() <= 1e-5, bn
         assert abs(fast.accuracy - generic.accuracy).max() <= 1.0 / len(x) + 1e-12, bn
+
+
+def _smoothed(out, y):
+    return nn.functional.cross_entropy(out, y, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("loss_fn", [fast_default_loss, default_loss, _smoothed], ids=["fast", "default", "smoothed"])
+def test_cross_entropy_is_scored_class_major_and_other_losses_by_the_evaluator(loss_fn):
+    model, (x, y) = _model(), _data()
+    theta0, d1, d2, coords = _plane(model)
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    ev = Evaluator(model, (x, y), loss_fn=loss_fn)
+    assert (_Runner(conv_chain(ev), ev, None).scorer is None) == (loss_fn is _smoothed)  # the path under test
+    fast = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop", loss_fn=loss_fn)
+    generic = evaluate_points(model, thetas, (x, y), strategy="loop", loss_fn=loss_fn)
+    # label smoothing adds at most 0.1 x the mean |log-softmax| difference: inside the same bound
+    _close(fast, generic, model, x, theta0, d1, d2, coords, dict(model.named_buffers()))
+    x[200] = float("nan")  # one sample with NaN logits, after the rows the chain is checked on
+    fast = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop", loss_fn=loss_fn)
+    generic = evaluate_points(model, thetas, (x, y), strategy="loop", loss_fn=loss_fn)
+    assert fast[0].isnan().all() and generic[0].isnan().all()
+    assert torch.allclose(fast[1], generic[1], rtol=0, atol=1.0 / len(x) + 1e-12)  # NaN logits: argmax's class

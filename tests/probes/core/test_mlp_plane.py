@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.probes.core import Evaluator, evaluate_plane, evaluate_points
+from engine.probes.core.cpu_kernels import ClassMajorScore
 from engine.probes.core.functional import fast_default_loss
 from engine.probes.core.mlp_plane import (  # noqa: PLC2701
     _bias_as_column,
     _chain,
-    _ClassMajorScore,
+    _scorer,
     mlp_plane_point,
 )
 from engine.probes.core.plane_eval import _first_layer  # noqa: PLC2701 - the split the chain builds on
@@ -164,7 +165,7 @@ def test_a_step_between_leaves_that_the_checked_rows_do_not_show_keeps_the_gener
     _close(fast, evaluate_points(model, thetas, data, strategy="loop"), len(x))
 
 
-# The point's own scorer (mlp_plane._ClassMajorScore) against float64 cross-entropy and torch's argmax.
+# The point's own scorer (cpu_kernels.ClassMajorScore) against float64 cross-entropy and torch's argmax.
 # Tolerance: per sample the loss is log(sum of C exp's) - e_y in float32: each exp and the sum of C terms
 # round at most (C + 1) * 2**-24 relative to the sum (>= 1), the log turns that into as much absolute
 # error, plus one rounding of the difference (2**-24 * |loss_i|); the mean of N terms adds log2(N) * 2**-24
@@ -177,7 +178,7 @@ def _reference(logits, y):  # logits (C, N)
 
 
 def _scored(logits, y):
-    score = _ClassMajorScore(y, logits.shape[0])
+    score = ClassMajorScore(y, logits.shape[0])
     return score(logits.clone())
 
 
@@ -247,7 +248,7 @@ def test_point_score_in_a_plane_with_ties_nan_rows_and_chunks_equals_the_generic
     assert _chain_used(model, (x, y), theta0, d1, d2, coords, loss_fn=fast_default_loss)
     ev = Evaluator(model, (x, y), loss_fn=fast_default_loss)
     ev.choose_rows(theta0, None)
-    assert _ClassMajorScore.of(ev, _chain(ev, "1", theta0)) is not None  # the point scores its own logits
+    assert _scorer(ev, _chain(ev, "1", theta0)) is not None  # the point scores its own logits
     thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
     for rows in (None, 64):  # 64: chunks, scored by the evaluator
         fast = evaluate_plane(model, theta0, d1, d2, coords, (x, y), strategy="loop", loss_fn=fast_default_loss,
@@ -277,7 +278,7 @@ def test_targets_outside_the_classes_keep_the_evaluators_scoring():
     theta0, *_ = _plane(model)
     ev = Evaluator(model, (x, y), loss_fn=fast_default_loss)
     ev.choose_rows(theta0, None)
-    assert _ClassMajorScore.of(ev, _chain(ev, "1", theta0)) is None
+    assert _scorer(ev, _chain(ev, "1", theta0)) is None
 
 
 def test_chain_points_go_to_the_workers_without_a_measured_choice(monkeypatch):
