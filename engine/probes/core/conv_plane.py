@@ -26,7 +26,10 @@ On a 2-core Intel Xeon (Sapphire Rapids, 2 MB of L2 a core) a point of the width
 41 x 41 surface (4,000 rows) takes 9.1-9.7 ms at one thread against 18.6 ms through
 ``functional_call`` with the CPU kernels, and 5.2-5.5 ms at two against 10.6; a 25-point
 interpolation of the width-64 CNN with BatchNorm, 819 against 1,393 ms at one thread and 450 against
-747 at two (``bench/results/*issue19_cnnfast*``). Per block the chain is 12 tensor calls; with two
+747 at two (``bench/results/*issue19_cnnfast*``). On a faster VM of the same kind, the shared padding
+rows and the class-major scorer took that interpolation from 662 to 615 ms at one thread and from 402
+to 315 at two (``*issue19_sharedpad*``); its products then ran at 168 GFLOP/s, 81% of the dense
+one-thread rate, and the pools and ReLUs took 14% of the time. Per block the chain is 12 tensor calls; with two
 point workers their Python (under the GIL) costs ~15% (two processes: 4.8 ms a point). Measured and
 not kept: combining the first layer's kept outputs (``Z_a + b Z2``, read from memory: 13-14.5
 against 12-12.4 ms a point in a first version), oneDNN's channels-last ``conv2d`` (equal to the
