@@ -177,11 +177,12 @@ def is_mean_cross_entropy(fn: LossFn, targets: Tensor, n_classes: int) -> bool:
     ``fn`` one of this library's losses that mean it on such targets (:func:`default_loss`,
     :func:`fast_default_loss`, ``engine.train.loss_fn("auto")`` and ``loss_fn("cross_entropy")``).
     For fast paths that write this loss's derivatives out by hand; any other function (even one
-    that computes the same loss) keeps the generic path.
+    that computes the same loss) keeps the generic path, and so do targets that are not int64 (these
+    losses raise on them, or take uint8 as only ``F.cross_entropy`` does: a fast path must not
+    accept what the loss itself refuses).
     """
     ours = fn in (default_loss, fast_default_loss, loss_fn("auto"), loss_fn("cross_entropy"))
-    return (ours and targets.ndim == 1 and len(targets) > 0 and not targets.is_floating_point()
-            and not targets.is_complex() and targets.dtype != torch.bool
+    return (ours and targets.ndim == 1 and len(targets) > 0 and targets.dtype == torch.long
             and int(targets.min()) >= 0 and int(targets.max()) < n_classes)
 
 

@@ -246,3 +246,14 @@ def test_cross_entropy_is_scored_class_major_and_other_losses_by_the_evaluator(l
     generic = evaluate_points(model, thetas, (x, y), strategy="loop", loss_fn=loss_fn)
     assert fast[0].isnan().all() and generic[0].isnan().all()
     assert torch.allclose(fast[1], generic[1], rtol=0, atol=1.0 / len(x) + 1e-12)  # NaN logits: argmax's class
+
+
+def test_labels_the_loss_refuses_are_refused_on_the_chain_too():
+    """int32 labels: F.cross_entropy raises; the chain's own scorer must not score them instead."""
+    model, (x, y) = _model(), _data()
+    theta0, d1, d2, coords = _plane(model)
+    thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
+    with pytest.raises(RuntimeError, match="target dtype"):
+        evaluate_points(model, thetas, (x, y.int()), strategy="loop", loss_fn=default_loss)
+    with pytest.raises(RuntimeError, match="target dtype"):
+        evaluate_plane(model, theta0, d1, d2, coords, (x, y.int()), strategy="loop", loss_fn=default_loss)

@@ -189,6 +189,8 @@ def test_the_library_cross_entropies_are_recognised_and_nothing_else():
     assert not is_mean_cross_entropy(default_loss, y, 2)  # a label out of range
     assert not is_mean_cross_entropy(default_loss, torch.tensor([-100, 1]), 3)  # an ignored index
     assert not is_mean_cross_entropy(default_loss, y[:, None], 3)  # token targets
+    for dtype in (torch.int32, torch.int16, torch.uint8):  # the losses raise on these, or not all of them accept
+        assert not is_mean_cross_entropy(default_loss, y.to(dtype), 3), dtype
 
 
 def _bench_like(seed=0):
