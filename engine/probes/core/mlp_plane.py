@@ -15,7 +15,12 @@ MLP at 465 against 548 us row-major, the narrow head at 56 against 90 us, and it
 out class-major, where :func:`~engine.probes.core.cpu_kernels.cross_entropy_and_accuracy` is
 fast. The first ReLU runs fused with the combination ``z_a + b * Z2`` (one pass instead of two),
 later ReLUs in place on the product they follow, and the bias of the layer after the first ReLU
-becomes a column of its weight (see :func:`_bias_as_column`). The same operations on the same
+becomes a column of its weight (see :func:`_bias_as_column`). Where the point scores its own
+logits, a worker's block of up to 16 consecutive points writes them side by side and scores them in
+one pass (``point.batch``, :meth:`~engine.probes.core.cpu_kernels.ClassMajorScore.many`): the
+scorer's dozen calls, each a GIL hand-over on the two point workers, once a block instead of once a
+point. Interleaved runs of that surface at 2 threads: 0.83-0.89 against 0.95-1.02 s (at 1 thread no
+change: 1.69-1.70 against 1.66-1.70 s; ``bench/results/*issue19_*batched_ab*``). The same operations on the same
 values as the module: the results equal the generic path up to the rounding of the products,
 and the chain is only used after it reproduced the model's output at three points of the plane.
 """
@@ -44,11 +49,12 @@ def _chain(ev: Evaluator, first_path: str, theta0: Tensor) -> list | None:
     return None if found is None else found.steps
 
 
-def _run_chain(steps: list, h: Tensor, params: dict[str, Tensor], start: int = 0) -> Tensor:
+def _run_chain(steps: list, h: Tensor, params: dict[str, Tensor], start: int = 0, out: Tensor | None = None) -> Tensor:
     """Steps ``start:`` of the chain on ``h`` (features, rows), feature-major, which the caller
     owns (it may be changed in place); ``params`` as :func:`_prepared` names them. Returns
-    (outputs, rows)."""
+    (outputs, rows), written into ``out`` when given (the last step then a linear one)."""
     fresh = True  # h is a tensor of this point's own, so an activation may run in place
+    last = len(steps) - 1
     for i, step in enumerate(steps[start:], start):
         if step[0] == "act":
             act = step[1]
@@ -56,7 +62,8 @@ def _run_chain(steps: list, h: Tensor, params: dict[str, Tensor], start: int = 0
             fresh = True
             continue
         w, b = params[f"{i}.weight"], params.get(f"{i}.bias")
-        h = torch.mm(w, h) if b is None else torch.addmm(b, w, h)  # (out, rows)
+        dst = {"out": out} if i == last and out is not None else {}
+        h = torch.mm(w, h, **dst) if b is None else torch.addmm(b, w, h, **dst)  # (out, rows)
         fresh = True
     return h
 
@@ -120,6 +127,18 @@ class _Row(threading.local):
         return self.views
 
 
+class _Logits(threading.local):
+    """One thread's ``(k, C, N)`` logits of a block of points, grown to the largest block asked for."""
+
+    def __init__(self, classes: int, n: int, dtype: torch.dtype):
+        self.shape, self.dtype, self.buffer = (classes, n), dtype, None
+
+    def of(self, k: int) -> Tensor:
+        if self.buffer is None or len(self.buffer) < k:
+            self.buffer = torch.empty(k, *self.shape, dtype=self.dtype)
+        return self.buffer[:k]
+
+
 def _packed(params: dict[str, Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in params.values()])
 
@@ -172,6 +191,24 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
             return _run_chain(steps, h, params, start=int(fused)).T
 
         return ev.chunked(outputs)
+
+    if score is not None:
+        classes = ev.layout.shapes[ev.layout.names.index(steps[-1][1])][0]
+        logits = _Logits(classes, len(ev.x), ev.x.dtype)
+
+        def block(items: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+            """The points of ``items`` (consecutive ones of a grid row), their logits written side by side
+            and scored together: one scorer's dozen calls for the block instead of for every point."""
+            out = logits.of(len(items))
+            for j, (ai, bi) in enumerate(items):
+                b = float(bi)
+                z_a = row.at(float(ai))
+                params = row.point_params(b)
+                h = _add_relu(z_a, zt[2], b) if fused else torch.add(z_a, zt[2], alpha=b)
+                _run_chain(steps, h, params, start=int(fused), out=out[j])
+            return list(zip(*(t.unbind(0) for t in score.many(out))))
+
+        point.batch = block
 
     # Products and element-wise passes: faster on one-thread workers than on the caller's OpenMP threads
     # (point_parallel's docstring), but by too little for a few timed points to tell every time: on the

@@ -300,3 +300,51 @@ def test_chain_points_go_to_the_workers_without_a_measured_choice(monkeypatch):
     assert ran_on == {(True, None)} and point_parallel._WHERE == {}  # no key: straight to the workers
     thetas = theta0 + coords[:, :1] * d1 + coords[:, 1:] * d2
     _close(fast, evaluate_points(model, thetas, data, strategy="loop", loss_fn=fast_default_loss), len(data[0]))
+
+
+def test_points_scored_together_equal_each_scored_alone():
+    """ClassMajorScore.many on a block of points, some without a finite maximum (their accuracy is then
+    argmax's, point by point), against the one-point scorer and the float64 reference."""
+    logits, y = _logits_with_edge_cases()
+    logits, y = logits[:, :130].contiguous(), y[:130]
+    nan, inf, none = logits.clone(), logits.clone(), logits.clone()
+    nan[3, 7] = float("nan")
+    inf[y[9], 9] = float("inf")
+    none[:, 12] = float("-inf")
+    block = torch.stack([logits, nan, logits.flip(1), inf, none, logits * 0.5])
+    loss, acc = ClassMajorScore(y, 10).many(block.clone())
+    for j, one in enumerate(block):
+        alone_loss, alone_acc = _scored(one, y)
+        ref_loss, ref_acc = _reference(one, y)
+        assert float(acc[j]) == float(alone_acc) == float(ref_acc), j
+        if ref_loss.isnan():
+            assert loss[j].isnan() and alone_loss.isnan(), j
+        else:
+            assert abs(float(loss[j] - ref_loss)) <= 2e-6 * (1 + abs(float(ref_loss))), j
+
+
+def test_a_plane_runs_its_points_in_blocks_with_the_values_of_points_alone(monkeypatch):
+    from engine.probes.core import point_parallel
+
+    model, data = _mlp(nn.ReLU, width=40), _data()
+    theta0, d1, d2, coords = _plane(model)
+    sizes = []
+    real = point_parallel._on_caller
+
+    def spy(fn, items, lo, hi, progress, total):
+        batch = fn.batch
+        fn.batch = lambda part: sizes.append(len(part)) or batch(part)
+        return real(fn, items, lo, hi, progress, total)
+
+    monkeypatch.setattr(point_parallel, "_on_caller", spy)
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", "1")
+    blocks = evaluate_plane(model, theta0, d1, d2, coords, data, strategy="loop", loss_fn=fast_default_loss)
+    assert sizes and max(sizes) == point_parallel.BATCH_ITEMS and sum(sizes) == len(coords)
+    ev = Evaluator(model, data, loss_fn=fast_default_loss)
+    ev.choose_rows(theta0, None)
+    first = _first_layer(ev, theta0, d1, d2, coords)
+    zs = [first.output(ev.layout.unflatten(t)) for t in (theta0, d1, d2)]
+    point = mlp_plane_point(ev, first.path, theta0, d1, d2, zs, coords)
+    alone = [point(a, b) for a, b in coords]
+    assert torch.allclose(blocks[0], torch.stack([loss for loss, _ in alone]).double(), rtol=1e-6, atol=0)
+    assert torch.equal(blocks[1], torch.stack([a for _, a in alone]).double())

@@ -311,3 +311,40 @@ def test_measured_choices_are_kept_for_a_bounded_number_of_kinds(monkeypatch):
         assert len(cache) <= point_parallel.CHOICES_KEPT and cache[("test kind", 4)] == 4
         for kind in range(5):
             cache.pop(("test kind", kind), None)
+
+
+class _Blocked:
+    """A point function that also runs blocks of points (``batch``), recording the blocks."""
+
+    def __init__(self):
+        self.blocks, self.lock = [], threading.Lock()
+
+    def __call__(self, i):
+        return (i * 2, i + 1)
+
+    def batch(self, items):
+        with self.lock:
+            self.blocks.append([i for (i,) in items])
+        return [self(*item) for item in items]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_point_function_with_batch_gets_consecutive_blocks_and_progress_counts_each_point(monkeypatch, workers):
+    from engine.probes.core.point_parallel import BATCH_ITEMS
+
+    monkeypatch.setenv("ZOOSCOPE_POINT_THREADS", workers)
+    fn, seen = _Blocked(), []
+    out = parallel_map(fn, [(i,) for i in range(100)], progress=lambda done, total: seen.append((done, total)))
+    assert out == [fn(i) for i in range(100)]
+    assert all(len(b) <= BATCH_ITEMS and b == list(range(b[0], b[0] + len(b))) for b in fn.blocks)
+    assert sorted(i for b in fn.blocks for i in b) == list(range(100))  # each point once
+    assert seen == [(d, 100) for d in range(1, 101)]
+
+    def cancel(done, total):
+        if done >= 20:
+            raise KeyboardInterrupt("cancelled")
+
+    fn = _Blocked()
+    with pytest.raises(KeyboardInterrupt, match="cancelled"):
+        parallel_map(fn, [(i,) for i in range(4000)], progress=cancel)
+    assert sum(len(b) for b in fn.blocks) < 4000  # the workers stopped after their current block
