@@ -284,25 +284,21 @@ class ClassMajorScore:
 
     def many(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Loss and accuracy, each ``(k,)``, of ``k`` points' class-major logits ``(k, C, N)``: the
-        same operations along the same axes as :meth:`__call__`, once for all ``k`` points (each
-        call a point makes costs a GIL hand-over on the point workers)."""
+        scorer's dozen calls once for all ``k`` points (each call a point makes costs a GIL hand-over
+        on the point workers)."""
         e = logits - logits.amax(1, keepdim=True)
         target = e.view(len(e), -1).index_select(1, self.at)  # e_y, (k, N)
-        earlier = (e + self.before).amax(1)
+        earlier = (e + self.before).amax(1)  # the largest e_c with c < y_i (-inf for y_i = 0)
         loss = e.exp_().sum(1).log_().sub_(target).mean(1)
+        # right: e_y == 0 and earlier < 0, i.e. sign(e_y) - sign(earlier) == 1 (it is 1, 0 or -1 otherwise)
         acc = target.sign_().sub_(earlier.sign_()).clamp_min_(0).mean(1)
         bad = loss.isnan()
-        if bool(bad.any()):  # as in __call__: argmax's own handling where a point has no finite maximum
+        if bool(bad.any()):  # no finite maximum somewhere: argmax's own handling of NaN and infinities
             for j in bad.nonzero().reshape(-1).tolist():
                 acc[j] = (logits[j].max(0)[1] == self.y).to(acc.dtype).mean()
         return loss, acc
 
     def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        e = logits - logits.amax(0)
-        target = e.take(self.at)  # e_y, (N,)
-        earlier = (e + self.before).amax(0)  # the largest e_c with c < y_i (-inf for y_i = 0)
-        loss = e.exp_().sum(0).log_().sub_(target).mean()
-        if math.isnan(float(loss)):  # no finite maximum somewhere: argmax's own handling of NaN and infinities
-            return loss, (logits.max(0)[1] == self.y).to(loss.dtype).mean()
-        # right: e_y == 0 and earlier < 0, i.e. sign(e_y) - sign(earlier) == 1 (it is 1, 0 or -1 otherwise)
-        return loss, target.sign().sub_(earlier.sign()).clamp_min_(0).mean()
+        """Loss and accuracy of one point's ``(C, N)`` logits (:meth:`many` of one)."""
+        loss, acc = self.many(logits[None])
+        return loss[0], acc[0]

@@ -130,8 +130,8 @@ class _Row(threading.local):
 class _Logits(threading.local):
     """One thread's ``(k, C, N)`` logits of a block of points, grown to the largest block asked for."""
 
-    def __init__(self, classes: int, n: int, dtype: torch.dtype):
-        self.shape, self.dtype, self.buffer = (classes, n), dtype, None
+    def __init__(self, shape: torch.Size, dtype: torch.dtype):
+        self.shape, self.dtype, self.buffer = shape, dtype, None
 
     def of(self, k: int) -> Tensor:
         if self.buffer is None or len(self.buffer) < k:
@@ -177,13 +177,18 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
     fused = steps[0][0] == "act" and type(steps[0][1]) is nn.ReLU  # a first ReLU runs with the combination
     score = _scorer(ev, steps)
 
-    def point(ai: Tensor, bi: Tensor) -> tuple[Tensor, Tensor]:
+    def logits_at(ai: Tensor, bi: Tensor, out: Tensor | None = None) -> Tensor:
+        """The point's outputs on all rows, (outputs, rows), written into ``out`` when given."""
         b = float(bi)
-        z_a = row.at(float(ai))
-        params = row.point_params(b)
+        z_a, params = row.at(float(ai)), row.point_params(b)
+        h = _add_relu(z_a, zt[2], b) if fused else torch.add(z_a, zt[2], alpha=b)
+        return _run_chain(steps, h, params, start=int(fused), out=out)
+
+    def point(ai: Tensor, bi: Tensor) -> tuple[Tensor, Tensor]:
         if score is not None:  # all rows in one pass, class logits: scored here (the logits are this point's own)
-            h = _add_relu(z_a, zt[2], b) if fused else torch.add(z_a, zt[2], alpha=b)
-            return score(_run_chain(steps, h, params, start=int(fused)))
+            return score(logits_at(ai, bi))
+        b = float(bi)
+        z_a, params = row.at(float(ai)), row.point_params(b)
 
         def outputs(lo: int, hi: int) -> Tensor:  # (rows, outputs): a view of class-major logits
             za, z2 = (z_a, zt[2]) if hi - lo == z_a.shape[1] else (z_a[:, lo:hi], zt[2][:, lo:hi])
@@ -193,19 +198,14 @@ def mlp_plane_point(ev: Evaluator, first_path: str, theta0: Tensor, d1: Tensor, 
         return ev.chunked(outputs)
 
     if score is not None:
-        classes = ev.layout.shapes[ev.layout.names.index(steps[-1][1])][0]
-        logits = _Logits(classes, len(ev.x), ev.x.dtype)
+        logits = _Logits(score.before.shape, ev.x.dtype)  # (C, N), as the scorer's mask
 
         def block(items: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
             """The points of ``items`` (consecutive ones of a grid row), their logits written side by side
             and scored together: one scorer's dozen calls for the block instead of for every point."""
             out = logits.of(len(items))
             for j, (ai, bi) in enumerate(items):
-                b = float(bi)
-                z_a = row.at(float(ai))
-                params = row.point_params(b)
-                h = _add_relu(z_a, zt[2], b) if fused else torch.add(z_a, zt[2], alpha=b)
-                _run_chain(steps, h, params, start=int(fused), out=out[j])
+                logits_at(ai, bi, out=out[j])
             return list(zip(*(t.unbind(0) for t in score.many(out))))
 
         point.batch = block
