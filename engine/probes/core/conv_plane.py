@@ -13,7 +13,9 @@ linear head) is evaluated here without ``functional_call`` and without oneDNN, t
 - the inputs carry a constant channel of ones, so a bias is one more row of its convolution's
   weights (:func:`_product_weights`) instead of a pass that copies it into the output;
 - each pool is taken before its ReLU (``relu(max(u, v)) = max(relu u, relu v)`` exactly), written
-  straight into the next block's padded buffer;
+  straight into the next block's padded buffer; where a C compiler is, the first block (convolution,
+  pool and ReLU) and each later pool with its ReLU are one compiled loop each
+  (:mod:`engine.probes.core.native`, float32), else PyTorch's ``mm``, ``maximum`` and ``relu_``;
 - BatchNorm with running statistics is folded into the convolution (``s * W``, ``s * (b - mean) +
   beta``, ``s = gamma / sqrt(var + eps)``); the mean over positions is folded into the head, which
   runs class-major so the logits are scored by
@@ -50,6 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from engine.probes.core import native
 from engine.probes.core.conv_chain import ConvChain, ConvStep, conv_chain
 from engine.probes.core.cpu_kernels import ClassMajorScore
 from engine.probes.core.evaluator import EVAL_MEMORY_BYTES, Evaluator
@@ -163,7 +166,7 @@ class _Work:
             self.acts = [(u[:, 0], u[:, 1], dsts[0])]
         else:
             self.acts = [(self.first.view(n, first.length, first.c_out), None, dsts[0])]
-        self.convs = []
+        self.convs, self.outs, self.dsts = [], [], dsts  # outs: each later block's (n, L, c_out) output
         for s, x, dst in zip(later, pads, dsts[1:]):
             stride = s.length + s.k // 2
             m = n * stride - s.k // 2  # output row i = sample i // (L + p), position i % (L + p)
@@ -171,6 +174,7 @@ class _Work:
             taps = [x[t : t + m, : hi - lo] for t, (lo, hi) in enumerate(_tap_rows(s, t) for t in range(s.k))]
             self.convs.append((taps, out[:m]))
             ov = out.view(n, stride, s.c_out)  # positions L.. of a sample: rows between samples, not used
+            self.outs.append(ov[:, : s.length])
             half = s.length // 2
             self.acts.append((ov[:, 0 : 2 * half : 2], ov[:, 1 : 2 * half : 2], dst) if s.pool
                              else (ov[:, : s.length], None, dst))
@@ -258,6 +262,18 @@ def _block(work: _Work, st: _Thread, windows: Tensor, last: Tensor) -> None:
     _pool(acts[-1][0], acts[-1][1], last)
 
 
+def _native_block(work: _Work, st: _Thread, first: Callable, pools: list[Callable]) -> None:
+    """:func:`_block` with the compiled loops (:mod:`~engine.probes.core.native`): ``first`` the first
+    block's convolution, pool and ReLU, ``pools`` each later block's pool and ReLU, each written into the
+    next block's padded input or the span's rows of the last output (ReLU applied)."""
+    first()
+    for (xs, out), ws, pool in zip(work.convs, st.weights[1:], pools):
+        torch.mm(xs[0], ws[0], out=out)
+        for x, w in zip(xs[1:], ws[1:]):
+            out.addmm_(x, w)
+        pool()
+
+
 #: Rows per block chosen per (chain, rows, dtype, threads), measured once per process
 #: (at most point_parallel.CHOICES_KEPT of them).
 _BLOCK_CHOICE: dict[tuple, int] = {}
@@ -268,8 +284,13 @@ class _Runner:
 
     def __init__(self, chain: ConvChain, ev: Evaluator, rows: int | None):
         self.chain, self.ev, self.rows = chain, ev, rows
-        self.windows = _windows(chain, ev.x)
-        self.per_row = len(self.windows) // len(ev.x)
+        self.native = native.kernels() if ev.x.dtype == torch.float32 else None
+        if self.native is None:
+            self.windows = _windows(chain, ev.x)
+            self.per_row = len(self.windows) // len(ev.x)
+        else:  # the compiled first block reads the zero-padded input itself
+            pad = chain.steps[0].k // 2
+            self.padded = nn.functional.pad(ev.x, (pad, pad)).contiguous()  # (N, c_in, L + 2p)
         self.local = _Thread(chain, len(ev.x), ev.x.dtype)
         # the class-major logits scored in place where the loss is a mean cross-entropy: against the
         # evaluator's scoring of their transpose, 1.0 against ~0.1 ms at one thread (4,000 rows)
@@ -279,10 +300,11 @@ class _Runner:
         """Class-major logits ``(n_out, n)`` of the first ``n`` rows at the point in ``st.params``."""
         _fold(st, buffers)
         spans = st.spans.get((n, block)) or self._spans(st, n, block)
-        for windows, work, last in spans:
-            _block(work, st, windows, last)
+        for run, *args in spans:
+            run(*args)
         last = st.last[:n]
-        last.relu_()  # the last block's ReLU, once for all rows
+        if self.native is None:
+            last.relu_()  # the last block's ReLU, once for all rows (the compiled loops apply it)
         hw, hb = st.head
         flat = last.view(n, -1).T  # (positions * c, n)
         logits = st.logits[:, :n]
@@ -290,13 +312,24 @@ class _Runner:
         return logits
 
     def _spans(self, st: _Thread, n: int, block: int) -> list:
-        spans, r = [], self.per_row
+        """Each block of the first ``n`` rows as ``(function, *arguments)``: :func:`_block`, or
+        :func:`_native_block` with its compiled calls made (they hold this thread's buffers' addresses)."""
+        spans = []
         for lo in range(0, n, block):
             hi = min(n, lo + block)
             work = st.works.get(hi - lo)
             if work is None:
                 work = st.works[hi - lo] = _Work(self.chain, hi - lo, st.params.dtype)
-            spans.append((self.windows[lo * r : hi * r], work, st.last[lo:hi]))
+            last = st.last[lo:hi]
+            if self.native is None:
+                r = self.per_row
+                spans.append((_block, work, st, self.windows[lo * r : hi * r], last))
+                continue
+            k, steps, w0 = self.native, self.chain.steps, st.weights[0]
+            dsts = [last if d is None else d for d in work.dsts]
+            first = k.conv_pool_relu(self.padded[lo:hi], w0[:-1], w0[-1], steps[0].pool, dsts[0])
+            pools = [k.pool_relu(out, s.pool, dst) for out, s, dst in zip(work.outs, steps[1:], dsts[1:])]
+            spans.append((_native_block, work, st, first, pools))
         st.spans[(n, block)] = spans
         return spans
 
@@ -315,7 +348,7 @@ class _Runner:
         n = len(self.ev.x)
         if self.rows is not None:
             return max(1, min(self.rows, n))
-        key = (self.chain, n, st.params.dtype, torch.get_num_threads())
+        key = (self.chain, n, st.params.dtype, torch.get_num_threads(), self.native is not None)
         chosen = _BLOCK_CHOICE.get(key)
         if chosen is None:
             sizes = sorted({min(c, n) for c in _BLOCK_CANDIDATES})

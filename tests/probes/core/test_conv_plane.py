@@ -13,6 +13,10 @@ which bounds every partial sum on the way. The chain and the module may differ b
 Losses then differ by at most twice the largest logit difference (cross-entropy is 2-Lipschitz in
 the logits' max-norm) plus a few roundings of the mean, and the accuracy by at most one sample (a
 flipped near-tie).
+
+Every test runs twice: on the compiled loops of :mod:`engine.probes.core.native` (the first block's
+convolution and every pool and ReLU fused) and on PyTorch's operators. The compiled first convolution
+sums the same ``c_in k + 1`` terms as the product, so the bound above holds for both.
 """
 
 import copy
@@ -31,12 +35,22 @@ from engine.probes.core import (
     evaluate_plane,
     evaluate_points,
     fast_default_loss,
+    native,
     path_eval,
 )
 from engine.probes.core.conv_chain import conv_chain
 from engine.probes.core.conv_plane import _Runner, _to_chain, conv_plane_point  # noqa: PLC2701
 
 U = 2.0**-24
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch-ops"])
+def kernels(request, monkeypatch):
+    """Each test on the compiled loops and on PyTorch's operators (``ZOOSCOPE_NATIVE_KERNELS``)."""
+    monkeypatch.setenv(native.ENV, "1" if request.param == "compiled" else "0")
+    if request.param == "compiled" and native.kernels() is None:
+        pytest.skip("no C compiler here (tests/probes/core/test_native.py fails where there is one)")
+    return request.param
 
 
 def _model(width=8, depth=3, bn=False, k=3, pool=True, shape=(1, 40), act="relu", seed=0):
@@ -108,7 +122,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_chain_logits_equal_the_module_up_to_rounding(config):
+def test_chain_logits_equal_the_module_up_to_rounding(config, kernels):
     shape = config.get("shape", (1, 40))
     model, (x, y) = _model(**config), _data(shape)
     ev = Evaluator(model, (x, y))
@@ -116,6 +130,7 @@ def test_chain_logits_equal_the_module_up_to_rounding(config):
     assert chain is not None
     theta0, d1, d2, _ = _plane(model)
     runner = _Runner(chain, ev, None)
+    assert (runner.native is not None) == (kernels == "compiled")
     st = runner.local
     n, gamma = len(x), _gamma(model, x)
     for a, b in [(0.0, 0.0), (1.0, -1.0), (-0.4, 0.9)]:
