@@ -210,7 +210,7 @@ def kernels() -> NativeKernels | None:
 @functools.cache
 def _loaded() -> NativeKernels | None:
     try:
-        found = NativeKernels(ctypes.CDLL(str(_library())))
+        found = NativeKernels(_open())
         if not _agrees(found):
             _log.warning("compiled ConvNet loops disagree with PyTorch here; using PyTorch's operators")
             return None
@@ -218,6 +218,15 @@ def _loaded() -> NativeKernels | None:
     except (OSError, subprocess.SubprocessError, ValueError) as err:
         _log.warning("compiled ConvNet loops unavailable (%s); using PyTorch's operators", err)
         return None
+
+
+def _open() -> ctypes.CDLL:
+    path = _library()
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:  # a damaged file in the cache (a crash while copying, a full disk): built again, once
+        path.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_library()))
 
 
 def _library() -> Path:

@@ -171,6 +171,15 @@ def test_built_once_into_a_private_cache_then_reused(fresh, monkeypatch):
     assert native.kernels() is not None
 
 
+def test_a_damaged_library_in_the_cache_is_built_again(fresh):
+    if not _compiler():
+        pytest.skip("no C compiler here")
+    built = native._library()  # noqa: SLF001
+    built.write_bytes(b"\x7fELF truncated")
+    assert native.kernels() is not None
+    assert built.read_bytes()[:4] == b"\x7fELF" and built.stat().st_size > 1000
+
+
 def test_a_cache_others_can_write_to_is_not_used(fresh):
     folder = fresh / "zooscope" / "kernels"
     folder.mkdir(parents=True)
