@@ -312,9 +312,11 @@ class _Runner:
         return logits
 
     def _spans(self, st: _Thread, n: int, block: int) -> list:
-        """Each block of the first ``n`` rows as ``(function, *arguments)``: :func:`_block`, or
-        :func:`_native_block` with its compiled calls made (they hold this thread's buffers' addresses)."""
-        spans = []
+        """The blocks of the first ``n`` rows as ``(function, *arguments)``: each block by :func:`_block`,
+        or with the compiled loops all blocks as one plan (every product and loop in one call, without
+        the GIL) where the BLAS's ``sgemm_`` is found, else each by :func:`_native_block`. Compiled
+        calls hold this thread's buffers' addresses."""
+        spans, plan = [], []
         for lo in range(0, n, block):
             hi = min(n, lo + block)
             work = st.works.get(hi - lo)
@@ -325,13 +327,24 @@ class _Runner:
                 r = self.per_row
                 spans.append((_block, work, st, self.windows[lo * r : hi * r], last))
                 continue
-            k, steps, w0 = self.native, self.chain.steps, st.weights[0]
-            dsts = [last if d is None else d for d in work.dsts]
-            first = k.conv_pool_relu(self.padded[lo:hi], w0[:-1], w0[-1], steps[0].pool, dsts[0])
-            pools = [k.pool_relu(out, s.pool, dst) for out, s, dst in zip(work.outs, steps[1:], dsts[1:])]
-            spans.append((_native_block, work, st, first, pools))
-        st.spans[(n, block)] = spans
+            ops = self._native_ops(st, work, self.padded[lo:hi], last)
+            plan += ops
+            k = self.native
+            spans.append((_native_block, work, st, k.call(ops[0]), [k.call(op) for op in ops if op.code == 3]))
+        whole = self.native.plan(plan) if plan else None
+        st.spans[(n, block)] = spans = [(whole,)] if whole is not None else spans
         return spans
+
+    def _native_ops(self, st: _Thread, work: _Work, padded: Tensor, last: Tensor) -> list:
+        """One block's steps for the compiled loops: the first block, then per later block its
+        products (one per tap) and its pool with ReLU."""
+        k, steps, w0 = self.native, self.chain.steps, st.weights[0]
+        dsts = [last if d is None else d for d in work.dsts]
+        ops = [k.conv_op(padded, w0[:-1], w0[-1], steps[0].pool, dsts[0])]
+        for (xs, out), ws, o, s, dst in zip(work.convs, st.weights[1:], work.outs, steps[1:], dsts[1:]):
+            ops += [k.gemm_op(x, w, out, t > 0) for t, (x, w) in enumerate(zip(xs, ws))]
+            ops.append(k.pool_op(o, s.pool, dst))
+        return ops
 
     def evaluate(self, st: _Thread, buffers: Mapping[str, Tensor], score: Callable) -> tuple[Tensor, Tensor]:
         """Loss and accuracy at the point in ``st.params`` over all rows: the logits scored by the

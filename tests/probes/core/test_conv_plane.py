@@ -44,12 +44,18 @@ from engine.probes.core.conv_plane import _Runner, _to_chain, conv_plane_point  
 U = 2.0**-24
 
 
-@pytest.fixture(autouse=True, params=["compiled", "torch-ops"])
+@pytest.fixture(autouse=True, params=["compiled-plan", "compiled-loops", "torch-ops"])
 def kernels(request, monkeypatch):
-    """Each test on the compiled loops and on PyTorch's operators (``ZOOSCOPE_NATIVE_KERNELS``)."""
-    monkeypatch.setenv(native.ENV, "1" if request.param == "compiled" else "0")
-    if request.param == "compiled" and native.kernels() is None:
+    """Each test on the compiled loops as one plan a point (products by the BLAS's ``sgemm_`` from C),
+    on the compiled loops between PyTorch's products (no ``sgemm_`` found), and on PyTorch's operators."""
+    monkeypatch.setenv(native.ENV, "0" if request.param == "torch-ops" else "1")
+    found = native.kernels()
+    if request.param != "torch-ops" and found is None:
         pytest.skip("no C compiler here (tests/probes/core/test_native.py fails where there is one)")
+    if request.param == "compiled-plan" and found.sgemm is None:
+        pytest.skip("no sgemm_ in PyTorch's library here")
+    if request.param == "compiled-loops":
+        monkeypatch.setattr(found, "sgemm", None)
     return request.param
 
 
@@ -130,7 +136,7 @@ def test_chain_logits_equal_the_module_up_to_rounding(config, kernels):
     assert chain is not None
     theta0, d1, d2, _ = _plane(model)
     runner = _Runner(chain, ev, None)
-    assert (runner.native is not None) == (kernels == "compiled")
+    assert (runner.native is not None) == (kernels != "torch-ops")
     st = runner.local
     n, gamma = len(x), _gamma(model, x)
     for a, b in [(0.0, 0.0), (1.0, -1.0), (-0.4, 0.9)]:
@@ -142,6 +148,7 @@ def test_chain_logits_equal_the_module_up_to_rounding(config, kernels):
             theirs = functional_call(ev.module, {**params, **ev.buffers}, (x,))
             bound = 2 * gamma * _abs_logits(model, params, ev.buffers, x)
             assert ((mine.double() - theirs.double()).abs() <= bound).all(), (mine - theirs).abs().max()
+    assert (len(st.spans[(n, 64)]) == 1) == (kernels == "compiled-plan")  # 5 blocks, or one plan for all
 
 
 def _params(model, theta):

@@ -34,7 +34,7 @@ def loops():
     """The library as built, without the self-check :func:`native.kernels` runs before first use."""
     if not _compiler():
         pytest.skip("no C compiler here")
-    return native.NativeKernels(ctypes.CDLL(str(native._library())))  # noqa: SLF001
+    return native.NativeKernels(ctypes.CDLL(str(native._library())), native._sgemm())  # noqa: SLF001
 
 
 def test_loops_are_built_wherever_a_c_compiler_is(monkeypatch):
@@ -131,6 +131,37 @@ def test_a_prepared_call_keeps_its_tensors_alive(loops):
     assert src() is None and dst() is None
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_plan_products_within_the_summation_bound(loops, accumulate):
+    if loops.sgemm is None:
+        pytest.skip("no sgemm_ in PyTorch's library here")
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(300, 40, generator=g)[5:, 3:36]  # strided rows, as the shifted taps are
+    b = torch.randn(33, 32, generator=g)
+    c = torch.randn(295, 48, generator=g)[:, :32]
+    before = c.clone()
+    if not accumulate:
+        c.fill_(float("nan"))  # a fresh product ignores what its output held
+    loops.plan([loops.gemm_op(a, b, c, accumulate)])()
+    start = before.double() if accumulate else 0
+    exact = start + a.double() @ b.double()
+    size = (before.double().abs() if accumulate else 0) + a.double().abs() @ b.double().abs()
+    assert ((c.double() - exact).abs() <= (33 + 2) * U * size).all()
+
+
+def test_a_plan_runs_its_steps_in_order(loops):
+    if loops.sgemm is None:
+        pytest.skip("no sgemm_ in PyTorch's library here")
+    g = torch.Generator().manual_seed(4)
+    a, w = torch.randn(24, 16, generator=g), torch.randn(16, 16, generator=g)
+    conv = torch.empty(24, 16)
+    pooled = torch.empty(2, 6, 16)
+    loops.plan([loops.gemm_op(a, w, conv, False), loops.pool_op(conv.view(2, 12, 16), True, pooled)])()
+    product = a @ w
+    want = torch.maximum(product.view(2, 12, 16)[:, 0::2], product.view(2, 12, 16)[:, 1::2]).relu()
+    assert torch.allclose(pooled, want, rtol=0, atol=35 * U * float((a.abs() @ w.abs()).max()))
+
+
 def test_layouts_it_cannot_read_are_refused(loops):
     x, w, b = torch.zeros(2, 1, 12), torch.zeros(3, 8), torch.zeros(8)
     with pytest.raises(ValueError, match="conv_pool_relu: float32 tensors"):
@@ -139,6 +170,12 @@ def test_layouts_it_cannot_read_are_refused(loops):
         loops.conv_pool_relu(x, w, b, True, torch.zeros(2, 4, 8))  # 10 positions pool to 5, not 4
     with pytest.raises(ValueError, match="pool_relu: float32 tensors"):
         loops.pool_relu(torch.zeros(2, 8, 10).transpose(1, 2), True, torch.zeros(2, 5, 8))  # channels strided
+    with pytest.raises(ValueError, match="gemm: float32 tensors"):
+        loops.gemm_op(torch.zeros(4, 3), torch.zeros(4, 5), torch.zeros(4, 5), False)  # inner sizes differ
+    with pytest.raises(ValueError, match="gemm: float32 tensors"):
+        loops.gemm_op(torch.zeros(4, 3).T, torch.zeros(4, 5), torch.zeros(3, 5), False)  # columns strided
+    with pytest.raises(ValueError, match="a product runs in a plan"):
+        loops.call(loops.gemm_op(torch.zeros(4, 3), torch.zeros(3, 5), torch.zeros(4, 5), False))
 
 
 @pytest.fixture
@@ -188,6 +225,12 @@ def test_a_cache_others_can_write_to_is_not_used(fresh):
     planted.write_bytes(b"not a library")
     chosen = native._private_dir()  # noqa: SLF001
     assert chosen != folder and stat.S_IMODE(chosen.stat().st_mode) == 0o700
+
+
+def test_a_relative_cache_location_is_not_used(fresh, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the spec says: ignore it
+    chosen = native._private_dir()  # noqa: SLF001
+    assert chosen.is_absolute() and stat.S_IMODE(chosen.stat().st_mode) == 0o700
 
 
 def test_without_a_compiler_the_chain_falls_back_to_torch(fresh, monkeypatch, caplog):
