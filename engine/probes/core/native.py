@@ -24,8 +24,9 @@ the loops are called per block between PyTorch's products.
 
 Same results as PyTorch's operators: the maximum and ReLU keep NaN as ``torch.maximum`` and
 ``torch.relu`` do (a NaN on either side gives NaN; ``relu(NaN)`` is NaN), so pooled values are
-equal bit for bit; the first convolution sums ``b + sum_{c, t} x w`` in that order, with no
-fused multiply-add (``-ffp-contract=off``): equal to the product's to float rounding, on every CPU alike.
+equal to theirs up to a NaN's bits (its payload) and the sign of a zero (``relu(-0.0)`` is +0
+here); the first convolution sums ``b + sum_{c, t} x w`` in that order, with no fused
+multiply-add (``-ffp-contract=off``): equal to the product's to float rounding, on every CPU alike.
 
 The library is built once per source, compiler and CPU (its model and instruction-set flags are
 part of the file's name, so a cache shared between machines never hands one CPU another's
@@ -51,6 +52,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -147,13 +149,16 @@ void pool_relu(const float *restrict src, long n, long ss, long sp, long lout, i
 /* A whole point's blocks in one call (the caller's GIL released for all of it): ops of 16 slots,
    1 = row-major C (m x n, ldc) = A (m x k, lda) B (k x n, ldb) [+ C] by the BLAS's Fortran sgemm
    (as C^T = B^T A^T), 2 = conv_pool_relu, 3 = pool_relu, with their arguments in order. */
-typedef void (*sgemm_t)(const char *, const char *, const int *, const int *, const int *, const float *,
-                        const float *, const int *, const float *, const int *, const float *, float *, const int *);
+/* The integers go by address as 64-bit values: on a little-endian CPU an LP64 sgemm_ (32-bit
+   integers, PyTorch's MKL) reads their low halves, the same numbers below 2^31, and an ILP64 one
+   reads them whole. */
+typedef void (*sgemm_t)(const char *, const char *, const long *, const long *, const long *, const float *,
+                        const float *, const long *, const float *, const long *, const float *, float *, const long *);
 void run_plan(const long *p, long ops, void *gemm) {
     const sgemm_t g = (sgemm_t)gemm;
     for (long i = 0; i < ops; i++, p += 16) {
         if (p[0] == 1) {
-            const int lda = (int)p[2], ldb = (int)p[4], ldc = (int)p[6], m = (int)p[7], n = (int)p[8], k = (int)p[9];
+            const long lda = p[2], ldb = p[4], ldc = p[6], m = p[7], n = p[8], k = p[9];
             const float one = 1.0f, beta = p[10] ? 1.0f : 0.0f;
             g("N", "N", &n, &m, &k, &one, (const float *)p[3], &ldb, (const float *)p[1], &lda, &beta,
               (float *)p[5], &ldc);
@@ -197,10 +202,10 @@ class NativeKernels:
         """``relu(pool(conv(x)))`` into ``dst``: ``x`` (n, c_in, L + 2p) zero padded, ``w`` (c_in * k, C)
         rows by channel then tap, ``b`` (C,), ``dst`` (n, L', C) with contiguous channels,
         ``L' = L // 2`` with ``pool`` else ``L``."""
+        _check(_plain((x, 3), (w, 2), (b, 1), (dst, 3)) and x.stride(2) == 1 and w.is_contiguous()
+               and b.is_contiguous() and dst.stride(2) == 1 and _apart(dst, x, w, b), "conv_pool_relu")
         n, c_in, padded = x.shape
         k = w.shape[0] // c_in
-        _check(x.stride(2) == 1 and w.is_contiguous() and b.is_contiguous() and dst.stride(2) == 1
-               and all(t.dtype == torch.float32 for t in (x, w, b, dst)), "conv_pool_relu")
         lout = (padded - k + 1) // 2 if pool else padded - k + 1
         _check(dst.shape == (n, lout, w.shape[1]) and w.shape[0] == c_in * k and b.shape == (w.shape[1],),
                "conv_pool_relu shapes")
@@ -210,18 +215,20 @@ class NativeKernels:
     def pool_op(self, src: Tensor, pool: bool, dst: Tensor) -> _Op:
         """``relu(max(src[:, 2j], src[:, 2j + 1]))`` (with ``pool``, else ``relu(src[:, j])``) into
         ``dst[:, j]``: ``src`` (n, L, C) and ``dst`` (n, L', C) with contiguous channels."""
+        _check(_plain((src, 3), (dst, 3)) and src.stride(2) == 1 and dst.stride(2) == 1 and _apart(dst, src),
+               "pool_relu")
         n, length, c = src.shape
         lout = length // 2 if pool else length
-        _check(src.stride(2) == 1 and dst.stride(2) == 1 and dst.shape == (n, lout, c)
-               and src.dtype == dst.dtype == torch.float32, "pool_relu")
+        _check(dst.shape == (n, lout, c), "pool_relu")
         return _Op(3, (src.data_ptr(), n, src.stride(0), src.stride(1), lout, int(pool), c, dst.data_ptr(),
                        dst.stride(0), dst.stride(1)), (src, dst))
 
     def gemm_op(self, a: Tensor, b: Tensor, c: Tensor, accumulate: bool) -> _Op:
         """``c = a @ b`` (``c += a @ b`` when ``accumulate``), row-major views with unit column stride."""
+        _check(_plain((a, 2), (b, 2), (c, 2)) and all(t.stride(1) == 1 for t in (a, b, c)) and _apart(c, a, b),
+               "gemm")
         (m, k), n = a.shape, b.shape[1]
-        ok = all(t.dtype == torch.float32 and t.ndim == 2 and t.stride(1) == 1 for t in (a, b, c))
-        _check(ok and b.shape[0] == k and c.shape == (m, n) and a.stride(0) >= max(1, k)
+        _check(b.shape[0] == k and c.shape == (m, n) and a.stride(0) >= max(1, k)
                and b.stride(0) >= max(1, n) and c.stride(0) >= max(1, n)
                and max(m, n, k, a.stride(0), b.stride(0), c.stride(0)) < 2**31, "gemm")
         return _Op(1, (a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), c.data_ptr(), c.stride(0), m, n, k,
@@ -235,7 +242,8 @@ class NativeKernels:
         return _Call(functools.partial(self._fns[op.code], *op.args), op.tensors)
 
     def plan(self, ops: list[_Op]) -> _Call | None:
-        """The steps as one call that runs them in order without the GIL, or None without the BLAS's sgemm."""
+        """The steps as one call that runs them in order without the GIL, or None without the BLAS's
+        sgemm. The call keeps the tensors alive; they must not be resized while it is used."""
         if self.sgemm is None:
             return None
         table = (ctypes.c_long * (16 * len(ops)))()
@@ -263,6 +271,23 @@ class _Call:
 
     def __call__(self) -> None:
         self._fn()
+
+
+def _plain(*pairs: tuple[Tensor, int]) -> bool:
+    """Float32 tensors of these dimensions in CPU memory, strided, none empty (the loops read them by address)."""
+    return all(t.dtype == torch.float32 and t.ndim == ndim and t.device.type == "cpu" and t.layout == torch.strided
+               and t.numel() > 0 and min(t.stride()) >= 0 for t, ndim in pairs)
+
+
+def _apart(out: Tensor, *inputs: Tensor) -> bool:
+    """Whether ``out``'s memory (first to last element it spans) shares no byte with any input's."""
+
+    def span(t: Tensor) -> tuple[int, int]:
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    lo, hi = span(out)
+    return all(e <= lo or s >= hi for s, e in map(span, inputs))
 
 
 def _check(ok: bool, what: str) -> None:
@@ -295,7 +320,10 @@ def _loaded() -> NativeKernels | None:
 
 
 def _sgemm() -> int | None:
-    """The address of ``sgemm_`` in PyTorch's own library (its bundled MKL on x86-64 Linux), or None."""
+    """The address of ``sgemm_`` in PyTorch's own library (its bundled MKL on x86-64 Linux), or None
+    (also on a big-endian CPU, where the 64-bit integers ``run_plan`` passes would not read as 32-bit ones)."""
+    if sys.byteorder != "little":
+        return None
     name = "libtorch_cpu.dylib" if sys.platform == "darwin" else "libtorch_cpu.so"
     try:
         fn = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / name)).sgemm_
@@ -307,15 +335,30 @@ def _sgemm() -> int | None:
 def _open() -> ctypes.CDLL:
     path = _library()
     try:
-        return ctypes.CDLL(str(path))
+        return _load(path)
     except OSError:  # a damaged file in the cache (a crash while copying, a full disk): built again, once
         path.unlink(missing_ok=True)
-        return ctypes.CDLL(str(_library()))
+        return _load(_library())
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    """``path`` loaded only if, opened without following a last symlink, it is a regular file this user
+    owns that nobody else can write. Its folder is this user's alone and no folder above it can be
+    renamed by another user (:func:`_private_dir`), so the file checked is the file loaded."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(f"{path} is not a file of this user's that only it can write")
+    return ctypes.CDLL(str(path))
 
 
 def _library() -> Path:
     """The compiled library: from the private cache, or built there now."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    found = (shutil.which(name) for name in ("cc", "gcc", "clang"))
+    cc = next((c for c in found if c and os.path.isabs(c)), None)  # a relative PATH entry is not trusted
     if cc is None:
         raise OSError("no C compiler (cc, gcc or clang) on PATH")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -333,7 +376,20 @@ def _library() -> Path:
         if done.returncode != 0:
             raise OSError(f"{cc} failed: {done.stderr.strip()[-400:]}")
         os.replace(out, target)  # whole or not at all, also when two processes build at once
+    _prune(folder, keep=target)
     return target
+
+
+def _prune(folder: Path, keep: Path, days: float = 30.0) -> None:
+    """Libraries of other sources, compilers or CPUs not used for ``days`` (a cache shared between
+    machines keeps each CPU's while it is in use)."""
+    cutoff = time.time() - days * 86400
+    for old in folder.glob("convnet_*.so"):
+        try:
+            if old != keep and old.stat().st_atime < cutoff and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass
 
 
 def _cpu() -> str:
@@ -349,19 +405,28 @@ def _cpu() -> str:
 
 def _private_dir() -> Path:
     """This user's kernel cache (created 0700), or a fresh private temporary directory when it is
-    missing, not ours, or writable by others."""
+    missing, a symlink, not ours, writable by others, or below a folder another user could rename it in."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = Path(base) / "zooscope" / "kernels"
     if not folder.is_absolute():  # no home directory ("~" left unexpanded) or a relative XDG_CACHE_HOME
         return Path(_session_dir())
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = folder.stat()
-        if info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        info = folder.lstat()  # a symlink is not the folder we made
+        if (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+                and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and all(map(_fixed, folder.parents))):
             return folder
     except OSError:
         pass
     return Path(_session_dir())
+
+
+def _fixed(folder: Path) -> bool:
+    """Whether no other user can rename what ``folder`` holds: it belongs to this user or root and
+    only its owner may write in it, or it is sticky (``/tmp``: only an entry's owner renames it)."""
+    info = folder.stat()
+    return info.st_uid in (0, os.getuid()) and (not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                                                 or bool(info.st_mode & stat.S_ISVTX))
 
 
 @functools.cache

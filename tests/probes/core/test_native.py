@@ -1,10 +1,11 @@
 """The compiled ConvNet loops (engine/probes/core/native.py).
 
-Tolerance. A pooled or ReLU'd value is a maximum: exact, so equal to PyTorch's bit for bit, NaN
-included. The first convolution sums ``K + 1`` terms (``K = c_in k`` products and the bias) one after
-another in float32 without fused multiply-adds, so each output is within ``gamma_K * (|b| + sum |x w|)``
-of the exact sum (``gamma_K = K u / (1 - K u)``, ``u = 2**-24``, Higham's bound for recursive
-summation of rounded products); a maximum and a ReLU are 1-Lipschitz and keep that bound.
+Tolerance. A pooled or ReLU'd value is a maximum: exact, so equal to PyTorch's (NaN where it has
+NaN; a NaN's payload bits and a zero's sign may differ). The first convolution sums ``K + 1`` terms
+(``K = c_in k`` products and the bias) one after another in float32 without fused multiply-adds,
+so each output is within ``gamma_K * (|b| + sum |x w|)`` of the exact sum (``gamma_K = K u / (1 -
+K u)``, ``u = 2**-24``, Higham's bound for recursive summation of rounded products); a maximum and
+a ReLU are 1-Lipschitz and keep that bound.
 """
 
 import ctypes
@@ -60,7 +61,7 @@ def _with_specials(shape, seed):
 
 @pytest.mark.parametrize("channels", [32, 21, 5, 48])
 @pytest.mark.parametrize("pool", [True, False])
-def test_pool_relu_equals_torch_bit_for_bit(loops, channels, pool):
+def test_pool_relu_equals_torch_up_to_nan_bits_and_zero_sign(loops, channels, pool):
     src_rows = _with_specials((4, 13, channels + 3), seed=channels)[:, :11, 1 : channels + 1]  # strided view
     out_len = 5 if pool else 11
     padded = torch.full((4, out_len + 2, channels + 1), 9.0)
@@ -174,6 +175,16 @@ def test_layouts_it_cannot_read_are_refused(loops):
         loops.gemm_op(torch.zeros(4, 3), torch.zeros(4, 5), torch.zeros(4, 5), False)  # inner sizes differ
     with pytest.raises(ValueError, match="gemm: float32 tensors"):
         loops.gemm_op(torch.zeros(4, 3).T, torch.zeros(4, 5), torch.zeros(3, 5), False)  # columns strided
+    with pytest.raises(ValueError, match="conv_pool_relu: float32 tensors"):
+        loops.conv_pool_relu(x, torch.zeros(3, 8, 0), b, True, torch.zeros(2, 5, 8))  # weights not a matrix
+    with pytest.raises(ValueError, match="conv_pool_relu: float32 tensors"):
+        loops.conv_pool_relu(x, w, b, True, torch.zeros(2, 5, 8, device="meta"))  # not in CPU memory
+    shared = torch.zeros(2, 10, 8)
+    with pytest.raises(ValueError, match="pool_relu: float32 tensors"):
+        loops.pool_relu(shared, True, shared[:, 5:])  # the output overlaps the input
+    m = torch.zeros(6, 6)
+    with pytest.raises(ValueError, match="gemm: float32 tensors"):
+        loops.gemm_op(m[:, :3], m[:3, 3:], m[:, 3:], False)  # the product's output inside a factor's span
     with pytest.raises(ValueError, match="a product runs in a plan"):
         loops.call(loops.gemm_op(torch.zeros(4, 3), torch.zeros(3, 5), torch.zeros(4, 5), False))
 
@@ -233,6 +244,55 @@ def test_a_relative_cache_location_is_not_used(fresh, monkeypatch):
     assert chosen.is_absolute() and stat.S_IMODE(chosen.stat().st_mode) == 0o700
 
 
+def test_a_cache_below_a_folder_others_can_write_to_is_not_used(fresh, monkeypatch):
+    shared = fresh / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # another user could rename our folder away and put theirs in its place
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    chosen = native._private_dir()  # noqa: SLF001
+    assert not str(chosen).startswith(str(shared))
+    os.chmod(shared, 0o1777)  # sticky, as /tmp: only an entry's owner may rename it
+    assert native._private_dir() == shared / "zooscope" / "kernels"  # noqa: SLF001
+
+
+def test_a_symlinked_cache_folder_is_not_used(fresh, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    os.chmod(elsewhere, 0o700)
+    (fresh / "zooscope").mkdir(parents=True)
+    (fresh / "zooscope" / "kernels").symlink_to(elsewhere)
+    chosen = native._private_dir()  # noqa: SLF001
+    assert chosen != fresh / "zooscope" / "kernels" and chosen.resolve() != elsewhere.resolve()
+
+
+def test_a_library_only_others_could_have_written_is_not_loaded(fresh):
+    if not _compiler():
+        pytest.skip("no C compiler here")
+    built = native._library()  # noqa: SLF001
+    link = built.parent / "link.so"
+    link.symlink_to(built)
+    with pytest.raises(OSError):
+        native._load(link)  # noqa: SLF001 - a symlink, not the file
+    os.chmod(built, 0o777)
+    with pytest.raises(OSError, match="only it can write"):
+        native._load(built)  # noqa: SLF001
+    os.chmod(built, 0o755)
+    assert native._load(built) is not None  # noqa: SLF001
+
+
+def test_libraries_unused_for_a_month_are_pruned(fresh):
+    if not _compiler():
+        pytest.skip("no C compiler here")
+    folder = fresh / "zooscope" / "kernels"
+    folder.mkdir(parents=True, mode=0o700)
+    stale, recent = folder / "convnet_stale.so", folder / "convnet_recent.so"
+    stale.write_bytes(b"x")
+    recent.write_bytes(b"x")
+    month = 31 * 86400
+    os.utime(stale, (stale.stat().st_atime - month, stale.stat().st_mtime - month))
+    built = native._library()  # noqa: SLF001
+    assert built.exists() and recent.exists() and not stale.exists()
+
+
 def test_without_a_compiler_the_chain_falls_back_to_torch(fresh, monkeypatch, caplog):
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     assert native.kernels() is None
@@ -244,7 +304,7 @@ def test_a_failing_compiler_falls_back_with_its_message(fresh, monkeypatch, capl
         return subprocess.CompletedProcess(cmd, 1, "", "cc1: error: bad option") if "-shared" in cmd \
             else subprocess.CompletedProcess(cmd, 0, "cc 1.0", "")
 
-    monkeypatch.setattr(native.shutil, "which", lambda name: "/usr/bin/cc")
+    monkeypatch.setattr(native.shutil, "which", lambda name: "/usr/bin/cc")  # absolute, as which returns
     monkeypatch.setattr(native.subprocess, "run", broken)
     assert native.kernels() is None
     assert "bad option" in caplog.text
