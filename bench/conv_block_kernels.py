@@ -12,7 +12,6 @@ a later pool with its ReLU (``maximum`` + ``relu_`` against the loop) at L = 20 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import landscape_common as common
@@ -23,14 +22,9 @@ from engine.probes.core import native
 
 
 def median_us(fn, repeats=300):
-    for _ in range(20):
+    for _ in range(20):  # warm: kernels, caches
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return common.timed(fn, torch.device("cpu"), repeats)[0] * 1e6
 
 
 def first_block(k, n, c=32, length=40):

@@ -256,10 +256,15 @@ def _block(work: _Work, st: _Thread, windows: Tensor, last: Tensor) -> None:
     acts = work.acts
     for (xs, out), ws, act in zip(work.convs, st.weights[1:], acts):
         _activate(*act)  # the previous block's output, into this block's padded input
-        torch.mm(xs[0], ws[0], out=out)
-        for x, w in zip(xs[1:], ws[1:]):
-            out.addmm_(x, w)
+        _convolve(xs, ws, out)
     _pool(acts[-1][0], acts[-1][1], last)
+
+
+def _convolve(xs: list[Tensor], ws: list[Tensor], out: Tensor) -> None:
+    """``out = sum_t xs[t] @ ws[t]``: a later block's convolution, one product per tap."""
+    torch.mm(xs[0], ws[0], out=out)
+    for x, w in zip(xs[1:], ws[1:]):
+        out.addmm_(x, w)
 
 
 def _native_block(work: _Work, st: _Thread, first: Callable, pools: list[Callable]) -> None:
@@ -268,9 +273,7 @@ def _native_block(work: _Work, st: _Thread, first: Callable, pools: list[Callabl
     next block's padded input or the span's rows of the last output (ReLU applied)."""
     first()
     for (xs, out), ws, pool in zip(work.convs, st.weights[1:], pools):
-        torch.mm(xs[0], ws[0], out=out)
-        for x, w in zip(xs[1:], ws[1:]):
-            out.addmm_(x, w)
+        _convolve(xs, ws, out)
         pool()
 
 
@@ -316,23 +319,24 @@ class _Runner:
         or with the compiled loops all blocks as one plan (every product and loop in one call, without
         the GIL) where the BLAS's ``sgemm_`` is found, else each by :func:`_native_block`. Compiled
         calls hold this thread's buffers' addresses."""
-        spans, plan = [], []
+        blocks = []
         for lo in range(0, n, block):
             hi = min(n, lo + block)
             work = st.works.get(hi - lo)
             if work is None:
                 work = st.works[hi - lo] = _Work(self.chain, hi - lo, st.params.dtype)
-            last = st.last[lo:hi]
-            if self.native is None:
-                r = self.per_row
-                spans.append((_block, work, st, self.windows[lo * r : hi * r], last))
-                continue
-            ops = self._native_ops(st, work, self.padded[lo:hi], last)
-            plan += ops
-            k = self.native
-            spans.append((_native_block, work, st, k.call(ops[0]), [k.call(op) for op in ops if op.code == 3]))
-        whole = self.native.plan(plan) if plan else None
-        st.spans[(n, block)] = spans = [(whole,)] if whole is not None else spans
+            blocks.append((lo, hi, work))
+        k = self.native
+        if k is None:
+            r = self.per_row
+            spans = [(_block, work, st, self.windows[lo * r : hi * r], st.last[lo:hi]) for lo, hi, work in blocks]
+        else:
+            ops = [(work, self._native_ops(st, work, self.padded[lo:hi], st.last[lo:hi])) for lo, hi, work in blocks]
+            whole = k.plan([op for _, block_ops in ops for op in block_ops])
+            spans = [(whole,)] if whole is not None else [
+                (_native_block, work, st, k.call(block_ops[0]), [k.call(op) for op in block_ops if op.code == 3])
+                for work, block_ops in ops]
+        st.spans[(n, block)] = spans
         return spans
 
     def _native_ops(self, st: _Thread, work: _Work, padded: Tensor, last: Tensor) -> list:

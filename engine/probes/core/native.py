@@ -8,8 +8,8 @@ product with ``c_in * k + 1 = 4`` columns whose output (the largest activation, 
 channels a sample) goes to memory and back for ``maximum`` and again for the ReLU, and every later
 pool is a ``maximum`` then a ``relu_``. Fused here, each reads its input once and writes only what
 the next product reads. On the 2-core Sapphire Rapids VM, at one thread and 128 rows: the first
-block 26 us against 42 for ``mm`` + ``maximum`` + ``relu_`` (51 against 106 at 256 rows), a pool
-at L = 20 8.1 against 18.6, at L = 10 4.8 against 15.0 (``bench/conv_block_kernels.py``,
+block 25 us against 42 for ``mm`` + ``maximum`` + ``relu_`` (49 against 105 at 256 rows), a pool
+at L = 20 7.8 against 18.4, at L = 10 5.1 against 15.1 (``bench/conv_block_kernels.py``,
 ``bench/results/conv_block_kernels.txt``).
 
 Plans. A point's row blocks are a fixed list of steps: per block the first loop, then per later
